@@ -1,0 +1,50 @@
+//! The one place library errors become exit codes (sysexits.h) and messages.
+
+use lifeboat::{Error, ErrorKind};
+
+pub const USAGE: i32 = 64;
+pub const DATAERR: i32 = 65;
+pub const NOINPUT: i32 = 66;
+pub const CANTCREAT: i32 = 73;
+pub const IOERR: i32 = 74;
+pub const TEMPFAIL: i32 = 75;
+pub const CONFIG: i32 = 78;
+
+pub fn code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::Usage => USAGE,
+        ErrorKind::BadData => DATAERR,
+        ErrorKind::NoInput => NOINPUT,
+        ErrorKind::CantCreate => CANTCREAT,
+        ErrorKind::Io => IOERR,
+        ErrorKind::Busy => TEMPFAIL,
+        ErrorKind::Config => CONFIG,
+    }
+}
+
+/// Print the error (one line, or one JSON object on stdout) and return its code.
+pub fn report(e: &Error, json: bool) -> i32 {
+    let code = code(e.kind);
+    tracing::debug!(event = e.event, kind = ?e.kind, "{e}");
+    if json {
+        let v = serde_json::json!({
+            "error": {
+                "message": e.to_string(),
+                "kind": e.kind,
+                "event": e.event,
+                "exit_code": code,
+                "subject": e.subject,
+                "fix": e.fix,
+            }
+        });
+        println!("{v}");
+    } else {
+        eprintln!("lifeboat: error: {e} (event={})", e.event);
+    }
+    code
+}
+
+/// Exit code for a completed check that found damage.
+pub fn damaged() -> i32 {
+    DATAERR
+}

@@ -1,0 +1,19 @@
+use lifeboat::Result;
+use lifeboat::repo::Repository;
+
+use super::Ctx;
+use super::output::print_json;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
+    let loc = ctx.repo_location()?;
+    let repo = Repository::init(&loc)?;
+    if ctx.json {
+        print_json(&serde_json::json!({"repository": repo.storage.location(), "id": repo.config.id, "format_version": repo.config.format_version}));
+    } else {
+        println!("created repository {}", repo.storage.location());
+    }
+    Ok(0)
+}

@@ -1,0 +1,171 @@
+//! The `lifeboat` command line: argument parsing, shared context, dispatch.
+//! One file per subcommand; `exit.rs` is the only place errors become exit
+//! codes and messages.
+
+mod demo;
+mod exit;
+mod init;
+mod list;
+mod output;
+mod progress;
+mod reset;
+mod restore;
+mod show;
+mod snapshot;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lifeboat::config::Config;
+use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::{Error, Result};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 64 usage, 65 bad data (corrupt backup, failed check), 66 missing input,
+73 would clobber (use --force), 74 I/O error, 75 busy (repository or database in use; retry),
+78 configuration or version problem.
+
+Quick start:
+  lifeboat snapshot /var/lib/app/state.db /etc/app     # back up a live database and a directory
+  lifeboat list                                         # what is in the repository
+  lifeboat restore latest --to /tmp/check               # restore somewhere safe to look at it
+  lifeboat verify --read-data                           # prove every byte is still readable";
+
+#[derive(Parser, Debug)]
+#[command(name = "lifeboat", version, about = "Backups of a self-hosted service's state: live SQLite databases, directories, files.", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Repository path. Default: the config's [repository] url, else
+    /// $XDG_STATE_HOME/lifeboat/repo (~/.local/state/lifeboat/repo), created on first use.
+    #[arg(long, global = true, env = "LIFEBOAT_REPO", value_name = "URL_OR_PATH")]
+    repo: Option<String>,
+    /// Configuration file. Default: $LIFEBOAT_CONFIG, ./lifeboat.toml,
+    /// $XDG_CONFIG_HOME/lifeboat/lifeboat.toml, /etc/lifeboat/lifeboat.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print results (and errors) as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output (-v: events, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository.
+    Init(init::Args),
+    /// Capture databases, directories and files into the repository.
+    Snapshot(snapshot::Args),
+    /// List snapshots, oldest first.
+    List(list::Args),
+    /// Show a snapshot's manifest.
+    Show(show::Args),
+    /// Restore a snapshot, safely: verified, never clobbering without --force.
+    Restore(restore::Args),
+    /// Move a service's SQLite databases (and sidecars) out of its data dir.
+    Reset(reset::Args),
+    /// Check the repository; --read-data also reads every byte.
+    Verify(verify::Args),
+    /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
+    Demo(demo::Args),
+}
+
+/// What every subcommand gets: global flags and lazily loaded config.
+pub struct Ctx {
+    pub json: bool,
+    pub quiet: bool,
+    repo_flag: Option<String>,
+    config_flag: Option<PathBuf>,
+    config: std::cell::OnceCell<Option<Config>>,
+}
+
+impl Ctx {
+    /// The configuration, if one was named or found.
+    pub fn config(&self) -> Result<Option<&Config>> {
+        if self.config.get().is_none() {
+            let c = Config::discover(self.config_flag.as_deref())?;
+            let _ = self.config.set(c);
+        }
+        Ok(self.config.get().expect("set above").as_ref())
+    }
+
+    pub fn repo_location(&self) -> Result<RepoLocation> {
+        if let Some(r) = &self.repo_flag {
+            return RepoLocation::parse(r);
+        }
+        if let Some(url) = self.config()?.and_then(|c| c.repository.as_ref()).map(|r| r.url.clone()) {
+            return RepoLocation::parse(&url);
+        }
+        Ok(RepoLocation::default_location())
+    }
+
+    pub fn open_repo(&self) -> Result<Repository> {
+        Repository::open(&self.repo_location()?)
+    }
+
+    /// For commands that write: the default repository is created on first use.
+    pub fn open_repo_for_write(&self) -> Result<Repository> {
+        Repository::open_or_create_default(&self.repo_location()?)
+    }
+
+    pub fn progress(&self) -> progress::CliProgress {
+        progress::CliProgress::new(self.quiet)
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let ctx = Ctx { json: cli.json, quiet: cli.quiet, repo_flag: cli.repo, config_flag: cli.config, config: Default::default() };
+    let result = match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run(&ctx, a),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Show(a) => show::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Reset(a) => reset::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
+        Command::Demo(a) => demo::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => exit::report(&e, ctx.json),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing::level_filters::LevelFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// `Err` for a source path that does not exist, naming it.
+pub fn require_exists(p: &std::path::Path) -> Result<()> {
+    if std::fs::symlink_metadata(p).is_err() {
+        return Err(Error::no_input(p.display(), "does not exist").fix("check the path"));
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+use std::path::PathBuf;
+
+use lifeboat::config::file_name;
+use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
+use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
+use lifeboat::{Error, Result};
+
+use super::output::{bytes, print_json};
+use super::{Ctx, require_exists};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+PATHs are detected: a file starting with the SQLite header is captured online as a database
+(consistent while the service writes), a directory as a tree, anything else as a file.
+Without PATHs the sources come from the config file's [[sqlite]], [[directory]] and [[file]].
+Prints the new snapshot's id on stdout.")]
+pub struct Args {
+    /// Databases, directories or files to capture (default: the config's sources).
+    paths: Vec<PathBuf>,
+    /// Label the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// `partial` leaves out config sources marked `full_only = true`.
+    #[arg(long, default_value = "full", value_parser = ["full", "partial"])]
+    kind: String,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let specs = if args.paths.is_empty() {
+        let config = ctx.config()?.ok_or_else(lifeboat::config::Config::not_found_error)?;
+        config.sources(&args.kind)
+    } else {
+        args.paths.iter().map(|p| detect(p)).collect::<Result<Vec<_>>>()?
+    };
+    for s in &specs {
+        require_exists(&s.path)?;
+    }
+    let repo = ctx.open_repo_for_write()?;
+    let _lock = repo.lock("snapshot")?;
+    let progress = ctx.progress();
+    let opts = SnapshotOptions { kind: args.kind, tags: args.tags };
+    let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
+    if ctx.json {
+        print_json(&serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary}));
+    } else {
+        if !ctx.quiet {
+            eprintln!(
+                "snapshot {} of {} sources: {} read, {} new ({} stored) in {:.1}s",
+                id.short(),
+                m.sources.len(),
+                bytes(m.summary.logical_bytes),
+                bytes(m.summary.added_raw_bytes),
+                bytes(m.summary.added_stored_bytes),
+                m.summary.duration_ms as f64 / 1000.0
+            );
+        }
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+fn detect(p: &std::path::Path) -> Result<SourceSpec> {
+    require_exists(p)?;
+    let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    let kind = if meta.is_dir() {
+        SourceKind::Directory { exclude: Vec::new() }
+    } else if meta.is_file() && lifeboat::sqlite::has_header(p)? {
+        SourceKind::Sqlite { schema_query: DEFAULT_SCHEMA_QUERY.into() }
+    } else {
+        SourceKind::File
+    };
+    Ok(SourceSpec { name: file_name(p), path: p.to_path_buf(), kind })
+}

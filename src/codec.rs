@@ -1,0 +1,126 @@
+//! The envelope every stored object and every blob passes through. One leading
+//! byte names the encoding, so encryption can be added as a new tag without
+//! touching readers of the older ones (docs/FORMAT.md, "Envelope").
+
+use crate::error::{Error, Result};
+
+pub const TAG_RAW: u8 = 0x00;
+pub const TAG_ZSTD: u8 = 0x01;
+
+/// Decoded objects larger than this are refused: no legitimate blob, index or
+/// manifest comes close, and a corrupt length must not exhaust memory.
+const MAX_DECODED: usize = 1 << 30;
+
+/// Compresses with a reusable zstd context; one per worker thread.
+pub struct Encoder {
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl Encoder {
+    pub fn new(level: i32) -> Encoder {
+        let zstd = zstd::bulk::Compressor::new(level).expect("zstd compressor");
+        Encoder { zstd }
+    }
+
+    /// Encode `data`, keeping it raw when compression does not pay.
+    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(data.len()));
+        out.push(TAG_ZSTD);
+        out.resize(1 + zstd::zstd_safe::compress_bound(data.len()), 0);
+        let n = self
+            .zstd
+            .compress_to_buffer(data, &mut out[1..])
+            .expect("zstd output buffer sized by compress_bound");
+        if n + 1 >= data.len() + 1 {
+            out.clear();
+            out.push(TAG_RAW);
+            out.extend_from_slice(data);
+        } else {
+            out.truncate(1 + n);
+        }
+        out
+    }
+}
+
+/// Decompresses with a reusable zstd context.
+pub struct Decoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            zstd: zstd::bulk::Decompressor::new().expect("zstd decompressor"),
+        }
+    }
+}
+
+impl Decoder {
+    /// Decode an envelope; `what` names the object for error messages.
+    pub fn decode(&mut self, data: &[u8], what: &str) -> Result<Vec<u8>> {
+        let (&tag, body) = data
+            .split_first()
+            .ok_or_else(|| Error::bad_data(what, "empty object (no envelope tag)"))?;
+        match tag {
+            TAG_RAW => Ok(body.to_vec()),
+            TAG_ZSTD => {
+                let size = zstd::zstd_safe::get_frame_content_size(body)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| Error::bad_data(what, "zstd frame without a content size"))?;
+                if size as usize > MAX_DECODED {
+                    return Err(Error::bad_data(what, format!("claims {size} decoded bytes")));
+                }
+                self.zstd
+                    .decompress(body, size as usize)
+                    .map_err(|e| Error::bad_data(what, format!("zstd: {e}")))
+            }
+            other => Err(Error::config(what, format!("unknown envelope tag 0x{other:02x}"))
+                .fix("this object was written by a newer Lifeboat; upgrade to read it")),
+        }
+    }
+}
+
+/// One-shot helpers for small objects (config, index, manifests).
+pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
+    Encoder::new(level).encode(data)
+}
+
+pub fn decode(data: &[u8], what: &str) -> Result<Vec<u8>> {
+    Decoder::default().decode(data, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_falls_back_to_raw() {
+        let text = b"hello hello hello hello hello hello hello hello".repeat(20);
+        let enc = encode(&text, 1);
+        assert_eq!(enc[0], TAG_ZSTD);
+        assert!(enc.len() < text.len());
+        assert_eq!(decode(&enc, "t").unwrap(), text);
+
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let enc = encode(&noise, 1);
+        assert_eq!(decode(&enc, "t").unwrap(), noise);
+    }
+
+    #[test]
+    fn refuses_unknown_tag_and_truncation() {
+        assert_eq!(decode(&[7, 1, 2], "t").unwrap_err().kind, crate::error::ErrorKind::Config);
+        let enc = encode(&[b'a'; 10000], 1);
+        assert!(decode(&enc[..enc.len() - 3], "t").is_err());
+        assert!(decode(&[], "t").is_err());
+    }
+}
+
+/// Envelope without compression, for objects whose readability matters more
+/// than size (config, pack headers of random ids).
+pub fn encode_raw(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(TAG_RAW);
+    out.extend_from_slice(data);
+    out
+}

@@ -1,0 +1,164 @@
+//! The operator's configuration file (`lifeboat.toml`): which repository, and
+//! which databases, directories and files make up the service's state. Unknown
+//! keys are errors, never silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::snapshot::{SourceKind, SourceSpec};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: Option<RepositoryConfig>,
+    #[serde(default)]
+    pub restore: RestoreConfig,
+    #[serde(default)]
+    pub sqlite: Vec<SqliteConfig>,
+    #[serde(default)]
+    pub directory: Vec<DirectoryConfig>,
+    #[serde(default)]
+    pub file: Vec<FileConfig>,
+    /// Where this config was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// A directory path (or `file://` URL).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Refuse backups whose schema version is newer than this.
+    pub max_schema_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    /// SQL returning one integer, e.g. `SELECT max(version) FROM schema_migrations`.
+    pub schema_version: Option<String>,
+    #[serde(default)]
+    pub full_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Captured by `--kind full` only (large, re-creatable data).
+    #[serde(default)]
+    pub full_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub full_only: bool,
+}
+
+/// The places searched, in order, when `--config` is not given.
+pub fn search_paths() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(p) = std::env::var_os("LIFEBOAT_CONFIG").filter(|p| !p.is_empty()) {
+        v.push(PathBuf::from(p));
+    }
+    v.push(PathBuf::from("./lifeboat.toml"));
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo::home_dir().join(".config"));
+    v.push(xdg.join("lifeboat/lifeboat.toml"));
+    v.push(PathBuf::from("/etc/lifeboat/lifeboat.toml"));
+    v
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e).fix("check the --config path"))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            Error::config(path.display(), format!("{at}{msg}")).fix("see the configuration section of the README").event("config.invalid")
+        })?;
+        c.path = path.to_path_buf();
+        let base = path.parent().unwrap_or(Path::new("."));
+        // Relative source paths are relative to the config file.
+        for p in c.sqlite.iter_mut().map(|s| &mut s.path).chain(c.directory.iter_mut().map(|d| &mut d.path)).chain(c.file.iter_mut().map(|f| &mut f.path)) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+
+    /// `explicit` if given, else the first existing search path; `None` if none.
+    pub fn discover(explicit: Option<&Path>) -> Result<Option<Config>> {
+        if let Some(p) = explicit {
+            return Config::load(p).map(Some);
+        }
+        for p in search_paths() {
+            if p.is_file() {
+                return Config::load(&p).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn not_found_error() -> Error {
+        let tried: Vec<String> = search_paths().iter().map(|p| p.display().to_string()).collect();
+        Error::config("lifeboat.toml", format!("no configuration found (tried {})", tried.join(", ")))
+            .fix("pass --config FILE, or name what to back up on the command line")
+            .event("config.not_found")
+    }
+
+    /// The sources of a snapshot of `kind` (`full` or `partial`).
+    pub fn sources(&self, kind: &str) -> Vec<SourceSpec> {
+        let full = kind == "full";
+        let mut v = Vec::new();
+        for s in self.sqlite.iter().filter(|s| full || !s.full_only) {
+            v.push(SourceSpec {
+                name: s.name.clone().unwrap_or_else(|| file_name(&s.path)),
+                path: s.path.clone(),
+                kind: SourceKind::Sqlite {
+                    schema_query: s.schema_version.clone().unwrap_or_else(|| crate::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
+                },
+            });
+        }
+        for d in self.directory.iter().filter(|d| full || !d.full_only) {
+            v.push(SourceSpec {
+                name: d.name.clone().unwrap_or_else(|| file_name(&d.path)),
+                path: d.path.clone(),
+                kind: SourceKind::Directory { exclude: d.exclude.clone() },
+            });
+        }
+        for f in self.file.iter().filter(|f| full || !f.full_only) {
+            v.push(SourceSpec { name: f.name.clone().unwrap_or_else(|| file_name(&f.path)), path: f.path.clone(), kind: SourceKind::File });
+        }
+        v
+    }
+}
+
+pub fn file_name(p: &Path) -> String {
+    std::path::absolute(p)
+        .ok()
+        .and_then(|a| a.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| p.display().to_string())
+}

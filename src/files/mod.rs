@@ -1,0 +1,161 @@
+//! Regular files and directory trees: walking (with excludes, never following
+//! symlinks), metadata, and content-defined chunking.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, IoContext, Result};
+use crate::repo::manifest::{Entry, EntryKind};
+
+/// One walked path: where it is and its metadata entry (without content yet).
+pub struct Walked {
+    pub abs: PathBuf,
+    pub entry: Entry,
+}
+
+pub fn build_excludes(patterns: &[String], subject: &str) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let g = Glob::new(p).map_err(|e| {
+            Error::config(subject, format!("invalid exclude pattern `{p}`: {e}")).fix("fix the glob in the configuration")
+        })?;
+        b.add(g);
+    }
+    b.build().map_err(|e| Error::config(subject, format!("exclude patterns: {e}")))
+}
+
+pub fn entry_for(rel: &str, meta: &fs::Metadata, abs: &Path) -> Result<Option<Entry>> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        return Ok(None);
+    };
+    let target = if kind == EntryKind::Symlink {
+        Some(fs::read_link(abs).at(abs)?.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    Ok(Some(Entry {
+        path: rel.to_string(),
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        blake3: None,
+        chunks: Vec::new(),
+        target,
+    }))
+}
+
+/// Walk `root` depth-first in name order. Sockets, FIFOs and devices are
+/// skipped with a warning; excluded paths (matched relative to `root`) and
+/// `skip` paths are left out with everything below them.
+pub fn walk(root: &Path, excludes: &GlobSet, skip: &[PathBuf], warn: &mut dyn FnMut(String)) -> Result<Vec<Walked>> {
+    let meta = fs::symlink_metadata(root).at(root)?;
+    if !meta.is_dir() {
+        return Err(Error::usage(format!("{} is not a directory", root.display())));
+    }
+    let mut out = Vec::new();
+    let root_entry = entry_for("", &meta, root)?.expect("a directory");
+    out.push(Walked { abs: root.to_path_buf(), entry: root_entry });
+    walk_dir(root, "", excludes, skip, warn, &mut out)?;
+    Ok(out)
+}
+
+fn walk_dir(
+    dir: &Path,
+    rel: &str,
+    excludes: &GlobSet,
+    skip: &[PathBuf],
+    warn: &mut dyn FnMut(String),
+    out: &mut Vec<Walked>,
+) -> Result<()> {
+    let mut names: Vec<_> = fs::read_dir(dir).at(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>().at(dir)?;
+    names.sort();
+    for name in names {
+        let abs = dir.join(&name);
+        let name = name.to_string_lossy();
+        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        if excludes.is_match(&child_rel) || skip.iter().any(|s| s == &abs) {
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // deleted while walking
+            Err(e) => return Err(Error::io(&abs, e)),
+        };
+        match entry_for(&child_rel, &meta, &abs)? {
+            None => warn(format!("{}: skipped (socket, FIFO or device)", abs.display())),
+            Some(entry) => {
+                let is_dir = entry.kind == EntryKind::Dir;
+                out.push(Walked { abs: abs.clone(), entry });
+                if is_dir {
+                    walk_dir(&abs, &child_rel, excludes, skip, warn, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What reading a file produced.
+pub struct ReadFile {
+    pub size: u64,
+    pub blake3: crate::id::Id,
+    /// Whether size, mtime or ctime moved while it was being read.
+    pub changed: bool,
+}
+
+/// Read `path` once, calling `chunk` for each content-defined chunk.
+pub fn read_chunks(
+    path: &Path,
+    chunker: crate::repo::config::Chunker,
+    chunk: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<ReadFile> {
+    let f = File::open(path).at(path)?;
+    let before = f.metadata().at(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let reader = HashingReader { inner: &f, hasher: &mut hasher };
+    let cdc = fastcdc::v2020::StreamCDC::new(reader, chunker.min_size, chunker.avg_size, chunker.max_size);
+    for c in cdc {
+        let c = c.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(io) => Error::io(path, io),
+            other => Error::bad_data(path.display(), format!("chunking: {other}")),
+        })?;
+        size += c.length as u64;
+        chunk(&c.data)?;
+    }
+    let after = fs::metadata(path).at(path)?;
+    let changed = before.len() != after.len()
+        || before.mtime_nsec() != after.mtime_nsec()
+        || before.mtime() != after.mtime()
+        || before.ctime() != after.ctime()
+        || before.ctime_nsec() != after.ctime_nsec()
+        || size != after.len();
+    Ok(ReadFile { size, blake3: crate::id::Id(*hasher.finalize().as_bytes()), changed })
+}
+
+struct HashingReader<'a> {
+    inner: &'a File,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (&mut self.inner).read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,19 @@
+//! Lifeboat: backups of a self-hosted service's state. See docs/ARCHITECTURE.md
+//! for the map of modules.
+
+pub mod codec;
+pub mod error;
+pub mod files;
+pub mod fsutil;
+pub mod id;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod sqlite;
+pub mod storage;
+
+pub use error::{Error, ErrorKind, Result};
+pub mod config;
+pub mod reset;
+pub mod verify;

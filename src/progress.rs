@@ -1,0 +1,21 @@
+//! Progress reporting for long work. The library reports bytes; the CLI decides
+//! whether that becomes a bar on a terminal, periodic plain lines, or nothing.
+
+pub trait Progress: Sync {
+    /// A new phase of `total` bytes (0 when unknown).
+    fn begin(&self, what: &str, total: u64);
+    fn advance(&self, bytes: u64);
+    fn end(&self);
+    /// A non-fatal problem the operator should see.
+    fn warn(&self, message: &str) {
+        tracing::warn!(event = "warning", "{message}");
+    }
+}
+
+pub struct Silent;
+
+impl Progress for Silent {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+}

@@ -1,0 +1,80 @@
+//! The `config` object: the first thing read, naming the format version and the
+//! parameters every writer must share.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub format_version: u32,
+    /// Random identity of this repository (distinguishes copies in caches).
+    pub id: Id,
+    pub created: String,
+    /// Target pack size in bytes; packs close once they reach it.
+    pub pack_size: u64,
+    pub compression: Compression,
+    pub chunker: Chunker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+/// FastCDC (2020) parameters for non-database files.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunker {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl RepoConfig {
+    pub fn new_default() -> RepoConfig {
+        let seed = format!("{}-{}", crate::fsutil::unique_suffix(), crate::fsutil::hostname());
+        RepoConfig {
+            format_version: FORMAT_VERSION,
+            id: Id::of(seed.as_bytes()),
+            created: jiff::Timestamp::now().to_string(),
+            pack_size: 16 << 20,
+            compression: Compression { algorithm: "zstd".into(), level: 1 },
+            chunker: Chunker { min_size: 512 << 10, avg_size: 1 << 20, max_size: 8 << 20 },
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("config serializes");
+        json.push(b'\n');
+        crate::codec::encode_raw(&json)
+    }
+
+    pub fn from_bytes(data: &[u8], location: &str) -> Result<RepoConfig> {
+        let what = format!("{location}/config");
+        let json = crate::codec::decode(data, &what)?;
+        // Read the version alone first so a newer format is reported as such,
+        // not as an unknown field.
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(&json)
+            .map_err(|e| Error::bad_data(&what, format!("not a Lifeboat repository config: {e}")))?;
+        if v.format_version != FORMAT_VERSION {
+            return Err(Error::config(
+                &what,
+                format!("repository format version {} (this Lifeboat reads {FORMAT_VERSION})", v.format_version),
+            )
+            .fix("use the Lifeboat version that wrote this repository")
+            .event("repo.format_version"));
+        }
+        serde_json::from_slice(&json).map_err(|e| Error::bad_data(&what, format!("invalid config: {e}")))
+    }
+}

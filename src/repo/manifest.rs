@@ -1,0 +1,181 @@
+//! Snapshot manifests: `snapshots/<id>`, a zstd envelope around JSON, written
+//! last, after every pack and index it references is durable. The id is the
+//! BLAKE3 of the JSON bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub host: String,
+    pub lifeboat_version: String,
+    /// `full` or `partial`.
+    pub kind: String,
+    pub tags: Vec<String>,
+    pub sources: Vec<Source>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    Sqlite(SqliteSource),
+    Directory(DirectorySource),
+    File(FileSource),
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Sqlite(s) => &s.name,
+            Source::Directory(s) => &s.name,
+            Source::File(s) => &s.name,
+        }
+    }
+    pub fn path(&self) -> &str {
+        match self {
+            Source::Sqlite(s) => &s.path,
+            Source::Directory(s) => &s.path,
+            Source::File(s) => &s.path,
+        }
+    }
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Source::Sqlite(_) => "sqlite",
+            Source::Directory(_) => "directory",
+            Source::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSource {
+    pub name: String,
+    /// Absolute path at capture time; restore's default target.
+    pub path: String,
+    pub page_size: u32,
+    pub page_count: u32,
+    /// `page_size * page_count`: the restored file's exact length.
+    pub size: u64,
+    /// BLAKE3 of the whole restored database file.
+    pub blake3: Id,
+    pub pagemap: Id,
+    /// Result of the schema-version query, when it returned an integer.
+    pub schema_version: Option<i64>,
+    pub schema_query: String,
+    pub sqlite_version: String,
+    pub journal_mode: String,
+    /// Metadata of the database file itself.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySource {
+    pub name: String,
+    pub path: String,
+    pub exclude: Vec<String>,
+    /// The directory itself first (path ""), then entries in depth-first,
+    /// name-sorted order, parents before children.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    pub name: String,
+    pub path: String,
+    pub entry: Entry,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Relative to the source root, `/`-separated; "" for the root itself.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<Id>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Id>,
+    /// Symlink target, stored verbatim and never followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    /// Bytes the sources hold (databases at their page size times count).
+    pub logical_bytes: u64,
+    pub files: u64,
+    /// Blobs this snapshot stored that the repository did not have.
+    pub new_blobs: u64,
+    /// Their size before and after compression.
+    pub added_raw_bytes: u64,
+    pub added_stored_bytes: u64,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Manifest {
+    /// The bytes stored (before the envelope) and the id they hash to.
+    pub fn to_json(&self) -> (Vec<u8>, Id) {
+        let json = serde_json::to_vec(self).expect("manifest serializes");
+        let id = Id::of(&json);
+        (json, id)
+    }
+
+    pub fn from_json(json: &[u8], what: &str) -> Result<Manifest> {
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let f: Format = serde_json::from_slice(json).map_err(|e| Error::bad_data(what, format!("manifest: {e}")))?;
+        if f.format != MANIFEST_FORMAT {
+            return Err(Error::config(what, format!("manifest format {} is not supported", f.format))
+                .fix("upgrade Lifeboat"));
+        }
+        serde_json::from_slice(json).map_err(|e| Error::bad_data(what, format!("manifest: {e}")))
+    }
+
+    pub fn timestamp(&self) -> Option<jiff::Timestamp> {
+        self.time.parse().ok()
+    }
+}
+
+pub fn snapshot_key(id: &Id) -> String {
+    format!("snapshots/{}", id.hex())
+}

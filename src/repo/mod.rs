@@ -1,0 +1,273 @@
+//! The repository: a typed view over a [`Storage`] backend. Knows the object
+//! layout (config, packs, index, snapshots) and nothing about SQLite or files.
+
+pub mod config;
+pub mod index;
+pub mod manifest;
+pub mod pack;
+pub mod pagemap;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::id::Id;
+use crate::storage::local::LocalStorage;
+use crate::storage::{LockGuard, LockHolder, Storage};
+use config::RepoConfig;
+use index::{Index, IndexFile};
+use manifest::{Manifest, snapshot_key};
+use pack::{BlobType, pack_key};
+
+pub struct Repository {
+    pub storage: Arc<dyn Storage>,
+    pub config: RepoConfig,
+    pub index: Index,
+}
+
+/// A snapshot as listed: its id and manifest.
+pub struct SnapshotRef {
+    pub id: Id,
+    pub manifest: Manifest,
+}
+
+/// Where a repository lives, as given by `--repo`, the config or the default.
+#[derive(Debug, Clone)]
+pub struct RepoLocation {
+    pub path: PathBuf,
+    /// True when nothing named it and the per-user default is used; only then
+    /// is it created on first write.
+    pub is_default: bool,
+}
+
+impl RepoLocation {
+    pub fn parse(s: &str) -> Result<RepoLocation> {
+        if let Some((scheme, _)) = s.split_once("://") {
+            if scheme != "file" {
+                return Err(Error::config(s, format!("repository scheme {scheme}:// is not supported by this build"))
+                    .fix("use a local directory path"));
+            }
+        }
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        Ok(RepoLocation { path: PathBuf::from(path), is_default: false })
+    }
+
+    /// `$XDG_STATE_HOME/lifeboat/repo`, else `~/.local/state/lifeboat/repo`.
+    pub fn default_location() -> RepoLocation {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home_dir().join(".local/state"));
+        RepoLocation { path: base.join("lifeboat/repo"), is_default: true }
+    }
+}
+
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+impl Repository {
+    /// Create a new repository; refuses a directory that is not empty.
+    pub fn init(loc: &RepoLocation) -> Result<Repository> {
+        let root = &loc.path;
+        if root.join("config").exists() {
+            return Err(Error::cant_create(root.display(), "a repository already exists here")
+                .fix("use it as it is, or choose another path")
+                .event("repo.exists"));
+        }
+        if root.exists() && std::fs::read_dir(root).at(root)?.next().is_some() {
+            return Err(Error::cant_create(root.display(), "directory is not empty")
+                .fix("choose an empty or new directory for the repository"));
+        }
+        for sub in ["", "data", "index", "snapshots", "tmp"] {
+            let d = root.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| {
+                Error::io(&d, e).fix("check the parent directory exists and is writable")
+            })?;
+        }
+        crate::fsutil::sync_dir(root)?;
+        if let Some(parent) = root.parent() {
+            crate::fsutil::sync_dir(parent)?;
+        }
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
+        let config = RepoConfig::new_default();
+        // The config is written last: a directory without one is not yet a
+        // repository, so an interrupted init can simply be run again.
+        storage.write("config", &config.to_bytes())?;
+        tracing::info!(event = "repo.init", location = %storage.location());
+        Ok(Repository { storage, config, index: Index::default() })
+    }
+
+    /// Open an existing repository and load its index.
+    pub fn open(loc: &RepoLocation) -> Result<Repository> {
+        let root = &loc.path;
+        if !root.join("config").exists() {
+            let mut e = Error::no_input(root.display(), "no Lifeboat repository here").event("repo.not_found");
+            e = e.fix(format!("create one with `lifeboat --repo {} init`", root.display()));
+            return Err(e);
+        }
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
+        let config = RepoConfig::from_bytes(&storage.read("config")?, &storage.location())?;
+        let mut repo = Repository { storage, config, index: Index::default() };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    /// Open, creating the per-user default repository on first use.
+    pub fn open_or_create_default(loc: &RepoLocation) -> Result<Repository> {
+        match Repository::open(loc) {
+            Err(e) if e.kind == ErrorKind::NoInput && loc.is_default => {
+                tracing::info!(event = "repo.create_default", path = %loc.path.display());
+                Repository::init(loc)
+            }
+            other => other,
+        }
+    }
+
+    pub fn load_index(&mut self) -> Result<()> {
+        let mut index = Index::default();
+        for (key, _) in self.storage.list("index")? {
+            index.add_file(&self.read_index_file(&key)?);
+        }
+        self.index = index;
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, key: &str) -> Result<IndexFile> {
+        let what = format!("{}/{key}", self.storage.location());
+        let raw = self.storage.read(key)?;
+        let id = key.rsplit('/').next().and_then(Id::parse);
+        if id != Some(Id::of(&raw)) {
+            return Err(Error::bad_data(&what, "index file content does not match its name"));
+        }
+        IndexFile::from_bytes(&codec::decode(&raw, &what)?, &what)
+    }
+
+    /// Store an index file; its name is the hash of its stored bytes.
+    pub fn write_index(&self, file: &IndexFile) -> Result<Id> {
+        let bytes = codec::encode(&file.to_bytes(), self.config.compression.level);
+        let id = Id::of(&bytes);
+        self.storage.write(&format!("index/{}", id.hex()), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn lock(&self, command: &str) -> Result<Box<dyn LockGuard>> {
+        self.storage.lock(&LockHolder {
+            host: crate::fsutil::hostname(),
+            pid: std::process::id(),
+            command: command.to_string(),
+            since: jiff::Timestamp::now().to_string(),
+        })
+    }
+
+    /// Read and check one blob: decoded bytes must hash to its id.
+    pub fn read_blob(&self, id: &Id, decoder: &mut codec::Decoder) -> Result<Vec<u8>> {
+        let loc = self.index.get(id).ok_or_else(|| {
+            Error::bad_data(self.storage.location(), format!("blob {} is not in the index", id.short()))
+        })?;
+        let (pack, _) = self.index.pack(loc.pack);
+        let key = pack_key(&pack);
+        let raw = self.storage.read_range(&key, loc.offset as u64, loc.length as u64)?;
+        let data = decoder.decode(&raw, &key)?;
+        if Id::of(&data) != *id {
+            return Err(Error::bad_data(
+                format!("{}/{key}", self.storage.location()),
+                format!("blob {} does not match its hash", id.short()),
+            ));
+        }
+        Ok(data)
+    }
+
+    pub fn read_pagemap(&self, id: &Id) -> Result<pagemap::PageMap> {
+        let mut dec = codec::Decoder::default();
+        let data = self.read_blob(id, &mut dec)?;
+        pagemap::PageMap::from_bytes(&data, &format!("page map {}", id.short()))
+    }
+
+    /// Follow a page map's parent chain and return the full page list.
+    pub fn resolve_pagemap(&self, id: &Id) -> Result<(u32, Vec<Id>)> {
+        let mut chain = Vec::new();
+        let mut next = *id;
+        loop {
+            let map = self.read_pagemap(&next)?;
+            let parent = map.parent;
+            chain.push(map);
+            if parent.is_zero() {
+                break;
+            }
+            if chain.len() > pagemap::MAX_DEPTH as usize + 1 {
+                return Err(Error::bad_data(format!("page map {}", id.short()), "parent chain is too long or cyclic"));
+            }
+            next = parent;
+        }
+        let page_size = chain[0].page_size;
+        let mut pages = Vec::new();
+        for map in chain.iter().rev() {
+            map.apply(&mut pages);
+        }
+        Ok((page_size, pages))
+    }
+
+    pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
+        let (json, id) = m.to_json();
+        self.storage.write(&snapshot_key(&id), &codec::encode(&json, 3))?;
+        Ok(id)
+    }
+
+    pub fn read_manifest(&self, id: &Id) -> Result<Manifest> {
+        let key = snapshot_key(id);
+        let what = format!("{}/{key}", self.storage.location());
+        let json = codec::decode(&self.storage.read(&key)?, &what)?;
+        if Id::of(&json) != *id {
+            return Err(Error::bad_data(&what, "manifest does not match its id"));
+        }
+        Manifest::from_json(&json, &what)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRef>> {
+        let mut out = Vec::new();
+        for (key, _) in self.storage.list("snapshots")? {
+            let Some(id) = key.rsplit('/').next().and_then(Id::parse) else { continue };
+            out.push(SnapshotRef { id, manifest: self.read_manifest(&id)? });
+        }
+        out.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Resolve `latest`, a full id or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotRef> {
+        let mut all = self.snapshots()?;
+        if spec == "latest" {
+            return all.pop().ok_or_else(|| {
+                Error::no_input(self.storage.location(), "the repository holds no snapshot yet")
+                    .fix("take one with `lifeboat snapshot`")
+            });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut matches: Vec<SnapshotRef> = all.into_iter().filter(|s| s.id.hex().starts_with(&spec_l)).collect();
+        match matches.len() {
+            1 => Ok(matches.pop().unwrap()),
+            0 => Err(Error::no_input(spec, "no such snapshot").fix("`lifeboat list` shows the ids")),
+            _ => Err(Error::usage(format!("snapshot id prefix {spec} is ambiguous")).fix("give more digits")),
+        }
+    }
+
+    pub fn staging_dir(&self) -> &Path {
+        self.storage.staging_dir()
+    }
+}
+
+/// Blob types the pack writer accepts, re-exported for callers.
+pub use pack::BlobType as Kind;
+
+impl Repository {
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.index.contains(id)
+    }
+    pub fn blob_kind(&self, id: &Id) -> Option<BlobType> {
+        self.index.get(id).map(|l| l.kind)
+    }
+}

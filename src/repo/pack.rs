@@ -1,0 +1,201 @@
+//! Pack files: many blobs in one object, so object stores see few large PUTs.
+//!
+//! Layout (docs/FORMAT.md, "Pack file"):
+//! `blob*  header-envelope  header_len:u32le  "LBPK"`.
+//! The header lists every blob so a pack can be re-indexed on its own.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::codec;
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+
+pub const PACK_MAGIC: &[u8; 4] = b"LBPK";
+const HEADER_MAGIC: &[u8; 4] = b"LBPH";
+const HEADER_VERSION: u8 = 1;
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobType {
+    /// One SQLite page.
+    Page = 0,
+    /// A content-defined chunk of a regular file.
+    Chunk = 1,
+    /// A database page map (see `pagemap`).
+    PageMap = 2,
+}
+
+impl BlobType {
+    pub fn from_u8(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Page),
+            1 => Some(BlobType::Chunk),
+            2 => Some(BlobType::PageMap),
+            _ => None,
+        }
+    }
+}
+
+/// Where one blob sits inside its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub kind: BlobType,
+    pub id: Id,
+    pub offset: u32,
+    /// Stored (enveloped) length.
+    pub length: u32,
+    /// Length after decoding.
+    pub raw_length: u32,
+}
+
+impl BlobEntry {
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.raw_length.to_le_bytes());
+    }
+
+    pub fn read_from(b: &[u8]) -> Option<BlobEntry> {
+        if b.len() < ENTRY_LEN {
+            return None;
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        Some(BlobEntry {
+            kind: BlobType::from_u8(b[0])?,
+            id: Id(b[1..33].try_into().unwrap()),
+            offset: u32_at(33),
+            length: u32_at(37),
+            raw_length: u32_at(41),
+        })
+    }
+}
+
+/// Streams blobs into a staging file; `finish` seals it and names it by hash.
+pub struct PackWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    hasher: blake3::Hasher,
+    entries: Vec<BlobEntry>,
+    written: u64,
+}
+
+pub struct FinishedPack {
+    pub id: Id,
+    pub path: PathBuf,
+    pub size: u64,
+    pub entries: Vec<BlobEntry>,
+}
+
+impl PackWriter {
+    pub fn create(staging: &Path) -> Result<PackWriter> {
+        std::fs::create_dir_all(staging).at(staging)?;
+        let path = staging.join(format!("pack-{}", crate::fsutil::unique_suffix()));
+        let file = File::create(&path).at(&path)?;
+        Ok(PackWriter {
+            path,
+            out: BufWriter::with_capacity(1 << 20, file),
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
+            written: 0,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Append an already-enveloped blob.
+    pub fn add(&mut self, kind: BlobType, id: Id, encoded: &[u8], raw_length: usize) -> Result<()> {
+        let offset = u32::try_from(self.written)
+            .map_err(|_| Error::usage("pack grew past 4 GiB; pack_size is misconfigured"))?;
+        self.put(encoded)?;
+        self.entries.push(BlobEntry {
+            kind,
+            id,
+            offset,
+            length: encoded.len() as u32,
+            raw_length: raw_length as u32,
+        });
+        Ok(())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes).at(&self.path)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Write header and trailer, fsync, and return the sealed pack.
+    pub fn finish(mut self) -> Result<FinishedPack> {
+        let mut header = Vec::with_capacity(9 + self.entries.len() * ENTRY_LEN);
+        header.extend_from_slice(HEADER_MAGIC);
+        header.push(HEADER_VERSION);
+        header.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            e.write_to(&mut header);
+        }
+        let header = codec::encode_raw(&header);
+        self.put(&header)?;
+        self.put(&(header.len() as u32).to_le_bytes())?;
+        self.put(PACK_MAGIC)?;
+        let file = self.out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.sync_all().at(&self.path)?;
+        Ok(FinishedPack {
+            id: Id(*self.hasher.finalize().as_bytes()),
+            path: self.path,
+            size: self.written,
+            entries: self.entries,
+        })
+    }
+
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Parse the header of a whole pack (used by `verify --read-data`).
+pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
+    let n = pack.len();
+    if n < 8 || &pack[n - 4..] != PACK_MAGIC {
+        return Err(Error::bad_data(what, "not a pack file (missing LBPK trailer)"));
+    }
+    let hlen = u32::from_le_bytes(pack[n - 8..n - 4].try_into().unwrap()) as usize;
+    if hlen + 8 > n {
+        return Err(Error::bad_data(what, "pack header length exceeds the file"));
+    }
+    let header = codec::decode(&pack[n - 8 - hlen..n - 8], what)?;
+    if header.len() < 9 || &header[..4] != HEADER_MAGIC || header[4] != HEADER_VERSION {
+        return Err(Error::bad_data(what, "pack header has the wrong magic or version"));
+    }
+    let count = u32::from_le_bytes(header[5..9].try_into().unwrap()) as usize;
+    let body = &header[9..];
+    if body.len() != count * ENTRY_LEN {
+        return Err(Error::bad_data(what, "pack header entry count does not match its length"));
+    }
+    let data_end = (n - 8 - hlen) as u64;
+    body.chunks_exact(ENTRY_LEN)
+        .map(|c| {
+            let e = BlobEntry::read_from(c).ok_or_else(|| Error::bad_data(what, "unknown blob type in pack header"))?;
+            if e.offset as u64 + e.length as u64 > data_end {
+                return Err(Error::bad_data(what, format!("blob {} lies outside the pack", e.id.short())));
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
+/// Repository key of a pack.
+pub fn pack_key(id: &Id) -> String {
+    let h = id.hex();
+    format!("data/{}/{}", &h[..2], h)
+}

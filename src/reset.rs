@@ -1,0 +1,82 @@
+//! `reset`: clear a service's SQLite state so it starts fresh, and nothing
+//! else. Databases and their sidecars are moved into
+//! `<data-dir>/.lifeboat-reset-<time>/` rather than deleted, so even a
+//! confirmed reset keeps a way back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{compact_timestamp, sync_dir};
+
+#[derive(Debug, serde::Serialize)]
+pub struct ResetReport {
+    pub data_dir: String,
+    pub dry_run: bool,
+    /// Files removed (or, in a dry run, that would be).
+    pub files: Vec<String>,
+    /// Where they went.
+    pub moved_to: Option<String>,
+}
+
+/// File names a database is commonly given, for data dirs with no config.
+const DB_SUFFIXES: [&str; 4] = [".db", ".sqlite", ".sqlite3", ".db3"];
+
+/// `databases`: configured database paths; when empty, every top-level file in
+/// `data_dir` named like a database is a candidate.
+pub fn reset(data_dir: &Path, databases: &[PathBuf], confirm: bool) -> Result<ResetReport> {
+    let meta = fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e).fix("check --data-dir"))?;
+    if !meta.is_dir() {
+        return Err(Error::usage(format!("{} is not a directory", data_dir.display())).fix("--data-dir takes the service's data directory"));
+    }
+    let candidates: Vec<PathBuf> = if databases.is_empty() {
+        let mut v: Vec<PathBuf> = fs::read_dir(data_dir)
+            .at(data_dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.file_name().map(|n| DB_SUFFIXES.iter().any(|s| n.to_string_lossy().ends_with(s))).unwrap_or(false))
+            .collect();
+        v.sort();
+        v
+    } else {
+        databases.iter().filter(|p| p.starts_with(data_dir)).cloned().collect()
+    };
+
+    // Check every database before touching any.
+    let mut files = Vec::new();
+    for db in &candidates {
+        let exists = db.exists();
+        if exists && !crate::sqlite::has_header(db)? {
+            return Err(Error::bad_data(db.display(), "not a SQLite database (first 16 bytes are not the SQLite header); nothing was removed")
+                .fix("check --data-dir points at the service's data directory")
+                .event("reset.not_sqlite"));
+        }
+        if exists {
+            files.push(db.clone());
+        }
+        files.extend(crate::sqlite::sidecar_paths(db).into_iter().filter(|p| p.exists()));
+    }
+    let mut report = ResetReport {
+        data_dir: data_dir.display().to_string(),
+        dry_run: !confirm,
+        files: files.iter().map(|p| p.display().to_string()).collect(),
+        moved_to: None,
+    };
+    if !confirm || files.is_empty() {
+        return Ok(report);
+    }
+    let aside = data_dir.join(format!(".lifeboat-reset-{}", compact_timestamp(jiff::Timestamp::now())));
+    fs::create_dir_all(&aside).at(&aside)?;
+    for f in &files {
+        let rel = f.strip_prefix(data_dir).expect("under data dir");
+        let to = aside.join(rel);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        fs::rename(f, &to).at(f)?;
+        tracing::info!(event = "reset.moved", from = %f.display(), to = %to.display());
+    }
+    sync_dir(data_dir)?;
+    report.moved_to = Some(aside.display().to_string());
+    Ok(report)
+}

@@ -1,0 +1,495 @@
+//! Restores that cannot make things worse. Everything is first written into a
+//! staging directory beside its destination and verified there (every blob's
+//! hash, every file's BLAKE3, `PRAGMA integrity_check` on every database).
+//! Only then are current files moved aside into `.lifeboat-pre-restore-<time>`
+//! and the staged ones renamed into place; a failure at any point undoes what
+//! was done, so the target ends as it began.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::sync_channel;
+
+use crate::codec::Decoder;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{compact_timestamp, sync_dir};
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::repo::manifest::{Entry, EntryKind, Source, SqliteSource};
+use crate::repo::pack::pack_key;
+use crate::repo::{Repository, SnapshotRef};
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Back where each source was captured.
+    Original,
+    /// Each source as `<dir>/<name>`.
+    Dir(PathBuf),
+    /// One database as a plain SQLite file.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub target: Target,
+    pub only: Vec<String>,
+    pub force: bool,
+    /// Refuse databases whose schema version is above this.
+    pub max_schema_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub name: String,
+    pub path: String,
+    pub kind: &'static str,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub restored: Vec<Restored>,
+    /// Where the files that were in the way now are, if any were.
+    pub moved_aside: Vec<String>,
+}
+
+struct Plan<'a> {
+    source: &'a Source,
+    dest: PathBuf,
+    /// Directory that receives `.lifeboat-pre-restore-<time>`.
+    root: PathBuf,
+}
+
+pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+    let m = &snap.manifest;
+    for name in &opts.only {
+        if !m.sources.iter().any(|s| s.name() == name) {
+            let names: Vec<&str> = m.sources.iter().map(|s| s.name()).collect();
+            return Err(Error::no_input(name, format!("snapshot {} has no source of that name", snap.id.short()))
+                .fix(format!("choose from: {}", names.join(", "))));
+        }
+    }
+    let chosen: Vec<&Source> = m.sources.iter().filter(|s| opts.only.is_empty() || opts.only.iter().any(|n| n == s.name())).collect();
+
+    // Refusals first: nothing on disk changes before all of them pass.
+    if let Some(max) = opts.max_schema_version {
+        for s in &chosen {
+            if let Source::Sqlite(db) = s {
+                if let Some(v) = db.schema_version.filter(|v| *v > max) {
+                    return Err(Error::config(
+                        &db.name,
+                        format!("backup schema version {v} is newer than the maximum {max} this service supports"),
+                    )
+                    .fix("restore an older snapshot, or upgrade the service before restoring")
+                    .event("restore.schema_version_too_new"));
+                }
+            }
+        }
+    }
+    let plans = plan(&chosen, &opts.target)?;
+    preflight(&plans, &opts.target, opts.force)?;
+
+    let stamp = compact_timestamp(jiff::Timestamp::now());
+    let mut staged: Vec<(PathBuf, &Plan)> = Vec::new();
+    let mut created_dirs = Vec::new();
+    let result = (|| -> Result<Vec<Restored>> {
+        let mut out = Vec::new();
+        for p in &plans {
+            let parent = p.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+            create_dirs(&parent, &mut created_dirs)?;
+            let stage = parent.join(format!(".lifeboat-restore-{}-{}.tmp", p.source.name(), crate::fsutil::unique_suffix()));
+            staged.push((stage.clone(), p));
+            let bytes = match p.source {
+                Source::Sqlite(db) => restore_database(repo, db, &stage, progress)?,
+                Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress)?,
+                Source::File(f) => restore_tree(repo, std::slice::from_ref(&f.entry), &stage, progress)?,
+            };
+            out.push(Restored { name: p.source.name().into(), path: p.dest.display().to_string(), kind: p.source.kind_name(), bytes });
+        }
+        Ok(out)
+    })();
+    let restored = match result {
+        Ok(r) => r,
+        Err(e) => {
+            for (stage, _) in &staged {
+                remove_any(stage);
+            }
+            remove_created(&created_dirs);
+            tracing::warn!(event = "restore.rolled_back", error = %e);
+            return Err(e);
+        }
+    };
+
+    // Commit: move what is in the way aside, then rename staged into place.
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new(); // (from, to), for undo
+    let mut aside_dirs = Vec::new();
+    let commit = (|| -> Result<()> {
+        for (stage, p) in &staged {
+            let aside = p.root.join(format!(".lifeboat-pre-restore-{stamp}"));
+            let mut in_way = vec![p.dest.clone()];
+            if matches!(p.source, Source::Sqlite(_)) {
+                in_way.extend(crate::sqlite::sidecar_paths(&p.dest));
+            }
+            for path in in_way {
+                if fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                let rel = path.strip_prefix(&p.root).unwrap_or(Path::new(path.file_name().unwrap_or_default()));
+                let to = aside.join(rel);
+                if let Some(d) = to.parent() {
+                    fs::create_dir_all(d).at(d)?;
+                }
+                fs::rename(&path, &to).at(&path)?;
+                moves.push((path.clone(), to));
+                if !aside_dirs.contains(&aside) {
+                    aside_dirs.push(aside.clone());
+                }
+            }
+            fs::rename(stage, &p.dest).at(&p.dest)?;
+            moves.push((stage.clone(), p.dest.clone()));
+            sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = commit {
+        for (from, to) in moves.iter().rev() {
+            let _ = fs::rename(to, from);
+        }
+        for (stage, _) in &staged {
+            remove_any(stage);
+        }
+        for d in &aside_dirs {
+            let _ = fs::remove_dir_all(d);
+        }
+        remove_created(&created_dirs);
+        tracing::warn!(event = "restore.rolled_back", error = %e);
+        return Err(e);
+    }
+    for d in &aside_dirs {
+        tracing::info!(event = "restore.moved_aside", dir = %d.display());
+    }
+    Ok(RestoreReport {
+        snapshot: snap.id.hex(),
+        restored,
+        moved_aside: aside_dirs.iter().map(|d| d.display().to_string()).collect(),
+    })
+}
+
+fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
+    let mut plans = Vec::new();
+    match target {
+        Target::File(out) => {
+            let dbs: Vec<&&Source> = chosen.iter().filter(|s| matches!(s, Source::Sqlite(_))).collect();
+            if dbs.len() != 1 {
+                let names: Vec<&str> = dbs.iter().map(|s| s.name()).collect();
+                return Err(Error::usage(format!(
+                    "-o restores exactly one database; this selection has {} ({})",
+                    dbs.len(),
+                    names.join(", ")
+                ))
+                .fix("pick one with --only NAME"));
+            }
+            let out = std::path::absolute(out).at(out)?;
+            let root = out.parent().unwrap_or(Path::new("/")).to_path_buf();
+            plans.push(Plan { source: dbs[0], dest: out, root });
+        }
+        Target::Dir(dir) => {
+            let dir = std::path::absolute(dir).at(dir)?;
+            for s in chosen {
+                plans.push(Plan { source: s, dest: dir.join(s.name()), root: dir.clone() });
+            }
+        }
+        Target::Original => {
+            for s in chosen {
+                let dest = PathBuf::from(s.path());
+                let root = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+                plans.push(Plan { source: s, dest, root });
+            }
+        }
+    }
+    Ok(plans)
+}
+
+fn non_empty(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Err(_) => false,
+        Ok(m) if m.is_dir() => fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(true),
+        Ok(_) => true,
+    }
+}
+
+/// Refuse clobbering and live databases before anything is written.
+fn preflight(plans: &[Plan], target: &Target, force: bool) -> Result<()> {
+    if let Target::Dir(dir) = target {
+        if non_empty(dir) && !force {
+            return Err(Error::cant_create(dir.display(), "target directory is not empty")
+                .fix("restore into an empty directory, or add --force to move what is there into .lifeboat-pre-restore-<time>/")
+                .event("restore.target_not_empty"));
+        }
+    }
+    for p in plans {
+        let mut in_way: Vec<PathBuf> = vec![p.dest.clone()];
+        if matches!(p.source, Source::Sqlite(_)) {
+            in_way.extend(crate::sqlite::sidecar_paths(&p.dest));
+        }
+        if let Source::Sqlite(_) = p.source {
+            for path in &in_way {
+                let holders = crate::fsutil::processes_holding(path);
+                if let Some((pid, comm)) = holders.first() {
+                    if !force {
+                        return Err(Error::busy(
+                            p.dest.display(),
+                            format!("database is open in another process (pid {pid}, {comm})"),
+                        )
+                        .fix("stop the service first, or add --force")
+                        .event("restore.database_in_use"));
+                    }
+                }
+            }
+        }
+        if !force {
+            if let Some(path) = in_way.iter().find(|q| non_empty(q) || fs::symlink_metadata(q).is_ok()) {
+                return Err(Error::cant_create(path.display(), "already exists")
+                    .fix("restore elsewhere with --to DIR or -o FILE, or add --force to move it into .lifeboat-pre-restore-<time>/")
+                    .event("restore.target_not_empty"));
+            }
+        }
+        if let Ok(m) = fs::symlink_metadata(&p.dest) {
+            let is_dir_src = matches!(p.source, Source::Directory(_));
+            if m.is_dir() != is_dir_src && !force {
+                return Err(Error::cant_create(p.dest.display(), "exists with a different file type").fix("add --force"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        fs::create_dir(&d).map_err(|e| Error::io(&d, e).fix("check the target's parent is writable"))?;
+        created.push(d);
+    }
+    Ok(())
+}
+
+fn remove_created(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+fn remove_any(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+/// One blob to fetch and where its copies go.
+struct Want {
+    pack: u32,
+    offset: u32,
+    length: u32,
+    id: Id,
+    pgnos: Vec<u32>,
+}
+
+/// Largest single read; adjacent blobs are fetched together up to this.
+const READ_SPAN: u64 = 8 << 20;
+
+fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
+    let (page_size, pages) = repo.resolve_pagemap(&db.pagemap)?;
+    if page_size != db.page_size || pages.len() as u32 != db.page_count {
+        return Err(Error::bad_data(&db.name, "page map disagrees with the manifest's page size or count"));
+    }
+    let mut by_blob: HashMap<Id, Vec<u32>> = HashMap::new();
+    for (i, id) in pages.iter().enumerate() {
+        by_blob.entry(*id).or_default().push(i as u32 + 1);
+    }
+    drop(pages);
+    let mut wants = Vec::with_capacity(by_blob.len());
+    for (id, pgnos) in by_blob {
+        let loc = repo.index.get(&id).ok_or_else(|| {
+            Error::bad_data(&db.name, format!("page blob {} is missing from the repository", id.short()))
+                .fix("run `lifeboat verify` to see which snapshots are damaged")
+        })?;
+        wants.push(Want { pack: loc.pack, offset: loc.offset, length: loc.length, id, pgnos });
+    }
+    wants.sort_by_key(|w| (w.pack, w.offset));
+
+    let file = File::create(stage).at(stage)?;
+    file.set_len(db.size).at(stage)?;
+    progress.begin(&format!("restore {}", db.name), db.size);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let (tx, rx) = sync_channel::<(std::sync::Arc<Vec<u8>>, u64, Vec<Want>, String)>(workers * 2);
+    let rx = Mutex::new(rx);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let ps = page_size as u64;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (rx, failure, file) = (&rx, &failure, &file);
+            scope.spawn(move || {
+                let mut dec = Decoder::default();
+                loop {
+                    let job = rx.lock().expect("queue").recv();
+                    let Ok((buf, base, items, key)) = job else { return };
+                    for w in items {
+                        let start = (w.offset as u64 - base) as usize;
+                        let r = dec.decode(&buf[start..start + w.length as usize], &key).and_then(|page| {
+                            if page.len() as u64 != ps || Id::of(&page) != w.id {
+                                return Err(Error::bad_data(&key, format!("page blob {} does not match its hash", w.id.short())));
+                            }
+                            for pgno in &w.pgnos {
+                                file.write_all_at(&page, (*pgno as u64 - 1) * ps).at(stage)?;
+                            }
+                            progress.advance(ps * w.pgnos.len() as u64);
+                            Ok(())
+                        });
+                        if let Err(e) = r {
+                            failure.lock().expect("failure slot").get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        // Reader: coalesce neighbouring blobs of a pack into large reads.
+        let mut i = 0;
+        while i < wants.len() && failure.lock().expect("failure slot").is_none() {
+            let pack = wants[i].pack;
+            let base = wants[i].offset as u64;
+            let mut j = i;
+            let mut end = base;
+            while j < wants.len() && wants[j].pack == pack && (wants[j].offset as u64 + wants[j].length as u64 - base) <= READ_SPAN {
+                end = end.max(wants[j].offset as u64 + wants[j].length as u64);
+                j += 1;
+            }
+            let key = pack_key(&repo.index.pack(pack).0);
+            match repo.storage.read_range(&key, base, end - base) {
+                Ok(buf) => {
+                    let items: Vec<Want> = wants[i..j].iter().map(|w| Want { pgnos: w.pgnos.clone(), ..*w }).collect();
+                    if tx.send((std::sync::Arc::new(buf), base, items, key)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure.lock().expect("failure slot").get_or_insert(e);
+                    break;
+                }
+            }
+            i = j;
+        }
+        drop(tx);
+    });
+    if let Some(e) = failure.into_inner().expect("failure slot") {
+        return Err(e);
+    }
+    file.sync_all().at(stage)?;
+    drop(file);
+    progress.end();
+
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(stage).at(stage)?).at(stage)?;
+    if Id(*hasher.finalize().as_bytes()) != db.blake3 {
+        return Err(Error::bad_data(stage.display(), format!("restored {} does not match the snapshot's BLAKE3", db.name)));
+    }
+    crate::sqlite::integrity_check(stage)?;
+    for side in crate::sqlite::sidecar_paths(stage) {
+        let _ = fs::remove_file(side);
+    }
+    set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
+    Ok(db.size)
+}
+
+impl Clone for Want {
+    fn clone(&self) -> Self {
+        Want { pgnos: self.pgnos.clone(), ..*self }
+    }
+}
+
+/// Write a file or directory tree into `stage`; entry "" is `stage` itself.
+fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &dyn Progress) -> Result<u64> {
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    progress.begin("restore files", total);
+    let mut dec = Decoder::default();
+    let mut bytes = 0;
+    for e in entries {
+        let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
+        if e.path.split('/').any(|c| c == ".." || c.is_empty()) && !e.path.is_empty() {
+            return Err(Error::bad_data(&e.path, "unsafe path in manifest"));
+        }
+        match e.kind {
+            EntryKind::Dir => fs::create_dir(&path).at(&path)?,
+            EntryKind::Symlink => {
+                let target = e.target.as_deref().unwrap_or_default();
+                std::os::unix::fs::symlink(target, &path).at(&path)?;
+            }
+            EntryKind::File => {
+                let mut f = File::create(&path).at(&path)?;
+                let mut hasher = blake3::Hasher::new();
+                for id in &e.chunks {
+                    let data = repo.read_blob(id, &mut dec).map_err(|err| {
+                        Error::bad_data(&e.path, format!("chunk {}: {}", id.short(), err.problem))
+                    })?;
+                    hasher.update(&data);
+                    std::io::Write::write_all(&mut f, &data).at(&path)?;
+                    progress.advance(data.len() as u64);
+                }
+                f.sync_all().at(&path)?;
+                if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
+                    return Err(Error::bad_data(&e.path, "restored content does not match the snapshot's BLAKE3"));
+                }
+                bytes += e.size;
+            }
+        }
+    }
+    // Metadata last, deepest first, so writing children does not disturb a
+    // directory's restored mtime.
+    for e in entries.iter().rev() {
+        let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
+        if e.kind == EntryKind::Symlink {
+            if crate::fsutil::is_root() {
+                let _ = std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid));
+            }
+            let t = filetime::FileTime::from_unix_time(e.mtime_ns.div_euclid(1_000_000_000), e.mtime_ns.rem_euclid(1_000_000_000) as u32);
+            filetime::set_symlink_file_times(&path, t, t).at(&path)?;
+        } else {
+            set_meta_file(&path, e.mode, e.uid, e.gid, Some(e.mtime_ns))?;
+        }
+    }
+    for e in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+        let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
+        sync_dir(&path)?;
+    }
+    progress.end();
+    Ok(bytes)
+}
+
+fn set_meta_file(path: &Path, mode: u32, uid: u32, gid: u32, mtime_ns: Option<i64>) -> Result<()> {
+    if crate::fsutil::is_root() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).at(path)?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at(path)?;
+    if let Some(ns) = mtime_ns {
+        let t = filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+        filetime::set_file_times(path, t, t).at(path)?;
+    }
+    Ok(())
+}

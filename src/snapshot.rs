@@ -1,0 +1,379 @@
+//! Taking a snapshot: capture every source, store what the repository lacks,
+//! then publish the manifest. Nothing is visible until the manifest is written,
+//! and the manifest is written only after every pack and index is durable.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::codec::Encoder;
+use crate::error::{Error, IoContext, Result};
+use crate::files;
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::manifest::{DirectorySource, Entry, EntryKind, FileSource, Manifest, Source, SqliteSource, Summary};
+use crate::repo::pack::BlobType;
+use crate::repo::pagemap::PageMap;
+use crate::repo::writer::BlobWriter;
+use crate::sqlite::capture::{self, OpenDatabase};
+
+/// What to capture, as resolved from the command line or the config.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Sqlite { schema_query: String },
+    Directory { exclude: Vec<String> },
+    File,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub kind: String,
+    pub tags: Vec<String>,
+}
+
+/// Pages per unit of work handed to a hashing/compressing worker.
+const BATCH_PAGES: usize = 256;
+
+pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, progress: &dyn Progress) -> Result<(Id, Manifest)> {
+    let started = Instant::now();
+    check_names(specs)?;
+    let mut warnings = Vec::new();
+    let mut warn = |w: String| {
+        progress.warn(&w);
+        warnings.push(w);
+    };
+
+    // Open every database and begin all read transactions together, before
+    // any slow work, so the databases are captured at one instant.
+    let mut to_open = Vec::new();
+    for s in specs {
+        if let SourceKind::Sqlite { schema_query } = &s.kind {
+            let conn = capture::open(&s.path)?;
+            to_open.push((s.path.clone(), conn, schema_query.clone()));
+        }
+    }
+    let mut dbs: Vec<Option<OpenDatabase>> = capture::begin_all(to_open)?.into_iter().map(Some).collect();
+    tracing::info!(event = "snapshot.read_transactions_open", databases = dbs.len());
+
+    let previous = repo.snapshots()?;
+    let mut writer = BlobWriter::new(repo);
+    let mut sources = Vec::new();
+    let mut logical = 0u64;
+    let mut files_count = 0u64;
+    let mut db_i = 0;
+    let db_paths: Vec<PathBuf> = specs.iter().filter(|s| matches!(s.kind, SourceKind::Sqlite { .. })).map(|s| s.path.clone()).collect();
+
+    for spec in specs {
+        let src = match &spec.kind {
+            SourceKind::Sqlite { .. } => {
+                let db = dbs[db_i].take().expect("each database captured once");
+                db_i += 1;
+                if db.journal_mode != "wal" {
+                    warn(format!(
+                        "{}: journal_mode is {} (not WAL): captured correctly, but writers waited while it was read and `replicate` will refuse it",
+                        spec.path.display(),
+                        db.journal_mode
+                    ));
+                }
+                if let Some(fs) = crate::fsutil::unreliable_filesystem(&spec.path) {
+                    warn(format!("{}: on {fs}; snapshots work, `replicate` will refuse it", spec.path.display()));
+                }
+                let parent = previous.iter().rev().find_map(|s| {
+                    s.manifest.sources.iter().find_map(|src| match src {
+                        Source::Sqlite(d) if d.name == spec.name && d.path == abs_string(&spec.path) => Some(d.pagemap),
+                        _ => None,
+                    })
+                });
+                let s = capture_database(repo, &mut writer, spec, db, parent, progress)?;
+                logical += s.size;
+                files_count += 1;
+                Source::Sqlite(s)
+            }
+            SourceKind::Directory { exclude } => {
+                let globs = files::build_excludes(exclude, &spec.path.display().to_string())?;
+                // Databases captured above must not also be copied raw.
+                let mut skip = Vec::new();
+                for p in &db_paths {
+                    skip.push(p.clone());
+                    skip.extend(crate::sqlite::sidecar_paths(p));
+                }
+                let walked = files::walk(&spec.path, &globs, &skip, &mut warn)?;
+                let total: u64 = walked.iter().map(|w| w.entry.size).sum();
+                progress.begin(&format!("files {}", spec.name), total);
+                let mut entries = Vec::with_capacity(walked.len());
+                for w in walked {
+                    let e = capture_entry(repo, &mut writer, w, &mut warn, progress)?;
+                    logical += e.size;
+                    files_count += 1;
+                    entries.push(e);
+                }
+                progress.end();
+                Source::Directory(DirectorySource { name: spec.name.clone(), path: abs_string(&spec.path), exclude: exclude.clone(), entries })
+            }
+            SourceKind::File => {
+                let meta = std::fs::symlink_metadata(&spec.path).at(&spec.path)?;
+                let entry = files::entry_for("", &meta, &spec.path)?
+                    .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
+                progress.begin(&format!("file {}", spec.name), entry.size);
+                let e = capture_entry(repo, &mut writer, files::Walked { abs: spec.path.clone(), entry }, &mut warn, progress)?;
+                progress.end();
+                logical += e.size;
+                files_count += 1;
+                Source::File(FileSource { name: spec.name.clone(), path: abs_string(&spec.path), entry: e })
+            }
+        };
+        sources.push(src);
+    }
+
+    let stats = writer.finish()?;
+    let manifest = Manifest {
+        format: crate::repo::manifest::MANIFEST_FORMAT,
+        time: jiff::Timestamp::now().to_string(),
+        host: crate::fsutil::hostname(),
+        lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+        kind: opts.kind.clone(),
+        tags: opts.tags.clone(),
+        sources,
+        summary: Summary {
+            logical_bytes: logical,
+            files: files_count,
+            new_blobs: stats.new_blobs,
+            added_raw_bytes: stats.raw_bytes,
+            added_stored_bytes: stats.stored_bytes,
+            duration_ms: started.elapsed().as_millis() as u64,
+            warnings,
+        },
+    };
+    let id = repo.write_manifest(&manifest)?;
+    tracing::info!(event = "snapshot.done", id = %id.short(), new_blobs = stats.new_blobs, stored = stats.stored_bytes, packs = stats.packs);
+    Ok((id, manifest))
+}
+
+fn check_names(specs: &[SourceSpec]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for s in specs {
+        if !seen.insert(s.name.as_str()) {
+            return Err(Error::usage(format!("two sources are named `{}`", s.name))
+                .fix("give one of them a distinct `name` in the configuration"));
+        }
+    }
+    if specs.is_empty() {
+        return Err(Error::usage("nothing to snapshot").fix("name paths on the command line or sources in the config"));
+    }
+    Ok(())
+}
+
+pub fn abs_string(p: &Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+/// A batch of consecutive pages, read inside the transaction.
+struct Batch {
+    first_pgno: u32,
+    data: Vec<u8>,
+}
+
+/// Its result: one id per page, and the pages nobody stored yet, compressed.
+struct Hashed {
+    first_pgno: u32,
+    ids: Vec<Id>,
+    new: Vec<(Id, Vec<u8>, usize)>,
+}
+
+fn capture_database(
+    repo: &Repository,
+    writer: &mut BlobWriter,
+    spec: &SourceSpec,
+    db: OpenDatabase,
+    parent: Option<Id>,
+    progress: &dyn Progress,
+) -> Result<SqliteSource> {
+    let page_size = db.page_size as usize;
+    let total = db.page_count as u64 * page_size as u64;
+    progress.begin(&format!("database {}", spec.name), total);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let level = repo.config.compression.level;
+    // Ids another worker has claimed in this run, so each new page is
+    // compressed once even when it repeats within the database.
+    let claimed: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
+    let mut pages = vec![Id::ZERO; db.page_count as usize];
+    let mut whole = blake3::Hasher::new();
+
+    let (work_tx, work_rx) = sync_channel::<Batch>(workers * 2);
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = sync_channel::<Hashed>(workers * 2);
+
+    let outcome: Result<()> = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let rx = Arc::clone(&work_rx);
+            let tx = done_tx.clone();
+            let claimed = &claimed;
+            scope.spawn(move || hash_worker(rx, tx, page_size, level, repo, claimed));
+        }
+        drop(done_tx);
+        // The collector runs beside the reader so packs are written while
+        // SQLite is still being read.
+        let collector = scope.spawn(|| -> Result<()> {
+            let pages = &mut pages;
+            for h in done_rx {
+                let start = h.first_pgno as usize - 1;
+                pages[start..start + h.ids.len()].copy_from_slice(&h.ids);
+                for (id, enc, raw) in h.new {
+                    writer.add(BlobType::Page, id, &enc, raw)?;
+                }
+                progress.advance((h.ids.len() * page_size) as u64);
+            }
+            Ok(())
+        });
+        let mut batch = Batch { first_pgno: 1, data: Vec::with_capacity(BATCH_PAGES * page_size) };
+        let read = db.for_each_page(|pgno, data| {
+            whole.update(data);
+            batch.data.extend_from_slice(data);
+            if batch.data.len() == BATCH_PAGES * page_size {
+                let next = Batch { first_pgno: pgno + 1, data: Vec::with_capacity(BATCH_PAGES * page_size) };
+                work_tx
+                    .send(std::mem::replace(&mut batch, next))
+                    .map_err(|_| Error::new(crate::error::ErrorKind::Io, spec.path.display(), "capture pipeline stopped"))?;
+            }
+            Ok(())
+        });
+        if read.is_ok() && !batch.data.is_empty() {
+            let _ = work_tx.send(batch);
+        }
+        drop(work_tx);
+        let collected = collector.join().expect("collector thread");
+        // A collector failure (disk full, say) is the root cause of a read
+        // failure that merely saw the pipeline stop.
+        collected.and(read)
+    });
+    outcome?;
+    progress.end();
+
+    let schema_version = db.schema_version;
+    let sqlite_version = db.sqlite_version.clone();
+    let journal_mode = db.journal_mode.clone();
+    let schema_query = db.schema_query.clone();
+    let page_count = db.page_count;
+    db.finish()?;
+
+    let map = match parent.map(|p| repo.resolve_pagemap(&p).map(|r| (p, r))) {
+        Some(Ok((pid, (psize, ppages)))) if psize as usize == page_size => {
+            let depth = repo.read_pagemap(&pid)?.depth;
+            PageMap::against(page_size as u32, &pages, pid, depth, &ppages)
+        }
+        Some(Err(e)) => {
+            tracing::warn!(event = "snapshot.parent_unreadable", error = %e);
+            PageMap::full(page_size as u32, &pages)
+        }
+        _ => PageMap::full(page_size as u32, &pages),
+    };
+    let map_bytes = map.to_bytes();
+    let map_id = Id::of(&map_bytes);
+    writer.add(BlobType::PageMap, map_id, &crate::codec::encode(&map_bytes, level), map_bytes.len())?;
+
+    let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
+    use std::os::unix::fs::MetadataExt;
+    Ok(SqliteSource {
+        name: spec.name.clone(),
+        path: abs_string(&spec.path),
+        page_size: page_size as u32,
+        page_count,
+        size: total,
+        blake3: Id(*whole.finalize().as_bytes()),
+        pagemap: map_id,
+        schema_version,
+        schema_query,
+        sqlite_version,
+        journal_mode,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
+}
+
+fn hash_worker(
+    rx: Arc<Mutex<Receiver<Batch>>>,
+    tx: std::sync::mpsc::SyncSender<Hashed>,
+    page_size: usize,
+    level: i32,
+    repo: &Repository,
+    claimed: &Mutex<HashSet<Id>>,
+) {
+    let mut enc = Encoder::new(level);
+    loop {
+        let batch = match rx.lock().expect("work queue").recv() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let mut ids = Vec::with_capacity(batch.data.len() / page_size);
+        let mut new = Vec::new();
+        for page in batch.data.chunks_exact(page_size) {
+            let id = Id::of(page);
+            ids.push(id);
+            if !repo.has_blob(&id) && claimed.lock().expect("claim set").insert(id) {
+                new.push((id, enc.encode(page), page.len()));
+            }
+        }
+        if tx.send(Hashed { first_pgno: batch.first_pgno, ids, new }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Store one walked entry's content (for regular files) and return its entry.
+fn capture_entry(
+    repo: &Repository,
+    writer: &mut BlobWriter,
+    w: files::Walked,
+    warn: &mut dyn FnMut(String),
+    progress: &dyn Progress,
+) -> Result<Entry> {
+    let mut entry = w.entry;
+    if entry.kind != EntryKind::File {
+        return Ok(entry);
+    }
+    let mut enc = Encoder::new(repo.config.compression.level);
+    for attempt in 0..2 {
+        let mut chunks = Vec::new();
+        let read = files::read_chunks(&w.abs, repo.config.chunker, &mut |data| {
+            let id = Id::of(data);
+            if !writer.has(&id) {
+                writer.add(BlobType::Chunk, id, &enc.encode(data), data.len())?;
+            }
+            chunks.push(id);
+            progress.advance(data.len() as u64);
+            Ok(())
+        })?;
+        entry.size = read.size;
+        entry.blake3 = Some(read.blake3);
+        entry.chunks = chunks;
+        if !read.changed {
+            break;
+        }
+        if attempt == 0 {
+            tracing::info!(event = "snapshot.file_changed_retry", path = %w.abs.display());
+        } else {
+            warn(format!("{}: changed while it was read (twice); the stored copy may be inconsistent", w.abs.display()));
+        }
+    }
+    // Metadata as of the read we kept.
+    if let Ok(meta) = std::fs::symlink_metadata(&w.abs) {
+        if let Ok(Some(e)) = files::entry_for(&entry.path, &meta, &w.abs) {
+            entry.mode = e.mode;
+            entry.mtime_ns = e.mtime_ns;
+            entry.uid = e.uid;
+            entry.gid = e.gid;
+        }
+    }
+    Ok(entry)
+}

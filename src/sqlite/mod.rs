@@ -1,0 +1,58 @@
+//! Everything that knows SQLite: recognising a database, opening it for an
+//! online capture, reading its pages, and checking a restored copy.
+
+pub mod capture;
+
+use std::io::Read;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, IoContext, Result, SqlContext};
+
+pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// The file-name suffixes SQLite creates beside a database.
+pub const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".lock"];
+
+/// Whether the file's first 16 bytes are the SQLite header.
+pub fn has_header(path: &Path) -> Result<bool> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    while got < 16 {
+        let n = f.read(&mut buf[got..]).at(path)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        got += n;
+    }
+    Ok(&buf == HEADER)
+}
+
+pub fn sidecar_paths(db: &Path) -> Vec<std::path::PathBuf> {
+    SIDECARS
+        .iter()
+        .map(|s| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(s);
+            p.into()
+        })
+        .collect()
+}
+
+/// Run `PRAGMA integrity_check` on a database file nobody else uses.
+pub fn integrity_check(path: &Path) -> Result<()> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .at_db(path)?;
+    let mut stmt = conn.prepare("PRAGMA integrity_check").at_db(path)?;
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).at_db(path)?.collect::<rusqlite::Result<_>>().at_db(path)?;
+    drop(stmt);
+    conn.close().map_err(|(_, e)| Error::sqlite(path, e))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        let first = rows.first().cloned().unwrap_or_default();
+        Err(Error::bad_data(path.display(), format!("integrity_check failed: {first}")).event("restore.integrity_failed"))
+    }
+}

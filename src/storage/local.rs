@@ -1,0 +1,166 @@
+//! Repository on a local (or mounted) directory. Objects are plain files; every
+//! write goes through temp + fsync + rename + directory fsync.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{LockGuard, LockHolder, Storage};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{sync_dir, write_atomic};
+
+pub struct LocalStorage {
+    root: PathBuf,
+    staging: PathBuf,
+}
+
+impl LocalStorage {
+    /// Open an existing directory; creating it is the repository's job.
+    pub fn new(root: &Path) -> LocalStorage {
+        LocalStorage {
+            root: root.to_path_buf(),
+            staging: root.join("tmp"),
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn ensure_parent(&self, path: &Path) -> Result<()> {
+        let parent = path.parent().expect("keys have a parent");
+        if !parent.exists() {
+            fs::create_dir_all(parent).at(parent)?;
+            sync_dir(parent.parent().unwrap_or(&self.root))?;
+        }
+        Ok(())
+    }
+}
+
+struct FileLock {
+    _file: File,
+}
+impl LockGuard for FileLock {}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        fs::read(&p).at(&p)
+    }
+
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        let mut f = File::open(&p).at(&p)?;
+        f.seek(SeekFrom::Start(offset)).at(&p)?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::bad_data(p.display(), format!("truncated: wanted {len} bytes at offset {offset}"))
+            } else {
+                Error::io(&p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        let p = self.path(key);
+        self.ensure_parent(&p)?;
+        write_atomic(&p, data)
+    }
+
+    fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+        let p = self.path(key);
+        self.ensure_parent(&p)?;
+        File::open(file).and_then(|f| f.sync_all()).at(file)?;
+        fs::rename(file, &p).at(&p)?;
+        sync_dir(p.parent().expect("keys have a parent"))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let base = self.path(prefix);
+        if !base.exists() {
+            return Ok(out);
+        }
+        let mut stack = vec![base];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).at(&dir)? {
+                let entry = entry.at(&dir)?;
+                let meta = entry.metadata().at(&entry.path())?;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') {
+                        continue; // an unfinished temp file
+                    }
+                    let rel = entry.path().strip_prefix(&self.root).expect("under root").to_path_buf();
+                    out.push((rel.to_string_lossy().into_owned(), meta.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let p = self.path(key);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let p = self.path(key);
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().expect("keys have a parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    /// An advisory `flock` on `<repo>/lock`: the kernel drops it when the
+    /// holder dies, so a lock left by a killed process is never stale. The
+    /// file's contents name the current holder for the refusal message.
+    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
+        let p = self.path("lock");
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p).at(&p)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let who = serde_json::from_str::<LockHolder>(&text)
+                    .map(|h| format!("held by pid {} on host {} ({}) since {}", h.pid, h.host, h.command, h.since))
+                    .unwrap_or_else(|_| "held by another process".into());
+                return Err(Error::busy(self.location(), format!("repository in use: {who}"))
+                    .fix("wait for it to finish and retry")
+                    .event("repo.in_use"));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&p, e)),
+        }
+        let text = serde_json::to_vec(holder).expect("holder serializes");
+        file.set_len(0).at(&p)?;
+        file.seek(SeekFrom::Start(0)).at(&p)?;
+        file.write_all(&text).at(&p)?;
+        // Everything in the staging directory belongs to a writer that died
+        // while holding this lock: nobody else can be writing there now.
+        if let Ok(entries) = fs::read_dir(&self.staging) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(Box::new(FileLock { _file: file }))
+    }
+
+    fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+}
