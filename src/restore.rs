@@ -384,7 +384,7 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
             let key = pack_key(&repo.index.pack(pack).0);
             match repo.storage.read_range(&key, base, end - base) {
                 Ok(buf) => {
-                    let items: Vec<Want> = wants[i..j].iter().map(|w| Want { pgnos: w.pgnos.clone(), ..*w }).collect();
+                    let items: Vec<Want> = wants[i..j].iter_mut().map(|w| Want { pgnos: std::mem::take(&mut w.pgnos), ..*w }).collect();
                     if tx.send((std::sync::Arc::new(buf), base, items, key)).is_err() {
                         break;
                     }
@@ -416,12 +416,6 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     }
     set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
     Ok(db.size)
-}
-
-impl Clone for Want {
-    fn clone(&self) -> Self {
-        Want { pgnos: self.pgnos.clone(), ..*self }
-    }
 }
 
 /// Write a file or directory tree into `stage`; entry "" is `stage` itself.

@@ -109,9 +109,10 @@ impl Ctx {
         Repository::open(&self.repo_location()?)
     }
 
-    /// For commands that write: the default repository is created on first use.
-    pub fn open_repo_for_write(&self) -> Result<Repository> {
-        Repository::open_or_create_default(&self.repo_location()?)
+    /// For commands that write: locked, and the default repository is
+    /// created on first use.
+    pub fn open_repo_locked(&self, command: &str) -> Result<(Repository, Box<dyn lifeboat::storage::LockGuard>)> {
+        Repository::open_locked(&self.repo_location()?, command)
     }
 
     pub fn progress(&self) -> progress::CliProgress {

@@ -35,8 +35,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for s in &specs {
         require_exists(&s.path)?;
     }
-    let repo = ctx.open_repo_for_write()?;
-    let _lock = repo.lock("snapshot")?;
+    let (repo, _lock) = ctx.open_repo_locked("snapshot")?;
     let progress = ctx.progress();
     let opts = SnapshotOptions { kind: args.kind, tags: args.tags };
     let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;

@@ -102,6 +102,12 @@ impl Repository {
 
     /// Open an existing repository and load its index.
     pub fn open(loc: &RepoLocation) -> Result<Repository> {
+        let mut repo = Repository::open_unindexed(loc)?;
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    fn open_unindexed(loc: &RepoLocation) -> Result<Repository> {
         let root = &loc.path;
         if !root.join("config").exists() {
             let mut e = Error::no_input(root.display(), "no Lifeboat repository here").event("repo.not_found");
@@ -110,20 +116,23 @@ impl Repository {
         }
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
         let config = RepoConfig::from_bytes(&storage.read("config")?, &storage.location())?;
-        let mut repo = Repository { storage, config, index: Index::default() };
-        repo.load_index()?;
-        Ok(repo)
+        Ok(Repository { storage, config, index: Index::default() })
     }
 
-    /// Open, creating the per-user default repository on first use.
-    pub fn open_or_create_default(loc: &RepoLocation) -> Result<Repository> {
-        match Repository::open(loc) {
+    /// Open for writing: take the writer lock, then load the index, so the
+    /// index reflects everything earlier writers published. The per-user
+    /// default repository is created on first use.
+    pub fn open_locked(loc: &RepoLocation, command: &str) -> Result<(Repository, Box<dyn LockGuard>)> {
+        let mut repo = match Repository::open_unindexed(loc) {
             Err(e) if e.kind == ErrorKind::NoInput && loc.is_default => {
                 tracing::info!(event = "repo.create_default", path = %loc.path.display());
-                Repository::init(loc)
+                Repository::init(loc)?
             }
-            other => other,
-        }
+            other => other?,
+        };
+        let guard = repo.lock(command)?;
+        repo.load_index()?;
+        Ok((repo, guard))
     }
 
     pub fn load_index(&mut self) -> Result<()> {
