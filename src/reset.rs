@@ -52,6 +52,12 @@ pub fn reset(data_dir: &Path, databases: &[PathBuf], confirm: bool) -> Result<Re
                 .event("reset.not_sqlite"));
         }
         if exists {
+            // Pulling a database from under a running service corrupts it.
+            if let Some((pid, comm)) = crate::fsutil::processes_holding(db).first() {
+                return Err(Error::busy(db.display(), format!("database is open in another process (pid {pid}, {comm}); nothing was removed"))
+                    .fix("stop the service first")
+                    .event("reset.database_in_use"));
+            }
             files.push(db.clone());
         }
         files.extend(crate::sqlite::sidecar_paths(db).into_iter().filter(|p| p.exists()));
