@@ -5,7 +5,6 @@
 //! and the staged ones renamed into place; a failure at any point undoes what
 //! was done, so the target ends as it began.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -302,43 +301,42 @@ fn remove_any(p: &Path) {
     }
 }
 
-/// One blob to fetch and where its copies go.
-struct Want {
+/// One page to restore: where its blob lives and which page it becomes.
+/// Rows are sorted by (pack, offset), so pages sharing a blob are adjacent.
+#[derive(Clone, Copy)]
+struct Row {
     pack: u32,
     offset: u32,
     length: u32,
+    pgno: u32,
     id: Id,
-    pgnos: Vec<u32>,
 }
 
 /// Largest single read; adjacent blobs are fetched together up to this.
-const READ_SPAN: u64 = 8 << 20;
+const READ_SPAN: u64 = 2 << 20;
 
 fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
     let (page_size, pages) = repo.resolve_pagemap(&db.pagemap)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
         return Err(Error::bad_data(&db.name, "page map disagrees with the manifest's page size or count"));
     }
-    let mut by_blob: HashMap<Id, Vec<u32>> = HashMap::new();
+    let mut rows = Vec::with_capacity(pages.len());
     for (i, id) in pages.iter().enumerate() {
-        by_blob.entry(*id).or_default().push(i as u32 + 1);
-    }
-    drop(pages);
-    let mut wants = Vec::with_capacity(by_blob.len());
-    for (id, pgnos) in by_blob {
-        let loc = repo.index.get(&id).ok_or_else(|| {
-            Error::bad_data(&db.name, format!("page blob {} is missing from the repository", id.short()))
+        let loc = repo.index.get(id).ok_or_else(|| {
+            Error::bad_data(&db.name, format!("page {} (blob {}) is missing from the repository", i + 1, id.short()))
                 .fix("run `lifeboat verify` to see which snapshots are damaged")
         })?;
-        wants.push(Want { pack: loc.pack, offset: loc.offset, length: loc.length, id, pgnos });
+        rows.push(Row { pack: loc.pack, offset: loc.offset, length: loc.length, pgno: i as u32 + 1, id: *id });
     }
-    wants.sort_by_key(|w| (w.pack, w.offset));
+    drop(pages);
+    rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
 
     let file = File::create(stage).at(stage)?;
     file.set_len(db.size).at(stage)?;
     progress.begin(&format!("restore {}", db.name), db.size);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
-    let (tx, rx) = sync_channel::<(std::sync::Arc<Vec<u8>>, u64, Vec<Want>, String)>(workers * 2);
+    // Bounded: at most `workers` spans queued, so memory stays a few MiB.
+    let (tx, rx) = sync_channel::<(Vec<u8>, u64, &[Row], String)>(workers);
     let rx = Mutex::new(rx);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let ps = page_size as u64;
@@ -349,20 +347,24 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                 let mut dec = Decoder::default();
                 loop {
                     let job = rx.lock().expect("queue").recv();
-                    let Ok((buf, base, items, key)) = job else { return };
-                    for w in items {
-                        let start = (w.offset as u64 - base) as usize;
-                        let r = dec.decode(&buf[start..start + w.length as usize], &key).and_then(|page| {
-                            if page.len() as u64 != ps || Id::of(&page) != w.id {
-                                return Err(Error::bad_data(&key, format!("page blob {} does not match its hash", w.id.short())));
+                    let Ok((buf, base, rows, key)) = job else { return };
+                    let mut page: Vec<u8> = Vec::new();
+                    let mut decoded_at = None;
+                    for r in rows {
+                        let result = (|| {
+                            if decoded_at != Some(r.offset) {
+                                let start = (r.offset as u64 - base) as usize;
+                                page = dec.decode(&buf[start..start + r.length as usize], &key)?;
+                                if page.len() as u64 != ps || Id::of(&page) != r.id {
+                                    return Err(Error::bad_data(&key, format!("page blob {} does not match its hash", r.id.short())));
+                                }
+                                decoded_at = Some(r.offset);
                             }
-                            for pgno in &w.pgnos {
-                                file.write_all_at(&page, (*pgno as u64 - 1) * ps).at(stage)?;
-                            }
-                            progress.advance(ps * w.pgnos.len() as u64);
+                            file.write_all_at(&page, (r.pgno as u64 - 1) * ps).at(stage)?;
+                            progress.advance(ps);
                             Ok(())
-                        });
-                        if let Err(e) = r {
+                        })();
+                        if let Err(e) = result {
                             failure.lock().expect("failure slot").get_or_insert(e);
                             return;
                         }
@@ -372,20 +374,18 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
         }
         // Reader: coalesce neighbouring blobs of a pack into large reads.
         let mut i = 0;
-        while i < wants.len() && failure.lock().expect("failure slot").is_none() {
-            let pack = wants[i].pack;
-            let base = wants[i].offset as u64;
+        while i < rows.len() && failure.lock().expect("failure slot").is_none() {
+            let (pack, base) = (rows[i].pack, rows[i].offset as u64);
             let mut j = i;
             let mut end = base;
-            while j < wants.len() && wants[j].pack == pack && (wants[j].offset as u64 + wants[j].length as u64 - base) <= READ_SPAN {
-                end = end.max(wants[j].offset as u64 + wants[j].length as u64);
+            while j < rows.len() && rows[j].pack == pack && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN) {
+                end = end.max(rows[j].offset as u64 + rows[j].length as u64);
                 j += 1;
             }
             let key = pack_key(&repo.index.pack(pack).0);
             match repo.storage.read_range(&key, base, end - base) {
                 Ok(buf) => {
-                    let items: Vec<Want> = wants[i..j].iter_mut().map(|w| Want { pgnos: std::mem::take(&mut w.pgnos), ..*w }).collect();
-                    if tx.send((std::sync::Arc::new(buf), base, items, key)).is_err() {
+                    if tx.send((buf, base, &rows[i..j], key)).is_err() {
                         break;
                     }
                 }

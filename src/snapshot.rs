@@ -203,9 +203,6 @@ fn capture_database(
     progress.begin(&format!("database {}", spec.name), total);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
     let level = repo.config.compression.level;
-    // Ids another worker has claimed in this run, so each new page is
-    // compressed once even when it repeats within the database.
-    let claimed: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
     let mut pages = vec![Id::ZERO; db.page_count as usize];
     let mut whole = blake3::Hasher::new();
 
@@ -217,8 +214,7 @@ fn capture_database(
         for _ in 0..workers {
             let rx = Arc::clone(&work_rx);
             let tx = done_tx.clone();
-            let claimed = &claimed;
-            scope.spawn(move || hash_worker(rx, tx, page_size, level, repo, claimed));
+            scope.spawn(move || hash_worker(rx, tx, page_size, level, repo));
         }
         drop(done_tx);
         // The collector runs beside the reader so packs are written while
@@ -307,7 +303,6 @@ fn hash_worker(
     page_size: usize,
     level: i32,
     repo: &Repository,
-    claimed: &Mutex<HashSet<Id>>,
 ) {
     let mut enc = Encoder::new(level);
     loop {
@@ -320,7 +315,9 @@ fn hash_worker(
         for page in batch.data.chunks_exact(page_size) {
             let id = Id::of(page);
             ids.push(id);
-            if !repo.has_blob(&id) && claimed.lock().expect("claim set").insert(id) {
+            // A page repeated within this run is compressed again and then
+            // dropped by the writer: cheaper than a shared claim set.
+            if !repo.has_blob(&id) {
                 new.push((id, enc.encode(page), page.len()));
             }
         }

@@ -140,6 +140,7 @@ impl Repository {
         for (key, _) in self.storage.list("index")? {
             index.add_file(&self.read_index_file(&key)?);
         }
+        index.seal();
         self.index = index;
         Ok(())
     }

@@ -22,7 +22,9 @@ pub struct WriteStats {
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     current: Option<PackWriter>,
-    written: HashSet<Id>,
+    /// 128-bit id prefixes stored by this run: half the memory of full ids,
+    /// and a false match needs a 2^-128 coincidence.
+    written: HashSet<u128>,
     index: IndexFile,
     pub stats: WriteStats,
 }
@@ -34,7 +36,7 @@ impl<'r> BlobWriter<'r> {
 
     /// Whether the repository or this run already stores `id`.
     pub fn has(&self, id: &Id) -> bool {
-        self.repo.has_blob(id) || self.written.contains(id)
+        self.repo.has_blob(id) || self.written.contains(&prefix(id))
     }
 
     /// Add an enveloped blob unless it is already stored.
@@ -47,7 +49,7 @@ impl<'r> BlobWriter<'r> {
         }
         let pack = self.current.as_mut().expect("just created");
         pack.add(kind, id, encoded, raw_len)?;
-        self.written.insert(id);
+        self.written.insert(prefix(&id));
         self.stats.new_blobs += 1;
         self.stats.raw_bytes += raw_len as u64;
         self.stats.stored_bytes += encoded.len() as u64;
@@ -79,6 +81,10 @@ impl<'r> BlobWriter<'r> {
         }
         Ok(self.stats)
     }
+}
+
+fn prefix(id: &Id) -> u128 {
+    u128::from_le_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
 
 impl Drop for BlobWriter<'_> {
