@@ -316,7 +316,7 @@ struct Row {
 const READ_SPAN: u64 = 2 << 20;
 
 fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
-    let (page_size, pages) = repo.resolve_pagemap(&db.pagemap)?;
+    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
         return Err(Error::bad_data(&db.name, "page map disagrees with the manifest's page size or count"));
     }

@@ -263,15 +263,15 @@ fn capture_database(
     db.finish()?;
 
     let map = match parent.map(|p| repo.resolve_pagemap(&p).map(|r| (p, r))) {
-        Some(Ok((pid, (psize, ppages)))) if psize as usize == page_size => {
-            let depth = repo.read_pagemap(&pid)?.depth;
-            PageMap::against(page_size as u32, &pages, pid, depth, &ppages)
+        Some(Ok((pid, parent))) if parent.page_size as usize == page_size => {
+            PageMap::against(page_size as u32, pages, pid, parent.depth, &parent.pages)
         }
         Some(Err(e)) => {
+            // Never build on a parent we cannot read: a full map stands alone.
             tracing::warn!(event = "snapshot.parent_unreadable", error = %e);
-            PageMap::full(page_size as u32, &pages)
+            PageMap::full(page_size as u32, pages)
         }
-        _ => PageMap::full(page_size as u32, &pages),
+        _ => PageMap::full(page_size as u32, pages),
     };
     let map_bytes = map.to_bytes();
     let map_id = Id::of(&map_bytes);

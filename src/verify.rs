@@ -110,7 +110,8 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
             match src {
                 Source::Sqlite(db) => match repo.resolve_pagemap(&db.pagemap) {
                     Err(e) => add(db.name.clone(), format!("page map unreadable: {}", e.problem)),
-                    Ok((_, pages)) => {
+                    Ok(resolved) => {
+                        let pages = resolved.pages;
                         let mut seen = HashSet::new();
                         for (i, id) in pages.iter().enumerate() {
                             if !seen.insert(*id) {

@@ -33,6 +33,15 @@ pub struct SnapshotRef {
     pub manifest: Manifest,
 }
 
+/// A page map with its chain applied.
+pub struct ResolvedPages {
+    pub page_size: u32,
+    /// Depth of the map resolved (0 = full).
+    pub depth: u32,
+    /// Blob id of every page, page 1 first.
+    pub pages: Vec<Id>,
+}
+
 /// Where a repository lives, as given by `--repo`, the config or the default.
 #[derive(Debug, Clone)]
 pub struct RepoLocation {
@@ -181,6 +190,7 @@ impl Repository {
         let key = pack_key(&pack);
         let raw = self.storage.read_range(&key, loc.offset as u64, loc.length as u64)?;
         let data = decoder.decode(&raw, &key)?;
+        drop(raw);
         if Id::of(&data) != *id {
             return Err(Error::bad_data(
                 format!("{}/{key}", self.storage.location()),
@@ -197,7 +207,7 @@ impl Repository {
     }
 
     /// Follow a page map's parent chain and return the full page list.
-    pub fn resolve_pagemap(&self, id: &Id) -> Result<(u32, Vec<Id>)> {
+    pub fn resolve_pagemap(&self, id: &Id) -> Result<ResolvedPages> {
         let mut chain = Vec::new();
         let mut next = *id;
         loop {
@@ -212,12 +222,15 @@ impl Repository {
             }
             next = parent;
         }
-        let page_size = chain[0].page_size;
+        let (page_size, depth) = (chain[0].page_size, chain[0].depth);
+        if chain.iter().any(|m| m.page_size != page_size) {
+            return Err(Error::bad_data(format!("page map {}", id.short()), "page size changes along the chain"));
+        }
         let mut pages = Vec::new();
-        for map in chain.iter().rev() {
+        for map in chain.into_iter().rev() {
             map.apply(&mut pages);
         }
-        Ok((page_size, pages))
+        Ok(ResolvedPages { page_size, depth, pages })
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
