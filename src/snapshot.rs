@@ -67,6 +67,7 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
 
     let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo);
+    let mut encoder = Encoder::new(repo.config.compression.level);
     let mut sources = Vec::new();
     let mut logical = 0u64;
     let mut files_count = 0u64;
@@ -112,7 +113,7 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                 progress.begin(&format!("files {}", spec.name), total);
                 let mut entries = Vec::with_capacity(walked.len());
                 for w in walked {
-                    let e = capture_entry(repo, &mut writer, w, &mut warn, progress)?;
+                    let e = capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?;
                     logical += e.size;
                     files_count += 1;
                     entries.push(e);
@@ -125,7 +126,7 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                 let entry = files::entry_for("", &meta, &spec.path)?
                     .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
                 progress.begin(&format!("file {}", spec.name), entry.size);
-                let e = capture_entry(repo, &mut writer, files::Walked { abs: spec.path.clone(), entry }, &mut warn, progress)?;
+                let e = capture_entry(&mut encoder, repo, &mut writer, files::Walked { abs: spec.path.clone(), entry }, &mut warn, progress)?;
                 progress.end();
                 logical += e.size;
                 files_count += 1;
@@ -329,6 +330,7 @@ fn hash_worker(
 
 /// Store one walked entry's content (for regular files) and return its entry.
 fn capture_entry(
+    enc: &mut Encoder,
     repo: &Repository,
     writer: &mut BlobWriter,
     w: files::Walked,
@@ -339,7 +341,6 @@ fn capture_entry(
     if entry.kind != EntryKind::File {
         return Ok(entry);
     }
-    let mut enc = Encoder::new(repo.config.compression.level);
     for attempt in 0..2 {
         let mut chunks = Vec::new();
         let read = files::read_chunks(&w.abs, repo.config.chunker, &mut |data| {

@@ -23,21 +23,38 @@ pub struct Args {
     keep: bool,
 }
 
-fn step(n: u32, text: &str) {
-    println!("[{n}] {text}");
+/// Tells the story as it happens, or collects it for `--json`.
+struct Steps {
+    json: bool,
+    done: Vec<String>,
+}
+
+impl Steps {
+    fn step(&mut self, text: &str) {
+        self.done.push(text.to_string());
+        if !self.json {
+            println!("[{}] {text}", self.done.len());
+        }
+    }
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
     let scratch = std::env::temp_dir().join(format!("lifeboat-demo-{}", lifeboat::fsutil::unique_suffix()));
-    let result = run_in(ctx, &scratch);
+    let mut steps = Steps { json: ctx.json, done: Vec::new() };
+    let result = run_in(&mut steps, &scratch);
     if args.keep {
-        println!("scratch directory kept at {}", scratch.display());
+        eprintln!("scratch directory kept at {}", scratch.display());
     } else {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     result?;
-    println!("demo passed in {:.1}s", started.elapsed().as_secs_f64());
+    let secs = started.elapsed().as_secs_f64();
+    if ctx.json {
+        super::output::print_json(&serde_json::json!({"passed": true, "seconds": secs, "steps": steps.done}));
+    } else {
+        println!("demo passed in {secs:.1}s");
+    }
     Ok(0)
 }
 
@@ -49,7 +66,7 @@ fn sql<T>(p: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::sqlite(p, e))
 }
 
-fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
+fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
     let data = scratch.join("service");
     let db = data.join("state.db");
     let cfg = data.join("server.toml");
@@ -62,7 +79,7 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
     }
     io(&files, std::os::unix::fs::symlink("avatars/user0.txt", files.join("default-avatar")))?;
 
-    step(1, &format!("service in {}: a WAL database, server.toml, uploads/", data.display()));
+    steps.step(&format!("service in {}: a WAL database, server.toml, uploads/", data.display()));
     {
         let c = sql(&db, rusqlite::Connection::open(&db))?;
         sql(&db, c.execute_batch(
@@ -90,7 +107,7 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    step(2, &format!("writer running: {} rows committed so far", committed.load(Ordering::Relaxed)));
+    steps.step(&format!("writer running: {} rows committed so far", committed.load(Ordering::Relaxed)));
 
     let repo = Repository::init(&RepoLocation { path: scratch.join("repo"), is_default: false })?;
     let specs = vec![
@@ -100,14 +117,13 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
     ];
     // Step lines tell the story; byte-level progress would only interleave.
     let progress = lifeboat::progress::Silent;
-    let _ = ctx;
     let opts = SnapshotOptions { kind: "full".into(), tags: vec!["demo".into()] };
     let before = committed.load(Ordering::Relaxed);
     let (id1, m1) = {
         let _lock = repo.lock("demo")?;
         lifeboat::snapshot::take(&repo, &specs, &opts, &progress)?
     };
-    step(3, &format!(
+    steps.step(&format!(
         "snapshot {} taken under load (writer at row {before}): {} read, {} stored",
         id1.short(), bytes(m1.summary.logical_bytes), bytes(m1.summary.added_stored_bytes)
     ));
@@ -119,7 +135,7 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
         lifeboat::snapshot::take(&repo, &specs, &opts, &progress)?
     };
     let at_second = committed.load(Ordering::Relaxed);
-    step(4, &format!(
+    steps.step(&format!(
         "second snapshot {} at row ~{at_second}: only changed pages stored ({} new of {})",
         id2.short(), bytes(m2.summary.added_stored_bytes), bytes(m2.summary.logical_bytes)
     ));
@@ -128,7 +144,7 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
     let writer_result = writer.join().expect("writer thread");
     sql(&db, writer_result)?;
     let final_rows = committed.load(Ordering::Relaxed);
-    step(5, &format!("writer stopped at row {final_rows}; disaster: the whole service directory is deleted"));
+    steps.step(&format!("writer stopped at row {final_rows}; disaster: the whole service directory is deleted"));
     io(&data, std::fs::remove_dir_all(&data))?;
 
     repo.load_index()?;
@@ -139,7 +155,7 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
         &RestoreOptions { target: Target::Original, only: vec![], force: false, max_schema_version: None },
         &progress,
     )?;
-    step(6, &format!("restored {} sources into {} (hashes and integrity_check passed)", report.restored.len(), data.display()));
+    steps.step(&format!("restored {} sources into {} (hashes and integrity_check passed)", report.restored.len(), data.display()));
 
     let c = sql(&db, rusqlite::Connection::open(&db))?;
     let ok: String = sql(&db, c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))?;
@@ -147,17 +163,17 @@ fn run_in(ctx: &Ctx, scratch: &Path) -> Result<()> {
     if ok != "ok" || n != max || n < at_second.min(before) || n > final_rows {
         return Err(Error::bad_data(db.display(), format!("demo check failed: integrity {ok}, {n} rows, max id {max}")));
     }
-    step(7, &format!("restored database: integrity_check ok, rows 1..={n} exactly (a prefix of the {final_rows} committed)"));
+    steps.step(&format!("restored database: integrity_check ok, rows 1..={n} exactly (a prefix of the {final_rows} committed)"));
     let restored_cfg = io(&cfg, std::fs::read_to_string(&cfg))?;
     let link = io(&files, std::fs::read_link(files.join("default-avatar")))?;
     if !restored_cfg.contains("8443") || link != PathBuf::from("avatars/user0.txt") {
         return Err(Error::bad_data(data.display(), "demo check failed: files differ after restore"));
     }
-    step(8, "server.toml and uploads/ (20 files and a symlink) restored byte for byte");
+    steps.step("server.toml and uploads/ (20 files and a symlink) restored byte for byte");
     let v = lifeboat::verify::verify(&repo, true, &lifeboat::progress::Silent)?;
     if !v.problems.is_empty() {
         return Err(Error::bad_data(repo.storage.location(), "demo check failed: verify found damage"));
     }
-    step(9, &format!("verify --read-data: {} snapshots, {} packs, every byte checked", v.snapshots, v.packs));
+    steps.step(&format!("verify --read-data: {} snapshots, {} packs, every byte checked", v.snapshots, v.packs));
     Ok(())
 }
