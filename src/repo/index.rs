@@ -157,3 +157,35 @@ impl Index {
         self.blobs.iter().map(|(id, loc)| (id, loc))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u8, offset: u32) -> BlobEntry {
+        BlobEntry { kind: BlobType::Page, id: Id::of(&[i]), offset, length: 10, raw_length: 4096 }
+    }
+
+    #[test]
+    fn file_round_trip_and_lookup() {
+        let f = IndexFile {
+            packs: vec![
+                IndexedPack { id: Id::of(b"p1"), size: 100, blobs: vec![entry(1, 0), entry(2, 10)] },
+                IndexedPack { id: Id::of(b"p2"), size: 50, blobs: vec![entry(3, 0), entry(1, 20)] },
+            ],
+        };
+        let bytes = f.to_bytes();
+        let back = IndexFile::from_bytes(&bytes, "i").unwrap();
+        assert_eq!(back.packs.len(), 2);
+        assert_eq!(back.packs[1].blobs, f.packs[1].blobs);
+        assert!(IndexFile::from_bytes(&bytes[..bytes.len() - 1], "i").is_err());
+
+        let mut idx = Index::default();
+        idx.add_file(&back);
+        idx.seal();
+        assert_eq!(idx.blob_count(), 3, "a blob in two packs is indexed once");
+        let l = idx.get(&Id::of(&[2])).unwrap();
+        assert_eq!((idx.pack(l.pack).0, l.offset), (Id::of(b"p1"), 10));
+        assert!(idx.get(&Id::of(&[9])).is_none());
+    }
+}

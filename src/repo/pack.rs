@@ -199,3 +199,36 @@ pub fn pack_key(id: &Id) -> String {
     let h = id.hex();
     format!("data/{}/{}", &h[..2], h)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Encoder;
+
+    #[test]
+    fn pack_round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(dir.path()).unwrap();
+        let mut enc = Encoder::new(1);
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 4096]).collect();
+        for b in &blobs {
+            w.add(BlobType::Page, Id::of(b), &enc.encode(b), b.len()).unwrap();
+        }
+        let done = w.finish().unwrap();
+        let bytes = std::fs::read(&done.path).unwrap();
+        assert_eq!(Id::of(&bytes), done.id);
+        assert_eq!(bytes.len() as u64, done.size);
+        let entries = parse_header(&bytes, "p").unwrap();
+        assert_eq!(entries, done.entries);
+        for (e, b) in entries.iter().zip(&blobs) {
+            let raw = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&crate::codec::decode(raw, "p").unwrap(), b);
+            assert_eq!(e.raw_length as usize, b.len());
+        }
+        let mut broken = bytes.clone();
+        let n = broken.len();
+        broken[n - 1] ^= 1;
+        assert!(parse_header(&broken, "p").is_err());
+        assert!(parse_header(&bytes[..n - 2], "p").is_err());
+    }
+}
