@@ -1,4 +1,6 @@
-//! Content identifiers: the BLAKE3 hash of an object's plaintext bytes.
+//! Content identifiers: BLAKE3-256. What is hashed depends on the object
+//! (docs/FORMAT.md, "Ids"): a blob's decoded bytes, a pack's or index file's
+//! stored bytes, a manifest's JSON before its envelope.
 
 use std::fmt;
 

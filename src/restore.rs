@@ -88,7 +88,8 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
             }
         }
     }
-    let plans = plan(&chosen, &opts.target)?;
+    let mut plans = plan(&chosen, &opts.target)?;
+    plans.sort_by_key(|p| p.dest.components().count());
     preflight(&plans, &opts.target, opts.force)?;
 
     let stamp = compact_timestamp(jiff::Timestamp::now());
@@ -97,7 +98,7 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
     let result = (|| -> Result<Vec<Restored>> {
         let mut out = Vec::new();
         for p in &plans {
-            let parent = p.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let parent = staging_parent(p, &plans);
             create_dirs(&parent, &mut created_dirs)?;
             let stage = parent.join(format!(".lifeboat-restore-{}-{}.tmp", p.source.name(), crate::fsutil::unique_suffix()));
             staged.push((stage.clone(), p));
@@ -122,12 +123,13 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
         }
     };
 
-    // Commit: move what is in the way aside, then rename staged into place.
+    // Commit, ancestors first: move what is in the way aside, then rename the
+    // staged copy into place. A database kept inside a restored directory is
+    // thus placed into the new directory, not moved aside with the old one.
     let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new(); // (from, to), for undo
-    let mut aside_dirs = Vec::new();
+    let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
     let commit = (|| -> Result<()> {
         for (stage, p) in &staged {
-            let aside = p.root.join(format!(".lifeboat-pre-restore-{stamp}"));
             let mut in_way = vec![p.dest.clone()];
             if matches!(p.source, Source::Sqlite(_)) {
                 in_way.extend(crate::sqlite::sidecar_paths(&p.dest));
@@ -136,6 +138,14 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
                 if fs::symlink_metadata(&path).is_err() {
                     continue;
                 }
+                let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
+                    Some((_, a)) => a.clone(),
+                    None => {
+                        let a = fresh_aside_dir(&p.root, &stamp);
+                        aside_dirs.push((p.root.clone(), a.clone()));
+                        a
+                    }
+                };
                 let rel = path.strip_prefix(&p.root).unwrap_or(Path::new(path.file_name().unwrap_or_default()));
                 let to = aside.join(rel);
                 if let Some(d) = to.parent() {
@@ -143,9 +153,6 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
                 }
                 fs::rename(&path, &to).at(&path)?;
                 moves.push((path.clone(), to));
-                if !aside_dirs.contains(&aside) {
-                    aside_dirs.push(aside.clone());
-                }
             }
             fs::rename(stage, &p.dest).at(&p.dest)?;
             moves.push((stage.clone(), p.dest.clone()));
@@ -153,6 +160,7 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
         }
         Ok(())
     })();
+    let aside_dirs: Vec<PathBuf> = aside_dirs.into_iter().map(|(_, a)| a).collect();
     if let Err(e) = commit {
         for (from, to) in moves.iter().rev() {
             let _ = fs::rename(to, from);
@@ -160,8 +168,10 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
         for (stage, _) in &staged {
             remove_any(stage);
         }
+        // Only empty: anything still there could not be put back and must
+        // stay where the operator can find it.
         for d in &aside_dirs {
-            let _ = fs::remove_dir_all(d);
+            remove_empty_tree(d);
         }
         remove_created(&created_dirs);
         tracing::warn!(event = "restore.rolled_back", error = %e);
@@ -210,6 +220,37 @@ fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
         }
     }
     Ok(plans)
+}
+
+/// Where to stage `p`: beside its destination, or beside the outermost other
+/// destination containing it, which is itself replaced during the commit.
+fn staging_parent(p: &Plan, plans: &[Plan]) -> PathBuf {
+    let outer = plans.iter().filter(|q| q.dest != p.dest && p.dest.starts_with(&q.dest)).min_by_key(|q| q.dest.components().count());
+    outer.unwrap_or(p).dest.parent().unwrap_or(Path::new("/")).to_path_buf()
+}
+
+/// `.lifeboat-pre-restore-<time>` in `root`, suffixed if a restore in the
+/// same second already made one.
+fn fresh_aside_dir(root: &Path, stamp: &str) -> PathBuf {
+    let base = root.join(format!(".lifeboat-pre-restore-{stamp}"));
+    let mut candidate = base.clone();
+    let mut n = 1;
+    while fs::symlink_metadata(&candidate).is_ok() {
+        n += 1;
+        candidate = PathBuf::from(format!("{}-{n}", base.display()));
+    }
+    candidate
+}
+
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_empty_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 fn non_empty(path: &Path) -> bool {
@@ -424,10 +465,20 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
     progress.begin("restore files", total);
     let mut dec = Decoder::default();
     let mut bytes = 0;
+    // Every entry's parent must be a directory restored before it: a crafted
+    // manifest must not write through a symlink it restored earlier.
+    let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for e in entries {
         let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
-        if e.path.split('/').any(|c| c == ".." || c.is_empty()) && !e.path.is_empty() {
-            return Err(Error::bad_data(&e.path, "unsafe path in manifest"));
+        if !e.path.is_empty() {
+            let parent = e.path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+            let bad_component = e.path.split('/').any(|c| c == ".." || c == "." || c.is_empty());
+            if bad_component || !dirs.contains(parent) {
+                return Err(Error::bad_data(&e.path, "unsafe or out-of-order path in manifest"));
+            }
+        }
+        if e.kind == EntryKind::Dir {
+            dirs.insert(&e.path);
         }
         match e.kind {
             EntryKind::Dir => fs::create_dir(&path).at(&path)?,

@@ -105,8 +105,10 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                 // Databases captured above must not also be copied raw.
                 let mut skip = Vec::new();
                 for p in &db_paths {
-                    skip.push(p.clone());
-                    skip.extend(crate::sqlite::sidecar_paths(p));
+                    // Sidecars may not exist, so canonicalize via the database.
+                    let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                    skip.extend(crate::sqlite::sidecar_paths(&p));
+                    skip.push(p);
                 }
                 let walked = files::walk(&spec.path, &globs, &skip, &mut warn)?;
                 let total: u64 = walked.iter().map(|w| w.entry.size).sum();
@@ -115,14 +117,15 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                 for w in walked {
                     let e = capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?;
                     logical += e.size;
-                    files_count += 1;
+                    files_count += u64::from(e.kind == EntryKind::File);
                     entries.push(e);
                 }
                 progress.end();
                 Source::Directory(DirectorySource { name: spec.name.clone(), path: abs_string(&spec.path), exclude: exclude.clone(), entries })
             }
             SourceKind::File => {
-                let meta = std::fs::symlink_metadata(&spec.path).at(&spec.path)?;
+                // A file named through a symlink means what it points at.
+                let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
                 let entry = files::entry_for("", &meta, &spec.path)?
                     .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
                 progress.begin(&format!("file {}", spec.name), entry.size);

@@ -131,6 +131,13 @@ pub fn main() -> i32 {
     };
     init_logging(cli.verbose, cli.quiet);
     let ctx = Ctx { json: cli.json, quiet: cli.quiet, repo_flag: cli.repo, config_flag: cli.config, config: Default::default() };
+    // A config named with --config is always read, so a broken one is
+    // reported even by commands that would not otherwise need it.
+    if ctx.config_flag.is_some()
+        && let Err(e) = ctx.config()
+    {
+        return exit::report(&e, ctx.json);
+    }
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),

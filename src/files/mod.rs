@@ -62,14 +62,19 @@ pub fn entry_for(rel: &str, meta: &fs::Metadata, abs: &Path) -> Result<Option<En
 /// skipped with a warning; excluded paths (matched relative to `root`) and
 /// `skip` paths are left out with everything below them.
 pub fn walk(root: &Path, excludes: &GlobSet, skip: &[PathBuf], warn: &mut dyn FnMut(String)) -> Result<Vec<Walked>> {
-    let meta = fs::symlink_metadata(root).at(root)?;
+    // A source named through a symlink means what it points at.
+    let meta = fs::metadata(root).at(root)?;
     if !meta.is_dir() {
         return Err(Error::usage(format!("{} is not a directory", root.display())));
     }
+    // Compare canonical paths, so `./app/state.db` and `/srv/app/state.db`
+    // are recognised as the same database.
+    let root = fs::canonicalize(root).at(root)?;
+    let skip: Vec<PathBuf> = skip.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
     let mut out = Vec::new();
-    let root_entry = entry_for("", &meta, root)?.expect("a directory");
-    out.push(Walked { abs: root.to_path_buf(), entry: root_entry });
-    walk_dir(root, "", excludes, skip, warn, &mut out)?;
+    let root_entry = entry_for("", &meta, &root)?.expect("a directory");
+    out.push(Walked { abs: root.clone(), entry: root_entry });
+    walk_dir(&root, "", excludes, &skip, warn, &mut out)?;
     Ok(out)
 }
 

@@ -75,6 +75,11 @@ impl RepoConfig {
             .fix("use the Lifeboat version that wrote this repository")
             .event("repo.format_version"));
         }
-        serde_json::from_slice(&json).map_err(|e| Error::bad_data(&what, format!("invalid config: {e}")))
+        let c: RepoConfig = serde_json::from_slice(&json).map_err(|e| Error::bad_data(&what, format!("invalid config: {e}")))?;
+        if c.compression.algorithm != "zstd" {
+            return Err(Error::config(&what, format!("compression `{}` is not supported", c.compression.algorithm))
+                .fix("upgrade Lifeboat"));
+        }
+        Ok(c)
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::pack::{BlobEntry, BlobType, ENTRY_LEN};
+use super::pack::{BlobEntry, BlobType, ENTRY_LEN, newer_blob_type};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -70,7 +70,7 @@ impl IndexFile {
             let end = pos.checked_add(n * ENTRY_LEN).filter(|&e| e <= b.len()).ok_or_else(|| bad("truncated blob list"))?;
             let blobs = b[pos..end]
                 .chunks_exact(ENTRY_LEN)
-                .map(|c| BlobEntry::read_from(c).ok_or_else(|| bad("unknown blob type")))
+                .map(|c| BlobEntry::read_from(c).ok_or_else(|| newer_blob_type(what, c[0])))
                 .collect::<Result<Vec<_>>>()?;
             pos = end;
             packs.push(IndexedPack { id, size, blobs });

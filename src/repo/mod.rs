@@ -59,8 +59,9 @@ impl RepoLocation {
                     .fix("use a local directory path"));
             }
         }
-        let path = s.strip_prefix("file://").unwrap_or(s);
-        Ok(RepoLocation { path: PathBuf::from(path), is_default: false })
+        let path = PathBuf::from(s.strip_prefix("file://").unwrap_or(s));
+        let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(RepoLocation { path, is_default: false })
     }
 
     /// `$XDG_STATE_HOME/lifeboat/repo`, else `~/.local/state/lifeboat/repo`.
@@ -71,6 +72,20 @@ impl RepoLocation {
             .unwrap_or_else(|| home_dir().join(".local/state"));
         RepoLocation { path: base.join("lifeboat/repo"), is_default: true }
     }
+}
+
+/// Empty, or holding only the empty directories an interrupted `init` made.
+fn is_empty_or_skeleton(root: &Path) -> Result<bool> {
+    for e in std::fs::read_dir(root).at(root)? {
+        let e = e.at(root)?;
+        let name = e.file_name();
+        let skeleton = ["data", "index", "snapshots", "tmp"].iter().any(|s| name == *s);
+        let empty_dir = e.path().is_dir() && std::fs::read_dir(e.path()).at(&e.path())?.next().is_none();
+        if !(skeleton && empty_dir) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 pub fn home_dir() -> PathBuf {
@@ -86,7 +101,7 @@ impl Repository {
                 .fix("use it as it is, or choose another path")
                 .event("repo.exists"));
         }
-        if root.exists() && std::fs::read_dir(root).at(root)?.next().is_some() {
+        if root.exists() && !is_empty_or_skeleton(root)? {
             return Err(Error::cant_create(root.display(), "directory is not empty")
                 .fix("choose an empty or new directory for the repository"));
         }
@@ -217,7 +232,7 @@ impl Repository {
             if parent.is_zero() {
                 break;
             }
-            if chain.len() > pagemap::MAX_DEPTH as usize + 1 {
+            if chain.len() > pagemap::MAX_DEPTH as usize {
                 return Err(Error::bad_data(format!("page map {}", id.short()), "parent chain is too long or cyclic"));
             }
             next = parent;
@@ -256,7 +271,9 @@ impl Repository {
             let Some(id) = key.rsplit('/').next().and_then(Id::parse) else { continue };
             out.push(SnapshotRef { id, manifest: self.read_manifest(&id)? });
         }
-        out.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
+        // Parsed, not textual: RFC 3339 text omits zero fractions, so
+        // `…:00Z` would sort after `…:00.5Z`.
+        out.sort_by_key(|s| (s.manifest.timestamp(), s.id));
         Ok(out)
     }
 

@@ -174,8 +174,11 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
         return Err(Error::bad_data(what, "pack header length exceeds the file"));
     }
     let header = codec::decode(&pack[n - 8 - hlen..n - 8], what)?;
-    if header.len() < 9 || &header[..4] != HEADER_MAGIC || header[4] != HEADER_VERSION {
-        return Err(Error::bad_data(what, "pack header has the wrong magic or version"));
+    if header.len() < 9 || &header[..4] != HEADER_MAGIC {
+        return Err(Error::bad_data(what, "pack header has the wrong magic"));
+    }
+    if header[4] != HEADER_VERSION {
+        return Err(Error::config(what, format!("pack header version {} is not supported", header[4])).fix("upgrade Lifeboat"));
     }
     let count = u32::from_le_bytes(header[5..9].try_into().unwrap()) as usize;
     let body = &header[9..];
@@ -185,13 +188,18 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
     let data_end = (n - 8 - hlen) as u64;
     body.chunks_exact(ENTRY_LEN)
         .map(|c| {
-            let e = BlobEntry::read_from(c).ok_or_else(|| Error::bad_data(what, "unknown blob type in pack header"))?;
+            let e = BlobEntry::read_from(c).ok_or_else(|| newer_blob_type(what, c[0]))?;
             if e.offset as u64 + e.length as u64 > data_end {
                 return Err(Error::bad_data(what, format!("blob {} lies outside the pack", e.id.short())));
             }
             Ok(e)
         })
         .collect()
+}
+
+/// A blob type this version does not know was written by a newer one.
+pub fn newer_blob_type(what: &str, t: u8) -> Error {
+    Error::config(what, format!("unknown blob type {t}")).fix("this repository was written by a newer Lifeboat; upgrade to read it")
 }
 
 /// Repository key of a pack.

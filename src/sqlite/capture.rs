@@ -75,7 +75,15 @@ pub fn begin_all(dbs: Vec<(PathBuf, Connection, String)>) -> Result<Vec<OpenData
 impl OpenDatabase {
     /// Visit every page in order, inside the open read transaction.
     pub fn for_each_page(&self, mut visit: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<()> {
-        let mut stmt = self.conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main')").at_db(&self.path)?;
+        let mut stmt = self.conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main')").map_err(|e| {
+            if e.to_string().contains("sqlite_dbpage") {
+                Error::config(self.path.display(), "this Lifeboat binary was built without SQLite's sqlite_dbpage table")
+                    .fix("build Lifeboat from its source tree (its .cargo/config.toml sets LIBSQLITE3_FLAGS)")
+                    .event("snapshot.no_dbpage")
+            } else {
+                Error::sqlite(&self.path, e)
+            }
+        })?;
         let mut rows = stmt.query([]).at_db(&self.path)?;
         let mut expect = 1u32;
         while let Some(row) = rows.next().at_db(&self.path)? {

@@ -157,6 +157,17 @@ impl Storage for LocalStorage {
                 let _ = fs::remove_file(e.path());
             }
         }
+        // Likewise unfinished atomic writes (`.<name>.tmp-*`) of index files,
+        // manifests and the config.
+        for dir in ["", "index", "snapshots"] {
+            if let Ok(entries) = fs::read_dir(self.root.join(dir)) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with('.') && e.file_name().to_string_lossy().contains(".tmp-") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
         Ok(Box::new(FileLock { _file: file }))
     }
 
