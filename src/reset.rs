@@ -22,14 +22,17 @@ pub struct ResetReport {
 /// File names a database is commonly given, for data dirs with no config.
 const DB_SUFFIXES: [&str; 4] = [".db", ".sqlite", ".sqlite3", ".db3"];
 
-/// `databases`: configured database paths; when empty, every top-level file in
-/// `data_dir` named like a database is a candidate.
-pub fn reset(data_dir: &Path, databases: &[PathBuf], confirm: bool) -> Result<ResetReport> {
+/// `databases`: the configured database paths (only those inside `data_dir`
+/// are touched); `None` when there is no configuration, and then every
+/// top-level file in `data_dir` named like a database is a candidate.
+pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> Result<ResetReport> {
     let meta = fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e).fix("check --data-dir"))?;
     if !meta.is_dir() {
         return Err(Error::usage(format!("{} is not a directory", data_dir.display())).fix("--data-dir takes the service's data directory"));
     }
-    let candidates: Vec<PathBuf> = if databases.is_empty() {
+    let candidates: Vec<PathBuf> = if let Some(databases) = databases {
+        databases.iter().filter(|p| p.starts_with(data_dir)).cloned().collect()
+    } else {
         let mut v: Vec<PathBuf> = fs::read_dir(data_dir)
             .at(data_dir)?
             .flatten()
@@ -38,8 +41,6 @@ pub fn reset(data_dir: &Path, databases: &[PathBuf], confirm: bool) -> Result<Re
             .collect();
         v.sort();
         v
-    } else {
-        databases.iter().filter(|p| p.starts_with(data_dir)).cloned().collect()
     };
 
     // Check every database before touching any.

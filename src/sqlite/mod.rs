@@ -30,6 +30,19 @@ pub fn has_header(path: &Path) -> Result<bool> {
     Ok(&buf == HEADER)
 }
 
+/// Percent-encode what a SQLite URI filename cannot carry literally.
+fn uri_escape(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b'?' | b'#' | b'%' | 0x80.. | 0..=0x20 => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
 pub fn sidecar_paths(db: &Path) -> Vec<std::path::PathBuf> {
     SIDECARS
         .iter()
@@ -41,10 +54,13 @@ pub fn sidecar_paths(db: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Run `PRAGMA integrity_check` on a database file nobody else uses.
+/// Run `PRAGMA integrity_check` on a database file nobody else uses. It is
+/// opened immutable: read-only, no locks, no `-wal`/`-shm` created, so the
+/// file checked is exactly the file that will be renamed into place.
 pub fn integrity_check(path: &Path) -> Result<()> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .at_db(path)?;
+    let uri = format!("file:{}?immutable=1", uri_escape(path));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&uri, flags).at_db(path)?;
     let mut stmt = conn.prepare("PRAGMA integrity_check").at_db(path)?;
     let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).at_db(path)?.collect::<rusqlite::Result<_>>().at_db(path)?;
     drop(stmt);
