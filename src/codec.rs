@@ -24,21 +24,28 @@ impl Encoder {
 
     /// Encode `data`, keeping it raw when compression does not pay.
     pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(data.len()));
+        let mut out = Vec::new();
+        self.encode_into(data, &mut out);
+        out
+    }
+
+    /// Append the envelope of `data` to `out`; returns its length.
+    pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> usize {
+        let start = out.len();
         out.push(TAG_ZSTD);
-        out.resize(1 + zstd::zstd_safe::compress_bound(data.len()), 0);
+        out.resize(start + 1 + zstd::zstd_safe::compress_bound(data.len()), 0);
         let n = self
             .zstd
-            .compress_to_buffer(data, &mut out[1..])
+            .compress_to_buffer(data, &mut out[start + 1..])
             .expect("zstd output buffer sized by compress_bound");
-        if n + 1 >= data.len() + 1 {
-            out.clear();
+        if n >= data.len() {
+            out.truncate(start);
             out.push(TAG_RAW);
             out.extend_from_slice(data);
         } else {
-            out.truncate(1 + n);
+            out.truncate(start + 1 + n);
         }
-        out
+        out.len() - start
     }
 }
 
@@ -90,6 +97,15 @@ pub fn decode(data: &[u8], what: &str) -> Result<Vec<u8>> {
     Decoder::default().decode(data, what)
 }
 
+/// Envelope without compression, for objects whose readability matters more
+/// than size (config, pack headers of random ids).
+pub fn encode_raw(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(TAG_RAW);
+    out.extend_from_slice(data);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,18 +125,12 @@ mod tests {
 
     #[test]
     fn refuses_unknown_tag_and_truncation() {
-        assert_eq!(decode(&[7, 1, 2], "t").unwrap_err().kind, crate::error::ErrorKind::Config);
+        assert_eq!(
+            decode(&[7, 1, 2], "t").unwrap_err().kind,
+            crate::error::ErrorKind::Config
+        );
         let enc = encode(&[b'a'; 10000], 1);
         assert!(decode(&enc[..enc.len() - 3], "t").is_err());
         assert!(decode(&[], "t").is_err());
     }
-}
-
-/// Envelope without compression, for objects whose readability matters more
-/// than size (config, pack headers of random ids).
-pub fn encode_raw(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(TAG_RAW);
-    out.extend_from_slice(data);
-    out
 }

@@ -96,12 +96,20 @@ impl Config {
             let msg = e.message().to_string();
             let line = e.span().map(|s| text[..s.start].lines().count().max(1));
             let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
-            Error::config(path.display(), format!("{at}{msg}")).fix("see the configuration section of the README").event("config.invalid")
+            Error::config(path.display(), format!("{at}{msg}"))
+                .fix("see the configuration section of the README")
+                .event("config.invalid")
         })?;
         c.path = path.to_path_buf();
         let base = path.parent().unwrap_or(Path::new("."));
         // Relative source paths are relative to the config file.
-        for p in c.sqlite.iter_mut().map(|s| &mut s.path).chain(c.directory.iter_mut().map(|d| &mut d.path)).chain(c.file.iter_mut().map(|f| &mut f.path)) {
+        for p in c
+            .sqlite
+            .iter_mut()
+            .map(|s| &mut s.path)
+            .chain(c.directory.iter_mut().map(|d| &mut d.path))
+            .chain(c.file.iter_mut().map(|f| &mut f.path))
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -124,9 +132,12 @@ impl Config {
 
     pub fn not_found_error() -> Error {
         let tried: Vec<String> = search_paths().iter().map(|p| p.display().to_string()).collect();
-        Error::config("lifeboat.toml", format!("no configuration found (tried {})", tried.join(", ")))
-            .fix("pass --config FILE, or name what to back up on the command line")
-            .event("config.not_found")
+        Error::config(
+            "lifeboat.toml",
+            format!("no configuration found (tried {})", tried.join(", ")),
+        )
+        .fix("pass --config FILE, or name what to back up on the command line")
+        .event("config.not_found")
     }
 
     /// The sources of a snapshot of `kind` (`full` or `partial`).
@@ -138,7 +149,10 @@ impl Config {
                 name: s.name.clone().unwrap_or_else(|| file_name(&s.path)),
                 path: s.path.clone(),
                 kind: SourceKind::Sqlite {
-                    schema_query: s.schema_version.clone().unwrap_or_else(|| crate::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
+                    schema_query: s
+                        .schema_version
+                        .clone()
+                        .unwrap_or_else(|| crate::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
                 },
             });
         }
@@ -146,11 +160,17 @@ impl Config {
             v.push(SourceSpec {
                 name: d.name.clone().unwrap_or_else(|| file_name(&d.path)),
                 path: d.path.clone(),
-                kind: SourceKind::Directory { exclude: d.exclude.clone() },
+                kind: SourceKind::Directory {
+                    exclude: d.exclude.clone(),
+                },
             });
         }
         for f in self.file.iter().filter(|f| full || !f.full_only) {
-            v.push(SourceSpec { name: f.name.clone().unwrap_or_else(|| file_name(&f.path)), path: f.path.clone(), kind: SourceKind::File });
+            v.push(SourceSpec {
+                name: f.name.clone().unwrap_or_else(|| file_name(&f.path)),
+                path: f.path.clone(),
+                kind: SourceKind::File,
+            });
         }
         v
     }

@@ -97,12 +97,8 @@ impl Error {
     }
     pub fn sqlite(path: &Path, err: rusqlite::Error) -> Self {
         let kind = match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-                ErrorKind::Busy
-            }
-            Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
-                ErrorKind::BadData
-            }
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => ErrorKind::Busy,
+            Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => ErrorKind::BadData,
             Some(rusqlite::ErrorCode::CannotOpen) => ErrorKind::NoInput,
             _ => ErrorKind::Io,
         };

@@ -43,7 +43,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// `.<name>.tmp-<unique>` next to `path`.
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", unique_suffix()))
 }
 
@@ -51,8 +54,16 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 /// trusted; replication refuses them, snapshots only warn.
 pub fn unreliable_filesystem(path: &Path) -> Option<&'static str> {
     use std::os::unix::ffi::OsStrExt;
-    let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
@@ -71,7 +82,9 @@ pub fn unreliable_filesystem(path: &Path) -> Option<&'static str> {
 /// Processes other than this one that hold `path` open, as (pid, command).
 /// Reads /proc, so it sees every process this user may inspect.
 pub fn processes_holding(path: &Path) -> Vec<(u32, String)> {
-    let Ok(target) = fs::canonicalize(path) else { return Vec::new() };
+    let Ok(target) = fs::canonicalize(path) else {
+        return Vec::new();
+    };
     let me = std::process::id();
     let mut out = Vec::new();
     let Ok(procs) = fs::read_dir("/proc") else { return out };
@@ -82,7 +95,9 @@ pub fn processes_holding(path: &Path) -> Vec<(u32, String)> {
         if pid == me {
             continue;
         }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else { continue };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
         let holds = fds
             .flatten()
             .any(|fd| fs::read_link(fd.path()).map(|l| l == target).unwrap_or(false));

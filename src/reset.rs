@@ -28,7 +28,8 @@ const DB_SUFFIXES: [&str; 4] = [".db", ".sqlite", ".sqlite3", ".db3"];
 pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> Result<ResetReport> {
     let meta = fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e).fix("check --data-dir"))?;
     if !meta.is_dir() {
-        return Err(Error::usage(format!("{} is not a directory", data_dir.display())).fix("--data-dir takes the service's data directory"));
+        return Err(Error::usage(format!("{} is not a directory", data_dir.display()))
+            .fix("--data-dir takes the service's data directory"));
     }
     let candidates: Vec<PathBuf> = if let Some(databases) = databases {
         databases.iter().filter(|p| p.starts_with(data_dir)).cloned().collect()
@@ -37,7 +38,12 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
             .at(data_dir)?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.is_file() && p.file_name().map(|n| DB_SUFFIXES.iter().any(|s| n.to_string_lossy().ends_with(s))).unwrap_or(false))
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .map(|n| DB_SUFFIXES.iter().any(|s| n.to_string_lossy().ends_with(s)))
+                        .unwrap_or(false)
+            })
             .collect();
         v.sort();
         v
@@ -48,16 +54,22 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
     for db in &candidates {
         let exists = db.exists();
         if exists && !crate::sqlite::has_header(db)? {
-            return Err(Error::bad_data(db.display(), "not a SQLite database (first 16 bytes are not the SQLite header); nothing was removed")
-                .fix("check --data-dir points at the service's data directory")
-                .event("reset.not_sqlite"));
+            return Err(Error::bad_data(
+                db.display(),
+                "not a SQLite database (first 16 bytes are not the SQLite header); nothing was removed",
+            )
+            .fix("check --data-dir points at the service's data directory")
+            .event("reset.not_sqlite"));
         }
         if exists {
             // Pulling a database from under a running service corrupts it.
             if let Some((pid, comm)) = crate::fsutil::processes_holding(db).first() {
-                return Err(Error::busy(db.display(), format!("database is open in another process (pid {pid}, {comm}); nothing was removed"))
-                    .fix("stop the service first")
-                    .event("reset.database_in_use"));
+                return Err(Error::busy(
+                    db.display(),
+                    format!("database is open in another process (pid {pid}, {comm}); nothing was removed"),
+                )
+                .fix("stop the service first")
+                .event("reset.database_in_use"));
             }
             files.push(db.clone());
         }

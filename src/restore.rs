@@ -62,29 +62,40 @@ struct Plan<'a> {
     root: PathBuf,
 }
 
-pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+pub fn restore(
+    repo: &Repository,
+    snap: &SnapshotRef,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let m = &snap.manifest;
     for name in &opts.only {
         if !m.sources.iter().any(|s| s.name() == name) {
             let names: Vec<&str> = m.sources.iter().map(|s| s.name()).collect();
-            return Err(Error::no_input(name, format!("snapshot {} has no source of that name", snap.id.short()))
-                .fix(format!("choose from: {}", names.join(", "))));
+            return Err(
+                Error::no_input(name, format!("snapshot {} has no source of that name", snap.id.short()))
+                    .fix(format!("choose from: {}", names.join(", "))),
+            );
         }
     }
-    let chosen: Vec<&Source> = m.sources.iter().filter(|s| opts.only.is_empty() || opts.only.iter().any(|n| n == s.name())).collect();
+    let chosen: Vec<&Source> = m
+        .sources
+        .iter()
+        .filter(|s| opts.only.is_empty() || opts.only.iter().any(|n| n == s.name()))
+        .collect();
 
     // Refusals first: nothing on disk changes before all of them pass.
     if let Some(max) = opts.max_schema_version {
         for s in &chosen {
-            if let Source::Sqlite(db) = s {
-                if let Some(v) = db.schema_version.filter(|v| *v > max) {
-                    return Err(Error::config(
-                        &db.name,
-                        format!("backup schema version {v} is newer than the maximum {max} this service supports"),
-                    )
-                    .fix("restore an older snapshot, or upgrade the service before restoring")
-                    .event("restore.schema_version_too_new"));
-                }
+            if let Source::Sqlite(db) = s
+                && let Some(v) = db.schema_version.filter(|v| *v > max)
+            {
+                return Err(Error::config(
+                    &db.name,
+                    format!("backup schema version {v} is newer than the maximum {max} this service supports"),
+                )
+                .fix("restore an older snapshot, or upgrade the service before restoring")
+                .event("restore.schema_version_too_new"));
             }
         }
     }
@@ -100,14 +111,23 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
         for p in &plans {
             let parent = staging_parent(p, &plans);
             create_dirs(&parent, &mut created_dirs)?;
-            let stage = parent.join(format!(".lifeboat-restore-{}-{}.tmp", p.source.name(), crate::fsutil::unique_suffix()));
+            let stage = parent.join(format!(
+                ".lifeboat-restore-{}-{}.tmp",
+                p.source.name(),
+                crate::fsutil::unique_suffix()
+            ));
             staged.push((stage.clone(), p));
             let bytes = match p.source {
                 Source::Sqlite(db) => restore_database(repo, db, &stage, progress)?,
                 Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress)?,
                 Source::File(f) => restore_tree(repo, std::slice::from_ref(&f.entry), &stage, progress)?,
             };
-            out.push(Restored { name: p.source.name().into(), path: p.dest.display().to_string(), kind: p.source.kind_name(), bytes });
+            out.push(Restored {
+                name: p.source.name().into(),
+                path: p.dest.display().to_string(),
+                kind: p.source.kind_name(),
+                bytes,
+            });
         }
         Ok(out)
     })();
@@ -146,7 +166,9 @@ pub fn restore(repo: &Repository, snap: &SnapshotRef, opts: &RestoreOptions, pro
                         a
                     }
                 };
-                let rel = path.strip_prefix(&p.root).unwrap_or(Path::new(path.file_name().unwrap_or_default()));
+                let rel = path
+                    .strip_prefix(&p.root)
+                    .unwrap_or(Path::new(path.file_name().unwrap_or_default()));
                 let to = aside.join(rel);
                 if let Some(d) = to.parent() {
                     fs::create_dir_all(d).at(d)?;
@@ -203,12 +225,20 @@ fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
             }
             let out = std::path::absolute(out).at(out)?;
             let root = out.parent().unwrap_or(Path::new("/")).to_path_buf();
-            plans.push(Plan { source: dbs[0], dest: out, root });
+            plans.push(Plan {
+                source: dbs[0],
+                dest: out,
+                root,
+            });
         }
         Target::Dir(dir) => {
             let dir = std::path::absolute(dir).at(dir)?;
             for s in chosen {
-                plans.push(Plan { source: s, dest: dir.join(s.name()), root: dir.clone() });
+                plans.push(Plan {
+                    source: s,
+                    dest: dir.join(s.name()),
+                    root: dir.clone(),
+                });
             }
         }
         Target::Original => {
@@ -225,7 +255,10 @@ fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
 /// Where to stage `p`: beside its destination, or beside the outermost other
 /// destination containing it, which is itself replaced during the commit.
 fn staging_parent(p: &Plan, plans: &[Plan]) -> PathBuf {
-    let outer = plans.iter().filter(|q| q.dest != p.dest && p.dest.starts_with(&q.dest)).min_by_key(|q| q.dest.components().count());
+    let outer = plans
+        .iter()
+        .filter(|q| q.dest != p.dest && p.dest.starts_with(&q.dest))
+        .min_by_key(|q| q.dest.components().count());
     outer.unwrap_or(p).dest.parent().unwrap_or(Path::new("/")).to_path_buf()
 }
 
@@ -263,12 +296,13 @@ fn non_empty(path: &Path) -> bool {
 
 /// Refuse clobbering and live databases before anything is written.
 fn preflight(plans: &[Plan], target: &Target, force: bool) -> Result<()> {
-    if let Target::Dir(dir) = target {
-        if non_empty(dir) && !force {
-            return Err(Error::cant_create(dir.display(), "target directory is not empty")
+    if let Target::Dir(dir) = target
+        && non_empty(dir)
+        && !force
+    {
+        return Err(Error::cant_create(dir.display(), "target directory is not empty")
                 .fix("restore into an empty directory, or add --force to move what is there into .lifeboat-pre-restore-<time>/")
                 .event("restore.target_not_empty"));
-        }
     }
     for p in plans {
         let mut in_way: Vec<PathBuf> = vec![p.dest.clone()];
@@ -278,29 +312,29 @@ fn preflight(plans: &[Plan], target: &Target, force: bool) -> Result<()> {
         if let Source::Sqlite(_) = p.source {
             for path in &in_way {
                 let holders = crate::fsutil::processes_holding(path);
-                if let Some((pid, comm)) = holders.first() {
-                    if !force {
-                        return Err(Error::busy(
-                            p.dest.display(),
-                            format!("database is open in another process (pid {pid}, {comm})"),
-                        )
-                        .fix("stop the service first, or add --force")
-                        .event("restore.database_in_use"));
-                    }
+                if let Some((pid, comm)) = holders.first()
+                    && !force
+                {
+                    return Err(Error::busy(
+                        p.dest.display(),
+                        format!("database is open in another process (pid {pid}, {comm})"),
+                    )
+                    .fix("stop the service first, or add --force")
+                    .event("restore.database_in_use"));
                 }
             }
         }
-        if !force {
-            if let Some(path) = in_way.iter().find(|q| non_empty(q) || fs::symlink_metadata(q).is_ok()) {
-                return Err(Error::cant_create(path.display(), "already exists")
+        if !force && let Some(path) = in_way.iter().find(|q| non_empty(q) || fs::symlink_metadata(q).is_ok()) {
+            return Err(Error::cant_create(path.display(), "already exists")
                     .fix("restore elsewhere with --to DIR or -o FILE, or add --force to move it into .lifeboat-pre-restore-<time>/")
                     .event("restore.target_not_empty"));
-            }
         }
         if let Ok(m) = fs::symlink_metadata(&p.dest) {
             let is_dir_src = matches!(p.source, Source::Directory(_));
             if m.is_dir() != is_dir_src && !force {
-                return Err(Error::cant_create(p.dest.display(), "exists with a different file type").fix("add --force"));
+                return Err(
+                    Error::cant_create(p.dest.display(), "exists with a different file type").fix("add --force"),
+                );
             }
         }
     }
@@ -362,15 +396,27 @@ const WRITEBACK_EVERY: u64 = 64 << 20;
 fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
     let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
-        return Err(Error::bad_data(&db.name, "page map disagrees with the manifest's page size or count"));
+        return Err(Error::bad_data(
+            &db.name,
+            "page map disagrees with the manifest's page size or count",
+        ));
     }
     let mut rows = Vec::with_capacity(pages.len());
     for (i, id) in pages.iter().enumerate() {
         let loc = repo.index.get(id).ok_or_else(|| {
-            Error::bad_data(&db.name, format!("page {} (blob {}) is missing from the repository", i + 1, id.short()))
-                .fix("run `lifeboat verify` to see which snapshots are damaged")
+            Error::bad_data(
+                &db.name,
+                format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
+            )
+            .fix("run `lifeboat verify` to see which snapshots are damaged")
         })?;
-        rows.push(Row { pack: loc.pack, offset: loc.offset, length: loc.length, pgno: i as u32 + 1, id: *id });
+        rows.push(Row {
+            pack: loc.pack,
+            offset: loc.offset,
+            length: loc.length,
+            pgno: i as u32 + 1,
+            id: *id,
+        });
     }
     drop(pages);
     rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
@@ -378,7 +424,10 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     let file = File::create(stage).at(stage)?;
     file.set_len(db.size).at(stage)?;
     progress.begin(&format!("restore {}", db.name), db.size);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     // Bounded: at most `workers` spans queued, so memory stays a few MiB.
     let (tx, rx) = sync_channel::<(Vec<u8>, u64, &[Row], String)>(workers);
     let rx = Mutex::new(rx);
@@ -400,7 +449,10 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                                 let start = (r.offset as u64 - base) as usize;
                                 page = dec.decode(&buf[start..start + r.length as usize], &key)?;
                                 if page.len() as u64 != ps || Id::of(&page) != r.id {
-                                    return Err(Error::bad_data(&key, format!("page blob {} does not match its hash", r.id.short())));
+                                    return Err(Error::bad_data(
+                                        &key,
+                                        format!("page blob {} does not match its hash", r.id.short()),
+                                    ));
                                 }
                                 decoded_at = Some(r.offset);
                             }
@@ -423,7 +475,10 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
             let (pack, base) = (rows[i].pack, rows[i].offset as u64);
             let mut j = i;
             let mut end = base;
-            while j < rows.len() && rows[j].pack == pack && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN) {
+            while j < rows.len()
+                && rows[j].pack == pack
+                && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
+            {
                 end = end.max(rows[j].offset as u64 + rows[j].length as u64);
                 j += 1;
             }
@@ -468,7 +523,10 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
         (hash.join().expect("hash thread"), checked)
     });
     if hashed? != db.blake3 {
-        return Err(Error::bad_data(stage.display(), format!("restored {} does not match the snapshot's BLAKE3", db.name)));
+        return Err(Error::bad_data(
+            stage.display(),
+            format!("restored {} does not match the snapshot's BLAKE3", db.name),
+        ));
     }
     checked?;
     set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
@@ -495,7 +553,11 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
     // manifest must not write through a symlink it restored earlier.
     let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for e in entries {
-        let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
+        let path = if e.path.is_empty() {
+            stage.to_path_buf()
+        } else {
+            stage.join(&e.path)
+        };
         if !e.path.is_empty() {
             let parent = e.path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
             let bad_component = e.path.split('/').any(|c| c == ".." || c == "." || c.is_empty());
@@ -516,16 +578,19 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
                 let mut f = File::create(&path).at(&path)?;
                 let mut hasher = blake3::Hasher::new();
                 for id in &e.chunks {
-                    let data = repo.read_blob(id, &mut dec).map_err(|err| {
-                        Error::bad_data(&e.path, format!("chunk {}: {}", id.short(), err.problem))
-                    })?;
+                    let data = repo
+                        .read_blob(id, &mut dec)
+                        .map_err(|err| Error::bad_data(&e.path, format!("chunk {}: {}", id.short(), err.problem)))?;
                     hasher.update(&data);
                     std::io::Write::write_all(&mut f, &data).at(&path)?;
                     progress.advance(data.len() as u64);
                 }
                 f.sync_all().at(&path)?;
                 if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
-                    return Err(Error::bad_data(&e.path, "restored content does not match the snapshot's BLAKE3"));
+                    return Err(Error::bad_data(
+                        &e.path,
+                        "restored content does not match the snapshot's BLAKE3",
+                    ));
                 }
                 bytes += e.size;
             }
@@ -534,19 +599,30 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
     // Metadata last, deepest first, so writing children does not disturb a
     // directory's restored mtime.
     for e in entries.iter().rev() {
-        let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
+        let path = if e.path.is_empty() {
+            stage.to_path_buf()
+        } else {
+            stage.join(&e.path)
+        };
         if e.kind == EntryKind::Symlink {
             if crate::fsutil::is_root() {
                 let _ = std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid));
             }
-            let t = filetime::FileTime::from_unix_time(e.mtime_ns.div_euclid(1_000_000_000), e.mtime_ns.rem_euclid(1_000_000_000) as u32);
+            let t = filetime::FileTime::from_unix_time(
+                e.mtime_ns.div_euclid(1_000_000_000),
+                e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+            );
             filetime::set_symlink_file_times(&path, t, t).at(&path)?;
         } else {
             set_meta_file(&path, e.mode, e.uid, e.gid, Some(e.mtime_ns))?;
         }
     }
     for e in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-        let path = if e.path.is_empty() { stage.to_path_buf() } else { stage.join(&e.path) };
+        let path = if e.path.is_empty() {
+            stage.to_path_buf()
+        } else {
+            stage.join(&e.path)
+        };
         sync_dir(&path)?;
     }
     progress.end();

@@ -44,7 +44,12 @@ pub struct SnapshotOptions {
 /// Pages per unit of work handed to a hashing/compressing worker.
 const BATCH_PAGES: usize = 256;
 
-pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, progress: &dyn Progress) -> Result<(Id, Manifest)> {
+pub fn take(
+    repo: &Repository,
+    specs: &[SourceSpec],
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+) -> Result<(Id, Manifest)> {
     let started = Instant::now();
     check_names(specs)?;
     let mut warnings = Vec::new();
@@ -58,8 +63,7 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
     let mut to_open = Vec::new();
     for s in specs {
         if let SourceKind::Sqlite { schema_query } = &s.kind {
-            let conn = capture::open(&s.path)?;
-            to_open.push((s.path.clone(), conn, schema_query.clone()));
+            to_open.push(capture::open(&s.path, schema_query)?);
         }
     }
     let mut dbs: Vec<Option<OpenDatabase>> = capture::begin_all(to_open)?.into_iter().map(Some).collect();
@@ -72,7 +76,11 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
     let mut logical = 0u64;
     let mut files_count = 0u64;
     let mut db_i = 0;
-    let db_paths: Vec<PathBuf> = specs.iter().filter(|s| matches!(s.kind, SourceKind::Sqlite { .. })).map(|s| s.path.clone()).collect();
+    let db_paths: Vec<PathBuf> = specs
+        .iter()
+        .filter(|s| matches!(s.kind, SourceKind::Sqlite { .. }))
+        .map(|s| s.path.clone())
+        .collect();
 
     for spec in specs {
         let src = match &spec.kind {
@@ -87,7 +95,10 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                     ));
                 }
                 if let Some(fs) = crate::fsutil::unreliable_filesystem(&spec.path) {
-                    warn(format!("{}: on {fs}; snapshots work, `replicate` will refuse it", spec.path.display()));
+                    warn(format!(
+                        "{}: on {fs}; snapshots work, `replicate` will refuse it",
+                        spec.path.display()
+                    ));
                 }
                 let parent = previous.iter().rev().find_map(|s| {
                     s.manifest.sources.iter().find_map(|src| match src {
@@ -121,7 +132,12 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                     entries.push(e);
                 }
                 progress.end();
-                Source::Directory(DirectorySource { name: spec.name.clone(), path: abs_string(&spec.path), exclude: exclude.clone(), entries })
+                Source::Directory(DirectorySource {
+                    name: spec.name.clone(),
+                    path: abs_string(&spec.path),
+                    exclude: exclude.clone(),
+                    entries,
+                })
             }
             SourceKind::File => {
                 // A file named through a symlink means what it points at.
@@ -129,11 +145,25 @@ pub fn take(repo: &Repository, specs: &[SourceSpec], opts: &SnapshotOptions, pro
                 let entry = files::entry_for("", &meta, &spec.path)?
                     .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
                 progress.begin(&format!("file {}", spec.name), entry.size);
-                let e = capture_entry(&mut encoder, repo, &mut writer, files::Walked { abs: spec.path.clone(), entry }, &mut warn, progress)?;
+                let e = capture_entry(
+                    &mut encoder,
+                    repo,
+                    &mut writer,
+                    files::Walked {
+                        abs: spec.path.clone(),
+                        entry,
+                    },
+                    &mut warn,
+                    progress,
+                )?;
                 progress.end();
                 logical += e.size;
                 files_count += 1;
-                Source::File(FileSource { name: spec.name.clone(), path: abs_string(&spec.path), entry: e })
+                Source::File(FileSource {
+                    name: spec.name.clone(),
+                    path: abs_string(&spec.path),
+                    entry: e,
+                })
             }
         };
         sources.push(src);
@@ -178,7 +208,10 @@ fn check_names(specs: &[SourceSpec]) -> Result<()> {
 }
 
 pub fn abs_string(p: &Path) -> String {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// A batch of consecutive pages, read inside the transaction.
@@ -187,11 +220,13 @@ struct Batch {
     data: Vec<u8>,
 }
 
-/// Its result: one id per page, and the pages nobody stored yet, compressed.
+/// Its result: one id per page, and the pages nobody stored yet, enveloped
+/// back to back in `encoded` as (id, start, length).
 struct Hashed {
     first_pgno: u32,
     ids: Vec<Id>,
-    new: Vec<(Id, Vec<u8>, usize)>,
+    new: Vec<(Id, usize, usize)>,
+    encoded: Vec<u8>,
 }
 
 fn capture_database(
@@ -205,7 +240,10 @@ fn capture_database(
     let page_size = db.page_size as usize;
     let total = db.page_count as u64 * page_size as u64;
     progress.begin(&format!("database {}", spec.name), total);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let level = repo.config.compression.level;
     let mut pages = vec![Id::ZERO; db.page_count as usize];
     let mut whole = blake3::Hasher::new();
@@ -213,13 +251,24 @@ fn capture_database(
     let (work_tx, work_rx) = sync_channel::<Batch>(workers * 2);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = sync_channel::<Hashed>(workers * 2);
+    // Batch buffers circulate between the reader and the workers instead of
+    // being allocated per batch: bounded memory, no allocator churn.
+    let pool = workers * 2 + 2;
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool);
+    for _ in 0..pool {
+        free_tx
+            .send(Vec::with_capacity(BATCH_PAGES * page_size))
+            .expect("pool has room");
+    }
 
     let outcome: Result<()> = std::thread::scope(|scope| {
         for _ in 0..workers {
             let rx = Arc::clone(&work_rx);
             let tx = done_tx.clone();
-            scope.spawn(move || hash_worker(rx, tx, page_size, level, repo));
+            let free = free_tx.clone();
+            scope.spawn(move || hash_worker(rx, tx, free, page_size, level, repo));
         }
+        drop(free_tx);
         drop(done_tx);
         // The collector runs beside the reader so packs are written while
         // SQLite is still being read.
@@ -228,22 +277,35 @@ fn capture_database(
             for h in done_rx {
                 let start = h.first_pgno as usize - 1;
                 pages[start..start + h.ids.len()].copy_from_slice(&h.ids);
-                for (id, enc, raw) in h.new {
-                    writer.add(BlobType::Page, id, &enc, raw)?;
+                for (id, start, len) in h.new {
+                    writer.add(BlobType::Page, id, &h.encoded[start..start + len], page_size)?;
                 }
                 progress.advance((h.ids.len() * page_size) as u64);
             }
             Ok(())
         });
-        let mut batch = Batch { first_pgno: 1, data: Vec::with_capacity(BATCH_PAGES * page_size) };
+        let stopped = || {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                spec.path.display(),
+                "capture pipeline stopped",
+            )
+        };
+        let mut batch = Batch {
+            first_pgno: 1,
+            data: free_rx.recv().map_err(|_| stopped())?,
+        };
         let read = db.for_each_page(|pgno, data| {
             whole.update(data);
             batch.data.extend_from_slice(data);
             if batch.data.len() == BATCH_PAGES * page_size {
-                let next = Batch { first_pgno: pgno + 1, data: Vec::with_capacity(BATCH_PAGES * page_size) };
+                let next = Batch {
+                    first_pgno: pgno + 1,
+                    data: free_rx.recv().map_err(|_| stopped())?,
+                };
                 work_tx
                     .send(std::mem::replace(&mut batch, next))
-                    .map_err(|_| Error::new(crate::error::ErrorKind::Io, spec.path.display(), "capture pipeline stopped"))?;
+                    .map_err(|_| stopped())?;
             }
             Ok(())
         });
@@ -278,8 +340,9 @@ fn capture_database(
         _ => PageMap::full(page_size as u32, pages),
     };
     let map_bytes = map.to_bytes();
+    drop(map);
     let map_id = Id::of(&map_bytes);
-    writer.add(BlobType::PageMap, map_id, &crate::codec::encode(&map_bytes, level), map_bytes.len())?;
+    writer.add_raw(BlobType::PageMap, map_id, &map_bytes)?;
 
     let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
     use std::os::unix::fs::MetadataExt;
@@ -304,6 +367,7 @@ fn capture_database(
 fn hash_worker(
     rx: Arc<Mutex<Receiver<Batch>>>,
     tx: std::sync::mpsc::SyncSender<Hashed>,
+    free: std::sync::mpsc::SyncSender<Vec<u8>>,
     page_size: usize,
     level: i32,
     repo: &Repository,
@@ -316,16 +380,30 @@ fn hash_worker(
         };
         let mut ids = Vec::with_capacity(batch.data.len() / page_size);
         let mut new = Vec::new();
+        let mut encoded = Vec::new();
         for page in batch.data.chunks_exact(page_size) {
             let id = Id::of(page);
             ids.push(id);
             // A page repeated within this run is compressed again and then
             // dropped by the writer: cheaper than a shared claim set.
             if !repo.has_blob(&id) {
-                new.push((id, enc.encode(page), page.len()));
+                let start = encoded.len();
+                let len = enc.encode_into(page, &mut encoded);
+                new.push((id, start, len));
             }
         }
-        if tx.send(Hashed { first_pgno: batch.first_pgno, ids, new }).is_err() {
+        let mut data = batch.data;
+        data.clear();
+        let _ = free.send(data);
+        if tx
+            .send(Hashed {
+                first_pgno: batch.first_pgno,
+                ids,
+                new,
+                encoded,
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -364,17 +442,20 @@ fn capture_entry(
         if attempt == 0 {
             tracing::info!(event = "snapshot.file_changed_retry", path = %w.abs.display());
         } else {
-            warn(format!("{}: changed while it was read (twice); the stored copy may be inconsistent", w.abs.display()));
+            warn(format!(
+                "{}: changed while it was read (twice); the stored copy may be inconsistent",
+                w.abs.display()
+            ));
         }
     }
     // Metadata as of the read we kept.
-    if let Ok(meta) = std::fs::symlink_metadata(&w.abs) {
-        if let Ok(Some(e)) = files::entry_for(&entry.path, &meta, &w.abs) {
-            entry.mode = e.mode;
-            entry.mtime_ns = e.mtime_ns;
-            entry.uid = e.uid;
-            entry.gid = e.gid;
-        }
+    if let Ok(meta) = std::fs::symlink_metadata(&w.abs)
+        && let Ok(Some(e)) = files::entry_for(&entry.path, &meta, &w.abs)
+    {
+        entry.mode = e.mode;
+        entry.mtime_ns = e.mtime_ns;
+        entry.uid = e.uid;
+        entry.gid = e.gid;
     }
     Ok(entry)
 }

@@ -10,7 +10,7 @@ use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::Source;
-use crate::repo::pack::{parse_header, pack_key};
+use crate::repo::pack::{pack_key, parse_header};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
@@ -33,7 +33,11 @@ pub struct VerifyReport {
 }
 
 pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
-    let mut report = VerifyReport { packs: repo.index.packs().len(), blobs: repo.index.blob_count(), ..Default::default() };
+    let mut report = VerifyReport {
+        packs: repo.index.packs().len(),
+        blobs: repo.index.blob_count(),
+        ..Default::default()
+    };
 
     // Packs: present, right size; with read_data, hashed and decoded.
     let mut bad_blobs: HashMap<Id, String> = HashMap::new();
@@ -61,7 +65,10 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
                 continue;
             }
             Some(s) if s != size => {
-                damage(&mut bad_blobs, format!("pack {} has {s} bytes, index says {size}", pack_id.short()));
+                damage(
+                    &mut bad_blobs,
+                    format!("pack {} has {s} bytes, index says {size}", pack_id.short()),
+                );
                 continue;
             }
             _ => {}
@@ -74,19 +81,34 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
         progress.advance(data.len() as u64);
         if Id::of(&data) != *pack_id {
             // Still check blobs one by one: the damage may spare most of them.
-            report.problems.push(Problem { snapshot: String::new(), file: key.clone(), problem: "pack content does not match its name".into() });
+            report.problems.push(Problem {
+                snapshot: String::new(),
+                file: key.clone(),
+                problem: "pack content does not match its name".into(),
+            });
         }
         if let Err(e) = parse_header(&data, &key) {
-            report.problems.push(Problem { snapshot: String::new(), file: key.clone(), problem: e.problem });
+            report.problems.push(Problem {
+                snapshot: String::new(),
+                file: key.clone(),
+                problem: e.problem,
+            });
         }
         for (id, loc) in blobs_by_pack.get(&(n as u32)).map(|v| v.as_slice()).unwrap_or(&[]) {
             let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
             let ok = data
                 .get(s..e)
-                .map(|raw| dec.decode(raw, &key).map(|d| Id::of(&d) == *id && d.len() == loc.raw_length as usize).unwrap_or(false))
+                .map(|raw| {
+                    dec.decode(raw, &key)
+                        .map(|d| Id::of(&d) == *id && d.len() == loc.raw_length as usize)
+                        .unwrap_or(false)
+                })
                 .unwrap_or(false);
             if !ok {
-                bad_blobs.insert(*id, format!("blob {} in pack {} is corrupt", id.short(), pack_id.short()));
+                bad_blobs.insert(
+                    *id,
+                    format!("blob {} in pack {} is corrupt", id.short(), pack_id.short()),
+                );
             }
         }
     }
@@ -105,7 +127,13 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
     report.snapshots = snaps.len();
     for s in &snaps {
         let sid = s.id.hex();
-        let mut add = |file: String, problem: String| report.problems.push(Problem { snapshot: sid.clone(), file, problem });
+        let mut add = |file: String, problem: String| {
+            report.problems.push(Problem {
+                snapshot: sid.clone(),
+                file,
+                problem,
+            })
+        };
         for src in &s.manifest.sources {
             match src {
                 Source::Sqlite(db) => match repo.resolve_pagemap(&db.pagemap) {
@@ -118,7 +146,10 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
                                 continue;
                             }
                             if !repo.has_blob(id) {
-                                add(db.name.clone(), format!("page {} (blob {}) is missing", i + 1, id.short()));
+                                add(
+                                    db.name.clone(),
+                                    format!("page {} (blob {}) is missing", i + 1, id.short()),
+                                );
                             } else if let Some(why) = bad_blobs.get(id) {
                                 add(db.name.clone(), format!("page {}: {why}", i + 1));
                             }
@@ -142,7 +173,13 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
     Ok(report)
 }
 
-fn check_chunks(repo: &Repository, bad: &HashMap<Id, String>, file: &str, chunks: &[Id], add: &mut dyn FnMut(String, String)) {
+fn check_chunks(
+    repo: &Repository,
+    bad: &HashMap<Id, String>,
+    file: &str,
+    chunks: &[Id],
+    add: &mut dyn FnMut(String, String),
+) {
     for id in chunks {
         if !repo.has_blob(id) {
             add(file.to_string(), format!("chunk {} is missing", id.short()));

@@ -3,7 +3,7 @@
 //! state is destroyed and restored; the restored database must pass
 //! integrity_check and hold exactly rows 1..=k for a k the writer had reached.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,7 +41,10 @@ impl Steps {
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
     let scratch = std::env::temp_dir().join(format!("lifeboat-demo-{}", lifeboat::fsutil::unique_suffix()));
-    let mut steps = Steps { json: ctx.json, done: Vec::new() };
+    let mut steps = Steps {
+        json: ctx.json,
+        done: Vec::new(),
+    };
     let result = run_in(&mut steps, &scratch);
     if args.keep {
         eprintln!("scratch directory kept at {}", scratch.display());
@@ -72,22 +75,34 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
     let cfg = data.join("server.toml");
     let files = data.join("uploads");
     io(&files, std::fs::create_dir_all(files.join("avatars")))?;
-    io(&cfg, std::fs::write(&cfg, "listen = \"127.0.0.1:8443\"\nlog_level = \"info\"\n"))?;
+    io(
+        &cfg,
+        std::fs::write(&cfg, "listen = \"127.0.0.1:8443\"\nlog_level = \"info\"\n"),
+    )?;
     for i in 0..20 {
         let p = files.join("avatars").join(format!("user{i}.txt"));
         io(&p, std::fs::write(&p, format!("avatar of user {i}\n").repeat(200)))?;
     }
-    io(&files, std::os::unix::fs::symlink("avatars/user0.txt", files.join("default-avatar")))?;
+    io(
+        &files,
+        std::os::unix::fs::symlink("avatars/user0.txt", files.join("default-avatar")),
+    )?;
 
-    steps.step(&format!("service in {}: a WAL database, server.toml, uploads/", data.display()));
+    steps.step(&format!(
+        "service in {}: a WAL database, server.toml, uploads/",
+        data.display()
+    ));
     {
         let c = sql(&db, rusqlite::Connection::open(&db))?;
-        sql(&db, c.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA user_version=7;
+        sql(
+            &db,
+            c.execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA user_version=7;
              CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100000)
              INSERT INTO events SELECT i, printf('event %d %s', i, hex(randomblob(24))) FROM n;",
-        ))?;
+            ),
+        )?;
     }
 
     // The writer: one row per commit, counting what has committed.
@@ -100,24 +115,50 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
             c.busy_timeout(Duration::from_secs(5))?;
             while !stop.load(Ordering::Relaxed) {
                 let next = committed.load(Ordering::Relaxed) + 1;
-                c.execute("INSERT INTO events(id, payload) VALUES (?1, printf('event %d', ?1))", [next])?;
+                c.execute(
+                    "INSERT INTO events(id, payload) VALUES (?1, printf('event %d', ?1))",
+                    [next],
+                )?;
                 committed.store(next, Ordering::Relaxed);
             }
             Ok(())
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    steps.step(&format!("writer running: {} rows committed so far", committed.load(Ordering::Relaxed)));
+    steps.step(&format!(
+        "writer running: {} rows committed so far",
+        committed.load(Ordering::Relaxed)
+    ));
 
-    let repo = Repository::init(&RepoLocation { path: scratch.join("repo"), is_default: false })?;
+    let repo = Repository::init(&RepoLocation {
+        path: scratch.join("repo"),
+        is_default: false,
+    })?;
     let specs = vec![
-        SourceSpec { name: "state.db".into(), path: db.clone(), kind: SourceKind::Sqlite { schema_query: "PRAGMA user_version".into() } },
-        SourceSpec { name: "server.toml".into(), path: cfg.clone(), kind: SourceKind::File },
-        SourceSpec { name: "uploads".into(), path: files.clone(), kind: SourceKind::Directory { exclude: vec![] } },
+        SourceSpec {
+            name: "state.db".into(),
+            path: db.clone(),
+            kind: SourceKind::Sqlite {
+                schema_query: "PRAGMA user_version".into(),
+            },
+        },
+        SourceSpec {
+            name: "server.toml".into(),
+            path: cfg.clone(),
+            kind: SourceKind::File,
+        },
+        SourceSpec {
+            name: "uploads".into(),
+            path: files.clone(),
+            kind: SourceKind::Directory { exclude: vec![] },
+        },
     ];
     // Step lines tell the story; byte-level progress would only interleave.
     let progress = lifeboat::progress::Silent;
-    let opts = SnapshotOptions { kind: "full".into(), tags: vec!["demo".into()] };
+    let opts = SnapshotOptions {
+        kind: "full".into(),
+        tags: vec!["demo".into()],
+    };
     let before = committed.load(Ordering::Relaxed);
     let (id1, m1) = {
         let _lock = repo.lock("demo")?;
@@ -125,7 +166,9 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
     };
     steps.step(&format!(
         "snapshot {} taken under load (writer at row {before}): {} read, {} stored",
-        id1.short(), bytes(m1.summary.logical_bytes), bytes(m1.summary.added_stored_bytes)
+        id1.short(),
+        bytes(m1.summary.logical_bytes),
+        bytes(m1.summary.added_stored_bytes)
     ));
     std::thread::sleep(Duration::from_millis(300));
     let mut repo = repo;
@@ -137,14 +180,18 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
     let at_second = committed.load(Ordering::Relaxed);
     steps.step(&format!(
         "second snapshot {} at row ~{at_second}: only changed pages stored ({} new of {})",
-        id2.short(), bytes(m2.summary.added_stored_bytes), bytes(m2.summary.logical_bytes)
+        id2.short(),
+        bytes(m2.summary.added_stored_bytes),
+        bytes(m2.summary.logical_bytes)
     ));
 
     stop.store(true, Ordering::Relaxed);
     let writer_result = writer.join().expect("writer thread");
     sql(&db, writer_result)?;
     let final_rows = committed.load(Ordering::Relaxed);
-    steps.step(&format!("writer stopped at row {final_rows}; disaster: the whole service directory is deleted"));
+    steps.step(&format!(
+        "writer stopped at row {final_rows}; disaster: the whole service directory is deleted"
+    ));
     io(&data, std::fs::remove_dir_all(&data))?;
 
     repo.load_index()?;
@@ -152,28 +199,56 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
     let report = lifeboat::restore::restore(
         &repo,
         &snap,
-        &RestoreOptions { target: Target::Original, only: vec![], force: false, max_schema_version: None },
+        &RestoreOptions {
+            target: Target::Original,
+            only: vec![],
+            force: false,
+            max_schema_version: None,
+        },
         &progress,
     )?;
-    steps.step(&format!("restored {} sources into {} (hashes and integrity_check passed)", report.restored.len(), data.display()));
+    steps.step(&format!(
+        "restored {} sources into {} (hashes and integrity_check passed)",
+        report.restored.len(),
+        data.display()
+    ));
 
     let c = sql(&db, rusqlite::Connection::open(&db))?;
     let ok: String = sql(&db, c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))?;
-    let (n, max): (i64, i64) = sql(&db, c.query_row("SELECT count(*), max(id) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?))))?;
+    let (n, max): (i64, i64) = sql(
+        &db,
+        c.query_row("SELECT count(*), max(id) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        }),
+    )?;
     if ok != "ok" || n != max || n < at_second.min(before) || n > final_rows {
-        return Err(Error::bad_data(db.display(), format!("demo check failed: integrity {ok}, {n} rows, max id {max}")));
+        return Err(Error::bad_data(
+            db.display(),
+            format!("demo check failed: integrity {ok}, {n} rows, max id {max}"),
+        ));
     }
-    steps.step(&format!("restored database: integrity_check ok, rows 1..={n} exactly (a prefix of the {final_rows} committed)"));
+    steps.step(&format!(
+        "restored database: integrity_check ok, rows 1..={n} exactly (a prefix of the {final_rows} committed)"
+    ));
     let restored_cfg = io(&cfg, std::fs::read_to_string(&cfg))?;
     let link = io(&files, std::fs::read_link(files.join("default-avatar")))?;
-    if !restored_cfg.contains("8443") || link != PathBuf::from("avatars/user0.txt") {
-        return Err(Error::bad_data(data.display(), "demo check failed: files differ after restore"));
+    if !restored_cfg.contains("8443") || link != Path::new("avatars/user0.txt") {
+        return Err(Error::bad_data(
+            data.display(),
+            "demo check failed: files differ after restore",
+        ));
     }
     steps.step("server.toml and uploads/ (20 files and a symlink) restored byte for byte");
     let v = lifeboat::verify::verify(&repo, true, &lifeboat::progress::Silent)?;
     if !v.problems.is_empty() {
-        return Err(Error::bad_data(repo.storage.location(), "demo check failed: verify found damage"));
+        return Err(Error::bad_data(
+            repo.storage.location(),
+            "demo check failed: verify found damage",
+        ));
     }
-    steps.step(&format!("verify --read-data: {} snapshots, {} packs, every byte checked", v.snapshots, v.packs));
+    steps.step(&format!(
+        "verify --read-data: {} snapshots, {} packs, every byte checked",
+        v.snapshots, v.packs
+    ));
     Ok(())
 }

@@ -11,7 +11,9 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
     let loc = ctx.repo_location()?;
     let repo = Repository::init(&loc)?;
     if ctx.json {
-        print_json(&serde_json::json!({"repository": repo.storage.location(), "id": repo.config.id, "format_version": repo.config.format_version}));
+        print_json(
+            &serde_json::json!({"repository": repo.storage.location(), "id": repo.config.id, "format_version": repo.config.format_version}),
+        );
     } else {
         println!("created repository {}", repo.storage.location());
     }

@@ -29,7 +29,10 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
         eprintln!("no snapshots in {}", repo.storage.location());
         return Ok(0);
     }
-    println!("{:<8}  {:<20}  {:<7}  {:<16}  {:>10}  sources", "id", "time", "kind", "host", "added");
+    println!(
+        "{:<8}  {:<20}  {:<7}  {:<16}  {:>10}  sources",
+        "id", "time", "kind", "host", "added"
+    );
     for s in &snaps {
         let m = &s.manifest;
         let names: Vec<&str> = m.sources.iter().map(|x| x.name()).collect();

@@ -99,7 +99,11 @@ impl Ctx {
         if let Some(r) = &self.repo_flag {
             return RepoLocation::parse(r);
         }
-        if let Some(url) = self.config()?.and_then(|c| c.repository.as_ref()).map(|r| r.url.clone()) {
+        if let Some(url) = self
+            .config()?
+            .and_then(|c| c.repository.as_ref())
+            .map(|r| r.url.clone())
+        {
             return RepoLocation::parse(&url);
         }
         Ok(RepoLocation::default_location())
@@ -130,7 +134,13 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.verbose, cli.quiet);
-    let ctx = Ctx { json: cli.json, quiet: cli.quiet, repo_flag: cli.repo, config_flag: cli.config, config: Default::default() };
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet,
+        repo_flag: cli.repo,
+        config_flag: cli.config,
+        config: Default::default(),
+    };
     // A config named with --config is always read, so a broken one is
     // reported even by commands that would not otherwise need it.
     if ctx.config_flag.is_some()

@@ -42,7 +42,13 @@ impl CliProgress {
         };
         CliProgress {
             mode,
-            state: Mutex::new(Phase { what: String::new(), total: 0, started: Instant::now(), last_line: Instant::now(), bar: None }),
+            state: Mutex::new(Phase {
+                what: String::new(),
+                total: 0,
+                started: Instant::now(),
+                last_line: Instant::now(),
+                bar: None,
+            }),
             done: AtomicU64::new(0),
         }
     }
@@ -64,9 +70,11 @@ impl Progress for CliProgress {
         if let Mode::Bar = self.mode {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                    .expect("template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
             );
             bar.set_message(what.to_string());
             st.bar = Some(bar);
@@ -86,8 +94,17 @@ impl Progress for CliProgress {
                 let mut st = self.state.lock().expect("progress");
                 if st.last_line.elapsed() >= LINE_EVERY {
                     st.last_line = Instant::now();
-                    let pct = if st.total > 0 { format!(" ({}%)", done * 100 / st.total) } else { String::new() };
-                    eprintln!("{}: {} of {}{pct}, {}", st.what, super::output::bytes(done), super::output::bytes(st.total), rate(done, st.started));
+                    let pct = (done * 100)
+                        .checked_div(st.total)
+                        .map(|p| format!(" ({p}%)"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "{}: {} of {}{pct}, {}",
+                        st.what,
+                        super::output::bytes(done),
+                        super::output::bytes(st.total),
+                        rate(done, st.started)
+                    );
                 }
             }
         }
@@ -102,10 +119,21 @@ impl Progress for CliProgress {
                 if let Some(b) = st.bar.take() {
                     b.finish_and_clear();
                 }
-                eprintln!("{}: {} in {:.1}s", st.what, super::output::bytes(done), st.started.elapsed().as_secs_f64());
+                eprintln!(
+                    "{}: {} in {:.1}s",
+                    st.what,
+                    super::output::bytes(done),
+                    st.started.elapsed().as_secs_f64()
+                );
             }
             Mode::Lines => {
-                eprintln!("{}: {} in {:.1}s, {}", st.what, super::output::bytes(done), st.started.elapsed().as_secs_f64(), rate(done, st.started));
+                eprintln!(
+                    "{}: {} in {:.1}s, {}",
+                    st.what,
+                    super::output::bytes(done),
+                    st.started.elapsed().as_secs_f64(),
+                    rate(done, st.started)
+                );
             }
         }
     }

@@ -24,8 +24,12 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // With a config, exactly its databases (inside DIR); without one, DIR is scanned.
-    let dbs: Option<Vec<PathBuf>> =
-        ctx.config()?.map(|c| c.sqlite.iter().map(|s| std::path::absolute(&s.path).unwrap_or(s.path.clone())).collect());
+    let dbs: Option<Vec<PathBuf>> = ctx.config()?.map(|c| {
+        c.sqlite
+            .iter()
+            .map(|s| std::path::absolute(&s.path).unwrap_or(s.path.clone()))
+            .collect()
+    });
     let dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
     let report = lifeboat::reset::reset(&dir, dbs.as_deref(), args.confirm)?;
     if ctx.json {

@@ -49,7 +49,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let snap = repo.find_snapshot(&args.id)?;
     let progress = ctx.progress();
-    let opts = RestoreOptions { target, only: args.only, force: args.force, max_schema_version: max };
+    let opts = RestoreOptions {
+        target,
+        only: args.only,
+        force: args.force,
+        max_schema_version: max,
+    };
     let report = restore::restore(&repo, &snap, &opts, &progress)?;
     if ctx.json {
         print_json(&report);

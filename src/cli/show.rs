@@ -20,7 +20,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(0);
     }
     println!("snapshot {}", s.id);
-    println!("time     {}  host {}  kind {}  lifeboat {}", when(&m.time), m.host, m.kind, m.lifeboat_version);
+    println!(
+        "time     {}  host {}  kind {}  lifeboat {}",
+        when(&m.time),
+        m.host,
+        m.kind,
+        m.lifeboat_version
+    );
     if !m.tags.is_empty() {
         println!("tags     {}", m.tags.join(", "));
     }
@@ -39,7 +45,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         match src {
             Source::Sqlite(d) => {
                 println!("sqlite   {}  ({})", d.name, d.path);
-                println!("         {} pages of {} B = {}, journal {}, sqlite {}", d.page_count, d.page_size, bytes(d.size), d.journal_mode, d.sqlite_version);
+                println!(
+                    "         {} pages of {} B = {}, journal {}, sqlite {}",
+                    d.page_count,
+                    d.page_size,
+                    bytes(d.size),
+                    d.journal_mode,
+                    d.sqlite_version
+                );
                 let sv = d.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
                 println!("         schema version {sv} ({})", d.schema_query);
                 println!("         blake3 {}", d.blake3);
@@ -63,7 +76,12 @@ fn print_entry(e: &lifeboat::repo::manifest::Entry) {
     let path = if e.path.is_empty() { "." } else { &e.path };
     match e.kind {
         EntryKind::Dir => println!("         {:o} {:>10}  {path}/", e.mode, ""),
-        EntryKind::Symlink => println!("         {:o} {:>10}  {path} -> {}", e.mode, "", e.target.as_deref().unwrap_or("")),
+        EntryKind::Symlink => println!(
+            "         {:o} {:>10}  {path} -> {}",
+            e.mode,
+            "",
+            e.target.as_deref().unwrap_or("")
+        ),
         EntryKind::File => println!(
             "         {:o} {:>10}  {path}  {}",
             e.mode,

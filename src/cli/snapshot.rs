@@ -37,10 +37,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     let (repo, _lock) = ctx.open_repo_locked("snapshot")?;
     let progress = ctx.progress();
-    let opts = SnapshotOptions { kind: args.kind, tags: args.tags };
+    let opts = SnapshotOptions {
+        kind: args.kind,
+        tags: args.tags,
+    };
     let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
     if ctx.json {
-        print_json(&serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary}));
+        print_json(
+            &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary}),
+        );
     } else {
         if !ctx.quiet {
             eprintln!(
@@ -64,9 +69,15 @@ fn detect(p: &std::path::Path) -> Result<SourceSpec> {
     let kind = if meta.is_dir() {
         SourceKind::Directory { exclude: Vec::new() }
     } else if meta.is_file() && lifeboat::sqlite::has_header(p)? {
-        SourceKind::Sqlite { schema_query: DEFAULT_SCHEMA_QUERY.into() }
+        SourceKind::Sqlite {
+            schema_query: DEFAULT_SCHEMA_QUERY.into(),
+        }
     } else {
         SourceKind::File
     };
-    Ok(SourceSpec { name: file_name(p), path: p.to_path_buf(), kind })
+    Ok(SourceSpec {
+        name: file_name(p),
+        path: p.to_path_buf(),
+        kind,
+    })
 }

@@ -14,23 +14,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let progress = ctx.progress();
     let report = lifeboat::verify::verify(&repo, args.read_data, &progress)?;
-    let code = if report.problems.is_empty() { 0 } else { super::exit::damaged() };
+    let code = if report.problems.is_empty() {
+        0
+    } else {
+        super::exit::damaged()
+    };
     if ctx.json {
         print_json(&report);
         return Ok(code);
     }
     for p in &report.problems {
-        let snap = if p.snapshot.is_empty() { "repository".to_string() } else { format!("snapshot {}", &p.snapshot[..8]) };
+        let snap = if p.snapshot.is_empty() {
+            "repository".to_string()
+        } else {
+            format!("snapshot {}", &p.snapshot[..8])
+        };
         println!("DAMAGED {snap}: {}: {}", p.file, p.problem);
     }
     if !report.unreferenced_packs.is_empty() {
-        println!("note: {} pack(s) not in any index (left by an interrupted snapshot; harmless)", report.unreferenced_packs.len());
+        println!(
+            "note: {} pack(s) not in any index (left by an interrupted snapshot; harmless)",
+            report.unreferenced_packs.len()
+        );
     }
-    let read = if args.read_data { format!(", read {}", bytes(report.bytes_read)) } else { String::new() };
-    if report.problems.is_empty() {
-        println!("ok: {} snapshots, {} packs, {} blobs{read}", report.snapshots, report.packs, report.blobs);
+    let read = if args.read_data {
+        format!(", read {}", bytes(report.bytes_read))
     } else {
-        println!("{} problem(s) in {} snapshots{read}", report.problems.len(), report.snapshots);
+        String::new()
+    };
+    if report.problems.is_empty() {
+        println!(
+            "ok: {} snapshots, {} packs, {} blobs{read}",
+            report.snapshots, report.packs, report.blobs
+        );
+    } else {
+        println!(
+            "{} problem(s) in {} snapshots{read}",
+            report.problems.len(),
+            report.snapshots
+        );
     }
     Ok(code)
 }

@@ -21,11 +21,13 @@ pub fn build_excludes(patterns: &[String], subject: &str) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         let g = Glob::new(p).map_err(|e| {
-            Error::config(subject, format!("invalid exclude pattern `{p}`: {e}")).fix("fix the glob in the configuration")
+            Error::config(subject, format!("invalid exclude pattern `{p}`: {e}"))
+                .fix("fix the glob in the configuration")
         })?;
         b.add(g);
     }
-    b.build().map_err(|e| Error::config(subject, format!("exclude patterns: {e}")))
+    b.build()
+        .map_err(|e| Error::config(subject, format!("exclude patterns: {e}")))
 }
 
 pub fn entry_for(rel: &str, meta: &fs::Metadata, abs: &Path) -> Result<Option<Entry>> {
@@ -70,10 +72,16 @@ pub fn walk(root: &Path, excludes: &GlobSet, skip: &[PathBuf], warn: &mut dyn Fn
     // Compare canonical paths, so `./app/state.db` and `/srv/app/state.db`
     // are recognised as the same database.
     let root = fs::canonicalize(root).at(root)?;
-    let skip: Vec<PathBuf> = skip.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+    let skip: Vec<PathBuf> = skip
+        .iter()
+        .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
     let mut out = Vec::new();
     let root_entry = entry_for("", &meta, &root)?.expect("a directory");
-    out.push(Walked { abs: root.clone(), entry: root_entry });
+    out.push(Walked {
+        abs: root.clone(),
+        entry: root_entry,
+    });
     walk_dir(&root, "", excludes, &skip, warn, &mut out)?;
     Ok(out)
 }
@@ -86,12 +94,20 @@ fn walk_dir(
     warn: &mut dyn FnMut(String),
     out: &mut Vec<Walked>,
 ) -> Result<()> {
-    let mut names: Vec<_> = fs::read_dir(dir).at(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>().at(dir)?;
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .at(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .at(dir)?;
     names.sort();
     for name in names {
         let abs = dir.join(&name);
         let name = name.to_string_lossy();
-        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let child_rel = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
         if excludes.is_match(&child_rel) || skip.iter().any(|s| s == &abs) {
             continue;
         }
@@ -104,7 +120,10 @@ fn walk_dir(
             None => warn(format!("{}: skipped (socket, FIFO or device)", abs.display())),
             Some(entry) => {
                 let is_dir = entry.kind == EntryKind::Dir;
-                out.push(Walked { abs: abs.clone(), entry });
+                out.push(Walked {
+                    abs: abs.clone(),
+                    entry,
+                });
                 if is_dir {
                     walk_dir(&abs, &child_rel, excludes, skip, warn, out)?;
                 }
@@ -132,7 +151,10 @@ pub fn read_chunks(
     let before = f.metadata().at(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
-    let reader = HashingReader { inner: &f, hasher: &mut hasher };
+    let reader = HashingReader {
+        inner: &f,
+        hasher: &mut hasher,
+    };
     let cdc = fastcdc::v2020::StreamCDC::new(reader, chunker.min_size, chunker.avg_size, chunker.max_size);
     for c in cdc {
         let c = c.map_err(|e| match e {
@@ -149,7 +171,11 @@ pub fn read_chunks(
         || before.ctime() != after.ctime()
         || before.ctime_nsec() != after.ctime_nsec()
         || size != after.len();
-    Ok(ReadFile { size, blake3: crate::id::Id(*hasher.finalize().as_bytes()), changed })
+    Ok(ReadFile {
+        size,
+        blake3: crate::id::Id(*hasher.finalize().as_bytes()),
+        changed,
+    })
 }
 
 struct HashingReader<'a> {

@@ -45,8 +45,15 @@ impl RepoConfig {
             id: Id::of(seed.as_bytes()),
             created: jiff::Timestamp::now().to_string(),
             pack_size: 16 << 20,
-            compression: Compression { algorithm: "zstd".into(), level: 1 },
-            chunker: Chunker { min_size: 512 << 10, avg_size: 1 << 20, max_size: 8 << 20 },
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 1,
+            },
+            chunker: Chunker {
+                min_size: 512 << 10,
+                avg_size: 1 << 20,
+                max_size: 8 << 20,
+            },
         }
     }
 
@@ -70,15 +77,22 @@ impl RepoConfig {
         if v.format_version != FORMAT_VERSION {
             return Err(Error::config(
                 &what,
-                format!("repository format version {} (this Lifeboat reads {FORMAT_VERSION})", v.format_version),
+                format!(
+                    "repository format version {} (this Lifeboat reads {FORMAT_VERSION})",
+                    v.format_version
+                ),
             )
             .fix("use the Lifeboat version that wrote this repository")
             .event("repo.format_version"));
         }
-        let c: RepoConfig = serde_json::from_slice(&json).map_err(|e| Error::bad_data(&what, format!("invalid config: {e}")))?;
+        let c: RepoConfig =
+            serde_json::from_slice(&json).map_err(|e| Error::bad_data(&what, format!("invalid config: {e}")))?;
         if c.compression.algorithm != "zstd" {
-            return Err(Error::config(&what, format!("compression `{}` is not supported", c.compression.algorithm))
-                .fix("upgrade Lifeboat"));
+            return Err(Error::config(
+                &what,
+                format!("compression `{}` is not supported", c.compression.algorithm),
+            )
+            .fix("upgrade Lifeboat"));
         }
         Ok(c)
     }

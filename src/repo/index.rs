@@ -53,8 +53,7 @@ impl IndexFile {
             return Err(bad("missing LBIX magic"));
         }
         if b[4] != VERSION {
-            return Err(Error::config(what, format!("index version {} is not supported", b[4]))
-                .fix("upgrade Lifeboat"));
+            return Err(Error::config(what, format!("index version {} is not supported", b[4])).fix("upgrade Lifeboat"));
         }
         let count = u32::from_le_bytes(b[5..9].try_into().unwrap()) as usize;
         let mut pos = 9;
@@ -67,7 +66,10 @@ impl IndexFile {
             let size = u64::from_le_bytes(b[pos + 32..pos + 40].try_into().unwrap());
             let n = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap()) as usize;
             pos += 44;
-            let end = pos.checked_add(n * ENTRY_LEN).filter(|&e| e <= b.len()).ok_or_else(|| bad("truncated blob list"))?;
+            let end = pos
+                .checked_add(n * ENTRY_LEN)
+                .filter(|&e| e <= b.len())
+                .ok_or_else(|| bad("truncated blob list"))?;
             let blobs = b[pos..end]
                 .chunks_exact(ENTRY_LEN)
                 .map(|c| BlobEntry::read_from(c).ok_or_else(|| newer_blob_type(what, c[0])))
@@ -108,7 +110,16 @@ impl Index {
         for p in &file.packs {
             let pack = self.add_pack(p.id, p.size);
             self.blobs.extend(p.blobs.iter().map(|b| {
-                (b.id, Location { pack, kind: b.kind, offset: b.offset, length: b.length, raw_length: b.raw_length })
+                (
+                    b.id,
+                    Location {
+                        pack,
+                        kind: b.kind,
+                        offset: b.offset,
+                        length: b.length,
+                        raw_length: b.raw_length,
+                    },
+                )
             }));
         }
         self.sorted = false;
@@ -116,7 +127,7 @@ impl Index {
 
     /// Sort for lookups; a blob stored twice keeps its first location.
     pub fn seal(&mut self) {
-        self.blobs.sort_by(|a, b| a.0.cmp(&b.0));
+        self.blobs.sort_by_key(|a| a.0);
         self.blobs.dedup_by(|a, b| a.0 == b.0);
         self.blobs.shrink_to_fit();
         self.sorted = true;
@@ -134,7 +145,10 @@ impl Index {
 
     pub fn get(&self, id: &Id) -> Option<Location> {
         debug_assert!(self.sorted || self.blobs.is_empty(), "index used before seal()");
-        self.blobs.binary_search_by(|(k, _)| k.cmp(id)).ok().map(|i| self.blobs[i].1)
+        self.blobs
+            .binary_search_by(|(k, _)| k.cmp(id))
+            .ok()
+            .map(|i| self.blobs[i].1)
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -163,15 +177,29 @@ mod tests {
     use super::*;
 
     fn entry(i: u8, offset: u32) -> BlobEntry {
-        BlobEntry { kind: BlobType::Page, id: Id::of(&[i]), offset, length: 10, raw_length: 4096 }
+        BlobEntry {
+            kind: BlobType::Page,
+            id: Id::of(&[i]),
+            offset,
+            length: 10,
+            raw_length: 4096,
+        }
     }
 
     #[test]
     fn file_round_trip_and_lookup() {
         let f = IndexFile {
             packs: vec![
-                IndexedPack { id: Id::of(b"p1"), size: 100, blobs: vec![entry(1, 0), entry(2, 10)] },
-                IndexedPack { id: Id::of(b"p2"), size: 50, blobs: vec![entry(3, 0), entry(1, 20)] },
+                IndexedPack {
+                    id: Id::of(b"p1"),
+                    size: 100,
+                    blobs: vec![entry(1, 0), entry(2, 10)],
+                },
+                IndexedPack {
+                    id: Id::of(b"p2"),
+                    size: 50,
+                    blobs: vec![entry(3, 0), entry(1, 20)],
+                },
             ],
         };
         let bytes = f.to_bytes();

@@ -165,8 +165,9 @@ impl Manifest {
         }
         let f: Format = serde_json::from_slice(json).map_err(|e| Error::bad_data(what, format!("manifest: {e}")))?;
         if f.format != MANIFEST_FORMAT {
-            return Err(Error::config(what, format!("manifest format {} is not supported", f.format))
-                .fix("upgrade Lifeboat"));
+            return Err(
+                Error::config(what, format!("manifest format {} is not supported", f.format)).fix("upgrade Lifeboat"),
+            );
         }
         serde_json::from_slice(json).map_err(|e| Error::bad_data(what, format!("manifest: {e}")))
     }

@@ -53,15 +53,21 @@ pub struct RepoLocation {
 
 impl RepoLocation {
     pub fn parse(s: &str) -> Result<RepoLocation> {
-        if let Some((scheme, _)) = s.split_once("://") {
-            if scheme != "file" {
-                return Err(Error::config(s, format!("repository scheme {scheme}:// is not supported by this build"))
-                    .fix("use a local directory path"));
-            }
+        if let Some((scheme, _)) = s.split_once("://")
+            && scheme != "file"
+        {
+            return Err(Error::config(
+                s,
+                format!("repository scheme {scheme}:// is not supported by this build"),
+            )
+            .fix("use a local directory path"));
         }
         let path = PathBuf::from(s.strip_prefix("file://").unwrap_or(s));
         let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(RepoLocation { path, is_default: false })
+        Ok(RepoLocation {
+            path,
+            is_default: false,
+        })
     }
 
     /// `$XDG_STATE_HOME/lifeboat/repo`, else `~/.local/state/lifeboat/repo`.
@@ -70,7 +76,10 @@ impl RepoLocation {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| home_dir().join(".local/state"));
-        RepoLocation { path: base.join("lifeboat/repo"), is_default: true }
+        RepoLocation {
+            path: base.join("lifeboat/repo"),
+            is_default: true,
+        }
     }
 }
 
@@ -89,7 +98,9 @@ fn is_empty_or_skeleton(root: &Path) -> Result<bool> {
 }
 
 pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 impl Repository {
@@ -107,9 +118,8 @@ impl Repository {
         }
         for sub in ["", "data", "index", "snapshots", "tmp"] {
             let d = root.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| {
-                Error::io(&d, e).fix("check the parent directory exists and is writable")
-            })?;
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(&d, e).fix("check the parent directory exists and is writable"))?;
         }
         crate::fsutil::sync_dir(root)?;
         if let Some(parent) = root.parent() {
@@ -121,7 +131,11 @@ impl Repository {
         // repository, so an interrupted init can simply be run again.
         storage.write("config", &config.to_bytes())?;
         tracing::info!(event = "repo.init", location = %storage.location());
-        Ok(Repository { storage, config, index: Index::default() })
+        Ok(Repository {
+            storage,
+            config,
+            index: Index::default(),
+        })
     }
 
     /// Open an existing repository and load its index.
@@ -140,7 +154,11 @@ impl Repository {
         }
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
         let config = RepoConfig::from_bytes(&storage.read("config")?, &storage.location())?;
-        Ok(Repository { storage, config, index: Index::default() })
+        Ok(Repository {
+            storage,
+            config,
+            index: Index::default(),
+        })
     }
 
     /// Open for writing: take the writer lock, then load the index, so the
@@ -199,7 +217,10 @@ impl Repository {
     /// Read and check one blob: decoded bytes must hash to its id.
     pub fn read_blob(&self, id: &Id, decoder: &mut codec::Decoder) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or_else(|| {
-            Error::bad_data(self.storage.location(), format!("blob {} is not in the index", id.short()))
+            Error::bad_data(
+                self.storage.location(),
+                format!("blob {} is not in the index", id.short()),
+            )
         })?;
         let (pack, _) = self.index.pack(loc.pack);
         let key = pack_key(&pack);
@@ -233,19 +254,29 @@ impl Repository {
                 break;
             }
             if chain.len() > pagemap::MAX_DEPTH as usize {
-                return Err(Error::bad_data(format!("page map {}", id.short()), "parent chain is too long or cyclic"));
+                return Err(Error::bad_data(
+                    format!("page map {}", id.short()),
+                    "parent chain is too long or cyclic",
+                ));
             }
             next = parent;
         }
         let (page_size, depth) = (chain[0].page_size, chain[0].depth);
         if chain.iter().any(|m| m.page_size != page_size) {
-            return Err(Error::bad_data(format!("page map {}", id.short()), "page size changes along the chain"));
+            return Err(Error::bad_data(
+                format!("page map {}", id.short()),
+                "page size changes along the chain",
+            ));
         }
         let mut pages = Vec::new();
         for map in chain.into_iter().rev() {
             map.apply(&mut pages);
         }
-        Ok(ResolvedPages { page_size, depth, pages })
+        Ok(ResolvedPages {
+            page_size,
+            depth,
+            pages,
+        })
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
@@ -268,8 +299,13 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<SnapshotRef>> {
         let mut out = Vec::new();
         for (key, _) in self.storage.list("snapshots")? {
-            let Some(id) = key.rsplit('/').next().and_then(Id::parse) else { continue };
-            out.push(SnapshotRef { id, manifest: self.read_manifest(&id)? });
+            let Some(id) = key.rsplit('/').next().and_then(Id::parse) else {
+                continue;
+            };
+            out.push(SnapshotRef {
+                id,
+                manifest: self.read_manifest(&id)?,
+            });
         }
         // Parsed, not textual: RFC 3339 text omits zero fractions, so
         // `…:00Z` would sort after `…:00.5Z`.

@@ -113,16 +113,20 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Append an already-enveloped blob.
-    pub fn add(&mut self, kind: BlobType, id: Id, encoded: &[u8], raw_length: usize) -> Result<()> {
+    /// Append a blob whose envelope is the concatenation of `parts`.
+    pub fn add(&mut self, kind: BlobType, id: Id, parts: &[&[u8]], raw_length: usize) -> Result<()> {
         let offset = u32::try_from(self.written)
             .map_err(|_| Error::usage("pack grew past 4 GiB; pack_size is misconfigured"))?;
-        self.put(encoded)?;
+        let mut length = 0;
+        for p in parts {
+            self.put(p)?;
+            length += p.len();
+        }
         self.entries.push(BlobEntry {
             kind,
             id,
             offset,
-            length: encoded.len() as u32,
+            length: length as u32,
             raw_length: raw_length as u32,
         });
         Ok(())
@@ -148,7 +152,10 @@ impl PackWriter {
         self.put(&header)?;
         self.put(&(header.len() as u32).to_le_bytes())?;
         self.put(PACK_MAGIC)?;
-        let file = self.out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
         file.sync_all().at(&self.path)?;
         Ok(FinishedPack {
             id: Id(*self.hasher.finalize().as_bytes()),
@@ -178,19 +185,27 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
         return Err(Error::bad_data(what, "pack header has the wrong magic"));
     }
     if header[4] != HEADER_VERSION {
-        return Err(Error::config(what, format!("pack header version {} is not supported", header[4])).fix("upgrade Lifeboat"));
+        return Err(
+            Error::config(what, format!("pack header version {} is not supported", header[4])).fix("upgrade Lifeboat"),
+        );
     }
     let count = u32::from_le_bytes(header[5..9].try_into().unwrap()) as usize;
     let body = &header[9..];
     if body.len() != count * ENTRY_LEN {
-        return Err(Error::bad_data(what, "pack header entry count does not match its length"));
+        return Err(Error::bad_data(
+            what,
+            "pack header entry count does not match its length",
+        ));
     }
     let data_end = (n - 8 - hlen) as u64;
     body.chunks_exact(ENTRY_LEN)
         .map(|c| {
             let e = BlobEntry::read_from(c).ok_or_else(|| newer_blob_type(what, c[0]))?;
             if e.offset as u64 + e.length as u64 > data_end {
-                return Err(Error::bad_data(what, format!("blob {} lies outside the pack", e.id.short())));
+                return Err(Error::bad_data(
+                    what,
+                    format!("blob {} lies outside the pack", e.id.short()),
+                ));
             }
             Ok(e)
         })
@@ -199,7 +214,8 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
 
 /// A blob type this version does not know was written by a newer one.
 pub fn newer_blob_type(what: &str, t: u8) -> Error {
-    Error::config(what, format!("unknown blob type {t}")).fix("this repository was written by a newer Lifeboat; upgrade to read it")
+    Error::config(what, format!("unknown blob type {t}"))
+        .fix("this repository was written by a newer Lifeboat; upgrade to read it")
 }
 
 /// Repository key of a pack.
@@ -220,7 +236,7 @@ mod tests {
         let mut enc = Encoder::new(1);
         let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 4096]).collect();
         for b in &blobs {
-            w.add(BlobType::Page, Id::of(b), &enc.encode(b), b.len()).unwrap();
+            w.add(BlobType::Page, Id::of(b), &[&enc.encode(b)], b.len()).unwrap();
         }
         let done = w.finish().unwrap();
         let bytes = std::fs::read(&done.path).unwrap();

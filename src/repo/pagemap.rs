@@ -42,7 +42,13 @@ pub struct PageMap {
 
 impl PageMap {
     pub fn full(page_size: u32, pages: Vec<Id>) -> PageMap {
-        PageMap { page_size, page_count: pages.len() as u32, depth: 0, parent: Id::ZERO, pages: Pages::Full(pages) }
+        PageMap {
+            page_size,
+            page_count: pages.len() as u32,
+            depth: 0,
+            parent: Id::ZERO,
+            pages: Pages::Full(pages),
+        }
     }
 
     /// The cheaper of a delta against `parent` and a full map.
@@ -100,7 +106,9 @@ impl PageMap {
             return Err(bad("missing LBPM magic"));
         }
         if b[4] != VERSION {
-            return Err(Error::config(what, format!("page map version {} is not supported", b[4])).fix("upgrade Lifeboat"));
+            return Err(
+                Error::config(what, format!("page map version {} is not supported", b[4])).fix("upgrade Lifeboat"),
+            );
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let delta = b[5] & FLAG_DELTA != 0;
@@ -122,7 +130,12 @@ impl PageMap {
             }
             let e: Vec<(u32, Id)> = body
                 .chunks_exact(36)
-                .map(|c| (u32::from_le_bytes(c[..4].try_into().unwrap()), Id(c[4..].try_into().unwrap())))
+                .map(|c| {
+                    (
+                        u32::from_le_bytes(c[..4].try_into().unwrap()),
+                        Id(c[4..].try_into().unwrap()),
+                    )
+                })
                 .collect();
             if e.iter().any(|(p, _)| *p == 0 || *p > page_count) || e.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(bad("page numbers out of order or range"));
@@ -134,7 +147,13 @@ impl PageMap {
             }
             Pages::Full(body.chunks_exact(32).map(|c| Id(c.try_into().unwrap())).collect())
         };
-        Ok(PageMap { page_size, page_count, depth, parent, pages })
+        Ok(PageMap {
+            page_size,
+            page_count,
+            depth,
+            parent,
+            pages,
+        })
     }
 
     /// Apply this map on top of `base` (the parent's resolved page list; empty
@@ -168,7 +187,10 @@ mod tests {
         next.push(Id::of(b"grown"));
         let d = PageMap::against(4096, next.clone(), Id::of(b"parent"), 0, &base);
         assert!(d.is_delta());
-        assert_eq!(d.pages, Pages::Delta(vec![(4, Id::of(b"changed")), (11, Id::of(b"grown"))]));
+        assert_eq!(
+            d.pages,
+            Pages::Delta(vec![(4, Id::of(b"changed")), (11, Id::of(b"grown"))])
+        );
         let back = PageMap::from_bytes(&d.to_bytes(), "t").unwrap();
         assert_eq!(back, d);
         let mut resolved = base.clone();

@@ -31,7 +31,13 @@ pub struct BlobWriter<'r> {
 
 impl<'r> BlobWriter<'r> {
     pub fn new(repo: &'r Repository) -> Self {
-        BlobWriter { repo, current: None, written: HashSet::new(), index: IndexFile::default(), stats: WriteStats::default() }
+        BlobWriter {
+            repo,
+            current: None,
+            written: HashSet::new(),
+            index: IndexFile::default(),
+            stats: WriteStats::default(),
+        }
     }
 
     /// Whether the repository or this run already stores `id`.
@@ -41,6 +47,16 @@ impl<'r> BlobWriter<'r> {
 
     /// Add an enveloped blob unless it is already stored.
     pub fn add(&mut self, kind: BlobType, id: Id, encoded: &[u8], raw_len: usize) -> Result<()> {
+        self.add_parts(kind, id, &[encoded], raw_len)
+    }
+
+    /// Add `data` uncompressed (raw envelope), for blobs that do not compress,
+    /// such as page maps full of random ids; avoids a compressed copy.
+    pub fn add_raw(&mut self, kind: BlobType, id: Id, data: &[u8]) -> Result<()> {
+        self.add_parts(kind, id, &[&[crate::codec::TAG_RAW], data], data.len())
+    }
+
+    fn add_parts(&mut self, kind: BlobType, id: Id, parts: &[&[u8]], raw_len: usize) -> Result<()> {
         if self.has(&id) {
             return Ok(());
         }
@@ -48,11 +64,11 @@ impl<'r> BlobWriter<'r> {
             self.current = Some(PackWriter::create(self.repo.staging_dir())?);
         }
         let pack = self.current.as_mut().expect("just created");
-        pack.add(kind, id, encoded, raw_len)?;
+        pack.add(kind, id, parts, raw_len)?;
         self.written.insert(prefix(&id));
         self.stats.new_blobs += 1;
         self.stats.raw_bytes += raw_len as u64;
-        self.stats.stored_bytes += encoded.len() as u64;
+        self.stats.stored_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
         if pack.size() >= self.repo.config.pack_size {
             self.seal()?;
         }
@@ -69,7 +85,11 @@ impl<'r> BlobWriter<'r> {
         self.repo.storage.put_file(&pack_key(&done.id), &done.path)?;
         tracing::debug!(event = "pack.written", pack = %done.id.short(), bytes = done.size, blobs = done.entries.len());
         self.stats.packs += 1;
-        self.index.packs.push(IndexedPack { id: done.id, size: done.size, blobs: done.entries });
+        self.index.packs.push(IndexedPack {
+            id: done.id,
+            size: done.size,
+            blobs: done.entries,
+        });
         Ok(())
     }
 

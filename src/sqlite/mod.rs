@@ -2,6 +2,7 @@
 //! online capture, reading its pages, and checking a restored copy.
 
 pub mod capture;
+pub mod wal;
 
 use std::io::Read;
 use std::path::Path;
@@ -62,13 +63,20 @@ pub fn integrity_check(path: &Path) -> Result<()> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&uri, flags).at_db(path)?;
     let mut stmt = conn.prepare("PRAGMA integrity_check").at_db(path)?;
-    let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).at_db(path)?.collect::<rusqlite::Result<_>>().at_db(path)?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .at_db(path)?
+        .collect::<rusqlite::Result<_>>()
+        .at_db(path)?;
     drop(stmt);
     conn.close().map_err(|(_, e)| Error::sqlite(path, e))?;
     if rows.len() == 1 && rows[0] == "ok" {
         Ok(())
     } else {
         let first = rows.first().cloned().unwrap_or_default();
-        Err(Error::bad_data(path.display(), format!("integrity_check failed: {first}")).event("restore.integrity_failed"))
+        Err(
+            Error::bad_data(path.display(), format!("integrity_check failed: {first}"))
+                .event("restore.integrity_failed"),
+        )
     }
 }

@@ -131,14 +131,25 @@ impl Storage for LocalStorage {
     /// file's contents name the current holder for the refusal message.
     fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
         let p = self.path("lock");
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p).at(&p)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .at(&p)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let who = serde_json::from_str::<LockHolder>(&text)
-                    .map(|h| format!("held by pid {} on host {} ({}) since {}", h.pid, h.host, h.command, h.since))
+                    .map(|h| {
+                        format!(
+                            "held by pid {} on host {} ({}) since {}",
+                            h.pid, h.host, h.command, h.since
+                        )
+                    })
                     .unwrap_or_else(|_| "held by another process".into());
                 return Err(Error::busy(self.location(), format!("repository in use: {who}"))
                     .fix("wait for it to finish and retry")
@@ -162,7 +173,9 @@ impl Storage for LocalStorage {
         for dir in ["", "index", "snapshots"] {
             if let Ok(entries) = fs::read_dir(self.root.join(dir)) {
                 for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with('.') && e.file_name().to_string_lossy().contains(".tmp-") {
+                    if e.file_name().to_string_lossy().starts_with('.')
+                        && e.file_name().to_string_lossy().contains(".tmp-")
+                    {
                         let _ = fs::remove_file(e.path());
                     }
                 }

@@ -1,0 +1,533 @@
+//! Shared helpers for the integration tests: a scratch environment that runs
+//! the real `lifeboat` binary with every path (repository, HOME, XDG dirs,
+//! working directory) inside a temporary directory; SQLite fixtures; tree
+//! descriptions for "byte-identical" and "untouched" comparisons; and child
+//! processes made by re-executing the test binary itself.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
+
+/// Tests of one binary run one at a time. Lifeboat refuses to restore or
+/// reset a database that any process holds open, and it looks in /proc: a
+/// child that another test thread has forked but not yet exec'd holds copies
+/// of every descriptor this process has open at that moment (close-on-exec
+/// acts only at exec), so a fixture database being written by one test could
+/// look "in use" to another test's `lifeboat`. Holding this for the whole test
+/// removes that race; the suite is fast enough to run serially.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A scratch world for one test. Nothing it runs can reach the real home.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub repo: PathBuf,
+    pub cwd: PathBuf,
+    pub home: PathBuf,
+    pub xdg_config: PathBuf,
+    pub xdg_state: PathBuf,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub what: String,
+}
+
+impl Out {
+    /// Panic (showing everything) unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Out {
+        assert_eq!(
+            self.code, code,
+            "`{}` exited {} (wanted {code})\nstdout:\n{}\nstderr:\n{}",
+            self.what, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The whole stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("`{}` stdout is not one JSON value ({e}):\n{}", self.what, self.stdout))
+    }
+}
+
+impl Env {
+    /// A scratch environment with an initialised repository at `<tmp>/repo`.
+    pub fn new() -> Env {
+        let e = Env::bare();
+        e.ok(["init"]);
+        e
+    }
+
+    /// A scratch environment without a repository.
+    pub fn bare() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical tempdir");
+        let mk = |name: &str| {
+            let p = root.join(name);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            p
+        };
+        let cwd = mk("cwd");
+        let home = mk("home");
+        let xdg_config = mk("xdg-config");
+        let xdg_state = mk("xdg-state");
+        let repo = root.join("repo");
+        Env {
+            dir,
+            root,
+            repo,
+            cwd,
+            home,
+            xdg_config,
+            xdg_state,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The binary with a sealed environment and no `--repo`.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(&self.cwd)
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", &self.xdg_config)
+            .env("XDG_STATE_HOME", &self.xdg_state)
+            .env_remove("LIFEBOAT_REPO")
+            .env_remove("LIFEBOAT_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run with `--repo <tmp>/repo` first.
+    pub fn run<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.command();
+        c.arg("--repo").arg(&self.repo);
+        c.args(args);
+        run_command(c)
+    }
+
+    /// Run exactly these arguments (no `--repo`).
+    pub fn run_bare<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.command();
+        c.args(args);
+        run_command(c)
+    }
+
+    pub fn ok<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run(args).expect_code(0)
+    }
+
+    /// Take a snapshot of `paths` and return its id (the last stdout line).
+    pub fn snapshot(&self, paths: &[&Path]) -> String {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("snapshot")];
+        args.extend(paths.iter().map(|p| p.as_os_str()));
+        let out = self.ok(args);
+        let id = out.stdout.lines().last().unwrap_or_default().trim().to_string();
+        assert_eq!(
+            id.len(),
+            64,
+            "snapshot id should be 64 hex digits, stdout was:\n{}",
+            out.stdout
+        );
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "snapshot id {id}");
+        id
+    }
+
+    /// `list --json` as an array.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        let out = self.ok(["--json", "list"]);
+        out.json()
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("list --json is not an array: {}", out.stdout))
+    }
+
+    /// `show --json ID` manifest.
+    pub fn manifest(&self, id: &str) -> serde_json::Value {
+        let out = self.ok(["--json", "show", id]);
+        out.json()["manifest"].clone()
+    }
+}
+
+pub fn run_command(mut c: Command) -> Out {
+    let what = format!("{c:?}");
+    let o = c.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what,
+    }
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+// ---------------------------------------------------------------- SQLite
+
+/// A database with `t(id INTEGER PRIMARY KEY, v TEXT, pad TEXT)` holding rows
+/// 1..=rows, `v = 'row-<id>'` and `pad` `pad_bytes` bytes of random hex text
+/// (compresses about 2:1). `wal` chooses WAL, else rollback (DELETE) mode.
+/// The connection is closed on return, so the file alone holds everything.
+pub fn create_db(path: &Path, rows: i64, pad_bytes: usize, wal: bool) {
+    let c = Connection::open(path).expect("open db");
+    let mode = if wal { "WAL" } else { "DELETE" };
+    let _: String = c
+        .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+        .expect("journal mode");
+    c.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL, pad TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {rows})
+         INSERT INTO t SELECT i, 'row-' || i, hex(randomblob({half})) FROM n;",
+        half = pad_bytes / 2
+    ))
+    .expect("fill db");
+    c.close().map_err(|(_, e)| e).expect("close db");
+}
+
+pub fn open(path: &Path) -> Connection {
+    let c = Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    c
+}
+
+pub fn integrity(path: &Path) -> String {
+    let c = open(path);
+    let rows: Vec<String> = {
+        let mut st = c.prepare("PRAGMA integrity_check").expect("prepare");
+        st.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    rows.join("\n")
+}
+
+/// (count, min id, max id, rows whose `v` is not `row-<id>`) of table `t`.
+pub fn row_stats(path: &Path) -> (i64, i64, i64, i64) {
+    let c = open(path);
+    c.query_row(
+        "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0),
+                (SELECT count(*) FROM t WHERE v <> 'row-' || id) FROM t",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .expect("row stats")
+}
+
+pub fn blake3_file(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    blake3::hash(&data).to_hex().to_string()
+}
+
+pub fn sidecars(db: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm", "-journal", ".lock"]
+        .iter()
+        .map(|s| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(s);
+            PathBuf::from(p)
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------ file trees
+
+/// One path of a tree as compared: type, permission bits, owner, mtime and
+/// content (BLAKE3 for files, the target for symlinks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i128,
+    pub content: String,
+}
+
+pub fn node(p: &Path) -> Node {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+    let ft = m.file_type();
+    let (kind, content) = if ft.is_symlink() {
+        (
+            "symlink",
+            std::fs::read_link(p).expect("readlink").display().to_string(),
+        )
+    } else if ft.is_dir() {
+        ("dir", String::new())
+    } else {
+        ("file", blake3_file(p))
+    };
+    Node {
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        content,
+    }
+}
+
+/// Every path under `root` (itself as ""), never following symlinks.
+pub fn describe(root: &Path) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    if std::fs::symlink_metadata(root).is_err() {
+        return out;
+    }
+    fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Node>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let e = e.expect("dir entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let p = e.path();
+            let n = node(&p);
+            let is_dir = n.kind == "dir";
+            out.insert(r.clone(), n);
+            if is_dir {
+                walk(&p, &r, out);
+            }
+        }
+    }
+    let n = node(root);
+    let is_dir = n.kind == "dir";
+    out.insert(String::new(), n);
+    if is_dir {
+        walk(root, "", &mut out);
+    }
+    out
+}
+
+/// Sum of the sizes of every file under `dir` (apparent sizes).
+pub fn tree_bytes(dir: &Path) -> u64 {
+    describe_sizes(dir)
+}
+
+fn describe_sizes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let m = std::fs::symlink_metadata(e.path()).expect("stat");
+        if m.is_dir() {
+            total += describe_sizes(&e.path());
+        } else {
+            total += m.len();
+        }
+    }
+    total
+}
+
+/// Files directly in `dir` whose names start with `prefix`.
+pub fn entries_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Files (recursively) under `dir`, as paths relative to it.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    describe(dir)
+        .into_iter()
+        .filter(|(_, n)| n.kind != "dir")
+        .map(|(k, _)| k)
+        .collect()
+}
+
+// ---------------------------------------------------------- child processes
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing
+/// test never leaves it running.
+pub struct ChildGuard {
+    pub child: Child,
+}
+
+impl ChildGuard {
+    pub fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Re-execute this test binary running only the test `name`, with `envs`.
+pub fn spawn_self(name: &str, envs: &[(&str, &Path)]) -> ChildGuard {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut c = Command::new(exe);
+    c.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    ChildGuard {
+        child: c.spawn().expect("spawn child test process"),
+    }
+}
+
+/// Poll `f` every 10 ms until it is true; panic after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Write `text` to `path` so readers never see a torn value.
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write progress");
+    std::fs::rename(&tmp, path).expect("rename progress");
+}
+
+pub const WRITER_DB: &str = "LIFEBOAT_TEST_WRITER_DB";
+pub const WRITER_PROGRESS: &str = "LIFEBOAT_TEST_WRITER_PROGRESS";
+pub const HOLD_DB: &str = "LIFEBOAT_TEST_HOLD_DB";
+pub const HOLD_READY: &str = "LIFEBOAT_TEST_HOLD_READY";
+
+/// Body of the `writer_child` test: nothing unless `LIFEBOAT_TEST_WRITER_DB`
+/// is set; then commit rows max+1, max+2, ... one per transaction, recording
+/// after each commit the last committed id in `LIFEBOAT_TEST_WRITER_PROGRESS`.
+/// Runs until killed (or until its parent goes away).
+pub fn writer_child_main() {
+    let Some(db) = std::env::var_os(WRITER_DB) else {
+        return;
+    };
+    let progress = PathBuf::from(std::env::var_os(WRITER_PROGRESS).expect("progress file env"));
+    let parent = std::os::unix::process::parent_id();
+    let c = open(Path::new(&db));
+    let _: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).expect("wal");
+    let mut next: i64 = c
+        .query_row("SELECT coalesce(max(id), 0) + 1 FROM t", [], |r| r.get(0))
+        .expect("max id");
+    let mut stmt = c
+        .prepare("INSERT INTO t(id, v, pad) VALUES (?1, 'row-' || ?1, hex(randomblob(64)))")
+        .expect("prepare insert");
+    loop {
+        stmt.execute([next])
+            .expect("insert (autocommit: one row per transaction)");
+        write_atomic(&progress, &next.to_string());
+        next += 1;
+        if next % 64 == 0 && std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// The last id the writer child has reported committed, if any.
+pub fn read_progress(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok())
+}
+
+/// Body of the `holder_child` test: nothing unless `LIFEBOAT_TEST_HOLD_DB` is
+/// set; then open that WAL database, commit one row (so `-wal` and `-shm`
+/// exist and hold data), signal readiness by creating
+/// `LIFEBOAT_TEST_HOLD_READY`, and keep the connection open until killed.
+pub fn holder_child_main() {
+    let Some(db) = std::env::var_os(HOLD_DB) else {
+        return;
+    };
+    let ready = PathBuf::from(std::env::var_os(HOLD_READY).expect("ready file env"));
+    let parent = std::os::unix::process::parent_id();
+    let c = open(Path::new(&db));
+    let _: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).expect("wal");
+    c.execute("INSERT INTO t(id, v) VALUES ((SELECT max(id) + 1 FROM t), 'held')", [])
+        .expect("insert");
+    write_atomic(&ready, "ready");
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    }
+}
+
+pub const LOCK_FILE: &str = "LIFEBOAT_TEST_LOCK_FILE";
+pub const LOCK_READY: &str = "LIFEBOAT_TEST_LOCK_READY";
+
+/// Body of the `lock_child` test: nothing unless `LIFEBOAT_TEST_LOCK_FILE` is
+/// set; then take the repository's writer lock (a `flock` on that file) the
+/// way Lifeboat does, record itself as the holder, signal readiness and hold
+/// it until killed. A separate process, so no descriptor of the lock can leak
+/// into processes the test harness spawns meanwhile.
+pub fn lock_child_main() {
+    let Some(lock) = std::env::var_os(LOCK_FILE) else {
+        return;
+    };
+    let ready = PathBuf::from(std::env::var_os(LOCK_READY).expect("ready file env"));
+    let parent = std::os::unix::process::parent_id();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .expect("open lock");
+    f.try_lock().expect("take the repository lock");
+    let holder = serde_json::json!({"host": hostname(), "pid": std::process::id(), "command": "test-lock-holder", "since": "2026-01-01T00:00:00Z"});
+    f.set_len(0).expect("truncate lock");
+    std::io::Write::write_all(&mut f, holder.to_string().as_bytes()).expect("write holder");
+    write_atomic(&ready, "ready");
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    assert_eq!(rc, 0, "gethostname");
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
