@@ -390,6 +390,9 @@ struct Row {
 /// Largest single read; adjacent blobs are fetched together up to this.
 const READ_SPAN: u64 = 2 << 20;
 
+/// Largest run of consecutive pages written with one pwrite.
+const RUN_BYTES: usize = 1 << 20;
+
 /// Restored bytes between requests to start writeback.
 const WRITEBACK_EVERY: u64 = 64 << 20;
 
@@ -441,10 +444,22 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                 loop {
                     let job = rx.lock().expect("queue").recv();
                     let Ok((buf, base, rows, key)) = job else { return };
+                    // Consecutive pages are gathered into one run and
+                    // written with a single pwrite.
+                    let mut run: Vec<u8> = Vec::with_capacity(rows.len().min(256) * ps as usize);
+                    let mut run_start = 0u32;
                     let mut page: Vec<u8> = Vec::new();
                     let mut decoded_at = None;
-                    for r in rows {
-                        let result = (|| {
+                    let flush = |run: &mut Vec<u8>, first: u32| -> Result<()> {
+                        if !run.is_empty() {
+                            file.write_all_at(run, (first as u64 - 1) * ps).at(stage)?;
+                            progress.advance(run.len() as u64);
+                            run.clear();
+                        }
+                        Ok(())
+                    };
+                    let result = (|| {
+                        for r in rows {
                             if decoded_at != Some(r.offset) {
                                 let start = (r.offset as u64 - base) as usize;
                                 page = dec.decode(&buf[start..start + r.length as usize], &key)?;
@@ -456,14 +471,18 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                                 }
                                 decoded_at = Some(r.offset);
                             }
-                            file.write_all_at(&page, (r.pgno as u64 - 1) * ps).at(stage)?;
-                            progress.advance(ps);
-                            Ok(())
-                        })();
-                        if let Err(e) = result {
-                            failure.lock().expect("failure slot").get_or_insert(e);
-                            return;
+                            let contiguous = run_start as u64 + run.len() as u64 / ps == r.pgno as u64;
+                            if !contiguous || run.len() >= RUN_BYTES {
+                                flush(&mut run, run_start)?;
+                                run_start = r.pgno;
+                            }
+                            run.extend_from_slice(&page);
                         }
+                        flush(&mut run, run_start)
+                    })();
+                    if let Err(e) = result {
+                        failure.lock().expect("failure slot").get_or_insert(e);
+                        return;
                     }
                 }
             });
