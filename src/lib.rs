@@ -12,6 +12,7 @@ pub mod restore;
 pub mod snapshot;
 pub mod sqlite;
 pub mod storage;
+pub mod treehash;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod config;

@@ -381,8 +381,10 @@ fn remove_any(p: &Path) {
 #[derive(Clone, Copy)]
 struct Row {
     pack: u32,
+    /// The frame holding the page, and the page's place in it.
     offset: u32,
     length: u32,
+    blob_offset: u32,
     pgno: u32,
     id: Id,
 }
@@ -397,7 +399,7 @@ const RUN_BYTES: usize = 1 << 20;
 const WRITEBACK_EVERY: u64 = 64 << 20;
 
 fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
-    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap)?;
+    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
         return Err(Error::bad_data(
             &db.name,
@@ -417,6 +419,7 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
             pack: loc.pack,
             offset: loc.offset,
             length: loc.length,
+            blob_offset: loc.blob_offset,
             pgno: i as u32 + 1,
             id: *id,
         });
@@ -448,8 +451,9 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                     // written with a single pwrite.
                     let mut run: Vec<u8> = Vec::with_capacity(rows.len().min(256) * ps as usize);
                     let mut run_start = 0u32;
-                    let mut page: Vec<u8> = Vec::new();
+                    let mut frame: Vec<u8> = Vec::new();
                     let mut decoded_at = None;
+                    let mut verified_at = None;
                     let flush = |run: &mut Vec<u8>, first: u32| -> Result<()> {
                         if !run.is_empty() {
                             file.write_all_at(run, (first as u64 - 1) * ps).at(stage)?;
@@ -462,21 +466,28 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                         for r in rows {
                             if decoded_at != Some(r.offset) {
                                 let start = (r.offset as u64 - base) as usize;
-                                page = dec.decode(&buf[start..start + r.length as usize], &key)?;
-                                if page.len() as u64 != ps || Id::of(&page) != r.id {
+                                frame = dec.decode(&buf[start..start + r.length as usize], &key)?;
+                                decoded_at = Some(r.offset);
+                            }
+                            let at = r.blob_offset as usize;
+                            let page = frame.get(at..at + ps as usize).ok_or_else(|| {
+                                Error::bad_data(&key, format!("page blob {} lies outside its frame", r.id.short()))
+                            })?;
+                            if verified_at != Some((r.offset, r.blob_offset)) {
+                                if Id::of(page) != r.id {
                                     return Err(Error::bad_data(
                                         &key,
                                         format!("page blob {} does not match its hash", r.id.short()),
                                     ));
                                 }
-                                decoded_at = Some(r.offset);
+                                verified_at = Some((r.offset, r.blob_offset));
                             }
                             let contiguous = run_start as u64 + run.len() as u64 / ps == r.pgno as u64;
                             if !contiguous || run.len() >= RUN_BYTES {
                                 flush(&mut run, run_start)?;
                                 run_start = r.pgno;
                             }
-                            run.extend_from_slice(&page);
+                            run.extend_from_slice(page);
                         }
                         flush(&mut run, run_start)
                     })();
@@ -505,7 +516,7 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
             since_writeback += (j - i) as u64 * ps;
             if since_writeback >= WRITEBACK_EVERY {
                 // Keep the disk busy as pages arrive, so the final fsync is short.
-                start_writeback(&file);
+                crate::fsutil::start_writeback(&file);
                 since_writeback = 0;
             }
             match repo.storage.read_range(&key, base, end - base) {
@@ -531,7 +542,7 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     // Start writeback now and check the file while the disk catches up: the
     // whole-file BLAKE3 and integrity_check run side by side from the page
     // cache, and the fsync that must precede the rename comes last.
-    start_writeback(&file);
+    crate::fsutil::start_writeback(&file);
     let (hashed, checked) = std::thread::scope(|scope| {
         let hash = scope.spawn(|| -> Result<Id> {
             let mut hasher = blake3::Hasher::new();
@@ -551,15 +562,6 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
     file.sync_all().at(stage)?;
     Ok(db.size)
-}
-
-/// Ask the kernel to begin writing the file back without waiting for it.
-fn start_writeback(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor; offset 0 and length 0 mean the whole file.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 /// Write a file or directory tree into `stage`; entry "" is `stage` itself.

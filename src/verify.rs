@@ -94,16 +94,25 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
                 problem: e.problem,
             });
         }
-        for (id, loc) in blobs_by_pack.get(&(n as u32)).map(|v| v.as_slice()).unwrap_or(&[]) {
-            let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
-            let ok = data
-                .get(s..e)
-                .map(|raw| {
-                    dec.decode(raw, &key)
-                        .map(|d| Id::of(&d) == *id && d.len() == loc.raw_length as usize)
-                        .unwrap_or(false)
-                })
-                .unwrap_or(false);
+        let mine = blobs_by_pack
+            .get_mut(&(n as u32))
+            .map(|v| v.as_mut_slice())
+            .unwrap_or(&mut []);
+        // Frame by frame: each frame is decoded once for all its blobs.
+        mine.sort_unstable_by_key(|(_, l)| (l.offset, l.blob_offset));
+        let mut frame: Option<(u32, Vec<u8>)> = None;
+        for (id, loc) in mine.iter() {
+            if frame.as_ref().map(|(o, _)| *o) != Some(loc.offset) {
+                let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+                let decoded = data
+                    .get(s..e)
+                    .and_then(|raw| dec.decode(raw, &key).ok())
+                    .unwrap_or_default();
+                frame = Some((loc.offset, decoded));
+            }
+            let decoded = &frame.as_ref().expect("set above").1;
+            let (s, len) = (loc.blob_offset as usize, loc.raw_length as usize);
+            let ok = decoded.get(s..s + len).is_some_and(|b| Id::of(b) == *id);
             if !ok {
                 bad_blobs.insert(
                     *id,
@@ -136,7 +145,7 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
         };
         for src in &s.manifest.sources {
             match src {
-                Source::Sqlite(db) => match repo.resolve_pagemap(&db.pagemap) {
+                Source::Sqlite(db) => match repo.resolve_pagemap(&db.pagemap, false) {
                     Err(e) => add(db.name.clone(), format!("page map unreadable: {}", e.problem)),
                     Ok(resolved) => {
                         let pages = resolved.pages;

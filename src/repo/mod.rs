@@ -40,6 +40,8 @@ pub struct ResolvedPages {
     pub depth: u32,
     /// Blob id of every page, page 1 first.
     pub pages: Vec<Id>,
+    /// Every page's BLAKE3 chaining value, when asked for and kept.
+    pub cvs: Vec<Id>,
 }
 
 /// Where a repository lives, as given by `--repo`, the config or the default.
@@ -225,8 +227,21 @@ impl Repository {
         let (pack, _) = self.index.pack(loc.pack);
         let key = pack_key(&pack);
         let raw = self.storage.read_range(&key, loc.offset as u64, loc.length as u64)?;
-        let data = decoder.decode(&raw, &key)?;
+        let mut frame = decoder.decode(&raw, &key)?;
         drop(raw);
+        let (start, len) = (loc.blob_offset as usize, loc.raw_length as usize);
+        if start.checked_add(len).is_none_or(|end| end > frame.len()) {
+            return Err(Error::bad_data(
+                format!("{}/{key}", self.storage.location()),
+                format!("blob {} lies outside its frame", id.short()),
+            ));
+        }
+        // The common single-blob frame is returned without a copy.
+        let data = if start == 0 && len == frame.len() {
+            frame
+        } else {
+            frame.drain(start..start + len).collect()
+        };
         if Id::of(&data) != *id {
             return Err(Error::bad_data(
                 format!("{}/{key}", self.storage.location()),
@@ -242,8 +257,9 @@ impl Repository {
         pagemap::PageMap::from_bytes(&data, &format!("page map {}", id.short()))
     }
 
-    /// Follow a page map's parent chain and return the full page list.
-    pub fn resolve_pagemap(&self, id: &Id) -> Result<ResolvedPages> {
+    /// Follow a page map's parent chain and return the full page list, with
+    /// chaining values when `keep_cvs` and the maps have them.
+    pub fn resolve_pagemap(&self, id: &Id, keep_cvs: bool) -> Result<ResolvedPages> {
         let mut chain = Vec::new();
         let mut next = *id;
         loop {
@@ -261,21 +277,22 @@ impl Repository {
             }
             next = parent;
         }
-        let (page_size, depth) = (chain[0].page_size, chain[0].depth);
-        if chain.iter().any(|m| m.page_size != page_size) {
+        let (page_size, depth, has_cvs) = (chain[0].page_size, chain[0].depth, chain[0].has_cvs);
+        if chain.iter().any(|m| m.page_size != page_size || m.has_cvs != has_cvs) {
             return Err(Error::bad_data(
                 format!("page map {}", id.short()),
-                "page size changes along the chain",
+                "page size or chaining values change along the chain",
             ));
         }
-        let mut pages = Vec::new();
+        let mut list = pagemap::PageList::default();
         for map in chain.into_iter().rev() {
-            map.apply(&mut pages);
+            map.apply(&mut list, keep_cvs);
         }
         Ok(ResolvedPages {
             page_size,
             depth,
-            pages,
+            pages: list.ids,
+            cvs: list.cvs,
         })
     }
 

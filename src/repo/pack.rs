@@ -1,7 +1,9 @@
 //! Pack files: many blobs in one object, so object stores see few large PUTs.
 //!
 //! Layout (docs/FORMAT.md, "Pack file"):
-//! `blob*  header-envelope  header_len:u32le  "LBPK"`.
+//! `frame*  header-envelope  header_len:u32le  "LBPK"`.
+//! A frame is one envelope holding one or more blobs back to back (pages
+//! share frames of up to 64 KiB, so zstd sees more than 4 KiB at a time).
 //! The header lists every blob so a pack can be re-indexed on its own.
 
 use std::fs::File;
@@ -15,7 +17,7 @@ use crate::id::Id;
 pub const PACK_MAGIC: &[u8; 4] = b"LBPK";
 const HEADER_MAGIC: &[u8; 4] = b"LBPH";
 const HEADER_VERSION: u8 = 1;
-pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4 + 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -39,15 +41,19 @@ impl BlobType {
     }
 }
 
-/// Where one blob sits inside its pack.
+/// Where one blob sits: the frame (an envelope in the pack) that holds it,
+/// and its byte range inside the decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobEntry {
     pub kind: BlobType,
     pub id: Id,
+    /// Offset of the frame in the pack.
     pub offset: u32,
-    /// Stored (enveloped) length.
+    /// Stored (enveloped) length of the frame.
     pub length: u32,
-    /// Length after decoding.
+    /// Offset of the blob inside the decoded frame.
+    pub blob_offset: u32,
+    /// Length of the blob.
     pub raw_length: u32,
 }
 
@@ -57,6 +63,7 @@ impl BlobEntry {
         out.extend_from_slice(&self.id.0);
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.blob_offset.to_le_bytes());
         out.extend_from_slice(&self.raw_length.to_le_bytes());
     }
 
@@ -70,9 +77,25 @@ impl BlobEntry {
             id: Id(b[1..33].try_into().unwrap()),
             offset: u32_at(33),
             length: u32_at(37),
-            raw_length: u32_at(41),
+            blob_offset: u32_at(41),
+            raw_length: u32_at(45),
         })
     }
+
+    /// The blob's bytes within its decoded frame, if they lie inside it.
+    pub fn slice<'a>(&self, frame: &'a [u8]) -> Option<&'a [u8]> {
+        let start = self.blob_offset as usize;
+        frame.get(start..start.checked_add(self.raw_length as usize)?)
+    }
+}
+
+/// A blob placed in a frame: its type, id, and range in the decoded frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub kind: BlobType,
+    pub id: Id,
+    pub blob_offset: u32,
+    pub raw_length: u32,
 }
 
 /// Streams blobs into a staging file; `finish` seals it and names it by hash.
@@ -113,8 +136,9 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Append a blob whose envelope is the concatenation of `parts`.
-    pub fn add(&mut self, kind: BlobType, id: Id, parts: &[&[u8]], raw_length: usize) -> Result<()> {
+    /// Append a frame whose envelope is the concatenation of `parts`,
+    /// holding `members`.
+    pub fn add(&mut self, parts: &[&[u8]], members: &[Member]) -> Result<()> {
         let offset = u32::try_from(self.written)
             .map_err(|_| Error::usage("pack grew past 4 GiB; pack_size is misconfigured"))?;
         let mut length = 0;
@@ -122,13 +146,40 @@ impl PackWriter {
             self.put(p)?;
             length += p.len();
         }
-        self.entries.push(BlobEntry {
-            kind,
-            id,
-            offset,
-            length: length as u32,
-            raw_length: raw_length as u32,
-        });
+        for m in members {
+            self.entries.push(BlobEntry {
+                kind: m.kind,
+                id: m.id,
+                offset,
+                length: length as u32,
+                blob_offset: m.blob_offset,
+                raw_length: m.raw_length,
+            });
+        }
+        Ok(())
+    }
+
+    /// Append a frame written by `fill`, holding `members`.
+    pub fn add_streamed(
+        &mut self,
+        members: &[Member],
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let offset = u32::try_from(self.written)
+            .map_err(|_| Error::usage("pack grew past 4 GiB; pack_size is misconfigured"))?;
+        let path = self.path.clone();
+        fill(&mut PackSink(self)).at(&path)?;
+        let length = (self.written - offset as u64) as u32;
+        for m in members {
+            self.entries.push(BlobEntry {
+                kind: m.kind,
+                id: m.id,
+                offset,
+                length,
+                blob_offset: m.blob_offset,
+                raw_length: m.raw_length,
+            });
+        }
         Ok(())
     }
 
@@ -139,7 +190,9 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Write header and trailer, fsync, and return the sealed pack.
+    /// Write header and trailer and return the sealed pack. It is not yet
+    /// durable: writeback has only been started, and `Storage::put_file`
+    /// fsyncs it when it is published.
     pub fn finish(mut self) -> Result<FinishedPack> {
         let mut header = Vec::with_capacity(9 + self.entries.len() * ENTRY_LEN);
         header.extend_from_slice(HEADER_MAGIC);
@@ -156,7 +209,7 @@ impl PackWriter {
             .out
             .into_inner()
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
-        file.sync_all().at(&self.path)?;
+        crate::fsutil::start_writeback(&file);
         Ok(FinishedPack {
             id: Id(*self.hasher.finalize().as_bytes()),
             path: self.path,
@@ -167,6 +220,21 @@ impl PackWriter {
 
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Lets a frame be streamed into a pack, hashed and counted as it goes.
+struct PackSink<'a>(&'a mut PackWriter);
+
+impl std::io::Write for PackSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.out.write_all(buf)?;
+        self.0.hasher.update(buf);
+        self.0.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -235,19 +303,39 @@ mod tests {
         let mut w = PackWriter::create(dir.path()).unwrap();
         let mut enc = Encoder::new(1);
         let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 4096]).collect();
-        for b in &blobs {
-            w.add(BlobType::Page, Id::of(b), &[&enc.encode(b)], b.len()).unwrap();
+        // Two single-blob frames, then one frame holding three blobs.
+        for b in &blobs[..2] {
+            let m = Member {
+                kind: BlobType::Page,
+                id: Id::of(b),
+                blob_offset: 0,
+                raw_length: 4096,
+            };
+            w.add(&[&enc.encode(b)], &[m]).unwrap();
         }
+        let joined: Vec<u8> = blobs[2..].concat();
+        let members: Vec<Member> = (0..3)
+            .map(|i| Member {
+                kind: BlobType::Page,
+                id: Id::of(&blobs[2 + i]),
+                blob_offset: 4096 * i as u32,
+                raw_length: 4096,
+            })
+            .collect();
+        w.add(&[&enc.encode(&joined)], &members).unwrap();
         let done = w.finish().unwrap();
         let bytes = std::fs::read(&done.path).unwrap();
         assert_eq!(Id::of(&bytes), done.id);
         assert_eq!(bytes.len() as u64, done.size);
         let entries = parse_header(&bytes, "p").unwrap();
         assert_eq!(entries, done.entries);
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[3].offset, entries[4].offset, "blobs share a frame");
         for (e, b) in entries.iter().zip(&blobs) {
             let raw = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(&crate::codec::decode(raw, "p").unwrap(), b);
-            assert_eq!(e.raw_length as usize, b.len());
+            let frame = crate::codec::decode(raw, "p").unwrap();
+            assert_eq!(e.slice(&frame).unwrap(), &b[..]);
+            assert_eq!(Id::of(e.slice(&frame).unwrap()), e.id);
         }
         let mut broken = bytes.clone();
         let n = broken.len();

@@ -1,14 +1,17 @@
-//! A database's page list: for every page number, the id of the page blob.
+//! A database's page list: for every page number, the id of the page blob,
+//! and (for pages of 1 KiB or more) the page's BLAKE3 chaining value at its
+//! position, from which the whole file's hash is assembled (`treehash`).
 //!
-//! A full map lists every page's id in page order. A delta map lists only the
-//! pages that differ from its parent map, so a snapshot after 10,000 changed
-//! pages stores ~360 KB of map instead of 32 bytes for every page of the
-//! database. Chains are bounded (`MAX_DEPTH`) so restore never walks far.
+//! A full map lists every page in page order. A delta map lists only the pages
+//! that differ from its parent map, so a snapshot after 10,000 changed pages
+//! stores ~680 KB of map instead of 64 bytes for every page of the database.
+//! Chains are bounded (`MAX_DEPTH`) so restore never walks far.
 //!
 //! Blob layout (after the envelope; docs/FORMAT.md, "Page map"):
 //! `"LBPM" version:u8 flags:u8 reserved:u16 page_size:u32le page_count:u32le
 //!  depth:u32le parent[32] entry_count:u32le` then, for a full map,
-//! `blob_id[32]` per page; for a delta (flags bit 0), `(pgno:u32le blob_id[32])*`.
+//! `blob_id[32] (cv[32])?` per page; for a delta (flags bit 0),
+//! `(pgno:u32le blob_id[32] (cv[32])?)*`; `cv` present when flags bit 1 is set.
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -16,17 +19,28 @@ use crate::id::Id;
 const MAGIC: &[u8; 4] = b"LBPM";
 const VERSION: u8 = 1;
 const FLAG_DELTA: u8 = 1;
+const FLAG_CVS: u8 = 2;
 const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 4 + 4 + 4 + 32 + 4;
 
 /// A delta chain longer than this is cut by writing a full map.
 pub const MAX_DEPTH: u32 = 16;
 
+/// One page that differs from the parent map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub pgno: u32,
+    pub id: Id,
+    /// Chaining value; `Id::ZERO` in maps without them.
+    pub cv: Id,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pages {
-    /// Every page's blob id, page 1 first.
-    Full(Vec<Id>),
+    /// Every page's blob id, page 1 first, and (if the map has them) every
+    /// page's chaining value; `cvs` is empty otherwise.
+    Full { ids: Vec<Id>, cvs: Vec<Id> },
     /// Changed pages only, sorted by page number.
-    Delta(Vec<(u32, Id)>),
+    Delta(Vec<Change>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,37 +51,76 @@ pub struct PageMap {
     pub depth: u32,
     /// `Id::ZERO` for a full map.
     pub parent: Id,
+    /// Whether entries carry chaining values.
+    pub has_cvs: bool,
     pub pages: Pages,
 }
 
+/// A page list with its chaining values (empty when not kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageList {
+    pub ids: Vec<Id>,
+    pub cvs: Vec<Id>,
+}
+
+impl PageList {
+    /// Resize to `page_count` and apply `changes`; chaining values are kept
+    /// only if the list has them for every page.
+    pub fn apply_changes(&mut self, page_count: u32, changes: &[Change]) {
+        let has_cvs = self.cvs.len() == self.ids.len();
+        self.ids.resize(page_count as usize, Id::ZERO);
+        if has_cvs {
+            self.cvs.resize(page_count as usize, Id::ZERO);
+        }
+        for c in changes {
+            self.ids[c.pgno as usize - 1] = c.id;
+            if has_cvs {
+                self.cvs[c.pgno as usize - 1] = c.cv;
+            }
+        }
+    }
+}
+
 impl PageMap {
-    pub fn full(page_size: u32, pages: Vec<Id>) -> PageMap {
+    pub fn full(page_size: u32, mut list: PageList) -> PageMap {
+        let has_cvs = list.cvs.len() == list.ids.len() && crate::treehash::supported(page_size);
+        if !has_cvs {
+            list.cvs.clear();
+        }
         PageMap {
             page_size,
-            page_count: pages.len() as u32,
+            page_count: list.ids.len() as u32,
             depth: 0,
             parent: Id::ZERO,
-            pages: Pages::Full(pages),
+            has_cvs,
+            pages: Pages::Full {
+                ids: list.ids,
+                cvs: list.cvs,
+            },
         }
     }
 
-    /// The cheaper of a delta against `parent` and a full map.
-    pub fn against(page_size: u32, pages: Vec<Id>, parent_id: Id, parent_depth: u32, parent_pages: &[Id]) -> PageMap {
-        let changed: Vec<(u32, Id)> = pages
-            .iter()
-            .enumerate()
-            .filter(|(i, id)| parent_pages.get(*i) != Some(*id))
-            .map(|(i, id)| (i as u32 + 1, *id))
-            .collect();
-        if parent_depth + 1 > MAX_DEPTH || changed.len() * 2 > pages.len() {
-            return PageMap::full(page_size, pages);
+    /// The cheaper of a delta against the parent (the sorted `changes`) and a
+    /// full map of `list`, the parent's list with those changes applied.
+    pub fn from_changes(
+        page_size: u32,
+        parent_id: Id,
+        parent_depth: u32,
+        list: PageList,
+        changes: Vec<Change>,
+    ) -> PageMap {
+        let page_count = list.ids.len() as u32;
+        if parent_depth + 1 > MAX_DEPTH || changes.len() * 2 > page_count as usize {
+            return PageMap::full(page_size, list);
         }
+        let has_cvs = list.cvs.len() == list.ids.len() && crate::treehash::supported(page_size);
         PageMap {
             page_size,
-            page_count: pages.len() as u32,
+            page_count,
             depth: parent_depth + 1,
             parent: parent_id,
-            pages: Pages::Delta(changed),
+            has_cvs,
+            pages: Pages::Delta(changes),
         }
     }
 
@@ -75,29 +128,68 @@ impl PageMap {
         matches!(self.pages, Pages::Delta(_))
     }
 
+    /// Length of the encoding.
+    pub fn encoded_len(&self) -> usize {
+        let cv = if self.has_cvs { 32 } else { 0 };
+        HEADER_LEN
+            + match &self.pages {
+                Pages::Full { ids, .. } => ids.len() * (32 + cv),
+                Pages::Delta(e) => e.len() * (36 + cv),
+            }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
-        let (flags, count, body) = match &self.pages {
-            Pages::Full(ids) => (0, ids.len(), ids.len() * 32),
-            Pages::Delta(e) => (FLAG_DELTA, e.len(), e.len() * 36),
-        };
-        let mut out = Vec::with_capacity(HEADER_LEN + body);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.push(flags);
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&self.page_size.to_le_bytes());
-        out.extend_from_slice(&self.page_count.to_le_bytes());
-        out.extend_from_slice(&self.depth.to_le_bytes());
-        out.extend_from_slice(&self.parent.0);
-        out.extend_from_slice(&(count as u32).to_le_bytes());
-        match &self.pages {
-            Pages::Full(ids) => ids.iter().for_each(|id| out.extend_from_slice(&id.0)),
-            Pages::Delta(e) => e.iter().for_each(|(pgno, id)| {
-                out.extend_from_slice(&pgno.to_le_bytes());
-                out.extend_from_slice(&id.0);
-            }),
-        }
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write_to(&mut out).expect("writing to a Vec cannot fail");
         out
+    }
+
+    /// Stream the encoding, so a large map is never held twice in memory.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let count = match &self.pages {
+            Pages::Full { ids, .. } => ids.len(),
+            Pages::Delta(e) => e.len(),
+        };
+        let flags = if self.is_delta() { FLAG_DELTA } else { 0 } | if self.has_cvs { FLAG_CVS } else { 0 };
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        buf.push(flags);
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&self.page_size.to_le_bytes());
+        buf.extend_from_slice(&self.page_count.to_le_bytes());
+        buf.extend_from_slice(&self.depth.to_le_bytes());
+        buf.extend_from_slice(&self.parent.0);
+        buf.extend_from_slice(&(count as u32).to_le_bytes());
+        let mut flush = |buf: &mut Vec<u8>, force: bool| -> std::io::Result<()> {
+            if force || buf.len() >= 60 * 1024 {
+                out.write_all(buf)?;
+                buf.clear();
+            }
+            Ok(())
+        };
+        match &self.pages {
+            Pages::Full { ids, cvs } => {
+                for (i, id) in ids.iter().enumerate() {
+                    buf.extend_from_slice(&id.0);
+                    if self.has_cvs {
+                        buf.extend_from_slice(&cvs[i].0);
+                    }
+                    flush(&mut buf, false)?;
+                }
+            }
+            Pages::Delta(e) => {
+                for c in e {
+                    buf.extend_from_slice(&c.pgno.to_le_bytes());
+                    buf.extend_from_slice(&c.id.0);
+                    if self.has_cvs {
+                        buf.extend_from_slice(&c.cv.0);
+                    }
+                    flush(&mut buf, false)?;
+                }
+            }
+        }
+        flush(&mut buf, true)
     }
 
     pub fn from_bytes(b: &[u8], what: &str) -> Result<PageMap> {
@@ -110,8 +202,14 @@ impl PageMap {
                 Error::config(what, format!("page map version {} is not supported", b[4])).fix("upgrade Lifeboat"),
             );
         }
+        if b[5] & !(FLAG_DELTA | FLAG_CVS) != 0 {
+            return Err(
+                Error::config(what, format!("page map flags {:#x} are not supported", b[5])).fix("upgrade Lifeboat"),
+            );
+        }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let delta = b[5] & FLAG_DELTA != 0;
+        let has_cvs = b[5] & FLAG_CVS != 0;
         let page_size = u32_at(8);
         let page_count = u32_at(12);
         let depth = u32_at(16);
@@ -120,51 +218,73 @@ impl PageMap {
         if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
             return Err(bad("invalid page size"));
         }
+        if has_cvs && !crate::treehash::supported(page_size) {
+            return Err(bad("chaining values with pages under 1 KiB"));
+        }
         if delta == parent.is_zero() || delta == (depth == 0) {
             return Err(bad("delta flag, depth and parent disagree"));
         }
+        let cv = if has_cvs { 32 } else { 0 };
         let body = &b[HEADER_LEN..];
+        let id_at = |c: &[u8], o: usize| Id(c[o..o + 32].try_into().unwrap());
         let pages = if delta {
-            if body.len() != n * 36 {
+            if body.len() != n * (36 + cv) {
                 return Err(bad("length does not match entry count"));
             }
-            let e: Vec<(u32, Id)> = body
-                .chunks_exact(36)
-                .map(|c| {
-                    (
-                        u32::from_le_bytes(c[..4].try_into().unwrap()),
-                        Id(c[4..].try_into().unwrap()),
-                    )
+            let e: Vec<Change> = body
+                .chunks_exact(36 + cv)
+                .map(|c| Change {
+                    pgno: u32::from_le_bytes(c[..4].try_into().unwrap()),
+                    id: id_at(c, 4),
+                    cv: if has_cvs { id_at(c, 36) } else { Id::ZERO },
                 })
                 .collect();
-            if e.iter().any(|(p, _)| *p == 0 || *p > page_count) || e.windows(2).any(|w| w[0].0 >= w[1].0) {
+            if e.iter().any(|c| c.pgno == 0 || c.pgno > page_count) || e.windows(2).any(|w| w[0].pgno >= w[1].pgno) {
                 return Err(bad("page numbers out of order or range"));
             }
             Pages::Delta(e)
         } else {
-            if n != page_count as usize || body.len() != n * 32 {
+            if n != page_count as usize || body.len() != n * (32 + cv) {
                 return Err(bad("full map does not list every page exactly once"));
             }
-            Pages::Full(body.chunks_exact(32).map(|c| Id(c.try_into().unwrap())).collect())
+            let ids = body.chunks_exact(32 + cv).map(|c| id_at(c, 0)).collect();
+            let cvs = if has_cvs {
+                body.chunks_exact(64).map(|c| id_at(c, 32)).collect()
+            } else {
+                Vec::new()
+            };
+            Pages::Full { ids, cvs }
         };
         Ok(PageMap {
             page_size,
             page_count,
             depth,
             parent,
+            has_cvs,
             pages,
         })
     }
 
-    /// Apply this map on top of `base` (the parent's resolved page list; empty
-    /// for a full map, which then simply becomes the list).
-    pub fn apply(self, base: &mut Vec<Id>) {
+    /// Apply this map on top of `base` (the parent's resolved list; empty for
+    /// a full map, which then simply becomes the list). Chaining values are
+    /// kept only when `keep_cvs`, to spare restore the memory.
+    pub fn apply(self, base: &mut PageList, keep_cvs: bool) {
+        let keep = keep_cvs && self.has_cvs;
         match self.pages {
-            Pages::Full(ids) => *base = ids,
+            Pages::Full { ids, cvs } => {
+                base.ids = ids;
+                base.cvs = if keep { cvs } else { Vec::new() };
+            }
             Pages::Delta(e) => {
-                base.resize(self.page_count as usize, Id::ZERO);
-                for (pgno, id) in e {
-                    base[pgno as usize - 1] = id;
+                base.ids.resize(self.page_count as usize, Id::ZERO);
+                if keep {
+                    base.cvs.resize(self.page_count as usize, Id::ZERO);
+                }
+                for c in e {
+                    base.ids[c.pgno as usize - 1] = c.id;
+                    if keep {
+                        base.cvs[c.pgno as usize - 1] = c.cv;
+                    }
                 }
             }
         }
@@ -175,57 +295,92 @@ impl PageMap {
 mod tests {
     use super::*;
 
-    fn ids(n: u8) -> Vec<Id> {
-        (0..n).map(|i| Id::of(&[i])).collect()
+    fn list(n: u8) -> PageList {
+        PageList {
+            ids: (0..n).map(|i| Id::of(&[i])).collect(),
+            cvs: (0..n).map(|i| Id::of(&[i, 9])).collect(),
+        }
     }
 
     #[test]
     fn delta_round_trip_and_resolution() {
-        let base = ids(10);
+        let base = list(10);
+        let changes = vec![
+            Change {
+                pgno: 4,
+                id: Id::of(b"changed"),
+                cv: Id::of(b"cv4"),
+            },
+            Change {
+                pgno: 11,
+                id: Id::of(b"grown"),
+                cv: Id::of(b"cv11"),
+            },
+        ];
         let mut next = base.clone();
-        next[3] = Id::of(b"changed");
-        next.push(Id::of(b"grown"));
-        let d = PageMap::against(4096, next.clone(), Id::of(b"parent"), 0, &base);
-        assert!(d.is_delta());
-        assert_eq!(
-            d.pages,
-            Pages::Delta(vec![(4, Id::of(b"changed")), (11, Id::of(b"grown"))])
-        );
+        next.apply_changes(11, &changes);
+        let d = PageMap::from_changes(4096, Id::of(b"parent"), 0, next.clone(), changes.clone());
+        assert_eq!(d.pages, Pages::Delta(changes));
+        assert_eq!(next.ids[3], Id::of(b"changed"));
+        assert_eq!(next.cvs[10], Id::of(b"cv11"));
         let back = PageMap::from_bytes(&d.to_bytes(), "t").unwrap();
         assert_eq!(back, d);
         let mut resolved = base.clone();
-        back.apply(&mut resolved);
+        back.apply(&mut resolved, true);
         assert_eq!(resolved, next);
+        let mut ids_only = base.clone();
+        PageMap::from_bytes(&d.to_bytes(), "t")
+            .unwrap()
+            .apply(&mut ids_only, false);
+        assert_eq!(ids_only.ids, next.ids);
     }
 
     #[test]
-    fn full_round_trip() {
-        let m = PageMap::full(1024, ids(7));
+    fn full_round_trip_with_and_without_cvs() {
+        let m = PageMap::full(1024, list(7));
+        assert!(m.has_cvs);
         let back = PageMap::from_bytes(&m.to_bytes(), "t").unwrap();
         assert_eq!(back, m);
-        let mut r = Vec::new();
-        back.apply(&mut r);
-        assert_eq!(r, ids(7));
+        let mut r = PageList::default();
+        back.apply(&mut r, true);
+        assert_eq!(r, list(7));
+
+        let small = PageMap::full(
+            512,
+            PageList {
+                ids: list(3).ids,
+                cvs: vec![],
+            },
+        );
+        assert!(!small.has_cvs);
+        assert_eq!(PageMap::from_bytes(&small.to_bytes(), "t").unwrap(), small);
     }
 
     #[test]
     fn shrinking_and_mostly_changed_maps() {
-        let base = ids(10);
-        let shrunk = base[..6].to_vec();
-        let d = PageMap::against(4096, shrunk.clone(), Id::of(b"p"), 3, &base);
+        let mut next = list(10);
+        next.apply_changes(6, &[]);
+        let d = PageMap::from_changes(4096, Id::of(b"p"), 3, next.clone(), vec![]);
         assert_eq!(d.pages, Pages::Delta(vec![]));
-        let mut r = base.clone();
-        d.apply(&mut r);
-        assert_eq!(r, shrunk);
+        assert_eq!(next.ids, list(10).ids[..6]);
+        let mut r = list(10);
+        d.apply(&mut r, true);
+        assert_eq!(r, next);
 
-        let other: Vec<Id> = (0..10u8).map(|i| Id::of(&[i, 1])).collect();
-        assert!(!PageMap::against(4096, other, Id::of(b"p"), 0, &base).is_delta());
-        assert!(!PageMap::against(4096, base.clone(), Id::of(b"p"), MAX_DEPTH, &base).is_delta());
+        let all: Vec<Change> = (1..=10u32)
+            .map(|p| Change {
+                pgno: p,
+                id: Id::of(&p.to_le_bytes()),
+                cv: Id::ZERO,
+            })
+            .collect();
+        assert!(!PageMap::from_changes(4096, Id::of(b"p"), 0, list(10), all).is_delta());
+        assert!(!PageMap::from_changes(4096, Id::of(b"p"), MAX_DEPTH, list(10), vec![]).is_delta());
     }
 
     #[test]
     fn rejects_corruption() {
-        let m = PageMap::full(4096, ids(4));
+        let m = PageMap::full(4096, list(4));
         let mut b = m.to_bytes();
         b.truncate(b.len() - 1);
         assert!(PageMap::from_bytes(&b, "t").is_err());
@@ -233,7 +388,13 @@ mod tests {
         b[52] = 9;
         assert!(PageMap::from_bytes(&b, "t").is_err());
         let mut b = m.to_bytes();
-        b[5] = FLAG_DELTA;
+        b[5] |= FLAG_DELTA;
         assert!(PageMap::from_bytes(&b, "t").is_err());
+        let mut b = m.to_bytes();
+        b[5] |= 0x80;
+        assert_eq!(
+            PageMap::from_bytes(&b, "t").unwrap_err().kind,
+            crate::error::ErrorKind::Config
+        );
     }
 }

@@ -1,13 +1,17 @@
-//! Accumulates new blobs into packs and, at the end, one index file for them.
-//! Order of durability: each pack is fsynced and renamed into place before the
-//! index naming it is written; the caller writes the manifest only after
-//! `finish` returns.
+//! Accumulates new blobs into packs, and packs into index files.
+//! Order of durability: sealed packs wait in the staging directory with
+//! writeback started; every `INDEX_EVERY` blobs (and at `finish`) they are
+//! fsynced and renamed into place, and only then is the index file naming
+//! them written. The caller writes the manifest only after `finish` returns.
+//! Publishing in groups keeps fsync off the capture pipeline's critical path
+//! and bounds the entries held in memory; the index files written along the
+//! way let a later run reuse the packs of an interrupted one.
 
 use std::collections::HashSet;
 
 use super::Repository;
 use super::index::{IndexFile, IndexedPack};
-use super::pack::{BlobType, PackWriter, pack_key};
+use super::pack::{BlobType, FinishedPack, Member, PackWriter, pack_key};
 use crate::error::Result;
 use crate::id::Id;
 
@@ -25,9 +29,15 @@ pub struct BlobWriter<'r> {
     /// 128-bit id prefixes stored by this run: half the memory of full ids,
     /// and a false match needs a 2^-128 coincidence.
     written: HashSet<u128>,
-    index: IndexFile,
+    /// Sealed packs not yet published.
+    sealed: Vec<FinishedPack>,
+    sealed_blobs: usize,
     pub stats: WriteStats,
 }
+
+/// Blobs per index file: bounds memory (~3.4 MiB of entries) and how much an
+/// interrupted run leaves unindexed.
+const INDEX_EVERY: usize = 65536;
 
 impl<'r> BlobWriter<'r> {
     pub fn new(repo: &'r Repository) -> Self {
@@ -35,7 +45,8 @@ impl<'r> BlobWriter<'r> {
             repo,
             current: None,
             written: HashSet::new(),
-            index: IndexFile::default(),
+            sealed: Vec::new(),
+            sealed_blobs: 0,
             stats: WriteStats::default(),
         }
     }
@@ -45,29 +56,83 @@ impl<'r> BlobWriter<'r> {
         self.repo.has_blob(id) || self.written.contains(&prefix(id))
     }
 
-    /// Add an enveloped blob unless it is already stored.
+    /// Add one enveloped blob as its own frame, unless it is already stored.
     pub fn add(&mut self, kind: BlobType, id: Id, encoded: &[u8], raw_len: usize) -> Result<()> {
-        self.add_parts(kind, id, &[encoded], raw_len)
+        let member = Member {
+            kind,
+            id,
+            blob_offset: 0,
+            raw_length: raw_len as u32,
+        };
+        self.add_frame(&[encoded], &[member])
     }
 
     /// Add `data` uncompressed (raw envelope), for blobs that do not compress,
     /// such as page maps full of random ids; avoids a compressed copy.
     pub fn add_raw(&mut self, kind: BlobType, id: Id, data: &[u8]) -> Result<()> {
-        self.add_parts(kind, id, &[&[crate::codec::TAG_RAW], data], data.len())
+        let member = Member {
+            kind,
+            id,
+            blob_offset: 0,
+            raw_length: data.len() as u32,
+        };
+        self.add_frame(&[&[crate::codec::TAG_RAW], data], &[member])
     }
 
-    fn add_parts(&mut self, kind: BlobType, id: Id, parts: &[&[u8]], raw_len: usize) -> Result<()> {
+    /// Add one blob of `raw_len` bytes, raw, written by `fill` straight into
+    /// the pack (for large page maps, which are never held twice).
+    pub fn add_raw_streamed(
+        &mut self,
+        kind: BlobType,
+        id: Id,
+        raw_len: usize,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         if self.has(&id) {
             return Ok(());
         }
         if self.current.is_none() {
             self.current = Some(PackWriter::create(self.repo.staging_dir())?);
         }
+        let member = Member {
+            kind,
+            id,
+            blob_offset: 0,
+            raw_length: raw_len as u32,
+        };
         let pack = self.current.as_mut().expect("just created");
-        pack.add(kind, id, parts, raw_len)?;
+        pack.add_streamed(&[member], &mut |w| {
+            w.write_all(&[crate::codec::TAG_RAW])?;
+            fill(w)
+        })?;
         self.written.insert(prefix(&id));
         self.stats.new_blobs += 1;
         self.stats.raw_bytes += raw_len as u64;
+        self.stats.stored_bytes += raw_len as u64 + 1;
+        if pack.size() >= self.repo.config.pack_size {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Add a frame (its envelope given as `parts`) holding `members`. Members
+    /// already stored are not indexed again; a frame with no new member is
+    /// not written at all.
+    pub fn add_frame(&mut self, parts: &[&[u8]], members: &[Member]) -> Result<()> {
+        let fresh: Vec<Member> = members.iter().filter(|m| !self.has(&m.id)).copied().collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            self.current = Some(PackWriter::create(self.repo.staging_dir())?);
+        }
+        let pack = self.current.as_mut().expect("just created");
+        pack.add(parts, &fresh)?;
+        for m in &fresh {
+            self.written.insert(prefix(&m.id));
+            self.stats.raw_bytes += m.raw_length as u64;
+        }
+        self.stats.new_blobs += fresh.len() as u64;
         self.stats.stored_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
         if pack.size() >= self.repo.config.pack_size {
             self.seal()?;
@@ -82,29 +147,47 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         let done = pack.finish()?;
-        self.repo.storage.put_file(&pack_key(&done.id), &done.path)?;
-        tracing::debug!(event = "pack.written", pack = %done.id.short(), bytes = done.size, blobs = done.entries.len());
         self.stats.packs += 1;
-        self.index.packs.push(IndexedPack {
-            id: done.id,
-            size: done.size,
-            blobs: done.entries,
-        });
+        self.sealed_blobs += done.entries.len();
+        self.sealed.push(done);
+        if self.sealed_blobs >= INDEX_EVERY {
+            self.publish()?;
+        }
         Ok(())
     }
 
-    /// Seal the open pack and write the index for everything added.
+    /// Make sealed packs durable and visible, then index them.
+    fn publish(&mut self) -> Result<()> {
+        if self.sealed.is_empty() {
+            return Ok(());
+        }
+        let mut index = IndexFile::default();
+        for done in self.sealed.drain(..) {
+            self.repo.storage.put_file(&pack_key(&done.id), &done.path)?;
+            tracing::debug!(event = "pack.written", pack = %done.id.short(), bytes = done.size, blobs = done.entries.len());
+            index.packs.push(IndexedPack {
+                id: done.id,
+                size: done.size,
+                blobs: done.entries,
+            });
+        }
+        self.sealed_blobs = 0;
+        self.repo.write_index(&index)?;
+        Ok(())
+    }
+
+    /// Expect about `n` more blobs, so the set of written ids is sized once
+    /// instead of doubling (and briefly holding both tables) as it grows.
+    pub fn reserve(&mut self, n: usize) {
+        self.written.reserve(n);
+    }
+
+    /// Seal the open pack, publish every pack and index them.
     pub fn finish(mut self) -> Result<WriteStats> {
         self.seal()?;
-        if !self.index.packs.is_empty() {
-            self.repo.write_index(&self.index)?;
-        }
+        self.publish()?;
         Ok(self.stats)
     }
-}
-
-fn prefix(id: &Id) -> u128 {
-    u128::from_le_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
 
 impl Drop for BlobWriter<'_> {
@@ -112,5 +195,12 @@ impl Drop for BlobWriter<'_> {
         if let Some(p) = self.current.take() {
             p.abandon();
         }
+        for done in self.sealed.drain(..) {
+            let _ = std::fs::remove_file(&done.path);
+        }
     }
+}
+
+fn prefix(id: &Id) -> u128 {
+    u128::from_le_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
