@@ -86,7 +86,7 @@ mod tests {
         a.push(b);
         ids = a.clone();
         a.sort();
-        ids.sort_by(|x, y| x.0.cmp(&y.0));
+        ids.sort_by_key(|x| x.0);
         assert_eq!(a, ids);
     }
 }

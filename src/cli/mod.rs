@@ -172,8 +172,11 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => LevelFilter::INFO,
         _ => LevelFilter::DEBUG,
     };
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_max_level(level)
         .with_target(false)
         .without_time()
