@@ -3,7 +3,7 @@
 //! Layout (docs/FORMAT.md, "Pack file"):
 //! `frame*  header-envelope  header_len:u32le  "LBPK"`.
 //! A frame is one envelope holding one or more blobs back to back (pages
-//! share frames of up to 64 KiB, so zstd sees more than 4 KiB at a time).
+//! share frames of up to 16 pages, so zstd sees more than one page at a time).
 //! The header lists every blob so a pack can be re-indexed on its own.
 
 use std::fs::File;

@@ -119,7 +119,14 @@ impl<'r> BlobWriter<'r> {
     /// already stored are not indexed again; a frame with no new member is
     /// not written at all.
     pub fn add_frame(&mut self, parts: &[&[u8]], members: &[Member]) -> Result<()> {
-        let fresh: Vec<Member> = members.iter().filter(|m| !self.has(&m.id)).copied().collect();
+        // Within the frame too: a page repeated in one batch (zeroed pages,
+        // say) is indexed once.
+        let mut fresh: Vec<Member> = Vec::with_capacity(members.len());
+        for m in members {
+            if !self.has(&m.id) && !fresh.iter().any(|f| f.id == m.id) {
+                fresh.push(*m);
+            }
+        }
         if fresh.is_empty() {
             return Ok(());
         }

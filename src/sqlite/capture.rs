@@ -75,6 +75,9 @@ pub fn open(path: &Path, schema_query: &str) -> Result<Pending> {
                 .event("snapshot.not_sqlite"),
         );
     }
+    // SQLite follows symlinks and keeps the WAL beside the real file; so must
+    // we, or a WAL full of committed pages would go unseen.
+    let path = &std::fs::canonicalize(path).at(path)?;
     let file = File::open(path).at(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).at_db(path)?;

@@ -41,8 +41,10 @@ impl WalHeader {
             checksum1: be(24),
             checksum2: be(28),
         };
-        // A page size of 65536 is stored as 1.
-        let ps_ok = h.page_size == 1 || (h.page_size.is_power_of_two() && (512..=32768).contains(&h.page_size));
+        // The WAL header's field is 32 bits wide and holds 65536 as is (the
+        // "1 means 65536" encoding belongs to the database header's 16-bit
+        // field); 1 is accepted too, defensively.
+        let ps_ok = h.page_size == 1 || (h.page_size.is_power_of_two() && (512..=65536).contains(&h.page_size));
         ((h.magic == MAGIC_LE || h.magic == MAGIC_BE) && h.version == 3_007_000 && ps_ok).then_some(h)
     }
 
@@ -54,7 +56,9 @@ impl WalHeader {
 /// Page numbers of every frame carrying the current header's salts, valid or
 /// not, committed or not. Over-inclusion is harmless to a caller that reads
 /// those pages through SQLite; what matters is that no page with a frame in
-/// the reader's snapshot is missed. `None` if there is no usable WAL.
+/// the reader's snapshot is missed. `None` when there is no WAL or it is too
+/// short to hold a header (so it holds no frame); an error when a header is
+/// there but not understood, so the caller never mistakes it for empty.
 pub fn pages_with_frames(wal_path: &Path, page_size: u32) -> Result<Option<HashSet<u32>>> {
     let file = match File::open(wal_path) {
         Ok(f) => f,
@@ -67,7 +71,7 @@ pub fn pages_with_frames(wal_path: &Path, page_size: u32) -> Result<Option<HashS
         return Ok(None);
     }
     let Some(header) = WalHeader::parse(&hb) else {
-        return Ok(None);
+        return Err(Error::bad_data(wal_path.display(), "WAL header not recognised"));
     };
     if header.page_size() != page_size {
         return Err(Error::bad_data(
