@@ -395,9 +395,6 @@ const READ_SPAN: u64 = 2 << 20;
 /// Largest run of consecutive pages written with one pwrite.
 const RUN_BYTES: usize = 1 << 20;
 
-/// Restored bytes between requests to start writeback.
-const WRITEBACK_EVERY: u64 = 64 << 20;
-
 fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
     let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
@@ -500,7 +497,6 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
         }
         // Reader: coalesce neighbouring blobs of a pack into large reads.
         let mut i = 0;
-        let mut since_writeback = 0u64;
         while i < rows.len() && failure.lock().expect("failure slot").is_none() {
             let (pack, base) = (rows[i].pack, rows[i].offset as u64);
             let mut j = i;
@@ -513,12 +509,6 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                 j += 1;
             }
             let key = pack_key(&repo.index.pack(pack).0);
-            since_writeback += (j - i) as u64 * ps;
-            if since_writeback >= WRITEBACK_EVERY {
-                // Keep the disk busy as pages arrive, so the final fsync is short.
-                crate::fsutil::start_writeback(&file);
-                since_writeback = 0;
-            }
             match repo.storage.read_range(&key, base, end - base) {
                 Ok(buf) => {
                     if tx.send((buf, base, &rows[i..j], key)).is_err() {
@@ -539,7 +529,10 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     }
     progress.end();
 
-    // Start writeback now and check the file while the disk catches up: the
+    // Writeback starts only now, with every page in place, so the kernel's
+    // delayed allocation lays the file out in one piece (flushing earlier
+    // split it around the pages a delta restore fills in last). Then check
+    // the file while the disk catches up: the
     // whole-file BLAKE3 and integrity_check run side by side from the page
     // cache, and the fsync that must precede the rename comes last.
     crate::fsutil::start_writeback(&file);
