@@ -88,6 +88,18 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// [`Decoder::decode`] taking ownership: a raw envelope is unwrapped in
+    /// place, so a large raw blob (a page map) is never held twice.
+    pub fn decode_vec(&mut self, mut data: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+        if data.first() == Some(&TAG_RAW) {
+            data.drain(..1);
+            return Ok(data);
+        }
+        self.decode(&data, what)
+    }
+}
+
 /// One-shot helpers for small objects (config, index, manifests).
 pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     Encoder::new(level).encode(data)

@@ -353,29 +353,16 @@ fn capture_database(
                 "capture pipeline stopped",
             )
         };
-        let mut batch = Batch {
-            first_pgno: 1,
-            data: free_rx.recv().map_err(|_| stopped())?,
-        };
-        let read = db.for_each_page(|pgno, data| {
-            if !use_cvs {
-                whole.update(data);
-            }
-            batch.data.extend_from_slice(data);
-            if batch.data.len() == BATCH_PAGES * page_size {
-                let next = Batch {
-                    first_pgno: pgno + 1,
-                    data: free_rx.recv().map_err(|_| stopped())?,
-                };
-                work_tx
-                    .send(std::mem::replace(&mut batch, next))
-                    .map_err(|_| stopped())?;
-            }
-            Ok(())
-        });
-        if read.is_ok() && !batch.data.is_empty() {
-            let _ = work_tx.send(batch);
-        }
+        let read = db.read_batches(
+            BATCH_PAGES as u32,
+            || free_rx.recv().map_err(|_| stopped()),
+            |first_pgno, data| {
+                if !use_cvs {
+                    whole.update(&data);
+                }
+                work_tx.send(Batch { first_pgno, data }).map_err(|_| stopped())
+            },
+        );
         drop(work_tx);
         let collected = collector.join().expect("collector thread");
         // A collector failure (disk full, say) is the root cause of a read
@@ -509,9 +496,8 @@ fn hash_worker(
             }
         }
         seal(&mut pending, &mut members, &mut encoded);
-        let mut data = batch.data;
-        data.clear();
-        let _ = free.send(data);
+        // Returned as is: the reader overwrites it whole.
+        let _ = free.send(batch.data);
         if tx
             .send(Hashed {
                 pages,

@@ -227,8 +227,7 @@ impl Repository {
         let (pack, _) = self.index.pack(loc.pack);
         let key = pack_key(&pack);
         let raw = self.storage.read_range(&key, loc.offset as u64, loc.length as u64)?;
-        let mut frame = decoder.decode(&raw, &key)?;
-        drop(raw);
+        let mut frame = decoder.decode_vec(raw, &key)?;
         let (start, len) = (loc.blob_offset as usize, loc.raw_length as usize);
         if start.checked_add(len).is_none_or(|end| end > frame.len()) {
             return Err(Error::bad_data(

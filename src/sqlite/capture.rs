@@ -172,24 +172,47 @@ fn direct_reading(path: &Path, file: File, page_size: u32, journal_mode: &str) -
 }
 
 impl OpenDatabase {
-    /// Visit every page in order, inside the open read transaction.
-    pub fn for_each_page(&self, mut visit: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<()> {
+    /// Read every page in order, inside the open read transaction, in
+    /// batches of `batch_pages`: each batch is read into a buffer from
+    /// `buffer` (reused, so no allocation per batch) and handed to `emit`
+    /// with its first page number.
+    pub fn read_batches(
+        &self,
+        batch_pages: u32,
+        mut buffer: impl FnMut() -> Result<Vec<u8>>,
+        mut emit: impl FnMut(u32, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let ps = self.page_size as usize;
+        let Some((file, wal_pages)) = &self.direct else {
+            let mut first = 1u32;
+            let mut buf = buffer()?;
+            buf.clear();
+            self.for_each_page_via_sqlite(|pgno, page| {
+                buf.extend_from_slice(page);
+                if buf.len() == batch_pages as usize * ps {
+                    let next = buffer()?;
+                    emit(first, std::mem::replace(&mut buf, next))?;
+                    buf.clear();
+                    first = pgno + 1;
+                }
+                Ok(())
+            })?;
+            return if buf.is_empty() { Ok(()) } else { emit(first, buf) };
+        };
         let mut by_pgno = self
             .conn
             .prepare("SELECT data FROM sqlite_dbpage('main') WHERE pgno = ?1")
             .map_err(|e| self.dbpage_error(e))?;
-        let Some((file, wal_pages)) = &self.direct else {
-            return self.for_each_page_via_sqlite(visit);
-        };
-        let ps = self.page_size as usize;
-        const CHUNK_PAGES: u32 = 256;
-        let mut buf = vec![0u8; CHUNK_PAGES as usize * ps];
         let mut first = 1u32;
         while first <= self.page_count {
-            let n = CHUNK_PAGES.min(self.page_count - first + 1);
+            let n = batch_pages.min(self.page_count - first + 1);
             let want = n as usize * ps;
+            let mut buf = buffer()?;
+            // Buffers come back full-sized from earlier batches: resizing
+            // only zero-fills the first time.
+            buf.resize(want, 0);
             // Pages past the file's end live only in the WAL; read what exists.
-            let got = read_full_at(file, &mut buf[..want], (first as u64 - 1) * ps as u64).at(&self.path)?;
+            let got = read_full_at(file, &mut buf, (first as u64 - 1) * ps as u64).at(&self.path)?;
             for i in 0..n {
                 let pgno = first + i;
                 let at = i as usize * ps;
@@ -198,11 +221,10 @@ impl OpenDatabase {
                     if page.len() != ps {
                         return Err(Error::bad_data(self.path.display(), format!("page {pgno} read short")));
                     }
-                    visit(pgno, &page)?;
-                } else {
-                    visit(pgno, &buf[at..at + ps])?;
+                    buf[at..at + ps].copy_from_slice(&page);
                 }
             }
+            emit(first, buf)?;
             first += n;
         }
         Ok(())
