@@ -726,6 +726,8 @@ struct Results {
     lb_restore: Option<(f64, f64)>,
     peer_restore: Option<(f64, f64)>,
     restore_identical: bool,
+    /// (lifeboat, peer) wall seconds of each restore round, in order.
+    restore_rounds: Vec<(f64, f64)>,
     restic_repo_version: Option<String>,
     /// Wall seconds and peak RSS MiB of `true`, measured the same way.
     baseline: (f64, f64),
@@ -1048,6 +1050,7 @@ fn run(args: &Args) -> Res<()> {
             lb_runs[round].0.secs(),
             d.secs() + ic.secs()
         );
+        r.restore_rounds.push((lb_runs[round].0.secs(), d.secs() + ic.secs()));
         peer_runs.push((d, ic, peer_len));
     }
     let lb_rss = lb_runs.iter().map(|(m, _)| m.rss_mib()).fold(0.0, f64::max);
@@ -1419,6 +1422,15 @@ fn render(args: &Args, tools: &Tools, r: &Results) -> Report {
         "- Restored database byte-identical to the source: {}",
         if r.restore_identical { "yes" } else { "**no**" }
     );
+    if !r.restore_rounds.is_empty() {
+        let rounds: Vec<String> = r
+            .restore_rounds
+            .iter()
+            .enumerate()
+            .map(|(i, (lb, peer))| format!("round {}: lifeboat {lb:.2} s, peer {peer:.2} s", i + 1))
+            .collect();
+        let _ = writeln!(doc, "- Restore rounds (medians in the table): {}", rounds.join("; "));
+    }
     let _ = writeln!(doc, "\n## Results\n\n{table}");
     let _ = writeln!(doc, "## Every measured command\n\n{raw}");
     let _ = writeln!(
