@@ -135,13 +135,6 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether a process with this pid exists on this host.
-pub fn pid_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// `YYYYMMDDTHHMMSSZ` for directory names that sort by time.
 pub fn compact_timestamp(t: jiff::Timestamp) -> String {
     t.strftime("%Y%m%dT%H%M%SZ").to_string()

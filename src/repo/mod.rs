@@ -19,7 +19,7 @@ use crate::storage::{LockGuard, LockHolder, Storage};
 use config::RepoConfig;
 use index::{Index, IndexFile};
 use manifest::{Manifest, snapshot_key};
-use pack::{BlobType, pack_key};
+use pack::pack_key;
 
 pub struct Repository {
     pub storage: Arc<dyn Storage>,
@@ -352,14 +352,8 @@ impl Repository {
     }
 }
 
-/// Blob types the pack writer accepts, re-exported for callers.
-pub use pack::BlobType as Kind;
-
 impl Repository {
     pub fn has_blob(&self, id: &Id) -> bool {
         self.index.contains(id)
-    }
-    pub fn blob_kind(&self, id: &Id) -> Option<BlobType> {
-        self.index.get(id).map(|l| l.kind)
     }
 }

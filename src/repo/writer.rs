@@ -67,18 +67,6 @@ impl<'r> BlobWriter<'r> {
         self.add_frame(&[encoded], &[member])
     }
 
-    /// Add `data` uncompressed (raw envelope), for blobs that do not compress,
-    /// such as page maps full of random ids; avoids a compressed copy.
-    pub fn add_raw(&mut self, kind: BlobType, id: Id, data: &[u8]) -> Result<()> {
-        let member = Member {
-            kind,
-            id,
-            blob_offset: 0,
-            raw_length: data.len() as u32,
-        };
-        self.add_frame(&[&[crate::codec::TAG_RAW], data], &[member])
-    }
-
     /// Add one blob of `raw_len` bytes, raw, written by `fill` straight into
     /// the pack (for large page maps, which are never held twice).
     pub fn add_raw_streamed(
