@@ -250,10 +250,15 @@ impl Repository {
         Ok(data)
     }
 
-    pub fn read_pagemap(&self, id: &Id) -> Result<pagemap::PageMap> {
+    pub fn read_pagemap(&self, id: &Id, keep_cvs: bool) -> Result<pagemap::PageMap> {
         let mut dec = codec::Decoder::default();
         let data = self.read_blob(id, &mut dec)?;
-        pagemap::PageMap::from_bytes(&data, &format!("page map {}", id.short()))
+        let what = format!("page map {}", id.short());
+        if keep_cvs {
+            pagemap::PageMap::from_bytes(&data, &what)
+        } else {
+            pagemap::PageMap::from_bytes_without_cvs(&data, &what)
+        }
     }
 
     /// Follow a page map's parent chain and return the full page list, with
@@ -262,7 +267,7 @@ impl Repository {
         let mut chain = Vec::new();
         let mut next = *id;
         loop {
-            let map = self.read_pagemap(&next)?;
+            let map = self.read_pagemap(&next, keep_cvs)?;
             let parent = map.parent;
             chain.push(map);
             if parent.is_zero() {
