@@ -18,7 +18,7 @@ use crate::repo::manifest::{DirectorySource, Entry, EntryKind, FileSource, Manif
 use crate::repo::pack::{BlobType, Member};
 use crate::repo::pagemap::{Change, PageList, PageMap};
 use crate::repo::writer::BlobWriter;
-use crate::sqlite::capture::{self, OpenDatabase, PageRun};
+use crate::sqlite::capture::{self, OpenDatabase};
 
 /// What to capture, as resolved from the command line or the config.
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ pub fn abs_string(p: &Path) -> String {
 /// A batch of consecutive pages, read inside the transaction.
 struct Batch {
     first_pgno: u32,
-    run: PageRun,
+    data: Vec<u8>,
 }
 
 /// Its result: the pages whose id differs from the parent snapshot's (every
@@ -356,13 +356,11 @@ fn capture_database(
         let read = db.read_batches(
             BATCH_PAGES as u32,
             || free_rx.recv().map_err(|_| stopped()),
-            |first_pgno, run| {
+            |first_pgno, data| {
                 if !use_cvs {
-                    for i in 0..run.len_bytes() / page_size {
-                        whole.update(run.page(i, page_size));
-                    }
+                    whole.update(&data);
                 }
-                work_tx.send(Batch { first_pgno, run }).map_err(|_| stopped())
+                work_tx.send(Batch { first_pgno, data }).map_err(|_| stopped())
             },
         );
         drop(work_tx);
@@ -457,7 +455,7 @@ fn hash_worker(
             Ok(b) => b,
             Err(_) => return,
         };
-        let pages = batch.run.len_bytes() / page_size;
+        let pages = batch.data.len() / page_size;
         let mut changed = Vec::new();
         let mut frames = Vec::new();
         let mut encoded = Vec::new();
@@ -469,8 +467,7 @@ fn hash_worker(
                 pending.clear();
             }
         };
-        for i in 0..pages {
-            let page = batch.run.page(i, page_size);
+        for (i, page) in batch.data.chunks_exact(page_size).enumerate() {
             let pgno = batch.first_pgno + i as u32;
             let id = Id::of(page);
             if parent.get(pgno as usize - 1) == Some(&id) {
@@ -500,9 +497,7 @@ fn hash_worker(
         }
         seal(&mut pending, &mut members, &mut encoded);
         // Returned as is: the reader overwrites it whole.
-        if let Some(buf) = batch.run.into_buffer() {
-            let _ = free.send(buf);
-        }
+        let _ = free.send(batch.data);
         if tx
             .send(Hashed {
                 pages,

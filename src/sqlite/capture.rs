@@ -171,59 +171,16 @@ fn direct_reading(path: &Path, file: File, page_size: u32, journal_mode: &str) -
     Some((file, wal_pages))
 }
 
-/// A run of consecutive pages read inside the transaction.
-pub enum PageRun {
-    /// Read into a (pooled) buffer.
-    Owned(Vec<u8>),
-    /// A read-only window onto the database file, hashed in place with no
-    /// copy, and the pages in it that had to come through SQLite instead
-    /// (index within the window, content).
-    Mapped {
-        map: memmap2::Mmap,
-        patches: Vec<(usize, Vec<u8>)>,
-    },
-}
-
-impl PageRun {
-    pub fn len_bytes(&self) -> usize {
-        match self {
-            PageRun::Owned(v) => v.len(),
-            PageRun::Mapped { map, .. } => map.len(),
-        }
-    }
-
-    /// Page `i` of the run.
-    pub fn page(&self, i: usize, page_size: usize) -> &[u8] {
-        match self {
-            PageRun::Owned(v) => &v[i * page_size..(i + 1) * page_size],
-            PageRun::Mapped { map, patches } => match patches.iter().find(|(j, _)| *j == i) {
-                Some((_, p)) => p,
-                None => &map[i * page_size..(i + 1) * page_size],
-            },
-        }
-    }
-
-    /// The buffer back, for the pool; a window is simply unmapped.
-    pub fn into_buffer(self) -> Option<Vec<u8>> {
-        match self {
-            PageRun::Owned(v) => Some(v),
-            PageRun::Mapped { .. } => None,
-        }
-    }
-}
-
 impl OpenDatabase {
-    /// Read every page in order, inside the open read transaction, in runs
-    /// of `batch_pages` handed to `emit` with their first page number. With
-    /// direct reading each run is a read-only window onto the file (no copy;
-    /// unmapped when dropped, so resident memory stays bounded by the runs in
-    /// flight); otherwise, and for a window past the file's end, it is read
-    /// into a buffer from `buffer`, reused so nothing is allocated per run.
+    /// Read every page in order, inside the open read transaction, in
+    /// batches of `batch_pages`: each batch is read into a buffer from
+    /// `buffer` (reused, so no allocation per batch) and handed to `emit`
+    /// with its first page number.
     pub fn read_batches(
         &self,
         batch_pages: u32,
         mut buffer: impl FnMut() -> Result<Vec<u8>>,
-        mut emit: impl FnMut(u32, PageRun) -> Result<()>,
+        mut emit: impl FnMut(u32, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let ps = self.page_size as usize;
         let Some((file, wal_pages)) = &self.direct else {
@@ -234,24 +191,13 @@ impl OpenDatabase {
                 buf.extend_from_slice(page);
                 if buf.len() == batch_pages as usize * ps {
                     let next = buffer()?;
-                    emit(first, PageRun::Owned(std::mem::replace(&mut buf, next)))?;
+                    emit(first, std::mem::replace(&mut buf, next))?;
                     buf.clear();
                     first = pgno + 1;
                 }
                 Ok(())
             })?;
-            return if buf.is_empty() {
-                Ok(())
-            } else {
-                emit(first, PageRun::Owned(buf))
-            };
-        };
-        let read_page = |by_pgno: &mut rusqlite::Statement, pgno: u32| -> Result<Vec<u8>> {
-            let page: Vec<u8> = by_pgno.query_row([pgno], |r| r.get(0)).at_db(&self.path)?;
-            if page.len() != ps {
-                return Err(Error::bad_data(self.path.display(), format!("page {pgno} read short")));
-            }
-            Ok(page)
+            return if buf.is_empty() { Ok(()) } else { emit(first, buf) };
         };
         let mut by_pgno = self
             .conn
@@ -261,34 +207,6 @@ impl OpenDatabase {
         while first <= self.page_count {
             let n = batch_pages.min(self.page_count - first + 1);
             let want = n as usize * ps;
-            let offset = (first as u64 - 1) * ps as u64;
-            let file_len = file.metadata().at(&self.path)?.len();
-            if offset + want as u64 <= file_len {
-                // SAFETY: a read-only private view of a range inside the file.
-                // SQLite never writes a page of our snapshot into the file
-                // while our read transaction is open (module docs), and a
-                // checkpoint cannot shrink the file below our snapshot; only
-                // an outside process truncating a live database could make
-                // this view fault.
-                let mapped = unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(offset)
-                        .len(want)
-                        .populate()
-                        .map(file)
-                };
-                if let Ok(map) = mapped {
-                    let mut patches = Vec::new();
-                    for i in 0..n {
-                        if wal_pages.contains(&(first + i)) {
-                            patches.push((i as usize, read_page(&mut by_pgno, first + i)?));
-                        }
-                    }
-                    emit(first, PageRun::Mapped { map, patches })?;
-                    first += n;
-                    continue;
-                }
-            }
             let mut buf = buffer()?;
             // Buffers come back full-sized from earlier batches: resizing
             // only zero-fills the first time.
@@ -299,10 +217,14 @@ impl OpenDatabase {
                 let pgno = first + i;
                 let at = i as usize * ps;
                 if wal_pages.contains(&pgno) || at + ps > got {
-                    buf[at..at + ps].copy_from_slice(&read_page(&mut by_pgno, pgno)?);
+                    let page: Vec<u8> = by_pgno.query_row([pgno], |r| r.get(0)).at_db(&self.path)?;
+                    if page.len() != ps {
+                        return Err(Error::bad_data(self.path.display(), format!("page {pgno} read short")));
+                    }
+                    buf[at..at + ps].copy_from_slice(&page);
                 }
             }
-            emit(first, PageRun::Owned(buf))?;
+            emit(first, buf)?;
             first += n;
         }
         Ok(())
