@@ -150,11 +150,7 @@ pub fn restore(
     let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
     let commit = (|| -> Result<()> {
         for (stage, p) in &staged {
-            let mut in_way = vec![p.dest.clone()];
-            if matches!(p.source, Source::Sqlite(_)) {
-                in_way.extend(crate::sqlite::sidecar_paths(&p.dest));
-            }
-            for path in in_way {
+            for path in in_the_way(p) {
                 if fs::symlink_metadata(&path).is_err() {
                     continue;
                 }
@@ -252,6 +248,16 @@ fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
     Ok(plans)
 }
 
+/// What restoring `p` would replace: the destination and, for a database,
+/// its sidecars (a stale `-wal` beside a restored database would be replayed).
+fn in_the_way(p: &Plan) -> Vec<PathBuf> {
+    let mut paths = vec![p.dest.clone()];
+    if matches!(p.source, Source::Sqlite(_)) {
+        paths.extend(crate::sqlite::sidecar_paths(&p.dest));
+    }
+    paths
+}
+
 /// Where to stage `p`: beside its destination, or beside the outermost other
 /// destination containing it, which is itself replaced during the commit.
 fn staging_parent(p: &Plan, plans: &[Plan]) -> PathBuf {
@@ -305,10 +311,7 @@ fn preflight(plans: &[Plan], target: &Target, force: bool) -> Result<()> {
                 .event("restore.target_not_empty"));
     }
     for p in plans {
-        let mut in_way: Vec<PathBuf> = vec![p.dest.clone()];
-        if matches!(p.source, Source::Sqlite(_)) {
-            in_way.extend(crate::sqlite::sidecar_paths(&p.dest));
-        }
+        let in_way = in_the_way(p);
         if let Source::Sqlite(_) = p.source {
             for path in &in_way {
                 let holders = crate::fsutil::processes_holding(path);

@@ -100,9 +100,10 @@ pub fn take(
                         spec.path.display()
                     ));
                 }
+                let path = abs_string(&spec.path);
                 let parent = previous.iter().rev().find_map(|s| {
                     s.manifest.sources.iter().find_map(|src| match src {
-                        Source::Sqlite(d) if d.name == spec.name && d.path == abs_string(&spec.path) => Some(d.pagemap),
+                        Source::Sqlite(d) if d.name == spec.name && d.path == path => Some(d.pagemap),
                         _ => None,
                     })
                 });

@@ -290,7 +290,7 @@ impl Repository {
         }
         let mut list = pagemap::PageList::default();
         for map in chain.into_iter().rev() {
-            map.apply(&mut list, keep_cvs);
+            map.apply(&mut list);
         }
         Ok(ResolvedPages {
             page_size,

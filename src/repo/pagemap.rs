@@ -276,27 +276,15 @@ impl PageMap {
     }
 
     /// Apply this map on top of `base` (the parent's resolved list; empty for
-    /// a full map, which then simply becomes the list). Chaining values are
-    /// kept only when `keep_cvs`, to spare restore the memory.
-    pub fn apply(self, base: &mut PageList, keep_cvs: bool) {
-        let keep = keep_cvs && self.has_cvs;
+    /// a full map, which then simply becomes the list). Chaining values come
+    /// along only if the map carries them (see `from_bytes_without_cvs`).
+    pub fn apply(self, base: &mut PageList) {
         match self.pages {
             Pages::Full { ids, cvs } => {
                 base.ids = ids;
-                base.cvs = if keep { cvs } else { Vec::new() };
+                base.cvs = cvs; // empty when the map has none, or was read without
             }
-            Pages::Delta(e) => {
-                base.ids.resize(self.page_count as usize, Id::ZERO);
-                if keep {
-                    base.cvs.resize(self.page_count as usize, Id::ZERO);
-                }
-                for c in e {
-                    base.ids[c.pgno as usize - 1] = c.id;
-                    if keep {
-                        base.cvs[c.pgno as usize - 1] = c.cv;
-                    }
-                }
-            }
+            Pages::Delta(changes) => base.apply_changes(self.page_count, &changes),
         }
     }
 }
@@ -336,13 +324,19 @@ mod tests {
         let back = PageMap::from_bytes(&d.to_bytes(), "t").unwrap();
         assert_eq!(back, d);
         let mut resolved = base.clone();
-        back.apply(&mut resolved, true);
+        back.apply(&mut resolved);
         assert_eq!(resolved, next);
-        let mut ids_only = base.clone();
-        PageMap::from_bytes(&d.to_bytes(), "t")
+        // As restore resolves: maps read without chaining values, onto a
+        // base that has none.
+        let mut ids_only = PageList {
+            ids: base.ids.clone(),
+            cvs: vec![],
+        };
+        PageMap::from_bytes_without_cvs(&d.to_bytes(), "t")
             .unwrap()
-            .apply(&mut ids_only, false);
+            .apply(&mut ids_only);
         assert_eq!(ids_only.ids, next.ids);
+        assert!(ids_only.cvs.is_empty());
     }
 
     #[test]
@@ -352,13 +346,13 @@ mod tests {
         let back = PageMap::from_bytes(&m.to_bytes(), "t").unwrap();
         assert_eq!(back, m);
         let mut r = PageList::default();
-        back.apply(&mut r, true);
+        back.apply(&mut r);
         assert_eq!(r, list(7));
 
         let ids_only = PageMap::from_bytes_without_cvs(&m.to_bytes(), "t").unwrap();
         assert!(!ids_only.has_cvs);
         let mut r = PageList::default();
-        ids_only.apply(&mut r, true);
+        ids_only.apply(&mut r);
         assert_eq!((r.ids, r.cvs.len()), (list(7).ids, 0));
 
         let small = PageMap::full(
@@ -380,7 +374,7 @@ mod tests {
         assert_eq!(d.pages, Pages::Delta(vec![]));
         assert_eq!(next.ids, list(10).ids[..6]);
         let mut r = list(10);
-        d.apply(&mut r, true);
+        d.apply(&mut r);
         assert_eq!(r, next);
 
         let all: Vec<Change> = (1..=10u32)

@@ -79,28 +79,17 @@ impl<'r> BlobWriter<'r> {
         if self.has(&id) {
             return Ok(());
         }
-        if self.current.is_none() {
-            self.current = Some(PackWriter::create(self.repo.staging_dir())?);
-        }
         let member = Member {
             kind,
             id,
             blob_offset: 0,
             raw_length: raw_len as u32,
         };
-        let pack = self.current.as_mut().expect("just created");
-        pack.add_streamed(&[member], &mut |w| {
+        self.open_pack()?.add_streamed(&[member], &mut |w| {
             w.write_all(&[crate::codec::TAG_RAW])?;
             fill(w)
         })?;
-        self.written.insert(prefix(&id));
-        self.stats.new_blobs += 1;
-        self.stats.raw_bytes += raw_len as u64;
-        self.stats.stored_bytes += raw_len as u64 + 1;
-        if pack.size() >= self.repo.config.pack_size {
-            self.seal()?;
-        }
-        Ok(())
+        self.wrote(&[member], raw_len as u64 + 1)
     }
 
     /// Add a frame (its envelope given as `parts`) holding `members`. Members
@@ -118,18 +107,32 @@ impl<'r> BlobWriter<'r> {
         if fresh.is_empty() {
             return Ok(());
         }
+        self.open_pack()?.add(parts, &fresh)?;
+        self.wrote(&fresh, parts.iter().map(|p| p.len() as u64).sum())
+    }
+
+    /// The pack being filled, started if there is none.
+    fn open_pack(&mut self) -> Result<&mut PackWriter> {
         if self.current.is_none() {
             self.current = Some(PackWriter::create(self.repo.staging_dir())?);
         }
-        let pack = self.current.as_mut().expect("just created");
-        pack.add(parts, &fresh)?;
-        for m in &fresh {
+        Ok(self.current.as_mut().expect("just created"))
+    }
+
+    /// Account for a frame of `members` taking `stored` bytes, and seal the
+    /// pack once it is full.
+    fn wrote(&mut self, members: &[Member], stored: u64) -> Result<()> {
+        for m in members {
             self.written.insert(prefix(&m.id));
             self.stats.raw_bytes += m.raw_length as u64;
         }
-        self.stats.new_blobs += fresh.len() as u64;
-        self.stats.stored_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
-        if pack.size() >= self.repo.config.pack_size {
+        self.stats.new_blobs += members.len() as u64;
+        self.stats.stored_bytes += stored;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|p| p.size() >= self.repo.config.pack_size)
+        {
             self.seal()?;
         }
         Ok(())
