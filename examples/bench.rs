@@ -696,6 +696,48 @@ fn lb_summary(tools: &Tools, repo: &Path, id: &str, logs: &Path, label: &str) ->
     })
 }
 
+/// One measured `lifeboat snapshot` of the source: labels for logs and
+/// the report.
+struct LbSnapshot<'a> {
+    repo: &'a Path,
+    src: &'a Path,
+    logs: &'a Path,
+    /// Log file suffix: `full` or `incr`.
+    key: &'a str,
+    what: &'a str,
+    title: &'a str,
+}
+
+/// Snapshot the warmed source, recording time, peak RSS, repository growth
+/// and the manifest's summary; returns the snapshot id and the figures.
+fn lb_snapshot(
+    r: &mut Results,
+    tools: &Tools,
+    lb: &dyn Fn(&[&str]) -> Command,
+    s: LbSnapshot,
+) -> Res<(String, (f64, f64, u64, LbNums))> {
+    warm(&[s.src])?;
+    let before = dir_size(s.repo)?;
+    let src = s.src.to_string_lossy();
+    let m = measure(
+        s.logs,
+        &format!("lifeboat-snapshot-{}", s.key),
+        &mut lb(&["-v", "snapshot", &src]),
+    )?;
+    let grow = dir_size(s.repo)? - before;
+    let id = snapshot_id(&m)?;
+    record(r, s.what, "lifeboat snapshot SRC".into(), &m, Some(grow));
+    let sum = lb_summary(tools, s.repo, &id, s.logs, &format!("lifeboat-show-{}", s.key))?;
+    let nums = LbNums {
+        new_blobs: sum.new_blobs,
+        added_raw: sum.added_raw,
+        added_stored: sum.added_stored,
+    };
+    r.lb_logs
+        .push((format!("lifeboat -v snapshot ({})", s.title), m.stderr.clone()));
+    Ok((id, (m.secs(), m.rss_mib(), grow, nums)))
+}
+
 fn snapshot_id(m: &Measured) -> Res<String> {
     m.stdout
         .lines()
@@ -898,31 +940,20 @@ fn run(args: &Args) -> Res<()> {
         zst_bytes,
     ));
 
-    warm(&[&src])?;
-    let before = dir_size(&lb_repo)?;
-    let full = measure(&logs, "lifeboat-snapshot-full", &mut lb(&["-v", "snapshot", &src_s]))?;
-    let full_grow = dir_size(&lb_repo)? - before;
-    let full_id = snapshot_id(&full)?;
-    record(
+    let (_, full) = lb_snapshot(
         &mut r,
-        "lifeboat full snapshot",
-        "lifeboat snapshot SRC".into(),
-        &full,
-        Some(full_grow),
-    );
-    let s = lb_summary(&tools, &lb_repo, &full_id, &logs, "lifeboat-show-full")?;
-    r.lb_full = Some((
-        full.secs(),
-        full.rss_mib(),
-        full_grow,
-        LbNums {
-            new_blobs: s.new_blobs,
-            added_raw: s.added_raw,
-            added_stored: s.added_stored,
+        &tools,
+        &lb,
+        LbSnapshot {
+            repo: &lb_repo,
+            src: &src,
+            logs: &logs,
+            key: "full",
+            what: "lifeboat full snapshot",
+            title: "full",
         },
-    ));
-    r.lb_logs
-        .push(("lifeboat -v snapshot (full)".into(), full.stderr.clone()));
+    )?;
+    r.lb_full = Some(full);
 
     if tools.restic.is_some() {
         warm(&[&src])?;
@@ -957,31 +988,20 @@ fn run(args: &Args) -> Res<()> {
     );
 
     // 3. Incremental snapshot.
-    warm(&[&src])?;
-    let before = dir_size(&lb_repo)?;
-    let incr = measure(&logs, "lifeboat-snapshot-incr", &mut lb(&["-v", "snapshot", &src_s]))?;
-    let incr_grow = dir_size(&lb_repo)? - before;
-    let incr_id = snapshot_id(&incr)?;
-    record(
+    let (incr_id, incr) = lb_snapshot(
         &mut r,
-        "lifeboat incremental snapshot",
-        "lifeboat snapshot SRC".into(),
-        &incr,
-        Some(incr_grow),
-    );
-    let s = lb_summary(&tools, &lb_repo, &incr_id, &logs, "lifeboat-show-incr")?;
-    r.lb_incr = Some((
-        incr.secs(),
-        incr.rss_mib(),
-        incr_grow,
-        LbNums {
-            new_blobs: s.new_blobs,
-            added_raw: s.added_raw,
-            added_stored: s.added_stored,
+        &tools,
+        &lb,
+        LbSnapshot {
+            repo: &lb_repo,
+            src: &src,
+            logs: &logs,
+            key: "incr",
+            what: "lifeboat incremental snapshot",
+            title: "after updates",
         },
-    ));
-    r.lb_logs
-        .push(("lifeboat -v snapshot (after updates)".into(), incr.stderr.clone()));
+    )?;
+    r.lb_incr = Some(incr);
 
     if tools.restic.is_some() {
         warm(&[&src])?;
