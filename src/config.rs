@@ -30,8 +30,25 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// A directory path (or `file://` URL).
-    pub url: String,
+    /// A directory path, `file://` URL or `s3://BUCKET/PREFIX` URL.
+    pub url: Option<String>,
+    /// Uploads and downloads in flight at once.
+    pub transfers: Option<usize>,
+    /// How long one request may be retried after temporary failures.
+    pub retry_seconds: Option<u64>,
+    /// S3 endpoint, region, credentials and upload settings.
+    #[serde(default)]
+    pub s3: crate::storage::location::S3Options,
+}
+
+impl RepositoryConfig {
+    pub fn storage_options(&self) -> crate::storage::StorageOptions {
+        crate::storage::StorageOptions {
+            transfers: self.transfers,
+            retry_seconds: self.retry_seconds,
+            s3: self.s3.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

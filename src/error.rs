@@ -36,6 +36,9 @@ pub struct Error {
     pub fix: String,
     /// Stable event name for logs and `--json`, e.g. `repo.in_use`.
     pub event: &'static str,
+    /// A failure that may pass if the same request is made again (a 5xx, a
+    /// throttle, a dropped connection): retry wrappers look only at this.
+    pub temporary: bool,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -64,6 +67,7 @@ impl Error {
             problem: problem.into(),
             fix: String::new(),
             event: default_event(kind),
+            temporary: false,
             source: None,
         }
     }
@@ -112,6 +116,14 @@ impl Error {
     }
     pub fn event(mut self, event: &'static str) -> Self {
         self.event = event;
+        self
+    }
+    pub fn temporary(mut self) -> Self {
+        self.temporary = true;
+        self
+    }
+    pub fn source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
         self
     }
 }

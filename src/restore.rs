@@ -398,6 +398,28 @@ const READ_SPAN: u64 = 2 << 20;
 /// Largest run of consecutive pages written with one pwrite.
 const RUN_BYTES: usize = 1 << 20;
 
+/// Reads covering `rows` (sorted by pack and offset): `(first row, end row,
+/// start offset, end offset)`, each within one pack and at most `READ_SPAN`.
+fn spans(rows: &[Row]) -> Vec<(usize, usize, u64, u64)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let (pack, base) = (rows[i].pack, rows[i].offset as u64);
+        let mut j = i;
+        let mut end = base;
+        while j < rows.len()
+            && rows[j].pack == pack
+            && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
+        {
+            end = end.max(rows[j].offset as u64 + rows[j].length as u64);
+            j += 1;
+        }
+        out.push((i, j, base, end));
+        i = j;
+    }
+    out
+}
+
 fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress: &dyn Progress) -> Result<u64> {
     let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
@@ -439,6 +461,8 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     let rx = Mutex::new(rx);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let ps = page_size as u64;
+    let spans = spans(&rows);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let (rx, failure, file) = (&rx, &failure, &file);
@@ -498,32 +522,33 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
                 }
             });
         }
-        // Reader: coalesce neighbouring blobs of a pack into large reads.
-        let mut i = 0;
-        while i < rows.len() && failure.lock().expect("failure slot").is_none() {
-            let (pack, base) = (rows[i].pack, rows[i].offset as u64);
-            let mut j = i;
-            let mut end = base;
-            while j < rows.len()
-                && rows[j].pack == pack
-                && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
-            {
-                end = end.max(rows[j].offset as u64 + rows[j].length as u64);
-                j += 1;
-            }
-            let key = pack_key(&repo.index.pack(pack).0);
-            match repo.storage.read_range(&key, base, end - base) {
-                Ok(buf) => {
-                    if tx.send((buf, base, &rows[i..j], key)).is_err() {
-                        break;
+        // Readers: neighbouring blobs of a pack are fetched in one read, and
+        // as many reads run at once as the store wants transfers (one for a
+        // local disk, several for an object store, where latency dominates).
+        let fetchers = repo.storage.transfers().clamp(1, spans.len().max(1));
+        for _ in 0..fetchers {
+            let (tx, next, spans, rows, failure) = (tx.clone(), &next, &spans, &rows, &failure);
+            scope.spawn(move || {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(i, j, base, end)) = spans.get(n) else { return };
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let key = pack_key(&repo.index.pack(rows[i].pack).0);
+                    match repo.storage.read_range(&key, base, end - base) {
+                        Ok(buf) => {
+                            if tx.send((buf, base, &rows[i..j], key)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            failure.lock().expect("failure slot").get_or_insert(e);
+                            return;
+                        }
                     }
                 }
-                Err(e) => {
-                    failure.lock().expect("failure slot").get_or_insert(e);
-                    break;
-                }
-            }
-            i = j;
+            });
         }
         drop(tx);
     });

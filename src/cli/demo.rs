@@ -130,10 +130,7 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
         committed.load(Ordering::Relaxed)
     ));
 
-    let repo = Repository::init(&RepoLocation {
-        path: scratch.join("repo"),
-        is_default: false,
-    })?;
+    let repo = Repository::init(&RepoLocation::local(scratch.join("repo")))?;
     let specs = vec![
         SourceSpec {
             name: "state.db".into(),

@@ -95,18 +95,19 @@ impl Ctx {
         Ok(self.config.get().expect("set above").as_ref())
     }
 
+    /// `--repo`, else the config's `[repository] url`, else the default.
+    /// Storage settings (`[repository]`, `[repository.s3]`) come from the
+    /// config whichever named the location.
     pub fn repo_location(&self) -> Result<RepoLocation> {
+        let section = self.config()?.and_then(|c| c.repository.clone());
+        let options = section.as_ref().map(|r| r.storage_options()).unwrap_or_default();
         if let Some(r) = &self.repo_flag {
-            return RepoLocation::parse(r);
+            return RepoLocation::parse(r, &options);
         }
-        if let Some(url) = self
-            .config()?
-            .and_then(|c| c.repository.as_ref())
-            .map(|r| r.url.clone())
-        {
-            return RepoLocation::parse(&url);
+        if let Some(url) = section.as_ref().and_then(|r| r.url.as_deref()) {
+            return RepoLocation::parse(url, &options);
         }
-        Ok(RepoLocation::default_location())
+        Ok(RepoLocation::default_location(&options))
     }
 
     pub fn open_repo(&self) -> Result<Repository> {

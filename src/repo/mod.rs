@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::codec;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::id::Id;
-use crate::storage::local::LocalStorage;
-use crate::storage::{LockGuard, LockHolder, Storage};
+use crate::storage::{Backend, LockGuard, LockHolder, Storage};
+pub use crate::storage::RepoLocation;
 use config::RepoConfig;
 use index::{Index, IndexFile};
 use manifest::{Manifest, snapshot_key};
@@ -44,47 +44,6 @@ pub struct ResolvedPages {
     pub cvs: Vec<Id>,
 }
 
-/// Where a repository lives, as given by `--repo`, the config or the default.
-#[derive(Debug, Clone)]
-pub struct RepoLocation {
-    pub path: PathBuf,
-    /// True when nothing named it and the per-user default is used; only then
-    /// is it created on first write.
-    pub is_default: bool,
-}
-
-impl RepoLocation {
-    pub fn parse(s: &str) -> Result<RepoLocation> {
-        if let Some((scheme, _)) = s.split_once("://")
-            && scheme != "file"
-        {
-            return Err(Error::config(
-                s,
-                format!("repository scheme {scheme}:// is not supported by this build"),
-            )
-            .fix("use a local directory path"));
-        }
-        let path = PathBuf::from(s.strip_prefix("file://").unwrap_or(s));
-        let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(RepoLocation {
-            path,
-            is_default: false,
-        })
-    }
-
-    /// `$XDG_STATE_HOME/lifeboat/repo`, else `~/.local/state/lifeboat/repo`.
-    pub fn default_location() -> RepoLocation {
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home_dir().join(".local/state"));
-        RepoLocation {
-            path: base.join("lifeboat/repo"),
-            is_default: true,
-        }
-    }
-}
-
 /// Empty, or holding only the empty directories an interrupted `init` made.
 fn is_empty_or_skeleton(root: &Path) -> Result<bool> {
     for e in std::fs::read_dir(root).at(root)? {
@@ -106,32 +65,52 @@ pub fn home_dir() -> PathBuf {
 }
 
 impl Repository {
-    /// Create a new repository; refuses a directory that is not empty.
+    /// Create a new repository; refuses a directory or bucket prefix that is
+    /// not empty.
     pub fn init(loc: &RepoLocation) -> Result<Repository> {
-        let root = &loc.path;
-        if root.join("config").exists() {
-            return Err(Error::cant_create(root.display(), "a repository already exists here")
+        let exists = || {
+            Error::cant_create(loc.display(), "a repository already exists here")
                 .fix("use it as it is, or choose another path")
-                .event("repo.exists"));
+                .event("repo.exists")
+        };
+        let not_empty = |what: &str| {
+            Error::cant_create(loc.display(), format!("{what} is not empty"))
+                .fix(format!("choose an empty or new {what} for the repository"))
+        };
+        if let Backend::Local(root) = &loc.backend {
+            if root.join("config").exists() {
+                return Err(exists());
+            }
+            if root.exists() && !is_empty_or_skeleton(root)? {
+                return Err(not_empty("directory"));
+            }
+            for sub in ["", "data", "index", "snapshots", "tmp"] {
+                let d = root.join(sub);
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| Error::io(&d, e).fix("check the parent directory exists and is writable"))?;
+            }
+            crate::fsutil::sync_dir(root)?;
+            if let Some(parent) = root.parent() {
+                crate::fsutil::sync_dir(parent)?;
+            }
         }
-        if root.exists() && !is_empty_or_skeleton(root)? {
-            return Err(Error::cant_create(root.display(), "directory is not empty")
-                .fix("choose an empty or new directory for the repository"));
+        let storage = crate::storage::open(loc)?;
+        if let Backend::S3(_) = &loc.backend {
+            let present = storage.list("")?;
+            if present.iter().any(|(k, _)| k == "config") {
+                return Err(exists());
+            }
+            if !present.is_empty() {
+                return Err(not_empty("bucket prefix"));
+            }
         }
-        for sub in ["", "data", "index", "snapshots", "tmp"] {
-            let d = root.join(sub);
-            std::fs::create_dir_all(&d)
-                .map_err(|e| Error::io(&d, e).fix("check the parent directory exists and is writable"))?;
-        }
-        crate::fsutil::sync_dir(root)?;
-        if let Some(parent) = root.parent() {
-            crate::fsutil::sync_dir(parent)?;
-        }
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
         let config = RepoConfig::new_default();
-        // The config is written last: a directory without one is not yet a
-        // repository, so an interrupted init can simply be run again.
-        storage.write("config", &config.to_bytes())?;
+        // The config is written last: a place without one is not yet a
+        // repository, so an interrupted init can simply be run again. Created
+        // only if absent, so two racing inits cannot both win.
+        if !storage.create("config", &config.to_bytes())? {
+            return Err(exists());
+        }
         tracing::info!(event = "repo.init", location = %storage.location());
         Ok(Repository {
             storage,
@@ -148,14 +127,22 @@ impl Repository {
     }
 
     fn open_unindexed(loc: &RepoLocation) -> Result<Repository> {
-        let root = &loc.path;
-        if !root.join("config").exists() {
-            let mut e = Error::no_input(root.display(), "no Lifeboat repository here").event("repo.not_found");
-            e = e.fix(format!("create one with `lifeboat --repo {} init`", root.display()));
-            return Err(e);
+        let not_found = || {
+            Error::no_input(loc.display(), "no Lifeboat repository here")
+                .event("repo.not_found")
+                .fix(format!("create one with `lifeboat --repo {} init`", loc.display()))
+        };
+        if let Backend::Local(root) = &loc.backend
+            && !root.join("config").exists()
+        {
+            return Err(not_found());
         }
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
-        let config = RepoConfig::from_bytes(&storage.read("config")?, &storage.location())?;
+        let storage = crate::storage::open(loc)?;
+        let raw = match storage.read("config") {
+            Err(e) if e.kind == ErrorKind::NoInput => return Err(not_found()),
+            other => other?,
+        };
+        let config = RepoConfig::from_bytes(&raw, &storage.location())?;
         Ok(Repository {
             storage,
             config,
@@ -169,14 +156,51 @@ impl Repository {
     pub fn open_locked(loc: &RepoLocation, command: &str) -> Result<(Repository, Box<dyn LockGuard>)> {
         let mut repo = match Repository::open_unindexed(loc) {
             Err(e) if e.kind == ErrorKind::NoInput && loc.is_default => {
-                tracing::info!(event = "repo.create_default", path = %loc.path.display());
+                tracing::info!(event = "repo.create_default", path = %loc.display());
                 Repository::init(loc)?
             }
             other => other?,
         };
         let guard = repo.lock(command)?;
+        repo.recover_interrupted()?;
         repo.load_index()?;
         Ok((repo, guard))
+    }
+
+    /// Finish what a writer killed on this host left behind, holding the
+    /// writer lock: packs it uploaded but never indexed are indexed now (when
+    /// the store holds them whole), so their data is reused rather than sent
+    /// again; every other staged file is removed.
+    fn recover_interrupted(&self) -> Result<()> {
+        let staging = self.staging_dir().to_path_buf();
+        let Ok(entries) = std::fs::read_dir(&staging) else {
+            return Ok(());
+        };
+        let mut index = IndexFile::default();
+        let mut stale = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == writer::PENDING_EXT) {
+                let what = path.display().to_string();
+                let pending = std::fs::read(&path)
+                    .ok()
+                    .and_then(|raw| IndexFile::from_bytes(&raw, &what).ok());
+                for pack in pending.map(|f| f.packs).unwrap_or_default() {
+                    if self.storage.size(&pack_key(&pack.id))? == Some(pack.size) {
+                        index.packs.push(pack);
+                    }
+                }
+            }
+            stale.push(path);
+        }
+        if !index.packs.is_empty() {
+            self.write_index(&index)?;
+            tracing::info!(event = "repo.recovered_packs", packs = index.packs.len());
+        }
+        for path in stale {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     }
 
     pub fn load_index(&mut self) -> Result<()> {

@@ -1,18 +1,28 @@
 //! Accumulates new blobs into packs, and packs into index files.
-//! Order of durability: sealed packs wait in the staging directory with
-//! writeback started; every `INDEX_EVERY` blobs (and at `finish`) they are
-//! fsynced and renamed into place, and only then is the index file naming
-//! them written. The caller writes the manifest only after `finish` returns.
-//! Publishing in groups keeps fsync off the capture pipeline's critical path
-//! and bounds the entries held in memory; the index files written along the
-//! way let a later run reuse the packs of an interrupted one.
+//! Order of durability: a sealed pack is handed at once to background
+//! transfer threads (`Storage::transfers` of them), which make it durable in
+//! the store (fsync and rename locally; upload and confirm remotely) while
+//! capture goes on. Every `INDEX_EVERY` blobs (and at `finish`) the writer
+//! waits for those transfers and only then writes the index file naming the
+//! packs. The caller writes the manifest only after `finish` returns.
+//!
+//! Before a pack is handed over, its index entries are saved beside it in the
+//! staging directory (`<pack>.pending`): if the process dies after the pack
+//! reached the store but before its index did, the next writer on this host
+//! indexes it (`Repository::recover_interrupted`) instead of uploading the
+//! same data again.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use super::Repository;
 use super::index::{IndexFile, IndexedPack};
 use super::pack::{BlobType, FinishedPack, Member, PackWriter, pack_key};
-use crate::error::Result;
+use crate::error::{IoContext, Result};
+use crate::storage::Storage;
 use crate::id::Id;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,8 +42,12 @@ pub struct BlobWriter<'r> {
     /// Sealed packs not yet published.
     sealed: Vec<FinishedPack>,
     sealed_blobs: usize,
+    transfers: Transfers,
     pub stats: WriteStats,
 }
+
+/// File extension of the saved index entries of a pack in flight.
+pub const PENDING_EXT: &str = "pending";
 
 /// Blobs per index file: bounds memory (~3.4 MiB of entries) and how much an
 /// interrupted run leaves unindexed.
@@ -47,6 +61,7 @@ impl<'r> BlobWriter<'r> {
             written: HashSet::new(),
             sealed: Vec::new(),
             sealed_blobs: 0,
+            transfers: Transfers::new(repo.storage.clone()),
             stats: WriteStats::default(),
         }
     }
@@ -145,6 +160,16 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         let done = pack.finish()?;
+        let pending = IndexFile {
+            packs: vec![IndexedPack {
+                id: done.id,
+                size: done.size,
+                blobs: done.entries.clone(),
+            }],
+        };
+        let pending_path = pending_path(&done.path);
+        std::fs::write(&pending_path, pending.to_bytes()).at(&pending_path)?;
+        self.transfers.submit(pack_key(&done.id), done.path.clone())?;
         self.stats.packs += 1;
         self.sealed_blobs += done.entries.len();
         self.sealed.push(done);
@@ -159,10 +184,12 @@ impl<'r> BlobWriter<'r> {
         if self.sealed.is_empty() {
             return Ok(());
         }
+        self.transfers.wait_all()?;
         let mut index = IndexFile::default();
+        let mut pendings = Vec::new();
         for done in self.sealed.drain(..) {
-            self.repo.storage.put_file(&pack_key(&done.id), &done.path)?;
             tracing::debug!(event = "pack.written", pack = %done.id.short(), bytes = done.size, blobs = done.entries.len());
+            pendings.push(pending_path(&done.path));
             index.packs.push(IndexedPack {
                 id: done.id,
                 size: done.size,
@@ -171,6 +198,9 @@ impl<'r> BlobWriter<'r> {
         }
         self.sealed_blobs = 0;
         self.repo.write_index(&index)?;
+        for p in pendings {
+            let _ = std::fs::remove_file(p);
+        }
         Ok(())
     }
 
@@ -193,8 +223,88 @@ impl Drop for BlobWriter<'_> {
         if let Some(p) = self.current.take() {
             p.abandon();
         }
+        // Transfers still running finish (or fail) before the files go.
+        self.transfers.shut_down();
         for done in self.sealed.drain(..) {
             let _ = std::fs::remove_file(&done.path);
+            let _ = std::fs::remove_file(pending_path(&done.path));
+        }
+    }
+}
+
+fn pending_path(pack: &std::path::Path) -> PathBuf {
+    pack.with_extension(PENDING_EXT)
+}
+
+/// Background threads moving sealed packs into the store, started on first
+/// use. At most `2 × transfers` packs wait in staging at once.
+struct Transfers {
+    storage: Arc<dyn Storage>,
+    tx: Option<SyncSender<(String, PathBuf)>>,
+    done: Option<Receiver<Result<()>>>,
+    workers: Vec<JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl Transfers {
+    fn new(storage: Arc<dyn Storage>) -> Transfers {
+        Transfers {
+            storage,
+            tx: None,
+            done: None,
+            workers: Vec::new(),
+            in_flight: 0,
+        }
+    }
+
+    fn submit(&mut self, key: String, path: PathBuf) -> Result<()> {
+        // Fail fast: a transfer that already failed ends the run now.
+        while let Some(result) = self.done.as_ref().and_then(|d| d.try_recv().ok()) {
+            self.in_flight -= 1;
+            result?;
+        }
+        if self.tx.is_none() {
+            let n = self.storage.transfers().max(1);
+            let (tx, rx) = sync_channel::<(String, PathBuf)>(n);
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let rx = Arc::new(std::sync::Mutex::new(rx));
+            for _ in 0..n {
+                let (rx, done_tx, storage) = (rx.clone(), done_tx.clone(), self.storage.clone());
+                self.workers.push(std::thread::spawn(move || {
+                    loop {
+                        let job = rx.lock().expect("transfer queue").recv();
+                        let Ok((key, path)) = job else { return };
+                        if done_tx.send(storage.put_file(&key, &path)).is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            self.tx = Some(tx);
+            self.done = Some(done_rx);
+        }
+        self.in_flight += 1;
+        self.tx.as_ref().expect("started").send((key, path)).expect("transfer threads live");
+        Ok(())
+    }
+
+    /// Wait for every submitted transfer; the first failure is returned.
+    fn wait_all(&mut self) -> Result<()> {
+        let mut first = None;
+        while self.in_flight > 0 {
+            let result = self.done.as_ref().expect("started").recv().expect("transfer threads live");
+            self.in_flight -= 1;
+            if let Err(e) = result {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn shut_down(&mut self) {
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Repository on a local (or mounted) directory. Objects are plain files; every
 //! write goes through temp + fsync + rename + directory fsync.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::{LockGuard, LockHolder, Storage};
@@ -37,11 +37,6 @@ impl LocalStorage {
     }
 }
 
-struct FileLock {
-    _file: File,
-}
-impl LockGuard for FileLock {}
-
 impl Storage for LocalStorage {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -71,6 +66,29 @@ impl Storage for LocalStorage {
         let p = self.path(key);
         self.ensure_parent(&p)?;
         write_atomic(&p, data)
+    }
+
+    /// A hard link from a finished temp file: `link` fails rather than
+    /// replace, which makes create-if-absent atomic.
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let p = self.path(key);
+        self.ensure_parent(&p)?;
+        let tmp = crate::fsutil::temp_sibling(&p);
+        let result = (|| {
+            let mut f = File::create(&tmp).at(&tmp)?;
+            std::io::Write::write_all(&mut f, data).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+            match fs::hard_link(&tmp, &p) {
+                Ok(()) => {
+                    sync_dir(p.parent().expect("keys have a parent"))?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::io(&p, e)),
+            }
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
     }
 
     fn put_file(&self, key: &str, file: &Path) -> Result<()> {
@@ -126,49 +144,11 @@ impl Storage for LocalStorage {
         }
     }
 
-    /// An advisory `flock` on `<repo>/lock`: the kernel drops it when the
-    /// holder dies, so a lock left by a killed process is never stale. The
-    /// file's contents name the current holder for the refusal message.
+    /// A `flock` on `<repo>/lock` (see [`super::flock`]). Taking it also
+    /// clears unfinished atomic writes left by a writer that died holding it.
     fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        let p = self.path("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
-            .at(&p)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                let who = serde_json::from_str::<LockHolder>(&text)
-                    .map(|h| {
-                        format!(
-                            "held by pid {} on host {} ({}) since {}",
-                            h.pid, h.host, h.command, h.since
-                        )
-                    })
-                    .unwrap_or_else(|_| "held by another process".into());
-                return Err(Error::busy(self.location(), format!("repository in use: {who}"))
-                    .fix("wait for it to finish and retry")
-                    .event("repo.in_use"));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&p, e)),
-        }
-        let text = serde_json::to_vec(holder).expect("holder serializes");
-        file.set_len(0).at(&p)?;
-        file.seek(SeekFrom::Start(0)).at(&p)?;
-        file.write_all(&text).at(&p)?;
-        // Everything in the staging directory belongs to a writer that died
-        // while holding this lock: nobody else can be writing there now.
-        if let Ok(entries) = fs::read_dir(&self.staging) {
-            for e in entries.flatten() {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        // Likewise unfinished atomic writes (`.<name>.tmp-*`) of index files,
+        let guard = super::flock(&self.path("lock"), holder, &self.location())?;
+        // Nobody else can be writing now: unfinished atomic writes (`.<name>.tmp-*`) of index files,
         // manifests and the config.
         for dir in ["", "index", "snapshots"] {
             if let Ok(entries) = fs::read_dir(self.root.join(dir)) {
@@ -181,7 +161,7 @@ impl Storage for LocalStorage {
                 }
             }
         }
-        Ok(Box::new(FileLock { _file: file }))
+        Ok(guard)
     }
 
     fn staging_dir(&self) -> &Path {

@@ -1,15 +1,30 @@
 //! Where repository objects live. The trait is deliberately small: whole-object
 //! reads and writes by key, ranged reads for pack files, listing and deletion,
 //! plus the writer lock. Everything above it (packs, index, manifests) is
-//! backend-agnostic; retry and rate-limit wrappers wrap a `Box<dyn Storage>`.
+//! backend-agnostic.
+//!
+//! Backends: [`local::LocalStorage`] (a directory) and [`s3::S3Storage`] (any
+//! S3-compatible bucket). Wrappers add behaviour without the backends knowing:
+//! [`retry::RetryStorage`] retries temporary failures with backoff, and
+//! [`cache::CachedStorage`] keeps immutable metadata (index files, manifests)
+//! on local disk so a command does not download them again.
 //!
 //! Keys are `/`-separated relative paths such as `data/ab/ab12…` (docs/FORMAT.md).
 
+pub mod cache;
 pub mod local;
+pub mod location;
+pub mod retry;
+pub mod s3;
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::Result;
+use crate::error::{Error, IoContext, Result};
+pub use location::{Backend, RepoLocation, StorageOptions};
 
 /// Who holds the writer lock; recorded so a refused writer can name it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -32,8 +47,13 @@ pub trait Storage: Send + Sync {
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Create or replace atomically and durably.
     fn write(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Create only if absent; `false` when the key already existed (nothing
+    /// written). Atomic on local disk and on servers that enforce
+    /// `If-None-Match` (docs/FORMAT.md lists which do).
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool>;
     /// Move a finished local file into the store under `key` (a rename for the
-    /// local backend, an upload elsewhere). The file is consumed.
+    /// local backend, an upload elsewhere), durable and checked when this
+    /// returns. The file is consumed on success and left on failure.
     fn put_file(&self, key: &str, file: &Path) -> Result<()>;
     /// Keys under `prefix` with their sizes.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
@@ -44,4 +64,108 @@ pub trait Storage: Send + Sync {
     fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>>;
     /// A local directory for staging files before `put_file`.
     fn staging_dir(&self) -> &Path;
+    /// Requests sent so far, by kind (zero for backends that send none).
+    fn requests(&self) -> RequestCounts {
+        RequestCounts::default()
+    }
+    /// How many transfers callers should run at once.
+    fn transfers(&self) -> usize {
+        1
+    }
+}
+
+/// Requests made to an object store, counted on the wire (retries and every
+/// multipart part included), because requests are what the provider bills.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    pub put: AtomicU64,
+    pub get: AtomicU64,
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    /// PUT and POST (object writes, multipart parts, multipart start/finish).
+    pub put: u64,
+    /// GET of object bytes.
+    pub get: u64,
+    /// GET on the bucket (ListObjectsV2).
+    pub list: u64,
+    pub head: u64,
+    pub delete: u64,
+}
+
+impl RequestCounter {
+    pub fn snapshot(&self) -> RequestCounts {
+        RequestCounts {
+            put: self.put.load(Ordering::Relaxed),
+            get: self.get.load(Ordering::Relaxed),
+            list: self.list.load(Ordering::Relaxed),
+            head: self.head.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.put + self.get + self.list + self.head + self.delete
+    }
+}
+
+/// Open the backend for `loc`, wrapped for retries (and a metadata cache for
+/// remote stores).
+pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
+    match &loc.backend {
+        Backend::Local(path) => Ok(Arc::new(local::LocalStorage::new(path))),
+        Backend::S3(target) => {
+            let s3: Arc<dyn Storage> = Arc::new(s3::S3Storage::connect(target, &loc.options)?);
+            let retried: Arc<dyn Storage> = Arc::new(retry::RetryStorage::new(s3, loc.options.retry_budget()));
+            Ok(Arc::new(cache::CachedStorage::new(retried, &target.local_dir())))
+        }
+    }
+}
+
+struct FileLock {
+    _file: File,
+}
+impl LockGuard for FileLock {}
+
+/// An advisory `flock` on `path`: the kernel drops it when the holder dies,
+/// so a lock left by a killed process is never stale. The file's contents
+/// name the current holder for the refusal message.
+pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<Box<dyn LockGuard>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .at(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let who = serde_json::from_str::<LockHolder>(&text)
+                .map(|h| {
+                    format!(
+                        "held by pid {} on host {} ({}) since {}",
+                        h.pid, h.host, h.command, h.since
+                    )
+                })
+                .unwrap_or_else(|_| "held by another process".into());
+            return Err(Error::busy(location, format!("repository in use: {who}"))
+                .fix("wait for it to finish and retry")
+                .event("repo.in_use"));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+    }
+    let text = serde_json::to_vec(holder).expect("holder serializes");
+    file.set_len(0).at(path)?;
+    file.seek(SeekFrom::Start(0)).at(path)?;
+    file.write_all(&text).at(path)?;
+    Ok(Box::new(FileLock { _file: file }))
 }

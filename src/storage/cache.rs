@@ -1,0 +1,114 @@
+//! A local copy of the repository's immutable metadata (index files and
+//! snapshot manifests), so each command downloads only what is new: one LIST
+//! tells what exists, and only names missing here are fetched. Entries are
+//! content-addressed and checked against their names by the repository on
+//! every read, so a stale or damaged cache cannot produce wrong data; entries
+//! whose objects are gone from the store are dropped when their prefix is
+//! listed. Pack data is never cached.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use crate::error::Result;
+
+pub struct CachedStorage {
+    inner: Arc<dyn Storage>,
+    dir: PathBuf,
+}
+
+const CACHED_PREFIXES: [&str; 2] = ["index/", "snapshots/"];
+
+impl CachedStorage {
+    pub fn new(inner: Arc<dyn Storage>, local_dir: &Path) -> CachedStorage {
+        CachedStorage {
+            inner,
+            dir: local_dir.join("cache"),
+        }
+    }
+
+    fn cached_path(&self, key: &str) -> Option<PathBuf> {
+        let cacheable = CACHED_PREFIXES.iter().any(|p| key.starts_with(p)) && !key.contains("..");
+        cacheable.then(|| self.dir.join(key))
+    }
+
+    /// Best effort: a cache that cannot be written only costs downloads.
+    fn remember(&self, path: &Path, data: &[u8]) {
+        let saved = std::fs::create_dir_all(path.parent().expect("cache paths have a parent"))
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::fsutil::write_atomic(path, data).map_err(|e| e.to_string()));
+        if let Err(e) = saved {
+            tracing::warn!(event = "cache.write_failed", path = %path.display(), error = %e);
+        }
+    }
+}
+
+impl Storage for CachedStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        let Some(path) = self.cached_path(key) else {
+            return self.inner.read(key);
+        };
+        if let Ok(data) = std::fs::read(&path) {
+            return Ok(data);
+        }
+        let data = self.inner.read(key)?;
+        self.remember(&path, &data);
+        Ok(data)
+    }
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.inner.read_range(key, offset, len)
+    }
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(key, data)?;
+        if let Some(path) = self.cached_path(key) {
+            self.remember(&path, data);
+        }
+        Ok(())
+    }
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+        self.inner.create(key, data)
+    }
+    fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+        self.inner.put_file(key, file)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let listed = self.inner.list(prefix)?;
+        if let Some(dir) = self.cached_path(&format!("{}/", prefix.trim_end_matches('/'))) {
+            let present: std::collections::HashSet<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let key = format!("{}/{}", prefix.trim_end_matches('/'), e.file_name().to_string_lossy());
+                    if !present.contains(key.as_str()) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        Ok(listed)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)?;
+        if let Some(path) = self.cached_path(key) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
+        self.inner.lock(holder)
+    }
+    fn staging_dir(&self) -> &Path {
+        self.inner.staging_dir()
+    }
+    fn requests(&self) -> RequestCounts {
+        self.inner.requests()
+    }
+    fn transfers(&self) -> usize {
+        self.inner.transfers()
+    }
+}

@@ -1,0 +1,387 @@
+//! Repository in an S3-compatible bucket (AWS S3, R2, MinIO, Garage, B2, s3s),
+//! through OpenDAL: request signing, the AWS credential chain and multipart
+//! uploads are the crate's; this file adds what a backup needs on top:
+//! uploads checked after they land, fixed-size parts, errors that name the
+//! endpoint and bucket with the fix, and a count of every request sent.
+//!
+//! The trait is synchronous; a small tokio runtime owned by the backend runs
+//! each call. Several threads may call at once (parallel transfers).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use opendal::{HttpTransport, HttpTransporter, OperationContext, Operator};
+
+use super::location::{S3Options, S3Target, StorageOptions};
+use super::{LockGuard, LockHolder, RequestCounter, RequestCounts, Storage};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+
+pub struct S3Storage {
+    op: Operator,
+    rt: tokio::runtime::Runtime,
+    target: S3Target,
+    local_dir: PathBuf,
+    staging: PathBuf,
+    part_size: usize,
+    transfers: usize,
+    counter: Arc<RequestCounter>,
+}
+
+/// The smallest part S3 accepts (all but the last part).
+const MIN_PART: u64 = 5 << 20;
+const DEFAULT_PART_MIB: u64 = 32;
+
+impl S3Storage {
+    pub fn connect(target: &S3Target, options: &StorageOptions) -> Result<S3Storage> {
+        let opts = &options.s3;
+        let display = target.display();
+        let part_size = opts.part_size_mib.unwrap_or(DEFAULT_PART_MIB) << 20;
+        if part_size < MIN_PART {
+            return Err(Error::config(&display, "part_size_mib must be at least 5")
+                .fix("raise [repository.s3] part_size_mib to 5 or more"));
+        }
+        let op = build_operator(target, opts).map_err(|e| {
+            Error::config(&display, format!("cannot set up the S3 client: {e}"))
+                .fix("check the endpoint, region and credentials settings")
+        })?;
+        let counter = Arc::new(RequestCounter::default());
+        let transport = CountingTransport {
+            inner: opendal_http_transport_reqwest::ReqwestTransport::new(http_client().map_err(|e| {
+                Error::config(&display, format!("cannot set up HTTPS: {e}")).fix("report this as a bug")
+            })?),
+            counter: counter.clone(),
+        };
+        let op = op.with_context(OperationContext::new().with_http_transport(HttpTransporter::new(transport)));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lifeboat-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, &display, format!("cannot start the I/O runtime: {e}")))?;
+        let local_dir = target.local_dir();
+        let staging = local_dir.join("staging");
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| Error::io(&staging, e).fix("check $XDG_CACHE_HOME (or ~/.cache) is writable"))?;
+        Ok(S3Storage {
+            op,
+            rt,
+            target: target.clone(),
+            local_dir,
+            staging,
+            part_size: part_size as usize,
+            transfers: options.transfers(),
+            counter,
+        })
+    }
+
+    fn subject(&self, key: &str) -> String {
+        let prefix = if self.target.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.target.prefix)
+        };
+        format!("s3://{}/{prefix}{key}", self.target.bucket)
+    }
+
+    /// Turn an OpenDAL error into one line naming the endpoint and bucket,
+    /// with a fix, classified for the exit code and the retry wrapper.
+    fn error(&self, key: &str, e: opendal::Error) -> Error {
+        let endpoint = self.target.endpoint_or_aws();
+        let bucket = &self.target.bucket;
+        let chain = error_chain(&e);
+        let lower = chain.to_ascii_lowercase();
+        let subject = self.subject(key);
+        match e.kind() {
+            opendal::ErrorKind::NotFound => Error::no_input(subject, "no such object").event("storage.not_found"),
+            opendal::ErrorKind::PermissionDenied => Error::config(
+                subject,
+                format!("access denied by {endpoint} (HTTP 403): the credentials are wrong or may not use bucket {bucket}"),
+            )
+            .fix("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or [repository.s3]) and the key's permissions on the bucket")
+            .event("storage.access_denied"),
+            opendal::ErrorKind::ConfigInvalid if lower.contains("nosuchbucket") => Error::config(
+                format!("s3://{bucket}"),
+                format!("bucket {bucket} does not exist at {endpoint}"),
+            )
+            .fix("create the bucket, or correct the bucket name or endpoint in the repository URL")
+            .event("storage.no_such_bucket"),
+            _ if lower.contains("dns error") || lower.contains("failed to lookup address") => Error::config(
+                subject,
+                format!("cannot resolve the host of endpoint {endpoint}"),
+            )
+            .fix("check the endpoint URL (?endpoint=, AWS_ENDPOINT_URL or [repository.s3] endpoint)")
+            .event("storage.bad_endpoint"),
+            _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid http version")
+                || lower.contains("corruptmessage") => Error::config(
+                subject,
+                format!("TLS failure talking to {endpoint}"),
+            )
+            .fix("check the endpoint's scheme (http:// or https://) and that its certificate is valid for that host")
+            .event("storage.tls"),
+            _ if e.is_temporary() || lower.contains("connection refused") || lower.contains("connect") => Error::busy(
+                subject,
+                format!("{endpoint} did not answer properly: {}", short(&chain)),
+            )
+            .fix(format!("check that {endpoint} is the right endpoint and is up, then retry"))
+            .event("storage.unavailable")
+            .temporary(),
+            _ => Error::new(ErrorKind::Io, subject, format!("{endpoint}: {}", short(&chain))).event("storage.failed"),
+        }
+    }
+
+    fn block_on<T>(&self, key: &str, fut: impl IntoFuture<Output = opendal::Result<T>>) -> Result<T> {
+        self.rt.block_on(fut.into_future()).map_err(|e| self.error(key, e))
+    }
+
+    /// Upload `data` in one PUT or, when larger than a part, in parts of
+    /// exactly `part_size` (R2 rejects unequal parts), several at once.
+    async fn upload(&self, key: &str, file: &Path, size: u64) -> std::result::Result<(), UploadError> {
+        let mut f = std::fs::File::open(file).map_err(UploadError::Local)?;
+        if size <= self.part_size as u64 {
+            let mut buf = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut buf).map_err(UploadError::Local)?;
+            self.op.write(key, buf).await.map_err(UploadError::Remote)?;
+            return Ok(());
+        }
+        let mut w = self
+            .op
+            .writer_with(key)
+            .chunk(self.part_size)
+            .concurrent(self.transfers.min(4))
+            .await
+            .map_err(UploadError::Remote)?;
+        let result = async {
+            loop {
+                let mut buf = vec![0u8; self.part_size];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let n = f.read(&mut buf[filled..]).map_err(UploadError::Local)?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                w.write(buf).await.map_err(UploadError::Remote)?;
+            }
+            w.close().await.map_err(UploadError::Remote)?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = w.abort().await;
+        }
+        result
+    }
+}
+
+enum UploadError {
+    Local(std::io::Error),
+    Remote(opendal::Error),
+}
+
+/// The source chain of an error, joined, for classification and messages.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// OpenDAL's messages carry a context block; the first line is enough.
+fn short(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s);
+    if line.len() > 300 {
+        format!("{}…", &line[..line.floor_char_boundary(300)])
+    } else {
+        line.to_string()
+    }
+}
+
+fn http_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
+    // ring rather than aws-lc: one C build less; the provider is process-wide.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        // Per read, not per request: a 16 MiB upload on a slow link is fine,
+        // a server that stops answering is not.
+        .read_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+}
+
+fn build_operator(t: &S3Target, o: &S3Options) -> opendal::Result<Operator> {
+    let mut b = opendal::services::S3::default()
+        .bucket(&t.bucket)
+        .root(&format!("/{}", t.prefix))
+        .region(&t.region)
+        .endpoint(&t.endpoint_or_aws());
+    if o.virtual_host_style.unwrap_or(t.endpoint.is_none()) {
+        b = b.enable_virtual_host_style();
+    }
+    match o.checksum.as_deref().unwrap_or("crc32c") {
+        "none" => {}
+        algo => b = b.checksum_algorithm(algo),
+    }
+    if let Some(p) = &o.profile {
+        b = b.profile(p);
+    }
+    if let (Some(ak), Some(sk)) = (&o.access_key_id, &o.secret_access_key) {
+        b = b.access_key_id(ak).secret_access_key(sk);
+        if let Some(token) = &o.session_token {
+            b = b.session_token(token);
+        }
+    }
+    if !o.instance_metadata {
+        b = b.disable_ec2_metadata();
+    }
+    Ok(Operator::new(b)?)
+}
+
+/// Counts every request by kind before handing it to reqwest.
+struct CountingTransport {
+    inner: opendal_http_transport_reqwest::ReqwestTransport,
+    counter: Arc<RequestCounter>,
+}
+
+impl HttpTransport for CountingTransport {
+    async fn fetch(
+        &self,
+        req: http::Request<opendal::Buffer>,
+    ) -> opendal::Result<http::Response<opendal::HttpBody>> {
+        let c = &self.counter;
+        let slot = match *req.method() {
+            http::Method::GET if req.uri().query().is_some_and(|q| q.contains("list-type=")) => &c.list,
+            http::Method::GET => &c.get,
+            http::Method::HEAD => &c.head,
+            http::Method::DELETE => &c.delete,
+            _ => &c.put,
+        };
+        slot.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetch(req).await
+    }
+}
+
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        self.target.display()
+    }
+
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self.block_on(key, self.op.read(key))?.to_vec())
+    }
+
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let data = self
+            .block_on(key, self.op.read_with(key).range(offset..offset + len))?
+            .to_vec();
+        if data.len() as u64 != len {
+            // A short body is a transport fault (or a truncated object);
+            // either way reading again may help, and the caller checks hashes.
+            return Err(Error::busy(
+                self.subject(key),
+                format!("wanted {len} bytes at offset {offset}, got {}", data.len()),
+            )
+            .event("storage.short_read")
+            .temporary());
+        }
+        Ok(data)
+    }
+
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.block_on(key, self.op.write(key, data.to_vec()))?;
+        Ok(())
+    }
+
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+        match self
+            .rt
+            .block_on(self.op.write_with(key, data.to_vec()).if_not_exists(true).into_future())
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    /// Upload, then HEAD the object: it is only referenced (by an index
+    /// file) once the store reports exactly the bytes sent. The checksum
+    /// header (CRC32C by default) has the server reject a body damaged in
+    /// transit.
+    fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+        let size = std::fs::metadata(file).at(file)?.len();
+        self.rt.block_on(self.upload(key, file, size)).map_err(|e| match e {
+            UploadError::Local(io) => Error::io(file, io),
+            UploadError::Remote(e) => self.error(key, e),
+        })?;
+        match self.size(key)? {
+            Some(n) if n == size => {}
+            got => {
+                return Err(Error::busy(
+                    self.subject(key),
+                    format!("upload not confirmed: the store reports {got:?} bytes, {size} were sent"),
+                )
+                .event("storage.upload_unconfirmed")
+                .temporary());
+            }
+        }
+        std::fs::remove_file(file).at(file)?;
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        let entries = match self.rt.block_on(self.op.list_with(&dir).recursive(true).into_future()) {
+            Ok(v) => v,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(&dir, e)),
+        };
+        let mut out: Vec<(String, u64)> = entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .map(|e| (e.path().trim_start_matches('/').to_string(), e.metadata().content_length()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        match self.rt.block_on(self.op.stat(key)) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.block_on(key, self.op.delete(key))
+    }
+
+    /// A `flock` in this host's working directory for the repository. Writers
+    /// on other hosts are not excluded, and need not be: every object they
+    /// write is named by its content (docs/FORMAT.md, "Concurrent writers").
+    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
+        super::flock(&self.local_dir.join("lock"), holder, &self.location())
+    }
+
+    fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    fn requests(&self) -> RequestCounts {
+        self.counter.snapshot()
+    }
+
+    fn transfers(&self) -> usize {
+        self.transfers
+    }
+}
