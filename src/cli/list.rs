@@ -1,13 +1,13 @@
 use lifeboat::Result;
 
 use super::Ctx;
-use super::output::{bytes, print_json, when};
+use super::output::{bytes, log_requests, print_json, when};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
-    let repo = ctx.open_repo()?;
+    let repo = ctx.open_repo_unindexed()?;
     let snaps = repo.snapshots()?;
     if ctx.json {
         let rows: Vec<_> = snaps
@@ -22,9 +22,11 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
                 })
             })
             .collect();
+        log_requests(&repo);
         print_json(&rows);
         return Ok(0);
     }
+    log_requests(&repo);
     if snaps.is_empty() {
         eprintln!("no snapshots in {}", repo.storage.location());
         return Ok(0);

@@ -114,6 +114,11 @@ impl Ctx {
         Repository::open(&self.repo_location()?)
     }
 
+    /// For commands that read manifests only (list, show).
+    pub fn open_repo_unindexed(&self) -> Result<Repository> {
+        Repository::open_unindexed(&self.repo_location()?)
+    }
+
     /// For commands that write: locked, and the default repository is
     /// created on first use.
     pub fn open_repo_locked(&self, command: &str) -> Result<(Repository, Box<dyn lifeboat::storage::LockGuard>)> {

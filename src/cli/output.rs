@@ -26,3 +26,30 @@ pub fn when(rfc3339: &str) -> String {
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|_| rfc3339.to_string())
 }
+
+/// Print a command's JSON result with the requests it sent to the store
+/// (`"requests": {"put": …, "get": …, "list": …, "head": …, "delete": …}`),
+/// after logging them (`-v`).
+pub fn print_json_with_requests(v: &impl serde::Serialize, repo: &lifeboat::repo::Repository) {
+    let counts = log_requests(repo);
+    let mut v = serde_json::to_value(v).expect("serializable");
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("requests".into(), serde_json::to_value(counts).expect("serializable"));
+    }
+    print_json(&v);
+}
+
+/// Log the requests sent so far (shown with `-v`); returns them.
+pub fn log_requests(repo: &lifeboat::repo::Repository) -> lifeboat::storage::RequestCounts {
+    let c = repo.storage.requests();
+    tracing::info!(
+        event = "storage.requests",
+        put = c.put,
+        get = c.get,
+        list = c.list,
+        head = c.head,
+        delete = c.delete,
+        total = c.total()
+    );
+    c
+}

@@ -4,7 +4,7 @@ use lifeboat::Result;
 use lifeboat::restore::{self, RestoreOptions, Target};
 
 use super::Ctx;
-use super::output::{bytes, print_json};
+use super::output::{bytes, log_requests, print_json_with_requests};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -57,9 +57,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     let report = restore::restore(&repo, &snap, &opts, &progress)?;
     if ctx.json {
-        print_json(&report);
+        print_json_with_requests(&report, &repo);
         return Ok(0);
     }
+    log_requests(&repo);
     for r in &report.restored {
         println!("restored {} {} -> {} ({})", r.kind, r.name, r.path, bytes(r.bytes));
     }

@@ -2,7 +2,7 @@ use lifeboat::Result;
 use lifeboat::repo::manifest::{EntryKind, Source};
 
 use super::Ctx;
-use super::output::{bytes, print_json, when};
+use super::output::{bytes, log_requests, print_json_with_requests, when};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,13 +12,14 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let repo = ctx.open_repo()?;
+    let repo = ctx.open_repo_unindexed()?;
     let s = repo.find_snapshot(&args.id)?;
     let m = &s.manifest;
     if ctx.json {
-        print_json(&serde_json::json!({"id": s.id, "manifest": m}));
+        print_json_with_requests(&serde_json::json!({"id": s.id, "manifest": m}), &repo);
         return Ok(0);
     }
+    log_requests(&repo);
     println!("snapshot {}", s.id);
     println!(
         "time     {}  host {}  kind {}  lifeboat {}",

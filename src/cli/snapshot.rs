@@ -5,7 +5,7 @@ use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, Result};
 
-use super::output::{bytes, print_json};
+use super::output::{bytes, log_requests, print_json_with_requests};
 use super::{Ctx, require_exists};
 
 #[derive(clap::Args, Debug)]
@@ -43,10 +43,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
     if ctx.json {
-        print_json(
+        print_json_with_requests(
             &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary}),
+            &repo,
         );
     } else {
+        log_requests(&repo);
         if !ctx.quiet {
             eprintln!(
                 "snapshot {} of {} sources: {} read, {} new ({} stored) in {:.1}s",

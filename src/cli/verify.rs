@@ -1,7 +1,7 @@
 use lifeboat::Result;
 
 use super::Ctx;
-use super::output::{bytes, print_json};
+use super::output::{bytes, log_requests, print_json_with_requests};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,9 +20,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         super::exit::damaged()
     };
     if ctx.json {
-        print_json(&report);
+        print_json_with_requests(&report, &repo);
         return Ok(code);
     }
+    log_requests(&repo);
     for p in &report.problems {
         let snap = if p.snapshot.is_empty() {
             "repository".to_string()

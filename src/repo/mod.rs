@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::codec;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::id::Id;
-use crate::storage::{Backend, LockGuard, LockHolder, Storage};
 pub use crate::storage::RepoLocation;
+use crate::storage::{Backend, LockGuard, LockHolder, Storage};
 use config::RepoConfig;
 use index::{Index, IndexFile};
 use manifest::{Manifest, snapshot_key};
@@ -126,7 +126,9 @@ impl Repository {
         Ok(repo)
     }
 
-    fn open_unindexed(loc: &RepoLocation) -> Result<Repository> {
+    /// Open without loading the index: enough for listing and showing
+    /// snapshots, and a LIST plus downloads cheaper on an object store.
+    pub fn open_unindexed(loc: &RepoLocation) -> Result<Repository> {
         let not_found = || {
             Error::no_input(loc.display(), "no Lifeboat repository here")
                 .event("repo.not_found")

@@ -22,8 +22,8 @@ use super::Repository;
 use super::index::{IndexFile, IndexedPack};
 use super::pack::{BlobType, FinishedPack, Member, PackWriter, pack_key};
 use crate::error::{IoContext, Result};
-use crate::storage::Storage;
 use crate::id::Id;
+use crate::storage::Storage;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteStats {
@@ -284,7 +284,11 @@ impl Transfers {
             self.done = Some(done_rx);
         }
         self.in_flight += 1;
-        self.tx.as_ref().expect("started").send((key, path)).expect("transfer threads live");
+        self.tx
+            .as_ref()
+            .expect("started")
+            .send((key, path))
+            .expect("transfer threads live");
         Ok(())
     }
 
@@ -292,7 +296,12 @@ impl Transfers {
     fn wait_all(&mut self) -> Result<()> {
         let mut first = None;
         while self.in_flight > 0 {
-            let result = self.done.as_ref().expect("started").recv().expect("transfer threads live");
+            let result = self
+                .done
+                .as_ref()
+                .expect("started")
+                .recv()
+                .expect("transfer threads live");
             self.in_flight -= 1;
             if let Err(e) = result {
                 first.get_or_insert(e);

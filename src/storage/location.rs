@@ -134,8 +134,10 @@ impl RepoLocation {
             Some(("s3", rest)) => Backend::S3(parse_s3(s, rest, &options.s3)?),
             Some(("file", rest)) => Backend::Local(absolute(rest)?),
             Some((scheme, _)) => {
-                return Err(Error::config(s, format!("repository scheme {scheme}:// is not supported"))
-                    .fix("use a local directory path or s3://BUCKET/PREFIX"));
+                return Err(
+                    Error::config(s, format!("repository scheme {scheme}:// is not supported"))
+                        .fix("use a local directory path or s3://BUCKET/PREFIX"),
+                );
             }
             None => Backend::Local(absolute(s)?),
         };
@@ -201,7 +203,11 @@ fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
         match k {
             "endpoint" => endpoint = Some(v),
             "region" => region = Some(v),
-            other => return Err(bad(format!("unknown URL parameter `{other}` (known: endpoint, region)"))),
+            other => {
+                return Err(bad(format!(
+                    "unknown URL parameter `{other}` (known: endpoint, region)"
+                )));
+            }
         }
     }
     let endpoint = endpoint
@@ -244,7 +250,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;

@@ -78,6 +78,7 @@ impl S3Storage {
     }
 
     fn subject(&self, key: &str) -> String {
+        let key = key.trim_matches('/');
         let prefix = if self.target.prefix.is_empty() {
             String::new()
         } else {
@@ -197,9 +198,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// OpenDAL's messages carry a context block; the first line is enough.
-fn short(s: &str) -> String {
-    let line = s.lines().next().unwrap_or(s);
+/// The root cause is what an operator can act on ("Connection refused");
+/// OpenDAL's own layers add request context that only makes the line long.
+fn short(chain: &str) -> String {
+    let root = chain.rsplit(": ").next().unwrap_or(chain);
+    let line = root.lines().next().unwrap_or(root);
     if line.len() > 300 {
         format!("{}…", &line[..line.floor_char_boundary(300)])
     } else {
@@ -254,10 +257,7 @@ struct CountingTransport {
 }
 
 impl HttpTransport for CountingTransport {
-    async fn fetch(
-        &self,
-        req: http::Request<opendal::Buffer>,
-    ) -> opendal::Result<http::Response<opendal::HttpBody>> {
+    async fn fetch(&self, req: http::Request<opendal::Buffer>) -> opendal::Result<http::Response<opendal::HttpBody>> {
         let c = &self.counter;
         let slot = match *req.method() {
             http::Method::GET if req.uri().query().is_some_and(|q| q.contains("list-type=")) => &c.list,
@@ -348,7 +348,12 @@ impl Storage for S3Storage {
         let mut out: Vec<(String, u64)> = entries
             .into_iter()
             .filter(|e| !e.path().ends_with('/'))
-            .map(|e| (e.path().trim_start_matches('/').to_string(), e.metadata().content_length()))
+            .map(|e| {
+                (
+                    e.path().trim_start_matches('/').to_string(),
+                    e.metadata().content_length(),
+                )
+            })
             .collect();
         out.sort();
         Ok(out)

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -30,10 +32,23 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A scratch world for one test. Nothing it runs can reach the real home.
+///
+/// The repository is local unless `LIFEBOAT_TEST_BACKEND=s3`; then it is a
+/// fresh prefix of a bucket on a real S3 server (s3s-fs, checking
+/// signatures) that this test process starts. s3s-fs keeps each object as a
+/// plain file under its data directory, so `repo` is the repository's
+/// objects on disk either way, and tests may look at or damage them.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
+    /// The repository's objects on disk (a local repository, or the bucket
+    /// prefix inside the S3 server's data directory).
     pub repo: PathBuf,
+    /// What `--repo` gets: the path, or the `s3://` URL.
+    pub repo_arg: String,
+    /// The S3 server, when the repository lives on one.
+    pub s3: Option<&'static s3::Server>,
+    pub xdg_cache: PathBuf,
     pub cwd: PathBuf,
     pub home: PathBuf,
     pub xdg_config: PathBuf,
@@ -91,11 +106,23 @@ impl Env {
         let home = mk("home");
         let xdg_config = mk("xdg-config");
         let xdg_state = mk("xdg-state");
-        let repo = root.join("repo");
+        let xdg_cache = mk("xdg-cache");
+        let (repo, repo_arg, s3) = if s3::enabled() {
+            let server = s3::Server::shared();
+            let prefix = format!("t-{}", root.file_name().unwrap().to_string_lossy());
+            (server.prefix_dir(&prefix), server.url(&prefix), Some(server))
+        } else {
+            let repo = root.join("repo");
+            let arg = repo.to_str().expect("utf-8 temp path").to_string();
+            (repo, arg, None)
+        };
         Env {
             dir,
             root,
             repo,
+            repo_arg,
+            s3,
+            xdg_cache,
             cwd,
             home,
             xdg_config,
@@ -114,6 +141,18 @@ impl Env {
             .env("HOME", &self.home)
             .env("XDG_CONFIG_HOME", &self.xdg_config)
             .env("XDG_STATE_HOME", &self.xdg_state)
+            .env("XDG_CACHE_HOME", &self.xdg_cache)
+            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_CONFIG_FILE", self.root.join("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.root.join("no-aws-credentials"))
+            // Fail fast in tests when the server is really gone.
+            .env("LIFEBOAT_RETRY_SECONDS", "20")
             .env_remove("LIFEBOAT_REPO")
             .env_remove("LIFEBOAT_CONFIG")
             .env_remove("RUST_LOG")
@@ -121,14 +160,50 @@ impl Env {
         c
     }
 
-    /// Run with `--repo <tmp>/repo` first.
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    /// Where this host's writer stages packs: `<repo>/tmp` locally, the
+    /// per-host working directory for an S3 repository.
+    pub fn staging_dir(&self) -> PathBuf {
+        match self.s3 {
+            None => self.repo.join("tmp"),
+            Some(_) => self.s3_local_dir().join("staging"),
+        }
+    }
+
+    /// The writer lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        match self.s3 {
+            None => self.repo.join("lock"),
+            Some(_) => self.s3_local_dir().join("lock"),
+        }
+    }
+
+    /// `$XDG_CACHE_HOME/lifeboat/s3/<hash>` of this environment (one per
+    /// repository; the hash is over endpoint, bucket and prefix).
+    fn s3_local_dir(&self) -> PathBuf {
+        let base = self.xdg_cache.join("lifeboat/s3");
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&base)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(
+            dirs.len() <= 1,
+            "one S3 working directory expected under {}",
+            base.display()
+        );
+        dirs.into_iter().next().unwrap_or_else(|| base.join("not-created-yet"))
+    }
+
+    /// Run with `--repo <the repository>` first.
     pub fn run<I, S>(&self, args: I) -> Out
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut c = self.command();
-        c.arg("--repo").arg(&self.repo);
+        c.arg("--repo").arg(&self.repo_arg);
         c.args(args);
         run_command(c)
     }
