@@ -29,6 +29,10 @@ fn sigkill_during_snapshot_leaves_a_consistent_repository() {
         scratch.snapshot(&[&db]);
         t0.elapsed()
     };
+    // This host's staging area: `<repo>/tmp` locally, the per-host working
+    // directory for S3. `init` creates it, so counting its files means something.
+    let staging = env.staging_dir();
+    assert!(staging.is_dir(), "staging area {} exists", staging.display());
     let jitter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -40,7 +44,7 @@ fn sigkill_during_snapshot_leaves_a_consistent_repository() {
         let delay = full.mul_f64(*f) + Duration::from_millis((jitter >> (i * 3)) % 25);
         let mut c = env.command();
         c.arg("--repo")
-            .arg(&env.repo)
+            .arg(&env.repo_arg)
             .arg("snapshot")
             .arg(&db)
             .stdout(Stdio::null())
@@ -55,7 +59,7 @@ fn sigkill_during_snapshot_leaves_a_consistent_repository() {
         eprintln!(
             "kill {i} after {delay:?} (full snapshot {full:?}): {}; staging files {}, pack files {}",
             if status.success() { "had finished" } else { "killed" },
-            common::files_under(&env.repo.join("tmp")).len(),
+            common::files_under(&staging).len(),
             common::files_under(&env.repo.join("data")).len()
         );
         // Right after each kill, the repository is already consistent.
@@ -84,8 +88,9 @@ fn sigkill_during_snapshot_leaves_a_consistent_repository() {
     // The lock of a killed writer does not block the next one.
     let id = env.snapshot(&[&db]);
     assert_eq!(env.list().len(), before + 1);
+    assert!(staging.is_dir(), "staging area {} still exists", staging.display());
     assert!(
-        common::files_under(&env.repo.join("tmp")).is_empty(),
+        common::files_under(&staging).is_empty(),
         "killed writers' staging files are cleaned up"
     );
     env.ok(["verify", "--read-data"]);

@@ -486,7 +486,7 @@ fn unknown_config_key_is_an_error_78() {
     );
     // Named with --config, a misspelt section.
     let cfg = env.path("other.toml");
-    std::fs::write(&cfg, format!("[repositry]\nurl = \"{}\"\n", s(&env.repo))).unwrap();
+    std::fs::write(&cfg, format!("[repositry]\nurl = \"{}\"\n", env.repo_arg)).unwrap();
     let out = env.run(["--config", s(&cfg), "snapshot", s(&db)]);
     assert_refused(&out, 78, "config.invalid");
     assert!(out.stderr.contains("repositry"), "{}", out.stderr);
@@ -511,7 +511,7 @@ fn missing_config_is_an_error_78_naming_every_searched_path() {
     let mut c = env.command();
     c.env("LIFEBOAT_CONFIG", &named)
         .env_remove("XDG_CONFIG_HOME")
-        .args(["--repo", s(&env.repo), "snapshot"]);
+        .args(["--repo", &env.repo_arg, "snapshot"]);
     let out = common::run_command(c);
     assert_refused(&out, 78, "config.not_found");
     for p in [
@@ -551,16 +551,25 @@ fn second_writer_is_refused_with_75_while_the_repository_lock_is_held() {
     let db = env.path("x.db");
     create_db(&db, 50, 10, true);
     let ready = env.path("lock.ready");
+    // The lock lifeboat takes: `<repo>/lock` locally, a file in this host's
+    // working directory for an S3 repository (created by `init`).
+    let lock_file = env.lock_file();
+    assert!(
+        lock_file.parent().unwrap().is_dir(),
+        "the lock's directory exists after init: {}",
+        lock_file.display()
+    );
     let holder = common::spawn_self(
         "lock_child",
-        &[
-            (common::LOCK_FILE, &env.repo.join("lock")),
-            (common::LOCK_READY, &ready),
-        ],
+        &[(common::LOCK_FILE, &lock_file), (common::LOCK_READY, &ready)],
     );
     common::wait_until("the lock holder", 60, || ready.exists());
     let pid = holder.child.id();
-    let before = describe(&env.repo);
+    // The repository's objects, this host's staging area and the lock file
+    // (all inside the repository for a local one).
+    let state = || (describe(&env.repo), describe(&env.staging_dir()), node(&lock_file));
+    let before = state();
+    assert!(!before.1.is_empty(), "the staging directory exists");
 
     let out = env.run(["snapshot", s(&db)]);
     assert_refused(&out, 75, "repo.in_use");
@@ -579,7 +588,7 @@ fn second_writer_is_refused_with_75_while_the_repository_lock_is_held() {
     let v = out.json();
     assert_eq!(v["error"]["exit_code"], 75);
     assert_eq!(v["error"]["event"], "repo.in_use");
-    assert_eq!(describe(&env.repo), before, "the refused writer changed nothing");
+    assert_eq!(state(), before, "the refused writer changed nothing");
     // Readers are not writers: list still works while the lock is held.
     assert!(env.list().is_empty());
 
@@ -598,22 +607,38 @@ fn lock_left_by_a_dead_process_is_taken_over() {
     let mut dead = std::process::Command::new("true").spawn().unwrap();
     let pid = dead.id();
     dead.wait().unwrap();
+    // `<repo>/lock` locally; in this host's working directory for S3.
+    let lock_file = env.lock_file();
+    assert!(
+        lock_file.parent().unwrap().is_dir(),
+        "the lock's directory exists after init: {}",
+        lock_file.display()
+    );
     let mut lock = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(env.repo.join("lock"))
+        .open(&lock_file)
         .unwrap();
     write_holder(&mut lock, &common::hostname(), pid);
     drop(lock);
     // And a half-written pack of the dead writer in the staging area.
-    let tmp = env.repo.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = env.staging_dir();
+    assert!(tmp.is_dir(), "init creates the staging area {}", tmp.display());
     std::fs::write(tmp.join("pack-dead"), vec![0u8; 1000]).unwrap();
     env.snapshot(&[&db]);
+    assert!(tmp.is_dir(), "the staging area is still there");
     assert!(
         common::files_under(&tmp).is_empty(),
         "the dead writer's staging files are cleaned up"
+    );
+    // The new writer took this very lock and recorded itself as the holder.
+    let holder: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock_file).unwrap()).unwrap();
+    assert_ne!(
+        holder["since"],
+        "2026-01-01T00:00:00Z",
+        "the dead writer's record in {} was replaced: {holder}",
+        lock_file.display()
     );
     env.ok(["verify", "--read-data"]);
 }

@@ -108,7 +108,10 @@ impl Repository {
         // The config is written last: a place without one is not yet a
         // repository, so an interrupted init can simply be run again. Created
         // only if absent, so two racing inits cannot both win.
-        if !storage.create("config", &config.to_bytes())? {
+        let bytes = config.to_bytes();
+        // `false` also when our own first attempt landed and only its reply
+        // was lost (then retried): the bytes tell the two apart.
+        if !storage.create("config", &bytes)? && storage.read("config")? != bytes {
             return Err(exists());
         }
         tracing::info!(event = "repo.init", location = %storage.location());

@@ -124,12 +124,12 @@ impl S3Storage {
             .event("storage.tls"),
             _ if e.is_temporary() || lower.contains("connection refused") || lower.contains("connect") => Error::busy(
                 subject,
-                format!("{endpoint} did not answer properly: {}", short(&chain)),
+                format!("{endpoint} did not answer properly: {}", short(&e)),
             )
             .fix(format!("check that {endpoint} is the right endpoint and is up, then retry"))
             .event("storage.unavailable")
             .temporary(),
-            _ => Error::new(ErrorKind::Io, subject, format!("{endpoint}: {}", short(&chain))).event("storage.failed"),
+            _ => Error::new(ErrorKind::Io, subject, format!("{endpoint}: {}", short(&e))).event("storage.failed"),
         }
     }
 
@@ -198,16 +198,38 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The root cause is what an operator can act on ("Connection refused");
-/// OpenDAL's own layers add request context that only makes the line long.
-fn short(chain: &str) -> String {
-    let root = chain.rsplit(": ").next().unwrap_or(chain);
-    let line = root.lines().next().unwrap_or(root);
+/// What an operator can act on, in one line: the S3 error code and message
+/// when the server sent one, else the root cause of a transport failure
+/// ("Connection refused"); OpenDAL's request context only makes lines long.
+fn short(e: &opendal::Error) -> String {
+    let text = e.to_string();
+    let line = if let Some(code) = field(&text, "code") {
+        match field(&text, "message").filter(|m| !m.is_empty()) {
+            Some(m) => format!("{code}: {m}"),
+            None => code,
+        }
+    } else {
+        let mut root = None;
+        let mut cur = std::error::Error::source(e);
+        while let Some(s) = cur {
+            root = Some(s.to_string());
+            cur = s.source();
+        }
+        root.unwrap_or_else(|| text.split(", context:").next().unwrap_or(&text).to_string())
+    };
+    let line = line.lines().next().unwrap_or_default().to_string();
     if line.len() > 300 {
         format!("{}…", &line[..line.floor_char_boundary(300)])
     } else {
-        line.to_string()
+        line
     }
+}
+
+/// `name: "value"` out of OpenDAL's debug rendering of an S3 error body.
+fn field(text: &str, name: &str) -> Option<String> {
+    let start = text.find(&format!("{name}: \""))? + name.len() + 3;
+    let end = text[start..].find('"')?;
+    Some(text[start..start + end].to_string())
 }
 
 fn http_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
@@ -247,7 +269,7 @@ fn build_operator(t: &S3Target, o: &S3Options) -> opendal::Result<Operator> {
     if !o.instance_metadata {
         b = b.disable_ec2_metadata();
     }
-    Ok(Operator::new(b)?)
+    Operator::new(b)
 }
 
 /// Counts every request by kind before handing it to reqwest.
