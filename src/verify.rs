@@ -51,6 +51,7 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
         progress.begin("verify data", repo.index.packs().iter().map(|p| p.1).sum());
     }
     let mut dec = Decoder::default();
+    let mut to_read = Vec::new();
     for (n, (pack_id, size)) in repo.index.packs().iter().enumerate() {
         let key = pack_key(pack_id);
         indexed_keys.insert(key.clone());
@@ -73,13 +74,17 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
             }
             _ => {}
         }
-        if !read_data {
-            continue;
+        if read_data {
+            to_read.push(((n, *pack_id), key));
         }
-        let data = repo.storage.read(&key)?;
+    }
+    // Packs are read several at a time (an object store's latency), and
+    // checked here as they arrive.
+    crate::storage::read_parallel(repo.storage.as_ref(), to_read, |(n, pack_id), key, data| {
+        let data = data?;
         report.bytes_read += data.len() as u64;
         progress.advance(data.len() as u64);
-        if Id::of(&data) != *pack_id {
+        if Id::of(&data) != pack_id {
             // Still check blobs one by one: the damage may spare most of them.
             report.problems.push(Problem {
                 snapshot: String::new(),
@@ -120,7 +125,8 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
                 );
             }
         }
-    }
+        Ok(())
+    })?;
     if read_data {
         progress.end();
     }

@@ -210,22 +210,27 @@ impl Repository {
 
     pub fn load_index(&mut self) -> Result<()> {
         let mut index = Index::default();
-        for (key, _) in self.storage.list("index")? {
-            index.add_file(&self.read_index_file(&key)?);
-        }
+        let keys = self.storage.list("index")?.into_iter().map(|(k, _)| ((), k)).collect();
+        crate::storage::read_parallel(self.storage.as_ref(), keys, |(), key, raw| {
+            index.add_file(&self.parse_index_file(&key, &raw?)?);
+            Ok(())
+        })?;
         index.seal();
         self.index = index;
         Ok(())
     }
 
     pub fn read_index_file(&self, key: &str) -> Result<IndexFile> {
+        self.parse_index_file(key, &self.storage.read(key)?)
+    }
+
+    fn parse_index_file(&self, key: &str, raw: &[u8]) -> Result<IndexFile> {
         let what = format!("{}/{key}", self.storage.location());
-        let raw = self.storage.read(key)?;
         let id = key.rsplit('/').next().and_then(Id::parse);
-        if id != Some(Id::of(&raw)) {
+        if id != Some(Id::of(raw)) {
             return Err(Error::bad_data(&what, "index file content does not match its name"));
         }
-        IndexFile::from_bytes(&codec::decode(&raw, &what)?, &what)
+        IndexFile::from_bytes(&codec::decode(raw, &what)?, &what)
     }
 
     /// Store an index file; its name is the hash of its stored bytes.
@@ -336,9 +341,13 @@ impl Repository {
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<Manifest> {
+        self.parse_manifest(id, &self.storage.read(&snapshot_key(id))?)
+    }
+
+    fn parse_manifest(&self, id: &Id, raw: &[u8]) -> Result<Manifest> {
         let key = snapshot_key(id);
         let what = format!("{}/{key}", self.storage.location());
-        let json = codec::decode(&self.storage.read(&key)?, &what)?;
+        let json = codec::decode(raw, &what)?;
         if Id::of(&json) != *id {
             return Err(Error::bad_data(&what, "manifest does not match its id"));
         }
@@ -347,16 +356,20 @@ impl Repository {
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRef>> {
+        let keys = self
+            .storage
+            .list("snapshots")?
+            .into_iter()
+            .filter_map(|(key, _)| Some((key.rsplit('/').next().and_then(Id::parse)?, key)))
+            .collect();
         let mut out = Vec::new();
-        for (key, _) in self.storage.list("snapshots")? {
-            let Some(id) = key.rsplit('/').next().and_then(Id::parse) else {
-                continue;
-            };
+        crate::storage::read_parallel(self.storage.as_ref(), keys, |id, _, raw| {
             out.push(SnapshotRef {
                 id,
-                manifest: self.read_manifest(&id)?,
+                manifest: self.parse_manifest(&id, &raw?)?,
             });
-        }
+            Ok(())
+        })?;
         // Parsed, not textual: RFC 3339 text omits zero fractions, so
         // `…:00Z` would sort after `…:00.5Z`.
         out.sort_by_key(|s| (s.manifest.timestamp(), s.id));

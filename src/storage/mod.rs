@@ -169,3 +169,50 @@ pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<
     file.write_all(&text).at(path)?;
     Ok(Box::new(FileLock { _file: file }))
 }
+
+/// Read `keys` with up to `storage.transfers()` reads in flight, handing each
+/// result to `each` on the calling thread as it arrives (in any order). At
+/// most twice that many objects are held in memory at once. Stops at the
+/// first error `each` returns.
+pub fn read_parallel<T: Send>(
+    storage: &dyn Storage,
+    keys: Vec<(T, String)>,
+    mut each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let fetchers = storage.transfers().clamp(1, keys.len().max(1));
+    if fetchers == 1 {
+        for (tag, key) in keys {
+            let data = storage.read(&key);
+            each(tag, key, data)?;
+        }
+        return Ok(());
+    }
+    let queue = std::sync::Mutex::new(keys.into_iter());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(fetchers);
+        for _ in 0..fetchers {
+            let (tx, queue, stop) = (tx.clone(), &queue, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some((tag, key)) = queue.lock().expect("read queue").next() else { return };
+                    let data = storage.read(&key);
+                    if tx.send((tag, key, data)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut outcome = Ok(());
+        for (tag, key, data) in rx.iter() {
+            if outcome.is_ok() {
+                outcome = each(tag, key, data);
+                if outcome.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        outcome
+    })
+}
