@@ -226,8 +226,12 @@ impl Drop for BlobWriter<'_> {
         // Transfers still running finish (or fail) before the files go.
         self.transfers.shut_down();
         for done in self.sealed.drain(..) {
-            let _ = std::fs::remove_file(&done.path);
-            let _ = std::fs::remove_file(pending_path(&done.path));
+            // A pack still staged never reached the store; one that did
+            // keeps its `.pending` entries so the next writer indexes it.
+            if done.path.exists() {
+                let _ = std::fs::remove_file(&done.path);
+                let _ = std::fs::remove_file(pending_path(&done.path));
+            }
         }
     }
 }

@@ -5,6 +5,11 @@
 //! every read, so a stale or damaged cache cannot produce wrong data; entries
 //! whose objects are gone from the store are dropped when their prefix is
 //! listed. Pack data is never cached.
+//!
+//! A cache file is the object's bytes followed by their 32-byte BLAKE3
+//! (docs/FORMAT.md, "Per-host working directory"): a copy damaged on this
+//! disk is noticed here, dropped and fetched again, instead of failing every
+//! command until someone deletes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,9 +39,12 @@ impl CachedStorage {
 
     /// Best effort: a cache that cannot be written only costs downloads.
     fn remember(&self, path: &Path, data: &[u8]) {
+        let mut entry = Vec::with_capacity(data.len() + 32);
+        entry.extend_from_slice(data);
+        entry.extend_from_slice(blake3::hash(data).as_bytes());
         let saved = std::fs::create_dir_all(path.parent().expect("cache paths have a parent"))
             .map_err(|e| e.to_string())
-            .and_then(|()| crate::fsutil::write_atomic(path, data).map_err(|e| e.to_string()));
+            .and_then(|()| crate::fsutil::write_atomic(path, &entry).map_err(|e| e.to_string()));
         if let Err(e) = saved {
             tracing::warn!(event = "cache.write_failed", path = %path.display(), error = %e);
         }
@@ -51,8 +59,15 @@ impl Storage for CachedStorage {
         let Some(path) = self.cached_path(key) else {
             return self.inner.read(key);
         };
-        if let Ok(data) = std::fs::read(&path) {
-            return Ok(data);
+        if let Ok(mut entry) = std::fs::read(&path) {
+            if let Some(split) = entry.len().checked_sub(32)
+                && blake3::hash(&entry[..split]).as_bytes() == &entry[split..]
+            {
+                entry.truncate(split);
+                return Ok(entry);
+            }
+            tracing::warn!(event = "cache.damaged", path = %path.display());
+            let _ = std::fs::remove_file(&path);
         }
         let data = self.inner.read(key)?;
         self.remember(&path, &data);
@@ -110,5 +125,38 @@ impl Storage for CachedStorage {
     }
     fn transfers(&self) -> usize {
         self.inner.transfers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalStorage;
+
+    #[test]
+    fn damaged_or_missing_copies_are_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, work) = (dir.path().join("store"), dir.path().join("work"));
+        std::fs::create_dir_all(&store).unwrap();
+        let inner: Arc<dyn Storage> = Arc::new(LocalStorage::new(&store));
+        let cached = CachedStorage::new(inner.clone(), &work);
+        cached.write("index/aa", b"index bytes").unwrap();
+        let copy = work.join("cache/index/aa");
+        assert_eq!(std::fs::read(&copy).unwrap().len(), 11 + 32, "bytes plus their BLAKE3");
+        // Served from the copy: the store's object is changed behind its back.
+        inner.write("index/aa", b"changed").unwrap();
+        assert_eq!(cached.read("index/aa").unwrap(), b"index bytes");
+        // A damaged copy is dropped and the object fetched again.
+        let mut bytes = std::fs::read(&copy).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&copy, &bytes).unwrap();
+        assert_eq!(cached.read("index/aa").unwrap(), b"changed");
+        // Listing drops copies of objects the store no longer has.
+        inner.delete("index/aa").unwrap();
+        assert!(cached.list("index").unwrap().is_empty());
+        assert!(!copy.exists());
+        // Packs are never cached.
+        cached.write("data/00/p", b"pack").unwrap();
+        assert!(!work.join("cache/data").exists());
     }
 }

@@ -36,7 +36,9 @@ pub struct StorageOptions {
     pub s3: S3Options,
 }
 
-/// `[repository.s3]`: everything here overrides the AWS environment.
+/// `[repository.s3]`. Credentials and `profile` here override the AWS
+/// environment; `endpoint` and `region` apply when neither the URL nor the
+/// environment gives one (the order the URL's documentation promises).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Options {
@@ -47,8 +49,8 @@ pub struct S3Options {
     pub session_token: Option<String>,
     /// A profile of the shared AWS config and credentials files.
     pub profile: Option<String>,
-    /// Integrity checksum sent with every upload: `crc32c` (default), `md5`
-    /// (single-part uploads only) or `none` for servers that reject both.
+    /// Integrity checksum sent with every upload and part: `crc32c`
+    /// (default) or `none` for servers that reject checksum headers.
     pub checksum: Option<String>,
     /// Objects larger than this go up in parts of exactly this size
     /// (default 32 MiB; at least 5 MiB, S3's minimum part).
@@ -226,8 +228,9 @@ fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
         .or_else(|| opts.region.clone());
     let region = match (region, &endpoint) {
         (Some(r), _) => r,
-        // Self-hosted servers (MinIO, Garage, s3s) accept any region name in
-        // the signature; us-east-1 is what their documentation uses.
+        // MinIO and s3s accept any region in the signature and us-east-1 is
+        // their default; Garage checks its own `s3_region`, and a mismatch is
+        // reported with that fix (storage.wrong_region).
         (None, Some(_)) => "us-east-1".to_string(),
         (None, None) => {
             return Err(Error::config(whole, "no region for AWS S3")

@@ -195,7 +195,9 @@ pub fn read_parallel<T: Send>(
             let (tx, queue, stop) = (tx.clone(), &queue, &stop);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let Some((tag, key)) = queue.lock().expect("read queue").next() else { return };
+                    let Some((tag, key)) = queue.lock().expect("read queue").next() else {
+                        return;
+                    };
                     let data = storage.read(&key);
                     if tx.send((tag, key, data)).is_err() {
                         return;

@@ -39,6 +39,11 @@ impl S3Storage {
         let opts = &options.s3;
         let display = target.display();
         let part_size = opts.part_size_mib.unwrap_or(DEFAULT_PART_MIB) << 20;
+        let checksum = opts.checksum.as_deref().unwrap_or("crc32c");
+        if !matches!(checksum, "crc32c" | "none") {
+            return Err(Error::config(&display, format!("unknown checksum `{checksum}`"))
+                .fix("set [repository.s3] checksum to \"crc32c\" (default) or \"none\""));
+        }
         if part_size < MIN_PART {
             return Err(Error::config(&display, "part_size_mib must be at least 5")
                 .fix("raise [repository.s3] part_size_mib to 5 or more"));
@@ -92,8 +97,14 @@ impl S3Storage {
     fn error(&self, key: &str, e: opendal::Error) -> Error {
         let endpoint = self.target.endpoint_or_aws();
         let bucket = &self.target.bucket;
-        let chain = error_chain(&e);
-        let lower = chain.to_ascii_lowercase();
+        // Classify on what the server said (its error code and message) and
+        // on the transport's causes, never on OpenDAL's context block: that
+        // holds the URL, and a bucket named `tls-certs` is not a TLS failure.
+        let said = short(&e).to_ascii_lowercase();
+        let causes = std::error::Error::source(&e)
+            .map(error_chain)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let subject = self.subject(key);
         match e.kind() {
             opendal::ErrorKind::NotFound => Error::no_input(subject, "no such object").event("storage.not_found"),
@@ -103,26 +114,36 @@ impl S3Storage {
             )
             .fix("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or [repository.s3]) and the key's permissions on the bucket")
             .event("storage.access_denied"),
-            opendal::ErrorKind::ConfigInvalid if lower.contains("nosuchbucket") => Error::config(
+            opendal::ErrorKind::ConfigInvalid if said.contains("nosuchbucket") => Error::config(
                 format!("s3://{bucket}"),
                 format!("bucket {bucket} does not exist at {endpoint}"),
             )
             .fix("create the bucket, or correct the bucket name or endpoint in the repository URL")
             .event("storage.no_such_bucket"),
-            _ if lower.contains("dns error") || lower.contains("failed to lookup address") => Error::config(
+            _ if said.contains("authorizationheadermalformed") || said.contains("region") && !e.is_temporary() => {
+                Error::config(
+                    subject,
+                    format!("{endpoint} rejected region {}: {}", self.target.region, short(&e)),
+                )
+                .fix("give the server's region with ?region= (Garage: its s3_region setting), AWS_REGION or [repository.s3] region")
+                .event("storage.wrong_region")
+            }
+            _ if causes.contains("dns error") || causes.contains("failed to lookup address") => Error::config(
                 subject,
                 format!("cannot resolve the host of endpoint {endpoint}"),
             )
             .fix("check the endpoint URL (?endpoint=, AWS_ENDPOINT_URL or [repository.s3] endpoint)")
             .event("storage.bad_endpoint"),
-            _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("invalid http version")
-                || lower.contains("corruptmessage") => Error::config(
+            _ if causes.contains("certificate") || causes.contains("tls") || causes.contains("invalid http version")
+                || causes.contains("corruptmessage")
+                // rustls, handshaking with a server that answered in plain HTTP.
+                || causes.contains("received corrupt message") => Error::config(
                 subject,
                 format!("TLS failure talking to {endpoint}"),
             )
             .fix("check the endpoint's scheme (http:// or https://) and that its certificate is valid for that host")
             .event("storage.tls"),
-            _ if e.is_temporary() || lower.contains("connection refused") || lower.contains("connect") => Error::busy(
+            _ if e.is_temporary() || causes.contains("connection refused") || causes.contains("connect") => Error::busy(
                 subject,
                 format!("{endpoint} did not answer properly: {}", short(&e)),
             )
