@@ -13,7 +13,10 @@
 //! - after N random single-row updates: the next snapshot's repository growth vs
 //!   the `zstd -1` size of the changed pages, and its time vs the full snapshot;
 //! - restore: `lifeboat restore -o` vs `zstd -d` + `PRAGMA integrity_check`;
-//! - peak RSS of all of them.
+//! - peak RSS of all of them;
+//! - the same lifeboat snapshots and restore against an S3 repository on a
+//!   local s3s-fs server the harness starts (when s3s-fs is installed): time
+//!   vs the local-disk repository, peak RSS and the requests sent.
 //!
 //! Every timed command runs warm: its inputs are read once (like `cat FILE >
 //! /dev/null`) just before it starts. Timings never belong in tests; this is
@@ -22,6 +25,8 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,6 +39,10 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 const GENERATOR_VERSION: u32 = 1;
 const RSS_TARGET_MIB: f64 = 64.0;
 const RESTIC_PASSWORD: &str = "lifeboat-bench";
+/// S3 targets: time vs the local-disk repository, and the incremental
+/// snapshot's PUTs.
+const S3_TIME_TARGET: f64 = 1.5;
+const S3_INCR_PUT_TARGET: u64 = 50;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark lifeboat against sqlite3 .backup + zstd and restic")]
@@ -266,6 +275,203 @@ fn version_of(program: &str, args: &[&str]) -> Option<String> {
     }
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     text.lines().next().map(|l| l.trim().to_string())
+}
+
+// ---------------------------------------------------------------------------
+// The local S3 server
+
+const S3_ACCESS_KEY: &str = "lifeboat-bench-key";
+const S3_SECRET_KEY: &str = "lifeboat-bench-secret-0123456789";
+const S3_BUCKET: &str = "lifeboat-bench";
+const S3_PREFIX: &str = "repo";
+
+/// `s3s-fs` on the PATH, else in `~/.cargo/bin`.
+fn find_s3s_fs() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let home_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/s3s-fs"));
+    on_path.into_iter().chain(home_bin).find(|p| p.is_file())
+}
+
+/// An s3s-fs server on a free loopback port, serving one bucket. It is
+/// killed when this is dropped (the end of the run, or an error), and by
+/// the kernel if the harness dies first (`PR_SET_PDEATHSIG`).
+struct S3Server {
+    child: std::process::Child,
+    /// What `--repo` gets: `s3://BUCKET/PREFIX?endpoint=…&region=…`.
+    url: String,
+    /// The repository's objects on disk: s3s-fs keeps each object as a
+    /// plain file under `DATA/BUCKET/`.
+    prefix_dir: PathBuf,
+}
+
+impl S3Server {
+    fn start(bin: &Path, data: &Path, log: &Path) -> Res<S3Server> {
+        // A bucket is a directory to s3s-fs.
+        fs::create_dir_all(data.join(S3_BUCKET))?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(log)?);
+        // SAFETY: the closure runs between fork and exec and calls only
+        // prctl(2), which is async-signal-safe. The server is started from
+        // the main thread, which lives as long as the harness.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        let mut server = S3Server {
+            child,
+            url: format!("s3://{S3_BUCKET}/{S3_PREFIX}?endpoint=http://127.0.0.1:{port}&region=us-east-1"),
+            prefix_dir: data.join(S3_BUCKET).join(S3_PREFIX),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!("s3s-fs exited ({status}) before listening; see {}", log.display()).into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("s3s-fs did not listen on port {port} within 20 s").into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// The server's CPU time so far (user + system), from /proc.
+    fn cpu(&self) -> Option<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesised command name start at field 3
+        // (state); utime and stime are fields 14 and 15.
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests one command sent to the store, from its `--json` result.
+#[derive(Default, Clone, Copy)]
+struct Requests {
+    put: u64,
+    get: u64,
+    list: u64,
+    head: u64,
+    delete: u64,
+}
+
+impl Requests {
+    fn from_json(result: &serde_json::Value) -> Res<Requests> {
+        let r = &result["requests"];
+        let get = |k: &str| {
+            r[k].as_u64()
+                .ok_or_else(|| format!("--json result has no requests.{k}: {result}"))
+        };
+        Ok(Requests {
+            put: get("put")?,
+            get: get("get")?,
+            list: get("list")?,
+            head: get("head")?,
+            delete: get("delete")?,
+        })
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "PUT {}, GET {}, LIST {}, HEAD {}, DELETE {}",
+            self.put, self.get, self.list, self.head, self.delete
+        )
+    }
+}
+
+/// One lifeboat command against the S3 repository: wall seconds, peak RSS
+/// MiB, the requests it sent and the server's CPU seconds meanwhile.
+#[derive(Clone, Copy)]
+struct S3Run {
+    secs: f64,
+    rss: f64,
+    requests: Requests,
+    server_cpu: Option<f64>,
+}
+
+/// Run `cmd` (a `lifeboat --json` command against the S3 repository) like
+/// any other measured command, also reading the server's CPU time around it
+/// and the requests from its JSON result.
+fn measure_s3(
+    server: &S3Server,
+    logs: &Path,
+    label: &str,
+    cmd: &mut Command,
+) -> Res<(Measured, serde_json::Value, S3Run)> {
+    let cpu0 = server.cpu();
+    let m = measure(logs, label, cmd)?;
+    let cpu1 = server.cpu();
+    let v: serde_json::Value = serde_json::from_str(&m.stdout)
+        .map_err(|e| format!("{label}: stdout is not one JSON value ({e}):\n{}", tail(&m.stdout, 20)))?;
+    let run = S3Run {
+        secs: m.secs(),
+        rss: m.rss_mib(),
+        requests: Requests::from_json(&v)?,
+        server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a).as_secs_f64()),
+    };
+    Ok((m, v, run))
+}
+
+/// The step name for the raw table, with the server's CPU time.
+fn s3_what(what: &str, run: &S3Run) -> String {
+    match run.server_cpu {
+        Some(c) => format!("{what} (s3s-fs CPU {c:.2} s)"),
+        None => what.to_string(),
+    }
+}
+
+/// One measured `lifeboat snapshot` into the S3 repository.
+fn s3_snapshot(
+    r: &mut Results,
+    server: &S3Server,
+    cmd: &mut Command,
+    src: &Path,
+    logs: &Path,
+    key: &str,
+    what: &str,
+) -> Res<(String, S3Run)> {
+    warm(&[src])?;
+    let before = dir_size(&server.prefix_dir)?;
+    let (m, v, run) = measure_s3(server, logs, &format!("lifeboat-s3-snapshot-{key}"), cmd)?;
+    let grow = dir_size(&server.prefix_dir)? - before;
+    let id = v["id"]
+        .as_str()
+        .ok_or("lifeboat --json snapshot printed no id")?
+        .to_string();
+    eprintln!("bench: {what}: requests {}", run.requests.show());
+    record(
+        r,
+        &s3_what(what, &run),
+        "lifeboat --repo s3://… --json snapshot SRC".into(),
+        &m,
+        Some(grow),
+    );
+    r.lb_logs
+        .push((format!("lifeboat -v snapshot (S3, {key})"), m.stderr.clone()));
+    Ok((id, run))
 }
 
 // ---------------------------------------------------------------------------
@@ -595,6 +801,8 @@ fn same_content(a: &Path, b: &Path) -> Res<bool> {
 struct Tools {
     lifeboat: PathBuf,
     restic: Option<String>,
+    /// The S3 server for the S3 rows, when installed.
+    s3s_fs: Option<PathBuf>,
     versions: Vec<(String, String)>,
 }
 
@@ -649,6 +857,18 @@ fn tools(args: &Args) -> Res<Tools> {
             eprintln!("bench: restic not found; its rows are skipped (apt-get install -y restic)")
         }
     }
+    // The S3 rows need s3s-fs; one that cannot say its version is as absent.
+    let s3s_fs = find_s3s_fs().and_then(|p| {
+        let v = version_of(&p.to_string_lossy(), &["--version"])?;
+        versions.push(("s3s-fs (S3 server)".to_string(), v));
+        Some(p)
+    });
+    if s3s_fs.is_none() {
+        eprintln!(
+            "bench: s3s-fs not found; the S3 rows are skipped \
+             (cargo install --locked s3s-fs@0.14.1 --features binary)"
+        );
+    }
     // Which code was measured: the binary is built from this checkout.
     let root = env!("CARGO_MANIFEST_DIR");
     if let Some(head) = version_of("git", &["-C", root, "rev-parse", "--short=12", "HEAD"]) {
@@ -666,6 +886,7 @@ fn tools(args: &Args) -> Res<Tools> {
     Ok(Tools {
         lifeboat,
         restic: restic.map(|_| "restic".to_string()),
+        s3s_fs,
         versions,
     })
 }
@@ -771,6 +992,15 @@ struct Results {
     /// (lifeboat, peer) wall seconds of each restore round, in order.
     restore_rounds: Vec<(f64, f64)>,
     restic_repo_version: Option<String>,
+    /// Why the S3 rows are missing (s3s-fs not installed or not starting).
+    s3_skipped: Option<String>,
+    s3_full: Option<S3Run>,
+    s3_incr: Option<S3Run>,
+    /// Median round's time and requests, largest peak RSS of the rounds.
+    s3_restore: Option<S3Run>,
+    /// Wall seconds of each S3 restore round, in order.
+    s3_restore_rounds: Vec<f64>,
+    s3_restore_identical: Option<bool>,
     /// Wall seconds and peak RSS MiB of `true`, measured the same way.
     baseline: (f64, f64),
     lb_logs: Vec<(String, String)>,
@@ -884,10 +1114,62 @@ fn run(args: &Args) -> Res<()> {
             .args(a);
         c
     };
+    // The S3 repository: a bucket on an s3s-fs server this run starts (and
+    // kills when it ends, however it ends). All S3 commands of a phase share
+    // one XDG_CACHE_HOME (where Lifeboat keeps its per-host working
+    // directory): the snapshot phase's (init, full, after updates) is one
+    // host taking backups; the restore phase's is emptied before each round,
+    // so every restore meets a cold metadata cache, like a new host.
+    let s3_data = dir.join("s3-data");
+    let s3_cache_snapshot = dir.join("s3-cache-snapshot");
+    let s3_cache_restore = dir.join("s3-cache-restore");
+    let s3 = match &tools.s3s_fs {
+        None => {
+            r.s3_skipped = Some("s3s-fs not installed".into());
+            None
+        }
+        Some(bin) => match S3Server::start(bin, &s3_data, &logs.join("s3s-fs.log")) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                eprintln!("bench: warning: the S3 rows are skipped: {e}");
+                r.s3_skipped = Some(format!("s3s-fs did not start: {e}"));
+                None
+            }
+        },
+    };
+    let s3_url = s3.as_ref().map(|s| s.url.clone()).unwrap_or_default();
+    let no_aws_files = dir.join("no-aws-config");
+    let s3_lb = |cache: &Path, a: &[&str]| {
+        let mut c = Command::new(&tools.lifeboat);
+        c.arg("--repo")
+            .arg(&s3_url)
+            .args(a)
+            .env("NO_COLOR", "1")
+            .env("XDG_CACHE_HOME", cache)
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            // Nothing from the operator's own AWS setup.
+            .env("AWS_CONFIG_FILE", &no_aws_files)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &no_aws_files);
+        for k in [
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+        ] {
+            c.env_remove(k);
+        }
+        c
+    };
     // What the measurement itself costs: a trivial command's figures.
     let t = measure(&logs, "baseline-true", &mut Command::new("true"))?;
     r.baseline = (t.secs(), t.rss_mib());
     measure(&logs, "lifeboat-init", &mut lb(&["init"]))?;
+    if s3.is_some() {
+        fs::create_dir_all(&s3_cache_snapshot)?;
+        measure(&logs, "lifeboat-s3-init", &mut s3_lb(&s3_cache_snapshot, &["init"]))?;
+    }
     if tools.restic.is_some() {
         measure(&logs, "restic-init", &mut restic(&["init"]))?;
         r.restic_repo_version = measure(&logs, "restic-config", &mut restic(&["cat", "config", "--json"]))
@@ -955,6 +1237,19 @@ fn run(args: &Args) -> Res<()> {
     )?;
     r.lb_full = Some(full);
 
+    if let Some(server) = &s3 {
+        let (_, run) = s3_snapshot(
+            &mut r,
+            server,
+            &mut s3_lb(&s3_cache_snapshot, &["--json", "-v", "snapshot", &src_s]),
+            &src,
+            &logs,
+            "full",
+            "lifeboat S3 full snapshot",
+        )?;
+        r.s3_full = Some(run);
+    }
+
     if tools.restic.is_some() {
         warm(&[&src])?;
         let before = dir_size(&restic_repo)?;
@@ -1003,6 +1298,21 @@ fn run(args: &Args) -> Res<()> {
     )?;
     r.lb_incr = Some(incr);
 
+    let mut s3_incr_id = None;
+    if let Some(server) = &s3 {
+        let (id, run) = s3_snapshot(
+            &mut r,
+            server,
+            &mut s3_lb(&s3_cache_snapshot, &["--json", "-v", "snapshot", &src_s]),
+            &src,
+            &logs,
+            "incr",
+            "lifeboat S3 incremental snapshot",
+        )?;
+        s3_incr_id = Some(id);
+        r.s3_incr = Some(run);
+    }
+
     if tools.restic.is_some() {
         warm(&[&src])?;
         let before = dir_size(&restic_repo)?;
@@ -1023,11 +1333,14 @@ fn run(args: &Args) -> Res<()> {
     // command to fill a GiB of fresh page cache after large files were
     // deleted pays for faulting that memory back in (seen as seconds of sys
     // time); alternating and taking medians keeps that off whichever side
-    // happens to run first.
+    // happens to run first. The S3 restore (of the S3 repository's snapshot
+    // after the updates) takes its turn in the same rounds.
     let lb_out = restore_dir.join("lifeboat.db");
     let peer_out = restore_dir.join("peer.db");
+    let s3_out = restore_dir.join("s3.db");
     let mut lb_runs = Vec::new();
     let mut peer_runs = Vec::new();
+    let mut s3_runs: Vec<(Measured, S3Run, u64)> = Vec::new();
     for round in 0..RESTORE_ROUNDS {
         let _ = fs::remove_file(&lb_out);
         let _ = fs::remove_file(&peer_out);
@@ -1044,6 +1357,34 @@ fn run(args: &Args) -> Res<()> {
             }
         }
         lb_runs.push((m, fs::metadata(&lb_out)?.len()));
+
+        if let (Some(server), Some(id)) = (&s3, &s3_incr_id) {
+            let _ = fs::remove_file(&s3_out);
+            if s3_cache_restore.exists() {
+                fs::remove_dir_all(&s3_cache_restore)?;
+            }
+            fs::create_dir_all(&s3_cache_restore)?;
+            warm(&[&server.prefix_dir])?;
+            let (m, _, run) = measure_s3(
+                server,
+                &logs,
+                &format!("lifeboat-s3-restore-{round}"),
+                &mut s3_lb(
+                    &s3_cache_restore,
+                    &["--json", "-v", "restore", id, "-o", &s3_out.to_string_lossy()],
+                ),
+            )?;
+            if round == 0 {
+                let same = same_content(&s3_out, &src)?;
+                if !same {
+                    eprintln!("bench: warning: the database restored from S3 differs from the source");
+                }
+                r.s3_restore_identical = Some(same);
+            }
+            r.s3_restore_rounds.push(m.secs());
+            let len = fs::metadata(&s3_out)?.len();
+            s3_runs.push((m, run, len));
+        }
 
         warm(&[&copy_zst])?;
         let d = measure(
@@ -1064,8 +1405,13 @@ fn run(args: &Args) -> Res<()> {
         if ic.stdout.trim() != "ok" {
             return Err(format!("integrity_check of the peer's restore said: {}", tail(&ic.stdout, 5)).into());
         }
+        let s3_note = r
+            .s3_restore_rounds
+            .get(round)
+            .map(|s| format!(", S3 {s:.2}s"))
+            .unwrap_or_default();
         eprintln!(
-            "bench: restore round {}: lifeboat {:.2}s, peer {:.2}s",
+            "bench: restore round {}: lifeboat {:.2}s, peer {:.2}s{s3_note}",
             round + 1,
             lb_runs[round].0.secs(),
             d.secs() + ic.secs()
@@ -1106,6 +1452,23 @@ fn run(args: &Args) -> Res<()> {
         None,
     );
     r.peer_restore = Some((d.secs() + ic.secs(), peer_rss));
+    if !s3_runs.is_empty() {
+        let rss = s3_runs.iter().map(|(_, run, _)| run.rss).fold(0.0, f64::max);
+        s3_runs.sort_by_key(|(m, _, _)| m.wall);
+        let (m, run, len) = &s3_runs[s3_runs.len() / 2];
+        eprintln!("bench: lifeboat S3 restore: requests {}", run.requests.show());
+        record(
+            &mut r,
+            &s3_what("lifeboat S3 restore (median)", run),
+            "lifeboat --repo s3://… --json restore ID -o FILE".into(),
+            m,
+            Some(*len),
+        );
+        r.s3_restore = Some(S3Run { rss, ..*run });
+        r.lb_logs.push(("lifeboat -v restore (S3)".into(), m.stderr.clone()));
+    }
+    // The S3 server's work is done.
+    drop(s3);
 
     let report = render(args, &tools, &r);
     println!("{}", report.table);
@@ -1129,7 +1492,16 @@ fn run(args: &Args) -> Res<()> {
             let _ = fs::remove_file(p);
         }
         let _ = fs::remove_file(&tools.lifeboat);
-        for d in [&lb_repo, &restic_repo, &restore_dir, &peer, &dir.join("restic-cache")] {
+        for d in [
+            &lb_repo,
+            &restic_repo,
+            &restore_dir,
+            &peer,
+            &dir.join("restic-cache"),
+            &s3_data,
+            &s3_cache_snapshot,
+            &s3_cache_restore,
+        ] {
             let _ = fs::remove_dir_all(d);
         }
         eprintln!(
@@ -1324,7 +1696,68 @@ fn rows(r: &Results) -> Vec<Row> {
             verdict: "info".into(),
         });
     }
+    out.extend(s3_rows(r, lf, li, lr));
     out
+}
+
+/// The S3 repository's rows: the same lifeboat work as the local-disk
+/// repository's, against the local S3 server.
+fn s3_rows(r: &Results, lf: &(f64, f64, u64, LbNums), li: &(f64, f64, u64, LbNums), lr: &(f64, f64)) -> Vec<Row> {
+    const FULL_TIME: &str = "S3 full snapshot time vs local repository";
+    const INCR_TIME: &str = "S3 snapshot after updates: time vs local repository";
+    const RESTORE_TIME: &str = "S3 restore time vs local repository";
+    const REQ_FULL: &str = "S3 requests, full snapshot";
+    const REQ_INCR: &str = "S3 requests, incremental snapshot";
+    const REQ_RESTORE: &str = "S3 requests, restore (cold cache)";
+    const RSS_FULL: &str = "Peak RSS, S3 full snapshot";
+    const RSS_RESTORE: &str = "Peak RSS, S3 restore";
+    let (Some(sf), Some(si), Some(sr)) = (&r.s3_full, &r.s3_incr, &r.s3_restore) else {
+        let why = r.s3_skipped.as_deref().unwrap_or("not measured");
+        return [
+            FULL_TIME,
+            INCR_TIME,
+            RESTORE_TIME,
+            REQ_FULL,
+            REQ_INCR,
+            REQ_RESTORE,
+            RSS_FULL,
+            RSS_RESTORE,
+        ]
+        .into_iter()
+        .map(|f| skipped(f, why))
+        .collect();
+    };
+    let secs = |s: f64| format!("{s:.2} s");
+    let requests = |figure: &str, run: &S3Run, target: Option<u64>| Row {
+        figure: figure.into(),
+        lifeboat: run.requests.show(),
+        peer: "-".into(),
+        ratio: "-".into(),
+        target: target.map(|t| format!("PUTs < {t}")).unwrap_or_else(|| "-".into()),
+        verdict: match target {
+            Some(t) if run.requests.put < t => "pass".into(),
+            Some(_) => "**FAIL**".into(),
+            None => "info".into(),
+        },
+    };
+    let rss = |figure: &str, s3: f64, local: f64| Row {
+        figure: figure.into(),
+        lifeboat: format!("{s3:.1} MiB"),
+        peer: format!("{local:.1} MiB (local repository)"),
+        ratio: format!("{:.2}x", s3 / local),
+        target: "-".into(),
+        verdict: "info".into(),
+    };
+    vec![
+        ratio_row(FULL_TIME, sf.secs, lf.0, secs, Some(S3_TIME_TARGET)),
+        ratio_row(INCR_TIME, si.secs, li.0, secs, None),
+        ratio_row(RESTORE_TIME, sr.secs, lr.0, secs, Some(S3_TIME_TARGET)),
+        requests(REQ_FULL, sf, None),
+        requests(REQ_INCR, si, Some(S3_INCR_PUT_TARGET)),
+        requests(REQ_RESTORE, sr, None),
+        rss(RSS_FULL, sf.rss, lf.1),
+        rss(RSS_RESTORE, sr.rss, lr.1),
+    ]
 }
 
 fn render(args: &Args, tools: &Tools, r: &Results) -> Report {
@@ -1382,8 +1815,9 @@ fn render(args: &Args, tools: &Tools, r: &Results) -> Report {
     let _ = writeln!(doc, "## Reproduce\n\n```sh\n{command}\n```\n");
     let _ = writeln!(
         doc,
-        "Needs `sqlite3` and `zstd` on the PATH, and `restic` for its rows (`apt-get install -y sqlite3 zstd restic`). \
-         The generated database is cached in the work directory (`./bench-work/`, gitignored) keyed by size, so reruns \
+        "Needs `sqlite3` and `zstd` on the PATH, and `restic` for its rows (`apt-get install -y sqlite3 zstd restic`); \
+         the S3 rows need `s3s-fs` on the PATH or in `~/.cargo/bin` (`cargo install --locked s3s-fs@0.14.1 --features binary`), \
+         which the harness starts on a free loopback port for the run. The generated database is cached in the work directory (`./bench-work/`, gitignored) keyed by size, so reruns \
          skip generation.\n"
     );
     let _ = writeln!(doc, "## Machine\n");
@@ -1442,12 +1876,29 @@ fn render(args: &Args, tools: &Tools, r: &Results) -> Report {
         "- Restored database byte-identical to the source: {}",
         if r.restore_identical { "yes" } else { "**no**" }
     );
+    if let Some(same) = r.s3_restore_identical {
+        let _ = writeln!(
+            doc,
+            "- Database restored from the S3 repository byte-identical to the source: {}",
+            if same { "yes" } else { "**no**" }
+        );
+    }
+    if let Some(why) = &r.s3_skipped {
+        let _ = writeln!(doc, "- S3 rows skipped: {why}");
+    }
     if !r.restore_rounds.is_empty() {
         let rounds: Vec<String> = r
             .restore_rounds
             .iter()
             .enumerate()
-            .map(|(i, (lb, peer))| format!("round {}: lifeboat {lb:.2} s, peer {peer:.2} s", i + 1))
+            .map(|(i, (lb, peer))| {
+                let s3 = r
+                    .s3_restore_rounds
+                    .get(i)
+                    .map(|s| format!(", lifeboat from S3 {s:.2} s"))
+                    .unwrap_or_default();
+                format!("round {}: lifeboat {lb:.2} s, peer {peer:.2} s{s3}", i + 1)
+            })
             .collect();
         let _ = writeln!(doc, "- Restore rounds (medians in the table): {}", rounds.join("; "));
     }
@@ -1492,6 +1943,22 @@ const HOW_MEASURED: &str = "\
   rounds and each side's median is reported (peak RSS: the largest of the rounds). On this VM the first \
   command that fills a GiB of fresh page cache after large files were deleted pays seconds of kernel \
   time to fault that memory back in; alternating keeps that off whichever side happens to run first.
+- S3: the same run also snapshots the same database into an S3 repository (`--repo \
+  's3://BUCKET/PREFIX?endpoint=http://127.0.0.1:PORT&region=us-east-1'`) on an `s3s-fs` server the \
+  harness starts (signatures checked, each object a plain file): the full snapshot right after the \
+  local one (before the updates), the snapshot after the same updates right after the local one, and \
+  `lifeboat restore ID -o FILE` of the S3 repository's snapshot after the updates, in the same \
+  alternating rounds as the local restore (median time, largest peak RSS). Ratios are S3 time over \
+  the local-disk repository's time for the same work. The server runs on loopback on the same \
+  machine, on the same 2 cores (nproc above) as Lifeboat, so the S3 times include the server's CPU \
+  work (its CPU time is in each S3 step's name under \"Every measured command\") but no network \
+  latency or bandwidth limit. Request counts are the ones `lifeboat --json` reports, counted on the \
+  wire, retries included (PUT counts object writes and every multipart start, part and finish; \
+  LIST is ListObjectsV2). Before each S3 snapshot the source is warmed and before each S3 restore \
+  the server's object files are. Each phase has its own fresh `XDG_CACHE_HOME` (Lifeboat's per-host \
+  working directory and metadata cache): the snapshots share one, like one host taking its backups; \
+  the restore's is emptied before every round, so each S3 restore meets a cold metadata cache, as on \
+  a new host after losing the old one.
 - Every other figure is one run, no repetitions: treat differences of a few percent as noise. Timings belong here, \
   never in tests.
 ";
