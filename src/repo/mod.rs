@@ -135,7 +135,7 @@ impl Repository {
         let not_found = || {
             Error::no_input(loc.display(), "no Lifeboat repository here")
                 .event("repo.not_found")
-                .fix(format!("create one with `lifeboat --repo {} init`", loc.display()))
+                .fix(format!("create one with `lifeboat --repo {} init`", loc.repo_arg()))
         };
         if let Backend::Local(root) = &loc.backend
             && !root.join("config").exists()

@@ -104,6 +104,15 @@ impl S3Target {
         }
     }
 
+    /// The URL to give `--repo` to reach this repository again.
+    pub fn url(&self) -> String {
+        let base = format!("s3://{}/{}", self.bucket, self.prefix);
+        match &self.endpoint {
+            Some(ep) => format!("{}?endpoint={ep}&region={}", base.trim_end_matches('/'), self.region),
+            None => format!("{}?region={}", base.trim_end_matches('/'), self.region),
+        }
+    }
+
     pub fn endpoint_or_aws(&self) -> String {
         self.endpoint
             .clone()
@@ -175,6 +184,14 @@ impl RepoLocation {
         match &self.backend {
             Backend::Local(p) => p.display().to_string(),
             Backend::S3(t) => t.display(),
+        }
+    }
+
+    /// What to pass to `--repo` (quoted for a shell) to reach it again.
+    pub fn repo_arg(&self) -> String {
+        match &self.backend {
+            Backend::Local(p) => p.display().to_string(),
+            Backend::S3(t) => format!("'{}'", t.url()),
         }
     }
 }

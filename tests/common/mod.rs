@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod faultproxy;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -83,7 +84,8 @@ impl Out {
 }
 
 impl Env {
-    /// A scratch environment with an initialised repository at `<tmp>/repo`.
+    /// A scratch environment with an initialised repository (at `<tmp>/repo`,
+    /// or a fresh bucket prefix on the S3 server).
     pub fn new() -> Env {
         let e = Env::bare();
         e.ok(["init"]);
@@ -568,8 +570,9 @@ pub const LOCK_FILE: &str = "LIFEBOAT_TEST_LOCK_FILE";
 pub const LOCK_READY: &str = "LIFEBOAT_TEST_LOCK_READY";
 
 /// Body of the `lock_child` test: nothing unless `LIFEBOAT_TEST_LOCK_FILE` is
-/// set; then take the repository's writer lock (a `flock` on that file) the
-/// way Lifeboat does, record itself as the holder, signal readiness and hold
+/// set (to [`Env::lock_file`], which is outside the repository for S3); then
+/// take the repository's writer lock (a `flock` on that file) the way
+/// Lifeboat does, record itself as the holder, signal readiness and hold
 /// it until killed. A separate process, so no descriptor of the lock can leak
 /// into processes the test harness spawns meanwhile.
 pub fn lock_child_main() {
@@ -605,4 +608,40 @@ pub fn hostname() -> String {
     assert_eq!(rc, 0, "gethostname");
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+// ------------------------------------------------------------ S3 always
+
+impl Env {
+    /// Like [`Env::new`], but the repository is on the S3 server whatever
+    /// `LIFEBOAT_TEST_BACKEND` says.
+    pub fn new_s3() -> Env {
+        let e = Env::bare_s3();
+        e.ok(["init"]);
+        e
+    }
+
+    /// Like [`Env::bare`], but the repository (a fresh bucket prefix) is on
+    /// the S3 server whatever `LIFEBOAT_TEST_BACKEND` says.
+    pub fn bare_s3() -> Env {
+        let mut e = Env::bare();
+        if e.s3.is_none() {
+            let server = s3::Server::shared();
+            let prefix = format!("t-{}", e.root.file_name().unwrap().to_string_lossy());
+            e.repo = server.prefix_dir(&prefix);
+            e.repo_arg = server.url(&prefix);
+            e.s3 = Some(server);
+        }
+        e
+    }
+
+    /// The bucket prefix of an S3 repository.
+    pub fn s3_prefix(&self) -> String {
+        let server = self.s3.expect("an S3 repository");
+        self.repo
+            .strip_prefix(server.data.join(s3::BUCKET))
+            .expect("the repository is a prefix of the test bucket")
+            .to_string_lossy()
+            .into_owned()
+    }
 }
