@@ -400,7 +400,7 @@ const RUN_BYTES: usize = 1 << 20;
 
 /// Reads covering `rows` (sorted by pack and offset): `(first row, end row,
 /// start offset, end offset)`, each within one pack and at most `READ_SPAN`.
-fn spans(rows: &[Row]) -> Vec<(usize, usize, u64, u64)> {
+fn spans(rows: &[Row], span: u64) -> Vec<(usize, usize, u64, u64)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < rows.len() {
@@ -409,7 +409,7 @@ fn spans(rows: &[Row]) -> Vec<(usize, usize, u64, u64)> {
         let mut end = base;
         while j < rows.len()
             && rows[j].pack == pack
-            && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
+            && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= span)
         {
             end = end.max(rows[j].offset as u64 + rows[j].length as u64);
             j += 1;
@@ -461,7 +461,7 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     let rx = Mutex::new(rx);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let ps = page_size as u64;
-    let spans = spans(&rows);
+    let spans = spans(&rows, READ_SPAN);
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -526,31 +526,34 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
         // as many reads run at once as the store wants transfers (one for a
         // local disk, several for an object store, where latency dominates).
         let fetchers = repo.storage.transfers().clamp(1, spans.len().max(1));
-        for _ in 0..fetchers {
-            let (tx, next, spans, rows, failure) = (tx.clone(), &next, &spans, &rows, &failure);
-            scope.spawn(move || {
-                loop {
-                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&(i, j, base, end)) = spans.get(n) else { return };
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let key = pack_key(&repo.index.pack(rows[i].pack).0);
-                    match repo.storage.read_range(&key, base, end - base) {
-                        Ok(buf) => {
-                            if tx.send((buf, base, &rows[i..j], key)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            failure.lock().expect("failure slot").get_or_insert(e);
+        let fetch = |tx: std::sync::mpsc::SyncSender<_>| {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(i, j, base, end)) = spans.get(n) else { return };
+                if failure.lock().expect("failure slot").is_some() {
+                    return;
+                }
+                let key = pack_key(&repo.index.pack(rows[i].pack).0);
+                match repo.storage.read_range(&key, base, end - base) {
+                    Ok(buf) => {
+                        if tx.send((buf, base, &rows[i..j], key)).is_err() {
                             return;
                         }
                     }
+                    Err(e) => {
+                        failure.lock().expect("failure slot").get_or_insert(e);
+                        return;
+                    }
                 }
-            });
+            }
+        };
+        // One fetch loop runs on this thread (all of them, for a local
+        // disk), the others on their own.
+        for _ in 1..fetchers {
+            let tx = tx.clone();
+            scope.spawn(move || fetch(tx));
         }
-        drop(tx);
+        fetch(tx);
     });
     if let Some(e) = failure.into_inner().expect("failure slot") {
         return Err(e);
