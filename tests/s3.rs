@@ -913,3 +913,64 @@ fn racing_inits_one_wins_and_the_other_is_told_the_repository_exists() {
     assert_one_line_error(&out);
     assert_eq!(config_id(&a), winner.json()["id"], "the config is untouched");
 }
+
+/// Credentials come from the standard AWS chain when the environment holds
+/// no keys (a profile of the shared credentials file, chosen by AWS_PROFILE),
+/// and `[repository.s3]` in lifeboat.toml overrides the environment.
+#[test]
+fn credentials_come_from_the_profile_file_and_the_config_overrides_them() {
+    let _serial = common::serial();
+    let env = Env::new_s3();
+    let db = env.path("a.db");
+    create_db(&db, 200, 50, true);
+
+    // A shared credentials file with the right keys under profile `backup`
+    // and wrong ones as the default: only AWS_PROFILE picks the right ones.
+    let creds = env.path("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = nobody\naws_secret_access_key = wrong-default-secret\n\n\
+             [backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3::ACCESS_KEY,
+            s3::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let from_file = |profile: Option<&str>| {
+        let mut c = env.command();
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+        if let Some(p) = profile {
+            c.env("AWS_PROFILE", p);
+        }
+        c.arg("--repo").arg(&env.repo_arg).args(["snapshot", s(&db)]);
+        common::run_command(c)
+    };
+    let out = from_file(None);
+    assert_eq!(out.code, 78, "the default profile's keys are wrong:\n{}", out.stderr);
+    assert!(out.stderr.contains("storage.access_denied"), "{}", out.stderr);
+    from_file(Some("backup")).expect_code(0);
+
+    // Keys in the config beat wrong keys in the environment.
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"{}\"\n\n[repository.s3]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            env.repo_arg,
+            s3::ACCESS_KEY,
+            s3::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let mut c = env.command();
+    c.env("AWS_ACCESS_KEY_ID", "nobody")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-env-secret")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["snapshot", s(&db)]);
+    common::run_command(c).expect_code(0);
+    assert_eq!(env.list().len(), 2, "both authorised snapshots are listed");
+}
