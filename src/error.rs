@@ -122,10 +122,6 @@ impl Error {
         self.temporary = true;
         self
     }
-    pub fn source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
-        self
-    }
 }
 
 fn default_event(kind: ErrorKind) -> &'static str {

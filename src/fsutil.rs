@@ -36,19 +36,47 @@ pub fn unique_suffix() -> String {
 /// Write `data` to `path` so that a reader sees either the old file or the
 /// whole new one, never a torn write: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_sibling(path);
-    let result = (|| {
-        let mut f = File::create(&tmp).at(&tmp)?;
-        f.write_all(data).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        fs::rename(&tmp, path).at(path)?;
-        sync_dir(dir)
-    })();
+    let tmp = write_synced_temp(path, data)?;
+    let result = fs::rename(&tmp, path).at(path).and_then(|()| sync_dir(parent_of(path)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Like [`write_atomic`], but only if `path` does not exist: `link` fails
+/// rather than replace, which makes create-if-absent atomic. `false` when
+/// `path` already existed (nothing written).
+pub fn write_new(path: &Path, data: &[u8]) -> Result<bool> {
+    let tmp = write_synced_temp(path, data)?;
+    let result = match fs::hard_link(&tmp, path) {
+        Ok(()) => sync_dir(parent_of(path)).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(crate::error::Error::io(path, e)),
+    };
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// `data` in a durable temp file beside `path`; removed again on failure.
+fn write_synced_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(data).at(&tmp)?;
+        f.sync_all().at(&tmp)
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
 }
 
 /// `.<name>.tmp-<unique>` next to `path`.

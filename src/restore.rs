@@ -401,7 +401,7 @@ const RUN_BYTES: usize = 1 << 20;
 
 /// Reads covering `rows` (sorted by pack and offset): `(first row, end row,
 /// start offset, end offset)`, each within one pack and at most `READ_SPAN`.
-fn spans(rows: &[Row], span: u64) -> Vec<(usize, usize, u64, u64)> {
+fn spans(rows: &[Row]) -> Vec<(usize, usize, u64, u64)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < rows.len() {
@@ -410,7 +410,7 @@ fn spans(rows: &[Row], span: u64) -> Vec<(usize, usize, u64, u64)> {
         let mut end = base;
         while j < rows.len()
             && rows[j].pack == pack
-            && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= span)
+            && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
         {
             end = end.max(rows[j].offset as u64 + rows[j].length as u64);
             j += 1;
@@ -460,7 +460,7 @@ fn restore_database(repo: &Repository, db: &SqliteSource, stage: &Path, progress
     let rx = Mutex::new(rx);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let ps = page_size as u64;
-    let spans = spans(&rows, READ_SPAN);
+    let spans = spans(&rows);
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {

@@ -68,27 +68,10 @@ impl Storage for LocalStorage {
         write_atomic(&p, data)
     }
 
-    /// A hard link from a finished temp file: `link` fails rather than
-    /// replace, which makes create-if-absent atomic.
     fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
         let p = self.path(key);
         self.ensure_parent(&p)?;
-        let tmp = crate::fsutil::temp_sibling(&p);
-        let result = (|| {
-            let mut f = File::create(&tmp).at(&tmp)?;
-            std::io::Write::write_all(&mut f, data).at(&tmp)?;
-            f.sync_all().at(&tmp)?;
-            match fs::hard_link(&tmp, &p) {
-                Ok(()) => {
-                    sync_dir(p.parent().expect("keys have a parent"))?;
-                    Ok(true)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(Error::io(&p, e)),
-            }
-        })();
-        let _ = fs::remove_file(&tmp);
-        result
+        crate::fsutil::write_new(&p, data)
     }
 
     fn put_file(&self, key: &str, file: &Path) -> Result<()> {
