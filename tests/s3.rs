@@ -974,3 +974,38 @@ fn credentials_come_from_the_profile_file_and_the_config_overrides_them() {
     common::run_command(c).expect_code(0);
     assert_eq!(env.list().len(), 2, "both authorised snapshots are listed");
 }
+
+/// Settings that cannot work are refused before any request: exit 78, one
+/// line naming the fix, and the bucket untouched.
+#[test]
+fn impossible_settings_are_refused_before_any_request() {
+    let _serial = common::serial();
+    let env = Env::new_s3();
+    let server = server();
+    let db = env.path("a.db");
+    create_db(&db, 50, 50, true);
+    let before = describe(&server.data);
+    let with_config = |toml: &str, args: &[&str]| {
+        let cfg = env.path("lifeboat.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let mut c = env.command();
+        c.arg("--config").arg(&cfg).arg("--repo").arg(&env.repo_arg).args(args);
+        common::run_command(c)
+    };
+    for (toml, names) in [
+        ("[repository.s3]\nchecksum = \"md5\"\n", "checksum"),
+        ("[repository.s3]\npart_size_mib = 4\n", "part_size_mib"),
+    ] {
+        let out = with_config(toml, &["snapshot", s(&db)]);
+        assert_eq!(out.code, 78, "{toml}: {}", out.stderr);
+        assert_one_line_error(&out);
+        assert!(out.stderr.contains(names), "the error names {names}:\n{}", out.stderr);
+        assert_eq!(describe(&server.data), before, "{toml} changed the bucket");
+    }
+    // AWS's own endpoint needs a region; none is given anywhere.
+    let out = run_at(&env, "s3://some-bucket/p", &[], &["list"]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("(event=repo.no_region)"), "{}", out.stderr);
+    assert_eq!(describe(&server.data), before);
+}
