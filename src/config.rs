@@ -22,6 +22,8 @@ pub struct Config {
     pub directory: Vec<DirectoryConfig>,
     #[serde(default)]
     pub file: Vec<FileConfig>,
+    #[serde(default)]
+    pub replicate: ReplicateConfig,
     /// Where this config was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -56,6 +58,37 @@ impl RepositoryConfig {
 pub struct RestoreConfig {
     /// Refuse backups whose schema version is newer than this.
     pub max_schema_version: Option<i64>,
+}
+
+/// `[replicate]`: how `lifeboat replicate` ships the WAL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateConfig {
+    /// Repositories to ship to (default: the repository).
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// Longest a commit waits before it is in the replicas, e.g. "1s".
+    pub sync_interval: Option<String>,
+    /// PASSIVE checkpoint at least this often, e.g. "1m".
+    pub checkpoint_interval: Option<String>,
+    /// WAL pages after which the log is checkpointed so it can restart.
+    pub checkpoint_pages: Option<u32>,
+    /// WAL pages after which it is truncated.
+    pub truncate_pages: Option<u32>,
+    /// Where positions and unshipped segments are kept.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Parse a duration such as `1s`, `250ms`, `5m`, naming the setting on error.
+pub fn parse_duration(what: &str, s: &str) -> Result<std::time::Duration> {
+    s.trim()
+        .parse::<jiff::SignedDuration>()
+        .ok()
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Error::config(what, format!("`{s}` is not a positive duration")).fix("write it like 1s, 250ms, 5m or 2h")
+        })
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,5 +16,7 @@ pub mod treehash;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod config;
+pub mod pitr;
+pub mod replicate;
 pub mod reset;
 pub mod verify;

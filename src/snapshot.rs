@@ -39,6 +39,26 @@ pub enum SourceKind {
 pub struct SnapshotOptions {
     pub kind: String,
     pub tags: Vec<String>,
+    /// Recorded on the (single) database of a replication base.
+    pub replication: Option<crate::repo::manifest::ReplicationPoint>,
+    /// The snapshot's recorded time; now when not given.
+    pub time: Option<jiff::Timestamp>,
+}
+
+/// A database for `take_opened`: opened here and finished after its
+/// capture, or opened (and kept open) by the caller.
+enum Db<'a> {
+    Owned(Box<OpenDatabase>),
+    Borrowed(&'a OpenDatabase),
+}
+
+impl Db<'_> {
+    fn get(&self) -> &OpenDatabase {
+        match self {
+            Db::Owned(d) => d,
+            Db::Borrowed(d) => d,
+        }
+    }
 }
 
 /// Pages per unit of work handed to a hashing/compressing worker.
@@ -52,11 +72,6 @@ pub fn take(
 ) -> Result<(Id, Manifest)> {
     let started = Instant::now();
     check_names(specs)?;
-    let mut warnings = Vec::new();
-    let mut warn = |w: String| {
-        progress.warn(&w);
-        warnings.push(w);
-    };
 
     // Open every database and begin all read transactions together, before
     // any slow work, so the databases are captured at one instant.
@@ -66,8 +81,43 @@ pub fn take(
             to_open.push(capture::open(&s.path, schema_query)?);
         }
     }
-    let mut dbs: Vec<Option<OpenDatabase>> = capture::begin_all(to_open)?.into_iter().map(Some).collect();
-    tracing::info!(event = "snapshot.read_transactions_open", databases = dbs.len());
+    let dbs = capture::begin_all(to_open)?
+        .into_iter()
+        .map(|d| Db::Owned(Box::new(d)))
+        .collect();
+    tracing::info!(event = "snapshot.read_transactions_open", databases = specs.len());
+    take_with(repo, specs, opts, progress, dbs, started)
+}
+
+/// Capture from read transactions the caller opened (and keeps open), one
+/// per SQLite source in `specs` order: a replication base pinned to a
+/// known WAL position.
+pub fn take_opened(
+    repo: &Repository,
+    specs: &[SourceSpec],
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+    dbs: &[&OpenDatabase],
+) -> Result<(Id, Manifest)> {
+    check_names(specs)?;
+    let dbs = dbs.iter().map(|d| Db::Borrowed(d)).collect();
+    take_with(repo, specs, opts, progress, dbs, Instant::now())
+}
+
+fn take_with(
+    repo: &Repository,
+    specs: &[SourceSpec],
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+    dbs: Vec<Db>,
+    started: Instant,
+) -> Result<(Id, Manifest)> {
+    let mut warnings = Vec::new();
+    let mut warn = |w: String| {
+        progress.warn(&w);
+        warnings.push(w);
+    };
+    let mut dbs: Vec<Option<Db>> = dbs.into_iter().map(Some).collect();
 
     let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo);
@@ -85,8 +135,9 @@ pub fn take(
     for spec in specs {
         let src = match &spec.kind {
             SourceKind::Sqlite { .. } => {
-                let db = dbs[db_i].take().expect("each database captured once");
+                let handle = dbs[db_i].take().expect("each database captured once");
                 db_i += 1;
+                let db = handle.get();
                 if db.journal_mode != "wal" {
                     warn(format!(
                         "{}: journal_mode is {} (not WAL): captured correctly, but writers waited while it was read and `replicate` will refuse it",
@@ -107,7 +158,11 @@ pub fn take(
                         _ => None,
                     })
                 });
-                let s = capture_database(repo, &mut writer, spec, db, parent, progress)?;
+                let mut s = capture_database(repo, &mut writer, spec, db, parent, progress)?;
+                if let Db::Owned(db) = handle {
+                    db.finish()?;
+                }
+                s.replication = opts.replication.clone();
                 logical += s.size;
                 files_count += 1;
                 Source::Sqlite(s)
@@ -173,7 +228,7 @@ pub fn take(
     let stats = writer.finish()?;
     let manifest = Manifest {
         format: crate::repo::manifest::MANIFEST_FORMAT,
-        time: jiff::Timestamp::now().to_string(),
+        time: opts.time.unwrap_or_else(jiff::Timestamp::now).to_string(),
         host: crate::fsutil::hostname(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
         kind: opts.kind.clone(),
@@ -247,7 +302,7 @@ fn capture_database(
     repo: &Repository,
     writer: &mut BlobWriter,
     spec: &SourceSpec,
-    db: OpenDatabase,
+    db: &OpenDatabase,
     parent: Option<Id>,
     progress: &dyn Progress,
 ) -> Result<SqliteSource> {
@@ -378,7 +433,6 @@ fn capture_database(
     let journal_mode = db.journal_mode.clone();
     let schema_query = db.schema_query.clone();
     let page_count = db.page_count;
-    db.finish()?;
 
     let (parent_ref, list) = match parent {
         None => (None, list),
@@ -422,6 +476,7 @@ fn capture_database(
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
+        replication: None,
     })
 }
 

@@ -155,6 +155,8 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
     let opts = SnapshotOptions {
         kind: "full".into(),
         tags: vec!["demo".into()],
+        replication: None,
+        time: None,
     };
     let before = committed.load(Ordering::Relaxed);
     let (id1, m1) = {
@@ -201,6 +203,7 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
             only: vec![],
             force: false,
             max_schema_version: None,
+            replay: None,
         },
         &progress,
     )?;

@@ -8,6 +8,7 @@ mod init;
 mod list;
 mod output;
 mod progress;
+mod replicate;
 mod reset;
 mod restore;
 mod show;
@@ -66,8 +67,10 @@ enum Command {
     List(list::Args),
     /// Show a snapshot's manifest.
     Show(show::Args),
-    /// Restore a snapshot, safely: verified, never clobbering without --force.
+    /// Restore a snapshot, or a replicated database as of any commit, safely.
     Restore(restore::Args),
+    /// Ship every commit of live databases to the repository (WAL replication).
+    Replicate(replicate::Args),
     /// Move a service's SQLite databases (and sidecars) out of its data dir.
     Reset(reset::Args),
     /// Check the repository; --read-data also reads every byte.
@@ -139,7 +142,8 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    // A long-running replicator's log needs times; one-shot commands' do not.
+    init_logging(cli.verbose, cli.quiet, matches!(cli.command, Command::Replicate(_)));
     let ctx = Ctx {
         json: cli.json,
         quiet: cli.quiet,
@@ -160,6 +164,7 @@ pub fn main() -> i32 {
         Command::List(a) => list::run(&ctx, a),
         Command::Show(a) => show::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Replicate(a) => replicate::run(&ctx, a),
         Command::Reset(a) => reset::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
@@ -170,7 +175,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, with_time: bool) {
     use tracing::level_filters::LevelFilter;
     let level = match (quiet, verbose) {
         (true, _) => LevelFilter::ERROR,
@@ -179,14 +184,17 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => LevelFilter::DEBUG,
     };
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in log files.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_max_level(level)
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    let _ = if with_time {
+        builder.try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }
 
 /// `Err` for a source path that does not exist, naming it.

@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
-use lifeboat::Result;
+use lifeboat::pitr;
 use lifeboat::restore::{self, RestoreOptions, Target};
+use lifeboat::{Error, Result};
 
 use super::Ctx;
 use super::output::{bytes, log_requests, print_json_with_requests};
@@ -34,6 +35,20 @@ pub struct Args {
     /// [restore] max_schema_version.
     #[arg(long, value_name = "N")]
     max_schema_version: Option<i64>,
+    /// Replicated database as of this moment (RFC 3339, e.g. 2026-11-22T10:15:00Z, or `now`):
+    /// the newest base before it plus every commit seen at or before it.
+    #[arg(long, value_name = "TIME", conflicts_with = "txid")]
+    at: Option<String>,
+    /// Replicated database right after commit N (`lifeboat replicate` numbers every commit).
+    #[arg(long, value_name = "N")]
+    txid: Option<u64>,
+    /// Do nothing (exit 0) if the target database already exists: safe in a container's start
+    /// command.
+    #[arg(long)]
+    if_db_not_exists: bool,
+    /// Do nothing (exit 0) if the repository holds no backup of it yet.
+    #[arg(long)]
+    if_replica_exists: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -46,14 +61,69 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Some(n) => Some(n),
         None => ctx.config()?.and_then(|c| c.restore.max_schema_version),
     };
-    let repo = ctx.open_repo()?;
-    let snap = repo.find_snapshot(&args.id)?;
+    if args.if_db_not_exists
+        && let Some(existing) = existing_target(&target)
+    {
+        if !ctx.quiet {
+            eprintln!("{} exists; nothing restored (--if-db-not-exists)", existing.display());
+        }
+        return Ok(0);
+    }
+    let repo = match ctx.open_repo() {
+        Err(e) if args.if_replica_exists && e.kind == lifeboat::ErrorKind::NoInput => {
+            if !ctx.quiet {
+                eprintln!("no repository yet; nothing restored (--if-replica-exists)");
+            }
+            return Ok(0);
+        }
+        r => r?,
+    };
+    let point = match (&args.at, args.txid) {
+        (Some(t), _) => Some(pitr::Target::Time(parse_time(t)?)),
+        (_, Some(n)) => Some(pitr::Target::Txid(n)),
+        _ => None,
+    };
+    if point.is_some() && args.id != "latest" {
+        return Err(Error::usage("a snapshot id and --at/--txid exclude each other")
+            .fix("--at and --txid choose the base themselves; drop the id"));
+    }
+    let (snap, replay) = match point {
+        Some(p) => {
+            let name = args.only.first().map(String::as_str);
+            match pitr::plan(&repo, name, p) {
+                Err(e) if args.if_replica_exists && e.event == "restore.no_replica" => {
+                    if !ctx.quiet {
+                        eprintln!("no replica yet; nothing restored (--if-replica-exists)");
+                    }
+                    return Ok(0);
+                }
+                r => {
+                    let (snap, replay) = r?;
+                    (snap, Some(std::sync::Arc::new(replay)))
+                }
+            }
+        }
+        None => match repo.find_snapshot(&args.id) {
+            Err(e) if args.if_replica_exists && e.kind == lifeboat::ErrorKind::NoInput => {
+                if !ctx.quiet {
+                    eprintln!("no snapshot yet; nothing restored (--if-replica-exists)");
+                }
+                return Ok(0);
+            }
+            r => (r?, None),
+        },
+    };
+    let only = match &replay {
+        Some(r) => vec![r.name.clone()],
+        None => args.only,
+    };
     let progress = ctx.progress();
     let opts = RestoreOptions {
         target,
-        only: args.only,
+        only,
         force: args.force,
         max_schema_version: max,
+        replay,
     };
     let report = restore::restore(&repo, &snap, &opts, &progress)?;
     if ctx.json {
@@ -64,8 +134,32 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for r in &report.restored {
         println!("restored {} {} -> {} ({})", r.kind, r.name, r.path, bytes(r.bytes));
     }
+    if let Some(p) = &report.point {
+        println!(
+            "as of txid {} ({}): base txid {} + {} commits from {} segments",
+            p.txid, p.time, p.base_txid, p.commits_applied, p.segments
+        );
+    }
     for d in &report.moved_aside {
         println!("previous files moved to {d}");
     }
     Ok(0)
+}
+
+/// The file `--if-db-not-exists` looks at: the -o file (a --to or original
+/// target is checked by the restore's own refusal instead).
+fn existing_target(target: &Target) -> Option<PathBuf> {
+    match target {
+        Target::File(f) if f.exists() => Some(f.clone()),
+        _ => None,
+    }
+}
+
+fn parse_time(s: &str) -> Result<jiff::Timestamp> {
+    if s == "now" {
+        return Ok(jiff::Timestamp::now());
+    }
+    s.parse::<jiff::Timestamp>().map_err(|e| {
+        Error::usage(format!("--at {s}: {e}")).fix("give an RFC 3339 time such as 2026-11-22T10:15:00Z, or `now`")
+    })
 }

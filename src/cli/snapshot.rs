@@ -40,6 +40,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let opts = SnapshotOptions {
         kind: args.kind,
         tags: args.tags,
+        replication: None,
+        time: None,
     };
     let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
     if ctx.json {

@@ -78,6 +78,22 @@ pub struct SqliteSource {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Set when this capture is a base of a replicated WAL stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationPoint>,
+}
+
+/// Where a base sits in its WAL stream (`wal/<stream>/`): the captured state
+/// is the database as of commit `txid`; segments continue from `txid + 1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationPoint {
+    pub stream: String,
+    pub txid: u64,
+    /// Set when the stream lost continuity just before this base: commits
+    /// between the previous point and this one are not recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_gap: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

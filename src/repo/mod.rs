@@ -6,6 +6,7 @@ pub mod index;
 pub mod manifest;
 pub mod pack;
 pub mod pagemap;
+pub mod segment;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -45,7 +46,7 @@ pub struct OpenDatabase {
     conn: Connection,
     /// The database file and the pages to take through SQLite instead, when
     /// direct reading is known to be safe.
-    direct: Option<(File, HashSet<u32>)>,
+    direct: Option<(Arc<File>, HashSet<u32>)>,
     pub page_size: u32,
     pub page_count: u32,
     pub journal_mode: String,
@@ -60,7 +61,10 @@ pub const DEFAULT_SCHEMA_QUERY: &str = "PRAGMA user_version";
 pub struct Pending {
     path: PathBuf,
     /// Opened before the connection, so a file replaced in between is noticed.
-    file: File,
+    /// Shared, so a long-running process can keep the descriptor open: closing
+    /// any descriptor of the database would drop every POSIX lock this process
+    /// holds on it, SQLite's included.
+    file: Arc<File>,
     conn: Connection,
     schema_query: String,
 }
@@ -68,17 +72,27 @@ pub struct Pending {
 /// Open `path` for capture without touching it: read-only, so closing never
 /// checkpoints; a busy timeout for the brief moments WAL recovery holds locks.
 pub fn open(path: &Path, schema_query: &str) -> Result<Pending> {
-    if !super::has_header(path)? {
+    open_with(path, schema_query, None)
+}
+
+/// [`open`], reading through `file` (the caller's descriptor of the
+/// database, kept open by the caller) when given.
+pub fn open_with(path: &Path, schema_query: &str, file: Option<Arc<File>>) -> Result<Pending> {
+    // SQLite follows symlinks and keeps the WAL beside the real file; so must
+    // we, or a WAL full of committed pages would go unseen.
+    let canonical = std::fs::canonicalize(path).at(path)?;
+    let file = match file {
+        Some(f) => f,
+        None => Arc::new(File::open(&canonical).at(path)?),
+    };
+    if !super::file_has_header(&file, path)? {
         return Err(
             Error::bad_data(path.display(), "not a SQLite database (header check failed)")
                 .fix("point the [[sqlite]] source at the database file itself")
                 .event("snapshot.not_sqlite"),
         );
     }
-    // SQLite follows symlinks and keeps the WAL beside the real file; so must
-    // we, or a WAL full of committed pages would go unseen.
-    let path = &std::fs::canonicalize(path).at(path)?;
-    let file = File::open(path).at(path)?;
+    let path = &canonical;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).at_db(path)?;
     conn.busy_timeout(Duration::from_secs(10)).at_db(path)?;
@@ -145,7 +159,12 @@ pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
 
 /// The file and the set of pages to read through SQLite, or `None` when
 /// direct reading cannot be shown safe (then every page goes through SQLite).
-fn direct_reading(path: &Path, file: File, page_size: u32, journal_mode: &str) -> Option<(File, HashSet<u32>)> {
+fn direct_reading(
+    path: &Path,
+    file: Arc<File>,
+    page_size: u32,
+    journal_mode: &str,
+) -> Option<(Arc<File>, HashSet<u32>)> {
     // Same inode as the path SQLite opened: nothing was renamed over it.
     let ours = file.metadata().ok()?;
     let now = std::fs::metadata(path).ok()?;

@@ -4,7 +4,6 @@
 pub mod capture;
 pub mod wal;
 
-use std::io::Read;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -18,11 +17,19 @@ pub const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".lock"];
 
 /// Whether the file's first 16 bytes are the SQLite header.
 pub fn has_header(path: &Path) -> Result<bool> {
-    let mut f = std::fs::File::open(path).at(path)?;
+    let f = std::fs::File::open(path).at(path)?;
+    file_has_header(&f, path)
+}
+
+/// [`has_header`] through a descriptor already open. A process with SQLite
+/// connections on the database must check this way: closing any descriptor
+/// of the file drops every POSIX lock the process holds on it, SQLite's too.
+pub fn file_has_header(f: &std::fs::File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 16];
     let mut got = 0;
     while got < 16 {
-        let n = f.read(&mut buf[got..]).at(path)?;
+        let n = f.read_at(&mut buf[got..], got as u64).at(path)?;
         if n == 0 {
             return Ok(false);
         }

@@ -1,7 +1,8 @@
-//! Reading SQLite's write-ahead log (sqlite.org/fileformat2.html#walformat).
-//! For now: which pages have frames in the current WAL generation, so a
-//! capture knows which pages it must take through SQLite rather than straight
-//! from the database file.
+//! Reading SQLite's write-ahead log (sqlite.org/fileformat2.html#walformat):
+//! which pages have frames in the current generation (so a capture knows
+//! which pages to take through SQLite), and the committed transactions after
+//! a position, checked frame by frame against the salts and the checksum
+//! chain exactly as SQLite's own recovery checks them (for replication).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -92,6 +93,319 @@ pub fn pages_with_frames(wal_path: &Path, page_size: u32) -> Result<Option<HashS
         off += frame_len;
     }
     Ok(Some(pages))
+}
+
+/// SQLite's WAL checksum (fileformat2 §4.4): 32-bit words in the byte order
+/// the magic names, summed in pairs, chained from `seed`.
+pub fn checksum(big_endian: bool, data: &[u8], seed: (u32, u32)) -> (u32, u32) {
+    let (mut s0, mut s1) = seed;
+    for w in data.chunks_exact(8) {
+        let (x0, x1) = if big_endian {
+            (
+                u32::from_be_bytes(w[0..4].try_into().unwrap()),
+                u32::from_be_bytes(w[4..8].try_into().unwrap()),
+            )
+        } else {
+            (
+                u32::from_le_bytes(w[0..4].try_into().unwrap()),
+                u32::from_le_bytes(w[4..8].try_into().unwrap()),
+            )
+        };
+        s0 = s0.wrapping_add(x0).wrapping_add(s1);
+        s1 = s1.wrapping_add(x1).wrapping_add(s0);
+    }
+    (s0, s1)
+}
+
+impl WalHeader {
+    /// Whether checksums are computed over big-endian words.
+    pub fn big_endian(&self) -> bool {
+        self.magic & 1 == 1
+    }
+
+    /// The header's own checksum (over its first 24 bytes) is right.
+    pub fn checksum_ok(&self, raw: &[u8; 32]) -> bool {
+        checksum(self.big_endian(), &raw[..24], (0, 0)) == (self.checksum1, self.checksum2)
+    }
+
+    /// Read and check the header of the WAL at `path`: `None` when the file
+    /// is absent or shorter than a header, or its header is not (yet) valid
+    /// (SQLite treats such a WAL as empty).
+    pub fn read(path: &Path) -> Result<Option<WalHeader>> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut raw = [0u8; 32];
+        match file.read_exact_at(&mut raw, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        Ok(WalHeader::parse(&raw).filter(|h| h.checksum_ok(&raw)))
+    }
+
+    pub fn salts(&self) -> (u32, u32) {
+        (self.salt1, self.salt2)
+    }
+}
+
+/// A place in one WAL generation: just after frame `frame` (0 = right after
+/// the header), with the running checksum there. Identifies the generation
+/// by its salts, which SQLite changes whenever it restarts the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WalPosition {
+    pub salt1: u32,
+    pub salt2: u32,
+    pub frame: u32,
+    pub cksum1: u32,
+    pub cksum2: u32,
+}
+
+impl WalPosition {
+    /// The start of the generation `header` begins.
+    pub fn start_of(header: &WalHeader) -> WalPosition {
+        WalPosition {
+            salt1: header.salt1,
+            salt2: header.salt2,
+            frame: 0,
+            cksum1: header.checksum1,
+            cksum2: header.checksum2,
+        }
+    }
+
+    pub fn same_generation(&self, header: &WalHeader) -> bool {
+        (self.salt1, self.salt2) == header.salts()
+    }
+}
+
+/// One committed transaction read from the WAL: the database size after it
+/// and the pages it wrote (the last frame of each page wins), their contents
+/// in `WalCommits::data` at `index * page_size`.
+#[derive(Debug, Clone)]
+pub struct WalCommit {
+    pub db_pages: u32,
+    pub pages: Vec<u32>,
+    /// Index of this commit's first page in `WalCommits::data`.
+    pub first: usize,
+}
+
+/// Commits read from a WAL, and where reading stopped.
+#[derive(Debug, Default)]
+pub struct WalCommits {
+    pub commits: Vec<WalCommit>,
+    /// Page images of every commit, back to back.
+    pub data: Vec<u8>,
+    /// Reading stopped at a transaction larger than the limit given; it is
+    /// not in `commits`.
+    pub too_large: bool,
+}
+
+impl WalCommits {
+    pub fn clear(&mut self) {
+        self.commits.clear();
+        self.data.clear();
+        self.too_large = false;
+    }
+}
+
+/// Frames read per `pread`.
+const READ_FRAMES: u64 = 64;
+
+/// Read every complete, checksummed commit after `from` in the WAL at
+/// `path`, exactly as SQLite's recovery would accept them: frames must carry
+/// `from`'s salts and extend its checksum chain; reading stops at the first
+/// frame that does not (a frame being written, a stale one from an earlier
+/// generation, the end of the file) and frames after the last commit frame
+/// are left for a later call. Stops early once `max_bytes` of pages are held,
+/// at a commit boundary, or at a single transaction larger than that (then
+/// `too_large` is set). Returns the position after the last commit read.
+pub fn read_commits(
+    file: &File,
+    path: &Path,
+    big_endian: bool,
+    page_size: u32,
+    from: WalPosition,
+    max_bytes: usize,
+    out: &mut WalCommits,
+) -> Result<WalPosition> {
+    let ps = page_size as usize;
+    let frame_len = FRAME_HEADER_LEN as usize + ps;
+    let mut pos = from;
+    // The transaction being read: its frames' pages in `data` from `first`.
+    let mut txn_pages: Vec<u32> = Vec::new();
+    let mut txn_index: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let txn_first = |out: &WalCommits| out.data.len() / ps;
+    let mut first = txn_first(out);
+    let mut cksum = (from.cksum1, from.cksum2);
+    let mut frame = from.frame;
+    let mut buf = vec![0u8; READ_FRAMES as usize * frame_len];
+    'outer: loop {
+        let offset = HEADER_LEN + frame as u64 * frame_len as u64;
+        let got = read_full(file, &mut buf, offset).at(path)?;
+        let frames = got / frame_len;
+        if frames == 0 {
+            break;
+        }
+        for f in buf[..frames * frame_len].chunks_exact(frame_len) {
+            let be = |o: usize| u32::from_be_bytes(f[o..o + 4].try_into().unwrap());
+            let (pgno, commit, s1, s2) = (be(0), be(4), be(8), be(12));
+            if (s1, s2) != (pos.salt1, pos.salt2) || pgno == 0 {
+                break 'outer;
+            }
+            let c = checksum(big_endian, &f[..8], cksum);
+            let c = checksum(big_endian, &f[FRAME_HEADER_LEN as usize..], c);
+            if c != (be(16), be(20)) {
+                break 'outer;
+            }
+            cksum = c;
+            frame += 1;
+            // Within a transaction a page written twice keeps its last image.
+            let page = &f[FRAME_HEADER_LEN as usize..];
+            match txn_index.get(&pgno).copied() {
+                Some(i) => {
+                    let at = (first + i) * ps;
+                    out.data[at..at + ps].copy_from_slice(page);
+                }
+                None => {
+                    if (txn_pages.len() + 1) * ps > max_bytes {
+                        out.too_large = true;
+                        break 'outer;
+                    }
+                    txn_index.insert(pgno, txn_pages.len());
+                    txn_pages.push(pgno);
+                    out.data.extend_from_slice(page);
+                }
+            }
+            if commit != 0 {
+                out.commits.push(WalCommit {
+                    db_pages: commit,
+                    pages: std::mem::take(&mut txn_pages),
+                    first,
+                });
+                txn_index.clear();
+                first = txn_first(out);
+                pos = WalPosition {
+                    salt1: pos.salt1,
+                    salt2: pos.salt2,
+                    frame,
+                    cksum1: cksum.0,
+                    cksum2: cksum.1,
+                };
+                if out.data.len() >= max_bytes {
+                    break 'outer;
+                }
+            }
+        }
+        if frames < READ_FRAMES as usize {
+            break;
+        }
+    }
+    // Frames of an unfinished transaction are not ours to keep.
+    out.data.truncate(first * ps);
+    Ok(pos)
+}
+
+/// Whether frame `frame` (1-based) of the WAL carries `pos`'s salts and the
+/// checksum `pos` records: the position is still there to continue from.
+pub fn position_holds(file: &File, pos: &WalPosition, page_size: u32) -> Result<bool> {
+    if pos.frame == 0 {
+        return Ok(true);
+    }
+    let frame_len = FRAME_HEADER_LEN + page_size as u64;
+    let mut fh = [0u8; FRAME_HEADER_LEN as usize];
+    let at = HEADER_LEN + (pos.frame as u64 - 1) * frame_len;
+    match file.read_exact_at(&mut fh, at) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(Error::io(Path::new("WAL"), e)),
+    }
+    let be = |o: usize| u32::from_be_bytes(fh[o..o + 4].try_into().unwrap());
+    Ok((be(8), be(12), be(16), be(20)) == (pos.salt1, pos.salt2, pos.cksum1, pos.cksum2))
+}
+
+/// What the first frame slot after `pos` holds, once the log has moved to a
+/// new generation: tells whether the old generation could have had frames
+/// past `pos` that are now gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotAfter {
+    /// Nothing, a frame of another generation, or a damaged one: the frame
+    /// was never written in `pos`'s generation, or is still readable.
+    Free,
+    /// A frame of the new generation with salts `new`: the old generation's
+    /// frame there, if it had one, was overwritten.
+    Overwritten,
+}
+
+pub fn slot_after(file: &File, pos: &WalPosition, page_size: u32, new_salts: (u32, u32)) -> Result<SlotAfter> {
+    let frame_len = FRAME_HEADER_LEN + page_size as u64;
+    let mut fh = [0u8; FRAME_HEADER_LEN as usize];
+    let at = HEADER_LEN + pos.frame as u64 * frame_len;
+    match file.read_exact_at(&mut fh, at) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(SlotAfter::Free),
+        Err(e) => return Err(Error::io(Path::new("WAL"), e)),
+    }
+    let be = |o: usize| u32::from_be_bytes(fh[o..o + 4].try_into().unwrap());
+    Ok(if (be(8), be(12)) == new_salts {
+        SlotAfter::Overwritten
+    } else {
+        SlotAfter::Free
+    })
+}
+
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The wal-index header SQLite keeps at the start of `-shm` (wal.c,
+/// `WalIndexHdr`, native byte order): where the log's committed content ends.
+/// Read only while holding the database's write lock, when it cannot change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub max_frame: u32,
+    pub db_pages: u32,
+    pub frame_cksum: (u32, u32),
+    /// As stored in the WAL header (big-endian there).
+    pub salts: (u32, u32),
+}
+
+impl IndexHeader {
+    pub fn read(shm_path: &Path) -> Result<Option<IndexHeader>> {
+        let file = match File::open(shm_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(shm_path, e)),
+        };
+        let mut raw = [0u8; 96];
+        match file.read_exact_at(&mut raw, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::io(shm_path, e)),
+        }
+        // Two copies; SQLite writes them in turn and trusts them only equal.
+        if raw[..48] != raw[48..] || raw[12] == 0 {
+            return Ok(None);
+        }
+        let ne = |o: usize| u32::from_ne_bytes(raw[o..o + 4].try_into().unwrap());
+        let be = |o: usize| u32::from_be_bytes(raw[o..o + 4].try_into().unwrap());
+        Ok(Some(IndexHeader {
+            max_frame: ne(16),
+            db_pages: ne(20),
+            frame_cksum: (ne(24), ne(28)),
+            salts: (be(32), be(36)),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,211 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use lifeboat::config::{file_name, parse_duration};
+use lifeboat::replicate::{self, DbSpec, Options};
+use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
+use lifeboat::{Error, Result};
+
+use super::Ctx;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Runs in the foreground until SIGINT or SIGTERM, then ships what it has read and exits 0.
+Every committed transaction reaches each replica within --sync-interval, with its transaction
+id and the time it was seen, so `lifeboat restore --txid N` or `--at TIME` can land on any one.
+
+It keeps a read transaction open so no checkpoint can overwrite frames it has not shipped, runs
+checkpoints itself (PASSIVE; TRUNCATE when the log grows very large), and takes a new verified
+base whenever continuity cannot be proven (log reset underneath, database replaced, its own
+crash with the log gone). Gaps are logged (event replicate.gap) and refused by restore.
+
+Examples:
+  lifeboat replicate /var/lib/app/app.db
+  lifeboat replicate --replica s3://bucket/app?region=eu-west-1 --replica /mnt/usb/repo
+  lifeboat replicate --exec \"/usr/bin/app serve\"      # run the service as a child
+
+Refused: databases not in WAL mode (replicate.not_wal, 78), on NFS/tmpfs/ramfs/SMB
+(replicate.unsupported_filesystem, 78), or already being replicated (replicate.busy, 75).")]
+pub struct Args {
+    /// Databases (default: every [[sqlite]] of the config).
+    dbs: Vec<PathBuf>,
+    /// Repository to ship to (repeatable). Default: the config's [replicate] replicas, else
+    /// the repository (--repo).
+    #[arg(long = "replica", value_name = "URL_OR_PATH")]
+    replicas: Vec<String>,
+    /// Longest a commit waits before it is in every replica.
+    #[arg(long, value_name = "DURATION")]
+    sync_interval: Option<String>,
+    /// Run this command as a child (through /bin/sh), forward signals to it, stop after it
+    /// exits (shipping everything first) and exit with its status.
+    #[arg(long, value_name = "\"CMD ARGS\"")]
+    exec: Option<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let config = ctx.config()?;
+    let section = config.map(|c| c.replicate.clone()).unwrap_or_default();
+    let dbs: Vec<DbSpec> = if args.dbs.is_empty() {
+        let c = config.ok_or_else(lifeboat::config::Config::not_found_error)?;
+        let dbs: Vec<DbSpec> = c
+            .sqlite
+            .iter()
+            .map(|s| DbSpec {
+                name: s.name.clone().unwrap_or_else(|| file_name(&s.path)),
+                path: s.path.clone(),
+                schema_query: s.schema_version.clone().unwrap_or_else(|| DEFAULT_SCHEMA_QUERY.into()),
+            })
+            .collect();
+        if dbs.is_empty() {
+            return Err(Error::usage("nothing to replicate")
+                .fix("name databases on the command line or [[sqlite]] sources in the config"));
+        }
+        dbs
+    } else {
+        args.dbs
+            .iter()
+            .map(|p| {
+                let schema_query = config
+                    .and_then(|c| c.sqlite.iter().find(|s| &s.path == p))
+                    .and_then(|s| s.schema_version.clone())
+                    .unwrap_or_else(|| DEFAULT_SCHEMA_QUERY.into());
+                DbSpec {
+                    name: file_name(p),
+                    path: p.clone(),
+                    schema_query,
+                }
+            })
+            .collect()
+    };
+    for d in &dbs {
+        super::require_exists(&d.path)?;
+        replicate::follower::check_supported(&d.path)?;
+    }
+
+    let mut opts = Options::default();
+    if let Some(s) = args.sync_interval.as_deref().or(section.sync_interval.as_deref()) {
+        opts.sync_interval = parse_duration("sync_interval", s)?;
+    }
+    if let Some(s) = section.checkpoint_interval.as_deref() {
+        opts.checkpoint_interval = parse_duration("checkpoint_interval", s)?;
+    }
+    if let Some(n) = section.checkpoint_pages {
+        opts.restart_frames = n.max(1);
+    }
+    if let Some(n) = section.truncate_pages {
+        opts.truncate_frames = n.max(opts.restart_frames);
+    }
+    if let Some(d) = section.state_dir.clone() {
+        opts.state_dir = d;
+    }
+    // Commits are stamped with the time they are seen, so the poll interval
+    // bounds how late a stamp can be; a poll costs two small reads.
+    opts.poll_interval = (opts.sync_interval / 100).clamp(Duration::from_millis(2), Duration::from_millis(20));
+
+    let replicas = replica_locations(ctx, &args.replicas, &section.replicas)?;
+    install_handlers();
+    let mut child = match &args.exec {
+        Some(cmd) => Some(
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("exec {cmd}"))
+                .spawn()
+                .map_err(|e| Error::no_input(cmd, format!("cannot start: {e}")).fix("check the --exec command"))?,
+        ),
+        None => None,
+    };
+    if !ctx.quiet {
+        let names: Vec<String> = replicas.iter().map(|r| r.display()).collect();
+        for d in &dbs {
+            eprintln!("replicating {} to {}", d.path.display(), names.join(", "));
+        }
+    }
+
+    let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    let mut status = 0;
+    std::thread::scope(|scope| {
+        for d in dbs {
+            let (replicas, opts, failure) = (&replicas, opts.clone(), &failure);
+            scope.spawn(move || {
+                if let Err(e) = replicate::run(d, replicas, opts, &STOP) {
+                    failure.lock().expect("failure").get_or_insert(e);
+                    STOP.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+        // The main thread forwards signals to the child and notices its exit.
+        let mut forwarded = 0;
+        loop {
+            if let Some(c) = child.as_mut() {
+                let sig = SIGNAL.load(Ordering::SeqCst);
+                if sig != 0 && sig != forwarded {
+                    // SAFETY: kill with a valid pid and signal number.
+                    unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+                    forwarded = sig;
+                }
+                if let Ok(Some(st)) = c.try_wait() {
+                    use std::os::unix::process::ExitStatusExt;
+                    status = st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
+                    tracing::info!(event = "replicate.child_exited", status);
+                    STOP.store(true, Ordering::SeqCst);
+                    child = None;
+                }
+            } else if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("failure") {
+        if let Some(mut c) = child {
+            // SAFETY: as above.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        return Err(e);
+    }
+    Ok(status)
+}
+
+/// `--replica` flags, else `[replicate] replicas`, else the repository. Each
+/// must exist (the default repository is created on first use).
+fn replica_locations(ctx: &Ctx, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
+    let section = ctx.config()?.and_then(|c| c.repository.clone());
+    let options = section.as_ref().map(|r| r.storage_options()).unwrap_or_default();
+    let named = if flags.is_empty() { configured } else { flags };
+    let mut out = Vec::new();
+    if named.is_empty() {
+        let loc = ctx.repo_location()?;
+        if loc.is_default {
+            drop(Repository::open_locked(&loc, "replicate")?);
+        }
+        out.push(loc);
+    } else {
+        for n in named {
+            out.push(RepoLocation::parse(n, &options)?);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,554 @@
+//! Following one live database's WAL: every committed transaction, in
+//! order, checked against SQLite's salts and checksum chain, and never a
+//! frame lost to a checkpoint.
+//!
+//! How frames are held: SQLite overwrites WAL frames only when a writer
+//! restarts the log, and it cannot restart while any reader holds a read
+//! mark (a read transaction that uses the WAL). So the follower always keeps
+//! a read transaction open (the *anchor*) and moves it forward, on a second
+//! connection begun before the first ends, only after what it has read is
+//! safely spooled. The one moment it lets go entirely is its own checkpoint,
+//! after reading to the end; if the log then restarts, the old generation's
+//! tail is still in the file beyond the new generation's frames, and is read
+//! from there. When that cannot be shown complete, the follower says so
+//! (`Lost`) and the caller takes a new verified base. It never guesses.
+//!
+//! A base is pinned to an exact WAL position by taking the database's write
+//! lock (`BEGIN IMMEDIATE`, held for milliseconds, never writing), reading
+//! where the log ends from the wal-index, and opening the capture's read
+//! transaction before letting go.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, IoContext, Result, SqlContext};
+use crate::sqlite::capture::{self, OpenDatabase};
+use crate::sqlite::wal::{self, IndexHeader, SlotAfter, WalCommits, WalHeader, WalPosition};
+
+/// What a poll found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// Zero or more new commits were appended.
+    Ok,
+    /// Continuity cannot be proven from here on; a new base is needed.
+    Lost(&'static str),
+}
+
+pub struct Follower {
+    pub path: PathBuf,
+    wal_path: PathBuf,
+    shm_path: PathBuf,
+    /// Device and inode of the database file when opened.
+    ident: (u64, u64),
+    pub page_size: u32,
+    big_endian: bool,
+    anchors: [Connection; 2],
+    active: usize,
+    anchored: bool,
+    /// Read-write, but never writes: takes the write lock to pin a base and
+    /// runs checkpoints. Closing it never checkpoints.
+    rw: Connection,
+    /// Where reading stands; `None` until a base is pinned.
+    pub pos: Option<WalPosition>,
+    /// Size of the WAL file at the last read, to tell a truncated log.
+    wal_len_seen: u64,
+    last_checkpoint: Instant,
+    /// Let go after a checkpoint so the next writer can restart the log:
+    /// the frame count then. Reading re-anchors once the new generation
+    /// appears (the old one's unread tail survives past the new frames), or
+    /// if the log grows on without restarting.
+    awaiting_restart: Option<u32>,
+    restart_frames: u32,
+    schema_query: String,
+    /// Kept open for the process's life: holds the replicator's exclusive
+    /// flock, and closing a descriptor of the database would drop SQLite's
+    /// POSIX locks in this process.
+    db_file: std::sync::Arc<File>,
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+fn ident_of(path: &Path) -> Result<(u64, u64)> {
+    let m = std::fs::metadata(path).at(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn open_read(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = Connection::open_with_flags(path, flags).at_db(path)?;
+    c.busy_timeout(Duration::from_secs(5)).at_db(path)?;
+    Ok(c)
+}
+
+/// Refuse what replication cannot follow safely, with the reason. Only for
+/// a process without connections to the database (it opens and closes it).
+pub fn check_supported(path: &Path) -> Result<()> {
+    if !crate::sqlite::has_header(path)? {
+        return Err(not_sqlite(path));
+    }
+    if let Some(fs) = crate::fsutil::unreliable_filesystem(path) {
+        return Err(unsupported(path, fs));
+    }
+    Ok(())
+}
+
+fn not_sqlite(path: &Path) -> Error {
+    Error::bad_data(path.display(), "not a SQLite database (header check failed)")
+        .fix("point replicate at the database file itself")
+        .event("replicate.not_sqlite")
+}
+
+fn unsupported(path: &Path, fs: &str) -> Error {
+    Error::config(
+        path.display(),
+        format!("the database is on {fs}, where SQLite's WAL shared memory and fsync cannot be trusted"),
+    )
+    .fix("move the database to a local disk filesystem (ext4, xfs, btrfs, zfs), or use `lifeboat snapshot` on a schedule instead")
+    .event("replicate.unsupported_filesystem")
+}
+
+impl Follower {
+    pub fn open(path: &Path, schema_query: &str) -> Result<Follower> {
+        if let Some(fs) = crate::fsutil::unreliable_filesystem(path) {
+            return Err(unsupported(path, fs));
+        }
+        let path = std::fs::canonicalize(path).at(path)?;
+        let db_file = File::open(&path).at(&path)?;
+        if !crate::sqlite::file_has_header(&db_file, &path)? {
+            return Err(not_sqlite(&path));
+        }
+        // flock and SQLite's fcntl locks are independent on local filesystems.
+        // SAFETY: a valid open descriptor; flock has no memory effects.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&db_file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::busy(
+                path.display(),
+                "another `lifeboat replicate` is already replicating this database",
+            )
+            .fix("stop the other replicator first (one per database; it can ship to several replicas)")
+            .event("replicate.busy"));
+        }
+        let probe = open_read(&path)?;
+        let mode: String = probe.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(&path)?;
+        if mode != "wal" {
+            return Err(Error::config(
+                path.display(),
+                format!("journal_mode is {mode}; replication follows the write-ahead log and needs WAL mode"),
+            )
+            .fix("switch the database to WAL once (`sqlite3 DB 'PRAGMA journal_mode=WAL'`, with the service stopped), or use `lifeboat snapshot` instead")
+            .event("replicate.not_wal"));
+        }
+        let page_size: u32 = probe.query_row("PRAGMA page_size", [], |r| r.get(0)).at_db(&path)?;
+        drop(probe);
+        let rw = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .at_db(&path)?;
+        rw.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .at_db(&path)?;
+        rw.execute_batch("PRAGMA wal_autocheckpoint=0").at_db(&path)?;
+        let wal_path = sidecar(&path, "-wal");
+        let big_endian = WalHeader::read(&wal_path)?
+            .map(|h| h.big_endian())
+            .unwrap_or(cfg!(target_endian = "big"));
+        let mut f = Follower {
+            ident: {
+                let m = db_file.metadata().at(&path)?;
+                (m.dev(), m.ino())
+            },
+            wal_path,
+            shm_path: sidecar(&path, "-shm"),
+            page_size,
+            big_endian,
+            anchors: [open_read(&path)?, open_read(&path)?],
+            active: 0,
+            anchored: false,
+            rw,
+            pos: None,
+            wal_len_seen: 0,
+            last_checkpoint: Instant::now(),
+            awaiting_restart: None,
+            restart_frames: 1000,
+            schema_query: schema_query.to_string(),
+            db_file: std::sync::Arc::new(db_file),
+            path,
+        };
+        f.anchor()?;
+        Ok(f)
+    }
+
+    /// Move the anchor forward, unless waiting for the log to restart.
+    pub fn advance(&mut self) -> Result<()> {
+        if let Some(at) = self.awaiting_restart {
+            if self.wal_frames() < at.saturating_add(self.restart_frames) {
+                return Ok(());
+            }
+            // Readers of the service keep the log from restarting: hold it
+            // again rather than let it run unguarded.
+            self.awaiting_restart = None;
+        }
+        self.anchor()
+    }
+
+    /// Begin a read transaction on the idle connection, then end the active
+    /// one: at every instant one of them holds the log.
+    pub fn anchor(&mut self) -> Result<()> {
+        let next = 1 - self.active;
+        let c = &self.anchors[next];
+        c.execute_batch("BEGIN DEFERRED").at_db(&self.path)?;
+        c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+            .at_db(&self.path)?;
+        if self.anchored {
+            self.anchors[self.active].execute_batch("COMMIT").at_db(&self.path)?;
+        }
+        self.active = next;
+        self.anchored = true;
+        self.awaiting_restart = None;
+        Ok(())
+    }
+
+    fn release(&mut self) -> Result<()> {
+        if self.anchored {
+            self.anchors[self.active].execute_batch("COMMIT").at_db(&self.path)?;
+            self.anchored = false;
+        }
+        Ok(())
+    }
+
+    /// The database file at the path is no longer the one opened (restored
+    /// or replaced underneath).
+    pub fn replaced(&self) -> bool {
+        ident_of(&self.path).map(|i| i != self.ident).unwrap_or(true)
+    }
+
+    /// Pin a base: under the write lock, find where the log ends and open
+    /// the capture's read transaction there. With `read` given and reading
+    /// in step, the commits up to that end are read into it first, so the
+    /// base lands exactly after the last of them (`true`); otherwise reading
+    /// jumps to the end and the base stands for whatever came before
+    /// (`false`). The follower continues from the pinned position.
+    pub fn pin(&mut self, read: Option<&mut WalCommits>, busy: Duration) -> Result<(OpenDatabase, bool)> {
+        if self.replaced() {
+            self.reopen()?;
+        }
+        self.rw.busy_timeout(busy).at_db(&self.path)?;
+        self.rw
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| Error::sqlite(&self.path, e).temporary().event("replicate.pin_busy"))?;
+        let pinned = (|| -> Result<(OpenDatabase, WalPosition, bool)> {
+            let mut exact = false;
+            if let Some(out) = read
+                && self.pos.is_some()
+            {
+                exact = self.poll(out, usize::MAX)? == Polled::Ok && !out.too_large;
+            }
+            let index = IndexHeader::read(&self.shm_path)?;
+            let header = WalHeader::read(&self.wal_path)?;
+            let end = match (index, header) {
+                (Some(ix), _) if ix.max_frame == 0 => WalPosition {
+                    salt1: ix.salts.0,
+                    salt2: ix.salts.1,
+                    frame: 0,
+                    cksum1: 0,
+                    cksum2: 0,
+                },
+                (Some(ix), Some(h)) if h.salts() == ix.salts => WalPosition {
+                    salt1: ix.salts.0,
+                    salt2: ix.salts.1,
+                    frame: ix.max_frame,
+                    cksum1: ix.frame_cksum.0,
+                    cksum2: ix.frame_cksum.1,
+                },
+                _ => {
+                    return Err(Error::bad_data(
+                        self.path.display(),
+                        "the WAL and its index disagree while the write lock is held",
+                    )
+                    .temporary());
+                }
+            };
+            if end.frame > 0 {
+                let file = File::open(&self.wal_path).at(&self.wal_path)?;
+                if !wal::position_holds(&file, &end, self.page_size)? {
+                    return Err(
+                        Error::bad_data(self.path.display(), "the WAL's last frame does not match its index")
+                            .temporary(),
+                    );
+                }
+            }
+            // Reading stands exactly at the end (an empty log matches any
+            // start of the pinned generation).
+            exact = exact
+                && self.pos.is_some_and(|p| {
+                    (p.salt1, p.salt2, p.frame) == (end.salt1, end.salt2, end.frame)
+                        && (end.frame == 0 || (p.cksum1, p.cksum2) == (end.cksum1, end.cksum2))
+                });
+            let pending = capture::open_with(&self.path, &self.schema_query, Some(self.db_file.clone()))?;
+            let db = capture::begin_all(vec![pending])?.pop().expect("one database");
+            Ok((db, end, exact))
+        })();
+        let _ = self.rw.execute_batch("ROLLBACK");
+        self.rw.busy_timeout(Duration::from_secs(5)).at_db(&self.path)?;
+        let (db, end, exact) = pinned?;
+        if !exact {
+            self.pos = Some(end);
+        }
+        self.page_size = db.page_size;
+        self.wal_len_seen = std::fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
+        self.anchor()?;
+        tracing::info!(event = "replicate.pinned", db = %self.path.display(), frame = end.frame, exact);
+        Ok((db, exact))
+    }
+
+    /// Open everything again on the file now at the path.
+    fn reopen(&mut self) -> Result<()> {
+        let fresh = Follower::open(&self.path, &self.schema_query)?;
+        let pos = self.pos;
+        *self = fresh;
+        self.pos = pos;
+        Ok(())
+    }
+
+    /// Continue from a position saved by an earlier run, if the log still
+    /// holds it; otherwise stay without a position (a base is needed).
+    pub fn resume(&mut self, pos: WalPosition, ident: (u64, u64), page_size: u32) -> Result<bool> {
+        if ident != self.ident || page_size != self.page_size {
+            return Ok(false);
+        }
+        if let Some(h) = WalHeader::read(&self.wal_path)?
+            && pos.same_generation(&h)
+            && pos.frame > 0
+        {
+            let file = File::open(&self.wal_path).at(&self.wal_path)?;
+            if !wal::position_holds(&file, &pos, self.page_size)? {
+                return Ok(false);
+            }
+        }
+        self.wal_len_seen = 0;
+        self.pos = Some(pos);
+        Ok(true)
+    }
+
+    pub fn ident(&self) -> (u64, u64) {
+        self.ident
+    }
+
+    /// Read what was committed since the last call into `out` (at most about
+    /// `max_bytes` of pages).
+    pub fn poll(&mut self, out: &mut WalCommits, max_bytes: usize) -> Result<Polled> {
+        let Some(mut pos) = self.pos else {
+            return Ok(Polled::Lost("no base yet"));
+        };
+        if self.replaced() {
+            return Ok(Polled::Lost("the database file was replaced"));
+        }
+        let Some(header) = WalHeader::read(&self.wal_path)? else {
+            // No log, or one being created: nothing committed since.
+            if pos.frame > 0 && std::fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0) < self.wal_len_seen {
+                return Ok(Polled::Lost("the WAL was truncated or removed by another process"));
+            }
+            return Ok(Polled::Ok);
+        };
+        if header.page_size() != self.page_size {
+            return Ok(Polled::Lost("the page size changed"));
+        }
+        let file = File::open(&self.wal_path).at(&self.wal_path)?;
+        let len = file.metadata().at(&self.wal_path)?.len();
+        if !pos.same_generation(&header) {
+            let next = header.salt1 == pos.salt1.wrapping_add(1);
+            let stale = header.salt1.wrapping_add(1) == pos.salt1 && pos.frame == 0;
+            if stale {
+                return Ok(Polled::Ok); // the pinned generation has not begun
+            }
+            // A log file's first generation (checkpoint sequence 0) after a
+            // pin on an empty log: nothing can have come before it, since
+            // the file cannot be deleted while we hold the database open.
+            let first_of_file = pos.frame == 0 && header.checkpoint_seq == 0;
+            if first_of_file {
+                pos = WalPosition::start_of(&header);
+                self.big_endian = header.big_endian();
+                self.pos = Some(pos);
+            } else if !next {
+                return Ok(Polled::Lost("the WAL restarted more than once between reads"));
+            }
+        }
+        if !pos.same_generation(&header) {
+            // The old generation's frames after `pos` survive beyond the new
+            // generation's end: read them first.
+            pos = wal::read_commits(
+                &file,
+                &self.wal_path,
+                self.big_endian,
+                self.page_size,
+                pos,
+                max_bytes,
+                out,
+            )?;
+            self.pos = Some(pos);
+            if out.too_large || out.data.len() >= max_bytes {
+                return Ok(Polled::Ok); // come back for the rest
+            }
+            let frame_len = wal::FRAME_HEADER_LEN + self.page_size as u64;
+            let slot_end = wal::HEADER_LEN + (pos.frame as u64 + 1) * frame_len;
+            let ended = wal::position_holds(&file, &pos, self.page_size)?
+                && if len >= slot_end {
+                    wal::slot_after(&file, &pos, self.page_size, header.salts())? == SlotAfter::Free
+                } else {
+                    len >= self.wal_len_seen
+                };
+            if !ended {
+                return Ok(Polled::Lost("the WAL restarted before its last frames were read"));
+            }
+            tracing::info!(event = "replicate.wal_restarted", db = %self.path.display(), old_frames = pos.frame);
+            pos = WalPosition::start_of(&header);
+            self.big_endian = header.big_endian();
+            self.pos = Some(pos);
+            if self.awaiting_restart.take().is_some() {
+                self.anchor()?;
+            }
+        } else if pos.frame == 0 && (pos.cksum1, pos.cksum2) == (0, 0) {
+            pos = WalPosition::start_of(&header);
+        } else if len < self.wal_len_seen && !wal::position_holds(&file, &pos, self.page_size)? {
+            return Ok(Polled::Lost("the WAL was truncated underneath"));
+        }
+        let after = wal::read_commits(
+            &file,
+            &self.wal_path,
+            self.big_endian,
+            self.page_size,
+            pos,
+            max_bytes,
+            out,
+        )?;
+        self.pos = Some(after);
+        self.wal_len_seen = len;
+        Ok(Polled::Ok)
+    }
+
+    /// Whether a commit follows the position in the same generation (read,
+    /// not consumed).
+    fn has_unread(&self) -> Result<bool> {
+        let (Some(pos), Some(header)) = (self.pos, WalHeader::read(&self.wal_path)?) else {
+            return Ok(false);
+        };
+        if !pos.same_generation(&header) {
+            return Ok(true);
+        }
+        let pos = if pos.frame == 0 {
+            WalPosition::start_of(&header)
+        } else {
+            pos
+        };
+        let file = File::open(&self.wal_path).at(&self.wal_path)?;
+        let mut scratch = WalCommits::default();
+        let ps = self.page_size as usize;
+        wal::read_commits(
+            &file,
+            &self.wal_path,
+            self.big_endian,
+            self.page_size,
+            pos,
+            ps,
+            &mut scratch,
+        )?;
+        Ok(!scratch.commits.is_empty() || scratch.too_large)
+    }
+
+    /// Frames in the current generation up to where reading stands.
+    pub fn wal_frames(&self) -> u32 {
+        self.pos.map(|p| p.frame).unwrap_or(0)
+    }
+
+    /// Checkpoint after everything read has been spooled. PASSIVE while
+    /// anchored (backfills up to our mark, never blocks anyone); past
+    /// `restart_frames`, PASSIVE with the anchor let go, so the next writer
+    /// can restart the log; past `truncate_frames`, TRUNCATE, which blocks
+    /// writers for at most `truncate_busy`. Returns `Lost` when a commit may
+    /// have slipped past unread during a TRUNCATE.
+    pub fn checkpoint(
+        &mut self,
+        interval: Duration,
+        restart_frames: u32,
+        truncate_frames: u32,
+        truncate_busy: Duration,
+    ) -> Result<Polled> {
+        let frames = self.wal_frames();
+        let started = Instant::now();
+        let mode;
+        let mut outcome = Polled::Ok;
+        if frames >= truncate_frames {
+            mode = "truncate";
+            // A commit by anyone between the version check and the
+            // truncation would be checkpointed and cut away unread.
+            let before: i64 = self
+                .rw
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .at_db(&self.path)?;
+            if self.has_unread()? {
+                return Ok(Polled::Ok); // not at the end after all; after the next seal
+            }
+            self.release()?;
+            self.awaiting_restart = None;
+            self.rw.busy_timeout(truncate_busy).at_db(&self.path)?;
+            let r = self
+                .rw
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            self.rw.busy_timeout(Duration::from_secs(5)).at_db(&self.path)?;
+            let after: i64 = self
+                .rw
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .at_db(&self.path)?;
+            self.anchor()?;
+            match r {
+                Ok(0) if after == before => {
+                    self.pos = None;
+                    self.wal_len_seen = 0;
+                    // The next writer starts a fresh generation; its salts are
+                    // in the wal-index already.
+                    if let Some(ix) = IndexHeader::read(&self.shm_path)? {
+                        self.pos = Some(WalPosition {
+                            salt1: ix.salts.0,
+                            salt2: ix.salts.1,
+                            frame: 0,
+                            cksum1: 0,
+                            cksum2: 0,
+                        });
+                    }
+                    if self.pos.is_none() {
+                        outcome = Polled::Lost("the WAL index could not be read after a TRUNCATE checkpoint");
+                    }
+                }
+                Ok(0) => outcome = Polled::Lost("a commit landed during the TRUNCATE checkpoint"),
+                _ => {} // busy: readers or writers in the way; PASSIVE next time
+            }
+        } else if frames >= restart_frames && self.awaiting_restart.is_none() {
+            mode = "passive_restart";
+            self.restart_frames = restart_frames;
+            self.release()?;
+            let r = self
+                .rw
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+            // Left un-anchored: see `awaiting_restart`.
+            self.awaiting_restart = Some(frames);
+            r.at_db(&self.path)?;
+        } else if frames > 0 && self.last_checkpoint.elapsed() >= interval {
+            mode = "passive";
+            self.rw
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                .at_db(&self.path)?;
+        } else {
+            return Ok(Polled::Ok);
+        }
+        self.last_checkpoint = Instant::now();
+        tracing::info!(event = "replicate.checkpoint", db = %self.path.display(), mode, frames, ms = started.elapsed().as_millis() as u64);
+        Ok(outcome)
+    }
+}

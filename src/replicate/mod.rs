@@ -1,0 +1,478 @@
+//! Continuous replication: every committed transaction of a live database,
+//! shipped to one or more repositories within `sync_interval`, as WAL
+//! segments on top of page-level bases (docs/FORMAT.md, "WAL streams").
+//!
+//! - `follower`: reads the WAL, holds it against checkpoints, runs them.
+//! - `spool`: local state and segments not yet on every replica.
+//! - `shipper`: one thread per replica uploading from the spool.
+//!
+//! This module ties them together: transaction ids and commit times,
+//! sealing segments, and taking bases when a stream starts, when a replica
+//! needs one, or when continuity is lost.
+
+pub mod follower;
+pub mod shipper;
+pub mod spool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+use crate::repo::manifest::ReplicationPoint;
+use crate::repo::segment::{Segment, SegmentCommit};
+use crate::repo::{RepoLocation, Repository};
+use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
+use crate::sqlite::wal::WalCommits;
+use follower::{Follower, Polled};
+use shipper::Replica;
+use spool::{ReplicaState, STATE_VERSION, Spool};
+
+/// What to replicate.
+#[derive(Debug, Clone)]
+pub struct DbSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub schema_query: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A commit is in every reachable replica within this.
+    pub sync_interval: Duration,
+    /// How often the log is looked at.
+    pub poll_interval: Duration,
+    /// PASSIVE checkpoint at least this often while the log has frames.
+    pub checkpoint_interval: Duration,
+    /// Past this many frames, checkpoint so the log can restart.
+    pub restart_frames: u32,
+    /// Past this many frames, TRUNCATE.
+    pub truncate_frames: u32,
+    /// Longest TRUNCATE may keep writers waiting.
+    pub truncate_busy: Duration,
+    /// Largest segment, in page bytes; a transaction larger than this is
+    /// taken as a new base instead.
+    pub segment_bytes: usize,
+    pub state_dir: PathBuf,
+    /// zstd level for segments.
+    pub level: i32,
+    /// How long a stopping replicator keeps uploading what is spooled.
+    pub drain: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(10),
+            checkpoint_interval: Duration::from_secs(60),
+            restart_frames: 1000,
+            truncate_frames: 100_000,
+            truncate_busy: Duration::from_millis(20),
+            segment_bytes: 16 << 20,
+            state_dir: spool::default_state_dir(),
+            level: 3,
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A database's stream id: 16 hex digits of BLAKE3(host "\n" canonical path),
+/// so the same database on two hosts never shares a stream.
+pub fn stream_id(canonical: &std::path::Path) -> String {
+    let key = format!("{}\n{}", crate::fsutil::hostname(), canonical.display());
+    hex::encode(&blake3::hash(key.as_bytes()).as_bytes()[..8])
+}
+
+/// Commits read but not yet sealed into a segment.
+#[derive(Default)]
+struct Pending {
+    wal: WalCommits,
+    /// Txid and time of each commit in `wal.commits`.
+    stamps: Vec<(u64, i64)>,
+    /// When the oldest of them was seen.
+    since: Option<Instant>,
+}
+
+/// How a base relates to the commits before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BaseKind {
+    /// Exactly after the last commit shipped.
+    Exact,
+    /// After commits that were not shipped one by one (a transaction too
+    /// large for a segment), none lost.
+    Coarse,
+    /// After a loss of continuity: commits in between are unknown.
+    Gap,
+}
+
+struct Stream {
+    db: DbSpec,
+    opts: Options,
+    follower: Follower,
+    stream: String,
+    spool: Arc<Spool>,
+    replicas: Vec<Replica>,
+    /// The last transaction id given out.
+    txid: u64,
+    pending: Pending,
+}
+
+fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+/// Replicate `db` to `replicas` until `stop` is set, then ship what was
+/// read and return.
+pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBool) -> Result<()> {
+    let follower = Follower::open(&db.path, &db.schema_query)?;
+    let stream = stream_id(&follower.path);
+    let spool = Arc::new(Spool::open(&opts.state_dir.join(&stream))?);
+    let state = spool.load_state()?;
+
+    // Where the stream stands: the saved state, or a segment spooled after
+    // it was saved.
+    let mut txid = state.as_ref().map(|s| s.txid).unwrap_or(0);
+    let mut resume = state
+        .as_ref()
+        .filter(|s| s.stream == stream)
+        .and_then(|s| s.pos.map(|p| (p, (s.dev, s.ino), s.page_size)));
+    if let Some(seg) = spool.newest()?
+        && seg.last_txid > txid
+    {
+        txid = seg.last_txid;
+        let w = seg.wal_end;
+        resume = resume.map(|(_, ident, ps)| {
+            (
+                crate::sqlite::wal::WalPosition {
+                    salt1: w[0],
+                    salt2: w[1],
+                    frame: w[2],
+                    cksum1: w[3],
+                    cksum2: w[4],
+                },
+                ident,
+                ps,
+            )
+        });
+    }
+
+    let mut opened = Vec::new();
+    let mut highest = txid;
+    for loc in replicas {
+        let repo = Repository::open(loc)?;
+        let last = shipper::last_txid(&repo, &stream)?;
+        highest = highest.max(last);
+        opened.push((loc.clone(), repo, last));
+    }
+    let mut s = Stream {
+        follower,
+        stream: stream.clone(),
+        spool: Arc::clone(&spool),
+        replicas: Vec::new(),
+        txid,
+        pending: Pending::default(),
+        db,
+        opts,
+    };
+    let mut continuing = false;
+    if highest > txid {
+        // A replica holds commits this host does not know of (its state was
+        // lost or is stale): never give out those ids again.
+        tracing::warn!(event = "replicate.state_behind", local = txid, replica = highest);
+        s.txid = highest;
+    } else if let Some((pos, ident, ps)) = resume {
+        continuing = s.follower.resume(pos, ident, ps)?;
+    }
+    for (loc, repo, last) in opened {
+        let next = last + 1;
+        let can_stream = continuing && next <= s.txid + 1 && (next == s.txid + 1 || spool.get(next).is_some());
+        let r = Replica::start(loc, repo, stream.clone(), Arc::clone(&spool), next);
+        if !can_stream {
+            r.with(|p| p.needs_base = true);
+        }
+        s.replicas.push(r);
+    }
+    tracing::info!(event = "replicate.started", db = %s.follower.path.display(), stream = %stream, txid = s.txid, resumed = continuing);
+    if !continuing {
+        let kind = if s.txid == 0 { BaseKind::Coarse } else { BaseKind::Gap };
+        let all: Vec<usize> = (0..s.replicas.len()).collect();
+        s.base(&all, kind)?;
+    }
+    let result = s.follow(stop);
+    // Whatever happened, what was read is shipped if it can be.
+    let sealed = s.seal();
+    let drain = s.opts.drain;
+    for r in s.replicas.drain(..) {
+        let name = r.name.clone();
+        let next = r.drain(drain);
+        if next <= s.txid {
+            tracing::warn!(event = "replicate.unshipped", replica = %name, from_txid = next, to_txid = s.txid);
+        }
+    }
+    result.and(sealed)
+}
+
+impl Stream {
+    fn follow(&mut self, stop: &AtomicBool) -> Result<()> {
+        while !stop.load(Ordering::SeqCst) {
+            let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
+            match self
+                .follower
+                .poll(&mut self.pending.wal, room.max(self.follower.page_size as usize))?
+            {
+                Polled::Ok => self.stamp(),
+                Polled::Lost(reason) => {
+                    self.stamp();
+                    tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
+                    self.seal()?;
+                    let all: Vec<usize> = (0..self.replicas.len()).collect();
+                    self.base(&all, BaseKind::Gap)?;
+                    continue;
+                }
+            }
+            if self.pending.wal.too_large {
+                self.seal()?;
+                let all: Vec<usize> = (0..self.replicas.len()).collect();
+                self.base(&all, BaseKind::Coarse)?;
+                continue;
+            }
+            if self.due() {
+                self.seal()?;
+                self.follower.advance()?;
+                if let Polled::Lost(reason) = self.follower.checkpoint(
+                    self.opts.checkpoint_interval,
+                    self.opts.restart_frames,
+                    self.opts.truncate_frames,
+                    self.opts.truncate_busy,
+                )? {
+                    tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
+                    let all: Vec<usize> = (0..self.replicas.len()).collect();
+                    self.base(&all, BaseKind::Gap)?;
+                }
+            }
+            let waiting: Vec<usize> = (0..self.replicas.len())
+                .filter(|&i| {
+                    self.replicas[i].with(|p| p.needs_base && p.base_retry_at.is_none_or(|t| t <= Instant::now()))
+                })
+                .collect();
+            if !waiting.is_empty() {
+                self.base(&waiting, BaseKind::Exact)?;
+            }
+            self.trim_spool();
+            std::thread::sleep(self.opts.poll_interval);
+        }
+        Ok(())
+    }
+
+    /// Give new commits their ids and the time they were seen.
+    fn stamp(&mut self) {
+        let now = now_ns();
+        while self.pending.stamps.len() < self.pending.wal.commits.len() {
+            self.txid += 1;
+            self.pending.stamps.push((self.txid, now));
+            self.pending.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Seal now, so the oldest pending commit is in the replicas within
+    /// `sync_interval` (leaving room for the upload itself), or when the
+    /// segment is full.
+    fn due(&self) -> bool {
+        let Some(since) = self.pending.since else {
+            return false;
+        };
+        let upload = self
+            .replicas
+            .iter()
+            .map(|r| r.with(|p| p.last_upload_ms))
+            .max()
+            .unwrap_or(0);
+        let headroom =
+            (self.opts.poll_interval + Duration::from_millis(2 * upload + 20)).min(self.opts.sync_interval / 2);
+        since.elapsed() + headroom >= self.opts.sync_interval || self.pending.wal.data.len() >= self.opts.segment_bytes
+    }
+
+    /// Spool the pending commits as one segment and save where reading stands.
+    fn seal(&mut self) -> Result<()> {
+        self.stamp();
+        if self.pending.wal.commits.is_empty() {
+            self.pending.since = None;
+            return Ok(());
+        }
+        let wal = std::mem::take(&mut self.pending.wal);
+        let stamps = std::mem::take(&mut self.pending.stamps);
+        self.pending.since = None;
+        let pos = self.follower.pos.expect("commits were read from a position");
+        let mut commits = Vec::with_capacity(wal.commits.len());
+        let mut pgnos = Vec::with_capacity(wal.data.len() / self.follower.page_size as usize);
+        for (c, (txid, time_ns)) in wal.commits.iter().zip(&stamps) {
+            commits.push(SegmentCommit {
+                txid: *txid,
+                time_ns: *time_ns,
+                db_pages: c.db_pages,
+                pages: c.pages.len() as u32,
+            });
+            pgnos.extend_from_slice(&c.pages);
+        }
+        let seg = Segment {
+            page_size: self.follower.page_size,
+            compacted: false,
+            first_txid: stamps[0].0,
+            last_txid: stamps[stamps.len() - 1].0,
+            wal_end: [pos.salt1, pos.salt2, pos.frame, pos.cksum1, pos.cksum2],
+            commits,
+            pgnos,
+            data: wal.data,
+        };
+        let bytes = seg.encode(self.opts.level);
+        self.spool.put(seg.first_txid, seg.last_txid, &bytes)?;
+        self.save_state()?;
+        tracing::debug!(
+            event = "replicate.sealed",
+            first_txid = seg.first_txid,
+            last_txid = seg.last_txid,
+            commits = seg.commits.len(),
+            bytes = bytes.len()
+        );
+        for r in &self.replicas {
+            r.wake();
+        }
+        Ok(())
+    }
+
+    fn save_state(&self) -> Result<()> {
+        let (dev, ino) = self.follower.ident();
+        self.spool.save_state(&ReplicaState {
+            version: STATE_VERSION,
+            stream: self.stream.clone(),
+            db: self.follower.path.display().to_string(),
+            txid: self.txid,
+            pos: self.follower.pos,
+            page_size: self.follower.page_size,
+            dev,
+            ino,
+        })
+    }
+
+    /// Take a base for the replicas at `targets`: pinned to a WAL position,
+    /// captured page by page (only pages the replica lacks are stored).
+    fn base(&mut self, targets: &[usize], kind: BaseKind) -> Result<()> {
+        let started = Instant::now();
+        // Catch up outside the lock, so little is left to read inside it.
+        if kind == BaseKind::Exact {
+            let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
+            if self.follower.poll(&mut self.pending.wal, room.max(1))? == Polled::Ok {
+                self.stamp();
+            }
+        }
+        let read = (kind == BaseKind::Exact && !self.pending.wal.too_large).then_some(&mut self.pending.wal);
+        let mut read = read;
+        let mut attempt = 0;
+        let (db, exact) = loop {
+            match self.follower.pin(read.as_deref_mut(), Duration::from_secs(2)) {
+                Ok(p) => break p,
+                Err(e) if e.temporary && attempt < 20 => {
+                    // The service held its write lock, or the log moved
+                    // while we looked: try again shortly.
+                    attempt += 1;
+                    tracing::info!(event = "replicate.pin_retry", error = %e, attempt);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.stamp();
+        self.seal()?;
+        let kind = match (kind, exact) {
+            (BaseKind::Exact, true) => BaseKind::Exact,
+            (BaseKind::Exact, false) => BaseKind::Gap,
+            (k, _) => k,
+        };
+        if kind != BaseKind::Exact || self.txid == 0 {
+            self.txid += 1;
+        }
+        let point = ReplicationPoint {
+            stream: self.stream.clone(),
+            txid: self.txid,
+            after_gap: kind == BaseKind::Gap,
+        };
+        let spec = SourceSpec {
+            name: self.db.name.clone(),
+            path: self.db.path.clone(),
+            kind: SourceKind::Sqlite {
+                schema_query: self.db.schema_query.clone(),
+            },
+        };
+        let snap_opts = SnapshotOptions {
+            kind: "base".into(),
+            tags: vec!["replicate".into()],
+            replication: Some(point.clone()),
+            time: Some(jiff::Timestamp::now()),
+        };
+        // Every replica that is not taking this base must get it too when
+        // continuity broke, or its stream would have a hole.
+        let targets: Vec<usize> = if kind == BaseKind::Exact {
+            targets.to_vec()
+        } else {
+            (0..self.replicas.len()).collect()
+        };
+        for &i in &targets {
+            let r = &self.replicas[i];
+            let outcome = (|| -> Result<crate::id::Id> {
+                let (repo, _lock) = Repository::open_locked(&r.location, "replicate")?;
+                let (id, _) = crate::snapshot::take_opened(
+                    &repo,
+                    std::slice::from_ref(&spec),
+                    &snap_opts,
+                    &crate::progress::Silent,
+                    &[&db],
+                )?;
+                Ok(id)
+            })();
+            match outcome {
+                Ok(id) => {
+                    tracing::info!(event = "replicate.base", replica = %r.name, snapshot = %id.short(), txid = point.txid, after_gap = point.after_gap, ms = started.elapsed().as_millis() as u64);
+                    let txid = point.txid;
+                    r.with(|p| {
+                        p.base = txid;
+                        if p.needs_base || p.next > txid || kind != BaseKind::Exact {
+                            p.next = txid + 1;
+                        }
+                        p.needs_base = false;
+                        p.base_failures = 0;
+                        p.base_retry_at = None;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(event = "replicate.base_failed", replica = %r.name, error = %e);
+                    r.with(|p| {
+                        p.needs_base = true;
+                        p.base_failures += 1;
+                        let wait = Duration::from_secs(5u64 << p.base_failures.min(6));
+                        p.base_retry_at = Some(Instant::now() + wait);
+                    });
+                    if e.kind == crate::ErrorKind::Config {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        db.finish()?;
+        // Replicas that could not take it keep trying (with backoff) while
+        // the log is followed and spooled.
+        self.save_state()
+    }
+
+    /// Forget spooled segments every streaming replica has uploaded.
+    fn trim_spool(&self) {
+        let below = self
+            .replicas
+            .iter()
+            .filter_map(|r| r.with(|p| (!p.needs_base).then_some(p.next)))
+            .min()
+            .unwrap_or(self.txid + 1);
+        self.spool.trim(below);
+    }
+}

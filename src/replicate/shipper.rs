@@ -1,0 +1,198 @@
+//! One replica: a repository the stream is shipped to, with its own
+//! position and its own thread, so a slow or unreachable replica never holds
+//! back another, nor the reading of the log.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+use crate::repo::segment::{self, parse_key, segment_key};
+use crate::repo::{RepoLocation, Repository};
+
+use super::spool::Spool;
+
+/// A replica's position, shared between its thread and the follower.
+#[derive(Debug, Default)]
+pub struct Position {
+    /// The next transaction id this replica needs.
+    pub next: u64,
+    /// Its newest base; segments starting there are not needed.
+    pub base: u64,
+    /// It cannot continue from the spool: it needs a base first.
+    pub needs_base: bool,
+    /// When a failed base may be tried again.
+    pub base_retry_at: Option<Instant>,
+    pub base_failures: u32,
+    /// Milliseconds the last upload took.
+    pub last_upload_ms: u64,
+}
+
+struct Shared {
+    pos: Mutex<Position>,
+    wake: Condvar,
+    draining: AtomicBool,
+    abandon: AtomicBool,
+}
+
+pub struct Replica {
+    pub location: RepoLocation,
+    pub name: String,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The newest transaction id a replica holds for `stream`: the end of its
+/// last segment or its newest base, 0 when it holds neither. One LIST, at
+/// start only.
+pub fn last_txid(repo: &Repository, stream: &str) -> Result<u64> {
+    let segs = repo
+        .storage
+        .list(&segment::stream_prefix(stream))?
+        .into_iter()
+        .filter_map(|(k, _)| parse_key(&k))
+        .map(|(_, last)| last)
+        .max()
+        .unwrap_or(0);
+    let bases = repo
+        .snapshots()?
+        .into_iter()
+        .flat_map(|s| s.manifest.sources)
+        .filter_map(|s| match s {
+            crate::repo::manifest::Source::Sqlite(d) => d.replication.filter(|r| r.stream == stream).map(|r| r.txid),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(segs.max(bases))
+}
+
+impl Replica {
+    pub fn start(location: RepoLocation, repo: Repository, stream: String, spool: Arc<Spool>, next: u64) -> Replica {
+        let shared = Arc::new(Shared {
+            pos: Mutex::new(Position {
+                next,
+                ..Position::default()
+            }),
+            wake: Condvar::new(),
+            draining: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
+        });
+        let name = location.display();
+        let thread = {
+            let shared = Arc::clone(&shared);
+            let name = name.clone();
+            std::thread::Builder::new()
+                .name("replica".into())
+                .spawn(move || ship(repo, &name, &stream, &spool, &shared))
+                .expect("spawn replica thread")
+        };
+        Replica {
+            location,
+            name,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut Position) -> T) -> T {
+        let mut p = self.shared.pos.lock().expect("replica position");
+        let out = f(&mut p);
+        self.shared.wake.notify_all();
+        out
+    }
+
+    pub fn wake(&self) {
+        self.shared.wake.notify_all();
+    }
+
+    /// Upload what is spooled, then stop; give up after `limit`.
+    pub fn drain(mut self, limit: Duration) -> u64 {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.wake();
+        let deadline = Instant::now() + limit;
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.shared.abandon.store(true, Ordering::SeqCst);
+        self.wake();
+        if let Some(t) = self.thread.take()
+            && t.is_finished()
+        {
+            let _ = t.join();
+        }
+        self.with(|p| p.next)
+    }
+}
+
+fn ship(repo: Repository, name: &str, stream: &str, spool: &Spool, shared: &Shared) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if shared.abandon.load(Ordering::SeqCst) {
+            return;
+        }
+        // The next spooled segment this replica needs, if any.
+        let job = {
+            let mut p = shared.pos.lock().expect("replica position");
+            loop {
+                if p.needs_base {
+                    // The follower writes the base; wait for it.
+                } else if let Some((last, path)) = spool.get(p.next) {
+                    break Some((p.next, last, path));
+                } else if p.next == p.base && p.base > 0 {
+                    p.next = p.base + 1;
+                    continue;
+                }
+                if shared.abandon.load(Ordering::SeqCst) {
+                    return;
+                }
+                if shared.draining.load(Ordering::SeqCst) {
+                    break None;
+                }
+                p = shared
+                    .wake
+                    .wait_timeout(p, Duration::from_millis(200))
+                    .expect("replica position")
+                    .0;
+            }
+        };
+        let Some((first, last, path)) = job else { return };
+        let started = Instant::now();
+        let result = std::fs::read(&path)
+            .map_err(|e| crate::Error::io(&path, e))
+            .and_then(|bytes| {
+                repo.storage
+                    .write(&segment_key(stream, first, last), &bytes)
+                    .map(|()| bytes.len())
+            });
+        match result {
+            Ok(bytes) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(
+                    event = "replicate.shipped",
+                    replica = name,
+                    first_txid = first,
+                    last_txid = last,
+                    bytes,
+                    ms
+                );
+                let mut p = shared.pos.lock().expect("replica position");
+                if p.next == first {
+                    p.next = last + 1;
+                }
+                p.last_upload_ms = ms;
+                shared.wake.notify_all();
+                backoff = Duration::from_millis(500);
+            }
+            Err(e) => {
+                tracing::warn!(event = "replicate.upload_failed", replica = name, first_txid = first, error = %e);
+                if shared.draining.load(Ordering::SeqCst) && !e.temporary {
+                    return;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

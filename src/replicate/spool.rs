@@ -1,0 +1,167 @@
+//! The replicator's local state for one database, in
+//! `$XDG_STATE_HOME/lifeboat/replicate/<stream>/`: `state.json` (where WAL
+//! reading stands and the last transaction id given out) and `spool/`, the
+//! encoded segments not yet uploaded to every replica. Segments are spooled
+//! (written, fsynced, renamed) before the state names them and before the
+//! log may be checkpointed past them, so a crash or an unreachable replica
+//! never loses a commit and a restart re-uploads nothing already uploaded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::repo::segment::{self, Segment};
+use crate::sqlite::wal::WalPosition;
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaState {
+    pub version: u32,
+    pub stream: String,
+    pub db: String,
+    /// The last transaction id given out (a commit, or a base after a gap).
+    pub txid: u64,
+    /// Where WAL reading stood after `txid`; absent after a gap.
+    pub pos: Option<WalPosition>,
+    pub page_size: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+pub struct Spool {
+    pub dir: PathBuf,
+    /// Spooled segments by first txid: (last txid, file).
+    entries: Mutex<BTreeMap<u64, (u64, PathBuf)>>,
+}
+
+/// The default home of replication state.
+pub fn default_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| crate::repo::home_dir().join(".local/state"));
+    base.join("lifeboat/replicate")
+}
+
+impl Spool {
+    pub fn open(dir: &Path) -> Result<Spool> {
+        let spool = dir.join("spool");
+        std::fs::create_dir_all(&spool).map_err(|e| {
+            Error::io(&spool, e).fix("check that the replication state directory is writable (or set XDG_STATE_HOME)")
+        })?;
+        let mut entries = BTreeMap::new();
+        for e in std::fs::read_dir(&spool).at(&spool)? {
+            let e = e.at(&spool)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                // An interrupted spool write.
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            if let Some((first, last)) = segment::parse_key(&name) {
+                entries.insert(first, (last, e.path()));
+            }
+        }
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            entries: Mutex::new(entries),
+        })
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub fn load_state(&self) -> Result<Option<ReplicaState>> {
+        let p = self.state_path();
+        match std::fs::read(&p) {
+            Ok(b) => {
+                let s: ReplicaState = serde_json::from_slice(&b).map_err(|e| {
+                    Error::bad_data(p.display(), format!("replication state unreadable: {e}"))
+                        .fix("remove the file; the next start takes a new base")
+                })?;
+                if s.version != STATE_VERSION {
+                    return Err(
+                        Error::config(p.display(), "replication state from another Lifeboat version")
+                            .fix("remove the file; the next start takes a new base"),
+                    );
+                }
+                Ok(Some(s))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    pub fn save_state(&self, s: &ReplicaState) -> Result<()> {
+        fsutil::write_atomic(&self.state_path(), &serde_json::to_vec(s).expect("state serializes"))
+    }
+
+    /// Durably spool an encoded segment.
+    pub fn put(&self, first: u64, last: u64, bytes: &[u8]) -> Result<()> {
+        let name = segment::segment_key("x", first, last)
+            .rsplit('/')
+            .next()
+            .expect("key has a name")
+            .to_string();
+        let path = self.dir.join("spool").join(name);
+        fsutil::write_atomic(&path, bytes)?;
+        self.entries.lock().expect("spool").insert(first, (last, path));
+        Ok(())
+    }
+
+    /// The spooled segment starting at `first`: (last txid, file).
+    pub fn get(&self, first: u64) -> Option<(u64, PathBuf)> {
+        self.entries.lock().expect("spool").get(&first).cloned()
+    }
+
+    /// The first txid held, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.entries.lock().expect("spool").keys().next().copied()
+    }
+
+    /// The newest spooled segment, decoded (to resume after a crash between
+    /// spooling it and saving the state).
+    pub fn newest(&self) -> Result<Option<Segment>> {
+        let last = self.entries.lock().expect("spool").values().next_back().cloned();
+        let Some((_, path)) = last else { return Ok(None) };
+        let raw = std::fs::read(&path).at(&path)?;
+        Segment::decode(&raw, &path.display().to_string()).map(Some)
+    }
+
+    /// Drop segments every replica has (`below`: lowest txid still needed).
+    pub fn trim(&self, below: u64) {
+        let mut entries = self.entries.lock().expect("spool");
+        let done: Vec<u64> = entries
+            .iter()
+            .filter(|(_, (last, _))| *last < below)
+            .map(|(f, _)| *f)
+            .collect();
+        for f in done {
+            if let Some((_, p)) = entries.remove(&f) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// Drop everything (a new base makes older segments unneeded locally).
+    pub fn clear(&self) {
+        self.trim(u64::MAX);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.entries
+            .lock()
+            .expect("spool")
+            .values()
+            .filter_map(|(_, p)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
