@@ -420,7 +420,7 @@ impl Stream {
         };
         for &i in &targets {
             let r = &self.replicas[i];
-            let outcome = (|| -> Result<crate::id::Id> {
+            let outcome = (|| -> Result<(crate::id::Id, crate::storage::RequestCounts)> {
                 let (repo, _lock) = Repository::open_locked(&r.location, "replicate")?;
                 let (id, _) = crate::snapshot::take_opened(
                     &repo,
@@ -429,11 +429,11 @@ impl Stream {
                     &crate::progress::Silent,
                     &[&db],
                 )?;
-                Ok(id)
+                Ok((id, repo.storage.requests()))
             })();
             match outcome {
-                Ok(id) => {
-                    tracing::info!(event = "replicate.base", replica = %r.name, snapshot = %id.short(), txid = point.txid, after_gap = point.after_gap, ms = started.elapsed().as_millis() as u64);
+                Ok((id, q)) => {
+                    tracing::info!(event = "replicate.base", replica = %r.name, snapshot = %id.short(), txid = point.txid, after_gap = point.after_gap, ms = started.elapsed().as_millis() as u64, put = q.put, get = q.get, list = q.list, head = q.head);
                     let txid = point.txid;
                     r.with(|p| {
                         p.base = txid;

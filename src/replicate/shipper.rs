@@ -85,7 +85,11 @@ impl Replica {
             let name = name.clone();
             std::thread::Builder::new()
                 .name("replica".into())
-                .spawn(move || ship(repo, &name, &stream, &spool, &shared))
+                .spawn(move || {
+                    ship(&repo, &name, &stream, &spool, &shared);
+                    let r = repo.storage.requests();
+                    tracing::info!(event = "replicate.requests", replica = %name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
+                })
                 .expect("spawn replica thread")
         };
         Replica {
@@ -126,7 +130,7 @@ impl Replica {
     }
 }
 
-fn ship(repo: Repository, name: &str, stream: &str, spool: &Spool, shared: &Shared) {
+fn ship(repo: &Repository, name: &str, stream: &str, spool: &Spool, shared: &Shared) {
     let mut backoff = Duration::from_millis(500);
     loop {
         if shared.abandon.load(Ordering::SeqCst) {
