@@ -77,6 +77,9 @@ pub struct ReplicateConfig {
     pub truncate_pages: Option<u32>,
     /// Where positions and unshipped segments are kept.
     pub state_dir: Option<PathBuf>,
+    /// How often a new base is folded from the segments, e.g. "1h": restores
+    /// replay at most this much history.
+    pub snapshot_interval: Option<String>,
 }
 
 /// Parse a duration such as `1s`, `250ms`, `5m`, naming the setting on error.

@@ -38,6 +38,10 @@ pub struct Args {
     /// Longest a commit waits before it is in every replica.
     #[arg(long, value_name = "DURATION")]
     sync_interval: Option<String>,
+    /// How often a new base is folded from the shipped commits (default 1h): a point-in-time
+    /// restore replays at most this much history. The database is not read again for it.
+    #[arg(long, value_name = "DURATION")]
+    snapshot_interval: Option<String>,
     /// Run this command as a child (through /bin/sh), forward signals to it, stop after it
     /// exits (shipping everything first) and exit with its status.
     #[arg(long, value_name = "\"CMD ARGS\"")]
@@ -116,6 +120,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     if let Some(n) = section.truncate_pages {
         opts.truncate_frames = n.max(opts.restart_frames);
+    }
+    if let Some(s) = args
+        .snapshot_interval
+        .as_deref()
+        .or(section.snapshot_interval.as_deref())
+    {
+        opts.snapshot_interval = parse_duration("snapshot_interval", s)?;
     }
     if let Some(d) = section.state_dir.clone() {
         opts.state_dir = d;

@@ -10,6 +10,7 @@
 //! sealing segments, and taking bases when a stream starts, when a replica
 //! needs one, or when continuity is lost.
 
+pub mod fold;
 pub mod follower;
 pub mod shipper;
 pub mod spool;
@@ -59,6 +60,9 @@ pub struct Options {
     pub level: i32,
     /// How long a stopping replicator keeps uploading what is spooled.
     pub drain: Duration,
+    /// How often a new base is folded from the segments, so restores
+    /// replay at most this much history.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             state_dir: spool::default_state_dir(),
             level: 3,
             drain: Duration::from_secs(30),
+            snapshot_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -117,6 +122,7 @@ struct Stream {
     /// The last transaction id given out.
     txid: u64,
     pending: Pending,
+    fold: fold::Fold,
 }
 
 fn now_ns() -> i64 {
@@ -173,6 +179,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         replicas: Vec::new(),
         txid,
         pending: Pending::default(),
+        fold: fold::Fold::open(&spool.dir)?,
         db,
         opts,
     };
@@ -252,6 +259,10 @@ impl Stream {
                     self.base(&all, BaseKind::Gap)?;
                 }
             }
+            if self.fold.has_work() && self.fold.since.elapsed() >= self.opts.snapshot_interval {
+                self.seal()?;
+                self.fold_base()?;
+            }
             let waiting: Vec<usize> = (0..self.replicas.len())
                 .filter(|&i| {
                     self.replicas[i].with(|p| p.needs_base && p.base_retry_at.is_none_or(|t| t <= Instant::now()))
@@ -328,6 +339,7 @@ impl Stream {
         };
         let bytes = seg.encode(self.opts.level);
         self.spool.put(seg.first_txid, seg.last_txid, &bytes)?;
+        self.fold.record(&seg)?;
         self.save_state()?;
         tracing::debug!(
             event = "replicate.sealed",
@@ -459,10 +471,52 @@ impl Stream {
                 }
             }
         }
+        if targets.len() == self.replicas.len() {
+            self.fold.reset(point.txid, db.page_size, db.page_count)?;
+        }
         db.finish()?;
         // Replicas that could not take it keep trying (with backoff) while
         // the log is followed and spooled.
         self.save_state()
+    }
+
+    /// A periodic base, folded from what the segments since the last one
+    /// wrote; when that record is incomplete (after a restart), pinned and
+    /// read from the database instead.
+    fn fold_base(&mut self) -> Result<()> {
+        if !self.fold.is_complete() {
+            let all: Vec<usize> = (0..self.replicas.len()).collect();
+            return self.base(&all, BaseKind::Exact);
+        }
+        let mut folded = 0;
+        for r in &self.replicas {
+            if r.with(|p| p.needs_base) {
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = Repository::open_locked(&r.location, "replicate")
+                .and_then(|(repo, _lock)| self.fold.write_base(&repo, &self.stream, self.opts.level));
+            match outcome {
+                Ok(Some(id)) => {
+                    folded += 1;
+                    let txid = self.fold.last_txid;
+                    tracing::info!(event = "replicate.folded", replica = %r.name, snapshot = %id.short(), txid, ms = started.elapsed().as_millis() as u64);
+                }
+                Ok(None) => {
+                    tracing::info!(event = "replicate.fold_skipped", replica = %r.name, reason = "no base to fold onto")
+                }
+                Err(e) => tracing::warn!(event = "replicate.fold_failed", replica = %r.name, error = %e),
+            }
+        }
+        if folded == self.replicas.len() {
+            // Every replica has the new base: record on top of it.
+            self.fold.rebase()?;
+        } else {
+            // Some did not: keep folding against the old base (the record
+            // keeps growing from it), and try again next interval.
+            self.fold.since = Instant::now();
+        }
+        Ok(())
     }
 
     /// Forget spooled segments every streaming replica has uploaded.
