@@ -56,7 +56,8 @@ pub struct Options {
     /// taken as a new base instead.
     pub segment_bytes: usize,
     pub state_dir: PathBuf,
-    /// zstd level for segments.
+    /// zstd level for segments (their images are mostly XOR deltas, and
+    /// folds recompress what lasts).
     pub level: i32,
     /// How long a stopping replicator keeps uploading what is spooled.
     pub drain: Duration,
@@ -76,7 +77,7 @@ impl Default for Options {
             truncate_busy: Duration::from_millis(20),
             segment_bytes: 16 << 20,
             state_dir: spool::default_state_dir(),
-            level: 3,
+            level: 1,
             drain: Duration::from_secs(30),
             snapshot_interval: Duration::from_secs(3600),
         }
@@ -123,6 +124,8 @@ struct Stream {
     txid: u64,
     pending: Pending,
     fold: fold::Fold,
+    /// How long the last seal (encode and spool) took.
+    last_seal: Duration,
 }
 
 fn now_ns() -> i64 {
@@ -180,6 +183,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         txid,
         pending: Pending::default(),
         fold: fold::Fold::open(&spool.dir)?,
+        last_seal: Duration::ZERO,
         db,
         opts,
     };
@@ -300,8 +304,8 @@ impl Stream {
             .map(|r| r.with(|p| p.last_upload_ms))
             .max()
             .unwrap_or(0);
-        let headroom =
-            (self.opts.poll_interval + Duration::from_millis(2 * upload + 20)).min(self.opts.sync_interval / 2);
+        let headroom = (self.opts.poll_interval + self.last_seal + Duration::from_millis(2 * upload + 20))
+            .min(self.opts.sync_interval / 2);
         since.elapsed() + headroom >= self.opts.sync_interval || self.pending.wal.data.len() >= self.opts.segment_bytes
     }
 
@@ -312,6 +316,7 @@ impl Stream {
             self.pending.since = None;
             return Ok(());
         }
+        let started = Instant::now();
         let wal = std::mem::take(&mut self.pending.wal);
         let stamps = std::mem::take(&mut self.pending.stamps);
         self.pending.since = None;
@@ -341,6 +346,7 @@ impl Stream {
         self.spool.put(seg.first_txid, seg.last_txid, &bytes)?;
         self.fold.record(&seg)?;
         self.save_state()?;
+        self.last_seal = started.elapsed();
         tracing::debug!(
             event = "replicate.sealed",
             first_txid = seg.first_txid,
@@ -374,9 +380,16 @@ impl Stream {
         let started = Instant::now();
         // Catch up outside the lock, so little is left to read inside it.
         if kind == BaseKind::Exact {
-            let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
-            if self.follower.poll(&mut self.pending.wal, room.max(1))? == Polled::Ok {
+            loop {
+                let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
+                if self.follower.poll(&mut self.pending.wal, room.max(1))? != Polled::Ok {
+                    break;
+                }
                 self.stamp();
+                if self.pending.wal.too_large || self.pending.wal.data.len() < self.opts.segment_bytes {
+                    break;
+                }
+                self.seal()?;
             }
         }
         let read = (kind == BaseKind::Exact && !self.pending.wal.too_large).then_some(&mut self.pending.wal);
