@@ -57,12 +57,11 @@ pub struct Follower {
     /// Size of the WAL file at the last read, to tell a truncated log.
     wal_len_seen: u64,
     last_checkpoint: Instant,
-    /// Let go after a checkpoint so the next writer can restart the log:
-    /// the frame count then. Reading re-anchors once the new generation
-    /// appears (the old one's unread tail survives past the new frames), or
-    /// if the log grows on without restarting.
-    awaiting_restart: Option<u32>,
-    restart_frames: u32,
+    /// Frame count of the current generation at which to try restarting
+    /// the log next (raised after an attempt the service's readers foiled).
+    restart_at: u32,
+    /// Since when the anchor is let go for a restart.
+    awaiting: Option<Instant>,
     schema_query: String,
     /// Kept open for the process's life: holds the replicator's exclusive
     /// flock, and closing a descriptor of the database would drop SQLite's
@@ -175,8 +174,8 @@ impl Follower {
             pos: None,
             wal_len_seen: 0,
             last_checkpoint: Instant::now(),
-            awaiting_restart: None,
-            restart_frames: 1000,
+            restart_at: 0,
+            awaiting: None,
             schema_query: schema_query.to_string(),
             db_file: std::sync::Arc::new(db_file),
             path,
@@ -185,15 +184,12 @@ impl Follower {
         Ok(f)
     }
 
-    /// Move the anchor forward, unless waiting for the log to restart.
+    /// Move the anchor forward to the log's newest frames (while let go for
+    /// a restart, only once the log has grown past `restart_at` without
+    /// restarting).
     pub fn advance(&mut self) -> Result<()> {
-        if let Some(at) = self.awaiting_restart {
-            if self.wal_frames() < at.saturating_add(self.restart_frames) {
-                return Ok(());
-            }
-            // Readers of the service keep the log from restarting: hold it
-            // again rather than let it run unguarded.
-            self.awaiting_restart = None;
+        if self.awaiting.is_some() && self.wal_frames() < self.restart_at {
+            return Ok(());
         }
         self.anchor()
     }
@@ -211,7 +207,7 @@ impl Follower {
         }
         self.active = next;
         self.anchored = true;
-        self.awaiting_restart = None;
+        self.awaiting = None;
         Ok(())
     }
 
@@ -411,9 +407,10 @@ impl Follower {
             pos = WalPosition::start_of(&header);
             self.big_endian = header.big_endian();
             self.pos = Some(pos);
-            if self.awaiting_restart.take().is_some() {
-                self.anchor()?;
-            }
+            // Hold the new generation before the service can fill and
+            // restart it again.
+            self.restart_at = 0;
+            self.anchor()?;
         } else if pos.frame == 0 && (pos.cksum1, pos.cksum2) == (0, 0) {
             pos = WalPosition::start_of(&header);
         } else if len < self.wal_len_seen && !wal::position_holds(&file, &pos, self.page_size)? {
@@ -462,24 +459,54 @@ impl Follower {
         Ok(!scratch.commits.is_empty() || scratch.too_large)
     }
 
+    /// Whether the log is long enough to restart (see `restart_log`).
+    pub fn restart_due(&self, restart_frames: u32) -> bool {
+        self.wal_frames() >= restart_frames.max(self.restart_at)
+    }
+
     /// Frames in the current generation up to where reading stands.
     pub fn wal_frames(&self) -> u32 {
         self.pos.map(|p| p.frame).unwrap_or(0)
     }
 
-    /// Checkpoint after everything read has been spooled. PASSIVE while
-    /// anchored (backfills up to our mark, never blocks anyone); past
-    /// `restart_frames`, PASSIVE with the anchor let go, so the next writer
-    /// can restart the log; past `truncate_frames`, TRUNCATE, which blocks
-    /// writers for at most `truncate_busy`. Returns `Lost` when a commit may
-    /// have slipped past unread during a TRUNCATE.
-    pub fn checkpoint(
-        &mut self,
-        interval: Duration,
-        restart_frames: u32,
-        truncate_frames: u32,
-        truncate_busy: Duration,
-    ) -> Result<Polled> {
+    /// Let the log restart, once it is `restart_frames` long and we have
+    /// just read to its end. While anchored the log cannot restart (and a
+    /// service whose checkpoints cannot finish retries one on every
+    /// commit), so the anchor is let go and a PASSIVE checkpoint run; the
+    /// service's next commit starts a new generation. The caller must look
+    /// again within a millisecond or two, doing nothing else, until the new
+    /// generation appears: `poll` then reads the old generation's tail from
+    /// beyond the new frames and anchors in the new one at once, before a
+    /// busy service could fill and restart it again.
+    pub fn release_for_restart(&mut self, restart_frames: u32) -> Result<()> {
+        let started = Instant::now();
+        let frames = self.wal_frames();
+        // If it does not restart (a reader of the service holds the log), it
+        // is anchored again once it has grown as much again.
+        self.restart_at = frames.saturating_add(restart_frames);
+        self.release()?;
+        self.awaiting = Some(Instant::now());
+        let r = self
+            .rw
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+        self.last_checkpoint = Instant::now();
+        r.at_db(&self.path)?;
+        tracing::debug!(event = "replicate.checkpoint", db = %self.path.display(), mode = "passive_restart", frames, ms = started.elapsed().as_millis() as u64);
+        Ok(())
+    }
+
+    /// How long the anchor has been let go for a restart, if it is.
+    pub fn awaiting_restart(&self) -> Option<Duration> {
+        self.awaiting.map(|t| t.elapsed())
+    }
+
+    /// Checkpoint after everything read has been spooled: PASSIVE while
+    /// anchored every `interval` (backfills up to our mark, never blocks
+    /// anyone); past `truncate_frames` (the log could not restart, say for a
+    /// long reader of the service), TRUNCATE, which blocks writers for at
+    /// most `truncate_busy`. Returns `Lost` when a commit may have slipped
+    /// past unread during a TRUNCATE.
+    pub fn checkpoint(&mut self, interval: Duration, truncate_frames: u32, truncate_busy: Duration) -> Result<Polled> {
         let frames = self.wal_frames();
         let started = Instant::now();
         let mode;
@@ -496,7 +523,6 @@ impl Follower {
                 return Ok(Polled::Ok); // not at the end after all; after the next seal
             }
             self.release()?;
-            self.awaiting_restart = None;
             self.rw.busy_timeout(truncate_busy).at_db(&self.path)?;
             let r = self
                 .rw
@@ -529,16 +555,6 @@ impl Follower {
                 Ok(0) => outcome = Polled::Lost("a commit landed during the TRUNCATE checkpoint"),
                 _ => {} // busy: readers or writers in the way; PASSIVE next time
             }
-        } else if frames >= restart_frames && self.awaiting_restart.is_none() {
-            mode = "passive_restart";
-            self.restart_frames = restart_frames;
-            self.release()?;
-            let r = self
-                .rw
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
-            // Left un-anchored: see `awaiting_restart`.
-            self.awaiting_restart = Some(frames);
-            r.at_db(&self.path)?;
         } else if frames > 0 && self.last_checkpoint.elapsed() >= interval {
             mode = "passive";
             self.rw

@@ -126,6 +126,17 @@ struct Stream {
     fold: fold::Fold,
     /// How long the last seal (encode and spool) took.
     last_seal: Duration,
+    base_job: Option<BaseJob>,
+}
+
+/// Per target replica: the base's snapshot id and the requests it took.
+type BaseOutcomes = Vec<(usize, Result<(crate::id::Id, crate::storage::RequestCounts)>)>;
+
+/// A base being captured on its own thread.
+struct BaseJob {
+    handle: std::thread::JoinHandle<BaseOutcomes>,
+    point: ReplicationPoint,
+    started: Instant,
 }
 
 fn now_ns() -> i64 {
@@ -184,6 +195,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         pending: Pending::default(),
         fold: fold::Fold::open(&spool.dir)?,
         last_seal: Duration::ZERO,
+        base_job: None,
         db,
         opts,
     };
@@ -211,9 +223,15 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         let all: Vec<usize> = (0..s.replicas.len()).collect();
         s.base(&all, kind)?;
     }
-    let result = s.follow(stop);
+    let mut result = s.follow(stop);
+    if result.is_ok() {
+        // Everything committed before the stop is read and shipped (what
+        // `--exec` promises after the service exits).
+        result = s.catch_up();
+    }
     // Whatever happened, what was read is shipped if it can be.
     let sealed = s.seal();
+    let based = s.finish_base(true);
     let drain = s.opts.drain;
     for r in s.replicas.drain(..) {
         let name = r.name.clone();
@@ -222,18 +240,29 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
             tracing::warn!(event = "replicate.unshipped", replica = %name, from_txid = next, to_txid = s.txid);
         }
     }
-    result.and(sealed)
+    result.and(sealed).and(based)
 }
 
 impl Stream {
     fn follow(&mut self, stop: &AtomicBool) -> Result<()> {
         while !stop.load(Ordering::SeqCst) {
             let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
+            let before = self.pending.wal.commits.len();
             match self
                 .follower
                 .poll(&mut self.pending.wal, room.max(self.follower.page_size as usize))?
             {
-                Polled::Ok => self.stamp(),
+                Polled::Ok => {
+                    self.stamp();
+                    if self.pending.wal.commits.len() > before {
+                        // Hold the log at its newest frames: a read mark
+                        // there keeps the service's own checkpoints from
+                        // restarting the log while we are not looking (an
+                        // anchor begun on a fully checkpointed log holds
+                        // nothing).
+                        self.follower.advance()?;
+                    }
+                }
                 Polled::Lost(reason) => {
                     self.stamp();
                     tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
@@ -249,12 +278,24 @@ impl Stream {
                 self.base(&all, BaseKind::Coarse)?;
                 continue;
             }
+            if let Some(waited) = self.follower.awaiting_restart() {
+                // The log is unguarded until the service restarts it: only
+                // reading matters now (an idle service has nothing to lose,
+                // so after a while the usual work resumes).
+                if waited < Duration::from_millis(200) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            } else if self.follower.restart_due(self.opts.restart_frames) {
+                // Just read to the end: let the log restart.
+                self.follower.release_for_restart(self.opts.restart_frames)?;
+                continue;
+            }
             if self.due() {
                 self.seal()?;
                 self.follower.advance()?;
                 if let Polled::Lost(reason) = self.follower.checkpoint(
                     self.opts.checkpoint_interval,
-                    self.opts.restart_frames,
                     self.opts.truncate_frames,
                     self.opts.truncate_busy,
                 )? {
@@ -267,18 +308,42 @@ impl Stream {
                 self.seal()?;
                 self.fold_base()?;
             }
+            self.finish_base(false)?;
             let waiting: Vec<usize> = (0..self.replicas.len())
                 .filter(|&i| {
-                    self.replicas[i].with(|p| p.needs_base && p.base_retry_at.is_none_or(|t| t <= Instant::now()))
+                    self.replicas[i].with(|p| {
+                        p.needs_base && p.inflight.is_none() && p.base_retry_at.is_none_or(|t| t <= Instant::now())
+                    })
                 })
                 .collect();
-            if !waiting.is_empty() {
+            if !waiting.is_empty() && self.base_job.is_none() {
                 self.base(&waiting, BaseKind::Exact)?;
             }
             self.trim_spool();
             std::thread::sleep(self.opts.poll_interval);
         }
         Ok(())
+    }
+
+    /// Read to the end of the log, sealing as segments fill.
+    fn catch_up(&mut self) -> Result<()> {
+        loop {
+            let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
+            let before = self.pending.wal.commits.len();
+            if let Polled::Lost(reason) = self.follower.poll(&mut self.pending.wal, room.max(1))? {
+                self.stamp();
+                tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
+                return Ok(());
+            }
+            self.stamp();
+            if self.pending.wal.too_large || self.pending.wal.data.len() >= self.opts.segment_bytes {
+                self.seal()?;
+                continue;
+            }
+            if self.pending.wal.commits.len() == before {
+                return Ok(());
+            }
+        }
     }
 
     /// Give new commits their ids and the time they were seen.
@@ -377,6 +442,8 @@ impl Stream {
     /// Take a base for the replicas at `targets`: pinned to a WAL position,
     /// captured page by page (only pages the replica lacks are stored).
     fn base(&mut self, targets: &[usize], kind: BaseKind) -> Result<()> {
+        // One capture at a time.
+        self.finish_base(true)?;
         let started = Instant::now();
         // Catch up outside the lock, so little is left to read inside it.
         if kind == BaseKind::Exact {
@@ -443,29 +510,75 @@ impl Stream {
         } else {
             (0..self.replicas.len()).collect()
         };
+        if targets.len() == self.replicas.len() {
+            // Segments sealed from here on are recorded on top of this base.
+            self.fold.reset(point.txid, db.page_size, db.page_count)?;
+        }
         for &i in &targets {
+            self.replicas[i].with(|p| {
+                p.needs_base = true;
+                p.inflight = Some(point.txid);
+            });
+        }
+        // The capture runs beside the follower, which keeps reading the log
+        // (and holding it) meanwhile: a base of a large database takes
+        // seconds, and a log left unwatched that long under heavy writes
+        // could restart twice.
+        let locations: Vec<(usize, RepoLocation)> = targets
+            .iter()
+            .map(|&i| (i, self.replicas[i].location.clone()))
+            .collect();
+        let handle = std::thread::Builder::new()
+            .name("base".into())
+            .spawn(move || {
+                let mut out = Vec::new();
+                for (i, loc) in locations {
+                    let outcome = (|| -> Result<(crate::id::Id, crate::storage::RequestCounts)> {
+                        let (repo, _lock) = Repository::open_locked(&loc, "replicate")?;
+                        let (id, _) = crate::snapshot::take_opened(
+                            &repo,
+                            std::slice::from_ref(&spec),
+                            &snap_opts,
+                            &crate::progress::Silent,
+                            &[&db],
+                        )?;
+                        Ok((id, repo.storage.requests()))
+                    })();
+                    out.push((i, outcome));
+                }
+                // Ends the capture's read transaction.
+                let _ = db.finish();
+                out
+            })
+            .expect("spawn base thread");
+        self.base_job = Some(BaseJob { handle, point, started });
+        self.save_state()
+    }
+
+    /// Wait for the base being captured, if any (`block`), or only collect
+    /// it if it has finished, and apply its outcome to the replicas.
+    fn finish_base(&mut self, block: bool) -> Result<()> {
+        if !block && !self.base_job.as_ref().is_some_and(|j| j.handle.is_finished()) {
+            return Ok(());
+        }
+        let Some(job) = self.base_job.take() else {
+            return Ok(());
+        };
+        let results = job.handle.join().expect("base thread");
+        let txid = job.point.txid;
+        let mut fatal = None;
+        for (i, outcome) in results {
             let r = &self.replicas[i];
-            let outcome = (|| -> Result<(crate::id::Id, crate::storage::RequestCounts)> {
-                let (repo, _lock) = Repository::open_locked(&r.location, "replicate")?;
-                let (id, _) = crate::snapshot::take_opened(
-                    &repo,
-                    std::slice::from_ref(&spec),
-                    &snap_opts,
-                    &crate::progress::Silent,
-                    &[&db],
-                )?;
-                Ok((id, repo.storage.requests()))
-            })();
             match outcome {
                 Ok((id, q)) => {
-                    tracing::info!(event = "replicate.base", replica = %r.name, snapshot = %id.short(), txid = point.txid, after_gap = point.after_gap, ms = started.elapsed().as_millis() as u64, put = q.put, get = q.get, list = q.list, head = q.head);
-                    let txid = point.txid;
+                    tracing::info!(event = "replicate.base", replica = %r.name, snapshot = %id.short(), txid, after_gap = job.point.after_gap, ms = job.started.elapsed().as_millis() as u64, put = q.put, get = q.get, list = q.list, head = q.head);
                     r.with(|p| {
                         p.base = txid;
-                        if p.needs_base || p.next > txid || kind != BaseKind::Exact {
+                        if p.next <= txid && self.spool.get(p.next).is_none() {
                             p.next = txid + 1;
                         }
                         p.needs_base = false;
+                        p.inflight = None;
                         p.base_failures = 0;
                         p.base_retry_at = None;
                     });
@@ -474,29 +587,28 @@ impl Stream {
                     tracing::warn!(event = "replicate.base_failed", replica = %r.name, error = %e);
                     r.with(|p| {
                         p.needs_base = true;
+                        p.inflight = None;
                         p.base_failures += 1;
                         let wait = Duration::from_secs(5u64 << p.base_failures.min(6));
                         p.base_retry_at = Some(Instant::now() + wait);
                     });
                     if e.kind == crate::ErrorKind::Config {
-                        return Err(e);
+                        fatal.get_or_insert(e);
                     }
                 }
             }
         }
-        if targets.len() == self.replicas.len() {
-            self.fold.reset(point.txid, db.page_size, db.page_count)?;
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        db.finish()?;
-        // Replicas that could not take it keep trying (with backoff) while
-        // the log is followed and spooled.
-        self.save_state()
     }
 
     /// A periodic base, folded from what the segments since the last one
     /// wrote; when that record is incomplete (after a restart), pinned and
     /// read from the database instead.
     fn fold_base(&mut self) -> Result<()> {
+        self.finish_base(true)?;
         if !self.fold.is_complete() {
             let all: Vec<usize> = (0..self.replicas.len()).collect();
             return self.base(&all, BaseKind::Exact);
@@ -537,7 +649,13 @@ impl Stream {
         let below = self
             .replicas
             .iter()
-            .filter_map(|r| r.with(|p| (!p.needs_base).then_some(p.next)))
+            .filter_map(|r| {
+                r.with(|p| match (p.needs_base, p.inflight) {
+                    (false, _) => Some(p.next),
+                    (true, Some(t)) => Some(t + 1),
+                    (true, None) => None,
+                })
+            })
             .min()
             .unwrap_or(self.txid + 1);
         self.spool.trim(below);

@@ -22,6 +22,8 @@ pub struct Position {
     pub base: u64,
     /// It cannot continue from the spool: it needs a base first.
     pub needs_base: bool,
+    /// The txid of a base being captured for it.
+    pub inflight: Option<u64>,
     /// When a failed base may be tried again.
     pub base_retry_at: Option<Instant>,
     pub base_failures: u32,
