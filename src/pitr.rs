@@ -109,7 +109,7 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
         .fix("choose a later --at / --txid; `lifeboat list` shows the bases")
         .event("restore.before_history"));
     };
-    let next_base = bases.get(i + 1).map(|(_, _, r)| r.txid);
+    let next_base = bases.get(i + 1).map(|(_, _, r)| (r.txid, r.after_gap));
     let (snap, _, point) = bases.swap_remove(i);
     let mut keys: Vec<(u64, u64, String)> = repo
         .storage
@@ -126,9 +126,12 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
             next = l + 1;
         }
     }
-    // Anything recorded beyond the chain's end, with no way to reach it from
-    // this base, marks a gap.
-    let gap_after = next_base.filter(|&b| b > next).map(|b| (next, b));
+    // A later base that the chain does not reach, or that follows a loss of
+    // continuity, marks a gap: commits between the chain's end and that
+    // base are not in the repository (and some may not be numbered at all).
+    let gap_after = next_base
+        .filter(|&(b, after_gap)| b > next || (after_gap && b == next))
+        .map(|(b, _)| (next, b));
     let base_time = snap.manifest.timestamp().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     if let Target::Txid(n) = target
         && n >= next
@@ -245,8 +248,8 @@ impl Replay {
             return Err(Error::bad_data(
                 &self.name,
                 format!(
-                    "commits {from} to {} are missing from the stream (a gap) and {t} may fall among them",
-                    to - 1
+                    "the stream has a gap after txid {} (continuity was lost before the base at txid {to}); the state at {t} is not known",
+                    from - 1
                 ),
             )
             .fix(format!(
