@@ -67,6 +67,13 @@ pub struct Follower {
     /// flock, and closing a descriptor of the database would drop SQLite's
     /// POSIX locks in this process.
     db_file: std::sync::Arc<File>,
+    /// The `-shm` file, opened once and never closed while SQLite's locks
+    /// on it matter (see `IndexHeader::read`).
+    shm_file: Option<std::sync::Arc<File>>,
+    /// Descriptors of files replaced underneath (`reopen`), kept open: the
+    /// new database's `-shm` may be the same file, and closing ours would
+    /// drop the new connections' locks on it.
+    retired: Vec<std::sync::Arc<File>>,
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
@@ -178,6 +185,8 @@ impl Follower {
             awaiting: None,
             schema_query: schema_query.to_string(),
             db_file: std::sync::Arc::new(db_file),
+            shm_file: None,
+            retired: Vec::new(),
             path,
         };
         f.anchor()?;
@@ -246,7 +255,7 @@ impl Follower {
             {
                 exact = self.poll(out, usize::MAX)? == Polled::Ok && !out.too_large;
             }
-            let index = IndexHeader::read(&self.shm_path)?;
+            let index = IndexHeader::read(&*self.shm_file()?, &self.shm_path)?;
             let header = WalHeader::read(&self.wal_path)?;
             let end = match (index, header) {
                 (Some(ix), _) if ix.max_frame == 0 => WalPosition {
@@ -304,12 +313,26 @@ impl Follower {
         Ok((db, exact))
     }
 
+    /// The `-shm` file, opened on first use (after SQLite created it) and
+    /// kept open from then on.
+    fn shm_file(&mut self) -> Result<std::sync::Arc<File>> {
+        if self.shm_file.is_none() {
+            let f = File::open(&self.shm_path).at(&self.shm_path)?;
+            self.shm_file = Some(std::sync::Arc::new(f));
+        }
+        Ok(self.shm_file.clone().expect("set above"))
+    }
+
     /// Open everything again on the file now at the path.
     fn reopen(&mut self) -> Result<()> {
         let fresh = Follower::open(&self.path, &self.schema_query)?;
         let pos = self.pos;
+        let mut retired = std::mem::take(&mut self.retired);
+        retired.extend(self.shm_file.take());
+        retired.push(self.db_file.clone());
         *self = fresh;
         self.pos = pos;
+        self.retired = retired;
         Ok(())
     }
 
@@ -539,7 +562,7 @@ impl Follower {
                     self.wal_len_seen = 0;
                     // The next writer starts a fresh generation; its salts are
                     // in the wal-index already.
-                    if let Some(ix) = IndexHeader::read(&self.shm_path)? {
+                    if let Some(ix) = IndexHeader::read(&*self.shm_file()?, &self.shm_path)? {
                         self.pos = Some(WalPosition {
                             salt1: ix.salts.0,
                             salt2: ix.salts.1,

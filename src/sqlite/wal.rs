@@ -381,14 +381,13 @@ pub struct IndexHeader {
 }
 
 impl IndexHeader {
-    pub fn read(shm_path: &Path) -> Result<Option<IndexHeader>> {
-        let file = match File::open(shm_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(shm_path, e)),
-        };
+    /// Read through `shm`, a descriptor of the `-shm` file that the caller
+    /// keeps open: SQLite's WAL locks are POSIX locks on that file, and
+    /// closing any descriptor of it would silently drop every one of them
+    /// this process holds (its read marks, its write lock).
+    pub fn read(shm: &File, shm_path: &Path) -> Result<Option<IndexHeader>> {
         let mut raw = [0u8; 96];
-        match file.read_exact_at(&mut raw, 0) {
+        match shm.read_exact_at(&mut raw, 0) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(Error::io(shm_path, e)),
