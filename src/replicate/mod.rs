@@ -75,7 +75,7 @@ impl Default for Options {
             restart_frames: 1000,
             truncate_frames: 100_000,
             truncate_busy: Duration::from_millis(20),
-            segment_bytes: 16 << 20,
+            segment_bytes: 8 << 20,
             state_dir: spool::default_state_dir(),
             level: 1,
             drain: Duration::from_secs(30),

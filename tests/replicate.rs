@@ -1,0 +1,1453 @@
+//! WAL replication (`lifeboat replicate`) and point-in-time restore
+//! (`restore --txid` / `--at`) through the real binary: a writer and the
+//! replicator SIGKILLed at random while restores land on exact prefixes;
+//! checkpoints from outside, VACUUM, the database replaced underneath and a
+//! page-size change, each with correct restores on both sides; refusals;
+//! `--exec`; and restore's `--if-db-not-exists` / `--if-replica-exists`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    ChildGuard, Content, Env, LogEvent, Out, commit_row, content, create_replica_db, integrity, now_ns, open,
+    parse_events, replica_rows, s, wait_until,
+};
+
+/// Child process: the writer of these tests (inert unless re-executed).
+#[test]
+fn replica_writer_child() {
+    common::replica_writer_child_main();
+}
+
+const SYNC: &str = "200ms";
+/// How late a commit's stamp may be (commits are stamped when seen).
+const LATENESS_NS: i64 = 250_000_000;
+
+type Row = (i64, i64, String);
+
+/// With `LIFEBOAT_TEST_KEEP=DIR`, a failing test's scratch directory (logs,
+/// databases, a local repository) is copied to `DIR/<test>` for a look.
+struct KeepOnFailure<'a>(&'a Env, &'static str);
+
+impl Drop for KeepOnFailure<'_> {
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("LIFEBOAT_TEST_KEEP") else {
+            return;
+        };
+        if !std::thread::panicking() {
+            return;
+        }
+        let to = PathBuf::from(dir).join(self.1);
+        let _ = std::fs::create_dir_all(&to);
+        let _ = Command::new("cp").arg("-a").arg(&self.0.root).arg(&to).status();
+        if self.0.is_s3() {
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(&self.0.repo)
+                .arg(to.join("s3-repo"))
+                .status();
+        }
+        eprintln!("kept {} in {}", self.0.root.display(), to.display());
+    }
+}
+
+// ------------------------------------------------------------ replicator
+
+/// A running `lifeboat -v replicate DB --sync-interval 200ms`, its stderr
+/// in a log file. SIGKILLed when dropped.
+struct Replicator {
+    guard: ChildGuard,
+    log: PathBuf,
+}
+
+impl Replicator {
+    fn start(env: &Env, db: &Path, log: &Path, global: &[&str], extra: &[&str]) -> Replicator {
+        let mut c = env.command();
+        c.arg("--repo")
+            .arg(&env.repo_arg)
+            .arg("-v")
+            .args(global)
+            .arg("replicate")
+            .arg(db)
+            .args(["--sync-interval", SYNC])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("create replicator log"));
+        Replicator {
+            guard: ChildGuard {
+                child: c.spawn().expect("spawn lifeboat replicate"),
+            },
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<LogEvent> {
+        parse_events(&self.text())
+    }
+
+    /// Wait until it follows the log: started and resumed, or its first
+    /// base taken. Returns the event that showed it.
+    fn wait_up(&mut self) -> LogEvent {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = up_event(&self.events()) {
+                return e;
+            }
+            if !self.guard.still_running() {
+                panic!("the replicator exited before it was up; log:\n{}", self.text());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!("the replicator is not up after 60s; log:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGINT; its exit code and log.
+    fn interrupt(mut self) -> (i32, String) {
+        common::signal(&self.guard.child, libc::SIGINT);
+        let code = common::wait_exit(&mut self.guard.child, 90);
+        (code, self.text())
+    }
+
+    /// Stop it with SIGINT and insist on exit 0.
+    fn stop(self) -> String {
+        let (code, log) = self.interrupt();
+        assert_eq!(code, 0, "replicator exited {code} on SIGINT; log:\n{log}");
+        log
+    }
+}
+
+/// The event at which a replicator run follows the log: `replicate.started`
+/// with `resumed=true`, else the first base after it.
+fn up_event(evs: &[LogEvent]) -> Option<LogEvent> {
+    let i = evs.iter().position(|e| e.name == "replicate.started")?;
+    if evs[i].flag("resumed") {
+        return Some(evs[i].clone());
+    }
+    evs[i..].iter().find(|e| e.name == "replicate.base").cloned()
+}
+
+/// The newest txid the logs show in the repository (segments shipped, bases).
+fn newest_txid(evs: &[LogEvent]) -> u64 {
+    evs.iter()
+        .filter_map(|e| match e.name.as_str() {
+            "replicate.shipped" => Some(e.num("last_txid")),
+            "replicate.base" => Some(e.num("txid")),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn count(evs: &[LogEvent], name: &str) -> usize {
+    evs.iter().filter(|e| e.name == name).count()
+}
+
+// ---------------------------------------------------------------- restores
+
+/// Where a point-in-time restore landed (its `--json` `point`).
+#[derive(Debug, Clone)]
+struct Point {
+    txid: u64,
+    base_txid: u64,
+    commits_applied: u64,
+    time_ns: i64,
+}
+
+fn point_of(out: &Out) -> Point {
+    let v = out.json();
+    let p = &v["point"];
+    let num = |k: &str| {
+        p[k].as_u64()
+            .unwrap_or_else(|| panic!("restore --json has no point.{k}:\n{}", out.stdout))
+    };
+    let time: jiff::Timestamp = p["time"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("restore --json has no point.time:\n{}", out.stdout));
+    Point {
+        txid: num("txid"),
+        base_txid: num("base_txid"),
+        commits_applied: num("commits_applied"),
+        time_ns: time.as_nanosecond() as i64,
+    }
+}
+
+/// The `event` of a refusal printed with `--json`.
+fn error_event(out: &Out) -> String {
+    out.json()["error"]["event"].as_str().unwrap_or_default().to_string()
+}
+
+fn rfc3339(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(ns as i128)
+        .expect("timestamp")
+        .to_string()
+}
+
+/// Point-in-time restores into a scratch directory.
+struct Restorer<'a> {
+    env: &'a Env,
+    dir: PathBuf,
+    n: usize,
+    /// Rows of `t` right after each base txid restored so far.
+    base_rows: HashMap<u64, usize>,
+}
+
+impl<'a> Restorer<'a> {
+    fn new(env: &'a Env, name: &str) -> Restorer<'a> {
+        let dir = env.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Restorer {
+            env,
+            dir,
+            n: 0,
+            base_rows: HashMap::new(),
+        }
+    }
+
+    /// `--json restore TARGET... -o <fresh file>`: the point and the file,
+    /// or the refusal's exit code and event.
+    fn restore(&mut self, target: &[&str]) -> Result<(Point, PathBuf), (i32, String)> {
+        self.n += 1;
+        let out = self.dir.join(format!("r{}.db", self.n));
+        let mut args = vec!["--json", "restore"];
+        args.extend_from_slice(target);
+        args.extend(["-o", s(&out)]);
+        let o = self.env.run(&args);
+        if o.code != 0 {
+            let ev = error_event(&o);
+            assert!(
+                !out.exists(),
+                "a refused restore ({} {ev}) left {}",
+                o.code,
+                out.display()
+            );
+            return Err((o.code, ev));
+        }
+        assert!(out.is_file(), "restore {target:?} exited 0 without writing -o");
+        Ok((point_of(&o), out))
+    }
+
+    fn txid(&mut self, n: u64) -> Result<(Point, PathBuf), (i32, String)> {
+        self.restore(&["--txid", &n.to_string()])
+    }
+
+    fn ok_txid(&mut self, n: u64) -> (Point, PathBuf) {
+        self.txid(n)
+            .unwrap_or_else(|(c, ev)| panic!("restore --txid {n} refused: exit {c} {ev}"))
+    }
+
+    /// The content restored at txid `n` (which must succeed and land there).
+    fn content_at(&mut self, n: u64) -> Content {
+        let (p, out) = self.ok_txid(n);
+        assert_eq!(p.txid, n, "restore --txid {n} landed on {p:?}");
+        assert_eq!(integrity(&out), "ok", "restore --txid {n} fails integrity_check");
+        content(&out)
+    }
+
+    /// Rows of `t` right after base txid `b`.
+    fn rows_at_base(&mut self, b: u64, source: &[Row]) -> usize {
+        if let Some(&k) = self.base_rows.get(&b) {
+            return k;
+        }
+        let (p, out) = self.ok_txid(b);
+        assert_eq!(
+            (p.txid, p.base_txid, p.commits_applied),
+            (b, b, 0),
+            "restore --txid {b} of a base"
+        );
+        let k = check_prefix(&out, source, &format!("base txid {b}"));
+        self.base_rows.insert(b, k);
+        k
+    }
+
+    /// Restore `--txid n` of an append-only stream (one row per commit):
+    /// `None` when it lies in a gap (exit 65, restore.gap), else the rows
+    /// `1..=k` it holds, checked: integrity, exactly the source's first `k`
+    /// rows, `k` = the base's rows + one per commit after it, and a second
+    /// restore byte-identical.
+    fn check_txid(&mut self, n: u64, source: &[Row]) -> Option<usize> {
+        let (p, out) = match self.txid(n) {
+            Ok(x) => x,
+            Err((65, ev)) if ev == "restore.gap" => return None,
+            Err((c, ev)) => panic!("restore --txid {n}: exit {c} {ev}"),
+        };
+        let first_hash = common::blake3_file(&out);
+        assert_eq!(p.txid, n, "restore --txid {n} landed on {p:?}");
+        assert_eq!(
+            p.commits_applied,
+            n - p.base_txid,
+            "restore --txid {n}: every commit after base {} applied",
+            p.base_txid
+        );
+        let k = check_prefix(&out, source, &format!("txid {n}"));
+        let kb = self.rows_at_base(p.base_txid, source);
+        assert_eq!(
+            k as u64,
+            kb as u64 + (n - p.base_txid),
+            "txid {n}: base txid {} holds {kb} rows, so txid {n} must hold {}",
+            p.base_txid,
+            kb as u64 + (n - p.base_txid)
+        );
+        let (_, again) = self.ok_txid(n);
+        assert_eq!(
+            common::blake3_file(&again),
+            first_hash,
+            "two restores of --txid {n} differ"
+        );
+        Some(k)
+    }
+}
+
+/// The restored file passes integrity_check and holds exactly the source's
+/// rows `1..=k` (same ids, times and padding); returns `k`.
+fn check_prefix(out: &Path, source: &[Row], what: &str) -> usize {
+    assert_eq!(integrity(out), "ok", "{what}: restored database fails integrity_check");
+    let rows = replica_rows(out);
+    let k = rows.len();
+    assert!(
+        k <= source.len(),
+        "{what}: {k} rows restored, the source has {}",
+        source.len()
+    );
+    if let Some(i) = (0..k).find(|&i| rows[i] != source[i]) {
+        panic!(
+            "{what}: restored rows are not a prefix of the source's: row #{i} is {:?}, the source's {:?}",
+            (rows[i].0, rows[i].1),
+            (source[i].0, source[i].1)
+        );
+    }
+    k
+}
+
+/// The source's rows, checked to be ids `1..=n` with nothing missing.
+fn source_rows(db: &Path) -> Vec<Row> {
+    let rows = replica_rows(db);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.0, i as i64 + 1, "the source's ids have a hole at #{i}");
+    }
+    rows
+}
+
+/// Bases of the repository: (txid, after_gap, manifest time ns), by txid.
+fn bases(env: &Env) -> Vec<(u64, bool, i64)> {
+    let mut out: Vec<(u64, bool, i64)> = env
+        .list()
+        .into_iter()
+        .filter(|snap| snap["kind"] == "base")
+        .map(|snap| {
+            let id = snap["id"].as_str().expect("id").to_string();
+            let m = env.manifest(&id);
+            let rep = &m["sources"][0]["replication"];
+            let time: jiff::Timestamp = m["time"].as_str().and_then(|t| t.parse().ok()).expect("time");
+            (
+                rep["txid"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("base {id} has no replication: {m}")),
+                rep["after_gap"].as_bool().unwrap_or(false),
+                time.as_nanosecond() as i64,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------- scene
+
+/// A replicated database written by the test itself (so what it held at
+/// each moment is known), with the replicator beside it.
+struct Scene<'a> {
+    env: &'a Env,
+    db: PathBuf,
+    rep: Option<Replicator>,
+    runs: usize,
+    /// `--config FILE` when the scene has a configuration.
+    global: Vec<String>,
+    /// Logs of finished replicator runs.
+    old_logs: String,
+}
+
+impl<'a> Scene<'a> {
+    fn new(env: &'a Env, config: Option<&str>) -> Scene<'a> {
+        let db = env.path("data/app.db");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        create_replica_db(&db);
+        let global = match config {
+            Some(text) => {
+                let p = env.path("lifeboat.toml");
+                std::fs::write(&p, text).unwrap();
+                vec!["--config".to_string(), s(&p).to_string()]
+            }
+            None => Vec::new(),
+        };
+        let mut sc = Scene {
+            env,
+            db,
+            rep: None,
+            runs: 0,
+            global,
+            old_logs: String::new(),
+        };
+        sc.start();
+        sc
+    }
+
+    fn start(&mut self) -> LogEvent {
+        assert!(self.rep.is_none());
+        self.runs += 1;
+        let log = self.env.path(&format!("replicate-{}.log", self.runs));
+        let global: Vec<&str> = self.global.iter().map(String::as_str).collect();
+        let mut r = Replicator::start(self.env, &self.db, &log, &global, &[]);
+        let up = r.wait_up();
+        self.rep = Some(r);
+        up
+    }
+
+    fn stop(&mut self) {
+        let log = self.rep.take().expect("a replicator running").stop();
+        self.old_logs.push_str(&log);
+    }
+
+    fn events(&self) -> Vec<LogEvent> {
+        let mut text = self.old_logs.clone();
+        if let Some(r) = &self.rep {
+            text.push_str(&r.text());
+        }
+        parse_events(&text)
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = self.old_logs.clone();
+        if let Some(r) = &self.rep {
+            text.push_str(&r.text());
+        }
+        text
+    }
+
+    /// Commit `n` rows, one per transaction, `pause` apart.
+    fn write(&self, n: usize, pause: Duration) {
+        let c = open(&self.db);
+        c.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+        for _ in 0..n {
+            commit_row(&c);
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// With no one writing, wait until the repository holds exactly what
+    /// the database holds now: the txid of that state, and the state.
+    fn caught_up(&mut self, r: &mut Restorer) -> (u64, Content) {
+        let want = content(&self.db);
+        let start = Instant::now();
+        let mut tried = 0;
+        let mut last = String::new();
+        loop {
+            if let Some(rep) = self.rep.as_mut()
+                && let Ok(Some(st)) = rep.guard.child.try_wait()
+            {
+                panic!(
+                    "the replicator exited ({st}) while the test waited for it; log:\n{}",
+                    self.log_text()
+                );
+            }
+            let n = newest_txid(&self.events());
+            if n > 0 && n != tried {
+                tried = n;
+                match r.txid(n) {
+                    Ok((p, out)) => {
+                        assert_eq!(p.txid, n, "restore --txid {n} landed on {p:?}");
+                        assert_eq!(integrity(&out), "ok", "restore --txid {n} fails integrity_check");
+                        let got = content(&out);
+                        if got == want {
+                            return (n, want);
+                        }
+                        last = format!("txid {n} holds {got:?}");
+                    }
+                    Err((c, ev)) => last = format!("txid {n} refused: {c} {ev}"),
+                }
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "the repository did not catch up with the database ({want:?}) in 60s; last: {last}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Restore `--txid` at `samples` points spread over `from..=to` of an
+/// append-only stretch; returns how many fell in a gap.
+fn check_stretch(r: &mut Restorer, from: u64, to: u64, samples: u64, source: &[Row]) -> usize {
+    let mut gaps = 0;
+    let mut last_k = 0;
+    let step = ((to - from) / samples).max(1);
+    let mut n = from;
+    while n <= to {
+        match r.check_txid(n, source) {
+            Some(k) => {
+                assert!(
+                    k >= last_k,
+                    "txid {n} holds {k} rows, fewer than an earlier txid ({last_k})"
+                );
+                last_k = k;
+            }
+            None => gaps += 1,
+        }
+        n += step;
+    }
+    gaps
+}
+
+// ---------------------------------------------------------------- kill loop
+
+/// xorshift64*: small, seeded, good enough to place kills.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+/// One run of the replicator in the kill loop: its log, and when the test
+/// killed it (None for the last one, stopped with SIGINT).
+struct Run {
+    log: PathBuf,
+    killed_ns: Option<i64>,
+}
+
+fn start_writer(db: &Path) -> ChildGuard {
+    common::spawn_self(
+        "replica_writer_child",
+        &[(common::RW_DB, db), (common::RW_PAUSE_US, Path::new("2500"))],
+    )
+}
+
+fn kill(guard: &mut ChildGuard) {
+    let _ = guard.child.kill();
+    let _ = guard.child.wait();
+}
+
+#[test]
+fn kill_loop_restores_exact_prefixes_at_every_txid_and_time() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "kill-loop");
+    let seed = std::env::var("LIFEBOAT_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| now_ns() as u64 | 1);
+    eprintln!("kill loop seed {seed} (set LIFEBOAT_TEST_SEED={seed} to place the kills the same way)");
+    let mut rng = Rng(seed);
+
+    let db = env.path("svc/app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_replica_db(&db);
+    let mut runs: Vec<Run> = Vec::new();
+    let new_run = |runs: &mut Vec<Run>| -> Replicator {
+        let log = env.path(&format!("replicate-{}.log", runs.len()));
+        runs.push(Run {
+            log: log.clone(),
+            killed_ns: None,
+        });
+        Replicator::start(&env, &db, &log, &[], &[])
+    };
+
+    let mut writer = start_writer(&db);
+    let mut rep = new_run(&mut runs);
+    rep.wait_up();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let rounds = 9;
+    let mut kills = (0, 0, 0);
+    for round in 0..rounds {
+        std::thread::sleep(rng.ms(300, 1100));
+        let what = match rng.below(10) {
+            0..=3 => "replicator",
+            4..=6 => "writer",
+            _ => "both",
+        };
+        let writer_first = rng.below(2) == 0;
+        let kill_rep = |rep: &mut Replicator, runs: &mut Vec<Run>| {
+            kill(&mut rep.guard);
+            runs.last_mut().unwrap().killed_ns = Some(now_ns());
+        };
+        match what {
+            "replicator" => kill_rep(&mut rep, &mut runs),
+            "writer" => kill(&mut writer),
+            _ if writer_first => {
+                kill(&mut writer);
+                kill_rep(&mut rep, &mut runs);
+            }
+            _ => {
+                kill_rep(&mut rep, &mut runs);
+                kill(&mut writer);
+            }
+        }
+        let down = rng.ms(0, 300);
+        std::thread::sleep(down);
+        match what {
+            "replicator" => {
+                kills.0 += 1;
+                rep = new_run(&mut runs);
+            }
+            "writer" => {
+                kills.1 += 1;
+                writer = start_writer(&db);
+            }
+            _ => {
+                kills.2 += 1;
+                if writer_first {
+                    writer = start_writer(&db);
+                    rep = new_run(&mut runs);
+                } else {
+                    rep = new_run(&mut runs);
+                    writer = start_writer(&db);
+                }
+            }
+        }
+        eprintln!("round {round}: SIGKILLed {what}, restarted after {down:?}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    kill(&mut writer);
+    // Let the replicator read and ship the last commits, then stop it.
+    rep.wait_up();
+    let mut stable = (newest_txid(&rep.events()), Instant::now());
+    wait_until("the replicator to ship the last commits", 60, || {
+        let n = newest_txid(&rep.events());
+        if n != stable.0 {
+            stable = (n, Instant::now());
+        }
+        stable.1.elapsed() > Duration::from_millis(1000)
+    });
+    let stopped_ns = now_ns();
+    rep.stop();
+    eprintln!(
+        "kills: replicator {}, writer {}, both {}; {} replicator runs",
+        kills.0,
+        kills.1,
+        kills.2,
+        runs.len()
+    );
+
+    // What each run logged.
+    let logs: Vec<Vec<LogEvent>> = runs
+        .iter()
+        .map(|r| parse_events(&std::fs::read_to_string(&r.log).unwrap_or_default()))
+        .collect();
+    let all: Vec<LogEvent> = logs.iter().flatten().cloned().collect();
+    let source = source_rows(&db);
+    let want = content(&db);
+    let shipped = count(&all, "replicate.shipped");
+    let gap_events: Vec<&LogEvent> = all.iter().filter(|e| e.name == "replicate.gap").collect();
+    let bases = bases(&env);
+    let after_gap = bases.iter().filter(|b| b.1).count();
+    eprintln!(
+        "source: {} rows; {} segments shipped; {} bases ({} after a gap); replicate.gap events: {:?}",
+        source.len(),
+        shipped,
+        bases.len(),
+        after_gap,
+        gap_events
+            .iter()
+            .map(|e| e.get("reason").unwrap_or("?"))
+            .collect::<Vec<_>>()
+    );
+    assert!(source.len() >= 1000, "the writer committed only {} rows", source.len());
+    assert!(shipped >= 10, "only {shipped} segments shipped");
+    assert!(!bases.is_empty(), "no base in the repository");
+    let newest = newest_txid(&all);
+    let (first_base, _, first_base_ns) = bases[0];
+    assert!(
+        newest > first_base + 1000,
+        "newest txid {newest}, first base {first_base}"
+    );
+
+    let mut r = Restorer::new(&env, "restored");
+
+    // (c) The latest restore holds exactly every row of the source.
+    let (p, out) = r
+        .restore(&["--at", "now"])
+        .unwrap_or_else(|e| panic!("restore --at now refused: {e:?}"));
+    assert_eq!(integrity(&out), "ok");
+    assert_eq!(p.txid, newest, "restore --at now landed on {p:?}");
+    let got = content(&out);
+    assert_eq!(
+        (got.rows, got.max_id, &got.hash),
+        (want.rows, want.max_id, &want.hash),
+        "restore --at now differs from the source"
+    );
+    assert_eq!(got, want, "restore --at now: page size or count differ from the source");
+    // One past the newest is refused.
+    assert_eq!(r.txid(newest + 1).unwrap_err(), (66, "restore.after_history".into()));
+
+    // (a) Random txids between the first base and the newest.
+    let mut txid_gaps = 0;
+    let mut checked: Vec<(u64, usize)> = Vec::new();
+    let mut attempts = 0;
+    while checked.len() < 10 {
+        attempts += 1;
+        assert!(attempts <= 40, "too many txids fell in gaps ({txid_gaps})");
+        let n = first_base + rng.below(newest - first_base + 1);
+        match r.check_txid(n, &source) {
+            Some(k) => checked.push((n, k)),
+            None => {
+                // A gap is only ever where one was reported.
+                let next = bases.iter().find(|b| b.0 > n);
+                assert!(
+                    next.is_some_and(|b| b.1),
+                    "txid {n} is refused as a gap, but the base after it ({next:?}) is not after_gap"
+                );
+                txid_gaps += 1;
+            }
+        }
+    }
+    checked.sort();
+    for w in checked.windows(2) {
+        assert!(
+            w[1].1 >= w[0].1,
+            "txid {} holds fewer rows than txid {}: {checked:?}",
+            w[1].0,
+            w[0].0
+        );
+    }
+    eprintln!("txid restores (txid, rows): {checked:?}; {txid_gaps} fell in a gap");
+
+    // (b) Random times between the first base and the stop. A commit is
+    // stamped when the replicator sees it: one made while no replicator was
+    // running (or while one was taking a base, or whose stamp died with a
+    // killed replicator before it was spooled) is seen only when the next
+    // one is up. Those stretches are "blind": a row committed in one counts
+    // as committed at its end.
+    let mut blind: Vec<(i64, i64)> = Vec::new();
+    for (i, evs) in logs.iter().enumerate() {
+        let up = up_event(evs).map(|e| e.time_ns());
+        if i > 0 {
+            let prev_end = runs[i - 1].killed_ns.expect("earlier runs were killed");
+            let end = up.or(runs[i].killed_ns).unwrap_or(stopped_ns);
+            // Read but not yet spooled when killed: at most a sync interval.
+            blind.push((prev_end - 500_000_000, end));
+        }
+        let mut pinned = None;
+        for e in evs {
+            match e.name.as_str() {
+                "replicate.pinned" => pinned = Some(e.time_ns()),
+                "replicate.gap" => blind.push((e.time_ns() - 500_000_000, e.time_ns())),
+                "replicate.base" => {
+                    let from = pinned.unwrap_or(e.time_ns());
+                    blind.push((from - 500_000_000, e.time_ns()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let visible_at = |ts: i64| -> i64 {
+        let mut t = ts;
+        loop {
+            let moved = blind.iter().filter(|w| w.0 <= t && t < w.1).map(|w| w.1).max();
+            match moved {
+                Some(end) => t = end,
+                None => return t,
+            }
+        }
+    };
+    let mut time_gaps = 0;
+    let mut required_total = 0;
+    let mut time_checked = 0;
+    let span = (stopped_ns - first_base_ns) as u64;
+    for _ in 0..10 {
+        let t = first_base_ns + rng.below(span) as i64;
+        let at = rfc3339(t);
+        match r.restore(&["--at", &at]) {
+            Ok((p, out)) => {
+                let k = check_prefix(&out, &source, &format!("--at {at}"));
+                assert!(p.time_ns <= t, "--at {at} landed on a commit stamped later: {p:?}");
+                if let Some(row) = source[..k].iter().find(|row| row.1 > t) {
+                    panic!(
+                        "--at {at} holds row {} committed at {}, after the target",
+                        row.0,
+                        rfc3339(row.1)
+                    );
+                }
+                let required = source
+                    .iter()
+                    .take_while(|row| visible_at(row.1) <= t - LATENESS_NS)
+                    .count();
+                // A row missing although its commit was seen well before
+                // the target.
+                assert!(
+                    k >= required,
+                    "--at {at} holds rows 1..={k} but row {} was committed at {} (seen by {}), more than 250 ms before the target",
+                    k + 1,
+                    rfc3339(source[k].1),
+                    rfc3339(visible_at(source[k].1))
+                );
+                eprintln!(
+                    "--at {at}: rows 1..={k} (at least {required} required), txid {}",
+                    p.txid
+                );
+                required_total += required;
+                time_checked += 1;
+            }
+            Err((65, ev)) if ev == "restore.gap" => {
+                // Only where a gap was reported: the base after the one
+                // chosen for this time says after_gap.
+                let prev = bases.iter().rposition(|b| b.2 <= t).expect("a base before the target");
+                let next = bases.get(prev + 1);
+                assert!(
+                    next.is_some_and(|b| b.1),
+                    "--at {at} refused as a gap, but the next base ({next:?}) is not after_gap"
+                );
+                eprintln!("--at {at}: in a gap (restore.gap)");
+                time_gaps += 1;
+            }
+            Err(e) => panic!("restore --at {at}: {e:?}"),
+        }
+    }
+    assert!(time_checked >= 5, "only {time_checked} time restores succeeded");
+    assert!(required_total > 0, "no time restore had a row it was required to hold");
+    assert_eq!(
+        r.restore(&["--at", &rfc3339(first_base_ns - 1_000_000_000)])
+            .unwrap_err(),
+        (66, "restore.before_history".into())
+    );
+    eprintln!(
+        "gaps: {} replicate.gap events, {after_gap} after_gap bases; restores in a gap: {txid_gaps} by txid, {time_gaps} by time",
+        gap_events.len()
+    );
+    env.ok(["verify"]);
+}
+
+// ---------------------------------------------------------------- events
+
+const SMALL_CHECKPOINTS: &str = "[replicate]\ncheckpoint_pages = 20\n";
+
+/// Run `PRAGMA wal_checkpoint(MODE)` on `c`; true when it completed (not busy).
+fn checkpoint(c: &rusqlite::Connection, mode: &str) -> bool {
+    match c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(0)) {
+        Ok(busy) => busy == 0,
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => false,
+        Err(e) => panic!("wal_checkpoint({mode}): {e}"),
+    }
+}
+
+#[test]
+fn external_truncate_checkpoints_while_writing() {
+    let _serial = common::serial();
+    // Small checkpoints, so the replicator lets go of the log often and an
+    // outside TRUNCATE can actually complete now and then.
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "checkpoints");
+    let mut sc = Scene::new(&env, Some(SMALL_CHECKPOINTS));
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(150, Duration::from_millis(2));
+    let (n0, s0) = sc.caught_up(&mut r);
+
+    let w = open(&sc.db);
+    w.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+    let ck = open(&sc.db);
+    ck.busy_timeout(Duration::from_millis(20)).unwrap();
+    let (mut done, mut tried) = (0, 0);
+    let start = Instant::now();
+    while done < 5 || start.elapsed() < Duration::from_secs(2) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no outside TRUNCATE checkpoint completed in 30s ({tried} tried)"
+        );
+        for _ in 0..3 {
+            commit_row(&w);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        tried += 1;
+        if checkpoint(&ck, "TRUNCATE") {
+            done += 1;
+        }
+    }
+    drop((w, ck));
+    eprintln!("outside TRUNCATE checkpoints: {done} completed of {tried}");
+    sc.write(50, Duration::from_millis(2));
+    let (n1, s1) = sc.caught_up(&mut r);
+    let source = source_rows(&sc.db);
+    let gaps = check_stretch(&mut r, n0, n1, 12, &source);
+    assert_eq!(r.content_at(n0), s0, "txid {n0}, just before the checkpoints");
+    assert_eq!(r.content_at(n1), s1, "txid {n1}, after them");
+    let (_, now) = r.restore(&["--at", "now"]).expect("restore --at now");
+    assert_eq!(content(&now), s1);
+    sc.stop();
+    let evs = sc.events();
+    eprintln!(
+        "txids {n0}..{n1}; replicate.gap {}, wal_restarted {}, checkpoint {}; sampled txids in a gap: {gaps}",
+        count(&evs, "replicate.gap"),
+        count(&evs, "replicate.wal_restarted"),
+        count(&evs, "replicate.checkpoint")
+    );
+    assert_gaps_reported(&env, &evs);
+}
+
+/// Every replicate.gap logged is answered by a base that says after_gap.
+fn assert_gaps_reported(env: &Env, evs: &[LogEvent]) {
+    let gaps = count(evs, "replicate.gap");
+    let after_gap = bases(env).iter().filter(|b| b.1).count();
+    assert!(
+        gaps == 0 || after_gap > 0,
+        "{gaps} replicate.gap events but no base after a gap"
+    );
+}
+
+#[test]
+fn checkpoint_storm_passive_and_restart_after_every_commit() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "checkpoints");
+    let mut sc = Scene::new(&env, Some(SMALL_CHECKPOINTS));
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(150, Duration::from_millis(2));
+    let (n0, s0) = sc.caught_up(&mut r);
+
+    let w = open(&sc.db);
+    w.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+    let ck = open(&sc.db);
+    ck.busy_timeout(Duration::from_millis(5)).unwrap();
+    let (mut restarts, mut commits) = (0, 0);
+    let start = Instant::now();
+    // At least 2 s, and until an outside RESTART has completed (it can only
+    // while the replicator has let go of the log to restart it).
+    while start.elapsed() < Duration::from_secs(2) || restarts < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the storm did not restart the log ({restarts} RESTARTs completed, log:\n{})",
+            sc.log_text()
+        );
+        commit_row(&w);
+        commits += 1;
+        checkpoint(&ck, "PASSIVE");
+        if checkpoint(&ck, "RESTART") {
+            restarts += 1;
+        }
+    }
+    drop((w, ck));
+    sc.write(50, Duration::from_millis(2));
+    let (n1, s1) = sc.caught_up(&mut r);
+    let source = source_rows(&sc.db);
+    let gaps = check_stretch(&mut r, n0, n1, 12, &source);
+    assert_eq!(r.content_at(n0), s0, "txid {n0}, just before the storm");
+    assert_eq!(r.content_at(n1), s1, "txid {n1}, after it");
+    sc.stop();
+    let evs = sc.events();
+    eprintln!(
+        "storm: {commits} commits, {restarts} RESTART checkpoints completed; txids {n0}..{n1}; replicate.wal_restarted {}, replicate.gap {}; sampled txids in a gap: {gaps}",
+        count(&evs, "replicate.wal_restarted"),
+        count(&evs, "replicate.gap")
+    );
+    assert!(
+        count(&evs, "replicate.wal_restarted") + count(&evs, "replicate.gap") > 0,
+        "the storm never restarted the log under the replicator"
+    );
+    assert_gaps_reported(&env, &evs);
+    if count(&evs, "replicate.gap") == 0 {
+        assert_eq!(n1 - n0, commits + 50, "one txid per commit");
+    }
+}
+
+#[test]
+fn vacuum_is_replicated_like_any_commit() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(400, Duration::from_millis(1));
+    let (n0, s0) = sc.caught_up(&mut r);
+    open(&sc.db).execute("DELETE FROM t WHERE id % 3 <> 0", []).unwrap();
+    let (n1, s1) = sc.caught_up(&mut r);
+    open(&sc.db).execute_batch("VACUUM").unwrap();
+    let (n2, s2) = sc.caught_up(&mut r);
+    assert!(
+        s2.page_count < s1.page_count,
+        "VACUUM shrank the database ({} -> {} pages)",
+        s1.page_count,
+        s2.page_count
+    );
+    assert_eq!(s2.hash, s1.hash, "VACUUM changed no row");
+    sc.write(30, Duration::from_millis(2));
+    let (n3, s3) = sc.caught_up(&mut r);
+    sc.stop();
+    for (n, want, what) in [
+        (n0, &s0, "before the DELETE"),
+        (n1, &s1, "before VACUUM"),
+        (n2, &s2, "after VACUUM"),
+        (n3, &s3, "after more rows"),
+    ] {
+        assert_eq!(&r.content_at(n), want, "txid {n}, {what}");
+    }
+    assert_eq!((n1 - n0, n2 - n1, n3 - n2), (1, 1, 30), "one txid per commit");
+    assert_eq!(count(&sc.events(), "replicate.gap"), 0);
+}
+
+#[test]
+fn database_replaced_underneath_gets_a_new_base() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(200, Duration::from_millis(1));
+    let (n0, s0) = sc.caught_up(&mut r);
+    sc.write(100, Duration::from_millis(1));
+    let (n1, s1) = sc.caught_up(&mut r);
+
+    // An older point restored over the live database (it is moved aside).
+    let gaps_before = count(&sc.events(), "replicate.gap");
+    sc.env
+        .ok(["restore", "--force", "--txid", &n0.to_string(), "-o", s(&sc.db)]);
+    assert_eq!(content(&sc.db), s0, "the live path now holds txid {n0}");
+    wait_until("a replicate.gap for the replaced database", 30, || {
+        count(&sc.events(), "replicate.gap") > gaps_before
+    });
+    let (n2, s2) = sc.caught_up(&mut r);
+    assert_eq!(s2, s0);
+    sc.write(50, Duration::from_millis(1));
+    let (n3, s3) = sc.caught_up(&mut r);
+
+    // A different database renamed into place, its predecessor and the
+    // predecessor's -wal/-shm moved aside first (as restore --force does).
+    let other = sc.env.path("data/other.db.tmp");
+    create_replica_db(&other);
+    {
+        let c = open(&other);
+        c.execute_batch("CREATE TABLE marker(x TEXT); INSERT INTO marker VALUES ('other database');")
+            .unwrap();
+        for _ in 0..40 {
+            commit_row(&c);
+        }
+    }
+    let aside = sc.env.path("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    let gaps_before = count(&sc.events(), "replicate.gap");
+    for side in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{side}", s(&sc.db)));
+        if from.exists() {
+            std::fs::rename(&from, aside.join(format!("app.db{side}"))).unwrap();
+        }
+    }
+    std::fs::rename(&other, &sc.db).unwrap();
+    let s4 = content(&sc.db);
+    assert_eq!(s4.rows, 40);
+    wait_until("a replicate.gap for the renamed database", 30, || {
+        count(&sc.events(), "replicate.gap") > gaps_before
+    });
+    let (n4, got) = sc.caught_up(&mut r);
+    assert_eq!(got, s4);
+    sc.write(30, Duration::from_millis(1));
+    let (n5, s5) = sc.caught_up(&mut r);
+    sc.stop();
+
+    let evs = sc.events();
+    let gaps: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.name == "replicate.gap")
+        .map(|e| e.get("reason").unwrap_or(""))
+        .collect();
+    eprintln!("txids {n0} {n1} | replaced {n2} {n3} | renamed {n4} {n5}; gaps {gaps:?}");
+    assert_eq!(gaps.len(), 2, "one gap per replacement: {gaps:?}");
+    assert!(gaps.iter().all(|g| g.contains("replaced")), "{gaps:?}");
+    let after_gap: Vec<u64> = bases(&env).iter().filter(|b| b.1).map(|b| b.0).collect();
+    assert_eq!(
+        after_gap,
+        vec![n2, n4],
+        "the bases after the replacements say after_gap"
+    );
+    for (n, want, what) in [
+        (n0, &s0, "first state"),
+        (n1, &s1, "just before the restore --force"),
+        (n2, &s0, "the older point restored over it"),
+        (n3, &s3, "rows written after that"),
+        (n4, &s4, "the other database renamed into place"),
+        (n5, &s5, "rows written after that"),
+    ] {
+        assert_eq!(&r.content_at(n), want, "txid {n}, {what}");
+    }
+    // The commits right before each replacement are still there.
+    assert_eq!(
+        r.content_at(n2 - 1),
+        s1,
+        "txid {}, the last before the first replacement",
+        n2 - 1
+    );
+    assert_eq!(r.content_at(n4 - 1), s3, "txid {}, the last before the second", n4 - 1);
+    let (_, now) = r.restore(&["--at", "now"]).expect("restore --at now");
+    assert_eq!(content(&now), s5);
+}
+
+#[test]
+fn page_size_change_while_stopped() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(300, Duration::from_millis(1));
+    let (n0, s0) = sc.caught_up(&mut r);
+    assert_eq!(s0.page_size, 4096);
+    sc.stop();
+    {
+        let c = open(&sc.db);
+        let mode: String = c.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete");
+        c.execute_batch("PRAGMA page_size=8192; VACUUM;").unwrap();
+        let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+    let s1 = content(&sc.db);
+    assert_eq!(s1.page_size, 8192);
+    assert_eq!(s1.hash, s0.hash, "rows unchanged by the page size change");
+    let up = sc.start();
+    assert_eq!(
+        up.name, "replicate.base",
+        "a new base after the page size changed: {up:?}"
+    );
+    let (n1, got) = sc.caught_up(&mut r);
+    assert_eq!(got, s1);
+    sc.write(100, Duration::from_millis(1));
+    let (n2, s2) = sc.caught_up(&mut r);
+    sc.stop();
+    eprintln!("txids: {n0} (4096), {n1} base (8192), {n2}");
+    let before = r.content_at(n0);
+    assert_eq!(before, s0, "txid {n0}, before the change (4096-byte pages)");
+    assert_eq!(r.content_at(n1), s1, "txid {n1}, the new base (8192-byte pages)");
+    assert_eq!(r.content_at(n2), s2, "txid {n2}, after it");
+    let source = source_rows(&sc.db);
+    check_stretch(&mut r, n1, n2, 5, &source);
+}
+
+// ---------------------------------------------------------------- refusals
+
+/// Run `c` (stdout and stderr to files) and wait up to `secs`: a refusal
+/// that did not happen would otherwise replicate forever.
+fn run_timeout(env: &Env, mut c: Command, secs: u64) -> Out {
+    let what = format!("{c:?}");
+    let out_p = env.path("run.stdout");
+    let err_p = env.path("run.stderr");
+    c.stdout(std::fs::File::create(&out_p).unwrap())
+        .stderr(std::fs::File::create(&err_p).unwrap());
+    let mut g = ChildGuard {
+        child: c.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}")),
+    };
+    let start = Instant::now();
+    let code = loop {
+        if let Some(_st) = g.child.try_wait().unwrap() {
+            break common::wait_exit(&mut g.child, 1);
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!(
+                "`{what}` still running after {secs}s; stderr:\n{}",
+                std::fs::read_to_string(&err_p).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        code,
+        stdout: std::fs::read_to_string(&out_p).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_p).unwrap_or_default(),
+        what,
+    }
+}
+
+fn replicate_cmd(env: &Env, json: bool, db: &Path) -> Command {
+    let mut c = env.command();
+    c.arg("--repo").arg(&env.repo_arg);
+    if json {
+        c.arg("--json");
+    }
+    c.arg("replicate").arg(db).args(["--sync-interval", SYNC]);
+    c
+}
+
+#[test]
+fn refuses_a_database_not_in_wal_mode() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("rollback.db");
+    common::create_db(&db, 20, 50, false);
+    let repo_before = common::describe(&env.repo);
+    let out = run_timeout(&env, replicate_cmd(&env, false, &db), 30).expect_code(78);
+    assert!(
+        out.stderr.contains("lifeboat: error:") && out.stderr.contains("(event=replicate.not_wal)"),
+        "stderr:\n{}",
+        out.stderr
+    );
+    let out = run_timeout(&env, replicate_cmd(&env, true, &db), 30).expect_code(78);
+    let err = &out.json()["error"];
+    assert_eq!(err["event"], "replicate.not_wal", "{}", out.stdout);
+    assert_eq!(err["exit_code"], 78);
+    assert_eq!(
+        common::describe(&env.repo),
+        repo_before,
+        "nothing written to the repository"
+    );
+    assert!(env.list().is_empty());
+    let mode: String = open(&db).query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete", "the database was left in its journal mode");
+}
+
+#[test]
+fn refuses_a_database_on_tmpfs() {
+    let _serial = common::serial();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let shm_fs = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 2 && f[1] == "/dev/shm")
+        .map(|f| f[2].to_string())
+        .next_back();
+    if shm_fs.as_deref() != Some("tmpfs") {
+        eprintln!("SKIPPED refuses_a_database_on_tmpfs: /dev/shm is not tmpfs here ({shm_fs:?})");
+        return;
+    }
+    let env = Env::new();
+    let dir = tempfile::Builder::new()
+        .prefix("lifeboat-test-")
+        .tempdir_in("/dev/shm")
+        .expect("tempdir in /dev/shm");
+    let db = dir.path().join("app.db");
+    create_replica_db(&db);
+    let repo_before = common::describe(&env.repo);
+    let out = run_timeout(&env, replicate_cmd(&env, false, &db), 30).expect_code(78);
+    assert!(
+        out.stderr.contains("(event=replicate.unsupported_filesystem)"),
+        "stderr:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        common::describe(&env.repo),
+        repo_before,
+        "nothing written to the repository"
+    );
+}
+
+#[test]
+fn a_second_replicator_is_refused_while_the_first_keeps_working() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(50, Duration::from_millis(1));
+    let (n0, _) = sc.caught_up(&mut r);
+    let out = run_timeout(sc.env, replicate_cmd(sc.env, false, &sc.db), 30).expect_code(75);
+    assert!(out.stderr.contains("(event=replicate.busy)"), "stderr:\n{}", out.stderr);
+    let out = run_timeout(sc.env, replicate_cmd(sc.env, true, &sc.db), 30).expect_code(75);
+    assert_eq!(out.json()["error"]["event"], "replicate.busy");
+    assert!(
+        sc.rep.as_mut().unwrap().guard.still_running(),
+        "the first replicator is still running"
+    );
+    sc.write(80, Duration::from_millis(2));
+    let (n1, s1) = sc.caught_up(&mut r);
+    assert_eq!(
+        n1,
+        n0 + 80,
+        "the first replicator shipped every commit after the refusal"
+    );
+    sc.stop();
+    let (_, now) = r.restore(&["--at", "now"]).expect("restore --at now");
+    assert_eq!(content(&now), s1);
+}
+
+// ---------------------------------------------------------------- --exec
+
+#[test]
+fn exec_runs_the_service_and_exits_with_its_status() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("svc/app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_replica_db(&db);
+    let exe = std::env::current_exe().unwrap();
+    let service = format!(
+        "'{}' replica_writer_child --exact --nocapture --test-threads=1",
+        exe.display()
+    );
+    let rows = 300;
+    let mut c = replicate_cmd(&env, false, &db);
+    c.arg("-v").args(["--exec", &service]);
+    c.env(common::RW_DB, &db)
+        .env(common::RW_ROWS, rows.to_string())
+        .env(common::RW_EXIT, "3")
+        .env(common::RW_PAUSE_US, "2000")
+        // The service starts writing once the first base is taken, so every
+        // row travels as a commit of the stream.
+        .env(common::RW_WAIT_STATE, env.xdg_state.join("lifeboat/replicate"));
+    let out = run_timeout(&env, c, 90);
+    assert_eq!(
+        out.code, 3,
+        "lifeboat exits with the service's status; stderr:\n{}",
+        out.stderr
+    );
+    let evs = parse_events(&out.stderr);
+    let exited: Vec<&LogEvent> = evs.iter().filter(|e| e.name == "replicate.child_exited").collect();
+    assert_eq!(exited.len(), 1, "stderr:\n{}", out.stderr);
+    assert_eq!(exited[0].get("status"), Some("3"));
+    assert!(count(&evs, "replicate.shipped") >= 1, "stderr:\n{}", out.stderr);
+
+    let source = content(&db);
+    assert_eq!((source.rows, source.max_id), (rows, rows));
+    let mut r = Restorer::new(&env, "restored");
+    let (p, restored) = r.restore(&["--at", "now"]).expect("restore --at now");
+    assert_eq!(integrity(&restored), "ok");
+    assert_eq!(
+        content(&restored),
+        source,
+        "the restore holds every row the service wrote"
+    );
+    assert_eq!(p.commits_applied, rows as u64, "every row came as a commit: {p:?}");
+    assert_eq!(p.txid, p.base_txid + rows as u64);
+
+    // Signals reach the service; lifeboat exits with its status.
+    let mut c = replicate_cmd(&env, false, &db);
+    c.arg("-v").args(["--exec", "sleep 60"]);
+    let log = env.path("exec-signal.log");
+    c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    let mut g = ChildGuard {
+        child: c.spawn().unwrap(),
+    };
+    wait_until("the replicator to be up", 60, || {
+        up_event(&parse_events(&std::fs::read_to_string(&log).unwrap_or_default())).is_some()
+    });
+    let t0 = Instant::now();
+    common::signal(&g.child, libc::SIGTERM);
+    let code = common::wait_exit(&mut g.child, 30);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        code,
+        128 + libc::SIGTERM,
+        "status of the service killed by the forwarded SIGTERM; log:\n{text}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "stopped promptly");
+    assert!(
+        text.contains("event=\"replicate.child_exited\" status=143"),
+        "log:\n{text}"
+    );
+}
+
+// ------------------------------------------------ --if-db-not-exists etc.
+
+#[test]
+fn restore_if_db_not_exists_and_if_replica_exists() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(60, Duration::from_millis(1));
+    let (n, want) = sc.caught_up(&mut r);
+    sc.stop();
+
+    // --if-db-not-exists: an existing -o file is left alone, exit 0...
+    let existing = env.path("existing.db");
+    std::fs::write(&existing, b"not touched").unwrap();
+    let before = common::node(&existing);
+    for target in [vec!["--at", "now"], vec!["--txid", "3"], vec![]] {
+        let mut args = vec!["restore", "--if-db-not-exists"];
+        args.extend(&target);
+        args.extend(["-o", s(&existing)]);
+        env.ok(&args);
+        assert_eq!(
+            common::node(&existing),
+            before,
+            "restore {target:?} --if-db-not-exists touched it"
+        );
+        // ...and refused (73) without the flag.
+        let mut args = vec!["--json", "restore"];
+        args.extend(&target);
+        args.extend(["-o", s(&existing)]);
+        let out = env.run(&args).expect_code(73);
+        assert_eq!(error_event(&out), "restore.target_not_empty");
+        assert_eq!(common::node(&existing), before);
+    }
+    // A missing -o file is restored as usual.
+    let fresh = env.path("fresh.db");
+    env.ok(["restore", "--if-db-not-exists", "--at", "now", "-o", s(&fresh)]);
+    assert_eq!(content(&fresh), want);
+
+    // --if-replica-exists: with a replica it restores as usual...
+    let fresh2 = env.path("fresh2.db");
+    env.ok([
+        "restore",
+        "--if-replica-exists",
+        "--txid",
+        &n.to_string(),
+        "-o",
+        s(&fresh2),
+    ]);
+    assert_eq!(content(&fresh2), want);
+
+    // ...with a repository that holds no base, nothing is done (exit 0)...
+    let empty = Env::new();
+    let out = empty.path("out.db");
+    for target in [vec!["--at", "now"], vec!["--txid", "5"], vec![]] {
+        let mut args = vec!["restore", "--if-replica-exists"];
+        args.extend(&target);
+        args.extend(["-o", s(&out)]);
+        empty.ok(&args);
+        assert!(
+            !out.exists(),
+            "restore {target:?} --if-replica-exists created {}",
+            out.display()
+        );
+        // ...which without the flag is refused (66).
+        let mut args = vec!["--json", "restore"];
+        args.extend(&target);
+        args.extend(["-o", s(&out)]);
+        let o = empty.run(&args).expect_code(66);
+        let ev = error_event(&o);
+        assert!(
+            ev == "restore.no_replica" || (target.is_empty() && ev == "error.no_input"),
+            "restore {target:?} in an empty repository: {ev}"
+        );
+        assert!(!out.exists());
+    }
+    // An ordinary snapshot is not a replica.
+    let plain = empty.path("plain.db");
+    common::create_db(&plain, 5, 10, true);
+    empty.snapshot(&[&plain]);
+    empty.ok(["restore", "--if-replica-exists", "--at", "now", "-o", s(&out)]);
+    assert!(!out.exists());
+    let o = empty
+        .run(["--json", "restore", "--at", "now", "-o", s(&out)])
+        .expect_code(66);
+    assert_eq!(error_event(&o), "restore.no_replica");
+
+    // ...and so with no repository at all.
+    let none = Env::bare();
+    none.ok(["restore", "--if-replica-exists", "--at", "now", "-o", s(&out)]);
+    assert!(!out.exists());
+    let o = none
+        .run(["--json", "restore", "--at", "now", "-o", s(&out)])
+        .expect_code(66);
+    assert_eq!(error_event(&o), "repo.not_found");
+}
