@@ -1451,3 +1451,82 @@ fn restore_if_db_not_exists_and_if_replica_exists() {
         .expect_code(66);
     assert_eq!(error_event(&o), "repo.not_found");
 }
+
+/// Two replicas (the repository and a second local one) and folded bases
+/// every second: both replicas hold folds, and restores from either, at
+/// the same txids, are byte-identical, pass integrity_check and hold
+/// exactly the rows committed by then; the latest equals the source.
+#[test]
+fn two_replicas_and_folded_bases_agree() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = KeepOnFailure(&env, "scene");
+    let second = env.path("second-repo");
+    env.run_bare(["--repo", s(&second), "init"]).expect_code(0);
+    let config = format!(
+        "[replicate]\nreplicas = [{:?}, {:?}]\nsync_interval = \"200ms\"\nsnapshot_interval = \"1s\"\n",
+        env.repo_arg,
+        s(&second)
+    );
+    let mut sc = Scene::new(&env, Some(&config));
+    for _ in 0..3 {
+        sc.write(150, Duration::from_millis(3));
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    let mut r = Restorer::new(&env, "restored");
+    let (newest, want) = sc.caught_up(&mut r);
+    // Another interval, so the last rows are folded too.
+    std::thread::sleep(Duration::from_millis(1500));
+    sc.stop();
+    let evs = sc.events();
+    let folds = count(&evs, "replicate.folded");
+    assert!(folds >= 4, "folds in both replicas (got {folds})");
+    assert_eq!(count(&evs, "replicate.gap"), 0, "no gap");
+    let source = source_rows(&sc.db);
+    let restore = |repo: &str, target: &[&str], out: &Path| {
+        let mut args = vec!["--repo", repo, "--json", "restore"];
+        args.extend_from_slice(target);
+        args.extend(["-o", s(out)]);
+        let o = env.run_bare(&args).expect_code(0);
+        point_of(&o)
+    };
+    for (i, n) in [1, newest / 4, newest / 2, newest * 3 / 4, newest]
+        .into_iter()
+        .enumerate()
+    {
+        let n = n.max(1);
+        let a = env.path(&format!("a{i}.db"));
+        let b = env.path(&format!("b{i}.db"));
+        let pa = restore(&env.repo_arg, &["--txid", &n.to_string()], &a);
+        let pb = restore(s(&second), &["--txid", &n.to_string()], &b);
+        assert_eq!((pa.txid, pb.txid), (n, n), "both land on txid {n}");
+        assert_eq!(
+            common::blake3_file(&a),
+            common::blake3_file(&b),
+            "txid {n}: the two replicas restore different files"
+        );
+        check_prefix(&a, &source, &format!("txid {n}"));
+    }
+    let latest = env.path("latest.db");
+    let p = restore(s(&second), &["--at", "now"], &latest);
+    assert_eq!(p.txid, newest, "the second replica reaches the newest txid");
+    assert!(
+        p.base_txid > 1,
+        "the latest restore starts from a fold, not the first base"
+    );
+    assert_eq!(
+        content(&latest),
+        want,
+        "latest restore of the second replica equals the source"
+    );
+    for repo in [env.repo_arg.as_str(), s(&second)] {
+        let list = env.run_bare(["--repo", repo, "--json", "list"]).expect_code(0).json();
+        let folded = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "folded")))
+            .count();
+        assert!(folded >= 2, "{repo} lists folded bases ({folded})");
+    }
+}
