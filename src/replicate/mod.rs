@@ -283,6 +283,12 @@ impl Stream {
                 // reading matters now (an idle service has nothing to lose,
                 // so after a while the usual work resumes).
                 if waited < Duration::from_millis(200) {
+                    // A small segment seals in a millisecond or two, far less
+                    // than a busy log needs to fill 1000 frames: do not let
+                    // the wait delay commits past `sync_interval`.
+                    if self.due() && self.pending.wal.data.len() <= 2 << 20 {
+                        self.seal()?;
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
