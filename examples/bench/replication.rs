@@ -1565,6 +1565,17 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
 
 pub fn run(setup: &Setup) -> Res<Results> {
     let started = Instant::now();
+    // One run at a time per work directory: a second one would delete this
+    // one's files and share its CPUs. The lock goes when the process does.
+    let lock = File::create(setup.work.join("replication.lock"))?;
+    // SAFETY: flock on a descriptor we own, kept open until we return.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another bench run is using {} (replication.lock is held); wait for it or use another --work",
+            setup.work.display()
+        )
+        .into());
+    }
     let dir = setup.work.join("replication");
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
@@ -1669,6 +1680,7 @@ pub fn run(setup: &Setup) -> Res<Results> {
         }
     };
     drop(ctx);
+    drop(lock);
     if !setup.keep {
         for p in [dir.join("lifeboat"), dir.join("s3-data")] {
             let _ = fs::remove_file(&p);
