@@ -258,13 +258,7 @@ impl Follower {
             let index = IndexHeader::read(&*self.shm_file()?, &self.shm_path)?;
             let header = WalHeader::read(&self.wal_path)?;
             let end = match (index, header) {
-                (Some(ix), _) if ix.max_frame == 0 => WalPosition {
-                    salt1: ix.salts.0,
-                    salt2: ix.salts.1,
-                    frame: 0,
-                    cksum1: 0,
-                    cksum2: 0,
-                },
+                (Some(ix), _) if ix.max_frame == 0 => WalPosition::before_generation(ix.salts),
                 (Some(ix), Some(h)) if h.salts() == ix.salts => WalPosition {
                     salt1: ix.salts.0,
                     salt2: ix.salts.1,
@@ -402,15 +396,7 @@ impl Follower {
         if !pos.same_generation(&header) {
             // The old generation's frames after `pos` survive beyond the new
             // generation's end: read them first.
-            pos = wal::read_commits(
-                &file,
-                &self.wal_path,
-                self.big_endian,
-                self.page_size,
-                pos,
-                max_bytes,
-                out,
-            )?;
+            pos = self.read_commits(&file, pos, max_bytes, out)?;
             self.pos = Some(pos);
             if out.too_large || out.data.len() >= max_bytes {
                 return Ok(Polled::Ok); // come back for the rest
@@ -439,18 +425,29 @@ impl Follower {
         } else if len < self.wal_len_seen && !wal::position_holds(&file, &pos, self.page_size)? {
             return Ok(Polled::Lost("the WAL was truncated underneath"));
         }
-        let after = wal::read_commits(
-            &file,
+        let after = self.read_commits(&file, pos, max_bytes, out)?;
+        self.pos = Some(after);
+        self.wal_len_seen = len;
+        Ok(Polled::Ok)
+    }
+
+    /// `wal::read_commits` in this log, from `pos`.
+    fn read_commits(
+        &self,
+        file: &File,
+        pos: WalPosition,
+        max_bytes: usize,
+        out: &mut WalCommits,
+    ) -> Result<WalPosition> {
+        wal::read_commits(
+            file,
             &self.wal_path,
             self.big_endian,
             self.page_size,
             pos,
             max_bytes,
             out,
-        )?;
-        self.pos = Some(after);
-        self.wal_len_seen = len;
-        Ok(Polled::Ok)
+        )
     }
 
     /// Whether a commit follows the position in the same generation (read,
@@ -470,15 +467,7 @@ impl Follower {
         let file = File::open(&self.wal_path).at(&self.wal_path)?;
         let mut scratch = WalCommits::default();
         let ps = self.page_size as usize;
-        wal::read_commits(
-            &file,
-            &self.wal_path,
-            self.big_endian,
-            self.page_size,
-            pos,
-            ps,
-            &mut scratch,
-        )?;
+        self.read_commits(&file, pos, ps, &mut scratch)?;
         Ok(!scratch.commits.is_empty() || scratch.too_large)
     }
 
@@ -563,13 +552,7 @@ impl Follower {
                     // The next writer starts a fresh generation; its salts are
                     // in the wal-index already.
                     if let Some(ix) = IndexHeader::read(&*self.shm_file()?, &self.shm_path)? {
-                        self.pos = Some(WalPosition {
-                            salt1: ix.salts.0,
-                            salt2: ix.salts.1,
-                            frame: 0,
-                            cksum1: 0,
-                            cksum2: 0,
-                        });
+                        self.pos = Some(WalPosition::before_generation(ix.salts));
                     }
                     if self.pos.is_none() {
                         outcome = Polled::Lost("the WAL index could not be read after a TRUNCATE checkpoint");

@@ -162,20 +162,8 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         && seg.last_txid > txid
     {
         txid = seg.last_txid;
-        let w = seg.wal_end;
-        resume = resume.map(|(_, ident, ps)| {
-            (
-                crate::sqlite::wal::WalPosition {
-                    salt1: w[0],
-                    salt2: w[1],
-                    frame: w[2],
-                    cksum1: w[3],
-                    cksum2: w[4],
-                },
-                ident,
-                ps,
-            )
-        });
+        let end = crate::sqlite::wal::WalPosition::from_words(seg.wal_end);
+        resume = resume.map(|(_, ident, ps)| (end, ident, ps));
     }
 
     let mut opened = Vec::new();
@@ -220,8 +208,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
     tracing::info!(event = "replicate.started", db = %s.follower.path.display(), stream = %stream, txid = s.txid, resumed = continuing);
     if !continuing {
         let kind = if s.txid == 0 { BaseKind::Coarse } else { BaseKind::Gap };
-        let all: Vec<usize> = (0..s.replicas.len()).collect();
-        s.base(&all, kind)?;
+        s.base(&s.all_replicas(), kind)?;
     }
     let mut result = s.follow(stop);
     if result.is_ok() {
@@ -264,18 +251,14 @@ impl Stream {
                     }
                 }
                 Polled::Lost(reason) => {
+                    // The base seals what was read before the loss first.
                     self.stamp();
-                    tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
-                    self.seal()?;
-                    let all: Vec<usize> = (0..self.replicas.len()).collect();
-                    self.base(&all, BaseKind::Gap)?;
+                    self.lost(reason)?;
                     continue;
                 }
             }
             if self.pending.wal.too_large {
-                self.seal()?;
-                let all: Vec<usize> = (0..self.replicas.len()).collect();
-                self.base(&all, BaseKind::Coarse)?;
+                self.base(&self.all_replicas(), BaseKind::Coarse)?;
                 continue;
             }
             if let Some(waited) = self.follower.awaiting_restart() {
@@ -305,9 +288,7 @@ impl Stream {
                     self.opts.truncate_frames,
                     self.opts.truncate_busy,
                 )? {
-                    tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
-                    let all: Vec<usize> = (0..self.replicas.len()).collect();
-                    self.base(&all, BaseKind::Gap)?;
+                    self.lost(reason)?;
                 }
             }
             if self.fold.has_work() && self.fold.since.elapsed() >= self.opts.snapshot_interval {
@@ -331,25 +312,37 @@ impl Stream {
         Ok(())
     }
 
-    /// Read to the end of the log, sealing as segments fill.
+    /// Read to the end of the log as it stands now, sealing segments as
+    /// they fill. Stops at a transaction too large for a segment (the caller
+    /// takes a base for it) and at a loss of continuity, which it reports.
     fn catch_up(&mut self) -> Result<()> {
         loop {
             let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
-            let before = self.pending.wal.commits.len();
-            if let Polled::Lost(reason) = self.follower.poll(&mut self.pending.wal, room.max(1))? {
-                self.stamp();
-                tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
-                return Ok(());
-            }
+            let polled = self.follower.poll(&mut self.pending.wal, room.max(1))?;
             self.stamp();
-            if self.pending.wal.too_large || self.pending.wal.data.len() >= self.opts.segment_bytes {
-                self.seal()?;
-                continue;
-            }
-            if self.pending.wal.commits.len() == before {
+            if let Polled::Lost(reason) = polled {
+                self.report_gap(reason);
                 return Ok(());
             }
+            if self.pending.wal.too_large || self.pending.wal.data.len() < self.opts.segment_bytes {
+                return Ok(());
+            }
+            self.seal()?;
         }
+    }
+
+    fn report_gap(&self, reason: &str) {
+        tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
+    }
+
+    /// Continuity is lost: report it and take a base for every replica.
+    fn lost(&mut self, reason: &str) -> Result<()> {
+        self.report_gap(reason);
+        self.base(&self.all_replicas(), BaseKind::Gap)
+    }
+
+    fn all_replicas(&self) -> Vec<usize> {
+        (0..self.replicas.len()).collect()
     }
 
     /// Give new commits their ids and the time they were seen.
@@ -411,7 +404,7 @@ impl Stream {
             compacted: false,
             first_txid: stamps[0].0,
             last_txid: stamps[stamps.len() - 1].0,
-            wal_end: [pos.salt1, pos.salt2, pos.frame, pos.cksum1, pos.cksum2],
+            wal_end: pos.to_words(),
             commits,
             pgnos,
             data: wal.data,
@@ -456,17 +449,7 @@ impl Stream {
         let started = Instant::now();
         // Catch up outside the lock, so little is left to read inside it.
         if kind == BaseKind::Exact {
-            loop {
-                let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
-                if self.follower.poll(&mut self.pending.wal, room.max(1))? != Polled::Ok {
-                    break;
-                }
-                self.stamp();
-                if self.pending.wal.too_large || self.pending.wal.data.len() < self.opts.segment_bytes {
-                    break;
-                }
-                self.seal()?;
-            }
+            self.catch_up()?;
         }
         let read = (kind == BaseKind::Exact && !self.pending.wal.too_large).then_some(&mut self.pending.wal);
         let mut read = read;
@@ -517,7 +500,7 @@ impl Stream {
         let targets: Vec<usize> = if kind == BaseKind::Exact {
             targets.to_vec()
         } else {
-            (0..self.replicas.len()).collect()
+            self.all_replicas()
         };
         if targets.len() == self.replicas.len() {
             // Segments sealed from here on are recorded on top of this base.
@@ -619,8 +602,7 @@ impl Stream {
     fn fold_base(&mut self) -> Result<()> {
         self.finish_base(true)?;
         if !self.fold.is_complete() {
-            let all: Vec<usize> = (0..self.replicas.len()).collect();
-            return self.base(&all, BaseKind::Exact);
+            return self.base(&self.all_replicas(), BaseKind::Exact);
         }
         let mut folded = 0;
         for r in &self.replicas {

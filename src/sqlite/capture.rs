@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,20 +25,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, IoContext, Result, SqlContext};
-
-/// `pread` until `buf` is full or the file ends; returns the bytes read.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
 
 /// One database with a read transaction open on it.
 pub struct OpenDatabase {
@@ -231,7 +217,7 @@ impl OpenDatabase {
             // only zero-fills the first time.
             buf.resize(want, 0);
             // Pages past the file's end live only in the WAL; read what exists.
-            let got = read_full_at(file, &mut buf, (first as u64 - 1) * ps as u64).at(&self.path)?;
+            let got = crate::fsutil::read_full_at(file, &mut buf, (first as u64 - 1) * ps as u64).at(&self.path)?;
             for i in 0..n {
                 let pgno = first + i;
                 let at = i as usize * ps;

@@ -175,6 +175,34 @@ impl WalPosition {
         }
     }
 
+    /// The start of a generation whose header is not written yet (the
+    /// wal-index already holds its salts after a reset): its checksum seed
+    /// comes from the header once it appears.
+    pub fn before_generation(salts: (u32, u32)) -> WalPosition {
+        WalPosition {
+            salt1: salts.0,
+            salt2: salts.1,
+            frame: 0,
+            cksum1: 0,
+            cksum2: 0,
+        }
+    }
+
+    /// As the five words a segment records (`wal_end`), and back.
+    pub fn to_words(&self) -> [u32; 5] {
+        [self.salt1, self.salt2, self.frame, self.cksum1, self.cksum2]
+    }
+
+    pub fn from_words(w: [u32; 5]) -> WalPosition {
+        WalPosition {
+            salt1: w[0],
+            salt2: w[1],
+            frame: w[2],
+            cksum1: w[3],
+            cksum2: w[4],
+        }
+    }
+
     pub fn same_generation(&self, header: &WalHeader) -> bool {
         (self.salt1, self.salt2) == header.salts()
     }
@@ -243,7 +271,7 @@ pub fn read_commits(
     let mut buf = vec![0u8; READ_FRAMES as usize * frame_len];
     'outer: loop {
         let offset = HEADER_LEN + frame as u64 * frame_len as u64;
-        let got = read_full(file, &mut buf, offset).at(path)?;
+        let got = crate::fsutil::read_full_at(file, &mut buf, offset).at(path)?;
         let frames = got / frame_len;
         if frames == 0 {
             break;
@@ -353,19 +381,6 @@ pub fn slot_after(file: &File, pos: &WalPosition, page_size: u32, new_salts: (u3
     } else {
         SlotAfter::Free
     })
-}
-
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// The wal-index header SQLite keeps at the start of `-shm` (wal.c,
