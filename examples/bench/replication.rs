@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use rusqlite::ffi;
 
 use super::{
-    Requests, Res, Rng, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server, hex, measure, mib, tail, version_of, warm,
+    Requests, Res, Rng, Row, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server, hex, measure, mib, tail, version_of,
+    warm,
 };
 
 /// Every replicator runs with this sync interval.
@@ -971,20 +972,8 @@ impl Ctx<'_> {
             .args(args)
             .env("NO_COLOR", "1")
             .env("XDG_STATE_HOME", dir.join("state"))
-            .env("XDG_CACHE_HOME", dir.join("cache"))
-            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-            .env("AWS_CONFIG_FILE", &self.no_aws_files)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &self.no_aws_files);
-        for k in [
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-        ] {
-            c.env_remove(k);
-        }
+            .env("XDG_CACHE_HOME", dir.join("cache"));
+        super::isolate_aws(&mut c, &self.no_aws_files);
         c
     }
 
@@ -1704,15 +1693,6 @@ pub fn run(setup: &Setup) -> Res<Results> {
 // ---------------------------------------------------------------------------
 // Reporting
 
-struct Row {
-    figure: String,
-    lifeboat: String,
-    peer: String,
-    ratio: String,
-    target: String,
-    verdict: String,
-}
-
 fn verdict(ok: bool) -> String {
     if ok { "pass".into() } else { "**FAIL**".into() }
 }
@@ -2000,21 +1980,7 @@ pub struct Section {
 
 pub fn render(r: &Results, command: &str) -> Section {
     let rows = rows(r);
-    let mut table = String::new();
-    table.push_str("| Figure | Lifeboat | Litestream | Ratio | Target | Result |\n|---|---:|---:|---:|---:|---|\n");
-    for row in &rows {
-        let _ = writeln!(
-            table,
-            "| {} | {} | {} | {} | {} | {} |",
-            row.figure, row.lifeboat, row.peer, row.ratio, row.target, row.verdict
-        );
-    }
-    let judged = rows
-        .iter()
-        .filter(|x| x.verdict == "pass" || x.verdict.contains("FAIL"))
-        .count();
-    let passed = rows.iter().filter(|x| x.verdict == "pass").count();
-    let _ = writeln!(table, "\nTargets met: {passed} of {judged}.");
+    let table = super::results_table("Litestream", &rows);
 
     let mut runs = String::new();
     runs.push_str(
