@@ -24,6 +24,8 @@ pub struct Config {
     pub file: Vec<FileConfig>,
     #[serde(default)]
     pub replicate: ReplicateConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Where this config was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -80,6 +82,29 @@ pub struct ReplicateConfig {
     /// How often a new base is folded from the segments, e.g. "1h": restores
     /// replay at most this much history.
     pub snapshot_interval: Option<String>,
+}
+
+/// `[retention]`: what `forget` keeps when no rule is given on its command
+/// line, and how `prune` deletes. Counts are restic's: -1 means unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub keep_last: Option<i64>,
+    pub keep_hourly: Option<i64>,
+    pub keep_daily: Option<i64>,
+    pub keep_weekly: Option<i64>,
+    pub keep_monthly: Option<i64>,
+    pub keep_yearly: Option<i64>,
+    /// e.g. "7d" or "1y2m" (restic's units: y, m = months, d, h).
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// WAL history kept for point-in-time restore, e.g. "24h".
+    pub keep_wal: Option<String>,
+    /// How old a prune's mark must be before its packs are deleted, e.g. "1h".
+    pub grace: Option<String>,
+    /// Repack packs at least this percent unused.
+    pub repack_unused: Option<f64>,
 }
 
 /// Parse a duration such as `1s`, `250ms`, `5m`, naming the setting on error.

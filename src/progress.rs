@@ -4,6 +4,10 @@
 pub trait Progress: Sync {
     /// A new phase of `total` bytes (0 when unknown).
     fn begin(&self, what: &str, total: u64);
+    /// A new phase counted in items (snapshots, blobs) rather than bytes.
+    fn begin_items(&self, what: &str, total: u64) {
+        self.begin(what, total);
+    }
     fn advance(&self, bytes: u64);
     fn end(&self);
     /// A non-fatal problem the operator should see.

@@ -313,7 +313,9 @@ fn capture_database(
     let use_cvs = crate::treehash::supported(page_size as u32);
     // Resolved first, so workers skip the index for every unchanged page.
     let parent = match parent.map(|p| repo.resolve_pagemap(&p, true).map(|r| (p, r))) {
-        Some(Ok((id, r))) if r.page_size as usize == page_size && (!use_cvs || r.cvs.len() == r.pages.len()) => {
+        Some(Ok((id, r)))
+            if r.page_size as usize == page_size && (!use_cvs || r.cvs.len() == r.pages.len()) && r.is_live(repo) =>
+        {
             Some(Parent {
                 id,
                 depth: r.depth,

@@ -160,7 +160,7 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
                             if !seen.insert(*id) {
                                 continue;
                             }
-                            if !repo.has_blob(id) {
+                            if !repo.index.contains(id) {
                                 add(
                                     db.name.clone(),
                                     format!("page {} (blob {}) is missing", i + 1, id.short()),
@@ -196,7 +196,7 @@ fn check_chunks(
     add: &mut dyn FnMut(String, String),
 ) {
     for id in chunks {
-        if !repo.has_blob(id) {
+        if !repo.index.contains(id) {
             add(file.to_string(), format!("chunk {} is missing", id.short()));
         } else if let Some(why) = bad.get(id) {
             add(file.to_string(), why.clone());

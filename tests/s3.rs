@@ -82,13 +82,26 @@ fn is_hex(s: &str, n: usize) -> bool {
 }
 
 /// A key (relative to the repository prefix) of the layout in docs/FORMAT.md
-/// section 1: `config`, `data/XX/<id>` (XX its first two digits),
-/// `index/<id>`, `snapshots/<id>`.
+/// sections 1 and 14: `config`, `data/XX/<id>` (XX its first two digits),
+/// `index/<id>`, `snapshots/<id>`, `marks/<id>`, WAL segments
+/// `wal/<stream>/<first>-<last>` and operations log records
+/// `log/<20-digit ns>-<16 hex>`.
 fn layout_key(key: &str) -> bool {
+    let pair = |name: &str, a: usize, b: usize, a_hex: bool| {
+        name.split_once('-').is_some_and(|(x, y)| {
+            (if a_hex {
+                is_hex(x, a)
+            } else {
+                x.len() == a && x.bytes().all(|c| c.is_ascii_digit())
+            }) && is_hex(y, b)
+        })
+    };
     match key.split('/').collect::<Vec<_>>().as_slice() {
         ["config"] => true,
         ["data", xx, id] => is_hex(xx, 2) && is_hex(id, 64) && id.starts_with(xx),
-        ["index", id] | ["snapshots", id] => is_hex(id, 64),
+        ["index", id] | ["snapshots", id] | ["marks", id] => is_hex(id, 64),
+        ["wal", stream, seg] => is_hex(stream, 16) && pair(seg, 16, 16, true),
+        ["log", rec] => pair(rec, 20, 16, false),
         _ => false,
     }
 }
@@ -101,7 +114,7 @@ fn assert_objects_whole(env: &Env) {
         assert!(layout_key(&key), "object {key} is not part of the repository layout");
         let path = env.repo.join(&key);
         let name = key.rsplit('/').next().unwrap();
-        if key.starts_with("data/") || key.starts_with("index/") {
+        if key.starts_with("data/") || key.starts_with("index/") || key.starts_with("marks/") {
             assert_eq!(blake3_file(&path), name, "{key} is not whole");
         } else if key.starts_with("snapshots/") {
             let json = lifeboat::codec::decode(&std::fs::read(&path).unwrap(), &key)
@@ -567,7 +580,7 @@ fn the_bucket_holds_exactly_the_documented_layout() {
             .unwrap_or_else(|| panic!("key {} outside the prefix", f[3]));
         assert!(
             layout_key(key),
-            "{key} does not match the layout of docs/FORMAT.md (config, data/XX/<64 hex>, index/<64 hex>, snapshots/<64 hex>)"
+            "{key} does not match the layout of docs/FORMAT.md (sections 1 and 14)"
         );
         keys.insert(key.to_string());
     }

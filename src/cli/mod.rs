@@ -4,20 +4,24 @@
 
 mod demo;
 mod exit;
+mod forget;
 mod init;
 mod list;
+mod log;
 mod output;
 mod progress;
+mod prune;
 mod replicate;
 mod reset;
 mod restore;
 mod show;
 mod snapshot;
+mod stats;
 mod verify;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use lifeboat::config::Config;
 use lifeboat::repo::{RepoLocation, Repository};
 use lifeboat::{Error, Result};
@@ -75,6 +79,14 @@ enum Command {
     Reset(reset::Args),
     /// Check the repository; --read-data also reads every byte.
     Verify(verify::Args),
+    /// Remove snapshots and WAL history by retention rules (restic's), --dry-run shows why.
+    Forget(forget::Args),
+    /// Delete data no snapshot references (two phases, never blocks backups).
+    Prune(prune::Args),
+    /// Operations log: every command that changed the repository, and its result.
+    Log(log::Args),
+    /// Repository size, dedup and compression, unique bytes per snapshot, WAL history.
+    Stats(stats::Args),
     /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
     Demo(demo::Args),
 }
@@ -134,8 +146,14 @@ impl Ctx {
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let started = std::time::Instant::now();
+    // The matches as well as the parsed `Cli`: the operations log names the
+    // subcommand as typed.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             let code = if e.use_stderr() { exit::USAGE } else { 0 };
             let _ = e.print();
@@ -158,6 +176,7 @@ pub fn main() -> i32 {
     {
         return exit::report(&e, ctx.json);
     }
+    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
@@ -167,11 +186,32 @@ pub fn main() -> i32 {
         Command::Replicate(a) => replicate::run(&ctx, a),
         Command::Reset(a) => reset::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Log(a) => log::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => exit::report(&e, ctx.json),
+    let code = match &result {
+        Ok(code) => *code,
+        Err(e) => exit::report(e, ctx.json),
+    };
+    if let Some(op) = oplog {
+        log::append_record(&ctx, op, code, result.as_ref().err());
+    }
+    code
+}
+
+/// Whether a run of `command` may change the repository, and so appends a
+/// record to the operations log when it ends, succeeded or failed
+/// (docs/FORMAT.md, "Operations log").
+fn changes_repository(command: &Command) -> bool {
+    match command {
+        Command::Init(_) | Command::Snapshot(_) | Command::Replicate(_) => true,
+        Command::Forget(a) => !a.dry_run,
+        Command::Prune(a) => !a.dry_run,
+        Command::Log(a) => a.changes_repository(),
+        _ => false,
     }
 }
 

@@ -23,6 +23,8 @@ enum Mode {
 
 struct Phase {
     what: String,
+    /// Counting items, not bytes.
+    items: bool,
     total: u64,
     started: Instant,
     last_line: Instant,
@@ -44,6 +46,7 @@ impl CliProgress {
             mode,
             state: Mutex::new(Phase {
                 what: String::new(),
+                items: false,
                 total: 0,
                 started: Instant::now(),
                 last_line: Instant::now(),
@@ -54,31 +57,55 @@ impl CliProgress {
     }
 }
 
-fn rate(bytes: u64, since: Instant) -> String {
-    let s = since.elapsed().as_secs_f64().max(0.001);
-    format!("{}/s", super::output::bytes((bytes as f64 / s) as u64))
+impl Phase {
+    fn amount(&self, n: u64) -> String {
+        if self.items {
+            n.to_string()
+        } else {
+            super::output::bytes(n)
+        }
+    }
+
+    fn rate(&self, n: u64) -> String {
+        let per_s = (n as f64 / self.started.elapsed().as_secs_f64().max(0.001)) as u64;
+        format!("{}/s", self.amount(per_s))
+    }
 }
 
-impl Progress for CliProgress {
-    fn begin(&self, what: &str, total: u64) {
+impl CliProgress {
+    fn start(&self, what: &str, total: u64, items: bool) {
         self.done.store(0, Ordering::Relaxed);
         let mut st = self.state.lock().expect("progress");
         st.what = what.to_string();
+        st.items = items;
         st.total = total;
         st.started = Instant::now();
         st.last_line = Instant::now();
         if let Mode::Bar = self.mode {
             let bar = ProgressBar::new(total);
+            let template = if items {
+                "{msg:24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}"
+            } else {
+                "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+            };
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template(template)
+                    .expect("template")
+                    .progress_chars("=> "),
             );
             bar.set_message(what.to_string());
             st.bar = Some(bar);
         }
+    }
+}
+
+impl Progress for CliProgress {
+    fn begin(&self, what: &str, total: u64) {
+        self.start(what, total, false);
+    }
+
+    fn begin_items(&self, what: &str, total: u64) {
+        self.start(what, total, true);
     }
 
     fn advance(&self, bytes: u64) {
@@ -101,9 +128,9 @@ impl Progress for CliProgress {
                     eprintln!(
                         "{}: {} of {}{pct}, {}",
                         st.what,
-                        super::output::bytes(done),
-                        super::output::bytes(st.total),
-                        rate(done, st.started)
+                        st.amount(done),
+                        st.amount(st.total),
+                        st.rate(done)
                     );
                 }
             }
@@ -122,7 +149,7 @@ impl Progress for CliProgress {
                 eprintln!(
                     "{}: {} in {:.1}s",
                     st.what,
-                    super::output::bytes(done),
+                    st.amount(done),
                     st.started.elapsed().as_secs_f64()
                 );
             }
@@ -130,9 +157,9 @@ impl Progress for CliProgress {
                 eprintln!(
                     "{}: {} in {:.1}s, {}",
                     st.what,
-                    super::output::bytes(done),
+                    st.amount(done),
                     st.started.elapsed().as_secs_f64(),
-                    rate(done, st.started)
+                    st.rate(done)
                 );
             }
         }

@@ -23,6 +23,10 @@ pub struct Args {
     /// `partial` leaves out config sources marked `full_only = true`.
     #[arg(long, default_value = "full", value_parser = ["full", "partial"])]
     kind: String,
+    /// Record this as the snapshot's time instead of now (RFC 3339, e.g.
+    /// 2026-01-31T03:00:00Z): for importing a history, or testing retention.
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<jiff::Timestamp>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -41,7 +45,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         kind: args.kind,
         tags: args.tags,
         replication: None,
-        time: None,
+        time: args.time,
     };
     let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
     if ctx.json {

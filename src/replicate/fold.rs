@@ -137,6 +137,12 @@ impl Fold {
         if resolved.page_size != ps || resolved.cvs.len() != resolved.pages.len() {
             return Ok(None);
         }
+        if !resolved.is_live(repo) {
+            // A prune marked part of the base (it was forgotten): the pages
+            // must not be reused, and the record alone cannot replace them.
+            tracing::warn!(event = "replicate.fold_base_forgotten", txid = self.base_txid);
+            return Ok(None);
+        }
         let mut list = PageList {
             ids: resolved.pages,
             cvs: resolved.cvs,

@@ -98,9 +98,14 @@ pub struct Location {
 
 /// Every blob in the repository, as one id-sorted vector: 56 bytes a blob, so
 /// a 1 GiB database's 262,144 pages cost 14.7 MiB, with no hash-table slack.
+///
+/// Packs that a prune marked for deletion (repo/mark.rs) are held too, so a
+/// snapshot that still needs them reads them, but flagged: writers never
+/// reuse their blobs ([`Index::get_live`]).
 #[derive(Default)]
 pub struct Index {
     packs: Vec<(Id, u64)>,
+    marked: Vec<bool>,
     pack_pos: HashMap<Id, u32>,
     blobs: Vec<(Id, Location)>,
     sorted: bool,
@@ -109,8 +114,18 @@ pub struct Index {
 impl Index {
     /// Add one index file's entries; call [`Index::seal`] after the last.
     pub fn add_file(&mut self, file: &IndexFile) {
+        self.add(file, false);
+    }
+
+    /// Add the packs of a mark. A pack an index file also lists (indexed
+    /// again after it was marked) stays live.
+    pub fn add_marked(&mut self, file: &IndexFile) {
+        self.add(file, true);
+    }
+
+    fn add(&mut self, file: &IndexFile, marked: bool) {
         for p in &file.packs {
-            let pack = self.add_pack(p.id, p.size);
+            let pack = self.add_pack(p.id, p.size, marked);
             self.blobs.extend(p.blobs.iter().map(|b| {
                 (
                     b.id,
@@ -128,20 +143,24 @@ impl Index {
         self.sorted = false;
     }
 
-    /// Sort for lookups; a blob stored twice keeps its first location.
+    /// Sort for lookups; a blob stored twice keeps its first location in a
+    /// live pack, else its first in a marked one.
     pub fn seal(&mut self) {
-        self.blobs.sort_by_key(|a| a.0);
+        let marked = &self.marked;
+        self.blobs.sort_by_key(|a| (a.0, marked[a.1.pack as usize]));
         self.blobs.dedup_by(|a, b| a.0 == b.0);
         self.blobs.shrink_to_fit();
         self.sorted = true;
     }
 
-    fn add_pack(&mut self, id: Id, size: u64) -> u32 {
+    fn add_pack(&mut self, id: Id, size: u64, marked: bool) -> u32 {
         if let Some(&p) = self.pack_pos.get(&id) {
+            self.marked[p as usize] &= marked;
             return p;
         }
         let p = self.packs.len() as u32;
         self.packs.push((id, size));
+        self.marked.push(marked);
         self.pack_pos.insert(id, p);
         p
     }
@@ -154,8 +173,37 @@ impl Index {
             .map(|i| self.blobs[i].1)
     }
 
+    /// Where a writer may reuse `id` from: only a pack no prune has marked.
+    pub fn get_live(&self, id: &Id) -> Option<Location> {
+        self.get(id).filter(|l| !self.marked[l.pack as usize])
+    }
+
     pub fn contains(&self, id: &Id) -> bool {
         self.get(id).is_some()
+    }
+
+    /// Treat a pack as marked from now on (its blobs are about to be copied
+    /// elsewhere, so they must not count as stored).
+    pub fn set_marked(&mut self, pack: u32) {
+        self.marked[pack as usize] = true;
+    }
+
+    pub fn is_marked(&self, pack: u32) -> bool {
+        self.marked[pack as usize]
+    }
+
+    /// Position of a blob in [`Index::iter`] order, for dense per-blob tables.
+    pub fn position(&self, id: &Id) -> Option<usize> {
+        self.blobs.binary_search_by(|(k, _)| k.cmp(id)).ok()
+    }
+
+    pub fn at(&self, position: usize) -> (&Id, &Location) {
+        let (id, loc) = &self.blobs[position];
+        (id, loc)
+    }
+
+    pub fn pack_position(&self, id: &Id) -> Option<u32> {
+        self.pack_pos.get(id).copied()
     }
 
     pub fn pack(&self, pack: u32) -> (Id, u64) {

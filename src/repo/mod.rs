@@ -4,6 +4,7 @@
 pub mod config;
 pub mod index;
 pub mod manifest;
+pub mod mark;
 pub mod pack;
 pub mod pagemap;
 pub mod segment;
@@ -11,6 +12,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -20,12 +22,35 @@ use crate::storage::{Backend, LockGuard, LockHolder, Storage};
 use config::RepoConfig;
 use index::{Index, IndexFile};
 use manifest::{Manifest, snapshot_key};
+use mark::{Mark, mark_key};
 use pack::pack_key;
+
+/// How long a writer may go on publishing index files and manifests after
+/// it listed the marks without listing them again: 15 minutes. `prune`
+/// deletes a marked pack only after a grace period of at least twice this
+/// (docs/FORMAT.md, "Deletion"), so whatever such a writer publishes is
+/// visible to the prune that decides. `LIFEBOAT_WRITER_VIEW_LIMIT` (e.g.
+/// `2s`) scales it down so tests can exercise the protocol in seconds.
+pub fn writer_view_limit() -> Duration {
+    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("LIFEBOAT_WRITER_VIEW_LIMIT")
+            .ok()
+            .and_then(|v| crate::config::parse_duration("LIFEBOAT_WRITER_VIEW_LIMIT", &v).ok())
+            .unwrap_or(Duration::from_secs(15 * 60))
+    })
+}
 
 pub struct Repository {
     pub storage: Arc<dyn Storage>,
     pub config: RepoConfig,
     pub index: Index,
+    /// The marks listed when the index was loaded, by id.
+    pub marks: Vec<(Id, Mark)>,
+    /// Keys of the index files loaded.
+    pub index_keys: Vec<String>,
+    /// When the marks were listed.
+    view: Option<Instant>,
 }
 
 /// A snapshot as listed: its id and manifest.
@@ -43,6 +68,16 @@ pub struct ResolvedPages {
     pub pages: Vec<Id>,
     /// Every page's BLAKE3 chaining value, when asked for and kept.
     pub cvs: Vec<Id>,
+    /// The page maps of the chain, the one resolved first.
+    pub maps: Vec<Id>,
+}
+
+impl ResolvedPages {
+    /// Whether a writer can build on this list: every page and every map of
+    /// the chain reusable (see [`Repository::all_live`]).
+    pub fn is_live(&self, repo: &Repository) -> bool {
+        repo.all_live(&self.maps) && repo.all_live(&self.pages)
+    }
 }
 
 /// Empty, or holding only the empty directories an interrupted `init` made.
@@ -116,11 +151,7 @@ impl Repository {
             return Err(exists());
         }
         tracing::info!(event = "repo.init", location = %storage.location());
-        Ok(Repository {
-            storage,
-            config,
-            index: Index::default(),
-        })
+        Ok(Repository::new(storage, config))
     }
 
     /// Open an existing repository and load its index.
@@ -149,11 +180,18 @@ impl Repository {
             other => other?,
         };
         let config = RepoConfig::from_bytes(&raw, &storage.location())?;
-        Ok(Repository {
+        Ok(Repository::new(storage, config))
+    }
+
+    fn new(storage: Arc<dyn Storage>, config: RepoConfig) -> Repository {
+        Repository {
             storage,
             config,
             index: Index::default(),
-        })
+            marks: Vec::new(),
+            index_keys: Vec::new(),
+            view: None,
+        }
     }
 
     /// Open for writing: take the writer lock, then load the index, so the
@@ -168,8 +206,10 @@ impl Repository {
             other => other?,
         };
         let guard = repo.lock(command)?;
+        // Marks first: recovery must not index a pack a prune marked.
+        repo.load_marks()?;
         repo.recover_interrupted()?;
-        repo.load_index()?;
+        repo.load_index_files()?;
         Ok((repo, guard))
     }
 
@@ -192,7 +232,11 @@ impl Repository {
                     .ok()
                     .and_then(|raw| IndexFile::from_bytes(&raw, &what).ok());
                 for pack in pending.map(|f| f.packs).unwrap_or_default() {
-                    if self.storage.size(&pack_key(&pack.id))? == Some(pack.size) {
+                    let marked = self
+                        .marks
+                        .iter()
+                        .any(|(_, m)| m.packs.packs.iter().any(|p| p.id == pack.id));
+                    if !marked && self.storage.size(&pack_key(&pack.id))? == Some(pack.size) {
                         index.packs.push(pack);
                     }
                 }
@@ -209,23 +253,140 @@ impl Repository {
         Ok(())
     }
 
+    /// Load the marks, then the index files: the repository as a writer
+    /// must see it (docs/FORMAT.md, "Deletion").
     pub fn load_index(&mut self) -> Result<()> {
-        let mut index = Index::default();
-        let keys = self.storage.list("index")?.into_iter().map(|(k, _)| ((), k)).collect();
-        crate::storage::read_parallel(self.storage.as_ref(), keys, |(), key, raw| {
-            index.add_file(&self.parse_index_file(&key, &raw?)?);
+        self.load_marks()?;
+        self.load_index_files()
+    }
+
+    /// List and read every mark, and start the writer's view.
+    pub fn load_marks(&mut self) -> Result<()> {
+        let started = Instant::now();
+        self.marks = self.read_marks()?;
+        self.view = Some(started);
+        Ok(())
+    }
+
+    fn read_marks(&self) -> Result<Vec<(Id, Mark)>> {
+        let keys: Vec<(Id, String)> = self
+            .storage
+            .list("marks")?
+            .into_iter()
+            .filter_map(|(k, _)| Some((k.rsplit('/').next().and_then(Id::parse)?, k)))
+            .collect();
+        let mut marks = Vec::with_capacity(keys.len());
+        crate::storage::read_parallel(self.storage.as_ref(), keys, |id, key, raw| {
+            let raw = match raw {
+                // Swept by a prune since the listing: nothing to avoid.
+                Err(e) if e.kind == ErrorKind::NoInput => return Ok(()),
+                other => other?,
+            };
+            let what = format!("{}/{key}", self.storage.location());
+            if Id::of(&raw) != id {
+                return Err(Error::bad_data(&what, "mark content does not match its name"));
+            }
+            marks.push((id, Mark::from_bytes(&codec::decode(&raw, &what)?, &what)?));
             Ok(())
         })?;
+        marks.sort_by_key(|(id, m)| (m.time, *id));
+        Ok(marks)
+    }
+
+    /// Read every index file (and the marked packs' records) into the index.
+    /// An index file a prune replaced between the listing and the read is
+    /// met by listing again.
+    pub fn load_index_files(&mut self) -> Result<()> {
+        let (index, names) = self.read_index_files()?;
+        self.finish_index(index, names);
+        Ok(())
+    }
+
+    /// For `prune`: index files first, then marks. A prune that marks a
+    /// pack writes its mark before it removes the pack from the index files,
+    /// so in this order a pack another prune is moving out is seen in one
+    /// place or the other (or both), never in neither.
+    pub fn load_index_then_marks(&mut self) -> Result<()> {
+        let (index, names) = self.read_index_files()?;
+        self.load_marks()?;
+        self.finish_index(index, names);
+        Ok(())
+    }
+
+    fn finish_index(&mut self, mut index: Index, names: Vec<String>) {
+        for (_, mark) in &self.marks {
+            index.add_marked(&mark.packs);
+        }
         index.seal();
         self.index = index;
+        self.index_keys = names;
+    }
+
+    fn read_index_files(&self) -> Result<(Index, Vec<String>)> {
+        let mut attempt = 0;
+        loop {
+            let mut index = Index::default();
+            let keys: Vec<((), String)> = self.storage.list("index")?.into_iter().map(|(k, _)| ((), k)).collect();
+            let names: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+            let loaded = crate::storage::read_parallel(self.storage.as_ref(), keys, |(), key, raw| {
+                index.add_file(&self.parse_index_file(&key, &raw?)?);
+                Ok(())
+            });
+            match loaded {
+                Err(e) if e.kind == ErrorKind::NoInput && attempt < 5 => {
+                    attempt += 1;
+                    tracing::info!(event = "repo.index_replaced", attempt);
+                    continue;
+                }
+                other => other?,
+            }
+            return Ok((index, names));
+        }
+    }
+
+    /// Before a writer publishes: if its view of the marks is older than
+    /// [`writer_view_limit`], a prune may since have marked what it reuses
+    /// and may soon delete it, so it looks again and stops (exit 75) when a
+    /// new mark appeared. Runs shorter than the limit never pay a request.
+    pub fn check_view(&self) -> Result<()> {
+        let Some(view) = self.view else { return Ok(()) };
+        if view.elapsed() <= writer_view_limit() {
+            return Ok(());
+        }
+        let now: Vec<Id> = self
+            .storage
+            .list("marks")?
+            .into_iter()
+            .filter_map(|(k, _)| k.rsplit('/').next().and_then(Id::parse))
+            .collect();
+        if now.iter().any(|id| !self.marks.iter().any(|(m, _)| m == id)) {
+            return Err(Error::busy(
+                self.storage.location(),
+                format!(
+                    "a prune marked data for deletion while this {}-minute run was writing",
+                    view.elapsed().as_secs() / 60
+                ),
+            )
+            .fix("run the command again: what it uploaded is reused")
+            .event("repo.raced_prune"));
+        }
         Ok(())
+    }
+
+    /// Store a mark; this repository's view includes it from now on.
+    pub fn write_mark(&mut self, mark: Mark) -> Result<Id> {
+        let bytes = codec::encode(&mark.to_bytes(), self.config.compression.level);
+        let id = Id::of(&bytes);
+        self.storage.write(&mark_key(&id), &bytes)?;
+        self.marks.push((id, mark));
+        Ok(id)
     }
 
     pub fn read_index_file(&self, key: &str) -> Result<IndexFile> {
         self.parse_index_file(key, &self.storage.read(key)?)
     }
 
-    fn parse_index_file(&self, key: &str, raw: &[u8]) -> Result<IndexFile> {
+    pub fn parse_index_file(&self, key: &str, raw: &[u8]) -> Result<IndexFile> {
         let what = format!("{}/{key}", self.storage.location());
         let id = key.rsplit('/').next().and_then(Id::parse);
         if id != Some(Id::of(raw)) {
@@ -236,10 +397,28 @@ impl Repository {
 
     /// Store an index file; its name is the hash of its stored bytes.
     pub fn write_index(&self, file: &IndexFile) -> Result<Id> {
+        self.check_view()?;
         let bytes = codec::encode(&file.to_bytes(), self.config.compression.level);
         let id = Id::of(&bytes);
         self.storage.write(&format!("index/{}", id.hex()), &bytes)?;
         Ok(id)
+    }
+
+    /// The writer lock, waiting up to `patience` while another writer on
+    /// this host holds it (event `repo.lock_wait`).
+    pub fn lock_waiting(&self, command: &str, patience: Duration) -> Result<Box<dyn LockGuard>> {
+        let started = Instant::now();
+        loop {
+            match self.lock(command) {
+                Err(e) if e.kind == ErrorKind::Busy && started.elapsed() < patience => {
+                    if started.elapsed() < Duration::from_millis(600) {
+                        tracing::info!(event = "repo.lock_wait", error = %e);
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn lock(&self, command: &str) -> Result<Box<dyn LockGuard>> {
@@ -300,11 +479,13 @@ impl Repository {
     /// chaining values when `keep_cvs` and the maps have them.
     pub fn resolve_pagemap(&self, id: &Id, keep_cvs: bool) -> Result<ResolvedPages> {
         let mut chain = Vec::new();
+        let mut maps = Vec::new();
         let mut next = *id;
         loop {
             let map = self.read_pagemap(&next, keep_cvs)?;
             let parent = map.parent;
             chain.push(map);
+            maps.push(next);
             if parent.is_zero() {
                 break;
             }
@@ -332,10 +513,12 @@ impl Repository {
             depth,
             pages: list.ids,
             cvs: list.cvs,
+            maps,
         })
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
+        self.check_view()?;
         let (json, id) = m.to_json();
         self.storage.write(&snapshot_key(&id), &codec::encode(&json, 3))?;
         Ok(id)
@@ -365,9 +548,14 @@ impl Repository {
             .collect();
         let mut out = Vec::new();
         crate::storage::read_parallel(self.storage.as_ref(), keys, |id, _, raw| {
+            let raw = match raw {
+                // Forgotten since the listing.
+                Err(e) if e.kind == ErrorKind::NoInput => return Ok(()),
+                other => other?,
+            };
             out.push(SnapshotRef {
                 id,
-                manifest: self.parse_manifest(&id, &raw?)?,
+                manifest: self.parse_manifest(&id, &raw)?,
             });
             Ok(())
         })?;
@@ -401,7 +589,15 @@ impl Repository {
 }
 
 impl Repository {
+    /// Whether a writer may reuse `id` instead of storing it.
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.index.contains(id)
+        self.index.get_live(id).is_some()
+    }
+
+    /// Whether a parent's page list can be built on: every page must be
+    /// reusable, not only readable (a page of a snapshot since forgotten may
+    /// sit in a pack a prune marked).
+    pub fn all_live(&self, ids: &[Id]) -> bool {
+        ids.iter().all(|id| self.has_blob(id))
     }
 }

@@ -1,10 +1,10 @@
-//! A local copy of the repository's immutable metadata (index files and
-//! snapshot manifests), so each command downloads only what is new: one LIST
-//! tells what exists, and only names missing here are fetched. Entries are
-//! content-addressed and checked against their names by the repository on
-//! every read, so a stale or damaged cache cannot produce wrong data; entries
-//! whose objects are gone from the store are dropped when their prefix is
-//! listed. Pack data is never cached.
+//! A local copy of the repository's immutable metadata (index files,
+//! snapshot manifests and operations log records), so each command downloads
+//! only what is new: one LIST tells what exists, and only names missing here
+//! are fetched. Entries are content-addressed and checked against their
+//! names by the repository on every read, so a stale or damaged cache cannot
+//! produce wrong data; entries whose objects are gone from the store are
+//! dropped when their prefix is listed. Pack data is never cached.
 //!
 //! A cache file is the object's bytes followed by their 32-byte BLAKE3
 //! (docs/FORMAT.md, "Per-host working directory"): a copy damaged on this
@@ -22,7 +22,9 @@ pub struct CachedStorage {
     dir: PathBuf,
 }
 
-const CACHED_PREFIXES: [&str; 2] = ["index/", "snapshots/"];
+/// Operations log records (`log/`) are immutable too, and `lifeboat log`
+/// would otherwise download every one on every run.
+const CACHED_PREFIXES: [&str; 3] = ["index/", "snapshots/", "log/"];
 
 impl CachedStorage {
     pub fn new(inner: Arc<dyn Storage>, local_dir: &Path) -> CachedStorage {

@@ -90,9 +90,17 @@ impl Storage for LocalStorage {
         }
         let mut stack = vec![base];
         while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).at(&dir)? {
+            let entries = match fs::read_dir(&dir) {
+                // Removed since its parent was read (a prune at work).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.at(&dir)?,
+            };
+            for entry in entries {
                 let entry = entry.at(&dir)?;
-                let meta = entry.metadata().at(&entry.path())?;
+                let meta = match entry.metadata() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    other => other.at(&entry.path())?,
+                };
                 if meta.is_dir() {
                     stack.push(entry.path());
                 } else {

@@ -5,15 +5,18 @@
 //!
 //! Backends: [`local::LocalStorage`] (a directory) and [`s3::S3Storage`] (any
 //! S3-compatible bucket). Wrappers add behaviour without the backends knowing:
-//! [`retry::RetryStorage`] retries temporary failures with backoff, and
-//! [`cache::CachedStorage`] keeps immutable metadata (index files, manifests)
-//! on local disk so a command does not download them again.
+//! [`retry::RetryStorage`] retries temporary failures with backoff,
+//! [`cache::CachedStorage`] keeps immutable metadata (index files, manifests,
+//! operations log records) on local disk so a command does not download them
+//! again, and [`metered::MeteredStorage`], outermost on every backend, adds
+//! up what the whole process stored, deleted and sent (for the operations log).
 //!
 //! Keys are `/`-separated relative paths such as `data/ab/ab12…` (docs/FORMAT.md).
 
 pub mod cache;
 pub mod local;
 pub mod location;
+pub mod metered;
 pub mod retry;
 pub mod s3;
 
@@ -116,16 +119,17 @@ impl RequestCounts {
 }
 
 /// Open the backend for `loc`, wrapped for retries (and a metadata cache for
-/// remote stores).
+/// remote stores), and metered for the process-wide totals.
 pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
-    match &loc.backend {
-        Backend::Local(path) => Ok(Arc::new(local::LocalStorage::new(path))),
+    let backend: Arc<dyn Storage> = match &loc.backend {
+        Backend::Local(path) => Arc::new(local::LocalStorage::new(path)),
         Backend::S3(target) => {
             let s3: Arc<dyn Storage> = Arc::new(s3::S3Storage::connect(target, &loc.options)?);
             let retried: Arc<dyn Storage> = Arc::new(retry::RetryStorage::new(s3, loc.options.retry_budget()));
-            Ok(Arc::new(cache::CachedStorage::new(retried, &target.local_dir())))
+            Arc::new(cache::CachedStorage::new(retried, &target.local_dir()))
         }
-    }
+    };
+    Ok(Arc::new(metered::MeteredStorage::new(backend)))
 }
 
 struct FileLock {

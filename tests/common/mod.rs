@@ -920,3 +920,17 @@ pub fn wait_exit(child: &mut Child, secs: u64) -> i32 {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Copy a directory tree (files and directories only), e.g. a repository.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}

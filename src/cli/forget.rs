@@ -1,0 +1,245 @@
+use lifeboat::config::RetentionConfig;
+use lifeboat::forget::{self, ForgetOptions, ForgetPlan};
+use lifeboat::retention::{self, Count, Policy};
+use lifeboat::{Error, Result};
+
+use super::Ctx;
+use super::output::{bytes, print_json_with_requests, when};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Rules are restic's: snapshots are grouped by host and sources (a replicated database's bases
+by stream), newest first; --keep-daily 7 keeps the newest snapshot of each of the 7 most recent
+days that have one (hours, days, ISO weeks, months and years in this machine's time zone);
+a snapshot is kept if any rule keeps it. N may be `unlimited` (or -1).
+
+WAL history (--keep-wal): every point inside the window stays restorable, so the bases inside
+it and the newest base before it are kept and older segments are deleted; outside the window,
+the restore points are the bases the other rules keep. The newest base of a stream is always
+kept.
+
+Forget removes manifests (and segments) at once; the data only they used is freed by prune
+(--prune runs it afterwards). Rules given here replace the config's [retention] rules.
+
+Examples:
+  lifeboat forget --keep-daily 7 --keep-weekly 4 --keep-wal 24h --dry-run
+  lifeboat forget --keep-last 10 --keep-tag release --prune")]
+pub struct Args {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_last: Option<Count>,
+    /// Keep the newest snapshot of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_hourly: Option<Count>,
+    /// ... of each of the N most recent days.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_daily: Option<Count>,
+    /// ... of each of the N most recent ISO weeks (Monday to Sunday).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_weekly: Option<Count>,
+    /// ... of each of the N most recent months.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_monthly: Option<Count>,
+    /// ... of each of the N most recent years.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_yearly: Option<Count>,
+    /// Keep every snapshot newer than the group's newest minus DURATION (e.g. 2d, 1y6m; m = months).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "T")]
+    keep_tags: Vec<String>,
+    /// Keep WAL history for point-in-time restore this far back (e.g. 24h, 7d).
+    #[arg(long, value_name = "DURATION")]
+    keep_wal: Option<String>,
+    /// Show, for every snapshot, keep or remove and the rules that decided; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: see `lifeboat prune --help`.
+    #[arg(long, value_name = "DURATION", requires = "prune")]
+    grace: Option<String>,
+    /// With --prune: see `lifeboat prune --help`.
+    #[arg(long, value_name = "PERCENT", requires = "prune")]
+    repack_unused: Option<f64>,
+}
+
+fn parse_count(s: &str) -> std::result::Result<Count, String> {
+    match s.trim() {
+        "unlimited" | "-1" => Ok(Count::Unlimited),
+        n => n
+            .parse::<u32>()
+            .map(Count::N)
+            .map_err(|_| format!("`{n}` is not a count (a number, or `unlimited`)")),
+    }
+}
+
+fn count_from_config(what: &str, n: Option<i64>) -> Result<Option<Count>> {
+    match n {
+        None => Ok(None),
+        Some(-1) => Ok(Some(Count::Unlimited)),
+        Some(n) => u32::try_from(n).map(|n| Some(Count::N(n))).map_err(|_| {
+            Error::config(format!("[retention] {what}"), format!("{n} is not a count"))
+                .fix("write a number from 0 up, or -1 for unlimited")
+        }),
+    }
+}
+
+fn within(what: &str, s: &str) -> Result<retention::KeepWithin> {
+    retention::parse_duration(s)
+        .map_err(|e| Error::usage(format!("{what} `{s}`: {e}")).fix("write it like 7d, 2h or 1y6m (m means months)"))
+}
+
+fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<jiff::SignedDuration>)> {
+    let from_flags = args.keep_last.is_some()
+        || args.keep_hourly.is_some()
+        || args.keep_daily.is_some()
+        || args.keep_weekly.is_some()
+        || args.keep_monthly.is_some()
+        || args.keep_yearly.is_some()
+        || args.keep_within.is_some()
+        || !args.keep_tags.is_empty();
+    let section: RetentionConfig = ctx.config()?.map(|c| c.retention.clone()).unwrap_or_default();
+    let policy = if from_flags {
+        Policy {
+            last: args.keep_last,
+            hourly: args.keep_hourly,
+            daily: args.keep_daily,
+            weekly: args.keep_weekly,
+            monthly: args.keep_monthly,
+            yearly: args.keep_yearly,
+            within: args
+                .keep_within
+                .as_deref()
+                .map(|w| within("--keep-within", w))
+                .transpose()?,
+            tags: args.keep_tags.clone(),
+        }
+    } else {
+        Policy {
+            last: count_from_config("keep_last", section.keep_last)?,
+            hourly: count_from_config("keep_hourly", section.keep_hourly)?,
+            daily: count_from_config("keep_daily", section.keep_daily)?,
+            weekly: count_from_config("keep_weekly", section.keep_weekly)?,
+            monthly: count_from_config("keep_monthly", section.keep_monthly)?,
+            yearly: count_from_config("keep_yearly", section.keep_yearly)?,
+            within: section
+                .keep_within
+                .as_deref()
+                .map(|w| within("[retention] keep_within", w))
+                .transpose()?,
+            tags: section.keep_tags.clone(),
+        }
+    };
+    let keep_wal = match args.keep_wal.as_deref().or(section.keep_wal.as_deref()) {
+        None => None,
+        Some(w) => {
+            let d = lifeboat::config::parse_duration("--keep-wal", w)?;
+            Some(jiff::SignedDuration::try_from(d).map_err(|_| Error::usage("--keep-wal is too long"))?)
+        }
+    };
+    Ok((policy, keep_wal))
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let (policy, keep_wal) = policy(ctx, &args)?;
+    let prune_opts = if args.prune {
+        let a = super::prune::Args {
+            dry_run: args.dry_run,
+            grace: args.grace.clone(),
+            repack_unused: args.repack_unused,
+        };
+        Some(super::prune::options(ctx, &a)?)
+    } else {
+        None
+    };
+    // No lock: forget deletes only manifests and segments, which no writer
+    // of this host stages or rewrites.
+    let mut repo = ctx.open_repo_unindexed()?;
+    let opts = ForgetOptions {
+        policy,
+        keep_wal,
+        tz: jiff::tz::TimeZone::system(),
+        now: jiff::Timestamp::now(),
+    };
+    let plan = forget::plan(&repo, &opts)?;
+    let report = if args.dry_run {
+        None
+    } else {
+        Some(forget::apply(&repo, &plan)?)
+    };
+    let pruned = match prune_opts {
+        Some(p) => Some(lifeboat::prune::prune(
+            &mut repo,
+            &p,
+            &ctx.progress(),
+            &mut super::prune::lock_for("forget"),
+        )?),
+        None => None,
+    };
+    if ctx.json {
+        print_json_with_requests(
+            &serde_json::json!({
+                "dry_run": args.dry_run,
+                "snapshots": plan.verdicts,
+                "wal": plan.wal,
+                "removed": plan.removed().count(),
+                "kept": plan.verdicts.len() - plan.removed().count(),
+                "result": report,
+                "prune": pruned,
+            }),
+            &repo,
+        );
+        return Ok(0);
+    }
+    super::output::log_requests(&repo);
+    print_plan(&plan, args.dry_run);
+    if let Some(p) = &pruned {
+        super::prune::print_report(p);
+    }
+    Ok(0)
+}
+
+fn print_plan(plan: &ForgetPlan, dry_run: bool) {
+    let mut group = None;
+    for v in &plan.verdicts {
+        if group != Some(&v.group) {
+            println!("group {}", v.group);
+            group = Some(&v.group);
+        }
+        let decision = if v.keep { "keep" } else { "remove" };
+        println!(
+            "  {}  {:<20}  {:<7}  {:<6}  {}",
+            v.id.short(),
+            when(&v.time),
+            v.kind,
+            decision,
+            v.reasons.join(", ")
+        );
+    }
+    for s in &plan.wal {
+        println!(
+            "wal {}: {} segments ({}), {} up to txid {} ({})",
+            s.stream,
+            s.segments,
+            bytes(s.bytes),
+            if dry_run { "would delete those" } else { "deleted those" },
+            s.cutoff_txid,
+            if s.delete_segments == 0 {
+                "none".to_string()
+            } else {
+                format!("{} segments, {}", s.delete_segments, bytes(s.delete_bytes))
+            }
+        );
+    }
+    let removed = plan.removed().count();
+    eprintln!(
+        "{} {} of {} snapshots, kept {}",
+        if dry_run { "would remove" } else { "removed" },
+        removed,
+        plan.verdicts.len(),
+        plan.verdicts.len() - removed
+    );
+}

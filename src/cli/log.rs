@@ -1,0 +1,292 @@
+//! `lifeboat log` and `lifeboat log prune`: the operations log
+//! (src/oplog.rs), and the hook `main` runs after every command that changes
+//! a repository, which appends that command's record.
+
+use std::time::Instant;
+
+use lifeboat::oplog::{self, OpRecord, Outcome};
+use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::storage::Backend;
+use lifeboat::{Error, Result};
+
+use super::Ctx;
+use super::output::{bytes, log_requests, print_json, print_json_with_requests, when};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
+Every command that changes a repository (init, snapshot, replicate, log prune, …) leaves one
+record in it when it ends, whether it succeeded or failed: time, host, user, command and
+arguments (secrets redacted), result and exit code, bytes stored, objects deleted and requests
+sent. Listing, showing, restoring and verifying leave none.
+
+TIME is an RFC 3339 time (2026-11-22T10:15:00Z), a date (2026-11-22, midnight UTC), or a
+duration ago: 90s, 30m, 24h, 7d, 2w, 1d12h.
+
+Examples:
+  lifeboat log                                 # every record, oldest first
+  lifeboat log --since 24h                     # what ran in the last day
+  lifeboat log --json --since 2026-11-01 | jq 'map(select(.result == \"error\"))'
+  lifeboat log prune --before 90d --dry-run    # which records are older than 90 days
+  lifeboat log prune --before 90d              # delete them"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<LogCommand>,
+    /// Only records at or after TIME (RFC 3339, a date, or a duration ago such as 24h or 7d).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum LogCommand {
+    /// Delete the records older than --before (the log only grows otherwise).
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Decided from the records' names alone: a record that cannot be read is deleted like any other.
+`log prune` itself then appends its own record (not with --dry-run).
+
+Examples:
+  lifeboat log prune --before 90d --dry-run
+  lifeboat log prune --before 2026-01-01")]
+struct PruneArgs {
+    /// Delete records older than TIME (RFC 3339, a date, or a duration ago such as 90d).
+    #[arg(long, value_name = "TIME")]
+    before: String,
+    /// Only list what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Args {
+    /// `log prune` changes the repository; listing and a dry run do not.
+    pub fn changes_repository(&self) -> bool {
+        matches!(&self.command, Some(LogCommand::Prune(p)) if !p.dry_run)
+    }
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    match args.command {
+        Some(LogCommand::Prune(p)) => prune(ctx, p),
+        None => list(ctx, args.since.as_deref()),
+    }
+}
+
+fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
+    let since = since
+        .map(|s| oplog::parse_when("--since", s, jiff::Timestamp::now()))
+        .transpose()?;
+    let repo = ctx.open_repo_unindexed()?;
+    let records = oplog::list(repo.storage.as_ref(), since)?;
+    log_requests(&repo);
+    if ctx.json {
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(key, r)| {
+                let mut v = serde_json::to_value(r).expect("a record serializes");
+                v.as_object_mut()
+                    .expect("a record is an object")
+                    .insert("key".into(), key.as_str().into());
+                v
+            })
+            .collect();
+        print_json(&rows);
+        return Ok(0);
+    }
+    if records.is_empty() {
+        eprintln!("no operations logged in {}", repo.storage.location());
+        return Ok(0);
+    }
+    println!(
+        "{:<20}  {:<16}  {:<10}  {:<11}  {:<8}  {:>7}  {:>10}  {:>7}  {:>8}",
+        "time", "host", "user", "command", "result", "took", "written", "deleted", "requests"
+    );
+    for (_, r) in &records {
+        let result = match r.result {
+            Outcome::Ok => "ok".to_string(),
+            Outcome::Error => format!("error {}", r.exit_code),
+        };
+        let line = format!(
+            "{:<20}  {:<16}  {:<10}  {:<11}  {:<8}  {:>7}  {:>10}  {:>7}  {:>8}",
+            when(&r.time),
+            r.host,
+            r.user,
+            r.command,
+            result,
+            took(r.duration_ms),
+            bytes(r.bytes_written),
+            r.objects_deleted,
+            r.requests.total()
+        );
+        match &r.error {
+            Some(e) => println!("{line}  {e}"),
+            None => println!("{line}"),
+        }
+    }
+    Ok(0)
+}
+
+fn took(ms: u64) -> String {
+    match ms {
+        ..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
+    let before = oplog::parse_when("--before", &args.before, jiff::Timestamp::now())?;
+    let repo = ctx.open_repo_unindexed()?;
+    let keys = oplog::prune(repo.storage.as_ref(), before, args.dry_run)?;
+    if ctx.json {
+        print_json_with_requests(
+            &serde_json::json!({
+                "before": before.to_string(),
+                "dry_run": args.dry_run,
+                "count": keys.len(),
+                "records": keys,
+            }),
+            &repo,
+        );
+        return Ok(0);
+    }
+    log_requests(&repo);
+    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} operations log record{} older than {}",
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" },
+        when(&before.to_string())
+    );
+    if args.dry_run {
+        for k in &keys {
+            println!("  {k}");
+        }
+    }
+    Ok(0)
+}
+
+/// What the hook needs to know about the command before it runs.
+pub struct Pending {
+    command: String,
+    started: Instant,
+    /// `replicate --replica` values: the repositories it changes.
+    replicas: Vec<String>,
+}
+
+impl Pending {
+    pub fn new(matches: &clap::ArgMatches, started: Instant) -> Pending {
+        let (name, sub) = matches.subcommand().unwrap_or(("", matches));
+        let command = match sub.subcommand_name() {
+            Some(nested) => format!("{name} {nested}"),
+            None => name.to_string(),
+        };
+        // `try_`: an argument id that changed is no replicas, not a panic.
+        let replicas = match name {
+            "replicate" => sub
+                .try_get_many::<String>("replicas")
+                .ok()
+                .flatten()
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Pending {
+            command,
+            started,
+            replicas,
+        }
+    }
+}
+
+/// The repositories the command changed: `replicate`'s replicas (flags, else
+/// `[replicate] replicas`, else the repository), every other command's one
+/// repository.
+fn targets(ctx: &Ctx, op: &Pending) -> Result<Vec<RepoLocation>> {
+    if op.command == "replicate" {
+        let config = ctx.config()?;
+        let options = config
+            .and_then(|c| c.repository.as_ref())
+            .map(|r| r.storage_options())
+            .unwrap_or_default();
+        let named = match &op.replicas {
+            flags if !flags.is_empty() => flags.clone(),
+            _ => config.map(|c| c.replicate.replicas.clone()).unwrap_or_default(),
+        };
+        if !named.is_empty() {
+            return named.iter().map(|n| RepoLocation::parse(n, &options)).collect();
+        }
+    }
+    Ok(vec![ctx.repo_location()?])
+}
+
+/// Append the command's record to each repository it changed. Never changes
+/// the command's outcome: a repository that cannot be opened (there is none
+/// yet, the location is wrong) is skipped quietly, and a record that cannot
+/// be written is a warning.
+pub fn append_record(ctx: &Ctx, op: Pending, exit_code: i32, error: Option<&Error>) {
+    // Taken first, so the record covers the command and not its own writing.
+    let totals = lifeboat::storage::metered::totals();
+    let duration_ms = op.started.elapsed().as_millis() as u64;
+    if let Some(e) = error.filter(|e| e.temporary) {
+        // The store stayed unreachable through the command's retries; writing
+        // the record would only wait out as many again.
+        tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
+        return;
+    }
+    let targets = match targets(ctx, &op) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
+            return;
+        }
+    };
+    let one_line = |s: String| oplog::redact(&s.split_whitespace().collect::<Vec<_>>().join(" "));
+    let record = OpRecord {
+        format: oplog::RECORD_FORMAT,
+        time: jiff::Timestamp::now().to_string(),
+        host: lifeboat::fsutil::hostname(),
+        user: oplog::current_user(),
+        lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: op.command.clone(),
+        args: oplog::redact_args(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned())),
+        result: if exit_code == 0 { Outcome::Ok } else { Outcome::Error },
+        exit_code,
+        error: error.map(|e| one_line(e.to_string())),
+        event: error.map(|e| e.event.to_string()),
+        duration_ms,
+        bytes_written: totals.bytes_written,
+        objects_deleted: totals.objects_deleted,
+        requests: totals.requests.into(),
+    };
+    for loc in targets {
+        // Never write `log/` where there is no repository (a directory or
+        // prefix `init` refused, a mistyped --repo). A command that succeeded
+        // has opened each of its repositories, so a bucket is not asked
+        // again (a GET); a directory's check costs no request.
+        let storage = match (&loc.backend, exit_code) {
+            (Backend::S3(_), 0) => lifeboat::storage::open(&loc),
+            _ => Repository::open_unindexed(&loc).map(|r| r.storage),
+        };
+        let storage = match storage {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
+                continue;
+            }
+        };
+        match oplog::append(storage.as_ref(), &record) {
+            Ok(key) => tracing::info!(event = "oplog.appended", repository = %storage.location(), key),
+            Err(e) => tracing::warn!(
+                event = "oplog.append_failed",
+                repository = %storage.location(),
+                error = %e,
+                "the command's operations log record was not written"
+            ),
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The operations log: one record per run of a command that changes a
+//! repository (`init`, `snapshot`, `replicate`, `log prune`, …), stored in
+//! that repository as `log/<time>-<hash>` (docs/FORMAT.md, "Operations log").
+//!
+//! A record is written once, by one `Storage::write`, and never changed, so
+//! writers on several hosts cannot disturb each other's records: the key
+//! holds the time to the nanosecond and a hash of the record itself. Keys
+//! sort by time, so `list` with a lower bound and `prune` decide from the
+//! listing alone, without downloading the records they pass over.
+//!
+//! A record that cannot be read (damaged, or written by a newer Lifeboat) is
+//! an error naming its key, as everywhere else in the repository: a listing
+//! that silently skipped it would present an incomplete history as the
+//! whole one. `prune` never reads records, so it can remove such a record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::storage::{RequestCounts, Storage};
+
+/// The record's `format` field; any other value is refused.
+pub const RECORD_FORMAT: u32 = 1;
+/// Where records live in the repository.
+pub const PREFIX: &str = "log";
+/// Manifests use the same level; records are small JSON.
+const LEVEL: i32 = 3;
+const HASH_DIGITS: usize = 16;
+const TIME_DIGITS: usize = 20;
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+}
+
+/// Requests sent to object stores, by kind. Its own type rather than
+/// [`RequestCounts`], so a counter added there does not silently change
+/// the stored format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requests {
+    pub put: u64,
+    pub get: u64,
+    pub list: u64,
+    pub head: u64,
+    pub delete: u64,
+}
+
+impl From<RequestCounts> for Requests {
+    fn from(c: RequestCounts) -> Requests {
+        Requests {
+            put: c.put,
+            get: c.get,
+            list: c.list,
+            head: c.head,
+            delete: c.delete,
+        }
+    }
+}
+
+impl Requests {
+    pub fn total(&self) -> u64 {
+        self.put + self.get + self.list + self.head + self.delete
+    }
+}
+
+/// One record, exactly as stored (compact JSON inside the envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpRecord {
+    pub format: u32,
+    /// RFC 3339, UTC: when the command finished and the record was made.
+    pub time: String,
+    pub host: String,
+    pub user: String,
+    pub lifeboat_version: String,
+    /// The subcommand, e.g. `snapshot` or `log prune`.
+    pub command: String,
+    /// The arguments after the program name, secrets replaced by `***`.
+    pub args: Vec<String>,
+    pub result: Outcome,
+    pub exit_code: i32,
+    /// One line, secrets redacted as in `args`; present only when the
+    /// command failed with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The error's stable event name, e.g. `repo.in_use`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    pub duration_ms: u64,
+    /// Bytes this process stored in repositories (objects written, packs
+    /// uploaded), whether the command succeeded or not.
+    pub bytes_written: u64,
+    pub objects_deleted: u64,
+    pub requests: Requests,
+}
+
+impl OpRecord {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a record serializes")
+    }
+
+    /// `format` is checked first, so a newer record is refused as such
+    /// rather than as a damaged one.
+    pub fn from_json(json: &[u8], what: &str) -> Result<OpRecord> {
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let bad = |e: serde_json::Error| Error::bad_data(what, format!("operations log record: {e}"));
+        let f: Format = serde_json::from_slice(json).map_err(bad)?;
+        if f.format != RECORD_FORMAT {
+            return Err(Error::config(
+                what,
+                format!("operations log record format {} is not supported", f.format),
+            )
+            .fix("upgrade Lifeboat"));
+        }
+        serde_json::from_slice(json).map_err(bad)
+    }
+
+    pub fn timestamp(&self) -> Option<jiff::Timestamp> {
+        self.time.parse().ok()
+    }
+}
+
+/// `log/<nanoseconds since the epoch, 20 digits>-<first 16 hex digits of
+/// BLAKE3(json)>`.
+pub fn record_key(time: jiff::Timestamp, json: &[u8]) -> String {
+    let nanos = nanos_of(time);
+    let hash = blake3::hash(json).to_hex();
+    format!("{PREFIX}/{nanos:0TIME_DIGITS$}-{}", &hash[..HASH_DIGITS])
+}
+
+/// The time and hash a key names; `None` for anything that is not a record
+/// key (readers leave such objects alone).
+fn parse_key(key: &str) -> Option<(u64, &str)> {
+    let name = key.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let (time, hash) = name.split_once('-')?;
+    let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if time.len() != TIME_DIGITS || !time.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if hash.len() != HASH_DIGITS || !lower_hex(hash) {
+        return None;
+    }
+    Some((time.parse().ok()?, hash))
+}
+
+/// Clamped to what 20 digits hold (1970 to 2554), so a bound given on the
+/// command line far in the past or future still compares the right way.
+fn nanos_of(t: jiff::Timestamp) -> u64 {
+    u64::try_from(t.as_nanosecond().max(0)).unwrap_or(u64::MAX)
+}
+
+/// Store `record`; returns its key.
+pub fn append(storage: &dyn Storage, record: &OpRecord) -> Result<String> {
+    let time = record
+        .timestamp()
+        .ok_or_else(|| Error::usage(format!("operations log record time `{}` is not RFC 3339", record.time)))?;
+    let json = record.to_json();
+    let key = record_key(time, &json);
+    storage.write(&key, &codec::encode(&json, LEVEL))?;
+    Ok(key)
+}
+
+/// Record keys, oldest first, with their times.
+fn keys(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
+    let mut out: Vec<(u64, String)> = storage
+        .list(PREFIX)?
+        .into_iter()
+        .filter_map(|(key, _)| Some((parse_key(&key)?.0, key)))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Every record at or after `since` (all without it), oldest first, each
+/// checked against its key. Records before `since` are not downloaded.
+pub fn list(storage: &dyn Storage, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
+    let from = since.map(nanos_of).unwrap_or(0);
+    let wanted: Vec<((), String)> = keys(storage)?
+        .into_iter()
+        .filter(|(t, _)| *t >= from)
+        .map(|(_, k)| ((), k))
+        .collect();
+    let location = storage.location();
+    let mut out = Vec::with_capacity(wanted.len());
+    crate::storage::read_parallel(storage, wanted, |(), key, raw| {
+        let what = format!("{location}/{key}");
+        let json = codec::decode(&raw?, &what)?;
+        let (nanos, hash) = parse_key(&key).expect("listed keys parse");
+        if &blake3::hash(&json).to_hex()[..HASH_DIGITS] != hash {
+            return Err(
+                Error::bad_data(&what, "operations log record does not match its name").fix(format!(
+                    "remove it with `lifeboat log prune --before` a time after {}",
+                    key_time(nanos)
+                )),
+            );
+        }
+        let record = OpRecord::from_json(&json, &what)?;
+        if record.timestamp().map(nanos_of) != Some(nanos) {
+            return Err(Error::bad_data(
+                &what,
+                "operations log record time does not match its name",
+            ));
+        }
+        out.push((key, record));
+        Ok(())
+    })?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn key_time(nanos: u64) -> String {
+    jiff::Timestamp::from_nanosecond(nanos as i128)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| nanos.to_string())
+}
+
+/// Delete every record older than `before` (only list them when `dry_run`);
+/// returns their keys, oldest first. Decided from the keys alone, so a record
+/// that cannot be read is pruned like any other.
+pub fn prune(storage: &dyn Storage, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
+    let until = nanos_of(before);
+    let doomed: Vec<String> = keys(storage)?
+        .into_iter()
+        .filter(|(t, _)| *t < until)
+        .map(|(_, k)| k)
+        .collect();
+    if dry_run || doomed.is_empty() {
+        return Ok(doomed);
+    }
+    // One request per record on a bucket: as many in flight as transfers.
+    let workers = storage.transfers().clamp(1, doomed.len());
+    let chunk = doomed.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = doomed
+            .chunks(chunk)
+            .map(|keys| scope.spawn(move || keys.iter().try_for_each(|k| storage.delete(k))))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("a delete thread panicked"))
+    })?;
+    tracing::info!(event = "oplog.pruned", records = doomed.len(), before = %before);
+    Ok(doomed)
+}
+
+/// A time given on the command line: `now`, an RFC 3339 time
+/// (`2026-11-22T10:15:00Z`), a date (`2026-11-22`, midnight UTC), or a
+/// duration before `now` (`90s`, `30m`, `24h`, `7d`, `2w`, or sums such as
+/// `1d12h`). `flag` names the option in the error.
+pub fn parse_when(flag: &str, s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
+    let s = s.trim();
+    let bad = || {
+        Error::usage(format!("{flag} {s}: not a time or a duration"))
+            .fix("give an RFC 3339 time such as 2026-11-22T10:15:00Z, a date such as 2026-11-22 (UTC), or a duration ago such as 30m, 24h, 7d or 2w")
+    };
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    // A bare date only: a civil date-time without an offset is ambiguous.
+    if let Some(d) = (s.len() == 10).then(|| s.parse::<jiff::civil::Date>().ok()).flatten() {
+        return d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|_| bad());
+    }
+    let ago = parse_ago(s).ok_or_else(bad)?;
+    now.checked_sub(ago).map_err(|_| bad())
+}
+
+/// `<n><unit>` repeated, units s, m, h, d (24 h) and w (7 d).
+fn parse_ago(s: &str) -> Option<jiff::SignedDuration> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: i64 = rest[..digits].parse().ok()?;
+        let unit = rest[digits..].chars().next()?;
+        let secs = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(secs)?)?;
+        rest = &rest[digits + 1..];
+    }
+    Some(jiff::SignedDuration::from_secs(total))
+}
+
+/// Parts of a name that mark its value as secret.
+const SECRET_WORDS: [&str; 8] = [
+    "secret",
+    "key",
+    "token",
+    "password",
+    "passwd",
+    "credential",
+    "auth",
+    "signature",
+];
+pub const REDACTED: &str = "***";
+
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// The command line as it may be stored: values that look secret replaced by
+/// [`REDACTED`]: `NAME=value` pairs (also in URL queries and inside an
+/// argument such as `--exec "…"`) and the word after a `--flag` whose name
+/// looks secret, and the password in `scheme://user:password@host`. Over-
+/// redaction is the safe side: a record is kept for months and read by
+/// whoever can read the repository.
+pub fn redact_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut redact_next = false;
+    args.into_iter()
+        .map(|arg| {
+            if std::mem::take(&mut redact_next) {
+                return REDACTED.to_string();
+            }
+            let (text, pending) = redact_text(&arg);
+            redact_next = pending;
+            text
+        })
+        .collect()
+}
+
+/// A message that may quote arguments (an error naming a source path or a
+/// URL), redacted like them.
+pub fn redact(text: &str) -> String {
+    redact_text(text).0
+}
+
+/// One argument; also whether the next argument is a secret flag's value.
+fn redact_text(arg: &str) -> (String, bool) {
+    let mut out = String::with_capacity(arg.len());
+    let mut redact_next = false;
+    // Whitespace kept as it was, so the argument reads the same.
+    let mut rest = arg;
+    while !rest.is_empty() {
+        let word_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(word_len);
+        if !word.is_empty() {
+            if std::mem::take(&mut redact_next) {
+                out.push_str(REDACTED);
+            } else {
+                out.push_str(&redact_word(word));
+                redact_next = word.starts_with('-') && !word.contains('=') && looks_secret(word);
+            }
+        }
+        let space_len = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
+        out.push_str(&tail[..space_len]);
+        rest = &tail[space_len..];
+    }
+    (out, redact_next)
+}
+
+fn redact_word(word: &str) -> String {
+    let word = redact_userinfo(word);
+    let mut out = String::with_capacity(word.len());
+    // Pieces between `?`, `&` and `;` are `name=value` pairs in a URL query
+    // or a cookie-like list; a lone word is one piece.
+    let mut start = 0;
+    for (i, c) in word.char_indices().chain([(word.len(), '\0')]) {
+        if i < word.len() && !matches!(c, '?' | '&' | ';') {
+            continue;
+        }
+        let piece = &word[start..i];
+        match piece.split_once('=') {
+            Some((name, _)) if looks_secret(name) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(piece),
+        }
+        if i < word.len() {
+            out.push(c);
+        }
+        start = i + c.len_utf8();
+    }
+    out
+}
+
+/// `scheme://user:password@host…` → `scheme://user:***@host…`.
+fn redact_userinfo(word: &str) -> String {
+    let Some(scheme_end) = word.find("://") else {
+        return word.to_string();
+    };
+    let auth_start = scheme_end + 3;
+    let auth_end = word[auth_start..]
+        .find(['/', '?', '#'])
+        .map_or(word.len(), |i| auth_start + i);
+    let authority = &word[auth_start..auth_end];
+    let Some(at) = authority.rfind('@') else {
+        return word.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return word.to_string();
+    };
+    format!(
+        "{}{REDACTED}{}",
+        &word[..auth_start + colon + 1],
+        &word[auth_start + at..]
+    )
+}
+
+/// The name of the user running this process: the password database's name
+/// for the real uid, else `$USER`, else the uid as a number (a container
+/// user with no entry).
+pub fn current_user() -> String {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    passwd_name(uid)
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn passwd_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; getpwuid_r fills it with pointers into
+    // `buf`, which outlives every use below.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    name.to_str().ok().filter(|n| !n.is_empty()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalStorage;
+
+    fn record(time: &str, command: &str) -> OpRecord {
+        OpRecord {
+            format: RECORD_FORMAT,
+            time: time.into(),
+            host: "h".into(),
+            user: "u".into(),
+            lifeboat_version: "0".into(),
+            command: command.into(),
+            args: vec![command.into()],
+            result: Outcome::Ok,
+            exit_code: 0,
+            error: None,
+            event: None,
+            duration_ms: 1,
+            bytes_written: 2,
+            objects_deleted: 0,
+            requests: Requests::default(),
+        }
+    }
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_sort_by_time_and_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        let late = append(&store, &record("2026-01-02T00:00:00.5Z", "snapshot")).unwrap();
+        let early = append(&store, &record("2026-01-02T00:00:00Z", "init")).unwrap();
+        assert_eq!(
+            early,
+            record_key(
+                ts("2026-01-02T00:00:00Z"),
+                &record("2026-01-02T00:00:00Z", "init").to_json()
+            )
+        );
+        assert!(
+            early.starts_with("log/01767312000000000000-") && early.len() == 41,
+            "{early}"
+        );
+        assert!(early < late, "{early} sorts before {late}");
+        let all = list(&store, None).unwrap();
+        assert_eq!(
+            all.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            [early.clone(), late.clone()]
+        );
+        assert_eq!(all[1].1, record("2026-01-02T00:00:00.5Z", "snapshot"));
+        let since = list(&store, Some(ts("2026-01-02T00:00:00.1Z"))).unwrap();
+        assert_eq!(since.len(), 1);
+        assert_eq!(since[0].0, late);
+
+        // A record changed behind its name is refused, naming the key;
+        // prune still removes it.
+        let json = br#"{"format":1}"#;
+        store.write(&early, &codec::encode(json, 3)).unwrap();
+        let e = list(&store, None).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::BadData);
+        assert!(e.subject.ends_with(&early), "{e}");
+        let cut = ts("2026-01-02T00:00:00.1Z");
+        assert_eq!(prune(&store, cut, true).unwrap(), std::slice::from_ref(&early));
+        assert_eq!(list(&store, Some(cut)).unwrap().len(), 1);
+        assert_eq!(prune(&store, cut, false).unwrap(), [early]);
+        assert_eq!(list(&store, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_format_is_a_config_error() {
+        let mut v = serde_json::to_value(record("2026-01-01T00:00:00Z", "x")).unwrap();
+        v["format"] = 2.into();
+        v["new_field"] = 1.into();
+        let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Config);
+        let mut v = serde_json::to_value(record("2026-01-01T00:00:00Z", "x")).unwrap();
+        v["new_field"] = 1.into();
+        let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::BadData);
+    }
+
+    #[test]
+    fn times_and_durations_ago() {
+        let now = ts("2026-11-22T12:00:00Z");
+        let p = |s| parse_when("--since", s, now).unwrap();
+        assert_eq!(p("now"), now);
+        assert_eq!(p("2026-11-20T10:15:00Z"), ts("2026-11-20T10:15:00Z"));
+        assert_eq!(p("2026-11-20T11:15:00+01:00"), ts("2026-11-20T10:15:00Z"));
+        assert_eq!(p("2026-11-20"), ts("2026-11-20T00:00:00Z"));
+        assert_eq!(p("24h"), ts("2026-11-21T12:00:00Z"));
+        assert_eq!(p("7d"), ts("2026-11-15T12:00:00Z"));
+        assert_eq!(p("1w"), ts("2026-11-15T12:00:00Z"));
+        assert_eq!(p("1d12h"), ts("2026-11-21T00:00:00Z"));
+        assert_eq!(p("90s"), ts("2026-11-22T11:58:30Z"));
+        for bad in ["", "7", "d", "7x", "yesterday", "-1h", "1h-"] {
+            let e = parse_when("--since", bad, now).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::Usage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let r = |v: &[&str]| redact_args(v.iter().map(|s| s.to_string()));
+        assert_eq!(
+            r(&["--repo", "s3://b/p?endpoint=https://h&secret_key=abc&region=r", "init"]),
+            ["--repo", "s3://b/p?endpoint=https://h&secret_key=***&region=r", "init"]
+        );
+        assert_eq!(
+            r(&["--repo=s3://b/p?Token=t1;password=p", "list"]),
+            ["--repo=s3://b/p?Token=***;password=***", "list"]
+        );
+        assert_eq!(r(&["https://me:hunter2@h/x"]), ["https://me:***@h/x"]);
+        assert_eq!(
+            r(&["--password", "hunter2", "snapshot"]),
+            ["--password", "***", "snapshot"]
+        );
+        assert_eq!(
+            r(&[
+                "replicate",
+                "--exec",
+                "app --api-token  t0k AWS_SECRET_ACCESS_KEY=x serve"
+            ]),
+            [
+                "replicate",
+                "--exec",
+                "app --api-token  *** AWS_SECRET_ACCESS_KEY=*** serve"
+            ]
+        );
+        assert_eq!(
+            redact("https://me:pw@h/x?token=t: does not exist"),
+            "https://me:***@h/x?token=*** does not exist"
+        );
+        // Ordinary arguments pass unchanged.
+        let plain = ["snapshot", "/etc/ssl/private.key", "--tag", "nightly", "--kind", "full"];
+        assert_eq!(r(&plain), plain);
+    }
+}

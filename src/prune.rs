@@ -1,0 +1,641 @@
+//! `prune`: delete what no snapshot references, without a lock that blocks
+//! backups, in two phases (docs/FORMAT.md, "Deletion").
+//!
+//! 1. **Mark.** Packs holding no referenced blob (and packs found in `data/`
+//!    that no index file lists) are recorded in a mark, with their index
+//!    records, and leave the index files. Packs mostly unused are first
+//!    repacked: their referenced blobs are copied into new packs, then the
+//!    old packs are marked like the others.
+//! 2. **Sweep**, in a later run: a marked pack is deleted once every mark
+//!    naming it is older than the grace period and it is still unreferenced.
+//!    A marked pack that a snapshot needs (a writer that loaded the index
+//!    before the mark reused its blobs) is indexed again instead.
+//!
+//! Why this is safe beside writers that hold no common lock: a writer reuses
+//! only blobs of packs no mark names, as of when it listed the marks, and
+//! publishes everything within [`writer_view_limit`] of that listing (or
+//! stops, `Repository::check_view`). A grace period of at least twice that
+//! limit means any snapshot built on a pack before its mark existed is
+//! visible to the prune that would delete the pack, which then recovers it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::codec::{Decoder, Encoder};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::manifest::Source;
+use crate::repo::mark::{Mark, mark_key};
+use crate::repo::pack::{Member, pack_key};
+use crate::repo::pagemap::{self, Pages};
+use crate::repo::writer::BlobWriter;
+use crate::repo::{Repository, SnapshotRef, writer_view_limit};
+
+/// Index records per rewritten index file (as a snapshot writes them).
+const INDEX_BLOBS: usize = 65536;
+/// Blobs per frame when repacking (as capture groups pages).
+const REPACK_FRAME_BLOBS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How old a mark must be before its packs are deleted.
+    pub grace: Duration,
+    /// Repack a pack when at least this fraction of its bytes is unused.
+    pub repack_unused: f64,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: DEFAULT_GRACE,
+            repack_unused: 0.5,
+            dry_run: false,
+        }
+    }
+}
+
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// The shortest grace period that is safe while other writers run.
+pub fn safe_grace() -> Duration {
+    writer_view_limit() * 2
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub referenced_blobs: u64,
+    pub packs: u64,
+    /// Packs marked by this run (unused, repacked, or not indexed).
+    pub marked_packs: u64,
+    pub marked_bytes: u64,
+    /// Of those, packs found in `data/` that no index file listed.
+    pub unindexed_packs: u64,
+    pub repacked_packs: u64,
+    pub repacked_blobs: u64,
+    /// Stored bytes of the new packs written by repacking.
+    pub repack_written_bytes: u64,
+    /// Marked packs a snapshot needed, indexed again.
+    pub recovered_packs: u64,
+    pub deleted_packs: u64,
+    pub deleted_bytes: u64,
+    pub deleted_marks: u64,
+    /// Marked packs waiting for their grace period.
+    pub waiting_packs: u64,
+    pub waiting_bytes: u64,
+    pub index_files_written: u64,
+    pub index_files_deleted: u64,
+    /// Packs the index lists that are missing from `data/`.
+    pub missing_packs: u64,
+}
+
+/// One bit per blob of the index ([`crate::repo::index::Index::position`]).
+pub struct Referenced {
+    bits: Vec<u64>,
+    pub count: u64,
+}
+
+impl Referenced {
+    fn new(blobs: usize) -> Referenced {
+        Referenced {
+            bits: vec![0; blobs.div_ceil(64)],
+            count: 0,
+        }
+    }
+    fn set(&mut self, pos: u32) {
+        let (w, b) = (pos as usize / 64, pos % 64);
+        if self.bits[w] & (1 << b) == 0 {
+            self.bits[w] |= 1 << b;
+            self.count += 1;
+        }
+    }
+    pub fn get(&self, pos: usize) -> bool {
+        self.bits[pos / 64] & (1 << (pos % 64)) != 0
+    }
+    pub fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits
+            .iter()
+            .enumerate()
+            .flat_map(|(w, &word)| (0..64).filter(move |b| word & (1 << b) != 0).map(move |b| w * 64 + b))
+    }
+}
+
+/// Every blob the snapshots reference, directly or through page maps.
+/// Refuses (bad data) when a snapshot needs a blob no index lists: deleting
+/// anything from a damaged repository could only make it worse.
+pub fn referenced(repo: &Repository, snaps: &[SnapshotRef], progress: &dyn Progress) -> Result<Referenced> {
+    let mut refs = Referenced::new(repo.index.blob_count());
+    let mut resolver = Resolver {
+        repo,
+        cache: Vec::new(),
+    };
+    progress.begin_items("reading snapshots", snaps.len() as u64);
+    for s in snaps {
+        let missing = |id: &Id| {
+            Error::bad_data(
+                format!("snapshot {}", s.id.short()),
+                format!("references blob {} that no index file lists", id.short()),
+            )
+            .fix("run `lifeboat verify` to see the damage; prune deletes nothing from a damaged repository")
+            .event("prune.missing_blob")
+        };
+        for src in &s.manifest.sources {
+            match src {
+                Source::Sqlite(db) => resolver.mark(&db.pagemap, &mut refs).map_err(|e| match e {
+                    Missing(id) => missing(&id),
+                    Failed(e) => e,
+                })?,
+                Source::Directory(d) => {
+                    for e in &d.entries {
+                        for c in &e.chunks {
+                            refs.set(repo.index.position(c).ok_or_else(|| missing(c))? as u32);
+                        }
+                    }
+                }
+                Source::File(f) => {
+                    for c in &f.entry.chunks {
+                        refs.set(repo.index.position(c).ok_or_else(|| missing(c))? as u32);
+                    }
+                }
+            }
+        }
+        progress.advance(1);
+    }
+    progress.end();
+    Ok(refs)
+}
+
+enum ResolveError {
+    Missing(Id),
+    Failed(Error),
+}
+use ResolveError::{Failed, Missing};
+
+impl From<Error> for ResolveError {
+    fn from(e: Error) -> Self {
+        Failed(e)
+    }
+}
+
+/// Resolves page maps into index positions, keeping the last few lists: a
+/// history of snapshots is a chain of small deltas, so each snapshot costs
+/// reading its own delta, not its whole chain.
+struct Resolver<'r> {
+    repo: &'r Repository,
+    cache: Vec<(Id, Arc<Vec<u32>>)>,
+}
+
+const RESOLVER_CACHE: usize = 16;
+const ABSENT: u32 = u32::MAX;
+
+impl Resolver<'_> {
+    fn mark(&mut self, map: &Id, refs: &mut Referenced) -> std::result::Result<(), ResolveError> {
+        let list = self.resolve(map, refs)?;
+        for &p in list.iter() {
+            refs.set(p);
+        }
+        Ok(())
+    }
+
+    fn position(&self, id: &Id) -> std::result::Result<u32, ResolveError> {
+        self.repo.index.position(id).map(|p| p as u32).ok_or(Missing(*id))
+    }
+
+    fn resolve(&mut self, map: &Id, refs: &mut Referenced) -> std::result::Result<Arc<Vec<u32>>, ResolveError> {
+        let mut chain = Vec::new();
+        let mut next = *map;
+        let base = loop {
+            if let Some(i) = self.cache.iter().position(|(id, _)| *id == next) {
+                break Some(self.cache[i].1.clone());
+            }
+            refs.set(self.position(&next)?);
+            let m = self.repo.read_pagemap(&next, false)?;
+            let parent = m.parent;
+            chain.push(m);
+            if parent.is_zero() {
+                break None;
+            }
+            if chain.len() > pagemap::MAX_DEPTH as usize {
+                return Err(Failed(Error::bad_data(
+                    format!("page map {}", map.short()),
+                    "parent chain is too long or cyclic",
+                )));
+            }
+            next = parent;
+        };
+        if chain.is_empty() {
+            return Ok(base.expect("found in the cache"));
+        }
+        // A page an older map of the chain lists but a newer one replaced
+        // may be long deleted: only the resolved list must be complete.
+        let position = |id: &Id| self.repo.index.position(id).map_or(ABSENT, |p| p as u32);
+        let mut list: Vec<u32> = base.map(|b| b.as_ref().clone()).unwrap_or_default();
+        let mut last_ids: HashMap<u32, Id> = HashMap::new();
+        for m in chain.into_iter().rev() {
+            match m.pages {
+                Pages::Full { ids, .. } => {
+                    list = ids.iter().map(position).collect();
+                    last_ids = ids
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| list[*i] == ABSENT)
+                        .map(|(i, id)| (i as u32, *id))
+                        .collect();
+                }
+                Pages::Delta(changes) => {
+                    list.resize(m.page_count as usize, ABSENT);
+                    for c in changes {
+                        let p = position(&c.id);
+                        list[c.pgno as usize - 1] = p;
+                        if p == ABSENT {
+                            last_ids.insert(c.pgno - 1, c.id);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(i) = list.iter().position(|&p| p == ABSENT) {
+            return Err(match last_ids.get(&(i as u32)) {
+                Some(id) => Missing(*id),
+                None => Failed(Error::bad_data(
+                    format!("page map {}", map.short()),
+                    format!("page {} is missing from the resolved list", i + 1),
+                )),
+            });
+        }
+        let list = Arc::new(list);
+        if self.cache.len() == RESOLVER_CACHE {
+            self.cache.remove(0);
+        }
+        self.cache.push((*map, list.clone()));
+        Ok(list)
+    }
+}
+
+/// What prune decided for one pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    /// Live, nothing referenced: mark.
+    Unused,
+    /// Live, mostly unused: copy what is referenced, then mark.
+    Repack,
+    /// Marked, but a snapshot needs it: index again.
+    Recover,
+    /// Marked, unreferenced: deleted once its marks are old.
+    Marked,
+}
+
+/// Run both phases. Everything is decided without a lock (the protocol
+/// makes that safe, module comment); this host's writer lock is taken with
+/// `lock` only for the changes, so a snapshot here waits seconds, not for
+/// the whole prune.
+pub fn prune(
+    repo: &mut Repository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+    lock: &mut dyn FnMut(&Repository) -> Result<Box<dyn crate::storage::LockGuard>>,
+) -> Result<PruneReport> {
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    // Everything decided below is decided from what was listed after this
+    // instant; a mark must be this much older than the grace period.
+    let listed_at = jiff::Timestamp::now();
+    // Snapshots before the index: a writer publishes its index files before
+    // its manifest, so every manifest listed here has its index files in
+    // the listing that follows.
+    let snaps = repo.snapshots()?;
+    repo.load_index_then_marks()?;
+    report.snapshots = snaps.len();
+    let refs = referenced(repo, &snaps, progress)?;
+    report.referenced_blobs = refs.count;
+
+    // Which index files list which packs, and each pack's total raw bytes
+    // over every record (duplicates included).
+    let n_packs = repo.index.packs().len();
+    let mut total_raw = vec![0u64; n_packs];
+    let mut listed_by: Vec<Vec<u32>> = Vec::with_capacity(repo.index_keys.len());
+    let keys: Vec<(usize, String)> = repo.index_keys.iter().cloned().enumerate().collect();
+    listed_by.resize(keys.len(), Vec::new());
+    crate::storage::read_parallel(repo.storage.as_ref(), keys, |i, key, raw| {
+        let file = repo.parse_index_file(&key, &raw?)?;
+        for p in &file.packs {
+            let pos = repo.index.pack_position(&p.id).expect("loaded from this file");
+            total_raw[pos as usize] += p.blobs.iter().map(|b| b.raw_length as u64).sum::<u64>();
+            listed_by[i].push(pos);
+        }
+        Ok(())
+    })?;
+    for (_, mark) in &repo.marks {
+        for p in &mark.packs.packs {
+            let pos = repo.index.pack_position(&p.id).expect("loaded from the mark") as usize;
+            if repo.index.is_marked(pos as u32) {
+                total_raw[pos] = total_raw[pos].max(p.blobs.iter().map(|b| b.raw_length as u64).sum());
+            }
+        }
+    }
+    let mut used_raw = vec![0u64; n_packs];
+    for pos in refs.positions() {
+        let (_, loc) = repo.index.at(pos);
+        used_raw[loc.pack as usize] += loc.raw_length as u64;
+    }
+
+    let mut fates = vec![Fate::Keep; n_packs];
+    for (p, fate) in fates.iter_mut().enumerate() {
+        let marked = repo.index.is_marked(p as u32);
+        *fate = match (marked, used_raw[p]) {
+            (true, 0) => Fate::Marked,
+            (true, _) => Fate::Recover,
+            (false, 0) => Fate::Unused,
+            (false, used) => {
+                let unused = 1.0 - used as f64 / total_raw[p].max(1) as f64;
+                if unused >= opts.repack_unused {
+                    Fate::Repack
+                } else {
+                    Fate::Keep
+                }
+            }
+        };
+    }
+    report.packs = fates
+        .iter()
+        .filter(|f| !matches!(f, Fate::Marked | Fate::Recover))
+        .count() as u64;
+
+    // Packs in the store that nothing indexes: left by writers that died
+    // before indexing, or being written right now (which the grace period
+    // lets finish).
+    let mut present: HashSet<Id> = HashSet::new();
+    let mut unindexed: Vec<IndexedPack> = Vec::new();
+    for (key, size) in repo.storage.list("data")? {
+        let Some(id) = key.rsplit('/').next().and_then(Id::parse) else {
+            continue;
+        };
+        present.insert(id);
+        if repo.index.pack_position(&id).is_none() {
+            unindexed.push(IndexedPack {
+                id,
+                size,
+                blobs: Vec::new(),
+            });
+        }
+    }
+    for (p, fate) in fates.iter().enumerate() {
+        if *fate != Fate::Marked && !present.contains(&repo.index.pack(p as u32).0) {
+            report.missing_packs += 1;
+            tracing::warn!(event = "prune.pack_missing", pack = %repo.index.pack(p as u32).0.short());
+        }
+    }
+
+    // From here on the repository changes: the staging directory this
+    // host's writers share is used by repacking.
+    let _guard = if opts.dry_run { None } else { Some(lock(repo)?) };
+
+    // Recovery first: a snapshot needs these now.
+    let recover: Vec<IndexedPack> = repo
+        .marks
+        .iter()
+        .flat_map(|(_, m)| m.packs.packs.iter())
+        .filter(|p| {
+            let pos = repo.index.pack_position(&p.id).expect("loaded") as usize;
+            fates[pos] == Fate::Recover && !p.blobs.is_empty()
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    let recover = dedup_packs(recover);
+    report.recovered_packs = recover.len() as u64;
+    if !recover.is_empty() && !opts.dry_run {
+        repo.write_index(&IndexFile { packs: recover.clone() })?;
+        report.index_files_written += 1;
+        tracing::info!(event = "prune.recovered", packs = recover.len());
+    }
+
+    sweep(repo, opts, listed_at, &fates, &recover, &mut report)?;
+
+    // Phase 1: repack, then mark.
+    let repack: Vec<u32> = (0..n_packs as u32)
+        .filter(|&p| fates[p as usize] == Fate::Repack)
+        .collect();
+    report.repacked_packs = repack.len() as u64;
+    if !repack.is_empty() && !opts.dry_run {
+        let (blobs, written) = repack_packs(repo, &repack, &refs, progress)?;
+        report.repacked_blobs = blobs;
+        report.repack_written_bytes = written;
+        report.index_files_written += 1;
+    }
+    let to_mark: HashSet<u32> = (0..n_packs as u32)
+        .filter(|&p| matches!(fates[p as usize], Fate::Unused | Fate::Repack))
+        .collect();
+    if to_mark.is_empty() && unindexed.is_empty() {
+        return Ok(report);
+    }
+    // The records to keep in the mark come from the index files that list
+    // the packs; those files are the ones to rewrite.
+    let affected: Vec<usize> = (0..listed_by.len())
+        .filter(|&i| listed_by[i].iter().any(|p| to_mark.contains(p)))
+        .collect();
+    let mut marked_records: HashMap<Id, IndexedPack> = HashMap::new();
+    let mut kept_records: Vec<IndexedPack> = Vec::new();
+    let mut kept_seen: HashSet<Id> = HashSet::new();
+    for &i in &affected {
+        let key = &repo.index_keys[i];
+        let file = repo.read_index_file(key)?;
+        for p in file.packs {
+            let pos = repo.index.pack_position(&p.id).expect("loaded");
+            if to_mark.contains(&pos) {
+                marked_records.entry(p.id).or_insert(p);
+            } else if kept_seen.insert(p.id) {
+                kept_records.push(p);
+            }
+        }
+    }
+    report.unindexed_packs = unindexed.len() as u64;
+    let mut mark = Mark {
+        time: jiff::Timestamp::now(),
+        packs: IndexFile {
+            packs: marked_records.into_values().chain(unindexed).collect(),
+        },
+    };
+    mark.packs.packs.sort_by_key(|p| p.id);
+    report.marked_packs = mark.packs.packs.len() as u64;
+    report.marked_bytes = mark.packs.packs.iter().map(|p| p.size).sum();
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let mark_id = repo.write_mark(mark)?;
+    tracing::info!(event = "prune.marked", mark = %mark_id.short(), packs = report.marked_packs, bytes = report.marked_bytes);
+    // Only now may the packs leave the index: the mark holds their records.
+    for chunk in chunk_packs(kept_records) {
+        repo.write_index(&IndexFile { packs: chunk })?;
+        report.index_files_written += 1;
+    }
+    for &i in &affected {
+        repo.storage.delete(&repo.index_keys[i])?;
+        report.index_files_deleted += 1;
+    }
+    Ok(report)
+}
+
+/// Phase 2: delete the packs of marks older than the grace period that
+/// nothing needs, then the marks.
+fn sweep(
+    repo: &Repository,
+    opts: &PruneOptions,
+    listed_at: jiff::Timestamp,
+    fates: &[Fate],
+    recovered: &[IndexedPack],
+    report: &mut PruneReport,
+) -> Result<()> {
+    let grace = jiff::SignedDuration::try_from(opts.grace).unwrap_or(jiff::SignedDuration::MAX);
+    let is_old = |m: &Mark| listed_at.duration_since(m.time) >= grace;
+    // A pack named by a young mark too waits for that one.
+    let young: HashSet<Id> = repo
+        .marks
+        .iter()
+        .filter(|(_, m)| !is_old(m))
+        .flat_map(|(_, m)| m.packs.packs.iter().map(|p| p.id))
+        .collect();
+    let recovered: HashSet<Id> = recovered.iter().map(|p| p.id).collect();
+    let mut deleted: HashSet<Id> = HashSet::new();
+    for (id, mark) in &repo.marks {
+        if !is_old(mark) {
+            for p in &mark.packs.packs {
+                report.waiting_packs += 1;
+                report.waiting_bytes += p.size;
+            }
+            continue;
+        }
+        for p in &mark.packs.packs {
+            let pos = repo.index.pack_position(&p.id).expect("loaded") as usize;
+            let deletable = fates[pos] == Fate::Marked && !young.contains(&p.id) && !recovered.contains(&p.id);
+            if deletable && deleted.insert(p.id) {
+                report.deleted_packs += 1;
+                report.deleted_bytes += p.size;
+                if !opts.dry_run {
+                    repo.storage.delete(&pack_key(&p.id))?;
+                }
+            }
+        }
+        report.deleted_marks += 1;
+        if !opts.dry_run {
+            repo.storage.delete(&mark_key(id))?;
+            tracing::info!(event = "prune.swept", mark = %id.short());
+        }
+    }
+    Ok(())
+}
+
+/// Copy the referenced blobs of `packs` into new packs (indexed when this
+/// returns). Returns blobs copied and stored bytes written.
+fn repack_packs(
+    repo: &mut Repository,
+    packs: &[u32],
+    refs: &Referenced,
+    progress: &dyn Progress,
+) -> Result<(u64, u64)> {
+    // Their blobs must be stored anew, not found "already stored" in them.
+    for &p in packs {
+        repo.index.set_marked(p);
+    }
+    let wanted: HashSet<u32> = packs.iter().copied().collect();
+    // Referenced blobs of those packs, by pack and frame.
+    let mut by_frame: Vec<(u32, u32, u32, usize)> = refs
+        .positions()
+        .filter_map(|pos| {
+            let (_, loc) = repo.index.at(pos);
+            wanted
+                .contains(&loc.pack)
+                .then_some((loc.pack, loc.offset, loc.length, pos))
+        })
+        .collect();
+    by_frame.sort_unstable();
+    let total: u64 = by_frame.len() as u64;
+    progress.begin_items("repacking blobs", total);
+    let repo = &*repo;
+    let mut writer = BlobWriter::new(repo);
+    let mut decoder = Decoder::default();
+    let mut encoder = Encoder::new(repo.config.compression.level);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
+    let mut flush = |pending: &mut Vec<u8>, members: &mut Vec<Member>, writer: &mut BlobWriter| -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let encoded = encoder.encode(pending);
+        writer.add_frame(&[&encoded], members)?;
+        pending.clear();
+        members.clear();
+        Ok(())
+    };
+    let mut i = 0;
+    while i < by_frame.len() {
+        let (pack, offset, length, _) = by_frame[i];
+        let key = pack_key(&repo.index.pack(pack).0);
+        let raw = repo.storage.read_range(&key, offset as u64, length as u64)?;
+        let frame = decoder.decode_vec(raw, &key)?;
+        while i < by_frame.len() && by_frame[i].0 == pack && by_frame[i].1 == offset {
+            let (id, loc) = repo.index.at(by_frame[i].3);
+            let start = loc.blob_offset as usize;
+            let data = frame
+                .get(start..start + loc.raw_length as usize)
+                .filter(|d| Id::of(d) == *id)
+                .ok_or_else(|| {
+                    Error::bad_data(
+                        format!("{}/{key}", repo.storage.location()),
+                        format!("blob {} does not match its hash", id.short()),
+                    )
+                    .fix("run `lifeboat verify --read-data`")
+                })?;
+            members.push(Member {
+                kind: loc.kind,
+                id: *id,
+                blob_offset: pending.len() as u32,
+                raw_length: loc.raw_length,
+            });
+            pending.extend_from_slice(data);
+            if members.len() == REPACK_FRAME_BLOBS || pending.len() >= 1 << 20 {
+                flush(&mut pending, &mut members, &mut writer)?;
+            }
+            progress.advance(1);
+            i += 1;
+        }
+    }
+    flush(&mut pending, &mut members, &mut writer)?;
+    let stats = writer.finish()?;
+    progress.end();
+    tracing::info!(
+        event = "prune.repacked",
+        packs = packs.len(),
+        blobs = total,
+        stored = stats.stored_bytes
+    );
+    Ok((total, stats.stored_bytes))
+}
+
+fn dedup_packs(packs: Vec<IndexedPack>) -> Vec<IndexedPack> {
+    let mut seen = HashSet::new();
+    packs.into_iter().filter(|p| seen.insert(p.id)).collect()
+}
+
+fn chunk_packs(packs: Vec<IndexedPack>) -> Vec<Vec<IndexedPack>> {
+    let mut out: Vec<Vec<IndexedPack>> = Vec::new();
+    let mut blobs = 0;
+    for p in packs {
+        if out.is_empty() || (blobs + p.blobs.len() > INDEX_BLOBS && !out.last().expect("one").is_empty()) {
+            out.push(Vec::new());
+            blobs = 0;
+        }
+        blobs += p.blobs.len();
+        out.last_mut().expect("pushed").push(p);
+    }
+    out
+}
