@@ -467,7 +467,7 @@ fn unknown_config_key_is_an_error_78() {
     let env = Env::new();
     let db = env.path("x.db");
     create_db(&db, 5, 10, true);
-    let repo_before = describe(&env.repo);
+    let repo_before = common::describe_without_log(&env.repo);
     // Discovered in the working directory.
     std::fs::write(
         env.cwd.join("lifeboat.toml"),
@@ -490,7 +490,7 @@ fn unknown_config_key_is_an_error_78() {
     let out = env.run(["--config", s(&cfg), "snapshot", s(&db)]);
     assert_refused(&out, 78, "config.invalid");
     assert!(out.stderr.contains("repositry"), "{}", out.stderr);
-    assert_eq!(describe(&env.repo), repo_before, "nothing written");
+    assert_eq!(common::describe_without_log(&env.repo), repo_before, "nothing written");
 }
 
 #[test]
@@ -567,7 +567,13 @@ fn second_writer_is_refused_with_75_while_the_repository_lock_is_held() {
     let pid = holder.child.id();
     // The repository's objects, this host's staging area and the lock file
     // (all inside the repository for a local one).
-    let state = || (describe(&env.repo), describe(&env.staging_dir()), node(&lock_file));
+    let state = || {
+        (
+            common::describe_without_log(&env.repo),
+            describe(&env.staging_dir()),
+            node(&lock_file),
+        )
+    };
     let before = state();
     assert!(!before.1.is_empty(), "the staging directory exists");
 

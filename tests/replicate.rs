@@ -1193,7 +1193,7 @@ fn refuses_a_database_not_in_wal_mode() {
     let env = Env::new();
     let db = env.path("rollback.db");
     common::create_db(&db, 20, 50, false);
-    let repo_before = common::describe(&env.repo);
+    let repo_before = common::describe_without_log(&env.repo);
     let out = run_timeout(&env, replicate_cmd(&env, false, &db), 30).expect_code(78);
     assert!(
         out.stderr.contains("lifeboat: error:") && out.stderr.contains("(event=replicate.not_wal)"),
@@ -1205,7 +1205,7 @@ fn refuses_a_database_not_in_wal_mode() {
     assert_eq!(err["event"], "replicate.not_wal", "{}", out.stdout);
     assert_eq!(err["exit_code"], 78);
     assert_eq!(
-        common::describe(&env.repo),
+        common::describe_without_log(&env.repo),
         repo_before,
         "nothing written to the repository"
     );
@@ -1235,7 +1235,7 @@ fn refuses_a_database_on_tmpfs() {
         .expect("tempdir in /dev/shm");
     let db = dir.path().join("app.db");
     create_replica_db(&db);
-    let repo_before = common::describe(&env.repo);
+    let repo_before = common::describe_without_log(&env.repo);
     let out = run_timeout(&env, replicate_cmd(&env, false, &db), 30).expect_code(78);
     assert!(
         out.stderr.contains("(event=replicate.unsupported_filesystem)"),
@@ -1243,7 +1243,7 @@ fn refuses_a_database_on_tmpfs() {
         out.stderr
     );
     assert_eq!(
-        common::describe(&env.repo),
+        common::describe_without_log(&env.repo),
         repo_before,
         "nothing written to the repository"
     );

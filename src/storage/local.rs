@@ -140,8 +140,9 @@ impl Storage for LocalStorage {
     fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
         let guard = super::flock(&self.path("lock"), holder, &self.location())?;
         // Nobody else can be writing now: unfinished atomic writes (`.<name>.tmp-*`) of index files,
-        // manifests and the config.
-        for dir in ["", "index", "snapshots"] {
+        // manifests, marks and the config. (Not `log/`: records are appended
+        // after a command ends, without the lock, and a stale one is ignored.)
+        for dir in ["", "index", "snapshots", "marks"] {
             if let Ok(entries) = fs::read_dir(self.root.join(dir)) {
                 for e in entries.flatten() {
                     if e.file_name().to_string_lossy().starts_with('.')

@@ -934,3 +934,11 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `describe` without the operations log (`log/`): a refused or failed
+/// command appends a record there by design, and changes nothing else.
+pub fn describe_without_log(root: &Path) -> BTreeMap<String, Node> {
+    let mut d = describe(root);
+    d.retain(|k, _| k != "log" && !k.starts_with("log/"));
+    d
+}
