@@ -22,7 +22,12 @@
 //!   requests per hour, peak RSS, and restore after `--history-minutes` of
 //!   commits (examples/bench/replication.rs). `--only replication` runs just
 //!   that section and, with `--write-doc`, replaces only that section of the
-//!   document.
+//!   document;
+//! - retention and prune: `forget --prune` on a repository holding
+//!   `--prune-snapshots` (1,000) snapshots of the database's history, on local
+//!   disk and on S3: time, peak RSS, requests (examples/bench/prune.rs; the
+//!   fixture repository is cached in the work directory). `--only prune` runs
+//!   just that section.
 //!
 //! Every timed command runs warm: its inputs are read once (like `cat FILE >
 //! /dev/null`) just before it starts. Timings never belong in tests; this is
@@ -30,7 +35,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead as _, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+#[path = "bench/prune.rs"]
+mod prune;
 #[path = "bench/replication.rs"]
 mod replication;
 
@@ -74,11 +81,15 @@ struct Args {
     /// Keep the run's bulky files (copies, repositories, restores) afterwards.
     #[arg(long)]
     keep: bool,
-    /// Run only this section: `replication`. Anything else (or nothing) runs
-    /// every section. With --write-doc, only the section's part of the file
+    /// Run only this section: `replication` or `prune`. Without it every
+    /// section runs. With --write-doc, only the section's part of the file
     /// is replaced.
-    #[arg(long, value_name = "SECTION")]
+    #[arg(long, value_name = "SECTION", value_parser = ["replication", "prune"])]
     only: Option<String>,
+    /// Snapshots in the prune section's fixture repository (built once and
+    /// cached in the work directory).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    prune_snapshots: u32,
     /// Minutes of history (commits at 100/s) before the replication restore
     /// comparison.
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -140,6 +151,17 @@ const RESTORE_ROUNDS: usize = 3;
 /// spawns the command, reaps it with `wait4` and writes wall time, `ru_maxrss`
 /// and the wait status to a file.
 fn measure(logs: &Path, label: &str, cmd: &mut Command) -> Res<Measured> {
+    measure_with(logs, label, cmd, false)
+}
+
+/// Like [`measure`], but every line the command writes to stderr is logged
+/// with the seconds since it started in front (`+12.345 LINE`): when-stamps
+/// for commands whose own log lines carry none.
+fn measure_stamped(logs: &Path, label: &str, cmd: &mut Command) -> Res<Measured> {
+    measure_with(logs, label, cmd, true)
+}
+
+fn measure_with(logs: &Path, label: &str, cmd: &mut Command, stamp: bool) -> Res<Measured> {
     let out_path = logs.join(format!("{label}.stdout"));
     let err_path = logs.join(format!("{label}.stderr"));
     let res_path = logs.join(format!("{label}.rusage"));
@@ -158,11 +180,35 @@ fn measure(logs: &Path, label: &str, cmd: &mut Command) -> Res<Measured> {
     if let Some(d) = cmd.get_current_dir() {
         helper.current_dir(d);
     }
-    helper
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path)?)
-        .stderr(File::create(&err_path)?);
-    let helper_status = helper.status()?;
+    helper.stdin(Stdio::null()).stdout(File::create(&out_path)?);
+    let helper_status = if stamp {
+        helper.stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = helper.spawn()?;
+        let pipe = child.stderr.take().ok_or("no stderr pipe")?;
+        let mut file = BufWriter::new(File::create(&err_path)?);
+        let copier = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut r = std::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line)? > 0 {
+                write!(file, "+{:.3} ", started.elapsed().as_secs_f64())?;
+                file.write_all(&line)?;
+                if !line.ends_with(b"\n") {
+                    file.write_all(b"\n")?;
+                }
+                line.clear();
+            }
+            file.flush()
+        });
+        let status = child.wait()?;
+        copier
+            .join()
+            .map_err(|_| format!("{label}: the stderr copier panicked"))??;
+        status
+    } else {
+        helper.stderr(File::create(&err_path)?);
+        helper.status()?
+    };
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     let fields: Vec<i64> = fs::read_to_string(&res_path)
@@ -907,7 +953,7 @@ fn tools(args: &Args) -> Res<Tools> {
     let root = env!("CARGO_MANIFEST_DIR");
     if let Some(head) = version_of("git", &["-C", root, "rev-parse", "--short=12", "HEAD"]) {
         let dirty = Command::new("git")
-            .args(["-C", root, "status", "--porcelain", "--untracked-files=no"])
+            .args(["-C", root, "status", "--porcelain"])
             .output()
             .map(|o| !o.stdout.is_empty())
             .unwrap_or(false);
@@ -1098,19 +1144,52 @@ fn run(args: &Args) -> Res<()> {
         eprintln!("bench: using cached database {}", cached.display());
     }
 
-    let only_replication = args.only.as_deref() == Some("replication");
-    let main_report = if only_replication {
-        None
-    } else {
-        Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?)
+    let only = args.only.as_deref();
+    let main_report = match only {
+        None => Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?),
+        Some(_) => None,
+    };
+    let repl_section = match only {
+        None | Some("replication") => Some(run_replication(args, &tools, &work, &cached)?),
+        Some(_) => None,
+    };
+    let prune_section = match only {
+        None | Some("prune") => Some(run_prune(args, &tools, &work, &cached)?),
+        Some(_) => None,
     };
 
+    if let Some(doc) = &args.write_doc {
+        if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let mut text = match &main_report {
+            Some(report) => report.doc.clone(),
+            None => match fs::read_to_string(doc) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
+                Err(e) => return Err(format!("{}: {e}", doc.display()).into()),
+            },
+        };
+        if let Some(section) = &repl_section {
+            text = replication::splice(&text, &section.doc);
+        }
+        if let Some(section) = &prune_section {
+            text = prune::splice(&text, &section.doc);
+        }
+        fs::write(doc, text)?;
+        eprintln!("bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+/// The replication section: prints its table and returns it.
+fn run_replication(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Res<replication::Section> {
     let setup = replication::Setup {
-        work: &work,
+        work,
         lifeboat: &tools.lifeboat,
         s3s_fs: tools.s3s_fs.as_deref(),
         litestream: tools.litestream.as_ref(),
-        big_db: &cached,
+        big_db: cached,
         history_minutes: args.history_minutes,
         keep: args.keep,
         versions: &tools.versions,
@@ -1135,30 +1214,43 @@ fn run(args: &Args) -> Res<()> {
     }
     let section = replication::render(&repl, &command);
     println!("{}", section.table);
-
-    if let Some(doc) = &args.write_doc {
-        if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)?;
-        }
-        let text = match &main_report {
-            Some(report) => format!("{}\n{}", report.doc, section.doc),
-            None => {
-                let existing = match fs::read_to_string(doc) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
-                    Err(e) => return Err(format!("{}: {e}", doc.display()).into()),
-                };
-                replication::splice(&existing, &section.doc)
-            }
-        };
-        fs::write(doc, text)?;
-        eprintln!("bench: wrote {}", doc.display());
-    }
-    Ok(())
+    Ok(section)
 }
 
-/// Every section but replication: snapshots and restores of the cached
-/// database against the peers, local and S3. Prints its table and returns
+/// The retention and prune section: prints its table and returns it.
+fn run_prune(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Res<prune::Section> {
+    let setup = prune::Setup {
+        work,
+        lifeboat: &tools.lifeboat,
+        s3s_fs: tools.s3s_fs.as_deref(),
+        big_db: cached,
+        size_mib: args.size_mib,
+        snapshots: args.prune_snapshots,
+        keep: args.keep,
+        versions: &tools.versions,
+    };
+    let results = prune::run(&setup)?;
+    let mut command = String::from("cargo run --release --example bench --");
+    if args.size_mib != 1024 {
+        let _ = write!(command, " --size-mib {}", args.size_mib);
+    }
+    let _ = write!(command, " --only prune");
+    if args.prune_snapshots != 1000 {
+        let _ = write!(command, " --prune-snapshots {}", args.prune_snapshots);
+    }
+    if args.work != Path::new("bench-work") {
+        let _ = write!(command, " --work {}", args.work.display());
+    }
+    if let Some(d) = &args.write_doc {
+        let _ = write!(command, " --write-doc {}", d.display());
+    }
+    let section = prune::render(&results, &command);
+    println!("{}", section.table);
+    Ok(section)
+}
+
+/// The main section (all but replication and prune): snapshots and
+/// restores of the cached database against the peers, local and S3. Prints its table and returns
 /// the document.
 fn run_snapshots(args: &Args, mut tools: Tools, work: &Path, cached: &Path, generated_now: bool) -> Res<Report> {
     let mut r = Results {
