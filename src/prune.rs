@@ -19,7 +19,6 @@
 //! visible to the prune that would delete the pack, which then recovers it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -29,10 +28,9 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::manifest::Source;
 use crate::repo::mark::{Mark, mark_key};
 use crate::repo::pack::{Member, pack_key};
-use crate::repo::pagemap::{self, Pages};
+use crate::repo::references::{MISSING, Walker};
 use crate::repo::writer::BlobWriter;
 use crate::repo::{Repository, SnapshotRef, writer_view_limit};
 
@@ -132,151 +130,31 @@ impl Referenced {
 /// anything from a damaged repository could only make it worse.
 pub fn referenced(repo: &Repository, snaps: &[SnapshotRef], progress: &dyn Progress) -> Result<Referenced> {
     let mut refs = Referenced::new(repo.index.blob_count());
-    let mut resolver = Resolver {
-        repo,
-        cache: Vec::new(),
-    };
+    let mut walker = Walker::new(repo)?;
     progress.begin_items("reading snapshots", snaps.len() as u64);
-    for s in snaps {
-        let missing = |id: &Id| {
-            Error::bad_data(
-                format!("snapshot {}", s.id.short()),
-                format!("references blob {} that no index file lists", id.short()),
+    for (s, snap) in snaps.iter().enumerate() {
+        let mut missing = 0u64;
+        walker.visit(
+            snaps,
+            s,
+            &mut |pos| match pos {
+                MISSING => missing += 1,
+                pos => refs.set(pos),
+            },
+            &mut |_, e| Err(e),
+        )?;
+        if missing > 0 {
+            return Err(Error::bad_data(
+                format!("snapshot {}", snap.id.short()),
+                format!("references {missing} blobs that no index file lists"),
             )
             .fix("run `lifeboat verify` to see the damage; prune deletes nothing from a damaged repository")
-            .event("prune.missing_blob")
-        };
-        for src in &s.manifest.sources {
-            match src {
-                Source::Sqlite(db) => resolver.mark(&db.pagemap, &mut refs).map_err(|e| match e {
-                    Missing(id) => missing(&id),
-                    Failed(e) => e,
-                })?,
-                Source::Directory(d) => {
-                    for e in &d.entries {
-                        for c in &e.chunks {
-                            refs.set(repo.index.position(c).ok_or_else(|| missing(c))? as u32);
-                        }
-                    }
-                }
-                Source::File(f) => {
-                    for c in &f.entry.chunks {
-                        refs.set(repo.index.position(c).ok_or_else(|| missing(c))? as u32);
-                    }
-                }
-            }
+            .event("prune.missing_blob"));
         }
         progress.advance(1);
     }
     progress.end();
     Ok(refs)
-}
-
-enum ResolveError {
-    Missing(Id),
-    Failed(Error),
-}
-use ResolveError::{Failed, Missing};
-
-impl From<Error> for ResolveError {
-    fn from(e: Error) -> Self {
-        Failed(e)
-    }
-}
-
-/// Resolves page maps into index positions, keeping the last few lists: a
-/// history of snapshots is a chain of small deltas, so each snapshot costs
-/// reading its own delta, not its whole chain.
-struct Resolver<'r> {
-    repo: &'r Repository,
-    cache: Vec<(Id, Arc<Vec<u32>>)>,
-}
-
-const RESOLVER_CACHE: usize = 16;
-const ABSENT: u32 = u32::MAX;
-
-impl Resolver<'_> {
-    fn mark(&mut self, map: &Id, refs: &mut Referenced) -> std::result::Result<(), ResolveError> {
-        let list = self.resolve(map, refs)?;
-        for &p in list.iter() {
-            refs.set(p);
-        }
-        Ok(())
-    }
-
-    fn position(&self, id: &Id) -> std::result::Result<u32, ResolveError> {
-        self.repo.index.position(id).map(|p| p as u32).ok_or(Missing(*id))
-    }
-
-    fn resolve(&mut self, map: &Id, refs: &mut Referenced) -> std::result::Result<Arc<Vec<u32>>, ResolveError> {
-        let mut chain = Vec::new();
-        let mut next = *map;
-        let base = loop {
-            if let Some(i) = self.cache.iter().position(|(id, _)| *id == next) {
-                break Some(self.cache[i].1.clone());
-            }
-            refs.set(self.position(&next)?);
-            let m = self.repo.read_pagemap(&next, false)?;
-            let parent = m.parent;
-            chain.push(m);
-            if parent.is_zero() {
-                break None;
-            }
-            if chain.len() > pagemap::MAX_DEPTH as usize {
-                return Err(Failed(Error::bad_data(
-                    format!("page map {}", map.short()),
-                    "parent chain is too long or cyclic",
-                )));
-            }
-            next = parent;
-        };
-        if chain.is_empty() {
-            return Ok(base.expect("found in the cache"));
-        }
-        // A page an older map of the chain lists but a newer one replaced
-        // may be long deleted: only the resolved list must be complete.
-        let position = |id: &Id| self.repo.index.position(id).map_or(ABSENT, |p| p as u32);
-        let mut list: Vec<u32> = base.map(|b| b.as_ref().clone()).unwrap_or_default();
-        let mut last_ids: HashMap<u32, Id> = HashMap::new();
-        for m in chain.into_iter().rev() {
-            match m.pages {
-                Pages::Full { ids, .. } => {
-                    list = ids.iter().map(position).collect();
-                    last_ids = ids
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| list[*i] == ABSENT)
-                        .map(|(i, id)| (i as u32, *id))
-                        .collect();
-                }
-                Pages::Delta(changes) => {
-                    list.resize(m.page_count as usize, ABSENT);
-                    for c in changes {
-                        let p = position(&c.id);
-                        list[c.pgno as usize - 1] = p;
-                        if p == ABSENT {
-                            last_ids.insert(c.pgno - 1, c.id);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(i) = list.iter().position(|&p| p == ABSENT) {
-            return Err(match last_ids.get(&(i as u32)) {
-                Some(id) => Missing(*id),
-                None => Failed(Error::bad_data(
-                    format!("page map {}", map.short()),
-                    format!("page {} is missing from the resolved list", i + 1),
-                )),
-            });
-        }
-        let list = Arc::new(list);
-        if self.cache.len() == RESOLVER_CACHE {
-            self.cache.remove(0);
-        }
-        self.cache.push((*map, list.clone()));
-        Ok(list)
-    }
 }
 
 /// What prune decided for one pack.

@@ -26,8 +26,7 @@
 //! the walk). A thousand snapshots of a 1 GiB database, 308,000 blobs: 73 MiB
 //! peak RSS for the whole command, 2.4 s of CPU.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -36,7 +35,7 @@ use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::manifest::Source;
-use crate::repo::pagemap::{MAX_DEPTH, PageMap, Pages};
+use crate::repo::references::{MISSING, Walker};
 use crate::repo::segment::{self, Segment};
 use crate::repo::{Repository, SnapshotRef};
 
@@ -147,21 +146,8 @@ pub struct RepoStats {
     pub wal_streams: Vec<StreamStats>,
 }
 
-/// A page (or chunk) whose blob is not in the index.
-const MISSING: u32 = u32::MAX;
 /// Blob state: referred to by two snapshots or more.
 const SHARED: u32 = u32::MAX;
-/// Resolved page lists kept at once, and the pages they may hold together
-/// (4 bytes each: 4 Mi pages is 16 MiB, eight 512 MiB databases). Walking
-/// oldest first needs one list per database captured side by side.
-const CACHE_MAPS: usize = 8;
-const CACHE_PAGES: usize = 4 << 20;
-/// Page maps read ahead at once (raw bytes), how many, and the largest read
-/// ahead (a 1 GiB database's full map is 16 MiB; a delta of a few hundred
-/// pages, kilobytes).
-const PREFETCH_BYTES: u64 = 16 << 20;
-const PREFETCH_MAPS: usize = 256;
-const PREFETCH_LARGEST: u32 = 1 << 20;
 
 /// Open `repo` without its index (`Repository::open_unindexed`): it is loaded
 /// here, after the listing and the manifests, because a snapshot published
@@ -213,27 +199,19 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
         objects.total.add(*size);
     }
 
-    let blobs = BlobTable::new(index)?;
+    let blobs = BlobSizes::new(index);
+    if snaps.len() >= SHARED as usize {
+        return Err(Error::bad_data(repo.storage.location(), "too many snapshots to count"));
+    }
     // One state per blob: 0 none, s + 1 only snapshot s so far, SHARED more.
     let mut state = vec![0u32; blobs.raw.len()];
     let mut missing = 0u64;
-    let mut resolver = Resolver {
-        repo,
-        blobs: &blobs,
-        cache: VecDeque::new(),
-        fetched: HashMap::new(),
-    };
+    let mut unreadable_maps = 0u64;
+    let mut walker = Walker::new(repo)?;
     let logical_total: u64 = snaps.iter().map(|s| s.manifest.summary.logical_bytes).sum();
     progress.begin("counting references", logical_total);
-    let mut fetched_to = 0;
     for (s, snap) in snaps.iter().enumerate() {
-        if s == fetched_to {
-            fetched_to += resolver.prefetch(&snaps[s..]);
-        }
-        let tag = u32::try_from(s + 1)
-            .ok()
-            .filter(|t| *t != SHARED)
-            .ok_or_else(|| Error::bad_data(repo.storage.location(), "too many snapshots to count"))?;
+        let tag = s as u32 + 1;
         let mut visit = |pos: u32| {
             if pos == MISSING {
                 missing += 1;
@@ -246,38 +224,22 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
                 *st = SHARED;
             }
         };
-        for src in &snap.manifest.sources {
-            match src {
-                Source::Sqlite(db) => match resolver.resolve(db.pagemap, 0) {
-                    Ok(list) => list.maps.iter().chain(&list.pages).for_each(|&p| visit(p)),
-                    // A damaged or lost map is verify's business; count it
-                    // and go on.
-                    Err(e) if matches!(e.kind, ErrorKind::BadData | ErrorKind::NoInput) => {
-                        progress.warn(&format!(
-                            "snapshot {}: {}: page map unreadable, its pages are not counted: {}",
-                            snap.id.short(),
-                            db.name,
-                            e.problem
-                        ));
-                        visit(MISSING);
-                    }
-                    Err(e) => return Err(e),
-                },
-                Source::Directory(d) => {
-                    for c in d.entries.iter().flat_map(|e| &e.chunks) {
-                        visit(blobs.position(c));
-                    }
-                }
-                Source::File(f) => {
-                    for c in &f.entry.chunks {
-                        visit(blobs.position(c));
-                    }
-                }
+        // A damaged or lost map is verify's business; count it and go on.
+        let mut unreadable = |name: &str, e: Error| {
+            if !matches!(e.kind, ErrorKind::BadData | ErrorKind::NoInput) {
+                return Err(e);
             }
-        }
+            progress.warn(&format!(
+                "snapshot {}: {name}: page map unreadable, its pages are not counted: {}",
+                snap.id.short(),
+                e.problem
+            ));
+            unreadable_maps += 1;
+            Ok(())
+        };
+        walker.visit(&snaps, s, &mut visit, &mut unreadable)?;
         progress.advance(snap.manifest.summary.logical_bytes);
     }
-    drop(resolver);
     progress.end();
 
     let mut referenced = Blobs::default();
@@ -323,75 +285,33 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
         compression_ratio: ratio(referenced.raw_bytes, referenced.stored_bytes),
         pack_overhead_bytes: pack_bytes.saturating_sub(shares_total),
         unindexed_packs,
-        missing_references: missing,
+        missing_references: missing + unreadable_maps,
         snapshots,
         wal_streams: wal_streams(repo, &snaps, wal_keys, wal_other, progress)?,
     })
 }
 
-/// Per-blob facts in the index's id order, addressed by position.
-struct BlobTable {
-    /// The first sixteen bytes of each id, in the index's order (which is
-    /// the ids' byte order): a blob is recognised by them, as an id the
-    /// index lacks shares them with an indexed one once in 2^128.
-    heads: Vec<u128>,
-    /// `dir[b]`: the first position whose head starts with the `bits`-bit
-    /// prefix `b`. Ids are uniform, so with about one prefix per blob a
-    /// lookup reads one slot and one or two heads instead of binary
-    /// searching (a thousand snapshots of 262,144 pages made that search
-    /// most of the run).
-    dir: Vec<u32>,
-    bits: u32,
-    /// Ids whose head another id shares, with their positions.
-    clashes: HashMap<Id, u32>,
+/// Raw and stored bytes of every blob, in the index's id order.
+struct BlobSizes {
     raw: Vec<u32>,
     /// Stored bytes: the blob's share of its frame.
     share: Vec<u32>,
 }
 
-fn head(id: &Id) -> u128 {
-    u128::from_be_bytes(id.0[..16].try_into().expect("16 bytes"))
-}
-
-impl BlobTable {
-    fn new(index: &Index) -> Result<BlobTable> {
+impl BlobSizes {
+    fn new(index: &Index) -> BlobSizes {
         let n = index.blob_count();
-        if u32::try_from(n).is_err() {
-            return Err(Error::bad_data("index", "too many blobs to count"));
-        }
-        let bits = n.next_power_of_two().trailing_zeros().clamp(1, 28);
-        let mut t = BlobTable {
-            heads: Vec::with_capacity(n),
-            dir: Vec::with_capacity((1 << bits) + 1),
-            bits,
-            clashes: HashMap::new(),
+        let mut t = BlobSizes {
             raw: Vec::with_capacity(n),
             share: vec![0; n],
         };
         // (pack, frame offset, blob offset, position, frame length): sorted,
         // the blobs of each frame come together in frame order.
         let mut frames: Vec<(u32, u32, u32, u32, u32)> = Vec::with_capacity(n);
-        let mut prev: Option<&Id> = None;
-        for (pos, (id, loc)) in index.iter().enumerate() {
-            let h = head(id);
-            if let Some(p) = prev {
-                if head(p) > h {
-                    return Err(Error::bad_data("index", "not sorted by id"));
-                }
-                if head(p) == h {
-                    t.clashes.insert(*p, pos as u32 - 1);
-                    t.clashes.insert(*id, pos as u32);
-                }
-            }
-            prev = Some(id);
-            while t.dir.len() as u128 <= t.prefix(h) {
-                t.dir.push(pos as u32);
-            }
-            t.heads.push(h);
+        for (pos, (_, loc)) in index.iter().enumerate() {
             t.raw.push(loc.raw_length);
             frames.push((loc.pack, loc.offset, loc.blob_offset, pos as u32, loc.length));
         }
-        t.dir.resize((1 << bits) + 1, n as u32);
         frames.sort_unstable();
         for frame in frames.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
             let len = frame[0].4 as u128;
@@ -405,146 +325,7 @@ impl BlobTable {
                 given = upto;
             }
         }
-        Ok(t)
-    }
-
-    fn prefix(&self, h: u128) -> u128 {
-        h >> (128 - self.bits)
-    }
-
-    /// The blob's position, or `MISSING` when the index does not have it.
-    fn position(&self, id: &Id) -> u32 {
-        let h = head(id);
-        let b = self.prefix(h) as usize;
-        let (lo, hi) = (self.dir[b] as usize, self.dir[b + 1] as usize);
-        let Ok(i) = self.heads[lo..hi].binary_search(&h) else {
-            return MISSING;
-        };
-        let p = lo + i;
-        let clash = |q: usize| self.heads.get(q) == Some(&h);
-        if (p > 0 && clash(p - 1)) || clash(p + 1) {
-            return self.clashes.get(id).copied().unwrap_or(MISSING);
-        }
-        p as u32
-    }
-}
-
-/// A page map resolved to blob positions.
-struct Positions {
-    /// Every page, page 1 first.
-    pages: Vec<u32>,
-    /// The page map blobs of the chain, the full map first.
-    maps: Vec<u32>,
-}
-
-struct Resolver<'a> {
-    repo: &'a Repository,
-    blobs: &'a BlobTable,
-    /// Most recently used last.
-    cache: VecDeque<(Id, Arc<Positions>)>,
-    /// Maps read ahead, taken when resolved.
-    fetched: HashMap<Id, Result<PageMap>>,
-}
-
-impl Resolver<'_> {
-    /// On an object store each page map is a round trip (a thousand
-    /// snapshots took half a minute one by one over loopback), so the
-    /// snapshots ahead have their small maps read several at a time, up to
-    /// `PREFETCH_BYTES`. Large (full) maps are few and cost bandwidth, not
-    /// round trips: they are read when needed, one at a time, since the
-    /// HTTP client holds about twice a body while it reads it. Returns how
-    /// many snapshots that covers.
-    fn prefetch(&mut self, ahead: &[SnapshotRef]) -> usize {
-        let transfers = self.repo.storage.transfers();
-        if transfers <= 1 {
-            return ahead.len();
-        }
-        let (mut want, mut bytes, mut covered) = (Vec::<Id>::new(), 0u64, 0);
-        for snap in ahead {
-            let mut add = Vec::new();
-            for src in &snap.manifest.sources {
-                if let Source::Sqlite(db) = src
-                    && let Some(loc) = self.repo.index.get(&db.pagemap)
-                    && loc.raw_length <= PREFETCH_LARGEST
-                    && !self.cache.iter().any(|(k, _)| *k == db.pagemap)
-                    && !want.contains(&db.pagemap)
-                    && !add.iter().any(|(id, _)| *id == db.pagemap)
-                {
-                    add.push((db.pagemap, loc.raw_length as u64));
-                }
-            }
-            let size: u64 = add.iter().map(|(_, n)| n).sum();
-            if covered > 0 && (bytes + size > PREFETCH_BYTES || want.len() + add.len() > PREFETCH_MAPS) {
-                break;
-            }
-            want.extend(add.into_iter().map(|(id, _)| id));
-            bytes += size;
-            covered += 1;
-        }
-        // Whatever the last batch read and nobody took is not needed.
-        self.fetched.clear();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let fetched = std::sync::Mutex::new(HashMap::new());
-        std::thread::scope(|scope| {
-            for _ in 0..transfers.min(want.len()) {
-                scope.spawn(|| {
-                    while let Some(id) = want.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                        let map = self.repo.read_pagemap(id, false);
-                        fetched.lock().expect("prefetch").insert(*id, map);
-                    }
-                });
-            }
-        });
-        self.fetched = fetched.into_inner().expect("prefetch");
-        covered
-    }
-
-    fn resolve(&mut self, id: Id, depth: u32) -> Result<Arc<Positions>> {
-        if let Some(i) = self.cache.iter().position(|(k, _)| *k == id) {
-            let hit = self.cache.remove(i).expect("found above");
-            let list = hit.1.clone();
-            self.cache.push_back(hit);
-            return Ok(list);
-        }
-        if depth > MAX_DEPTH {
-            return Err(Error::bad_data(
-                format!("page map {}", id.short()),
-                "parent chain is too long or cyclic",
-            ));
-        }
-        let map = match self.fetched.remove(&id) {
-            Some(map) => map?,
-            None => self.repo.read_pagemap(&id, false)?,
-        };
-        let me = self.blobs.position(&id);
-        let list = match map.pages {
-            Pages::Full { ids, .. } => Positions {
-                pages: ids.iter().map(|p| self.blobs.position(p)).collect(),
-                maps: vec![me],
-            },
-            Pages::Delta(changes) => {
-                let parent = self.resolve(map.parent, depth + 1)?;
-                // Sized exactly: a database that grew by one page would
-                // otherwise double the list's allocation.
-                let n = map.page_count as usize;
-                let mut pages = Vec::with_capacity(n);
-                pages.extend_from_slice(&parent.pages[..n.min(parent.pages.len())]);
-                pages.resize(n, MISSING);
-                for c in &changes {
-                    pages[c.pgno as usize - 1] = self.blobs.position(&c.id);
-                }
-                let mut maps = parent.maps.clone();
-                maps.push(me);
-                Positions { pages, maps }
-            }
-        };
-        let list = Arc::new(list);
-        self.cache.push_back((id, list.clone()));
-        let held = |c: &VecDeque<(Id, Arc<Positions>)>| c.iter().map(|(_, p)| p.pages.len()).sum::<usize>();
-        while self.cache.len() > 1 && (self.cache.len() > CACHE_MAPS || held(&self.cache) > CACHE_PAGES) {
-            self.cache.pop_front();
-        }
-        Ok(list)
+        t
     }
 }
 
@@ -654,40 +435,10 @@ mod tests {
             }],
         });
         index.seal();
-        let t = BlobTable::new(&index).unwrap();
-        let share = |i: usize| t.share[t.position(&ids[i]) as usize];
+        let t = BlobSizes::new(&index);
+        let positions = crate::repo::references::BlobPositions::new(&index).unwrap();
+        let share = |i: usize| t.share[positions.position(&ids[i]) as usize];
         assert_eq!((share(0), share(1), share(2)), (3, 3, 4));
         assert_eq!((share(3), share(4)), (1, 6));
-        assert_eq!(t.position(&Id::of(b"absent")), MISSING);
-        for (pos, (id, _)) in index.iter().enumerate() {
-            assert_eq!(t.position(id), pos as u32);
-        }
-    }
-
-    #[test]
-    fn ids_sharing_a_head_are_told_apart() {
-        let mut a = Id::of(b"a");
-        let mut b = a;
-        b.0[31] ^= 1;
-        let mut c = a;
-        c.0[20] ^= 1;
-        a.0[0] = 0x80;
-        b.0[0] = 0x80;
-        c.0[0] = 0x80;
-        let mut index = Index::default();
-        index.add_file(&IndexFile {
-            packs: vec![IndexedPack {
-                id: Id::of(b"pack"),
-                size: 30,
-                blobs: vec![entry(a, 0, 10, 0, 5), entry(b, 10, 10, 0, 5)],
-            }],
-        });
-        index.seal();
-        let t = BlobTable::new(&index).unwrap();
-        let (pa, pb) = (t.position(&a), t.position(&b));
-        assert_ne!(pa, pb);
-        assert_eq!(pa.min(pb), 0);
-        assert_eq!(pa.max(pb), 1);
-        assert_eq!(t.position(&c), MISSING, "same head, not indexed");
     }
 }

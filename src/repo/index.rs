@@ -192,11 +192,8 @@ impl Index {
         self.marked[pack as usize]
     }
 
-    /// Position of a blob in [`Index::iter`] order, for dense per-blob tables.
-    pub fn position(&self, id: &Id) -> Option<usize> {
-        self.blobs.binary_search_by(|(k, _)| k.cmp(id)).ok()
-    }
-
+    /// The blob at a position in [`Index::iter`] order (what
+    /// `references::BlobPositions` gives).
     pub fn at(&self, position: usize) -> (&Id, &Location) {
         let (id, loc) = &self.blobs[position];
         (id, loc)

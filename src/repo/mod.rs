@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod mark;
 pub mod pack;
 pub mod pagemap;
+pub mod references;
 pub mod segment;
 pub mod writer;
 
