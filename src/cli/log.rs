@@ -208,18 +208,8 @@ impl Pending {
 /// repository.
 fn targets(ctx: &Ctx, op: &Pending) -> Result<Vec<RepoLocation>> {
     if op.command == "replicate" {
-        let config = ctx.config()?;
-        let options = config
-            .and_then(|c| c.repository.as_ref())
-            .map(|r| r.storage_options())
-            .unwrap_or_default();
-        let named = match &op.replicas {
-            flags if !flags.is_empty() => flags.clone(),
-            _ => config.map(|c| c.replicate.replicas.clone()).unwrap_or_default(),
-        };
-        if !named.is_empty() {
-            return named.iter().map(|n| RepoLocation::parse(n, &options)).collect();
-        }
+        let configured = ctx.config()?.map(|c| c.replicate.replicas.clone()).unwrap_or_default();
+        return super::replicate::replica_locations(ctx, &op.replicas, &configured);
     }
     Ok(vec![ctx.repo_location()?])
 }

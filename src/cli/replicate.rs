@@ -136,6 +136,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     opts.poll_interval = (opts.sync_interval / 100).clamp(Duration::from_millis(2), Duration::from_millis(20));
 
     let replicas = replica_locations(ctx, &args.replicas, &section.replicas)?;
+    // Each must exist; the default repository is created on first use.
+    for loc in replicas.iter().filter(|l| l.is_default) {
+        drop(Repository::open_locked(loc, "replicate")?);
+    }
     install_handlers();
     let mut child = match &args.exec {
         Some(cmd) => Some(
@@ -200,23 +204,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     Ok(status)
 }
 
-/// `--replica` flags, else `[replicate] replicas`, else the repository. Each
-/// must exist (the default repository is created on first use).
-fn replica_locations(ctx: &Ctx, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
+/// `--replica` flags, else `[replicate] replicas`, else the repository.
+pub(super) fn replica_locations(ctx: &Ctx, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
     let section = ctx.config()?.and_then(|c| c.repository.clone());
     let options = section.as_ref().map(|r| r.storage_options()).unwrap_or_default();
     let named = if flags.is_empty() { configured } else { flags };
-    let mut out = Vec::new();
     if named.is_empty() {
-        let loc = ctx.repo_location()?;
-        if loc.is_default {
-            drop(Repository::open_locked(&loc, "replicate")?);
-        }
-        out.push(loc);
-    } else {
-        for n in named {
-            out.push(RepoLocation::parse(n, &options)?);
-        }
+        return Ok(vec![ctx.repo_location()?]);
     }
-    Ok(out)
+    named.iter().map(|n| RepoLocation::parse(n, &options)).collect()
 }
