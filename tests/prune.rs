@@ -122,6 +122,25 @@ fn forget_dry_run_explains_every_decision_and_changes_nothing() {
     // No rule at all is a usage error, and changes nothing.
     env.run(["forget"]).expect_code(64);
     assert_eq!(env.list().len(), 10);
+    // Nor does a rule set that would empty a group (a misspelt tag, say),
+    // or prune settings it cannot use.
+    let out = env.run(["forget", "--keep-tag", "relaese"]).expect_code(64);
+    assert!(out.stderr.contains("would remove every snapshot"), "{}", out.stderr);
+    env.run(["forget", "--keep-last", "1", "--prune", "--repack-unused", "0"])
+        .expect_code(64);
+    env.run(["prune", "--repack-unused", "101"]).expect_code(64);
+    env.run(["prune", "--grace", "soon"]).expect_code(78);
+    // (Each refusal appends its record to the operations log, by design.)
+    let without_log = |d: std::collections::BTreeMap<String, common::Node>| {
+        d.into_iter()
+            .filter(|(k, _)| k != "log" && !k.starts_with("log/"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert!(
+        without_log(state()) == without_log(before),
+        "refusals leave the repository as it was"
+    );
+    assert_eq!(env.list().len(), 10);
 }
 
 #[test]
