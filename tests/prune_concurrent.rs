@@ -44,32 +44,6 @@ const SEC: i64 = 1_000_000_000;
 
 type Row = (i64, i64, String);
 
-/// With `LIFEBOAT_TEST_KEEP=DIR`, a failing test's scratch directory (logs,
-/// databases, a local repository) is copied to `DIR/<test>` for a look.
-struct KeepOnFailure<'a>(&'a Env, &'static str);
-
-impl Drop for KeepOnFailure<'_> {
-    fn drop(&mut self) {
-        let Some(dir) = std::env::var_os("LIFEBOAT_TEST_KEEP") else {
-            return;
-        };
-        if !std::thread::panicking() {
-            return;
-        }
-        let to = PathBuf::from(dir).join(self.1);
-        let _ = std::fs::create_dir_all(&to);
-        let _ = Command::new("cp").arg("-a").arg(&self.0.root).arg(&to).status();
-        if self.0.is_s3() {
-            let _ = Command::new("cp")
-                .arg("-a")
-                .arg(&self.0.repo)
-                .arg(to.join("s3-repo"))
-                .status();
-        }
-        eprintln!("kept {} in {}", self.0.root.display(), to.display());
-    }
-}
-
 // ------------------------------------------------------------ commands
 
 /// The binary with `--repo`, the scaled-down view limit, and (to model
@@ -552,7 +526,7 @@ fn concurrent_snapshot_replicate_and_prune_lose_nothing() {
     let _serial = common::serial();
     let started = Instant::now();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "prune-concurrent");
+    let _keep = common::KeepOnFailure(&env, "prune-concurrent");
     let backend = if env.is_s3() { "s3" } else { "local" };
     // Other hosts: on S3 the snapshotter and the pruner each have their own
     // working directory (and host lock); locally all share the repository's
@@ -928,7 +902,7 @@ fn keep_wal_deletes_old_segments_but_every_point_in_the_window_restores() {
     let _serial = common::serial();
     let started = Instant::now();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "keep-wal");
+    let _keep = common::KeepOnFailure(&env, "keep-wal");
     let backend = if env.is_s3() { "s3" } else { "local" };
     let db = env.path("a/app.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();

@@ -29,32 +29,6 @@ const LATENESS_NS: i64 = 250_000_000;
 
 type Row = (i64, i64, String);
 
-/// With `LIFEBOAT_TEST_KEEP=DIR`, a failing test's scratch directory (logs,
-/// databases, a local repository) is copied to `DIR/<test>` for a look.
-struct KeepOnFailure<'a>(&'a Env, &'static str);
-
-impl Drop for KeepOnFailure<'_> {
-    fn drop(&mut self) {
-        let Some(dir) = std::env::var_os("LIFEBOAT_TEST_KEEP") else {
-            return;
-        };
-        if !std::thread::panicking() {
-            return;
-        }
-        let to = PathBuf::from(dir).join(self.1);
-        let _ = std::fs::create_dir_all(&to);
-        let _ = Command::new("cp").arg("-a").arg(&self.0.root).arg(&to).status();
-        if self.0.is_s3() {
-            let _ = Command::new("cp")
-                .arg("-a")
-                .arg(&self.0.repo)
-                .arg(to.join("s3-repo"))
-                .status();
-        }
-        eprintln!("kept {} in {}", self.0.root.display(), to.display());
-    }
-}
-
 // ------------------------------------------------------------ replicator
 
 /// A running `lifeboat -v replicate DB --sync-interval 200ms`, its stderr
@@ -555,7 +529,7 @@ fn kill(guard: &mut ChildGuard) {
 fn kill_loop_restores_exact_prefixes_at_every_txid_and_time() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "kill-loop");
+    let _keep = common::KeepOnFailure(&env, "kill-loop");
     let seed = std::env::var("LIFEBOAT_TEST_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -860,7 +834,7 @@ fn external_truncate_checkpoints_while_writing() {
     // Small checkpoints, so the replicator lets go of the log often and an
     // outside TRUNCATE can actually complete now and then.
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "checkpoints");
+    let _keep = common::KeepOnFailure(&env, "checkpoints");
     let mut sc = Scene::new(&env, Some(SMALL_CHECKPOINTS));
     let mut r = Restorer::new(&env, "restored");
     sc.write(150, Duration::from_millis(2));
@@ -921,7 +895,7 @@ fn assert_gaps_reported(env: &Env, evs: &[LogEvent]) {
 fn checkpoint_storm_passive_and_restart_after_every_commit() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "checkpoints");
+    let _keep = common::KeepOnFailure(&env, "checkpoints");
     let mut sc = Scene::new(&env, Some(SMALL_CHECKPOINTS));
     let mut r = Restorer::new(&env, "restored");
     sc.write(150, Duration::from_millis(2));
@@ -976,7 +950,7 @@ fn checkpoint_storm_passive_and_restart_after_every_commit() {
 fn vacuum_is_replicated_like_any_commit() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "scene");
+    let _keep = common::KeepOnFailure(&env, "scene");
     let mut sc = Scene::new(&env, None);
     let mut r = Restorer::new(&env, "restored");
     sc.write(400, Duration::from_millis(1));
@@ -1011,7 +985,7 @@ fn vacuum_is_replicated_like_any_commit() {
 fn database_replaced_underneath_gets_a_new_base() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "scene");
+    let _keep = common::KeepOnFailure(&env, "scene");
     let mut sc = Scene::new(&env, None);
     let mut r = Restorer::new(&env, "restored");
     sc.write(200, Duration::from_millis(1));
@@ -1106,7 +1080,7 @@ fn database_replaced_underneath_gets_a_new_base() {
 fn page_size_change_while_stopped() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "scene");
+    let _keep = common::KeepOnFailure(&env, "scene");
     let mut sc = Scene::new(&env, None);
     let mut r = Restorer::new(&env, "restored");
     sc.write(300, Duration::from_millis(1));
@@ -1253,7 +1227,7 @@ fn refuses_a_database_on_tmpfs() {
 fn a_second_replicator_is_refused_while_the_first_keeps_working() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "scene");
+    let _keep = common::KeepOnFailure(&env, "scene");
     let mut sc = Scene::new(&env, None);
     let mut r = Restorer::new(&env, "restored");
     sc.write(50, Duration::from_millis(1));
@@ -1360,7 +1334,7 @@ fn exec_runs_the_service_and_exits_with_its_status() {
 fn restore_if_db_not_exists_and_if_replica_exists() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "scene");
+    let _keep = common::KeepOnFailure(&env, "scene");
     let mut sc = Scene::new(&env, None);
     let mut r = Restorer::new(&env, "restored");
     sc.write(60, Duration::from_millis(1));
@@ -1460,7 +1434,7 @@ fn restore_if_db_not_exists_and_if_replica_exists() {
 fn two_replicas_and_folded_bases_agree() {
     let _serial = common::serial();
     let env = Env::new();
-    let _keep = KeepOnFailure(&env, "scene");
+    let _keep = common::KeepOnFailure(&env, "scene");
     let second = env.path("second-repo");
     env.run_bare(["--repo", s(&second), "init"]).expect_code(0);
     let config = format!(

@@ -942,3 +942,29 @@ pub fn describe_without_log(root: &Path) -> BTreeMap<String, Node> {
     d.retain(|k, _| k != "log" && !k.starts_with("log/"));
     d
 }
+
+/// With `LIFEBOAT_TEST_KEEP=DIR`, a failing test's scratch directory (logs,
+/// databases, a local repository) is copied to `DIR/<test>` for a look.
+pub struct KeepOnFailure<'a>(pub &'a Env, pub &'static str);
+
+impl Drop for KeepOnFailure<'_> {
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("LIFEBOAT_TEST_KEEP") else {
+            return;
+        };
+        if !std::thread::panicking() {
+            return;
+        }
+        let to = PathBuf::from(dir).join(self.1);
+        let _ = std::fs::create_dir_all(&to);
+        let _ = Command::new("cp").arg("-a").arg(&self.0.root).arg(&to).status();
+        if self.0.is_s3() {
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(&self.0.repo)
+                .arg(to.join("s3-repo"))
+                .status();
+        }
+        eprintln!("kept {} in {}", self.0.root.display(), to.display());
+    }
+}
