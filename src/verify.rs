@@ -32,7 +32,14 @@ pub struct VerifyReport {
     pub unreferenced_packs: Vec<String>,
 }
 
-pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
+/// Loads the index itself, after listing the snapshots: a writer publishes
+/// its index files before its manifest, and a prune its marks before it
+/// rewrites index files, so in this order a snapshot published or a pack
+/// marked meanwhile is not taken for damage.
+pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
+    let snaps = repo.snapshots()?;
+    repo.load_index_then_marks()?;
+    let repo = &*repo;
     let mut report = VerifyReport {
         packs: repo.index.packs().len(),
         blobs: repo.index.blob_count(),
@@ -138,7 +145,6 @@ pub fn verify(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Re
     report.unreferenced_packs.sort();
 
     // Snapshots: every reference resolves and is undamaged.
-    let snaps = repo.snapshots()?;
     report.snapshots = snaps.len();
     for s in &snaps {
         let sid = s.id.hex();

@@ -11,9 +11,9 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let repo = ctx.open_repo()?;
+    let mut repo = ctx.open_repo_unindexed()?;
     let progress = ctx.progress();
-    let report = lifeboat::verify::verify(&repo, args.read_data, &progress)?;
+    let report = lifeboat::verify::verify(&mut repo, args.read_data, &progress)?;
     let code = if report.problems.is_empty() {
         0
     } else {
