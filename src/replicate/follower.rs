@@ -354,8 +354,8 @@ impl Follower {
         self.ident
     }
 
-    /// Read what was committed since the last call into `out` (at most about
-    /// `max_bytes` of pages).
+    /// Read what was committed since the last call into `out` (holding at
+    /// most `max_bytes` of pages in all, see `wal::read_commits`).
     pub fn poll(&mut self, out: &mut WalCommits, max_bytes: usize) -> Result<Polled> {
         let Some(mut pos) = self.pos else {
             return Ok(Polled::Lost("no base yet"));
@@ -398,7 +398,7 @@ impl Follower {
             // generation's end: read them first.
             pos = self.read_commits(&file, pos, max_bytes, out)?;
             self.pos = Some(pos);
-            if out.too_large || out.data.len() >= max_bytes {
+            if out.too_large || out.full {
                 return Ok(Polled::Ok); // come back for the rest
             }
             let frame_len = wal::FRAME_HEADER_LEN + self.page_size as u64;

@@ -233,12 +233,8 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
 impl Stream {
     fn follow(&mut self, stop: &AtomicBool) -> Result<()> {
         while !stop.load(Ordering::SeqCst) {
-            let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
             let before = self.pending.wal.commits.len();
-            match self
-                .follower
-                .poll(&mut self.pending.wal, room.max(self.follower.page_size as usize))?
-            {
+            match self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)? {
                 Polled::Ok => {
                     self.stamp();
                     if self.pending.wal.commits.len() > before {
@@ -317,14 +313,13 @@ impl Stream {
     /// takes a base for it) and at a loss of continuity, which it reports.
     fn catch_up(&mut self) -> Result<()> {
         loop {
-            let room = self.opts.segment_bytes.saturating_sub(self.pending.wal.data.len());
-            let polled = self.follower.poll(&mut self.pending.wal, room.max(1))?;
+            let polled = self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)?;
             self.stamp();
             if let Polled::Lost(reason) = polled {
                 self.report_gap(reason);
                 return Ok(());
             }
-            if self.pending.wal.too_large || self.pending.wal.data.len() < self.opts.segment_bytes {
+            if self.pending.wal.too_large || !self.pending.wal.full {
                 return Ok(());
             }
             self.seal()?;
@@ -373,7 +368,7 @@ impl Stream {
         // 1.01 s with 20 ms of slack.
         let headroom = (self.opts.poll_interval + self.last_seal + Duration::from_millis(2 * upload + 50))
             .min(self.opts.sync_interval / 2);
-        since.elapsed() + headroom >= self.opts.sync_interval || self.pending.wal.data.len() >= self.opts.segment_bytes
+        since.elapsed() + headroom >= self.opts.sync_interval || self.pending.wal.full
     }
 
     /// Spool the pending commits as one segment and save where reading stands.

@@ -228,6 +228,9 @@ pub struct WalCommits {
     /// Reading stopped at a transaction larger than the limit given; it is
     /// not in `commits`.
     pub too_large: bool,
+    /// Reading stopped because the next transaction would take `data` past
+    /// the limit given: seal what is held, then read on.
+    pub full: bool,
 }
 
 impl WalCommits {
@@ -235,6 +238,7 @@ impl WalCommits {
         self.commits.clear();
         self.data.clear();
         self.too_large = false;
+        self.full = false;
     }
 }
 
@@ -246,9 +250,11 @@ const READ_FRAMES: u64 = 64;
 /// `from`'s salts and extend its checksum chain; reading stops at the first
 /// frame that does not (a frame being written, a stale one from an earlier
 /// generation, the end of the file) and frames after the last commit frame
-/// are left for a later call. Stops early once `max_bytes` of pages are held,
-/// at a commit boundary, or at a single transaction larger than that (then
-/// `too_large` is set). Returns the position after the last commit read.
+/// are left for a later call. `max_bytes` bounds `out.data` as a whole
+/// (what it already held included): reading stops at the commit boundary
+/// where the next transaction would not fit (then `full` is set), or at a
+/// single transaction larger than that (then `too_large` is set). Returns
+/// the position after the last commit read.
 pub fn read_commits(
     file: &File,
     path: &Path,
@@ -301,6 +307,10 @@ pub fn read_commits(
                         out.too_large = true;
                         break 'outer;
                     }
+                    if out.data.len() + ps > max_bytes {
+                        out.full = true;
+                        break 'outer;
+                    }
                     txn_index.insert(pgno, txn_pages.len());
                     txn_pages.push(pgno);
                     out.data.extend_from_slice(page);
@@ -322,6 +332,7 @@ pub fn read_commits(
                     cksum2: cksum.1,
                 };
                 if out.data.len() >= max_bytes {
+                    out.full = true;
                     break 'outer;
                 }
             }
@@ -425,6 +436,82 @@ impl IndexHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `max_bytes` bounds what `out` holds in all: with commits already
+    /// pending, reading stops before a transaction that would not fit (full,
+    /// not too large: it fits alone) and says so; only a transaction larger
+    /// than the bound by itself is too large.
+    #[test]
+    fn read_commits_bounds_the_whole_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x BLOB);")
+            .unwrap();
+        for _ in 0..20 {
+            c.execute("INSERT INTO t VALUES (zeroblob(100))", []).unwrap();
+        }
+        // One transaction touching many pages.
+        c.execute_batch("BEGIN; INSERT INTO t SELECT zeroblob(3000) FROM t; COMMIT;")
+            .unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let header = WalHeader::read(&wal).unwrap().unwrap();
+        let file = File::open(&wal).unwrap();
+        let ps = 4096usize;
+        let read = |max: usize, out: &mut WalCommits| {
+            read_commits(
+                &file,
+                &wal,
+                header.big_endian(),
+                ps as u32,
+                WalPosition::start_of(&header),
+                max,
+                out,
+            )
+            .unwrap()
+        };
+        let mut all = WalCommits::default();
+        let end = read(usize::MAX, &mut all);
+        assert!(!all.full && !all.too_large);
+        let big = all.commits.last().unwrap().pages.len();
+        assert!(big > 10, "the last transaction touches {big} pages");
+        let small: usize = all.commits[..all.commits.len() - 1].iter().map(|c| c.pages.len()).sum();
+
+        // Room for everything before the big transaction and for it alone,
+        // but not for both: full, the big one left for later.
+        let cap = (small.max(big) + 2) * ps;
+        assert!(cap < (small + big) * ps);
+        let mut out = WalCommits::default();
+        let pos = read(cap, &mut out);
+        assert!(
+            out.full && !out.too_large,
+            "full {} too_large {}",
+            out.full,
+            out.too_large
+        );
+        assert_eq!(out.commits.len(), all.commits.len() - 1);
+        assert_eq!(out.data.len(), small * ps, "no page of the unread transaction kept");
+        // Sealed (emptied), it reads the rest from where it stopped.
+        let mut next = WalCommits::default();
+        assert_eq!(read_from(&file, &wal, &header, pos, cap, &mut next), end);
+        assert_eq!(next.commits.len(), 1);
+
+        // A bound smaller than the big transaction alone: too large.
+        let mut tiny = WalCommits::default();
+        let _ = read_from(&file, &wal, &header, pos, (big - 1) * ps, &mut tiny);
+        assert!(tiny.too_large && tiny.commits.is_empty());
+    }
+
+    fn read_from(
+        file: &File,
+        wal: &Path,
+        header: &WalHeader,
+        from: WalPosition,
+        max: usize,
+        out: &mut WalCommits,
+    ) -> WalPosition {
+        read_commits(file, wal, header.big_endian(), 4096, from, max, out).unwrap()
+    }
 
     #[test]
     fn finds_pages_written_in_wal() {
