@@ -94,6 +94,11 @@ struct Args {
     /// comparison.
     #[arg(long, default_value_t = 5, value_name = "N")]
     history_minutes: u64,
+    /// Run only these parts of the replication section (comma-separated:
+    /// lag, top, s3, s3-long-sync, restore), for a quick look while
+    /// working; not with --write-doc, whose section must be whole.
+    #[arg(long, value_name = "PHASES", value_delimiter = ',', value_parser = replication::PHASES)]
+    replication_phases: Option<Vec<String>>,
     /// Litestream binary for the replication section (default: `litestream`
     /// on the PATH; without one its rows are skipped).
     #[arg(long, value_name = "PATH")]
@@ -1145,6 +1150,11 @@ fn run(args: &Args) -> Res<()> {
     }
 
     let only = args.only.as_deref();
+    if args.replication_phases.is_some() && (args.write_doc.is_some() || only != Some("replication")) {
+        return Err(
+            "--replication-phases needs --only replication and no --write-doc (a written section must be whole)".into(),
+        );
+    }
     let main_report = match only {
         None => Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?),
         Some(_) => None,
@@ -1192,6 +1202,7 @@ fn run_replication(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Re
         big_db: cached,
         history_minutes: args.history_minutes,
         keep: args.keep,
+        phases: args.replication_phases.as_deref(),
         versions: &tools.versions,
     };
     let repl = replication::run(&setup)?;

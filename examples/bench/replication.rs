@@ -39,8 +39,16 @@ use super::{
     warm,
 };
 
-/// Every replicator runs with this sync interval.
-const SYNC_INTERVAL: &str = "1s";
+/// Every replicator runs with this sync interval (seconds), except in the
+/// S3 runs at `LONG_SYNC_S`.
+const SYNC_S: u32 = 1;
+/// The sync interval of the extra S3 request runs: an operator paying per
+/// request raises it, and whether that lowers the bill is the question.
+const LONG_SYNC_S: u32 = 10;
+/// Steady rate of those runs, commits per second.
+const LONG_SYNC_RATE: u32 = 100;
+/// The parts of the section, for `--replication-phases`.
+pub const PHASES: [&str; 5] = ["lag", "top", "s3", "s3-long-sync", "restore"];
 /// Steady rates for the lag and request runs, commits per second.
 const RATES: [u32; 2] = [100, 1000];
 /// Length of each lag run (local repository / file replica).
@@ -117,6 +125,8 @@ pub struct Setup<'a> {
     pub big_db: &'a Path,
     pub history_minutes: u64,
     pub keep: bool,
+    /// Only these parts of the section (`PHASES`); all when None.
+    pub phases: Option<&'a [String]>,
     /// `name: version` lines for the section's header.
     pub versions: &'a [(String, String)],
 }
@@ -888,6 +898,8 @@ struct Spec {
     /// None: as fast as the writer can.
     rate: Option<u32>,
     secs: u64,
+    /// Sync interval of the replicator, seconds.
+    sync_s: u32,
 }
 
 pub struct RunStat {
@@ -1000,7 +1012,7 @@ impl Ctx<'_> {
         Ok(c)
     }
 
-    fn litestream_config(&self, db: &Path, dest: Dest, replica: &Path, prefix: &str) -> Res<String> {
+    fn litestream_config(&self, db: &Path, dest: Dest, replica: &Path, prefix: &str, sync_s: u32) -> Res<String> {
         let q = |p: &Path| format!("{:?}", p.display().to_string());
         let replica_yml = match dest {
             Dest::Local => format!("      - type: file\n        path: {}\n", q(replica)),
@@ -1015,7 +1027,7 @@ impl Ctx<'_> {
             }
         };
         Ok(format!(
-            "dbs:\n  - path: {}\n    replicas:\n{replica_yml}        sync-interval: {SYNC_INTERVAL}\n",
+            "dbs:\n  - path: {}\n    replicas:\n{replica_yml}        sync-interval: {sync_s}s\n",
             q(db)
         ))
     }
@@ -1087,7 +1099,8 @@ fn prepare(ctx: &Ctx, spec: &Spec) -> Res<Prepared> {
             )?;
             // The run's requests are the replicator's, not `init`'s.
             from_ns = now_ns();
-            let mut cmd = ctx.lifeboat(&repo, &dir, &["-v", "replicate", "--sync-interval", SYNC_INTERVAL]);
+            let sync = format!("{}s", spec.sync_s);
+            let mut cmd = ctx.lifeboat(&repo, &dir, &["-v", "replicate", "--sync-interval", &sync]);
             cmd.arg(&db);
             let mut d = Daemon::spawn(&mut cmd, &log)?;
             d.wait_for("event=\"replicate.base\"", Duration::from_secs(120))?;
@@ -1100,7 +1113,10 @@ fn prepare(ctx: &Ctx, spec: &Spec) -> Res<Prepared> {
         }
         Who::Litestream => {
             let cfg = dir.join("litestream.yml");
-            fs::write(&cfg, ctx.litestream_config(&db, spec.dest, &replica, &spec.key)?)?;
+            fs::write(
+                &cfg,
+                ctx.litestream_config(&db, spec.dest, &replica, &spec.key, spec.sync_s)?,
+            )?;
             let mut cmd = ctx.litestream(&["replicate".as_ref(), "-config".as_ref(), cfg.as_os_str()])?;
             let mut d = Daemon::spawn(&mut cmd, &log)?;
             d.wait_for("snapshot complete", Duration::from_secs(120))?;
@@ -1406,14 +1422,14 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
     let mut cmd = ctx.lifeboat(
         repo.as_os_str(),
         &dir,
-        &["-v", "replicate", "--sync-interval", SYNC_INTERVAL],
+        &["-v", "replicate", "--sync-interval", &format!("{SYNC_S}s")],
     );
     cmd.arg(&src);
     let mut lb = Daemon::spawn(&mut cmd, &ctx.logs.join("restore-lifeboat-replicate.log"))?;
     let cfg = dir.join("litestream.yml");
     let mut ls = match ctx.setup.litestream {
         Some(_) => {
-            fs::write(&cfg, ctx.litestream_config(&src, Dest::Local, &replica, "")?)?;
+            fs::write(&cfg, ctx.litestream_config(&src, Dest::Local, &replica, "", SYNC_S)?)?;
             let mut cmd = ctx.litestream(&["replicate".as_ref(), "-config".as_ref(), cfg.as_os_str()])?;
             Some(Daemon::spawn(
                 &mut cmd,
@@ -1605,7 +1621,7 @@ pub fn run(setup: &Setup) -> Res<Results> {
         no_aws_files: dir.join("no-aws-config"),
     };
     let has_ls = setup.litestream.is_some();
-    let spec = |who: Who, dest: Dest, rate: Option<u32>, secs: u64, round: usize| {
+    let spec = |who: Who, dest: Dest, rate: Option<u32>, secs: u64, round: usize, sync_s: u32| {
         let who_s = match who {
             Who::Nobody => "none",
             Who::Lifeboat => "lifeboat",
@@ -1616,25 +1632,39 @@ pub fn run(setup: &Setup) -> Res<Results> {
             Dest::S3 => "s3",
         };
         let rate_s = rate.map(|r| r.to_string()).unwrap_or_else(|| format!("max{round}"));
+        let sync_suffix = if sync_s == SYNC_S {
+            String::new()
+        } else {
+            format!("-sync{sync_s}s")
+        };
         Spec {
-            key: format!("{who_s}-{dest_s}-{rate_s}"),
+            key: format!("{who_s}-{dest_s}-{rate_s}{sync_suffix}"),
             who,
             dest,
             rate,
             secs,
+            sync_s,
         }
     };
+    let wanted = |phase: &str| setup.phases.is_none_or(|p| p.iter().any(|x| x == phase));
     // Groups of runs; the runs of a group go side by side.
     let mut plan: Vec<Vec<Spec>> = Vec::new();
     // 1. Lag to a local repository / file replica, one run at a time.
-    for rate in RATES {
-        plan.push(vec![spec(Who::Lifeboat, Dest::Local, Some(rate), LAG_SECS, 0)]);
+    for rate in RATES.into_iter().filter(|_| wanted("lag")) {
+        plan.push(vec![spec(Who::Lifeboat, Dest::Local, Some(rate), LAG_SECS, 0, SYNC_S)]);
         if has_ls {
-            plan.push(vec![spec(Who::Litestream, Dest::Local, Some(rate), LAG_SECS, 0)]);
+            plan.push(vec![spec(
+                Who::Litestream,
+                Dest::Local,
+                Some(rate),
+                LAG_SECS,
+                0,
+                SYNC_S,
+            )]);
         }
     }
     // 2. Top writer rate, one at a time, alternating order between rounds.
-    for round in 0..TPUT_ROUNDS {
+    for round in (0..TPUT_ROUNDS).filter(|_| wanted("top")) {
         let mut who = vec![Who::Nobody, Who::Lifeboat];
         if has_ls {
             who.push(Who::Litestream);
@@ -1643,15 +1673,23 @@ pub fn run(setup: &Setup) -> Res<Results> {
             who.reverse();
         }
         for w in who {
-            plan.push(vec![spec(w, Dest::Local, None, TPUT_SECS, round)]);
+            plan.push(vec![spec(w, Dest::Local, None, TPUT_SECS, round, SYNC_S)]);
         }
     }
-    // 3. S3 lag and requests: both tools side by side at the same rate.
+    // 3. S3 lag and requests: both tools side by side at the same rate and
+    // sync interval.
     if ctx.s3.is_some() {
-        for rate in RATES {
-            let mut group = vec![spec(Who::Lifeboat, Dest::S3, Some(rate), S3_SECS, 0)];
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        if wanted("s3") {
+            runs.extend(RATES.map(|r| (r, SYNC_S)));
+        }
+        if wanted("s3-long-sync") {
+            runs.push((LONG_SYNC_RATE, LONG_SYNC_S));
+        }
+        for (rate, sync_s) in runs {
+            let mut group = vec![spec(Who::Lifeboat, Dest::S3, Some(rate), S3_SECS, 0, sync_s)];
             if has_ls {
-                group.push(spec(Who::Litestream, Dest::S3, Some(rate), S3_SECS, 0));
+                group.push(spec(Who::Litestream, Dest::S3, Some(rate), S3_SECS, 0, sync_s));
             }
             plan.push(group);
         }
@@ -1661,9 +1699,10 @@ pub fn run(setup: &Setup) -> Res<Results> {
         runs.extend(run_group(&ctx, group)?);
     }
     // 4. Restore after history.
-    let (restore, restore_error) = match restore_phase(&ctx) {
-        Ok(r) => (Some(r), None),
-        Err(e) => {
+    let (restore, restore_error) = match wanted("restore").then(|| restore_phase(&ctx)) {
+        None => (None, Some("not run (--replication-phases)".to_string())),
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(e)) => {
             eprintln!("bench: warning: the replication restore comparison failed: {e}");
             (None, Some(e.to_string()))
         }
@@ -1698,9 +1737,13 @@ fn verdict(ok: bool) -> String {
 }
 
 fn find(r: &Results, who: Who, dest: Dest, rate: u32) -> Option<&RunStat> {
+    find_at(r, who, dest, rate, SYNC_S)
+}
+
+fn find_at(r: &Results, who: Who, dest: Dest, rate: u32, sync_s: u32) -> Option<&RunStat> {
     r.runs
         .iter()
-        .find(|s| s.spec.who == who && s.spec.dest == dest && s.spec.rate == Some(rate))
+        .find(|s| s.spec.who == who && s.spec.dest == dest && s.spec.rate == Some(rate) && s.spec.sync_s == sync_s)
 }
 
 fn lag_cell(l: &Lag) -> String {
@@ -1806,9 +1849,13 @@ fn rows(r: &Results) -> Vec<Row> {
         }
     }
     // 3. S3 requests per hour.
-    for rate in RATES {
-        let figure = format!("S3 requests per hour of steady writes, {rate} commits/s");
-        let Some(lb) = find(r, Who::Lifeboat, Dest::S3, rate) else {
+    for (rate, sync_s) in RATES
+        .map(|r| (r, SYNC_S))
+        .into_iter()
+        .chain([(LONG_SYNC_RATE, LONG_SYNC_S)])
+    {
+        let figure = format!("S3 requests per hour of steady writes, {rate} commits/s, sync interval {sync_s} s");
+        let Some(lb) = find_at(r, Who::Lifeboat, Dest::S3, rate, sync_s) else {
             out.push(skipped(&figure, r.s3_skipped.as_deref().unwrap_or("not measured")));
             continue;
         };
@@ -1825,7 +1872,7 @@ fn rows(r: &Results) -> Vec<Row> {
                 q.delete as f64 * f
             )
         };
-        match find(r, Who::Litestream, Dest::S3, rate).and_then(|s| s.per_hour().map(|h| (s, h))) {
+        match find_at(r, Who::Litestream, Dest::S3, rate, sync_s).and_then(|s| s.per_hour().map(|h| (s, h))) {
             Some((ls, lsh)) => out.push(Row {
                 figure,
                 lifeboat: cell(lb, lbh),
@@ -2116,9 +2163,9 @@ fn how_measured(r: &Results) -> String {
   in every run alike. Each run uses a fresh database and repository; the replicator is started first and the \
   writer only once it is ready (Lifeboat: its `replicate.base` line; Litestream: its `snapshot complete` line), \
   so the writer's i-th commit is Lifeboat's txid base+i.
-- Replicators: `lifeboat --repo REPO -v replicate DB --sync-interval {SYNC_INTERVAL}` (its own `XDG_STATE_HOME` and \
+- Replicators: `lifeboat --repo REPO -v replicate DB --sync-interval {SYNC_S}s` (its own `XDG_STATE_HOME` and \
   `XDG_CACHE_HOME` per run) and `litestream replicate -config litestream.yml` with one replica (`type: file`, or \
-  `type: s3` with `force-path-style`), `sync-interval: {SYNC_INTERVAL}`, everything else default. After the writer \
+  `type: s3` with `force-path-style`), `sync-interval: {SYNC_S}s`, everything else default (the S3 runs at {LONG_SYNC_S} s differ only in that). After the writer \
   stops, each is left {:.1} s, then sent SIGINT and waited for (both ship what they hold when they stop). Peak RSS \
   is `VmHWM` from `/proc/PID/status`, read while it runs and until it exits; CPU is its user+system time from `wait4`.
 - Lag: for Lifeboat, the time of the `replicate.shipped` log line (logged once the repository write returned) whose \
@@ -2144,7 +2191,12 @@ fn how_measured(r: &Results) -> String {
   straight-line extrapolation of a {} s window: Litestream's work on longer periods (L0 retention deletes after \
   5 min, level-2 compaction every 5 min, level-3 hourly, daily snapshots) falls outside it, so its hourly figure is a \
   lower bound; Lifeboat has no periodic work of that kind while it replicates. The whole run's requests and \
-  Lifeboat's own count (from its `replicate.base` and `replicate.requests` lines) are under \"Every run\".
+  Lifeboat's own count (from its `replicate.base` and `replicate.requests` lines) are under \"Every run\". \
+  The same pair of runs is repeated at {LONG_SYNC_RATE} commits/s with both tools' sync interval at {LONG_SYNC_S} s \
+  (an operator's first move against a request bill). Lifeboat then ships one segment per interval; Litestream \
+  still cuts one level-0 LTX file per `monitor-interval` (1 s, its default) and uploads each file on its own (its \
+  `Replica.sync` loop), so its count barely moves. At a 1 s interval neither tool can go below one PUT per second \
+  of writes while keeping its promise of a commit in the bucket within a second.
 - Restore: the generated database (a fresh copy) with a `{WRITES_TABLE}` table added, replicated by both at once \
   (Lifeboat to a local repository, Litestream to a file replica) while the writer adds {} min of commits at \
   {HISTORY_RATE} commits/s; both stopped as above. Then, in {RESTORE_ROUNDS} rounds alternating who goes first, \
