@@ -774,6 +774,60 @@ fn generate(path: &Path, size: u64) -> Res<()> {
     Ok(())
 }
 
+/// `n` random single-row updates of the generated `items` table through
+/// `update` (prepared from `UPDATE_ROW`), rows picked among `1..=rows`: the
+/// change both the snapshot section and the prune fixture are made of.
+fn update_random_rows(update: &mut rusqlite::Statement, rng: &mut Rng, rows: u64, n: u64) -> Res<()> {
+    for _ in 0..n {
+        let id = 1 + rng.below(rows) as i64;
+        let body = sentence(rng, 8, 40);
+        let status = rng.pick(&VOCAB.status);
+        let q = rng.below(10_000) as i64;
+        update.execute(rusqlite::params![body, status, q, id])?;
+    }
+    Ok(())
+}
+
+/// A section's scratch directory, `WORK/NAME`: emptied, with `logs/` and a
+/// private copy of the lifeboat binary (a rebuild in the checkout must not
+/// change what runs). `WORK/NAME.lock` is held until `lock` is dropped: one
+/// run of a section at a time per work directory, since a second would
+/// delete this one's files (and its fixture) and share its CPUs.
+struct SectionDir {
+    lock: File,
+    dir: PathBuf,
+    logs: PathBuf,
+    lifeboat: PathBuf,
+}
+
+fn section_dir(work: &Path, name: &str, lifeboat: &Path) -> Res<SectionDir> {
+    let lock = File::create(work.join(format!("{name}.lock")))?;
+    // SAFETY: flock on a descriptor we own, kept open as long as `lock`.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another bench run is using {} ({name}.lock is held); wait for it or use another --work",
+            work.display()
+        )
+        .into());
+    }
+    let dir = work.join(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs)?;
+    let copy = dir.join("lifeboat");
+    fs::copy(lifeboat, &copy)?;
+    Ok(SectionDir {
+        lock,
+        dir,
+        logs,
+        lifeboat: copy,
+    })
+}
+
+const UPDATE_ROW: &str = "UPDATE items SET body = ?1, status = ?2, quantity = ?3 WHERE id = ?4";
+
 /// Apply `n` random single-row updates, one UPDATE per transaction, then
 /// checkpoint the WAL into the main file (TRUNCATE).
 fn apply_updates(path: &Path, n: u64, rows: u64) -> Res<Duration> {
@@ -783,17 +837,8 @@ fn apply_updates(path: &Path, n: u64, rows: u64) -> Res<Duration> {
     // fsynced one by one, so 10,000 transactions do not measure the disk.
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
     let mut rng = Rng(0xC0FF_EE00 + GENERATOR_VERSION as u64);
-    {
-        let mut update = conn.prepare("UPDATE items SET body = ?1, status = ?2, quantity = ?3 WHERE id = ?4")?;
-        for _ in 0..n {
-            let id = 1 + rng.below(rows) as i64;
-            let body = sentence(&mut rng, 8, 40);
-            let status = rng.pick(&VOCAB.status);
-            let q = rng.below(10_000) as i64;
-            // Autocommit: each execute is its own transaction.
-            update.execute(rusqlite::params![body, status, q, id])?;
-        }
-    }
+    // Autocommit: each execute is its own transaction.
+    update_random_rows(&mut conn.prepare(UPDATE_ROW)?, &mut rng, rows, n)?;
     let (busy, _, _): (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
@@ -1206,26 +1251,35 @@ fn run_replication(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Re
         versions: &tools.versions,
     };
     let repl = replication::run(&setup)?;
+    let mut own = String::new();
+    if args.history_minutes != 5 {
+        let _ = write!(own, " --history-minutes {}", args.history_minutes);
+    }
+    if tools.litestream.is_some() {
+        own.push_str(" --litestream V/bin/litestream");
+    }
+    let command = section_command(args, "replication", &own);
+    let section = replication::render(&repl, &command);
+    println!("{}", section.table);
+    Ok(section)
+}
+
+/// The command that reruns one section as this run did: the shared options
+/// that differ from their defaults around `--only SECTION` and the
+/// section's `own` options.
+fn section_command(args: &Args, section: &str, own: &str) -> String {
     let mut command = String::from("cargo run --release --example bench --");
     if args.size_mib != 1024 {
         let _ = write!(command, " --size-mib {}", args.size_mib);
     }
-    let _ = write!(command, " --only replication");
-    if args.history_minutes != 5 {
-        let _ = write!(command, " --history-minutes {}", args.history_minutes);
-    }
-    if tools.litestream.is_some() {
-        command.push_str(" --litestream V/bin/litestream");
-    }
+    let _ = write!(command, " --only {section}{own}");
     if args.work != Path::new("bench-work") {
         let _ = write!(command, " --work {}", args.work.display());
     }
     if let Some(d) = &args.write_doc {
         let _ = write!(command, " --write-doc {}", d.display());
     }
-    let section = replication::render(&repl, &command);
-    println!("{}", section.table);
-    Ok(section)
+    command
 }
 
 /// The retention and prune section: prints its table and returns it.
@@ -1241,20 +1295,12 @@ fn run_prune(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Res<prun
         versions: &tools.versions,
     };
     let results = prune::run(&setup)?;
-    let mut command = String::from("cargo run --release --example bench --");
-    if args.size_mib != 1024 {
-        let _ = write!(command, " --size-mib {}", args.size_mib);
-    }
-    let _ = write!(command, " --only prune");
-    if args.prune_snapshots != 1000 {
-        let _ = write!(command, " --prune-snapshots {}", args.prune_snapshots);
-    }
-    if args.work != Path::new("bench-work") {
-        let _ = write!(command, " --work {}", args.work.display());
-    }
-    if let Some(d) = &args.write_doc {
-        let _ = write!(command, " --write-doc {}", d.display());
-    }
+    let own = if args.prune_snapshots != 1000 {
+        format!(" --prune-snapshots {}", args.prune_snapshots)
+    } else {
+        String::new()
+    };
+    let command = section_command(args, "prune", &own);
     let section = prune::render(&results, &command);
     println!("{}", section.table);
     Ok(section)

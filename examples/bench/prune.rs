@@ -25,8 +25,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    Requests, Res, Rng, S3_BUCKET, S3_PREFIX, S3Server, VOCAB, dir_size, files_under, isolate_aws, measure_stamped,
-    mib, sentence, tail, warm,
+    Requests, Res, Rng, S3_BUCKET, S3_PREFIX, S3Server, SectionDir, UPDATE_ROW, dir_size, files_under, isolate_aws,
+    measure_stamped, mib, section_dir, tail, update_random_rows, warm,
 };
 
 /// Bump when the way the fixture is built changes, so cached ones are rebuilt.
@@ -242,17 +242,12 @@ fn build_fixture(setup: &Setup, env: &Env, dir: &Path, mut info: Vec<(String, St
         if i > 0 {
             let t0 = Instant::now();
             let tx = conn.transaction()?;
-            {
-                let mut update =
-                    tx.prepare_cached("UPDATE items SET body = ?1, status = ?2, quantity = ?3 WHERE id = ?4")?;
-                for _ in 0..UPDATES_PER_SNAPSHOT {
-                    let id = 1 + rng.below(rows) as i64;
-                    let body = sentence(&mut rng, 8, 40);
-                    let status = rng.pick(&VOCAB.status);
-                    let q = rng.below(10_000) as i64;
-                    update.execute(rusqlite::params![body, status, q, id])?;
-                }
-            }
+            update_random_rows(
+                &mut *tx.prepare_cached(UPDATE_ROW)?,
+                &mut rng,
+                rows,
+                UPDATES_PER_SNAPSHOT,
+            )?;
             tx.commit()?;
             update_time += t0.elapsed();
         }
@@ -589,26 +584,12 @@ pub fn run(setup: &Setup) -> Res<Results> {
         return Err("--prune-snapshots must be at least 2".into());
     }
     let started = Instant::now();
-    // One run at a time per work directory: a second one would delete this
-    // one's files (and rebuild the fixture under it).
-    let lock = File::create(setup.work.join("prune.lock"))?;
-    // SAFETY: flock on a descriptor we own, kept open until we return.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
-            "another bench run is using {} (prune.lock is held); wait for it or use another --work",
-            setup.work.display()
-        )
-        .into());
-    }
-    let dir = setup.work.join("prune");
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    let logs = dir.join("logs");
-    fs::create_dir_all(&logs)?;
-    // A private copy: a rebuild in the checkout must not change what runs.
-    let lifeboat = dir.join("lifeboat");
-    fs::copy(setup.lifeboat, &lifeboat)?;
+    let SectionDir {
+        lock,
+        dir,
+        logs,
+        lifeboat,
+    } = section_dir(setup.work, "prune", setup.lifeboat)?;
     let env = Env {
         lifeboat,
         dir: dir.clone(),
@@ -888,8 +869,10 @@ pub fn render(r: &Results, command: &str) -> Section {
         }
         verdict(ok)
     };
-    let info = || "info".to_string();
-    let none = || "-".to_string();
+    // A row measured on both sides and judged on neither.
+    let info_row = |label: &str, cell: &dyn Fn(&Side) -> String| -> [String; 5] {
+        [label.into(), cell(l), s3_or(cell), "-".into(), "info".into()]
+    };
     rows.push([
         "`forget --prune`: wall time".into(),
         secs(&l.forget),
@@ -904,22 +887,17 @@ pub fn render(r: &Results, command: &str) -> Section {
         format!("< {RSS_TARGET_MIB:.0} MiB (local disk)"),
         judge(l.forget.rss_mib < RSS_TARGET_MIB),
     ]);
-    rows.push([
-        "`forget --prune`: CPU (user+sys)".into(),
-        cpu(&l.forget),
-        s3_or(&|s| {
-            format!(
-                "{}{}",
-                cpu(&s.forget),
-                s.forget
-                    .server_cpu
-                    .map(|c| format!(" (+ s3s-fs {c:.2} s)"))
-                    .unwrap_or_default()
-            )
-        }),
-        none(),
-        info(),
-    ]);
+    // Only the S3 side has a server whose CPU to add.
+    rows.push(info_row("`forget --prune`: CPU (user+sys)", &|s| {
+        format!(
+            "{}{}",
+            cpu(&s.forget),
+            s.forget
+                .server_cpu
+                .map(|c| format!(" (+ s3s-fs {c:.2} s)"))
+                .unwrap_or_default()
+        )
+    }));
     let removed_kept = |s: &Step| {
         format!(
             "{} / {}",
@@ -927,62 +905,20 @@ pub fn render(r: &Results, command: &str) -> Section {
             s.u64(&["kept"]).unwrap_or(0)
         )
     };
-    rows.push([
-        "Snapshots removed / kept".into(),
-        removed_kept(&l.forget),
-        s3_or(&|s| removed_kept(&s.forget)),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "`forget --prune`: packs marked (bytes)".into(),
-        packs(&l.forget, fp, "marked_packs", "marked_bytes"),
-        s3_or(&|s| packs(&s.forget, fp, "marked_packs", "marked_bytes")),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "`forget --prune`: packs repacked".into(),
-        repacked(&l.forget, fp),
-        s3_or(&|s| repacked(&s.forget, fp)),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "`forget --prune`: requests".into(),
-        reqs(&l.forget),
-        s3_or(&|s| reqs(&s.forget)),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "Second `prune`: wall time".into(),
-        secs(&l.prune),
-        s3_or(&|s| secs(&s.prune)),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "Second `prune`: peak RSS".into(),
-        rss(&l.prune),
-        s3_or(&|s| rss(&s.prune)),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "Second `prune`: packs deleted (bytes)".into(),
-        packs(&l.prune, None, "deleted_packs", "deleted_bytes"),
-        s3_or(&|s| packs(&s.prune, None, "deleted_packs", "deleted_bytes")),
-        none(),
-        info(),
-    ]);
-    rows.push([
-        "Second `prune`: requests".into(),
-        reqs(&l.prune),
-        s3_or(&|s| reqs(&s.prune)),
-        none(),
-        info(),
-    ]);
+    rows.push(info_row("Snapshots removed / kept", &|s| removed_kept(&s.forget)));
+    rows.push(info_row("`forget --prune`: packs marked (bytes)", &|s| {
+        packs(&s.forget, fp, "marked_packs", "marked_bytes")
+    }));
+    rows.push(info_row("`forget --prune`: packs repacked", &|s| {
+        repacked(&s.forget, fp)
+    }));
+    rows.push(info_row("`forget --prune`: requests", &|s| reqs(&s.forget)));
+    rows.push(info_row("Second `prune`: wall time", &|s| secs(&s.prune)));
+    rows.push(info_row("Second `prune`: peak RSS", &|s| rss(&s.prune)));
+    rows.push(info_row("Second `prune`: packs deleted (bytes)", &|s| {
+        packs(&s.prune, None, "deleted_packs", "deleted_bytes")
+    }));
+    rows.push(info_row("Second `prune`: requests", &|s| reqs(&s.prune)));
     let sizes = |s: &Side| {
         format!(
             "{} → {} → {} ({} → {} → {} files)",
@@ -994,13 +930,10 @@ pub fn render(r: &Results, command: &str) -> Section {
             s.files[2]
         )
     };
-    rows.push([
-        "Repository: before → after `forget --prune` → after second `prune`".into(),
-        sizes(l),
-        s3_or(&|s| sizes(s)),
-        none(),
-        info(),
-    ]);
+    rows.push(info_row(
+        "Repository: before → after `forget --prune` → after second `prune`",
+        &|s| sizes(s),
+    ));
     let verify_label = if s3.is_some() {
         "`verify` afterwards (local: `--read-data`)"
     } else {

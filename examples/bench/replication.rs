@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use rusqlite::ffi;
 
 use super::{
-    Requests, Res, Rng, Row, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server, hex, measure, mib, tail, version_of,
-    warm,
+    Requests, Res, Rng, Row, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server, SectionDir, hex, measure, mib,
+    section_dir, tail, version_of, warm,
 };
 
 /// Every replicator runs with this sync interval (seconds), except in the
@@ -1570,26 +1570,12 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
 
 pub fn run(setup: &Setup) -> Res<Results> {
     let started = Instant::now();
-    // One run at a time per work directory: a second one would delete this
-    // one's files and share its CPUs. The lock goes when the process does.
-    let lock = File::create(setup.work.join("replication.lock"))?;
-    // SAFETY: flock on a descriptor we own, kept open until we return.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
-            "another bench run is using {} (replication.lock is held); wait for it or use another --work",
-            setup.work.display()
-        )
-        .into());
-    }
-    let dir = setup.work.join("replication");
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    let logs = dir.join("logs");
-    fs::create_dir_all(&logs)?;
-    // A private copy: a rebuild in the checkout must not change what runs.
-    let lifeboat = dir.join("lifeboat");
-    fs::copy(setup.lifeboat, &lifeboat)?;
+    let SectionDir {
+        lock,
+        dir,
+        logs,
+        lifeboat,
+    } = section_dir(setup.work, "replication", setup.lifeboat)?;
     let mut s3_skipped = None;
     let s3 = match setup.s3s_fs {
         None => {
