@@ -405,8 +405,16 @@ struct Row {
     pgno: u32,
 }
 
-/// Largest single read; adjacent blobs are fetched together up to this.
-const READ_SPAN: u64 = 2 << 20;
+/// Largest span: adjacent blobs are read together up to this, and a span is
+/// what a worker decodes at a time. Every reader holds one while it waits
+/// for a worker, so this times the readers is most of the memory in flight.
+const READ_SPAN: u64 = 512 << 10;
+
+/// Spans of one pack are handed to the store together, up to this many
+/// bytes from the first to the last, so a store that pays a round trip per
+/// request streams them with one. Small enough that the last batches, read
+/// when fewer readers are left, do not keep the others waiting long.
+const READ_BATCH: u64 = 8 << 20;
 
 /// Largest run of consecutive pages written with one pwrite.
 const RUN_BYTES: usize = 1 << 20;
@@ -428,6 +436,23 @@ fn spans(rows: &[Row]) -> Vec<(usize, usize, u64, u64)> {
             j += 1;
         }
         out.push((i, j, base, end));
+        i = j;
+    }
+    out
+}
+
+/// `spans` grouped into batches: neighbouring spans of one pack, at most
+/// `READ_BATCH` from the start of the first to the end of the last.
+fn batches(spans: &[(usize, usize, u64, u64)], rows: &[Row]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < spans.len() {
+        let (pack, base) = (rows[spans[i].0].pack, spans[i].2);
+        let mut j = i + 1;
+        while j < spans.len() && rows[spans[j].0].pack == pack && spans[j].3 - base <= READ_BATCH {
+            j += 1;
+        }
+        out.push(i..j);
         i = j;
     }
     out
@@ -479,18 +504,25 @@ fn restore_database(
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let ps = page_size as u64;
     let spans = spans(&rows);
+    let batches = batches(&spans, &rows);
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let (rx, failure, file, pages) = (&rx, &failure, &file, &pages);
             scope.spawn(move || {
                 let mut dec = Decoder::default();
+                // Consecutive pages are gathered into one run and written
+                // with a single pwrite; the buffer is the worker's, reused.
+                let mut run: Vec<u8> = Vec::new();
                 loop {
                     let job = rx.lock().expect("queue").recv();
                     let Ok((buf, base, rows, key)) = job else { return };
-                    // Consecutive pages are gathered into one run and
-                    // written with a single pwrite.
-                    let mut run: Vec<u8> = Vec::with_capacity(rows.len().min(256) * ps as usize);
+                    // After a failure the queue is only drained: a reader
+                    // blocked on a full queue must get to see the failure.
+                    if failure.lock().expect("failure slot").is_some() {
+                        continue;
+                    }
+                    run.clear();
                     let mut run_start = 0u32;
                     let mut frame: Vec<u8> = Vec::new();
                     let mut decoded_at = None;
@@ -543,33 +575,39 @@ fn restore_database(
                     })();
                     if let Err(e) = result {
                         failure.lock().expect("failure slot").get_or_insert(e);
-                        return;
                     }
                 }
             });
         }
-        // Readers: neighbouring blobs of a pack are fetched in one read, and
-        // as many reads run at once as the store wants transfers (one for a
-        // local disk, several for an object store, where latency dominates).
-        let fetchers = repo.storage.transfers().clamp(1, spans.len().max(1));
+        // Readers take batches in turn, as many at once as the store wants
+        // transfers: one for a local disk, several for an object store,
+        // where latency dominates. Each span goes to the workers as soon as
+        // it is in.
+        let fetchers = repo.storage.transfers().clamp(1, batches.len().max(1));
         let fetch = |tx: std::sync::mpsc::SyncSender<_>| {
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(i, j, base, end)) = spans.get(n) else { return };
+                let Some(batch) = batches.get(n) else { return };
                 if failure.lock().expect("failure slot").is_some() {
                     return;
                 }
-                let key = pack_key(&repo.index.pack(rows[i].pack).0);
-                match repo.storage.read_range(&key, base, end - base) {
-                    Ok(buf) => {
-                        if tx.send((buf, base, &rows[i..j], key)).is_err() {
-                            return;
-                        }
+                let batch = &spans[batch.clone()];
+                let key = pack_key(&repo.index.pack(rows[batch[0].0].pack).0);
+                let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
+                let mut queued = batch.iter();
+                let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
+                    let &(i, j, base, _) = queued.next().expect("one buffer per range");
+                    // Stops the read; the failure already recorded is the
+                    // one reported.
+                    let stopped = || Error::bad_data(&key, "restore stopped after an earlier failure");
+                    if failure.lock().expect("failure slot").is_some() {
+                        return Err(stopped());
                     }
-                    Err(e) => {
-                        failure.lock().expect("failure slot").get_or_insert(e);
-                        return;
-                    }
+                    tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
+                });
+                if let Err(e) = read {
+                    failure.lock().expect("failure slot").get_or_insert(e);
+                    return;
                 }
             }
         };

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use lifeboat::pitr;
+use lifeboat::repo::Repository;
 use lifeboat::restore::{self, RestoreOptions, Target};
 use lifeboat::{Error, Result};
 
@@ -69,7 +70,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         return Ok(0);
     }
-    let repo = match ctx.open_repo() {
+    // Without a point in time the snapshot is looked up while the index loads.
+    let plain = args.at.is_none() && args.txid.is_none();
+    let opened = if plain {
+        ctx.repo_location()
+            .and_then(|loc| Repository::open_and_find(&loc, &args.id))
+            .map(|(repo, found)| (repo, Some(found)))
+    } else {
+        ctx.open_repo().map(|repo| (repo, None))
+    };
+    let (repo, found) = match opened {
         Err(e) if args.if_replica_exists && e.kind == lifeboat::ErrorKind::NoInput => {
             if !ctx.quiet {
                 eprintln!("no repository yet; nothing restored (--if-replica-exists)");
@@ -103,7 +113,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 }
             }
         }
-        None => match repo.find_snapshot(&args.id) {
+        None => match found.expect("looked up with the index") {
             Err(e) if args.if_replica_exists && e.kind == lifeboat::ErrorKind::NoInput => {
                 if !ctx.quiet {
                     eprintln!("no snapshot yet; nothing restored (--if-replica-exists)");

@@ -162,6 +162,33 @@ impl Repository {
         Ok(repo)
     }
 
+    /// `open` and `find_snapshot(spec)`, for a reader of one snapshot. The
+    /// snapshots are listed first: a manifest is published after the index
+    /// file naming its packs, so the index, loaded after the listing, holds
+    /// the blobs of every snapshot listed even while a writer publishes
+    /// (`verify` lists in this order too). The manifests are read beside the
+    /// index load: on an object store a round of downloads that then costs
+    /// no time of its own. The lookup's failure comes back inside, to be
+    /// reported after any of the repository's own.
+    pub fn open_and_find(loc: &RepoLocation, spec: &str) -> Result<(Repository, Result<SnapshotRef>)> {
+        let mut repo = Repository::open_unindexed(loc)?;
+        let listed = repo.snapshot_keys();
+        let started = Instant::now();
+        let (loaded, found) = std::thread::scope(|scope| {
+            let repo = &repo;
+            let found = scope.spawn(move || repo.pick_snapshot(repo.read_snapshots(listed?)?, spec));
+            let loaded = repo
+                .read_marks()
+                .and_then(|marks| Ok((marks, repo.read_index_files()?)));
+            (loaded, found.join().expect("snapshot lookup"))
+        });
+        let (marks, (index, names)) = loaded?;
+        repo.marks = marks;
+        repo.view = Some(started);
+        repo.finish_index(index, names);
+        Ok((repo, found))
+    }
+
     /// Open without loading the index: enough for listing and showing
     /// snapshots, and a LIST plus downloads cheaper on an object store.
     pub fn open_unindexed(loc: &RepoLocation) -> Result<Repository> {
@@ -541,12 +568,20 @@ impl Repository {
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRef>> {
-        let keys = self
+        self.read_snapshots(self.snapshot_keys()?)
+    }
+
+    fn snapshot_keys(&self) -> Result<Vec<(Id, String)>> {
+        Ok(self
             .storage
             .list("snapshots")?
             .into_iter()
             .filter_map(|(key, _)| Some((key.rsplit('/').next().and_then(Id::parse)?, key)))
-            .collect();
+            .collect())
+    }
+
+    /// The snapshots listed as `keys`, oldest first.
+    fn read_snapshots(&self, keys: Vec<(Id, String)>) -> Result<Vec<SnapshotRef>> {
         let mut out = Vec::new();
         crate::storage::read_parallel(self.storage.as_ref(), keys, |id, _, raw| {
             let raw = match raw {
@@ -568,7 +603,11 @@ impl Repository {
 
     /// Resolve `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotRef> {
-        let mut all = self.snapshots()?;
+        self.pick_snapshot(self.snapshots()?, spec)
+    }
+
+    /// `spec` among `all` (oldest first), as `find_snapshot`.
+    fn pick_snapshot(&self, mut all: Vec<SnapshotRef>, spec: &str) -> Result<SnapshotRef> {
         if spec == "latest" {
             return all.pop().ok_or_else(|| {
                 Error::no_input(self.storage.location(), "the repository holds no snapshot yet")

@@ -118,6 +118,9 @@ impl Storage for MeteredStorage {
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(key, offset, len)
     }
+    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        self.inner.read_ranges(key, ranges, each)
+    }
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         self.inner.write(key, data)?;
         count_written(data.len() as u64);

@@ -48,6 +48,17 @@ pub trait Storage: Send + Sync {
     fn read(&self, key: &str) -> Result<Vec<u8>>;
     /// `len` bytes at `offset`.
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Several `(offset, len)` ranges of one object, sorted and apart, each
+    /// handed to `each` in order as soon as it is in; stops at the first
+    /// error `each` returns. A backend where every request costs a round
+    /// trip reads neighbouring ranges with one streamed request, dropping the
+    /// bytes between them, and holds about one range at a time.
+    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        for &(offset, len) in ranges {
+            each(self.read_range(key, offset, len)?)?;
+        }
+        Ok(())
+    }
     /// Create or replace atomically and durably.
     fn write(&self, key: &str, data: &[u8]) -> Result<()>;
     /// Create only if absent; `false` when the key already existed (nothing

@@ -55,6 +55,29 @@ impl Storage for RetryStorage {
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.run("read_range", key, || self.inner.read_range(key, offset, len))
     }
+    /// A retry resumes at the first range not yet handed over, so `each`
+    /// sees every range once. Its own errors end the read, never retried.
+    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        let mut done = 0;
+        let mut refused: Option<Error> = None;
+        let result = self.run("read_ranges", key, || {
+            self.inner
+                .read_ranges(key, &ranges[done..], &mut |data| match each(data) {
+                    Ok(()) => {
+                        done += 1;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        refused = Some(e);
+                        Err(Error::usage("read ended by its caller"))
+                    }
+                })
+        });
+        match refused {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         self.run("write", key, || self.inner.write(key, data))
     }
@@ -87,5 +110,112 @@ impl Storage for RetryStorage {
     }
     fn transfers(&self) -> usize {
         self.inner.transfers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::storage::local::LocalStorage;
+
+    /// A directory whose `read_ranges` breaks off once, temporarily, after
+    /// handing over `cut_after` ranges, as a dropped connection would.
+    struct CutOnce {
+        inner: LocalStorage,
+        cut_after: usize,
+        calls: AtomicUsize,
+    }
+
+    impl Storage for CutOnce {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn read(&self, key: &str) -> Result<Vec<u8>> {
+            self.inner.read(key)
+        }
+        fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.read_range(key, offset, len)
+        }
+        fn read_ranges(
+            &self,
+            key: &str,
+            ranges: &[(u64, u64)],
+            each: &mut dyn FnMut(Vec<u8>) -> Result<()>,
+        ) -> Result<()> {
+            let first_call = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            for (n, &(offset, len)) in ranges.iter().enumerate() {
+                if first_call && n == self.cut_after {
+                    return Err(Error::busy(key, "connection reset").temporary());
+                }
+                each(self.inner.read_range(key, offset, len)?)?;
+            }
+            Ok(())
+        }
+        fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+            self.inner.write(key, data)
+        }
+        fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+            self.inner.create(key, data)
+        }
+        fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+            self.inner.put_file(key, file)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+            self.inner.list(prefix)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.size(key)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
+            self.inner.lock(holder)
+        }
+        fn staging_dir(&self) -> &Path {
+            self.inner.staging_dir()
+        }
+    }
+
+    #[test]
+    fn read_ranges_resumes_after_the_ranges_handed_over_and_never_retries_the_callers_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..100u8).collect();
+        let flaky = Arc::new(CutOnce {
+            inner: LocalStorage::new(dir.path()),
+            cut_after: 2,
+            calls: AtomicUsize::new(0),
+        });
+        flaky.write("data/aa/pack", &bytes).unwrap();
+        let retried = RetryStorage::new(flaky.clone(), Duration::from_secs(5));
+        let ranges = [(0, 10), (10, 5), (40, 10), (90, 10)];
+
+        let mut got = Vec::new();
+        retried
+            .read_ranges("data/aa/pack", &ranges, &mut |data| {
+                got.push(data);
+                Ok(())
+            })
+            .unwrap();
+        let want: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|&(o, l)| bytes[o as usize..(o + l) as usize].to_vec())
+            .collect();
+        assert_eq!(got, want, "every range once, in order, across the cut");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+
+        // An error from the caller ends the read at once and is the one returned.
+        flaky.calls.store(1, Ordering::SeqCst);
+        let mut seen = 0;
+        let err = retried
+            .read_ranges("data/aa/pack", &ranges, &mut |_| {
+                seen += 1;
+                Err(Error::busy("caller", "queue closed").temporary())
+            })
+            .unwrap_err();
+        assert_eq!((seen, err.problem.as_str()), (1, "queue closed"));
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2, "not retried");
     }
 }

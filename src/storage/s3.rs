@@ -33,6 +33,13 @@ pub struct S3Storage {
 /// The smallest part S3 accepts (all but the last part).
 const MIN_PART: u64 = 5 << 20;
 const DEFAULT_PART_MIB: u64 = 32;
+/// A ranged read longer than this is fetched as parts of this size, up to
+/// `transfers` of them at once: one stream from a server is bound by its
+/// round trips, several fill the link (and the server's cores).
+const READ_PART: u64 = 4 << 20;
+/// `read_ranges` reads two ranges with one request when at most this many
+/// bytes lie between them: dropping them costs less than a round trip.
+const MERGE_GAP: u64 = 1 << 20;
 
 impl S3Storage {
     pub fn connect(target: &S3Target, options: &StorageOptions) -> Result<S3Storage> {
@@ -158,6 +165,68 @@ impl S3Storage {
         self.rt.block_on(fut.into_future()).map_err(|e| self.error(key, e))
     }
 
+    /// Run a download as a task on the runtime's workers, which also drive
+    /// the connections. Polled by `block_on` instead, on the calling thread,
+    /// every chunk of the body (a few KiB at a time from a slow server) would
+    /// wake that thread: tens of thousands of context switches per GiB.
+    /// Here it is woken once, with the whole body.
+    fn on_runtime<T: Send + 'static>(
+        &self,
+        key: &str,
+        fut: impl Future<Output = opendal::Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        match self.rt.block_on(self.rt.spawn(fut)) {
+            Ok(r) => r.map_err(|e| self.error(key, e)),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::new(
+                ErrorKind::Io,
+                self.subject(key),
+                format!("download stopped: {e}"),
+            )),
+        }
+    }
+
+    /// `ranges` with one GET from the start of the first to the end of the
+    /// last, streamed: each range is cut from the body as it arrives and
+    /// handed to `each` before more is read, so TCP flow control holds the
+    /// server back rather than a buffer here growing to the whole span.
+    fn stream_ranges(
+        &self,
+        key: &str,
+        ranges: &[(u64, u64)],
+        each: &mut dyn FnMut(Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(());
+        };
+        let (start, end) = (first.0, last.0 + last.1);
+        let (op, path) = (self.op.clone(), key.to_string());
+        let mut body = self.on_runtime(key, async move {
+            Ok(Streamed {
+                stream: op.reader(&path).await?.into_stream(start..end).await?,
+                held: opendal::Buffer::new(),
+                at: start,
+            })
+        })?;
+        for &(offset, len) in ranges {
+            let data;
+            (body, data) = self.on_runtime(key, body.take(offset, len))?;
+            if data.len() as u64 != len {
+                return Err(Error::busy(
+                    self.subject(key),
+                    format!(
+                        "wanted {len} bytes at offset {offset}, the body ended after {}",
+                        data.len()
+                    ),
+                )
+                .event("storage.short_read")
+                .temporary());
+            }
+            each(data)?;
+        }
+        Ok(())
+    }
+
     /// Upload `data` in one PUT or, when larger than a part, in parts of
     /// exactly `part_size` (R2 rejects unequal parts), several at once.
     async fn upload(&self, key: &str, file: &Path, size: u64) -> std::result::Result<(), UploadError> {
@@ -206,6 +275,44 @@ impl S3Storage {
 enum UploadError {
     Local(std::io::Error),
     Remote(opendal::Error),
+}
+
+/// A body being streamed by `stream_ranges`, moved into each task that reads
+/// from it and handed back with the range read.
+struct Streamed {
+    stream: opendal::BufferStream,
+    /// Received, not yet handed over; starts at offset `at` of the object.
+    held: opendal::Buffer,
+    at: u64,
+}
+
+impl Streamed {
+    /// The `len` bytes at `offset` (at or after `at`), dropping those
+    /// before it; fewer if the body ends first.
+    async fn take(mut self, offset: u64, len: u64) -> opendal::Result<(Streamed, Vec<u8>)> {
+        let mut skip = (offset - self.at) as usize;
+        let mut data = Vec::with_capacity(len as usize);
+        loop {
+            let dropped = skip.min(self.held.len());
+            self.held.split_to(dropped);
+            skip -= dropped;
+            let wanted = (len as usize - data.len()).min(self.held.len());
+            for chunk in self.held.split_to(wanted) {
+                data.extend_from_slice(&chunk);
+            }
+            if data.len() as u64 == len {
+                break;
+            }
+            let next =
+                std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut self.stream), cx));
+            match next.await {
+                Some(chunk) => self.held = chunk?,
+                None => break,
+            }
+        }
+        self.at = offset + data.len() as u64;
+        Ok((self, data))
+    }
 }
 
 /// The source chain of an error, joined, for classification and messages.
@@ -320,13 +427,25 @@ impl Storage for S3Storage {
     }
 
     fn read(&self, key: &str) -> Result<Vec<u8>> {
-        Ok(self.block_on(key, self.op.read(key))?.to_vec())
+        let (op, path) = (self.op.clone(), key.to_string());
+        self.on_runtime(key, async move { Ok(op.read(&path).await?.to_vec()) })
     }
 
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let data = self
-            .block_on(key, self.op.read_with(key).range(offset..offset + len))?
-            .to_vec();
+        let (op, path, parts) = (self.op.clone(), key.to_string(), self.transfers);
+        let data = self.on_runtime(key, async move {
+            let reader = if len > READ_PART {
+                op.reader_with(&path)
+                    .chunk(READ_PART as usize)
+                    .concurrent(parts)
+                    .await?
+            } else {
+                op.reader(&path).await?
+            };
+            let mut data = Vec::with_capacity(len as usize);
+            reader.read_into(&mut data, offset..offset + len).await?;
+            Ok(data)
+        })?;
         if data.len() as u64 != len {
             // A short body is a transport fault (or a truncated object);
             // either way reading again may help, and the caller checks hashes.
@@ -338,6 +457,24 @@ impl Storage for S3Storage {
             .temporary());
         }
         Ok(data)
+    }
+
+    /// One streamed GET per run of ranges less than `MERGE_GAP` apart.
+    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        assert!(
+            ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0),
+            "read_ranges wants sorted ranges that do not overlap"
+        );
+        let mut rest = ranges;
+        while !rest.is_empty() {
+            let run = 1 + rest
+                .windows(2)
+                .take_while(|w| w[1].0 - (w[0].0 + w[0].1) <= MERGE_GAP)
+                .count();
+            self.stream_ranges(key, &rest[..run], each)?;
+            rest = &rest[run..];
+        }
+        Ok(())
     }
 
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
