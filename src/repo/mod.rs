@@ -101,6 +101,15 @@ pub fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// Marks and index files as `Repository::read_index` read them, and when
+/// the writer's view began (before the marks were listed).
+struct LoadedIndex {
+    view: Instant,
+    marks: Vec<(Id, Mark)>,
+    index: Index,
+    names: Vec<String>,
+}
+
 impl Repository {
     /// Create a new repository; refuses a directory or bucket prefix that is
     /// not empty.
@@ -173,19 +182,12 @@ impl Repository {
     pub fn open_and_find(loc: &RepoLocation, spec: &str) -> Result<(Repository, Result<SnapshotRef>)> {
         let mut repo = Repository::open_unindexed(loc)?;
         let listed = repo.snapshot_keys();
-        let started = Instant::now();
         let (loaded, found) = std::thread::scope(|scope| {
             let repo = &repo;
             let found = scope.spawn(move || repo.pick_snapshot(repo.read_snapshots(listed?)?, spec));
-            let loaded = repo
-                .read_marks()
-                .and_then(|marks| Ok((marks, repo.read_index_files()?)));
-            (loaded, found.join().expect("snapshot lookup"))
+            (repo.read_index(), found.join().expect("snapshot lookup"))
         });
-        let (marks, (index, names)) = loaded?;
-        repo.marks = marks;
-        repo.view = Some(started);
-        repo.finish_index(index, names);
+        repo.install_index(loaded?);
         Ok((repo, found))
     }
 
@@ -284,8 +286,29 @@ impl Repository {
     /// Load the marks, then the index files: the repository as a writer
     /// must see it (docs/FORMAT.md, "Deletion").
     pub fn load_index(&mut self) -> Result<()> {
-        self.load_marks()?;
-        self.load_index_files()
+        let loaded = self.read_index()?;
+        self.install_index(loaded);
+        Ok(())
+    }
+
+    /// What `load_index` reads, in its order (marks, then index files),
+    /// without changing the repository yet.
+    fn read_index(&self) -> Result<LoadedIndex> {
+        let view = Instant::now();
+        let marks = self.read_marks()?;
+        let (index, names) = self.read_index_files()?;
+        Ok(LoadedIndex {
+            view,
+            marks,
+            index,
+            names,
+        })
+    }
+
+    fn install_index(&mut self, loaded: LoadedIndex) {
+        self.marks = loaded.marks;
+        self.view = Some(loaded.view);
+        self.finish_index(loaded.index, loaded.names);
     }
 
     /// List and read every mark, and start the writer's view.

@@ -186,6 +186,18 @@ impl S3Storage {
         }
     }
 
+    /// A body that ended before the range did. A transport fault (or a
+    /// truncated object); either way reading again may help, and the caller
+    /// checks hashes.
+    fn short_read(&self, key: &str, offset: u64, len: u64, got: usize) -> Error {
+        Error::busy(
+            self.subject(key),
+            format!("wanted {len} bytes at offset {offset}, got {got}"),
+        )
+        .event("storage.short_read")
+        .temporary()
+    }
+
     /// `ranges` with one GET from the start of the first to the end of the
     /// last, streamed: each range is cut from the body as it arrives and
     /// handed to `each` before more is read, so TCP flow control holds the
@@ -212,15 +224,7 @@ impl S3Storage {
             let data;
             (body, data) = self.on_runtime(key, body.take(offset, len))?;
             if data.len() as u64 != len {
-                return Err(Error::busy(
-                    self.subject(key),
-                    format!(
-                        "wanted {len} bytes at offset {offset}, the body ended after {}",
-                        data.len()
-                    ),
-                )
-                .event("storage.short_read")
-                .temporary());
+                return Err(self.short_read(key, offset, len, data.len()));
             }
             each(data)?;
         }
@@ -447,14 +451,7 @@ impl Storage for S3Storage {
             Ok(data)
         })?;
         if data.len() as u64 != len {
-            // A short body is a transport fault (or a truncated object);
-            // either way reading again may help, and the caller checks hashes.
-            return Err(Error::busy(
-                self.subject(key),
-                format!("wanted {len} bytes at offset {offset}, got {}", data.len()),
-            )
-            .event("storage.short_read")
-            .temporary());
+            return Err(self.short_read(key, offset, len, data.len()));
         }
         Ok(data)
     }
