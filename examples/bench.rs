@@ -81,10 +81,11 @@ struct Args {
     /// Keep the run's bulky files (copies, repositories, restores) afterwards.
     #[arg(long)]
     keep: bool,
-    /// Run only this section: `replication` or `prune`. Without it every
-    /// section runs. With --write-doc, only the section's part of the file
-    /// is replaced.
-    #[arg(long, value_name = "SECTION", value_parser = ["replication", "prune"])]
+    /// Run only this section: `snapshots` (the main table: snapshot,
+    /// restore, S3), `replication` or `prune`. Without it every section
+    /// runs. With --write-doc, only the section's part of the file is
+    /// replaced.
+    #[arg(long, value_name = "SECTION", value_parser = ["snapshots", "replication", "prune"])]
     only: Option<String>,
     /// Snapshots in the prune section's fixture repository (built once and
     /// cached in the work directory).
@@ -1201,7 +1202,7 @@ fn run(args: &Args) -> Res<()> {
         );
     }
     let main_report = match only {
-        None => Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?),
+        None | Some("snapshots") => Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?),
         Some(_) => None,
     };
     let repl_section = match only {
@@ -1217,24 +1218,65 @@ fn run(args: &Args) -> Res<()> {
         if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)?;
         }
+        let existing = match fs::read_to_string(doc) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
+            Err(e) => return Err(format!("{}: {e}", doc.display()).into()),
+        };
+        // The main report is the whole file; sections this run skipped
+        // keep the text of the run that measured them.
         let mut text = match &main_report {
             Some(report) => report.doc.clone(),
-            None => match fs::read_to_string(doc) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
-                Err(e) => return Err(format!("{}: {e}", doc.display()).into()),
-            },
+            None => existing.clone(),
         };
-        if let Some(section) = &repl_section {
-            text = replication::splice(&text, &section.doc);
+        let repl_doc = repl_section
+            .as_ref()
+            .map(|s| s.doc.clone())
+            .or_else(|| section_text(&existing, replication::BEGIN_MARK, replication::END_MARK));
+        if let Some(section) = repl_doc {
+            text = splice(&text, &section, replication::BEGIN_MARK, replication::END_MARK);
         }
-        if let Some(section) = &prune_section {
-            text = prune::splice(&text, &section.doc);
+        let prune_doc = prune_section
+            .as_ref()
+            .map(|s| s.doc.clone())
+            .or_else(|| section_text(&existing, prune::BEGIN_MARK, prune::END_MARK));
+        if let Some(section) = prune_doc {
+            text = splice(&text, &section, prune::BEGIN_MARK, prune::END_MARK);
         }
         fs::write(doc, text)?;
         eprintln!("bench: wrote {}", doc.display());
     }
     Ok(())
+}
+
+/// A generated section of `existing` (a whole BENCHMARKS.md), markers
+/// included, as `splice` takes it.
+fn section_text(existing: &str, begin: &str, end: &str) -> Option<String> {
+    let a = existing.find(begin)?;
+    let b = existing[a..].find(end)? + a;
+    Some(format!("{}\n", &existing[a..b + end.len()]))
+}
+
+/// Put `section` into `existing` (a whole BENCHMARKS.md): replace the part
+/// between the markers, or append it.
+fn splice(existing: &str, section: &str, begin: &str, end: &str) -> String {
+    if let (Some(a), Some(b)) = (existing.find(begin), existing.find(end))
+        && a < b
+    {
+        let rest = existing[b + end.len()..].trim_start_matches('\n');
+        let mut out = format!("{}{}", &existing[..a], section);
+        if !rest.is_empty() {
+            out.push('\n');
+            out.push_str(rest);
+        }
+        return out;
+    }
+    let mut out = existing.trim_end().to_string();
+    if !out.is_empty() {
+        out.push_str("\n\n");
+    }
+    out.push_str(section);
+    out
 }
 
 /// The replication section: prints its table and returns it.

@@ -2203,25 +2203,3 @@ fn how_measured(r: &Results) -> String {
         r.history_minutes,
     )
 }
-
-/// Put `section` into `existing` (a whole BENCHMARKS.md): replace the part
-/// between the markers, or append it.
-pub fn splice(existing: &str, section: &str) -> String {
-    if let (Some(a), Some(b)) = (existing.find(BEGIN_MARK), existing.find(END_MARK))
-        && a < b
-    {
-        let rest = existing[b + END_MARK.len()..].trim_start_matches('\n');
-        let mut out = format!("{}{}", &existing[..a], section);
-        if !rest.is_empty() {
-            out.push('\n');
-            out.push_str(rest);
-        }
-        return out;
-    }
-    let mut out = existing.trim_end().to_string();
-    if !out.is_empty() {
-        out.push_str("\n\n");
-    }
-    out.push_str(section);
-    out
-}
