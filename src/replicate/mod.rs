@@ -126,6 +126,10 @@ struct Stream {
     fold: fold::Fold,
     /// How long the last seal (encode and spool) took.
     last_seal: Duration,
+    /// Seals made in a row to make room before letting the log restart. A
+    /// writer as fast as the seal refills the buffer each time, so after a
+    /// few the log is let go whatever the buffer holds.
+    seals_for_restart: u8,
     base_job: Option<BaseJob>,
 }
 
@@ -183,6 +187,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         pending: Pending::default(),
         fold: fold::Fold::open(&spool.dir)?,
         last_seal: Duration::ZERO,
+        seals_for_restart: 0,
         base_job: None,
         db,
         opts,
@@ -264,15 +269,30 @@ impl Stream {
                 if waited < Duration::from_millis(200) {
                     // A small segment seals in a millisecond or two, far less
                     // than a busy log needs to fill 1000 frames: do not let
-                    // the wait delay commits past `sync_interval`.
-                    if self.due() && self.pending.wal.data.len() <= 2 << 20 {
+                    // the wait delay commits past `sync_interval`. A full
+                    // buffer must be sealed whatever it costs: until it is,
+                    // nothing more is read, and the new generation is not
+                    // anchored.
+                    if self.pending.wal.full || (self.due() && self.pending.wal.data.len() <= 2 << 20) {
                         self.seal()?;
                     }
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
             } else if self.follower.restart_due(self.opts.restart_frames) {
+                if self.pending.wal.data.len() > self.opts.segment_bytes / 2 && self.seals_for_restart < 4 {
+                    // Seal while the anchor still holds the log. Let go with
+                    // a buffer this full, and the commits the service makes
+                    // before it restarts may not fit: reading stops, the new
+                    // generation is not anchored, and a busy service fills
+                    // and restarts it again (a gap, and a new base). Then
+                    // read once more before letting go.
+                    self.seal()?;
+                    self.seals_for_restart += 1;
+                    continue;
+                }
                 // Just read to the end: let the log restart.
+                self.seals_for_restart = 0;
                 self.follower.release_for_restart(self.opts.restart_frames)?;
                 continue;
             }
