@@ -1229,19 +1229,18 @@ fn run(args: &Args) -> Res<()> {
             Some(report) => report.doc.clone(),
             None => existing.clone(),
         };
-        let repl_doc = repl_section
-            .as_ref()
-            .map(|s| s.doc.clone())
-            .or_else(|| section_text(&existing, replication::BEGIN_MARK, replication::END_MARK));
-        if let Some(section) = repl_doc {
-            text = splice(&text, &section, replication::BEGIN_MARK, replication::END_MARK);
-        }
-        let prune_doc = prune_section
-            .as_ref()
-            .map(|s| s.doc.clone())
-            .or_else(|| section_text(&existing, prune::BEGIN_MARK, prune::END_MARK));
-        if let Some(section) = prune_doc {
-            text = splice(&text, &section, prune::BEGIN_MARK, prune::END_MARK);
+        let sections = [
+            (
+                repl_section.map(|s| s.doc),
+                replication::BEGIN_MARK,
+                replication::END_MARK,
+            ),
+            (prune_section.map(|s| s.doc), prune::BEGIN_MARK, prune::END_MARK),
+        ];
+        for (measured, begin, end) in sections {
+            if let Some(section) = measured.or_else(|| section_text(&existing, begin, end)) {
+                text = splice(&text, &section, begin, end);
+            }
         }
         fs::write(doc, text)?;
         eprintln!("bench: wrote {}", doc.display());

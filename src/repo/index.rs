@@ -162,15 +162,9 @@ impl Index {
         // sort of a 1 GiB database's 262,144 blobs took 40 ms of every
         // command's start.
         let bits = Self::bits_for(self.blobs.len());
-        let mut next = vec![0u32; (1 << bits) + 1];
-        for (id, _) in &self.blobs {
-            next[Self::bucket_of(id, bits) as usize + 1] += 1;
-        }
-        for k in 1..next.len() {
-            next[k] += next[k - 1];
-        }
-        let starts = next.clone();
+        let starts = Self::bucket_starts(&self.blobs, bits);
         if let Some(&fill) = self.blobs.first() {
+            let mut next = starts.clone();
             let mut scattered = vec![fill; self.blobs.len()];
             for b in &self.blobs {
                 let slot = &mut next[Self::bucket_of(&b.0, bits) as usize];
@@ -184,7 +178,9 @@ impl Index {
         }
         self.blobs.dedup_by(|a, b| a.0 == b.0);
         self.blobs.shrink_to_fit();
-        self.build_buckets();
+        // Duplicates gone, the count may call for fewer buckets.
+        self.bucket_bits = Self::bits_for(self.blobs.len());
+        self.buckets = Self::bucket_starts(&self.blobs, self.bucket_bits);
         self.sorted = true;
     }
 
@@ -194,19 +190,17 @@ impl Index {
         (n / 2).max(1).ilog2().min(24)
     }
 
-    fn build_buckets(&mut self) {
-        let bits = Self::bits_for(self.blobs.len());
-        let mut buckets = Vec::with_capacity((1 << bits) + 1);
-        let mut at = 0usize;
-        for k in 0..(1u64 << bits) {
-            while at < self.blobs.len() && Self::bucket_of(&self.blobs[at].0, bits) < k {
-                at += 1;
-            }
-            buckets.push(at as u32);
+    /// Where each bucket starts once `blobs` are in bucket order (they need
+    /// not be yet), then `blobs.len()`: a count per bucket, summed.
+    fn bucket_starts(blobs: &[(Id, Location)], bits: u32) -> Vec<u32> {
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for (id, _) in blobs {
+            starts[Self::bucket_of(id, bits) as usize + 1] += 1;
         }
-        buckets.push(self.blobs.len() as u32);
-        self.buckets = buckets;
-        self.bucket_bits = bits;
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        starts
     }
 
     fn bucket_of(id: &Id, bits: u32) -> u64 {

@@ -459,16 +459,7 @@ mod tests {
         let file = File::open(&wal).unwrap();
         let ps = 4096usize;
         let read = |max: usize, out: &mut WalCommits| {
-            read_commits(
-                &file,
-                &wal,
-                header.big_endian(),
-                ps as u32,
-                WalPosition::start_of(&header),
-                max,
-                out,
-            )
-            .unwrap()
+            read_from(&file, &wal, &header, WalPosition::start_of(&header), max, out)
         };
         let mut all = WalCommits::default();
         let end = read(usize::MAX, &mut all);
