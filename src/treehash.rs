@@ -34,7 +34,13 @@ pub fn file_hash(cvs: &[Id], first_page_id: Id) -> Id {
         1 => first_page_id,
         n => {
             let left = left_pages(n);
-            Id(*merge_subtrees_root(&subtree(&cvs[..left]), &subtree(&cvs[left..]), Mode::Hash).as_bytes())
+            // The halves on two threads: one compression per page, ~20 ms
+            // for a GiB, paid after the last page is read.
+            let (l, r) = std::thread::scope(|scope| {
+                let right = scope.spawn(|| subtree(&cvs[left..]));
+                (subtree(&cvs[..left]), right.join().expect("tree hash thread"))
+            });
+            Id(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
         }
     }
 }

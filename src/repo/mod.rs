@@ -81,6 +81,10 @@ impl ResolvedPages {
     }
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 /// Empty, or holding only the empty directories an interrupted `init` made.
 fn is_empty_or_skeleton(root: &Path) -> Result<bool> {
     for e in std::fs::read_dir(root).at(root)? {
@@ -379,10 +383,20 @@ impl Repository {
             let mut index = Index::default();
             let keys: Vec<((), String)> = self.storage.list("index")?.into_iter().map(|(k, _)| ((), k)).collect();
             let names: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
-            let loaded = crate::storage::read_parallel(self.storage.as_ref(), keys, |(), key, raw| {
-                index.add_file(&self.parse_index_file(&key, &raw?)?);
-                Ok(())
-            });
+            // Hash check, decompression and parsing of a 1 GiB database's
+            // index took 75 ms on one core before a snapshot could start;
+            // they run on every core, and only the adding is serial.
+            let threads = self.storage.transfers().max(cores());
+            let loaded = crate::storage::read_and_decode_parallel(
+                self.storage.as_ref(),
+                keys,
+                threads,
+                |key, raw| self.parse_index_file(key, &raw?),
+                |(), _, file| {
+                    index.add_file(&file?);
+                    Ok(())
+                },
+            );
             match loaded {
                 Err(e) if e.kind == ErrorKind::NoInput && attempt < 5 => {
                     attempt += 1;
@@ -661,6 +675,21 @@ impl Repository {
     /// reusable, not only readable (a page of a snapshot since forgotten may
     /// sit in a pack a prune marked).
     pub fn all_live(&self, ids: &[Id]) -> bool {
-        ids.iter().all(|id| self.has_blob(id))
+        // Each lookup is a cache miss or two into an index of tens of MiB,
+        // and a 1 GiB parent has 262,144 pages to check before any worker
+        // starts: spread over the cores, it is that much less serial time.
+        const PER_THREAD: usize = 16 * 1024;
+        let threads = cores().min(ids.len().div_ceil(PER_THREAD)).max(1);
+        if threads == 1 {
+            return self.index.all_live(ids);
+        }
+        let chunk = ids.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let checks: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.index.all_live(part)))
+                .collect();
+            checks.into_iter().all(|c| c.join().expect("liveness check panicked"))
+        })
     }
 }

@@ -68,9 +68,15 @@ impl PageList {
     /// only if the list has them for every page.
     pub fn apply_changes(&mut self, page_count: u32, changes: &[Change]) {
         let has_cvs = self.cvs.len() == self.ids.len();
-        self.ids.resize(page_count as usize, Id::ZERO);
+        // Exact growth: a database that grew by one page would otherwise
+        // double both lists (32 bytes a page each), 16 MiB more peak RSS for
+        // a 1 GiB database.
+        let new_len = page_count as usize;
+        self.ids.reserve_exact(new_len.saturating_sub(self.ids.len()));
+        self.ids.resize(new_len, Id::ZERO);
         if has_cvs {
-            self.cvs.resize(page_count as usize, Id::ZERO);
+            self.cvs.reserve_exact(new_len.saturating_sub(self.cvs.len()));
+            self.cvs.resize(new_len, Id::ZERO);
         }
         for c in changes {
             self.ids[c.pgno as usize - 1] = c.id;

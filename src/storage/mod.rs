@@ -192,12 +192,25 @@ pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<
 pub fn read_parallel<T: Send>(
     storage: &dyn Storage,
     keys: Vec<(T, String)>,
-    mut each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
+    each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
 ) -> Result<()> {
-    let fetchers = storage.transfers().clamp(1, keys.len().max(1));
+    read_and_decode_parallel(storage, keys, storage.transfers(), |_, raw| raw, each)
+}
+
+/// [`read_parallel`] with `threads` readers that also run `decode` on what
+/// they read (hash checks, decompression, parsing), so only `each` is left
+/// to the calling thread.
+pub fn read_and_decode_parallel<T: Send, U: Send>(
+    storage: &dyn Storage,
+    keys: Vec<(T, String)>,
+    threads: usize,
+    decode: impl Fn(&str, Result<Vec<u8>>) -> Result<U> + Sync,
+    mut each: impl FnMut(T, String, Result<U>) -> Result<()>,
+) -> Result<()> {
+    let fetchers = threads.clamp(1, keys.len().max(1));
     if fetchers == 1 {
         for (tag, key) in keys {
-            let data = storage.read(&key);
+            let data = decode(&key, storage.read(&key));
             each(tag, key, data)?;
         }
         return Ok(());
@@ -207,13 +220,13 @@ pub fn read_parallel<T: Send>(
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(fetchers);
         for _ in 0..fetchers {
-            let (tx, queue, stop) = (tx.clone(), &queue, &stop);
+            let (tx, queue, stop, decode) = (tx.clone(), &queue, &stop, &decode);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let Some((tag, key)) = queue.lock().expect("read queue").next() else {
                         return;
                     };
-                    let data = storage.read(&key);
+                    let data = decode(&key, storage.read(&key));
                     if tx.send((tag, key, data)).is_err() {
                         return;
                     }
