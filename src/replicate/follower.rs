@@ -49,6 +49,12 @@ pub struct Follower {
     anchors: [Connection; 2],
     active: usize,
     anchored: bool,
+    /// The anchor was begun while an earlier one held the log, after
+    /// reading commits past it: SQLite then gives it a read mark past zero
+    /// (zero is for a fully checkpointed log, and the earlier mark kept it
+    /// from becoming one), and a mark past zero holds the log for as long
+    /// as it is kept. Such an anchor is left where it is.
+    settled: bool,
     /// Read-write, but never writes: takes the write lock to pin a base and
     /// runs checkpoints. Closing it never checkpoints.
     rw: Connection,
@@ -177,6 +183,7 @@ impl Follower {
             anchors: [open_read(&path)?, open_read(&path)?],
             active: 0,
             anchored: false,
+            settled: false,
             rw,
             pos: None,
             wal_len_seen: 0,
@@ -196,11 +203,25 @@ impl Follower {
     /// Move the anchor forward to the log's newest frames (while let go for
     /// a restart, only once the log has grown past `restart_at` without
     /// restarting).
+    ///
+    /// A settled anchor stays: moving it would let the service's checkpoint
+    /// (which a log past its `wal_autocheckpoint` size runs on every commit)
+    /// copy the frames up to the new mark and fsync, inside the service's
+    /// commits, once per poll. Kept early in the log, its checkpoints find
+    /// nothing to copy, and the frames are copied once, by our own
+    /// checkpoint when the log is let go to restart.
     pub fn advance(&mut self) -> Result<()> {
-        if self.awaiting.is_some() && self.wal_frames() < self.restart_at {
+        if self.awaiting.is_some() {
+            if self.wal_frames() < self.restart_at {
+                return Ok(());
+            }
+        } else if self.settled {
             return Ok(());
         }
-        self.anchor()
+        let held = self.anchored;
+        self.anchor()?;
+        self.settled = held;
+        Ok(())
     }
 
     /// Begin a read transaction on the idle connection, then end the active
@@ -216,6 +237,7 @@ impl Follower {
         }
         self.active = next;
         self.anchored = true;
+        self.settled = false;
         self.awaiting = None;
         Ok(())
     }
@@ -224,6 +246,7 @@ impl Follower {
         if self.anchored {
             self.anchors[self.active].execute_batch("COMMIT").at_db(&self.path)?;
             self.anchored = false;
+            self.settled = false;
         }
         Ok(())
     }
@@ -471,9 +494,19 @@ impl Follower {
         Ok(!scratch.commits.is_empty() || scratch.too_large)
     }
 
-    /// Whether the log is long enough to restart (see `restart_log`).
-    pub fn restart_due(&self, restart_frames: u32) -> bool {
-        self.wal_frames() >= restart_frames.max(self.restart_at)
+    /// Whether the log is long enough to let go for a restart (see
+    /// `release_for_restart`), or will be after `coming` more frames.
+    ///
+    /// A tenth short of `restart_frames` (the service's
+    /// `wal_autocheckpoint`, 1000 by default): from that length on, the
+    /// service tries a checkpoint on every commit, and while we hold the
+    /// log each try fails after a handful of lock calls, a fifth more work
+    /// per commit for a busy writer. Let go a little before, the service's
+    /// first try completes the checkpoint and its next commit restarts the
+    /// log.
+    pub fn restart_due(&self, restart_frames: u32, coming: u32) -> bool {
+        let release_at = (restart_frames - restart_frames / 10).max(self.restart_at);
+        self.wal_frames().saturating_add(coming) >= release_at
     }
 
     /// Frames in the current generation up to where reading stands.
@@ -563,6 +596,9 @@ impl Follower {
             }
         } else if frames > 0 && self.last_checkpoint.elapsed() >= interval {
             mode = "passive";
+            // A settled anchor may sit far back (see `advance`): move it to
+            // the end first, so the checkpoint copies what was read.
+            self.anchor()?;
             self.rw
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
                 .at_db(&self.path)?;

@@ -131,6 +131,15 @@ struct Stream {
     /// few the log is let go whatever the buffer holds.
     seals_for_restart: u8,
     base_job: Option<BaseJob>,
+    /// What `seal` keeps from one segment to the next (see
+    /// `Segment::encode_with`).
+    sealing: Sealing,
+}
+
+struct Sealing {
+    encoder: crate::codec::Encoder,
+    body: Vec<u8>,
+    out: Vec<u8>,
 }
 
 /// Per target replica: the base's snapshot id and the requests it took.
@@ -189,6 +198,11 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         last_seal: Duration::ZERO,
         seals_for_restart: 0,
         base_job: None,
+        sealing: Sealing {
+            encoder: crate::codec::Encoder::new(opts.level),
+            body: Vec::new(),
+            out: Vec::new(),
+        },
         db,
         opts,
     };
@@ -239,15 +253,19 @@ impl Stream {
     fn follow(&mut self, stop: &AtomicBool) -> Result<()> {
         while !stop.load(Ordering::SeqCst) {
             let before = self.pending.wal.commits.len();
-            match self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)? {
+            let frames_before = self.follower.wal_frames();
+            let polled = self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)?;
+            // What the log grew by: near the length to let it restart, look
+            // more often, so it is let go close to that length.
+            let grew = self.follower.wal_frames().saturating_sub(frames_before);
+            match polled {
                 Polled::Ok => {
                     self.stamp();
                     if self.pending.wal.commits.len() > before {
-                        // Hold the log at its newest frames: a read mark
-                        // there keeps the service's own checkpoints from
-                        // restarting the log while we are not looking (an
-                        // anchor begun on a fully checkpointed log holds
-                        // nothing).
+                        // Make sure a read mark holds the log, so the
+                        // service's own checkpoints cannot restart it while
+                        // we are not looking (an anchor begun on a fully
+                        // checkpointed log holds nothing; see `advance`).
                         self.follower.advance()?;
                     }
                 }
@@ -279,7 +297,7 @@ impl Stream {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
-            } else if self.follower.restart_due(self.opts.restart_frames) {
+            } else if self.follower.restart_due(self.opts.restart_frames, 0) {
                 if self.pending.wal.data.len() > self.opts.segment_bytes / 2 && self.seals_for_restart < 4 {
                     // Seal while the anchor still holds the log. Let go with
                     // a buffer this full, and the commits the service makes
@@ -323,7 +341,16 @@ impl Stream {
                 self.base(&waiting, BaseKind::Exact)?;
             }
             self.trim_spool();
-            std::thread::sleep(self.opts.poll_interval);
+            let restart_near = self.follower.awaiting_restart().is_none()
+                && self
+                    .follower
+                    .restart_due(self.opts.restart_frames, grew.saturating_mul(2));
+            let nap = if restart_near {
+                self.opts.poll_interval.min(Duration::from_millis(1))
+            } else {
+                self.opts.poll_interval
+            };
+            std::thread::sleep(nap);
         }
         Ok(())
     }
@@ -424,8 +451,9 @@ impl Stream {
             pgnos,
             data: wal.data,
         };
-        let bytes = seg.encode(self.opts.level);
-        self.spool.put(seg.first_txid, seg.last_txid, &bytes)?;
+        let Sealing { encoder, body, out } = &mut self.sealing;
+        seg.encode_with(encoder, body, out);
+        self.spool.put(seg.first_txid, seg.last_txid, out)?;
         self.fold.record(&seg)?;
         self.save_state()?;
         self.last_seal = started.elapsed();
@@ -434,8 +462,12 @@ impl Stream {
             first_txid = seg.first_txid,
             last_txid = seg.last_txid,
             commits = seg.commits.len(),
-            bytes = bytes.len()
+            bytes = self.sealing.out.len()
         );
+        // The page buffer goes back to reading, its capacity kept.
+        let mut data = seg.data;
+        data.clear();
+        self.pending.wal.data = data;
         for r in &self.replicas {
             r.wake();
         }
