@@ -73,7 +73,9 @@ pub struct ReplicateConfig {
     pub sync_interval: Option<String>,
     /// PASSIVE checkpoint at least this often, e.g. "1m".
     pub checkpoint_interval: Option<String>,
-    /// WAL pages after which the log is checkpointed so it can restart.
+    /// The service's `wal_autocheckpoint` (1000): a tenth before this many
+    /// WAL pages the log is checkpointed and let go, so the service's own
+    /// checkpoint can restart it.
     pub checkpoint_pages: Option<u32>,
     /// WAL pages after which it is truncated.
     pub truncate_pages: Option<u32>,

@@ -46,7 +46,8 @@ pub struct Options {
     pub poll_interval: Duration,
     /// PASSIVE checkpoint at least this often while the log has frames.
     pub checkpoint_interval: Duration,
-    /// Past this many frames, checkpoint so the log can restart.
+    /// The service's `wal_autocheckpoint`: a tenth short of this many
+    /// frames, checkpoint and let the log restart (see `restart_due`).
     pub restart_frames: u32,
     /// Past this many frames, TRUNCATE.
     pub truncate_frames: u32,
