@@ -236,10 +236,7 @@ fn xor_chain(images: &mut [u8], pgnos: &[u32], ps: usize, decoding: bool) {
     let mut apply = |i: usize| {
         if let Some(j) = earlier[i] {
             let (head, tail) = images.split_at_mut(i * ps);
-            let src = &head[j * ps..(j + 1) * ps];
-            for (d, s) in tail[..ps].iter_mut().zip(src) {
-                *d ^= s;
-            }
+            xor_into(&mut tail[..ps], &head[j * ps..(j + 1) * ps]);
         }
     };
     if decoding {
@@ -249,9 +246,36 @@ fn xor_chain(images: &mut [u8], pgnos: &[u32], ps: usize, decoding: bool) {
     }
 }
 
+/// `dst ^= src`, eight bytes at a time: the byte loop was not vectorized
+/// and ran at 2.5 GB/s, slower than hashing the same segment.
+fn xor_into(dst: &mut [u8], src: &[u8]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let x =
+            u64::from_ne_bytes((&*d).try_into().expect("8 bytes")) ^ u64::from_ne_bytes(s.try_into().expect("8 bytes"));
+        d.copy_from_slice(&x.to_ne_bytes());
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d ^= s;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xor_into_matches_a_byte_by_byte_xor() {
+        for len in [0usize, 1, 7, 8, 9, 64, 4096, 4099] {
+            let a: Vec<u8> = (0..len).map(|i| (i * 31 % 256) as u8).collect();
+            let b: Vec<u8> = (0..len).map(|i| (i * 17 % 253) as u8).collect();
+            let mut got = a.clone();
+            xor_into(&mut got, &b);
+            let want: Vec<u8> = a.iter().zip(&b).map(|(x, y)| x ^ y).collect();
+            assert_eq!(got, want, "len {len}");
+        }
+    }
 
     fn sample() -> Segment {
         let ps = 512usize;
