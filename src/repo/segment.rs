@@ -121,10 +121,7 @@ impl Segment {
         for p in &self.pgnos {
             b.extend_from_slice(&p.to_le_bytes());
         }
-        let ps = self.page_size as usize;
-        let start = b.len();
-        b.extend_from_slice(&self.data);
-        xor_chain(&mut b[start..], &self.pgnos, ps, false);
+        xor_deltas_into(b, &self.data, &self.pgnos, self.page_size as usize);
         let hash = blake3::hash(b);
         b.extend_from_slice(hash.as_bytes());
         out.clear();
@@ -208,7 +205,7 @@ impl Segment {
         at += 4 * m;
         let mut data = body[at..].to_vec();
         if body[5] & FLAG_XOR != 0 {
-            xor_chain(&mut data, &pgnos, page_size as usize, true);
+            unxor_deltas(&mut data, &pgnos, page_size as usize);
         }
         Ok(Segment {
             page_size,
@@ -223,26 +220,29 @@ impl Segment {
     }
 }
 
-/// XOR each image with the previous image of the same page, in place:
-/// encoding walks back to front (so every XOR uses the original previous
-/// image), decoding front to back (so the previous image is already
-/// restored).
-fn xor_chain(images: &mut [u8], pgnos: &[u32], ps: usize, decoding: bool) {
-    let mut prev: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
-    let mut earlier = vec![None; pgnos.len()];
+/// Append each image XORed with the previous image of the same page (the
+/// first image of a page as it is), copying and XORing one page at a time
+/// while it is in cache.
+fn xor_deltas_into(out: &mut Vec<u8>, images: &[u8], pgnos: &[u32], ps: usize) {
+    let mut prev: std::collections::HashMap<u32, usize> = std::collections::HashMap::with_capacity(pgnos.len());
     for (i, p) in pgnos.iter().enumerate() {
-        earlier[i] = prev.insert(*p, i);
+        let at = out.len();
+        out.extend_from_slice(&images[i * ps..(i + 1) * ps]);
+        if let Some(j) = prev.insert(*p, i) {
+            xor_into(&mut out[at..], &images[j * ps..(j + 1) * ps]);
+        }
     }
-    let mut apply = |i: usize| {
-        if let Some(j) = earlier[i] {
+}
+
+/// Undo [`xor_deltas_into`] in place, front to back, so the previous image
+/// of a page is already restored when it is needed.
+fn unxor_deltas(images: &mut [u8], pgnos: &[u32], ps: usize) {
+    let mut prev: std::collections::HashMap<u32, usize> = std::collections::HashMap::with_capacity(pgnos.len());
+    for (i, p) in pgnos.iter().enumerate() {
+        if let Some(j) = prev.insert(*p, i) {
             let (head, tail) = images.split_at_mut(i * ps);
             xor_into(&mut tail[..ps], &head[j * ps..(j + 1) * ps]);
         }
-    };
-    if decoding {
-        (0..pgnos.len()).for_each(&mut apply);
-    } else {
-        (0..pgnos.len()).rev().for_each(&mut apply);
     }
 }
 
@@ -264,6 +264,21 @@ fn xor_into(dst: &mut [u8], src: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_written_many_times_round_trips() {
+        let ps = 512usize;
+        let pgnos = vec![3, 5, 3, 3, 5, 3];
+        let images: Vec<u8> = (0..pgnos.len() * ps).map(|i| (i * 13 % 255) as u8).collect();
+        let mut stored = Vec::new();
+        xor_deltas_into(&mut stored, &images, &pgnos, ps);
+        // Each later image is stored against the one before it, not
+        // against what was stored for it.
+        let third: Vec<u8> = (0..ps).map(|k| images[3 * ps + k] ^ images[2 * ps + k]).collect();
+        assert_eq!(&stored[3 * ps..4 * ps], &third[..]);
+        unxor_deltas(&mut stored, &pgnos, ps);
+        assert_eq!(stored, images);
+    }
 
     #[test]
     fn xor_into_matches_a_byte_by_byte_xor() {
