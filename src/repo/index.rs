@@ -271,8 +271,17 @@ impl Index {
         if self.buckets.is_empty() {
             return None;
         }
+        self.find(self.bucket_range(id), id)
+    }
+
+    /// Where `id` would sit in `blobs`: its bucket (index sealed, not empty).
+    fn bucket_range(&self, id: &Id) -> (u32, u32) {
         let k = Self::bucket_of(id, self.bucket_bits) as usize;
-        let range = &self.blobs[self.buckets[k] as usize..self.buckets[k + 1] as usize];
+        (self.buckets[k], self.buckets[k + 1])
+    }
+
+    fn find(&self, (start, end): (u32, u32), id: &Id) -> Option<Location> {
+        let range = &self.blobs[start as usize..end as usize];
         range.binary_search_by(|(k, _)| k.cmp(id)).ok().map(|i| range[i].1)
     }
 
@@ -294,8 +303,7 @@ impl Index {
         for group in ids.chunks(GROUP) {
             let mut ranges = [(0u32, 0u32); GROUP];
             for (range, id) in ranges.iter_mut().zip(group) {
-                let k = Self::bucket_of(id, self.bucket_bits) as usize;
-                *range = (self.buckets[k], self.buckets[k + 1]);
+                *range = self.bucket_range(id);
             }
             let mut first = [false; GROUP];
             for ((hit, &(start, end)), id) in first.iter_mut().zip(&ranges).zip(group) {
@@ -303,12 +311,11 @@ impl Index {
                 // answer and is the load worth starting early.
                 *hit = start < end && self.blobs[start as usize].0 == *id;
             }
-            for ((hit, &(start, end)), id) in first.iter().zip(&ranges).zip(group) {
+            for ((hit, &range), id) in first.iter().zip(&ranges).zip(group) {
                 let found = if *hit {
-                    Some(self.blobs[start as usize].1)
+                    Some(self.blobs[range.0 as usize].1)
                 } else {
-                    let range = &self.blobs[start as usize..end as usize];
-                    range.binary_search_by(|(k, _)| k.cmp(id)).ok().map(|i| range[i].1)
+                    self.find(range, id)
                 };
                 if found.is_none_or(|l| self.marked[l.pack as usize]) {
                     return false;

@@ -264,26 +264,6 @@ pub fn read_commits(
     max_bytes: usize,
     out: &mut WalCommits,
 ) -> Result<WalPosition> {
-    thread_local! {
-        /// Frames as read, kept between calls: a follower looks every
-        /// millisecond or few, and zeroing a fresh 256 KiB buffer each time
-        /// was 5% of its CPU at a busy service's pace.
-        static FRAMES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    FRAMES.with_borrow_mut(|buf| read_commits_with(buf, file, path, big_endian, page_size, from, max_bytes, out))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn read_commits_with(
-    buf: &mut Vec<u8>,
-    file: &File,
-    path: &Path,
-    big_endian: bool,
-    page_size: u32,
-    from: WalPosition,
-    max_bytes: usize,
-    out: &mut WalCommits,
-) -> Result<WalPosition> {
     let ps = page_size as usize;
     let frame_len = FRAME_HEADER_LEN as usize + ps;
     let mut pos = from;
@@ -294,12 +274,20 @@ fn read_commits_with(
     let mut first = txn_first(out);
     let mut cksum = (from.cksum1, from.cksum2);
     let mut frame = from.frame;
+    thread_local! {
+        /// Frames as read, kept between calls: a follower looks every
+        /// millisecond or few, and zeroing a fresh 256 KiB buffer each time
+        /// was 5% of its CPU at a busy service's pace. Put back on success
+        /// only; after an error the next call starts a new one.
+        static FRAMES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = FRAMES.take();
     // Only the `got` bytes just read are looked at: what the buffer held
     // from an earlier call never is.
     buf.resize(READ_FRAMES as usize * frame_len, 0);
     'outer: loop {
         let offset = HEADER_LEN + frame as u64 * frame_len as u64;
-        let got = crate::fsutil::read_full_at(file, buf, offset).at(path)?;
+        let got = crate::fsutil::read_full_at(file, &mut buf, offset).at(path)?;
         let frames = got / frame_len;
         if frames == 0 {
             break;
@@ -365,6 +353,7 @@ fn read_commits_with(
     }
     // Frames of an unfinished transaction are not ours to keep.
     out.data.truncate(first * ps);
+    FRAMES.set(buf);
     Ok(pos)
 }
 
