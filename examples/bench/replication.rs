@@ -932,6 +932,8 @@ pub struct RestoreStat {
     src_rows: (u64, u64),
     lb_rows: (u64, u64),
     ls_rows: Option<(u64, u64)>,
+    /// (commits, segments) Lifeboat's first restore replayed onto its base.
+    lb_replayed: Option<(u64, u64)>,
     /// (wall seconds, peak RSS MiB) of each round.
     lb: Vec<(f64, f64)>,
     ls: Vec<(f64, f64)>,
@@ -1419,10 +1421,21 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
         &mut ctx.lifeboat(repo.as_os_str(), &dir, &["init"]),
     )?;
     let started = Instant::now();
+    // No fold inside the history: the restore replays every segment since
+    // the first base, the most it ever replays at the default fold interval
+    // (1 h) when the history is an hour.
+    let no_fold = format!("{}m", ctx.setup.history_minutes + 60);
     let mut cmd = ctx.lifeboat(
         repo.as_os_str(),
         &dir,
-        &["-v", "replicate", "--sync-interval", &format!("{SYNC_S}s")],
+        &[
+            "-v",
+            "replicate",
+            "--sync-interval",
+            &format!("{SYNC_S}s"),
+            "--snapshot-interval",
+            &no_fold,
+        ],
     );
     cmd.arg(&src);
     let mut lb = Daemon::spawn(&mut cmd, &ctx.logs.join("restore-lifeboat-replicate.log"))?;
@@ -1493,6 +1506,7 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
     let ls_out = dir.join("litestream-restored.db");
     let (mut lb_runs, mut ls_runs) = (Vec::new(), Vec::new());
     let (mut lb_rows, mut ls_rows) = ((0, 0), None);
+    let mut lb_replayed = None;
     for round in 0..RESTORE_ROUNDS {
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
@@ -1509,6 +1523,11 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
                 )?;
                 if round == 0 {
                     lb_rows = count_rows(&lb_out)?;
+                    let log = fs::read_to_string(ctx.logs.join("restore-lifeboat-0.stderr"))?;
+                    lb_replayed = log_events(&log)
+                        .into_iter()
+                        .find(|(_, f)| f["event"] == "restore.replayed")
+                        .map(|(_, f)| (field_u64(&f, "commits"), field_u64(&f, "segments")));
                 }
                 lb_runs.push((m.secs(), m.rss_mib()));
                 remove_db(&lb_out);
@@ -1547,6 +1566,7 @@ fn restore_phase(ctx: &Ctx) -> Res<RestoreStat> {
         src_rows,
         lb_rows,
         ls_rows,
+        lb_replayed,
         lb: lb_runs,
         ls: ls_runs,
         lb_hwm_mib: lb_stop.hwm_kib as f64 / 1024.0,
@@ -2097,7 +2117,7 @@ pub fn render(r: &Results, command: &str) -> Section {
             doc,
             "- Restore data set: the generated {} database, then {} commits of history in {:.0} s ({:.0} commits/s) while both \
              replicated it; replicators ready (base / first snapshot written) after {:.1} s (Lifeboat){}; repository \
-             {} (Lifeboat), {} (Litestream file replica)",
+             {} (Lifeboat), {} (Litestream file replica); Lifeboat's restore replayed {}",
             mib(rs.db_bytes),
             rs.history_commits,
             rs.history_secs,
@@ -2107,7 +2127,10 @@ pub fn render(r: &Results, command: &str) -> Section {
                 .map(|s| format!(" and {s:.1} s (Litestream)"))
                 .unwrap_or_default(),
             mib(rs.lb_repo_bytes),
-            rs.ls_replica_bytes.map(mib).unwrap_or_else(|| "-".into())
+            rs.ls_replica_bytes.map(mib).unwrap_or_else(|| "-".into()),
+            rs.lb_replayed
+                .map(|(c, n)| format!("{c} commits from {n} segments onto its base"))
+                .unwrap_or_else(|| "- (no restore.replayed line)".into())
         );
         let rounds: Vec<String> = rs
             .lb
@@ -2176,7 +2199,8 @@ fn how_measured(r: &Results) -> String {
   stopped (start-up, the first snapshot or base and the initial LISTs excluded) are scaled to one hour. That is a \
   straight-line extrapolation of a {} s window: Litestream's work on longer periods (L0 retention deletes after \
   5 min, level-2 compaction every 5 min, level-3 hourly, daily snapshots) falls outside it, so its hourly figure is a \
-  lower bound; Lifeboat has no periodic work of that kind while it replicates. The whole run's requests and \
+  lower bound; Lifeboat's only periodic work while it replicates is the fold of a new base (by default hourly: a \
+  pack, an index and a manifest, a handful of PUTs an hour), also outside the window. The whole run's requests and \
   Lifeboat's own count (from its `replicate.base` and `replicate.requests` lines) are under \"Every run\". \
   The same pair of runs is repeated at {LONG_SYNC_RATE} commits/s with both tools' sync interval at {LONG_SYNC_S} s \
   (an operator's first move against a request bill). Lifeboat then ships one segment per interval; Litestream \
@@ -2185,7 +2209,9 @@ fn how_measured(r: &Results) -> String {
   of writes while keeping its promise of a commit in the bucket within a second.
 - Restore: the generated database (a fresh copy) with a `{WRITES_TABLE}` table added, replicated by both at once \
   (Lifeboat to a local repository, Litestream to a file replica) while the writer adds {} min of commits at \
-  {HISTORY_RATE} commits/s; both stopped as above. Then, in {RESTORE_ROUNDS} rounds alternating who goes first, \
+  {HISTORY_RATE} commits/s; both stopped as above. Lifeboat's fold interval is set past the history's end \
+  (`--snapshot-interval`), so its restore replays every commit of the history onto the first base: the most it \
+  replays with the default hourly fold. Then, in {RESTORE_ROUNDS} rounds alternating who goes first, \
   after reading the repository's files once (warm cache, as in the sections above): `lifeboat --repo REPO restore \
   --at now -o OUT` (which verifies and runs `PRAGMA integrity_check`) and `litestream restore -config \
   litestream.yml -o OUT DB`, each timed as a child process (wall time, `ru_maxrss`). The row counts of `items` and \
