@@ -101,7 +101,8 @@ pub struct RetentionConfig {
     pub keep_within: Option<String>,
     #[serde(default)]
     pub keep_tags: Vec<String>,
-    /// WAL history kept for point-in-time restore, e.g. "24h".
+    /// How far back every commit stays restorable, e.g. "24h" (the default
+    /// when there are snapshot rules) or "unlimited".
     pub keep_wal: Option<String>,
     /// How old a prune's mark must be before its packs are deleted, e.g. "1h".
     pub grace: Option<String>,

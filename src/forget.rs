@@ -4,8 +4,9 @@
 //!
 //! Replication bases are snapshots too, grouped per stream, with rules of
 //! their own: the newest base of a stream is always kept (the replicator
-//! folds onto it), and with a WAL window every base inside it and the newest
-//! base before it are kept, so any point in the window restores. Segments
+//! folds onto it), and with a WAL window (24 h unless told otherwise) every
+//! base inside it and the newest base before it are kept, so any point in
+//! the window restores. Segments
 //! that no kept base leads to, or that lie wholly before the window's first
 //! base, are deleted: outside the window the restore points are the bases.
 
@@ -20,10 +21,40 @@ use crate::repo::segment::parse_key;
 use crate::repo::{Repository, SnapshotRef};
 use crate::retention::{Candidate, Policy};
 
+/// How far back every commit stays restorable when no window is given: a
+/// day, the window the services' own guides keep (seeds 002 and 004).
+/// Without it, `forget --keep-last 1` would drop all point-in-time history
+/// older than the newest base.
+pub const DEFAULT_KEEP_WAL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// The WAL history window (`--keep-wal`): inside it every commit restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalWindow {
+    Within(jiff::SignedDuration),
+    /// Every commit after the oldest kept base, however old.
+    Unlimited,
+}
+
+impl std::fmt::Display for WalWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalWindow::Within(d) => f.write_str(&human(*d)),
+            WalWindow::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+impl Serialize for WalWindow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 pub struct ForgetOptions {
     pub policy: Policy,
-    /// WAL history window (`--keep-wal`).
-    pub keep_wal: Option<jiff::SignedDuration>,
+    /// WAL history window (`--keep-wal`); [`DEFAULT_KEEP_WAL`] when `None`
+    /// and there are snapshot rules. With neither, forget refuses.
+    pub keep_wal: Option<WalWindow>,
     /// Calendar buckets are counted in this zone.
     pub tz: jiff::tz::TimeZone,
     pub now: jiff::Timestamp,
@@ -61,6 +92,9 @@ pub struct StreamPlan {
 pub struct ForgetPlan {
     pub verdicts: Vec<Verdict>,
     pub wal: Vec<StreamPlan>,
+    /// The window applied, and whether it was the default.
+    pub wal_window: WalWindow,
+    pub wal_window_default: bool,
 }
 
 impl ForgetPlan {
@@ -110,7 +144,12 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
         groups.entry(group_key(s)).or_default().push(i);
     }
     let mut verdicts: Vec<Option<Verdict>> = vec![None; snaps.len()];
-    let window_start = opts.keep_wal.map(|w| opts.now - w);
+    let wal_window = opts.keep_wal.unwrap_or(WalWindow::Within(DEFAULT_KEEP_WAL));
+    let window = match wal_window {
+        WalWindow::Within(w) => Some(w),
+        WalWindow::Unlimited => None,
+    };
+    let window_start = window.map(|w| opts.now - w);
     for (group, members) in &groups {
         let candidates: Vec<Candidate> = members
             .iter()
@@ -167,7 +206,7 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
                 if Some(i) == head {
                     reasons.push("newest base of its stream".into());
                 }
-                if let (Some(start), Some(w)) = (window_start, opts.keep_wal)
+                if let (Some(start), Some(w)) = (window_start, window)
                     && times[i] >= start
                 {
                     reasons.push(format!("within WAL window {}", human(w)));
@@ -193,7 +232,12 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
         .map(|v| v.expect("every snapshot is in a group"))
         .collect();
     let wal = plan_wal(repo, &snaps, &times, &verdicts, window_start)?;
-    Ok(ForgetPlan { verdicts, wal })
+    Ok(ForgetPlan {
+        verdicts,
+        wal,
+        wal_window,
+        wal_window_default: opts.keep_wal.is_none(),
+    })
 }
 
 /// Per stream: the segments no kept base leads to, or wholly before the
@@ -294,7 +338,8 @@ pub fn apply(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
 fn human(d: jiff::SignedDuration) -> String {
     let secs = d.as_secs();
     match secs {
-        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        // A day reads as 24h, the way operators write the window.
+        s if s % 86400 == 0 && s > 86400 => format!("{}d", s / 86400),
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),

@@ -129,7 +129,25 @@ fn forget_dry_run_explains_every_decision_and_changes_nothing() {
     env.run(["forget", "--keep-last", "1", "--prune", "--repack-unused", "0"])
         .expect_code(64);
     env.run(["prune", "--repack-unused", "101"]).expect_code(64);
-    env.run(["prune", "--grace", "soon"]).expect_code(78);
+    // A bad flag is a usage error; the same value in the config file is a
+    // configuration error, naming the setting.
+    env.run(["prune", "--grace", "soon"]).expect_code(64);
+    env.run(["forget", "--keep-last", "1", "--keep-wal", "soon"])
+        .expect_code(64);
+    env.run(["forget", "--keep-within", "soon"]).expect_code(64);
+    let cfg = env.path("bad-retention.toml");
+    std::fs::write(
+        &cfg,
+        "[retention]\ngrace = \"soon\"\nkeep_wal = \"soon\"\nkeep_within = \"soon\"\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = env.run(["--config", cfg, "prune"]).expect_code(78);
+    assert!(out.stderr.contains("[retention] grace"), "{}", out.stderr);
+    let out = env.run(["--config", cfg, "forget", "--keep-last", "1"]).expect_code(78);
+    assert!(out.stderr.contains("[retention] keep_wal"), "{}", out.stderr);
+    let out = env.run(["--config", cfg, "forget", "--keep-wal", "1h"]).expect_code(78);
+    assert!(out.stderr.contains("[retention] keep_within"), "{}", out.stderr);
     // (Each refusal appends its record to the operations log, by design.)
     let without_log = |d: std::collections::BTreeMap<String, common::Node>| {
         d.into_iter()

@@ -940,6 +940,62 @@ fn keep_wal_deletes_old_segments_but_every_point_in_the_window_restores() {
     assert_eq!(segments(&env), before_segs, "a dry run deleted segments");
     assert_eq!(bases(&env).len(), before_bases.len(), "a dry run removed bases");
 
+    // Snapshot rules without --keep-wal: the window is a day, so every base
+    // here (all seconds old) stays and no segment goes, where --keep-last 1
+    // alone would drop all history before the newest base.
+    let by_default = ok(&env, &["--json", "forget", "--keep-last", "1", "--dry-run"]).json();
+    assert_eq!(by_default["wal_window"], "24h", "{by_default}");
+    assert_eq!(by_default["wal_window_default"], true, "{by_default}");
+    for b in &before_bases {
+        let v = verdict(&by_default, &b.id);
+        assert!(
+            reasons(v).iter().any(|r| r == "within WAL window 24h"),
+            "base {b:?} is inside the default window: {v}"
+        );
+    }
+    assert_eq!(
+        by_default["wal"][0]["delete_segments"].as_u64(),
+        Some(0),
+        "{by_default}"
+    );
+    // `unlimited`: the bases go by --keep-last alone, and the segments
+    // before the one base kept lead nowhere.
+    let unlimited = ok(
+        &env,
+        &[
+            "--json",
+            "forget",
+            "--keep-last",
+            "1",
+            "--keep-wal",
+            "unlimited",
+            "--dry-run",
+        ],
+    )
+    .json();
+    assert_eq!(unlimited["wal_window"], "unlimited", "{unlimited}");
+    assert_eq!(unlimited["wal_window_default"], false, "{unlimited}");
+    let newest = before_bases.last().expect("bases");
+    for b in &before_bases {
+        let v = verdict(&unlimited, &b.id);
+        assert_eq!(v["keep"], b.id == newest.id, "only the newest base stays: {v}");
+        assert!(
+            !reasons(v).iter().any(|r| r.starts_with("within WAL window")),
+            "no window: {v}"
+        );
+    }
+    assert_eq!(
+        unlimited["wal"][0]["cutoff_txid"].as_u64(),
+        Some(newest.txid),
+        "{unlimited}"
+    );
+    assert_eq!(
+        unlimited["wal"][0]["delete_segments"].as_u64(),
+        Some(before_segs.iter().filter(|x| x.2 <= newest.txid).count() as u64),
+        "{unlimited}"
+    );
+    assert_eq!(segments(&env), before_segs, "a dry run deleted segments");
+
     let (real, t0, t1) = forget(false);
     let anchor = check_wal_plan(&real, &before_bases, t0, t1, &before_segs);
     let removed: Vec<&Base> = before_bases.iter().filter(|b| b.txid < anchor.txid).collect();

@@ -1189,6 +1189,35 @@ fn refuses_a_database_not_in_wal_mode() {
 }
 
 #[test]
+fn a_bad_interval_is_a_usage_error_on_the_command_line_and_a_config_error_in_the_file() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    create_replica_db(&db);
+    let repo_before = common::describe_without_log(&env.repo);
+    let mut c = env.command();
+    c.arg("--repo").arg(&env.repo_arg);
+    c.arg("replicate").arg(&db).args(["--sync-interval", "soon"]);
+    let out = run_timeout(&env, c, 30).expect_code(64);
+    assert!(out.stderr.contains("--sync-interval"), "stderr:\n{}", out.stderr);
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(&cfg, "[replicate]\nsnapshot_interval = \"0s\"\n").unwrap();
+    let mut c = env.command();
+    c.arg("--repo").arg(&env.repo_arg).arg("--config").arg(&cfg);
+    c.arg("replicate").arg(&db);
+    let out = run_timeout(&env, c, 30).expect_code(78);
+    assert!(
+        out.stderr.contains("[replicate] snapshot_interval"),
+        "stderr:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        common::describe_without_log(&env.repo),
+        repo_before,
+        "nothing written to the repository"
+    );
+}
+
+#[test]
 fn refuses_a_database_on_tmpfs() {
     let _serial = common::serial();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();

@@ -1,10 +1,10 @@
 use lifeboat::config::RetentionConfig;
-use lifeboat::forget::{self, ForgetOptions, ForgetPlan};
+use lifeboat::forget::{self, ForgetOptions, ForgetPlan, WalWindow};
 use lifeboat::retention::{self, Count, Policy};
 use lifeboat::{Error, Result};
 
-use super::Ctx;
 use super::output::{bytes, print_json_with_requests, when};
+use super::{Ctx, flag_or_config};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -13,10 +13,10 @@ by stream), newest first; --keep-daily 7 keeps the newest snapshot of each of th
 days that have one (hours, days, ISO weeks, months and years in this machine's time zone);
 a snapshot is kept if any rule keeps it. N may be `unlimited` (or -1).
 
-WAL history (--keep-wal): every point inside the window stays restorable, so the bases inside
-it and the newest base before it are kept and older segments are deleted; outside the window,
-the restore points are the bases the other rules keep. The newest base of a stream is always
-kept.
+WAL history (--keep-wal, default 24h): every commit inside the window stays restorable, so the
+bases inside it and the newest base before it are kept and older segments are deleted; outside
+the window, the restore points are the bases the other rules keep. `--keep-wal unlimited` keeps
+every commit after the oldest kept base. The newest base of a stream is always kept.
 
 Forget removes manifests (and segments) at once; the data only they used is freed by prune
 (--prune runs it afterwards). Rules given here replace the config's [retention] rules.
@@ -49,7 +49,7 @@ pub struct Args {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "T")]
     keep_tags: Vec<String>,
-    /// Keep WAL history for point-in-time restore this far back (e.g. 24h, 7d).
+    /// Keep every commit restorable this far back (e.g. 24h, 7d, or `unlimited`). Default: 24h.
     #[arg(long, value_name = "DURATION")]
     keep_wal: Option<String>,
     /// Show, for every snapshot, keep or remove and the rules that decided; change nothing.
@@ -89,10 +89,20 @@ fn count_from_config(what: &str, n: Option<i64>) -> Result<Option<Count>> {
 
 fn within(what: &str, s: &str) -> Result<retention::KeepWithin> {
     retention::parse_duration(s)
-        .map_err(|e| Error::usage(format!("{what} `{s}`: {e}")).fix("write it like 7d, 2h or 1y6m (m means months)"))
+        .map_err(|e| Error::config(what, format!("`{s}`: {e}")).fix("write it like 7d, 2h or 1y6m (m means months)"))
 }
 
-fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<jiff::SignedDuration>)> {
+fn parse_wal_window(what: &str, s: &str) -> Result<WalWindow> {
+    if s.trim() == "unlimited" {
+        return Ok(WalWindow::Unlimited);
+    }
+    let d = lifeboat::config::parse_duration(what, s).map_err(|e| e.fix("write it like 24h or 7d, or `unlimited`"))?;
+    jiff::SignedDuration::try_from(d)
+        .map(WalWindow::Within)
+        .map_err(|_| Error::config(what, format!("`{s}` is too long")).fix("write it like 24h or 7d, or `unlimited`"))
+}
+
+fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<WalWindow>)> {
     let from_flags = args.keep_last.is_some()
         || args.keep_hourly.is_some()
         || args.keep_daily.is_some()
@@ -110,11 +120,7 @@ fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<jiff::SignedDuration
             weekly: args.keep_weekly,
             monthly: args.keep_monthly,
             yearly: args.keep_yearly,
-            within: args
-                .keep_within
-                .as_deref()
-                .map(|w| within("--keep-within", w))
-                .transpose()?,
+            within: flag_or_config(("--keep-within", args.keep_within.as_deref()), ("", None), within)?,
             tags: args.keep_tags.clone(),
         }
     } else {
@@ -133,13 +139,11 @@ fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<jiff::SignedDuration
             tags: section.keep_tags.clone(),
         }
     };
-    let keep_wal = match args.keep_wal.as_deref().or(section.keep_wal.as_deref()) {
-        None => None,
-        Some(w) => {
-            let d = lifeboat::config::parse_duration("--keep-wal", w)?;
-            Some(jiff::SignedDuration::try_from(d).map_err(|_| Error::usage("--keep-wal is too long"))?)
-        }
-    };
+    let keep_wal = flag_or_config(
+        ("--keep-wal", args.keep_wal.as_deref()),
+        ("[retention] keep_wal", section.keep_wal.as_deref()),
+        parse_wal_window,
+    )?;
     Ok((policy, keep_wal))
 }
 
@@ -185,6 +189,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 "dry_run": args.dry_run,
                 "snapshots": plan.verdicts,
                 "wal": plan.wal,
+                "wal_window": plan.wal_window,
+                "wal_window_default": plan.wal_window_default,
                 "removed": plan.removed().count(),
                 "kept": plan.verdicts.len() - plan.removed().count(),
                 "result": report,
@@ -217,6 +223,17 @@ fn print_plan(plan: &ForgetPlan, dry_run: bool) {
             v.kind,
             decision,
             v.reasons.join(", ")
+        );
+    }
+    if !plan.wal.is_empty() {
+        println!(
+            "wal window {}{}",
+            plan.wal_window,
+            if plan.wal_window_default {
+                " (the default; --keep-wal sets it)"
+            } else {
+                ""
+            }
         );
     }
     for s in &plan.wal {

@@ -244,3 +244,25 @@ pub fn require_exists(p: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// A setting given by a flag, else by the config file, read with one
+/// parser: a bad flag is a usage error (64), a bad line of the config file a
+/// configuration error (78), each naming where the value came from.
+pub fn flag_or_config<T>(
+    flag: (&str, Option<&str>),
+    config: (&str, Option<&str>),
+    parse: impl Fn(&str, &str) -> Result<T>,
+) -> Result<Option<T>> {
+    match (flag, config) {
+        ((name, Some(v)), _) => parse(name, v).map(Some).map_err(|e| {
+            let problem = if e.subject.is_empty() {
+                e.problem
+            } else {
+                format!("{} {}", e.subject, e.problem)
+            };
+            Error::usage(problem).fix(e.fix)
+        }),
+        (_, (key, Some(v))) => parse(key, v).map(Some),
+        _ => Ok(None),
+    }
+}

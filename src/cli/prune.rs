@@ -3,8 +3,8 @@ use std::time::Duration;
 use lifeboat::prune::{self, PruneOptions, PruneReport};
 use lifeboat::{Error, Result};
 
-use super::Ctx;
 use super::output::{bytes, print_json_with_requests};
+use super::{Ctx, flag_or_config};
 
 #[derive(clap::Args, Debug, Default)]
 #[command(after_help = "\
@@ -59,10 +59,12 @@ pub fn lock_for(
 /// Prune settings from flags, else the config's `[retention]`, else defaults.
 pub fn options(ctx: &Ctx, args: &Args) -> Result<PruneOptions> {
     let section = ctx.config()?.map(|c| c.retention.clone()).unwrap_or_default();
-    let grace = match args.grace.as_deref().or(section.grace.as_deref()) {
-        None => prune::DEFAULT_GRACE,
-        Some(g) => parse_grace(g)?,
-    };
+    let grace = flag_or_config(
+        ("--grace", args.grace.as_deref()),
+        ("[retention] grace", section.grace.as_deref()),
+        parse_grace,
+    )?
+    .unwrap_or(prune::DEFAULT_GRACE);
     if grace < prune::safe_grace() {
         tracing::warn!(
             event = "prune.short_grace",
@@ -85,11 +87,11 @@ pub fn options(ctx: &Ctx, args: &Args) -> Result<PruneOptions> {
     })
 }
 
-fn parse_grace(s: &str) -> Result<Duration> {
+fn parse_grace(what: &str, s: &str) -> Result<Duration> {
     if s.trim() == "0" || s.trim() == "0s" {
         return Ok(Duration::ZERO);
     }
-    lifeboat::config::parse_duration("--grace", s).map_err(|e| e.fix("write it like 1h, 30m or 0s"))
+    lifeboat::config::parse_duration(what, s).map_err(|e| e.fix("write it like 1h, 30m or 0s"))
 }
 
 pub fn print_report(r: &PruneReport) {

@@ -8,7 +8,7 @@ use lifeboat::repo::{RepoLocation, Repository};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, Result};
 
-use super::Ctx;
+use super::{Ctx, flag_or_config};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -109,11 +109,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
 
     let mut opts = Options::default();
-    if let Some(s) = args.sync_interval.as_deref().or(section.sync_interval.as_deref()) {
-        opts.sync_interval = parse_duration("sync_interval", s)?;
+    if let Some(d) = flag_or_config(
+        ("--sync-interval", args.sync_interval.as_deref()),
+        ("[replicate] sync_interval", section.sync_interval.as_deref()),
+        parse_duration,
+    )? {
+        opts.sync_interval = d;
     }
     if let Some(s) = section.checkpoint_interval.as_deref() {
-        opts.checkpoint_interval = parse_duration("checkpoint_interval", s)?;
+        opts.checkpoint_interval = parse_duration("[replicate] checkpoint_interval", s)?;
     }
     if let Some(n) = section.checkpoint_pages {
         opts.restart_frames = n.max(1);
@@ -121,12 +125,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if let Some(n) = section.truncate_pages {
         opts.truncate_frames = n.max(opts.restart_frames);
     }
-    if let Some(s) = args
-        .snapshot_interval
-        .as_deref()
-        .or(section.snapshot_interval.as_deref())
-    {
-        opts.snapshot_interval = parse_duration("snapshot_interval", s)?;
+    if let Some(d) = flag_or_config(
+        ("--snapshot-interval", args.snapshot_interval.as_deref()),
+        ("[replicate] snapshot_interval", section.snapshot_interval.as_deref()),
+        parse_duration,
+    )? {
+        opts.snapshot_interval = d;
     }
     if let Some(d) = section.state_dir.clone() {
         opts.state_dir = d;
