@@ -826,10 +826,14 @@ fn ltx_lag(w: &Written, files: &[(i64, LtxHead)]) -> Option<Lag> {
     lag_of(lags, missing)
 }
 
-/// `2026-11-22T23:07:27.611357Z  INFO event="replicate.shipped" k=v ...`
+/// `2026-11-22T23:07:27.611357Z  INFO event="replicate.shipped" k=v ...`;
+/// commands other than `replicate` log without the time (`  INFO event=...`),
+/// and their lines get time 0.
 fn parse_log_line(line: &str) -> Option<(i64, HashMap<String, String>)> {
-    let (ts, rest) = line.split_once(' ')?;
-    let t = ts.parse::<jiff::Timestamp>().ok()?.as_nanosecond() as i64;
+    let (t, rest) = match line.split_once(' ') {
+        Some((ts, rest)) if !ts.is_empty() => (ts.parse::<jiff::Timestamp>().ok()?.as_nanosecond() as i64, rest),
+        _ => (0, line),
+    };
     let mut fields = HashMap::new();
     let mut rest = rest.trim_start();
     while !rest.is_empty() {
