@@ -946,6 +946,72 @@ fn checkpoint_storm_passive_and_restart_after_every_commit() {
     }
 }
 
+/// Frames in the log's current generation, from the wal-index header
+/// (`mxFrame`, native-endian, at offset 16 of `-shm`).
+fn wal_frames(db: &Path) -> u32 {
+    let shm = std::fs::read(format!("{}-shm", db.display())).expect("read -shm");
+    u32::from_ne_bytes(shm[16..20].try_into().unwrap())
+}
+
+#[test]
+fn a_burst_after_an_idle_spell_restarts_the_log_without_a_gap() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "scene");
+    // The replicator lets the log go to restart at 18 frames.
+    let mut sc = Scene::new(&env, Some(SMALL_CHECKPOINTS));
+    let mut r = Restorer::new(&env, "restored");
+    let w = open(&sc.db);
+    w.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+    // Commit slowly until the log is long enough to be let go, then stop:
+    // the replicator has checkpointed it and waits for a restart that an
+    // idle service does not make.
+    let start = Instant::now();
+    loop {
+        commit_row(&w);
+        std::thread::sleep(Duration::from_millis(50));
+        if wal_frames(&sc.db) >= 20 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the log never reached 20 frames"
+        );
+    }
+    let (n0, s0) = sc.caught_up(&mut r);
+    // Idle for longer than the replicator waits for a restart.
+    std::thread::sleep(Duration::from_millis(500));
+    // One transaction that restarts the log and overwrites every frame of
+    // the old generation at once, faster than any poll, then quick commits.
+    w.execute_batch(
+        "BEGIN IMMEDIATE;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60)
+         INSERT INTO t(id, ts, pad) SELECT (SELECT max(id) FROM t) + i, 0, hex(randomblob(3000)) FROM n;
+         COMMIT;",
+    )
+    .unwrap();
+    for _ in 0..20 {
+        commit_row(&w);
+    }
+    drop(w);
+    let (n1, s1) = sc.caught_up(&mut r);
+    assert_eq!(r.content_at(n0), s0, "txid {n0}, before the idle spell");
+    assert_eq!(r.content_at(n1), s1, "txid {n1}, after the burst");
+    sc.stop();
+    let evs = sc.events();
+    assert_eq!(
+        count(&evs, "replicate.gap"),
+        0,
+        "a burst after an idle spell lost continuity; log:\n{}",
+        sc.log_text()
+    );
+    assert!(
+        count(&evs, "replicate.wal_restarted") > 0,
+        "the burst did not restart the log"
+    );
+    assert_eq!(n1 - n0, 21, "one txid per commit");
+}
+
 #[test]
 fn vacuum_is_replicated_like_any_commit() {
     let _serial = common::serial();
@@ -1074,6 +1140,62 @@ fn database_replaced_underneath_gets_a_new_base() {
     assert_eq!(r.content_at(n4 - 1), s3, "txid {}, the last before the second", n4 - 1);
     let (_, now) = r.restore(&["--at", "now"]).expect("restore --at now");
     assert_eq!(content(&now), s5);
+}
+
+#[test]
+fn a_clean_restart_resumes_without_a_base_a_gap_or_a_second_upload() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    // The service keeps a connection open throughout, as a running service
+    // does (the last connection to close checkpoints the log and deletes
+    // it, and commits made with no replicator running are then lost to it:
+    // a gap, rightly).
+    let service = open(&sc.db);
+    // (A WAL-mode connection holds its shared lock from its first read on.)
+    let _: i64 = service.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    sc.write(200, Duration::from_millis(1));
+    let (n0, s0) = sc.caught_up(&mut r);
+    sc.stop();
+    let first_run = sc.events().len();
+    // Written while no replicator runs (too few frames for the log to
+    // restart): found in the log at the next start.
+    sc.write(50, Duration::from_millis(1));
+    let up = sc.start();
+    assert!(
+        up.name == "replicate.started" && up.flag("resumed"),
+        "the second run did not resume: {up:?}"
+    );
+    sc.write(50, Duration::from_millis(1));
+    let (n1, s1) = sc.caught_up(&mut r);
+    sc.stop();
+    let evs = sc.events();
+    let second: Vec<&LogEvent> = evs[first_run..].iter().collect();
+    assert!(
+        !second
+            .iter()
+            .any(|e| e.name == "replicate.base" || e.name == "replicate.gap"),
+        "the resumed run took a base or saw a gap: {second:?}"
+    );
+    let firsts: Vec<u64> = second
+        .iter()
+        .filter(|e| e.name == "replicate.shipped")
+        .map(|e| e.num("first_txid"))
+        .collect();
+    assert_eq!(
+        firsts.iter().min().copied(),
+        Some(n0 + 1),
+        "the resumed run uploaded from {firsts:?}, not from txid {}",
+        n0 + 1
+    );
+    assert_eq!(n1 - n0, 100, "one txid per commit across the restart");
+    assert_eq!(r.content_at(n0), s0, "txid {n0}, before the restart");
+    assert_eq!(r.content_at(n1), s1, "txid {n1}, after it");
+    let source = source_rows(&sc.db);
+    check_stretch(&mut r, n0, n1, 5, &source);
+    drop(service);
 }
 
 #[test]

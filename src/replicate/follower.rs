@@ -66,8 +66,12 @@ pub struct Follower {
     /// Frame count of the current generation at which to try restarting
     /// the log next (raised after an attempt the service's readers foiled).
     restart_at: u32,
-    /// Since when the anchor is let go for a restart.
-    awaiting: Option<Instant>,
+    /// Since when the anchor is let go for a restart, and `frames_read`
+    /// then.
+    awaiting: Option<(Instant, u64)>,
+    /// The current generation is known to end at this position should the
+    /// log restart while the anchor is held (see `hold_while_idle`).
+    complete_at: Option<WalPosition>,
     schema_query: String,
     /// Kept open for the process's life: holds the replicator's exclusive
     /// flock, and closing a descriptor of the database would drop SQLite's
@@ -80,6 +84,11 @@ pub struct Follower {
     /// new database's `-shm` may be the same file, and closing ours would
     /// drop the new connections' locks on it.
     retired: Vec<std::sync::Arc<File>>,
+    /// Frames read since opened, across generations: how fast the log
+    /// grows, to look again in time to let it restart (see `frames_to_release`).
+    pub frames_read: u64,
+    /// See `release_checkpoint_time`.
+    release_ckpt: Duration,
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
@@ -190,10 +199,13 @@ impl Follower {
             last_checkpoint: Instant::now(),
             restart_at: 0,
             awaiting: None,
+            complete_at: None,
             schema_query: schema_query.to_string(),
             db_file: std::sync::Arc::new(db_file),
             shm_file: None,
             retired: Vec::new(),
+            frames_read: 0,
+            release_ckpt: Duration::ZERO,
             path,
         };
         f.anchor()?;
@@ -243,12 +255,49 @@ impl Follower {
     }
 
     fn release(&mut self) -> Result<()> {
+        self.complete_at = None;
         if self.anchored {
             self.anchors[self.active].execute_batch("COMMIT").at_db(&self.path)?;
             self.anchored = false;
             self.settled = false;
         }
         Ok(())
+    }
+
+    /// The log was let go to restart, but nothing was committed for `quiet`
+    /// and it did not restart: the service is idle. Hold the log again
+    /// rather than leave it unguarded for however long the service stays
+    /// idle (a burst after it could restart and overwrite the log before
+    /// the next look). Returns whether it did.
+    ///
+    /// Why the service can still restart the log once: our checkpoint has
+    /// copied every frame, and a read transaction begun on a fully copied
+    /// log takes SQLite's read lock 0, which does not stop a writer from
+    /// restarting the log but stops every checkpoint from copying (wal.c:
+    /// `walTryBeginRead`, `walCheckpoint`, `walRestartLog`). A restart
+    /// needs every frame copied, so while the anchor is held the log
+    /// restarts at most once, and only at the end it had when the anchor
+    /// began; with that end being where reading stands, no frame can be
+    /// missed, even if the new generation overwrites the old before we look.
+    /// (Had a checkpoint not copied every frame, the anchor takes a read
+    /// mark instead, and the log cannot restart at all while it is held.)
+    pub fn hold_while_idle(&mut self, quiet: Duration) -> Result<bool> {
+        let Some((since, frames)) = self.awaiting else {
+            return Ok(false);
+        };
+        if since.elapsed() < quiet || self.frames_read != frames {
+            return Ok(false);
+        }
+        self.anchor()?;
+        let index = IndexHeader::read(&*self.shm_file()?, &self.shm_path)?;
+        if let (Some(ix), Some(pos)) = (index, self.pos)
+            && pos.frame > 0
+            && ix.salts == (pos.salt1, pos.salt2)
+            && ix.max_frame == pos.frame
+        {
+            self.complete_at = Some(pos);
+        }
+        Ok(true)
     }
 
     /// The database file at the path is no longer the one opened (restored
@@ -417,24 +466,30 @@ impl Follower {
             }
         }
         if !pos.same_generation(&header) {
-            // The old generation's frames after `pos` survive beyond the new
-            // generation's end: read them first.
-            pos = self.read_commits(&file, pos, max_bytes, out)?;
-            self.pos = Some(pos);
-            if out.too_large || out.full {
-                return Ok(Polled::Ok); // come back for the rest
+            // Restarted while an anchor taken at this very end was held:
+            // nothing can follow it (see `hold_while_idle`).
+            let known_complete = self.complete_at == Some(pos);
+            if !known_complete {
+                // The old generation's frames after `pos` survive beyond the
+                // new generation's end: read them first.
+                pos = self.read_commits(&file, pos, max_bytes, out)?;
+                self.pos = Some(pos);
+                if out.too_large || out.full {
+                    return Ok(Polled::Ok); // come back for the rest
+                }
+                let frame_len = wal::FRAME_HEADER_LEN + self.page_size as u64;
+                let slot_end = wal::HEADER_LEN + (pos.frame as u64 + 1) * frame_len;
+                let ended = wal::position_holds(&file, &pos, self.page_size)?
+                    && if len >= slot_end {
+                        wal::slot_after(&file, &pos, self.page_size, header.salts())? == SlotAfter::Free
+                    } else {
+                        len >= self.wal_len_seen
+                    };
+                if !ended {
+                    return Ok(Polled::Lost("the WAL restarted before its last frames were read"));
+                }
             }
-            let frame_len = wal::FRAME_HEADER_LEN + self.page_size as u64;
-            let slot_end = wal::HEADER_LEN + (pos.frame as u64 + 1) * frame_len;
-            let ended = wal::position_holds(&file, &pos, self.page_size)?
-                && if len >= slot_end {
-                    wal::slot_after(&file, &pos, self.page_size, header.salts())? == SlotAfter::Free
-                } else {
-                    len >= self.wal_len_seen
-                };
-            if !ended {
-                return Ok(Polled::Lost("the WAL restarted before its last frames were read"));
-            }
+            self.complete_at = None;
             tracing::info!(event = "replicate.wal_restarted", db = %self.path.display(), old_frames = pos.frame);
             pos = WalPosition::start_of(&header);
             self.big_endian = header.big_endian();
@@ -449,6 +504,9 @@ impl Follower {
             return Ok(Polled::Lost("the WAL was truncated underneath"));
         }
         let after = self.read_commits(&file, pos, max_bytes, out)?;
+        if after != pos {
+            self.complete_at = None;
+        }
         self.pos = Some(after);
         self.wal_len_seen = len;
         Ok(Polled::Ok)
@@ -456,13 +514,13 @@ impl Follower {
 
     /// `wal::read_commits` in this log, from `pos`.
     fn read_commits(
-        &self,
+        &mut self,
         file: &File,
         pos: WalPosition,
         max_bytes: usize,
         out: &mut WalCommits,
     ) -> Result<WalPosition> {
-        wal::read_commits(
+        let after = wal::read_commits(
             file,
             &self.wal_path,
             self.big_endian,
@@ -470,7 +528,9 @@ impl Follower {
             pos,
             max_bytes,
             out,
-        )
+        )?;
+        self.frames_read += after.frame.saturating_sub(pos.frame) as u64;
+        Ok(after)
     }
 
     /// Whether a commit follows the position in the same generation (read,
@@ -490,23 +550,51 @@ impl Follower {
         let file = File::open(&self.wal_path).at(&self.wal_path)?;
         let mut scratch = WalCommits::default();
         let ps = self.page_size as usize;
-        self.read_commits(&file, pos, ps, &mut scratch)?;
+        wal::read_commits(
+            &file,
+            &self.wal_path,
+            self.big_endian,
+            self.page_size,
+            pos,
+            ps,
+            &mut scratch,
+        )?;
         Ok(!scratch.commits.is_empty() || scratch.too_large)
     }
 
     /// Whether the log is long enough to let go for a restart (see
-    /// `release_for_restart`), or will be after `coming` more frames.
+    /// `release_for_restart`); `lead` frames are expected to arrive while
+    /// our checkpoint runs.
+    pub fn restart_due(&self, restart_frames: u32, lead: u32) -> bool {
+        self.frames_to_release(restart_frames, lead) == Some(0)
+    }
+
+    /// How many more frames until the log is let go to restart; `None`
+    /// while it is let go.
     ///
-    /// A tenth short of `restart_frames` (the service's
-    /// `wal_autocheckpoint`, 1000 by default): from that length on, the
-    /// service tries a checkpoint on every commit, and while we hold the
-    /// log each try fails after a handful of lock calls, a fifth more work
-    /// per commit for a busy writer. Let go a little before, the service's
-    /// first try completes the checkpoint and its next commit restarts the
-    /// log.
-    pub fn restart_due(&self, restart_frames: u32, coming: u32) -> bool {
-        let release_at = (restart_frames - restart_frames / 10).max(self.restart_at);
-        self.wal_frames().saturating_add(coming) >= release_at
+    /// From `restart_frames` on (the service's `wal_autocheckpoint`, 1000
+    /// by default) the service tries a checkpoint on every commit, and
+    /// while we hold the log, or run our own checkpoint, each try fails
+    /// after a lock call or several: more work per commit for a busy
+    /// writer, and a longer log for its checkpoint to copy. So the log is
+    /// let go a tenth short of it, and earlier by the `lead` frames the
+    /// service writes while our checkpoint runs (never before half way):
+    /// the service's first try then finds most frames copied, completes,
+    /// and its next commit restarts the log.
+    pub fn frames_to_release(&self, restart_frames: u32, lead: u32) -> Option<u32> {
+        if self.awaiting.is_some() {
+            return None;
+        }
+        let release_at = (restart_frames - restart_frames / 10)
+            .saturating_sub(lead)
+            .max(restart_frames / 2)
+            .max(self.restart_at);
+        Some(release_at.saturating_sub(self.wal_frames()))
+    }
+
+    /// How long our checkpoint at a release takes, smoothed.
+    pub fn release_checkpoint_time(&self) -> Duration {
+        self.release_ckpt
     }
 
     /// Frames in the current generation up to where reading stands.
@@ -530,19 +618,21 @@ impl Follower {
         // is anchored again once it has grown as much again.
         self.restart_at = frames.saturating_add(restart_frames);
         self.release()?;
-        self.awaiting = Some(Instant::now());
+        self.awaiting = Some((Instant::now(), self.frames_read));
         let r = self
             .rw
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
         self.last_checkpoint = Instant::now();
         r.at_db(&self.path)?;
-        tracing::debug!(event = "replicate.checkpoint", db = %self.path.display(), mode = "passive_restart", frames, ms = started.elapsed().as_millis() as u64);
+        let took = started.elapsed();
+        self.release_ckpt = (self.release_ckpt * 7 + took * 3) / 10;
+        tracing::debug!(event = "replicate.checkpoint", db = %self.path.display(), mode = "passive_restart", frames, us = took.as_micros() as u64);
         Ok(())
     }
 
     /// How long the anchor has been let go for a restart, if it is.
     pub fn awaiting_restart(&self) -> Option<Duration> {
-        self.awaiting.map(|t| t.elapsed())
+        self.awaiting.map(|(t, _)| t.elapsed())
     }
 
     /// Checkpoint after everything read has been spooled: PASSIVE while

@@ -4,6 +4,7 @@
 //!
 //! - `follower`: reads the WAL, holds it against checkpoints, runs them.
 //! - `spool`: local state and segments not yet on every replica.
+//! - `sealer`: a thread turning read commits into spooled segments.
 //! - `shipper`: one thread per replica uploading from the spool.
 //!
 //! This module ties them together: transaction ids and commit times,
@@ -12,21 +13,22 @@
 
 pub mod fold;
 pub mod follower;
+pub mod sealer;
 pub mod shipper;
 pub mod spool;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::repo::manifest::ReplicationPoint;
-use crate::repo::segment::{Segment, SegmentCommit};
 use crate::repo::{RepoLocation, Repository};
 use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use crate::sqlite::wal::WalCommits;
 use follower::{Follower, Polled};
+use sealer::{Batch, Sealer};
 use shipper::Replica;
 use spool::{ReplicaState, STATE_VERSION, Spool};
 
@@ -102,6 +104,50 @@ struct Pending {
     since: Option<Instant>,
 }
 
+/// How fast the log grows, so the follower looks again before it passes
+/// the length at which it is let go to restart. A busy service writes a
+/// thousand frames in ten milliseconds, one poll interval: looked at only
+/// that often, the log was let go at 1,400 frames instead of 900, and past
+/// 1,000 every commit of the service tried a checkpoint that could not
+/// finish.
+#[derive(Default)]
+struct Pace {
+    last: Option<(Instant, u64)>,
+    /// Frames per second, smoothed.
+    rate: f64,
+}
+
+impl Pace {
+    fn read(&mut self, frames_read: u64) {
+        let now = Instant::now();
+        if let Some((then, frames)) = self.last {
+            let dt = now.duration_since(then).as_secs_f64();
+            if dt > 0.0 {
+                let r = frames_read.saturating_sub(frames) as f64 / dt;
+                self.rate = if r > self.rate { r } else { 0.8 * self.rate + 0.2 * r };
+            }
+        }
+        self.last = Some((now, frames_read));
+    }
+
+    /// Frames expected in `d` at the current rate.
+    fn frames_in(&self, d: Duration) -> u32 {
+        (self.rate * d.as_secs_f64()).min(u32::MAX as f64) as u32
+    }
+
+    /// Sleep long enough for half the frames left before the release point
+    /// to arrive at the current rate; at most `poll`, at least 0.2 ms.
+    fn nap(&self, poll: Duration, frames_left: Option<u32>) -> Duration {
+        match frames_left {
+            Some(left) if self.rate > 0.0 => {
+                let secs = (left as f64 / 2.0 / self.rate).min(poll.as_secs_f64());
+                Duration::from_secs_f64(secs).max(Duration::from_micros(200)).min(poll)
+            }
+            _ => poll,
+        }
+    }
+}
+
 /// How a base relates to the commits before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BaseKind {
@@ -124,23 +170,15 @@ struct Stream {
     /// The last transaction id given out.
     txid: u64,
     pending: Pending,
-    fold: fold::Fold,
-    /// How long the last seal (encode and spool) took.
-    last_seal: Duration,
+    /// Shared with the sealer, which records every segment in it; the
+    /// follower touches it only after `Sealer::flush`.
+    fold: Arc<Mutex<fold::Fold>>,
+    sealer: Sealer,
     /// Seals made in a row to make room before letting the log restart. A
     /// writer as fast as the seal refills the buffer each time, so after a
     /// few the log is let go whatever the buffer holds.
     seals_for_restart: u8,
     base_job: Option<BaseJob>,
-    /// What `seal` keeps from one segment to the next (see
-    /// `Segment::encode_with`).
-    sealing: Sealing,
-}
-
-struct Sealing {
-    encoder: crate::codec::Encoder,
-    body: Vec<u8>,
-    out: Vec<u8>,
 }
 
 /// Per target replica: the base's snapshot id and the requests it took.
@@ -188,6 +226,19 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         highest = highest.max(last);
         opened.push((loc.clone(), repo, last));
     }
+    let fold = Arc::new(Mutex::new(fold::Fold::open(&spool.dir)?));
+    let mut starting = Vec::new();
+    for (loc, repo, last) in opened {
+        let r = Replica::start(loc, repo, stream.clone(), Arc::clone(&spool), last + 1);
+        starting.push((r, last));
+    }
+    let wakers: Vec<_> = starting.iter().map(|(r, _)| r.waker()).collect();
+    let sealer = Sealer::start(sealer::Setup {
+        spool: Arc::clone(&spool),
+        fold: Arc::clone(&fold),
+        level: opts.level,
+        spooled: Box::new(move || wakers.iter().for_each(|w| w())),
+    });
     let mut s = Stream {
         follower,
         stream: stream.clone(),
@@ -195,15 +246,10 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         replicas: Vec::new(),
         txid,
         pending: Pending::default(),
-        fold: fold::Fold::open(&spool.dir)?,
-        last_seal: Duration::ZERO,
+        fold,
+        sealer,
         seals_for_restart: 0,
         base_job: None,
-        sealing: Sealing {
-            encoder: crate::codec::Encoder::new(opts.level),
-            body: Vec::new(),
-            out: Vec::new(),
-        },
         db,
         opts,
     };
@@ -216,10 +262,9 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
     } else if let Some((pos, ident, ps)) = resume {
         continuing = s.follower.resume(pos, ident, ps)?;
     }
-    for (loc, repo, last) in opened {
+    for (r, last) in starting {
         let next = last + 1;
         let can_stream = continuing && next <= s.txid + 1 && (next == s.txid + 1 || spool.get(next).is_some());
-        let r = Replica::start(loc, repo, stream.clone(), Arc::clone(&spool), next);
         if !can_stream {
             r.with(|p| p.needs_base = true);
         }
@@ -237,7 +282,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         result = s.catch_up();
     }
     // Whatever happened, what was read is shipped if it can be.
-    let sealed = s.seal();
+    let sealed = s.seal().and_then(|()| s.sealer.flush());
     let based = s.finish_base(true);
     let drain = s.opts.drain;
     for r in s.replicas.drain(..) {
@@ -252,13 +297,11 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
 
 impl Stream {
     fn follow(&mut self, stop: &AtomicBool) -> Result<()> {
+        let mut pace = Pace::default();
         while !stop.load(Ordering::SeqCst) {
             let before = self.pending.wal.commits.len();
-            let frames_before = self.follower.wal_frames();
             let polled = self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)?;
-            // What the log grew by: near the length to let it restart, look
-            // more often, so it is let go close to that length.
-            let grew = self.follower.wal_frames().saturating_sub(frames_before);
+            pace.read(self.follower.frames_read);
             match polled {
                 Polled::Ok => {
                     self.stamp();
@@ -281,24 +324,30 @@ impl Stream {
                 self.base(&self.all_replicas(), BaseKind::Coarse)?;
                 continue;
             }
+            if self.follower.hold_while_idle(Duration::from_millis(20))? {
+                tracing::debug!(event = "replicate.hold_idle", db = %self.follower.path.display());
+            }
             if let Some(waited) = self.follower.awaiting_restart() {
                 // The log is unguarded until the service restarts it: only
-                // reading matters now (an idle service has nothing to lose,
-                // so after a while the usual work resumes).
+                // reading matters now. A service held from restarting by a
+                // reader of its own keeps writing; after a while the usual
+                // work resumes, looking often.
                 if waited < Duration::from_millis(200) {
-                    // A small segment seals in a millisecond or two, far less
-                    // than a busy log needs to fill 1000 frames: do not let
-                    // the wait delay commits past `sync_interval`. A full
-                    // buffer must be sealed whatever it costs: until it is,
-                    // nothing more is read, and the new generation is not
-                    // anchored.
-                    if self.pending.wal.full || (self.due() && self.pending.wal.data.len() <= 2 << 20) {
+                    // Handing a batch to the sealer takes microseconds (unless
+                    // it is still sealing the last): do not let the wait
+                    // delay commits past `sync_interval`, and never leave a
+                    // full buffer, which stops reading and leaves the new
+                    // generation unanchored.
+                    if self.pending.wal.full || self.due() {
                         self.seal()?;
                     }
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
-            } else if self.follower.restart_due(self.opts.restart_frames, 0) {
+            } else if self.follower.restart_due(
+                self.opts.restart_frames,
+                pace.frames_in(self.follower.release_checkpoint_time()),
+            ) {
                 if self.pending.wal.data.len() > self.opts.segment_bytes / 2 && self.seals_for_restart < 4 {
                     // Seal while the anchor still holds the log. Let go with
                     // a buffer this full, and the commits the service makes
@@ -326,8 +375,11 @@ impl Stream {
                     self.lost(reason)?;
                 }
             }
-            if self.fold.has_work() && self.fold.since.elapsed() >= self.opts.snapshot_interval {
-                self.seal()?;
+            let fold_due = {
+                let f = self.fold.lock().expect("fold");
+                f.has_work() && f.since.elapsed() >= self.opts.snapshot_interval
+            };
+            if fold_due {
                 self.fold_base()?;
             }
             self.finish_base(false)?;
@@ -342,14 +394,15 @@ impl Stream {
                 self.base(&waiting, BaseKind::Exact)?;
             }
             self.trim_spool();
-            let restart_near = self.follower.awaiting_restart().is_none()
-                && self
-                    .follower
-                    .restart_due(self.opts.restart_frames, grew.saturating_mul(2));
-            let nap = if restart_near {
-                self.opts.poll_interval.min(Duration::from_millis(1))
-            } else {
-                self.opts.poll_interval
+            let nap = match self.follower.awaiting_restart() {
+                Some(_) => self.opts.poll_interval.min(Duration::from_millis(1)),
+                None => pace.nap(
+                    self.opts.poll_interval,
+                    self.follower.frames_to_release(
+                        self.opts.restart_frames,
+                        pace.frames_in(self.follower.release_checkpoint_time()),
+                    ),
+                ),
             };
             std::thread::sleep(nap);
         }
@@ -414,68 +467,45 @@ impl Stream {
         // Room for seeing the commit late (one poll), sealing, uploading and
         // being scheduled late on a busy machine: measured lag p99 sat at
         // 1.01 s with 20 ms of slack.
-        let headroom = (self.opts.poll_interval + self.last_seal + Duration::from_millis(2 * upload + 50))
+        let headroom = (self.opts.poll_interval + self.sealer.last_seal() + Duration::from_millis(2 * upload + 50))
             .min(self.opts.sync_interval / 2);
         since.elapsed() + headroom >= self.opts.sync_interval || self.pending.wal.full
     }
 
-    /// Spool the pending commits as one segment and save where reading stands.
+    /// Hand the pending commits to the sealer, which spools them as one
+    /// segment and saves where reading stands; reading goes on into a
+    /// fresh buffer at once.
     fn seal(&mut self) -> Result<()> {
         self.stamp();
         if self.pending.wal.commits.is_empty() {
             self.pending.since = None;
-            return Ok(());
+            return self.sealer.check();
         }
-        let started = Instant::now();
+        let pos = self.follower.pos.expect("commits were read from a position");
         let wal = std::mem::take(&mut self.pending.wal);
         let stamps = std::mem::take(&mut self.pending.stamps);
         self.pending.since = None;
-        let pos = self.follower.pos.expect("commits were read from a position");
-        let mut commits = Vec::with_capacity(wal.commits.len());
-        let mut pgnos = Vec::with_capacity(wal.data.len() / self.follower.page_size as usize);
-        for (c, (txid, time_ns)) in wal.commits.iter().zip(&stamps) {
-            commits.push(SegmentCommit {
-                txid: *txid,
-                time_ns: *time_ns,
-                db_pages: c.db_pages,
-                pages: c.pages.len() as u32,
-            });
-            pgnos.extend_from_slice(&c.pages);
-        }
-        let seg = Segment {
+        let batch = Batch {
+            wal,
+            stamps,
+            pos,
             page_size: self.follower.page_size,
-            compacted: false,
-            first_txid: stamps[0].0,
-            last_txid: stamps[stamps.len() - 1].0,
-            wal_end: pos.to_words(),
-            commits,
-            pgnos,
-            data: wal.data,
         };
-        let Sealing { encoder, body, out } = &mut self.sealing;
-        seg.encode_with(encoder, body, out);
-        self.spool.put(seg.first_txid, seg.last_txid, out)?;
-        self.fold.record(&seg)?;
-        self.save_state()?;
-        self.last_seal = started.elapsed();
-        tracing::debug!(
-            event = "replicate.sealed",
-            first_txid = seg.first_txid,
-            last_txid = seg.last_txid,
-            commits = seg.commits.len(),
-            bytes = self.sealing.out.len()
-        );
-        // The page buffer goes back to reading, its capacity kept.
-        let mut data = seg.data;
-        data.clear();
-        self.pending.wal.data = data;
-        for r in &self.replicas {
-            r.wake();
-        }
+        // The page buffer back from an earlier seal keeps its capacity.
+        self.pending.wal.data = self.sealer.submit(batch)?;
         Ok(())
     }
 
+    /// Everything read so far is spooled, and the state saved after it.
+    fn seal_and_wait(&mut self) -> Result<()> {
+        self.seal()?;
+        self.sealer.flush()
+    }
+
+    /// Save where the stream stands now (after a base; between bases the
+    /// spool's newest segment says it), once every segment before is spooled.
     fn save_state(&self) -> Result<()> {
+        self.sealer.flush()?;
         let (dev, ino) = self.follower.ident();
         self.spool.save_state(&ReplicaState {
             version: STATE_VERSION,
@@ -516,7 +546,9 @@ impl Stream {
             }
         };
         self.stamp();
-        self.seal()?;
+        // Every segment before the base is spooled and recorded before the
+        // fold starts over from it.
+        self.seal_and_wait()?;
         let kind = match (kind, exact) {
             (BaseKind::Exact, true) => BaseKind::Exact,
             (BaseKind::Exact, false) => BaseKind::Gap,
@@ -552,7 +584,10 @@ impl Stream {
         };
         if targets.len() == self.replicas.len() {
             // Segments sealed from here on are recorded on top of this base.
-            self.fold.reset(point.txid, db.page_size, db.page_count)?;
+            self.fold
+                .lock()
+                .expect("fold")
+                .reset(point.txid, db.page_size, db.page_count)?;
         }
         for &i in &targets {
             self.replicas[i].with(|p| {
@@ -649,7 +684,11 @@ impl Stream {
     /// read from the database instead.
     fn fold_base(&mut self) -> Result<()> {
         self.finish_base(true)?;
-        if !self.fold.is_complete() {
+        self.seal_and_wait()?;
+        let fold = Arc::clone(&self.fold);
+        let mut fold = fold.lock().expect("fold");
+        if !fold.is_complete() {
+            drop(fold);
             return self.base(&self.all_replicas(), BaseKind::Exact);
         }
         let mut folded = 0;
@@ -659,11 +698,11 @@ impl Stream {
             }
             let started = Instant::now();
             let outcome = Repository::open_locked(&r.location, "replicate")
-                .and_then(|(repo, _lock)| self.fold.write_base(&repo, &self.stream, self.opts.level));
+                .and_then(|(repo, _lock)| fold.write_base(&repo, &self.stream, self.opts.level));
             match outcome {
                 Ok(Some(id)) => {
                     folded += 1;
-                    let txid = self.fold.last_txid;
+                    let txid = fold.last_txid;
                     tracing::info!(event = "replicate.folded", replica = %r.name, snapshot = %id.short(), txid, ms = started.elapsed().as_millis() as u64);
                 }
                 Ok(None) => {
@@ -674,11 +713,11 @@ impl Stream {
         }
         if folded == self.replicas.len() {
             // Every replica has the new base: record on top of it.
-            self.fold.rebase()?;
+            fold.rebase()?;
         } else {
             // Some did not: keep folding against the old base (the record
             // keeps growing from it), and try again next interval.
-            self.fold.since = Instant::now();
+            fold.since = Instant::now();
         }
         Ok(())
     }

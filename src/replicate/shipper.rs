@@ -113,6 +113,12 @@ impl Replica {
         self.shared.wake.notify_all();
     }
 
+    /// `wake`, for another thread (the sealer, after each segment).
+    pub fn waker(&self) -> impl Fn() + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.wake.notify_all()
+    }
+
     /// Upload what is spooled, then stop; give up after `limit`.
     pub fn drain(mut self, limit: Duration) -> u64 {
         self.shared.draining.store(true, Ordering::SeqCst);

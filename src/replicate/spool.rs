@@ -1,10 +1,14 @@
 //! The replicator's local state for one database, in
-//! `$XDG_STATE_HOME/lifeboat/replicate/<stream>/`: `state.json` (where WAL
-//! reading stands and the last transaction id given out) and `spool/`, the
-//! encoded segments not yet uploaded to every replica. Segments are spooled
-//! (written, fsynced, renamed) before the state names them and before the
-//! log may be checkpointed past them, so a crash or an unreachable replica
-//! never loses a commit and a restart re-uploads nothing already uploaded.
+//! `$XDG_STATE_HOME/lifeboat/replicate/<stream>/`: `state.json` (the
+//! database's identity, and where WAL reading stood at the last base) and
+//! `spool/`, the encoded segments not yet uploaded to every replica, and
+//! always the newest one. A segment is spooled (written, fsynced, renamed)
+//! as soon as it is sealed, so a crash or an unreachable replica never loses
+//! a commit and a restart re-uploads nothing already uploaded. Where reading
+//! stood after the last commit is the newest of the two: the state, or the
+//! newest segment's `wal_end` (a busy database seals tens of segments a
+//! second, and saving the state after each cost a second file created,
+//! fsynced and renamed every time).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -135,12 +139,14 @@ impl Spool {
         Segment::decode(&raw, &path.display().to_string()).map(Some)
     }
 
-    /// Drop segments every replica has (`below`: lowest txid still needed).
+    /// Drop segments every replica has (`below`: lowest txid still needed),
+    /// but never the newest: it says where reading stood.
     pub fn trim(&self, below: u64) {
         let mut entries = self.entries.lock().expect("spool");
+        let newest = entries.keys().next_back().copied();
         let done: Vec<u64> = entries
             .iter()
-            .filter(|(_, (last, _))| *last < below)
+            .filter(|(first, (last, _))| *last < below && Some(**first) != newest)
             .map(|(f, _)| *f)
             .collect();
         for f in done {
@@ -148,11 +154,6 @@ impl Spool {
                 let _ = std::fs::remove_file(p);
             }
         }
-    }
-
-    /// Drop everything (a new base makes older segments unneeded locally).
-    pub fn clear(&self) {
-        self.trim(u64::MAX);
     }
 
     pub fn bytes(&self) -> u64 {
