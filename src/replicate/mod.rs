@@ -473,8 +473,7 @@ impl Stream {
     }
 
     /// Hand the pending commits to the sealer, which spools them as one
-    /// segment and saves where reading stands; reading goes on into a
-    /// fresh buffer at once.
+    /// segment; reading goes on into the other buffer at once.
     fn seal(&mut self) -> Result<()> {
         self.stamp();
         if self.pending.wal.commits.is_empty() {
@@ -496,7 +495,7 @@ impl Stream {
         Ok(())
     }
 
-    /// Everything read so far is spooled, and the state saved after it.
+    /// Everything read so far is spooled.
     fn seal_and_wait(&mut self) -> Result<()> {
         self.seal()?;
         self.sealer.flush()
