@@ -738,3 +738,41 @@ impl Stream {
         self.spool.trim(below);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_sleeps_half_the_time_to_the_release_point_within_bounds() {
+        let poll = Duration::from_millis(10);
+        let mut p = Pace::default();
+        assert_eq!(p.nap(poll, Some(100)), poll, "no rate yet");
+        p.rate = 100_000.0; // frames per second
+        assert_eq!(p.nap(poll, Some(400)), Duration::from_millis(2));
+        assert_eq!(p.nap(poll, Some(0)), Duration::from_micros(200));
+        assert_eq!(p.nap(poll, Some(1_000_000)), poll);
+        assert_eq!(p.nap(poll, None), poll, "let go: the caller decides");
+        assert_eq!(p.frames_in(Duration::from_millis(3)), 300);
+        // A rate decayed towards zero must not overflow the conversion.
+        p.rate = 1e-300;
+        assert_eq!(p.nap(poll, Some(u32::MAX)), poll);
+        assert_eq!(p.frames_in(Duration::from_secs(1)), 0);
+        p.rate = f64::MAX;
+        assert_eq!(p.frames_in(Duration::from_secs(1)), u32::MAX);
+    }
+
+    #[test]
+    fn pace_follows_a_rise_at_once_and_a_fall_slowly() {
+        let mut p = Pace {
+            last: Some((Instant::now() - Duration::from_secs(1), 0)),
+            rate: 0.0,
+        };
+        p.read(1000);
+        assert!((900.0..1100.0).contains(&p.rate), "{}", p.rate);
+        let fast = p.rate;
+        p.last = Some((Instant::now() - Duration::from_secs(1), 1000));
+        p.read(1000); // nothing in a second
+        assert!(p.rate > fast * 0.7 && p.rate < fast, "{}", p.rate);
+    }
+}

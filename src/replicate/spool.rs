@@ -166,3 +166,25 @@ impl Spool {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_keeps_the_newest_segment_whatever_the_replicas_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        for (first, last) in [(1, 10), (11, 20), (21, 30)] {
+            spool.put(first, last, b"segment").unwrap();
+        }
+        spool.trim(21);
+        assert!(spool.get(1).is_none() && spool.get(11).is_none());
+        assert!(spool.get(21).is_some());
+        spool.trim(u64::MAX);
+        assert_eq!(spool.oldest(), Some(21), "the newest says where reading stood");
+        let reopened = Spool::open(dir.path()).unwrap();
+        assert_eq!(reopened.oldest(), Some(21));
+        assert_eq!(reopened.get(21).map(|(last, _)| last), Some(30));
+    }
+}
