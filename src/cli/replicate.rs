@@ -21,6 +21,10 @@ checkpoints itself (PASSIVE; TRUNCATE when the log grows very large), and takes 
 base whenever continuity cannot be proven (log reset underneath, database replaced, its own
 crash with the log gone). Gaps are logged (event replicate.gap) and refused by restore.
 
+History is kept until `lifeboat forget` removes it: schedule `forget --keep-wal 24h ...`
+(24h is its default with snapshot rules) to keep every commit of the last day and, before
+that, the bases its rules keep.
+
 Examples:
   lifeboat replicate /var/lib/app/app.db
   lifeboat replicate --replica s3://bucket/app?region=eu-west-1 --replica /mnt/usb/repo
@@ -35,7 +39,8 @@ pub struct Args {
     /// the repository (--repo).
     #[arg(long = "replica", value_name = "URL_OR_PATH")]
     replicas: Vec<String>,
-    /// Longest a commit waits before it is in every replica.
+    /// Longest a commit waits before it is in every replica (default 1s). Each interval with
+    /// commits costs one upload per replica: at 1s on S3 a little over 3,600 PUTs an hour of writes.
     #[arg(long, value_name = "DURATION")]
     sync_interval: Option<String>,
     /// How often a new base is folded from the shipped commits (default 1h): a point-in-time
