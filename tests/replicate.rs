@@ -1073,7 +1073,8 @@ fn database_replaced_underneath_gets_a_new_base() {
     let (n3, s3) = sc.caught_up(&mut r);
 
     // A different database renamed into place, its predecessor and the
-    // predecessor's -wal/-shm moved aside first (as restore --force does).
+    // predecessor's -wal/-shm moved aside first (as restore --force does),
+    // with the path left empty for a while, as a replacement by hand.
     let other = sc.env.path("data/other.db.tmp");
     create_replica_db(&other);
     {
@@ -1093,6 +1094,11 @@ fn database_replaced_underneath_gets_a_new_base() {
             std::fs::rename(&from, aside.join(format!("app.db{side}"))).unwrap();
         }
     }
+    // The path stays empty until the replicator says it is waiting for it
+    // (it used to stop with exit 66 here).
+    wait_until("a replicate.db_missing warning", 30, || {
+        count(&sc.events(), "replicate.db_missing") > 0
+    });
     std::fs::rename(&other, &sc.db).unwrap();
     let s4 = content(&sc.db);
     assert_eq!(s4.rows, 40);

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::{Error, IoContext, Result, SqlContext};
+use crate::error::{Error, ErrorKind, IoContext, Result, SqlContext};
 use crate::sqlite::capture::{self, OpenDatabase};
 use crate::sqlite::wal::{self, IndexHeader, SlotAfter, WalCommits, WalHeader, WalPosition};
 
@@ -391,7 +391,25 @@ impl Follower {
 
     /// Open everything again on the file now at the path.
     fn reopen(&mut self) -> Result<()> {
-        let fresh = Follower::open(&self.path, &self.schema_query)?;
+        // Replacing a database is two renames (the old one aside, the new
+        // one in: `restore --force` does that); between them the path is
+        // empty. Temporary, so the base waits for the new file.
+        let gone = || {
+            Error::no_input(
+                self.path.display(),
+                "the database file is gone (moved or deleted while replicated)",
+            )
+            .fix("put the database back; stop replicate first if it was removed on purpose")
+            .event("replicate.db_missing")
+            .temporary()
+        };
+        if !self.path.exists() {
+            return Err(gone());
+        }
+        let fresh = match Follower::open(&self.path, &self.schema_query) {
+            Err(e) if e.kind == ErrorKind::NoInput && !self.path.exists() => return Err(gone()),
+            other => other?,
+        };
         let pos = self.pos;
         let mut retired = std::mem::take(&mut self.retired);
         retired.extend(self.shm_file.take());

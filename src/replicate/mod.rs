@@ -40,6 +40,10 @@ pub struct DbSpec {
     pub schema_query: String,
 }
 
+/// How long a base waits for a database whose file vanished (a replacement
+/// in progress) before replicate stops with `replicate.db_missing`.
+const DB_MISSING_PATIENCE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// A commit is in every reachable replica within this.
@@ -531,10 +535,23 @@ impl Stream {
         let read = (kind == BaseKind::Exact && !self.pending.wal.too_large).then_some(&mut self.pending.wal);
         let mut read = read;
         let mut attempt = 0;
+        let mut missing_since: Option<Instant> = None;
         let (db, exact) = loop {
             match self.follower.pin(read.as_deref_mut(), Duration::from_secs(2)) {
                 Ok(p) => break p,
-                Err(e) if e.temporary && attempt < 20 => {
+                // A database replaced by hand (moved aside, then another
+                // moved in) may be missing for a while.
+                Err(e)
+                    if e.event == "replicate.db_missing"
+                        && missing_since.is_none_or(|t| t.elapsed() < DB_MISSING_PATIENCE) =>
+                {
+                    if missing_since.is_none() {
+                        missing_since = Some(Instant::now());
+                        tracing::warn!(event = "replicate.db_missing", db = %self.follower.path.display(), "waiting for the database file to come back");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.temporary && e.event != "replicate.db_missing" && attempt < 20 => {
                     // The service held its write lock, or the log moved
                     // while we looked: try again shortly.
                     attempt += 1;
