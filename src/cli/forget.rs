@@ -4,7 +4,7 @@ use lifeboat::retention::{self, Count, Policy};
 use lifeboat::{Error, Result};
 
 use super::output::{bytes, print_json_with_requests, when};
-use super::{Ctx, flag_or_config};
+use super::{Ctx, flag_or_config, flag_value};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -120,7 +120,11 @@ fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<WalWindow>)> {
             weekly: args.keep_weekly,
             monthly: args.keep_monthly,
             yearly: args.keep_yearly,
-            within: flag_or_config(("--keep-within", args.keep_within.as_deref()), ("", None), within)?,
+            within: args
+                .keep_within
+                .as_deref()
+                .map(|w| flag_value("--keep-within", w, within))
+                .transpose()?,
             tags: args.keep_tags.clone(),
         }
     } else {

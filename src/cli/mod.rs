@@ -254,15 +254,21 @@ pub fn flag_or_config<T>(
     parse: impl Fn(&str, &str) -> Result<T>,
 ) -> Result<Option<T>> {
     match (flag, config) {
-        ((name, Some(v)), _) => parse(name, v).map(Some).map_err(|e| {
-            let problem = if e.subject.is_empty() {
-                e.problem
-            } else {
-                format!("{} {}", e.subject, e.problem)
-            };
-            Error::usage(problem).fix(e.fix)
-        }),
+        ((name, Some(v)), _) => flag_value(name, v, parse).map(Some),
         (_, (key, Some(v))) => parse(key, v).map(Some),
         _ => Ok(None),
     }
+}
+
+/// A flag's value read with a parser shared with the config file: its
+/// error becomes a usage error (64).
+pub fn flag_value<T>(name: &str, value: &str, parse: impl Fn(&str, &str) -> Result<T>) -> Result<T> {
+    parse(name, value).map_err(|e| {
+        let problem = if e.subject.is_empty() {
+            e.problem
+        } else {
+            format!("{} {}", e.subject, e.problem)
+        };
+        Error::usage(problem).fix(e.fix)
+    })
 }

@@ -393,7 +393,7 @@ impl Follower {
     fn reopen(&mut self) -> Result<()> {
         // Replacing a database is two renames (the old one aside, the new
         // one in: `restore --force` does that); between them the path is
-        // empty. Temporary, so the base waits for the new file.
+        // empty. The base knows this event and waits for the new file.
         let gone = || {
             Error::no_input(
                 self.path.display(),
@@ -401,7 +401,6 @@ impl Follower {
             )
             .fix("put the database back; stop replicate first if it was removed on purpose")
             .event("replicate.db_missing")
-            .temporary()
         };
         if !self.path.exists() {
             return Err(gone());
@@ -490,7 +489,7 @@ impl Follower {
             if !known_complete {
                 // The old generation's frames after `pos` survive beyond the
                 // new generation's end: read them first.
-                pos = self.read_commits(&file, pos, max_bytes, out)?;
+                pos = self.consume_commits(&file, pos, max_bytes, out)?;
                 self.pos = Some(pos);
                 if out.too_large || out.full {
                     return Ok(Polled::Ok); // come back for the rest
@@ -521,7 +520,7 @@ impl Follower {
         } else if len < self.wal_len_seen && !wal::position_holds(&file, &pos, self.page_size)? {
             return Ok(Polled::Lost("the WAL was truncated underneath"));
         }
-        let after = self.read_commits(&file, pos, max_bytes, out)?;
+        let after = self.consume_commits(&file, pos, max_bytes, out)?;
         if after != pos {
             self.complete_at = None;
         }
@@ -532,13 +531,13 @@ impl Follower {
 
     /// `wal::read_commits` in this log, from `pos`.
     fn read_commits(
-        &mut self,
+        &self,
         file: &File,
         pos: WalPosition,
         max_bytes: usize,
         out: &mut WalCommits,
     ) -> Result<WalPosition> {
-        let after = wal::read_commits(
+        wal::read_commits(
             file,
             &self.wal_path,
             self.big_endian,
@@ -546,7 +545,18 @@ impl Follower {
             pos,
             max_bytes,
             out,
-        )?;
+        )
+    }
+
+    /// `read_commits`, counting the frames consumed (see `frames_read`).
+    fn consume_commits(
+        &mut self,
+        file: &File,
+        pos: WalPosition,
+        max_bytes: usize,
+        out: &mut WalCommits,
+    ) -> Result<WalPosition> {
+        let after = self.read_commits(file, pos, max_bytes, out)?;
         self.frames_read += after.frame.saturating_sub(pos.frame) as u64;
         Ok(after)
     }
@@ -568,15 +578,7 @@ impl Follower {
         let file = File::open(&self.wal_path).at(&self.wal_path)?;
         let mut scratch = WalCommits::default();
         let ps = self.page_size as usize;
-        wal::read_commits(
-            &file,
-            &self.wal_path,
-            self.big_endian,
-            self.page_size,
-            pos,
-            ps,
-            &mut scratch,
-        )?;
+        self.read_commits(&file, pos, ps, &mut scratch)?;
         Ok(!scratch.commits.is_empty() || scratch.too_large)
     }
 

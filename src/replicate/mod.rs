@@ -551,7 +551,7 @@ impl Stream {
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) if e.temporary && e.event != "replicate.db_missing" && attempt < 20 => {
+                Err(e) if e.temporary && attempt < 20 => {
                     // The service held its write lock, or the log moved
                     // while we looked: try again shortly.
                     attempt += 1;
