@@ -351,7 +351,12 @@ fn capture_database(
     let mut whole = blake3::Hasher::new();
 
     let (work_tx, work_rx) = sync_channel::<Batch>(workers);
+    // Only the workers hold the queue's receiving end: when they have all
+    // stopped (the collector failed, say, on a full disk), the reader's next
+    // send fails instead of waiting forever on a queue nobody drains.
     let work_rx = Arc::new(Mutex::new(work_rx));
+    let worker_queues: Vec<_> = (0..workers).map(|_| Arc::clone(&work_rx)).collect();
+    drop(work_rx);
     let (done_tx, done_rx) = sync_channel::<Hashed>(workers);
     // Batch buffers circulate between the reader and the workers instead of
     // being allocated per batch: bounded memory, no allocator churn.
@@ -367,8 +372,7 @@ fn capture_database(
     let (list_ref, changes_ref, writer_ref) = (&mut list, &mut changes, &mut *writer);
 
     let outcome: Result<()> = std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let rx = Arc::clone(&work_rx);
+        for rx in worker_queues {
             let tx = done_tx.clone();
             let free = free_tx.clone();
             let job = HashJob {

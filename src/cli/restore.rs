@@ -53,6 +53,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    // An interrupted restore leaves nothing behind: its staging goes with it.
+    restore::staging::remove_all_on_signals()?;
     let target = match (args.to, args.output) {
         (Some(d), _) => Target::Dir(d),
         (_, Some(f)) => Target::File(f),

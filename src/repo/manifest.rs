@@ -191,6 +191,88 @@ impl Manifest {
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
     }
+
+    /// Refuse a layout that could make a restore write anywhere but where it
+    /// means to: source names that are not one plain path component or are
+    /// repeated, source paths that are not absolute and normal, entries that
+    /// repeat a path, climb with `..`, or sit beneath anything but a
+    /// directory entry listed before them (a symlink, above all). A manifest
+    /// Lifeboat wrote never fails this; one crafted or damaged does, before a
+    /// restore writes a byte. `what` names the manifest in the error.
+    pub fn check_layout(&self, what: &str) -> Result<()> {
+        let damaged = |problem: String| {
+            Error::bad_data(what, problem)
+                .event("restore.unsafe_manifest")
+                .fix("the snapshot is damaged or was tampered with: restore another one, and run `lifeboat verify`")
+        };
+        let mut names = std::collections::HashSet::new();
+        for source in &self.sources {
+            let name = source.name();
+            if !is_plain_component(name) || name.starts_with(".lifeboat-") {
+                return Err(damaged(format!("source name {name:?} is not a plain file name")));
+            }
+            if !names.insert(name) {
+                return Err(damaged(format!("source name {name:?} appears twice")));
+            }
+            let path = source.path();
+            let normal = path.starts_with('/')
+                && !path.contains('\0')
+                && path.split('/').skip(1).all(|c| c.is_empty() || (c != "." && c != ".."));
+            if !normal {
+                return Err(damaged(format!(
+                    "source {name:?} has path {path:?}, not an absolute path without . or .."
+                )));
+            }
+            match source {
+                Source::Sqlite(_) => {}
+                Source::File(f) => {
+                    if !f.entry.path.is_empty() || f.entry.kind == EntryKind::Dir {
+                        return Err(damaged(format!("file source {name:?} holds more than one file")));
+                    }
+                }
+                Source::Directory(d) => {
+                    check_entries(&d.entries).map_err(|p| damaged(format!("source {name:?}: {p}")))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One path component that names something in its directory: not empty,
+/// not `.` or `..`, no `/` and no NUL.
+fn is_plain_component(c: &str) -> bool {
+    !c.is_empty() && c != "." && c != ".." && !c.contains('/') && !c.contains('\0')
+}
+
+/// A directory source's entries: the root first, then each path once, each
+/// beneath a directory entry listed before it.
+fn check_entries(entries: &[Entry]) -> std::result::Result<(), String> {
+    match entries.first() {
+        Some(root) if root.path.is_empty() && root.kind == EntryKind::Dir => {}
+        _ => return Err("its first entry is not the directory itself".into()),
+    }
+    let mut dirs = std::collections::HashSet::from([""]);
+    let mut seen = std::collections::HashSet::new();
+    for e in &entries[1..] {
+        let (parent, leaf) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
+        if !is_plain_component(leaf) || !parent.split('/').all(|c| parent.is_empty() || is_plain_component(c)) {
+            return Err(format!("entry {:?} is not a relative path of plain names", e.path));
+        }
+        if !seen.insert(e.path.as_str()) {
+            return Err(format!("entry {:?} appears twice", e.path));
+        }
+        if !dirs.contains(parent) {
+            return Err(format!(
+                "entry {:?} does not lie beneath a directory entry listed before it",
+                e.path
+            ));
+        }
+        if e.kind == EntryKind::Dir {
+            dirs.insert(&e.path);
+        }
+    }
+    Ok(())
 }
 
 pub fn snapshot_key(id: &Id) -> String {

@@ -257,7 +257,7 @@ impl Repository {
             return Ok(());
         };
         let mut index = IndexFile::default();
-        let mut stale = Vec::new();
+        let mut pending_files = Vec::new();
         for e in entries.flatten() {
             let path = e.path();
             if path.extension().is_some_and(|x| x == writer::PENDING_EXT) {
@@ -274,14 +274,20 @@ impl Repository {
                         index.packs.push(pack);
                     }
                 }
+                pending_files.push(path);
+            } else {
+                // Unfinished packs, up to the size of a database: freed
+                // first, so the index below fits on a disk the killed writer
+                // filled.
+                remove_staged(&path);
             }
-            stale.push(path);
         }
         if !index.packs.is_empty() {
             self.write_index(&index)?;
             tracing::info!(event = "repo.recovered_packs", packs = index.packs.len());
         }
-        for path in stale {
+        // Only now: until the index is written, these say what to index.
+        for path in pending_files {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
@@ -662,6 +668,18 @@ impl Repository {
 
     pub fn staging_dir(&self) -> &Path {
         self.storage.staging_dir()
+    }
+}
+
+/// Remove whatever a killed writer left in the staging directory: a file, or
+/// a directory of them.
+fn remove_staged(path: &Path) {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
+    };
+    if let Err(e) = removed {
+        tracing::warn!(event = "repo.staging_not_removed", path = %path.display(), error = %e);
     }
 }
 

@@ -61,7 +61,20 @@ impl Storage for CachedStorage {
         let Some(path) = self.cached_path(key) else {
             return self.inner.read(key);
         };
-        if let Ok(mut entry) = std::fs::read(&path) {
+        // A cache entry that is not a plain file is never read (a FIFO would
+        // block): it is dropped and the object read from the store.
+        let cached = super::local::open_object(&path).and_then(|mut f| {
+            let mut entry = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut entry).map_err(|e| crate::error::Error::io(&path, e))?;
+            Ok(entry)
+        });
+        if let Err(e) = &cached
+            && e.kind == crate::error::ErrorKind::BadData
+        {
+            tracing::warn!(event = "cache.damaged", path = %path.display());
+            let _ = std::fs::remove_file(&path);
+        }
+        if let Ok(mut entry) = cached {
             if let Some(split) = entry.len().checked_sub(32)
                 && blake3::hash(&entry[..split]).as_bytes() == &entry[split..]
             {

@@ -37,6 +37,28 @@ impl LocalStorage {
     }
 }
 
+/// Open a stored object for reading. Only a regular file is one: a FIFO, a
+/// device or a socket where an object belongs is damage, reported at once
+/// rather than read (opening a FIFO would wait for a writer forever, so the
+/// open itself does not block).
+pub(crate) fn open_object(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p)
+        .at(p)?;
+    let meta = f.metadata().at(p)?;
+    if !meta.is_file() {
+        return Err(
+            Error::bad_data(p.display(), "is not a regular file where a repository object belongs")
+                .event("repo.not_a_file")
+                .fix("move it out of the repository, then run `lifeboat verify` to see which snapshots it damages"),
+        );
+    }
+    Ok(f)
+}
+
 impl Storage for LocalStorage {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -44,12 +66,15 @@ impl Storage for LocalStorage {
 
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         let p = self.path(key);
-        fs::read(&p).at(&p)
+        let mut f = open_object(&p)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).at(&p)?;
+        Ok(buf)
     }
 
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.path(key);
-        let mut f = File::open(&p).at(&p)?;
+        let mut f = open_object(&p)?;
         f.seek(SeekFrom::Start(offset)).at(&p)?;
         let mut buf = vec![0u8; len as usize];
         f.read_exact(&mut buf).map_err(|e| {

@@ -6,7 +6,7 @@
 //! was done, so the target ends as it began.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -19,6 +19,10 @@ use crate::progress::Progress;
 use crate::repo::manifest::{Entry, EntryKind, Source, SqliteSource};
 use crate::repo::pack::pack_key;
 use crate::repo::{Repository, SnapshotRef};
+
+pub mod staging;
+
+use staging::StagingDir;
 
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -74,6 +78,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let m = &snap.manifest;
+    m.check_layout(&format!("snapshot {}", snap.id.short()))?;
     for name in &opts.only {
         if !m.sources.iter().any(|s| s.name() == name) {
             let names: Vec<&str> = m.sources.iter().map(|s| s.name()).collect();
@@ -106,22 +111,28 @@ pub fn restore(
     }
     let mut plans = plan(&chosen, &opts.target)?;
     plans.sort_by_key(|p| p.dest.components().count());
+    // Staging a killed restore left is neither in the way nor content.
+    let mut swept = std::collections::BTreeSet::new();
+    for p in &plans {
+        let parent = staging_parent(p, &plans);
+        if swept.insert(parent.clone()) {
+            staging::sweep(&parent);
+        }
+    }
     preflight(&plans, &opts.target, opts.force)?;
 
     let stamp = compact_timestamp(jiff::Timestamp::now());
-    let mut staged: Vec<(PathBuf, &Plan)> = Vec::new();
+    // Dropped (and so removed) on every way out of this function.
+    let mut staged: Vec<(StagingDir, PathBuf, &Plan)> = Vec::new();
     let mut created_dirs = Vec::new();
     let result = (|| -> Result<Vec<Restored>> {
         let mut out = Vec::new();
         for p in &plans {
             let parent = staging_parent(p, &plans);
             create_dirs(&parent, &mut created_dirs)?;
-            let stage = parent.join(format!(
-                ".lifeboat-restore-{}-{}.tmp",
-                p.source.name(),
-                crate::fsutil::unique_suffix()
-            ));
-            staged.push((stage.clone(), p));
+            let dir = StagingDir::create(&parent)?;
+            let stage = dir.path().join(p.source.name());
+            staged.push((dir, stage.clone(), p));
             let bytes = match p.source {
                 Source::Sqlite(db) => {
                     let replay = opts.replay.as_deref().filter(|r| r.name == db.name);
@@ -142,9 +153,7 @@ pub fn restore(
     let restored = match result {
         Ok(r) => r,
         Err(e) => {
-            for (stage, _) in &staged {
-                remove_any(stage);
-            }
+            drop(staged);
             remove_created(&created_dirs);
             tracing::warn!(event = "restore.rolled_back", error = %e);
             return Err(e);
@@ -156,8 +165,9 @@ pub fn restore(
     // thus placed into the new directory, not moved aside with the old one.
     let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new(); // (from, to), for undo
     let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
+    let hold = staging::hold_off_signals();
     let commit = (|| -> Result<()> {
-        for (stage, p) in &staged {
+        for (_, stage, p) in &staged {
             for path in in_the_way(p) {
                 if fs::symlink_metadata(&path).is_err() {
                     continue;
@@ -191,9 +201,8 @@ pub fn restore(
         for (from, to) in moves.iter().rev() {
             let _ = fs::rename(to, from);
         }
-        for (stage, _) in &staged {
-            remove_any(stage);
-        }
+        drop(hold);
+        drop(staged);
         // Only empty: anything still there could not be put back and must
         // stay where the operator can find it.
         for d in &aside_dirs {
@@ -203,6 +212,8 @@ pub fn restore(
         tracing::warn!(event = "restore.rolled_back", error = %e);
         return Err(e);
     }
+    drop(hold);
+    drop(staged);
     for d in &aside_dirs {
         tracing::info!(event = "restore.moved_aside", dir = %d.display());
     }
@@ -379,18 +390,6 @@ fn remove_created(created: &[PathBuf]) {
     }
 }
 
-fn remove_any(p: &Path) {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            let _ = fs::remove_dir_all(p);
-        }
-        Ok(_) => {
-            let _ = fs::remove_file(p);
-        }
-        Err(_) => {}
-    }
-}
-
 /// One page to restore: where its blob lives and which page it becomes.
 /// Rows are sorted by (pack, offset), so pages sharing a blob are adjacent.
 #[derive(Clone, Copy)]
@@ -491,7 +490,18 @@ fn restore_database(
     }
     rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
 
-    let file = File::create(stage).at(stage)?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Read too: the point-in-time replay reads pages back.
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode((db.mode & 0o777) | 0o600)
+            .open(stage)
+            .at(stage)?
+    };
     file.set_len(db.size).at(stage)?;
     progress.begin(&format!("restore {}", db.name), db.size);
     let workers = std::thread::available_parallelism()
@@ -669,43 +679,46 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
     progress.begin("restore files", total);
     let mut dec = Decoder::default();
     let mut bytes = 0;
-    // Every entry's parent must be a directory restored before it: a crafted
-    // manifest must not write through a symlink it restored earlier.
-    let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    // The manifest's layout was checked before anything was written
+    // (`Manifest::check_layout`): each entry lies beneath a directory this
+    // restore created, so no path below passes through a symlink. Nothing is
+    // ever opened through one either way: every entry is created new, never
+    // following a link in its last component.
     for e in entries {
         let path = if e.path.is_empty() {
             stage.to_path_buf()
         } else {
             stage.join(&e.path)
         };
-        if !e.path.is_empty() {
-            let parent = e.path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
-            let bad_component = e.path.split('/').any(|c| c == ".." || c == "." || c.is_empty());
-            if bad_component || !dirs.contains(parent) {
-                return Err(Error::bad_data(&e.path, "unsafe or out-of-order path in manifest"));
-            }
-        }
-        if e.kind == EntryKind::Dir {
-            dirs.insert(&e.path);
-        }
         match e.kind {
-            EntryKind::Dir => fs::create_dir(&path).at(&path)?,
+            // Owner-only until its metadata is set, last: nobody else looks
+            // inside a half-restored tree.
+            EntryKind::Dir => fs::DirBuilder::new().mode(0o700).create(&path).at(&path)?,
             EntryKind::Symlink => {
                 let target = e.target.as_deref().unwrap_or_default();
                 std::os::unix::fs::symlink(target, &path).at(&path)?;
             }
             EntryKind::File => {
-                let mut f = File::create(&path).at(&path)?;
+                let mut f = create_new_file(&path, e.mode)?;
                 let mut hasher = blake3::Hasher::new();
+                let mut written = 0u64;
                 for id in &e.chunks {
                     let data = repo
                         .read_blob(id, &mut dec)
                         .map_err(|err| Error::bad_data(&e.path, format!("chunk {}: {}", id.short(), err.problem)))?;
                     hasher.update(&data);
                     std::io::Write::write_all(&mut f, &data).at(&path)?;
+                    written += data.len() as u64;
                     progress.advance(data.len() as u64);
                 }
                 f.sync_all().at(&path)?;
+                if written != e.size {
+                    return Err(Error::bad_data(
+                        &e.path,
+                        format!("restored {written} bytes where the snapshot says {}", e.size),
+                    )
+                    .fix("the snapshot is damaged: restore another one, and run `lifeboat verify`"));
+                }
                 if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
                     return Err(Error::bad_data(
                         &e.path,
@@ -747,6 +760,20 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
     }
     progress.end();
     Ok(bytes)
+}
+
+/// A file that did not exist, never reached through a symlink, created with
+/// no more permission than it will end with: a secret restored from a 0600
+/// file is never readable by others, not even while it is being written.
+fn create_new_file(path: &Path, mode: u32) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode((mode & 0o777) | 0o600)
+        .open(path)
+        .at(path)
 }
 
 fn set_meta_file(path: &Path, mode: u32, uid: u32, gid: u32, mtime_ns: Option<i64>) -> Result<()> {

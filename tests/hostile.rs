@@ -1,0 +1,383 @@
+//! The attack catalog (issue 22): crafted manifests, objects that are not
+//! files, full disks and interrupted restores. Each case asserts its exit
+//! code and that nothing outside the restore's target changed.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Env, describe, s};
+
+/// Write `manifest` (a `show --json` manifest, edited) into the repository as
+/// a snapshot of its own and return its id: what an attacker with write
+/// access to the bucket, or a damaged disk, can do.
+fn plant_manifest(env: &Env, manifest: &serde_json::Value) -> String {
+    let json = serde_json::to_vec(manifest).unwrap();
+    let id = blake3::hash(&json).to_hex().to_string();
+    let path = env.repo.join("snapshots").join(&id);
+    std::fs::write(&path, lifeboat::codec::encode(&json, 3)).unwrap();
+    id
+}
+
+/// `<root>/svc` holding `a.txt` ("restored content"), its snapshot's
+/// manifest, and a victim file outside every target, with its content.
+fn fixture(env: &Env) -> (serde_json::Value, std::path::PathBuf) {
+    let svc = env.path("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    std::fs::write(svc.join("a.txt"), "restored content").unwrap();
+    let id = env.snapshot(&[&svc]);
+    let victim = env.path("outside/victim");
+    std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
+    std::fs::write(&victim, "the operator's file").unwrap();
+    (env.manifest(&id), victim)
+}
+
+/// The entry for `a.txt` in a directory source's entries.
+fn file_entry(manifest: &serde_json::Value) -> serde_json::Value {
+    manifest["sources"][0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "a.txt")
+        .cloned()
+        .expect("a.txt entry")
+}
+
+/// Restore `id` into a fresh `--to` directory: it must exit 65 naming the
+/// unsafe manifest, leave the victim's directory as it was and create nothing
+/// in the target.
+fn assert_refused_untouched(env: &Env, id: &str, victim: &Path) {
+    let outside_before = describe(victim.parent().unwrap());
+    let target = env.path("drill");
+    let out = env.run(["restore", id, "--to", s(&target)]);
+    assert_eq!(out.code, 65, "crafted manifest must be refused as damage:\n{out:?}");
+    assert!(
+        out.stderr.contains("restore.unsafe_manifest"),
+        "the error names the unsafe manifest:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        describe(victim.parent().unwrap()),
+        outside_before,
+        "outside the target changed"
+    );
+    assert_eq!(std::fs::read_to_string(victim).unwrap(), "the operator's file");
+    assert!(
+        !target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(),
+        "nothing is written into the target: {:?}",
+        describe(&target)
+    );
+}
+
+#[test]
+fn a_symlink_then_a_file_of_the_same_name_never_writes_outside_the_target() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let (mut m, victim) = fixture(&env);
+    let mut link = file_entry(&m);
+    link["type"] = "symlink".into();
+    link["path"] = "x".into();
+    link["target"] = s(&victim).into();
+    for k in ["size", "blake3", "chunks"] {
+        link.as_object_mut().unwrap().remove(k);
+    }
+    let mut file = file_entry(&m);
+    file["path"] = "x".into();
+    let entries = m["sources"][0]["entries"].as_array_mut().unwrap();
+    entries.push(link);
+    entries.push(file);
+    let id = plant_manifest(&env, &m);
+    assert_refused_untouched(&env, &id, &victim);
+}
+
+/// One way of crafting a manifest.
+type Edit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
+
+#[test]
+fn entries_beneath_a_symlink_or_climbing_out_are_refused() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let (m, victim) = fixture(&env);
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "file beneath a symlink to a directory outside",
+            Box::new(|m| {
+                let mut link = file_entry(m);
+                link["type"] = "symlink".into();
+                link["path"] = "d".into();
+                link["target"] = s(victim.parent().unwrap()).into();
+                for k in ["size", "blake3", "chunks"] {
+                    link.as_object_mut().unwrap().remove(k);
+                }
+                let mut file = file_entry(m);
+                file["path"] = "d/victim".into();
+                let entries = m["sources"][0]["entries"].as_array_mut().unwrap();
+                entries.push(link);
+                entries.push(file);
+            }),
+        ),
+        (
+            "a path climbing with ..",
+            Box::new(|m| {
+                let mut file = file_entry(m);
+                file["path"] = "../../outside/victim".into();
+                m["sources"][0]["entries"].as_array_mut().unwrap().push(file);
+            }),
+        ),
+        (
+            "an absolute source name",
+            Box::new(|m| m["sources"][0]["name"] = s(&victim).into()),
+        ),
+        (
+            "a source name climbing out",
+            Box::new(|m| m["sources"][0]["name"] = "../outside".into()),
+        ),
+        (
+            "a relative source path",
+            Box::new(|m| m["sources"][0]["path"] = "svc/../../outside".into()),
+        ),
+        (
+            "a file entry repeated",
+            Box::new(|m| {
+                let file = file_entry(m);
+                m["sources"][0]["entries"].as_array_mut().unwrap().push(file);
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let mut crafted = m.clone();
+        edit(&mut crafted);
+        let id = plant_manifest(&env, &crafted);
+        eprintln!("case: {what}");
+        assert_refused_untouched(&env, &id, &victim);
+        std::fs::remove_file(env.repo.join("snapshots").join(&id)).unwrap();
+    }
+}
+
+/// Run `args` against the repository, killing the process (and failing the
+/// test) if it has not ended after `secs`: the cases below used to hang.
+fn run_bounded(env: &Env, repo: &str, args: &[&str], secs: u64) -> common::Out {
+    let mut c = env.command();
+    c.arg("--repo").arg(repo).args(args);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let what = format!("{c:?}");
+    let mut child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "`{what}` hung for {secs} s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    common::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what,
+    }
+}
+
+/// A tmpfs of `mib` MiB mounted for the test, unmounted when dropped. The
+/// suite runs as root (CI does), so a full filesystem is a real one.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, mib: u64) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs", s(at)])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root, as the suite runs");
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_snapshot_onto_a_full_disk_ends_74_and_the_repository_recovers_alone() {
+    let _serial = common::serial();
+    let env = Env::bare();
+    if env.is_s3() {
+        return; // the repository's own disk is what this tests
+    }
+    let disk = SmallDisk::mount(&env.path("small"), 24);
+    let repo = disk.0.join("repo");
+    let repo = s(&repo);
+    run_bounded(&env, repo, &["init"], 60).expect_code(0);
+    // ~80 MiB, ~40 MiB compressed: the first 16 MiB pack is stored, the
+    // second fills the disk.
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    common::create_db(&db, 80_000, 1000, true);
+
+    let out = run_bounded(&env, repo, &["snapshot", s(&db)], 120);
+    assert_eq!(out.code, 74, "a full disk is an I/O failure:\n{out:?}");
+    assert!(out.stderr.contains("No space left"), "names the cause:\n{}", out.stderr);
+
+    // No lock left behind, no manual clean-up: prune runs first on the full
+    // disk, then a small snapshot goes through.
+    run_bounded(&env, repo, &["prune"], 120).expect_code(0);
+    let small = env.path("svc/server.toml");
+    std::fs::write(&small, "port = 8080\n").unwrap();
+    run_bounded(&env, repo, &["snapshot", s(&small)], 120).expect_code(0);
+    let staging = disk.0.join("repo/tmp");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging is clear after recovery: {left:?}");
+    run_bounded(&env, repo, &["verify", "--read-data"], 120).expect_code(0);
+}
+
+fn make_fifo(path: &Path) {
+    let c = std::ffi::CString::new(s(path)).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
+
+#[test]
+fn a_fifo_where_a_pack_or_manifest_belongs_is_damage_not_a_hang() {
+    let _serial = common::serial();
+    let env = Env::new();
+    if env.is_s3() {
+        return; // s3s-fs itself would block on a FIFO: the local store is what this tests
+    }
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    common::create_db(&db, 2_000, 100, true);
+    let id = env.snapshot(&[&db]);
+    let repo = env.repo_arg.clone();
+
+    let pack = common::files_under(&env.repo.join("data"))
+        .into_iter()
+        .next()
+        .expect("a pack");
+    let pack = env.repo.join("data").join(pack);
+    std::fs::remove_file(&pack).unwrap();
+    make_fifo(&pack);
+    let target = env.path("drill");
+    let out = run_bounded(&env, &repo, &["restore", &id, "--to", s(&target)], 60);
+    assert_eq!(out.code, 65, "{out:?}");
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    let out = run_bounded(&env, &repo, &["verify", "--read-data"], 60);
+    assert_eq!(out.code, 65, "{out:?}");
+
+    let manifest = env.repo.join("snapshots").join(&id);
+    std::fs::remove_file(&manifest).unwrap();
+    make_fifo(&manifest);
+    let out = run_bounded(&env, &repo, &["restore", &id, "--to", s(&target)], 60);
+    assert_eq!(out.code, 65, "{out:?}");
+    let out = run_bounded(&env, &repo, &["verify"], 60);
+    assert_eq!(out.code, 65, "{out:?}");
+}
+
+/// The staging entries a restore leaves in `dir`.
+fn staging_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    common::entries_starting(dir, ".lifeboat-restore-")
+}
+
+/// Start `restore ARGS`, wait until its staging appears in `watch`, then send
+/// `sig` while it is still running; returns its exit status. Panics if the
+/// restore finished first: a kill that lands after the work proves nothing.
+fn interrupt_restore(env: &Env, args: &[&str], watch: &Path, sig: libc::c_int) -> std::process::ExitStatus {
+    let mut c = env.command();
+    c.arg("--repo").arg(&env.repo_arg).arg("restore").args(args);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = common::ChildGuard {
+        child: c.spawn().unwrap(),
+    };
+    common::wait_until("the restore's staging", 120, || {
+        !staging_in(watch).is_empty() || !child.still_running()
+    });
+    assert!(
+        child.still_running(),
+        "the restore ended before it could be interrupted"
+    );
+    common::signal(&child.child, sig);
+    child.child.wait().unwrap()
+}
+
+/// `<root>/svc/state.db`, ~150 MiB, so a restore runs long enough to be
+/// interrupted, and its snapshot id.
+fn big_db_snapshot(env: &Env) -> String {
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    common::create_db(&db, 150_000, 1000, true);
+    env.snapshot(&[&db])
+}
+
+#[test]
+fn a_killed_restore_leaves_staging_the_next_restore_removes() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let id = big_db_snapshot(&env);
+    let target = env.path("drill");
+    std::fs::create_dir_all(&target).unwrap();
+    let status = interrupt_restore(&env, &[&id, "--to", s(&target)], &target, libc::SIGKILL);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!staging_in(&target).is_empty(), "SIGKILL leaves staging behind");
+    // Not a non-empty target (73): the retry recognises the dead restore's
+    // staging, removes it and restores.
+    env.ok(["restore", &id, "--to", s(&target)]);
+    assert!(staging_in(&target).is_empty(), "{:?}", describe(&target));
+    assert_eq!(common::integrity(&target.join("state.db")), "ok");
+
+    // The same beside a single output file.
+    let out_dir = env.path("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("copy.db");
+    interrupt_restore(&env, &[&id, "-o", s(&out)], &out_dir, libc::SIGKILL);
+    assert!(!staging_in(&out_dir).is_empty());
+    env.ok(["restore", &id, "-o", s(&out)]);
+    assert!(staging_in(&out_dir).is_empty(), "{:?}", describe(&out_dir));
+}
+
+fn assert_empty(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing left in {}: {left:?}", dir.display());
+}
+
+#[test]
+fn sigterm_or_sigint_during_a_restore_removes_its_staging() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let id = big_db_snapshot(&env);
+    for (sig, name) in [(libc::SIGTERM, "sigterm"), (libc::SIGINT, "sigint")] {
+        let target = env.path(name);
+        std::fs::create_dir_all(&target).unwrap();
+        let status = interrupt_restore(&env, &[&id, "--to", s(&target)], &target, sig);
+        assert_eq!(
+            status.code(),
+            Some(128 + sig),
+            "exit 128 + signal, as a shell reports it"
+        );
+        assert_empty(&target);
+        let out = target.join("copy.db");
+        let status = interrupt_restore(&env, &[&id, "-o", s(&out)], &target, sig);
+        assert_eq!(status.code(), Some(128 + sig));
+        assert_empty(&target);
+    }
+}
