@@ -1205,6 +1205,42 @@ fn a_clean_restart_resumes_without_a_base_a_gap_or_a_second_upload() {
 }
 
 #[test]
+fn commits_made_while_stopped_are_shipped_at_start_without_further_writes() {
+    // Issue 22, finding 8: an idle service's last commits, made while the
+    // replicator was down, must be shipped when it starts, not when the
+    // service next writes (it may never).
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    for service_open in [true, false] {
+        // A service that keeps its connection (the commits wait in the log),
+        // and one that closed it (its last close checkpointed the log into
+        // the database and deleted it: continuity is lost, a base is due).
+        if sc.rep.is_none() {
+            sc.start();
+        }
+        let service = open(&sc.db);
+        let _: i64 = service.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        sc.write(200, Duration::from_millis(1));
+        let (n0, _) = sc.caught_up(&mut r);
+        sc.stop();
+        let service = service_open.then_some(service);
+        sc.write(50, Duration::from_millis(1));
+        let wal = common::sidecars(&sc.db)[0].clone();
+        assert_eq!(wal.exists(), service_open, "{}", wal.display());
+        sc.start();
+        // Nobody writes from here on.
+        let (n1, s1) = sc.caught_up(&mut r);
+        assert!(n1 > n0, "service open: {service_open}");
+        assert_eq!(r.content_at(n1), s1);
+        sc.stop();
+        drop(service);
+    }
+}
+
+#[test]
 fn page_size_change_while_stopped() {
     let _serial = common::serial();
     let env = Env::new();

@@ -425,14 +425,26 @@ impl Follower {
         if ident != self.ident || page_size != self.page_size {
             return Ok(false);
         }
-        if let Some(h) = WalHeader::read(&self.wal_path)?
-            && pos.same_generation(&h)
-            && pos.frame > 0
-        {
-            let file = File::open(&self.wal_path).at(&self.wal_path)?;
-            if !wal::position_holds(&file, &pos, self.page_size)? {
-                return Ok(false);
+        // Nobody held the log while we were away: the service may have
+        // committed past `pos`, checkpointed those commits into the database
+        // and restarted, truncated or deleted the log (its last connection's
+        // close does). Then they are in no log we can read, and only a base
+        // catches them. Continue only where the log still holds every frame
+        // after `pos`.
+        match WalHeader::read(&self.wal_path)? {
+            None => return Ok(false),
+            Some(h) if pos.same_generation(&h) => {
+                if pos.frame > 0 {
+                    let file = File::open(&self.wal_path).at(&self.wal_path)?;
+                    if !wal::position_holds(&file, &pos, self.page_size)? {
+                        return Ok(false);
+                    }
+                }
             }
+            // Pinned at an empty log: `poll` knows which generation may
+            // follow it.
+            Some(_) if pos.frame == 0 => {}
+            Some(_) => return Ok(false),
         }
         self.wal_len_seen = 0;
         self.pos = Some(pos);
