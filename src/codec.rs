@@ -67,23 +67,25 @@ impl Decoder {
     pub fn decode(&mut self, data: &[u8], what: &str) -> Result<Vec<u8>> {
         let (&tag, body) = data
             .split_first()
-            .ok_or_else(|| Error::bad_data(what, "empty object (no envelope tag)"))?;
+            .ok_or_else(|| Error::damaged(what, "empty object (no envelope tag)"))?;
         match tag {
             TAG_RAW => Ok(body.to_vec()),
             TAG_ZSTD => {
                 let size = zstd::zstd_safe::get_frame_content_size(body)
                     .ok()
                     .flatten()
-                    .ok_or_else(|| Error::bad_data(what, "zstd frame without a content size"))?;
+                    .ok_or_else(|| Error::damaged(what, "zstd frame without a content size"))?;
                 if size as usize > MAX_DECODED {
-                    return Err(Error::bad_data(what, format!("claims {size} decoded bytes")));
+                    return Err(Error::damaged(what, format!("claims {size} decoded bytes")));
                 }
                 self.zstd
                     .decompress(body, size as usize)
-                    .map_err(|e| Error::bad_data(what, format!("zstd: {e}")))
+                    .map_err(|e| Error::damaged(what, format!("zstd: {e}")))
             }
-            other => Err(Error::config(what, format!("unknown envelope tag 0x{other:02x}"))
-                .fix("this object was written by a newer Lifeboat; upgrade to read it")),
+            // A newer encoding comes with a newer repository version, which
+            // `config` refuses before any object is read: in a repository this
+            // Lifeboat opened, an unknown tag is damage.
+            other => Err(Error::damaged(what, format!("unknown envelope tag 0x{other:02x}"))),
         }
     }
 }
@@ -137,10 +139,11 @@ mod tests {
 
     #[test]
     fn refuses_unknown_tag_and_truncation() {
-        assert_eq!(
-            decode(&[7, 1, 2], "t").unwrap_err().kind,
-            crate::error::ErrorKind::Config
-        );
+        // Damage, not "upgrade": a newer encoding comes with a newer
+        // repository version, refused before any object is read.
+        let e = decode(&[7, 1, 2], "t").unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::BadData);
+        assert!(e.fix.contains("verify --read-data"), "{e}");
         let enc = encode(&[b'a'; 10000], 1);
         assert!(decode(&enc[..enc.len() - 3], "t").is_err());
         assert!(decode(&[], "t").is_err());

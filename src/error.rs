@@ -57,6 +57,9 @@ impl fmt::Display for Error {
     }
 }
 
+/// What to do about a damaged repository object.
+pub const DAMAGED_FIX: &str = "the repository is damaged here: `lifeboat verify --read-data` lists the snapshots this affects; restore another snapshot";
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -76,6 +79,11 @@ impl Error {
     }
     pub fn bad_data(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadData, subject, problem)
+    }
+    /// A stored object (pack, index, manifest, page map, segment, mark)
+    /// that is not what it should be, with the fix every such error shares.
+    pub fn damaged(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
+        Self::bad_data(subject, problem).fix(DAMAGED_FIX)
     }
     pub fn no_input(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::NoInput, subject, problem)

@@ -138,7 +138,7 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
     {
         let reach = next - 1;
         return Err(match gap_after {
-            Some((from, to)) if n >= from => Error::bad_data(
+            Some((from, to)) if n >= from => Error::damaged(
                 &name,
                 format!(
                     "commits {from} to {} are missing from the stream (a gap); txid {n} cannot be restored",
@@ -201,7 +201,7 @@ impl Replay {
                 let what = format!("{}/{key}", repo.storage.location());
                 let seg = Segment::decode(&raw.expect("every key fetched"), &what)?;
                 if (seg.first_txid, seg.last_txid) != (*first, *last) || seg.page_size != page_size {
-                    return Err(Error::bad_data(
+                    return Err(Error::damaged(
                         &what,
                         "segment does not match its name or the base's page size",
                     ));
@@ -245,7 +245,7 @@ impl Replay {
             }
         }
         if !reached_target && let (Target::Time(t), Some((from, to))) = (self.target, self.gap_after) {
-            return Err(Error::bad_data(
+            return Err(Error::damaged(
                 &self.name,
                 format!(
                     "the stream has a gap after txid {} (continuity was lost before the base at txid {to}); the state at {t} is not known",

@@ -381,3 +381,49 @@ fn sigterm_or_sigint_during_a_restore_removes_its_staging() {
         assert_empty(&target);
     }
 }
+
+#[test]
+fn a_secret_inside_an_endpoint_url_is_never_echoed() {
+    let _serial = common::serial();
+    let env = Env::bare();
+    let port = common::s3::free_port();
+    for json in [false, true] {
+        let url = format!("s3://bkt?endpoint=http://user:hunter2pw@127.0.0.1:{port}&region=x");
+        let mut c = env.command();
+        c.env("LIFEBOAT_RETRY_SECONDS", "1");
+        if json {
+            c.arg("--json");
+        }
+        c.args(["--repo", &url, "list"]);
+        let out = common::run_command(c);
+        assert_eq!(out.code, 75, "{out:?}");
+        let shown = format!("{}{}", out.stdout, out.stderr);
+        assert!(shown.contains("user:***@127.0.0.1"), "names the endpoint:\n{shown}");
+        assert!(
+            !out.stderr.contains("hunter2pw") && !out.stdout.contains("hunter2pw"),
+            "the password is echoed:\n{out:?}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_envelope_tag_is_damage_not_a_newer_version() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let svc = env.path("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    std::fs::write(svc.join("a.txt"), "content").unwrap();
+    let id = env.snapshot(&[&svc]);
+    let manifest = env.repo.join("snapshots").join(&id);
+    let mut raw = std::fs::read(&manifest).unwrap();
+    raw[0] = 0x07;
+    std::fs::write(&manifest, raw).unwrap();
+    let out = env.run(["restore", &id, "--to", s(&env.path("drill"))]);
+    assert_eq!(out.code, 65, "{out:?}");
+    assert!(
+        out.stderr.contains("verify --read-data"),
+        "the fix is named:\n{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("upgrade"), "{}", out.stderr);
+}

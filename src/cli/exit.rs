@@ -1,5 +1,6 @@
 //! The one place library errors become exit codes (sysexits.h) and messages.
 
+use lifeboat::oplog::redact;
 use lifeboat::{Error, ErrorKind};
 
 pub const USAGE: i32 = 64;
@@ -25,21 +26,24 @@ pub fn code(kind: ErrorKind) -> i32 {
 /// Print the error (one line, or one JSON object on stdout) and return its code.
 pub fn report(e: &Error, json: bool) -> i32 {
     let code = code(e.kind);
-    tracing::debug!(event = e.event, kind = ?e.kind, "{e}");
+    // An error may quote a URL or an argument holding a secret (an endpoint
+    // with credentials in it): shown redacted, as the operations log keeps it.
+    let message = redact(&e.to_string());
+    tracing::debug!(event = e.event, kind = ?e.kind, "{message}");
     if json {
         let v = serde_json::json!({
             "error": {
-                "message": e.to_string(),
+                "message": message,
                 "kind": e.kind,
                 "event": e.event,
                 "exit_code": code,
-                "subject": e.subject,
-                "fix": e.fix,
+                "subject": redact(&e.subject),
+                "fix": redact(&e.fix),
             }
         });
         println!("{v}");
     } else {
-        eprintln!("lifeboat: error: {e} (event={})", e.event);
+        eprintln!("lifeboat: error: {message} (event={})", e.event);
     }
     code
 }

@@ -73,7 +73,7 @@ impl RepoConfig {
             format_version: u32,
         }
         let v: Version = serde_json::from_slice(&json)
-            .map_err(|e| Error::bad_data(&what, format!("not a Lifeboat repository config: {e}")))?;
+            .map_err(|e| Error::damaged(&what, format!("not a Lifeboat repository config: {e}")))?;
         if v.format_version != FORMAT_VERSION {
             return Err(Error::config(
                 &what,
@@ -86,7 +86,7 @@ impl RepoConfig {
             .event("repo.format_version"));
         }
         let c: RepoConfig =
-            serde_json::from_slice(&json).map_err(|e| Error::bad_data(&what, format!("invalid config: {e}")))?;
+            serde_json::from_slice(&json).map_err(|e| Error::damaged(&what, format!("invalid config: {e}")))?;
         if c.compression.algorithm != "zstd" {
             return Err(Error::config(
                 &what,

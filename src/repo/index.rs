@@ -48,7 +48,7 @@ impl IndexFile {
     }
 
     pub fn from_bytes(b: &[u8], what: &str) -> Result<IndexFile> {
-        let bad = |m: &str| Error::bad_data(what, format!("index: {m}"));
+        let bad = |m: &str| Error::damaged(what, format!("index: {m}"));
         if b.len() < 9 || &b[..4] != MAGIC {
             return Err(bad("missing LBIX magic"));
         }

@@ -179,13 +179,13 @@ impl Manifest {
         struct Format {
             format: u32,
         }
-        let f: Format = serde_json::from_slice(json).map_err(|e| Error::bad_data(what, format!("manifest: {e}")))?;
+        let f: Format = serde_json::from_slice(json).map_err(|e| Error::damaged(what, format!("manifest: {e}")))?;
         if f.format != MANIFEST_FORMAT {
             return Err(
                 Error::config(what, format!("manifest format {} is not supported", f.format)).fix("upgrade Lifeboat"),
             );
         }
-        serde_json::from_slice(json).map_err(|e| Error::bad_data(what, format!("manifest: {e}")))
+        serde_json::from_slice(json).map_err(|e| Error::damaged(what, format!("manifest: {e}")))
     }
 
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
@@ -201,7 +201,7 @@ impl Manifest {
     /// restore writes a byte. `what` names the manifest in the error.
     pub fn check_layout(&self, what: &str) -> Result<()> {
         let damaged = |problem: String| {
-            Error::bad_data(what, problem)
+            Error::damaged(what, problem)
                 .event("restore.unsafe_manifest")
                 .fix("the snapshot is damaged or was tampered with: restore another one, and run `lifeboat verify`")
         };

@@ -39,14 +39,14 @@ impl Mark {
 
     pub fn from_bytes(b: &[u8], what: &str) -> Result<Mark> {
         if b.len() < HEADER_LEN || &b[..4] != MAGIC {
-            return Err(Error::bad_data(what, "mark: missing LBMK magic"));
+            return Err(Error::damaged(what, "mark: missing LBMK magic"));
         }
         if b[4] != VERSION {
             return Err(Error::config(what, format!("mark version {} is not supported", b[4])).fix("upgrade Lifeboat"));
         }
         let ns = i64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
         let time = jiff::Timestamp::from_nanosecond(ns as i128)
-            .map_err(|_| Error::bad_data(what, "mark: time out of range"))?;
+            .map_err(|_| Error::damaged(what, "mark: time out of range"))?;
         Ok(Mark {
             time,
             packs: IndexFile::from_bytes(&b[HEADER_LEN..], what)?,

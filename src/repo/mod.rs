@@ -345,7 +345,7 @@ impl Repository {
             };
             let what = format!("{}/{key}", self.storage.location());
             if Id::of(&raw) != id {
-                return Err(Error::bad_data(&what, "mark content does not match its name"));
+                return Err(Error::damaged(&what, "mark content does not match its name"));
             }
             marks.push((id, Mark::from_bytes(&codec::decode(&raw, &what)?, &what)?));
             Ok(())
@@ -461,7 +461,7 @@ impl Repository {
         let what = format!("{}/{key}", self.storage.location());
         let id = key.rsplit('/').next().and_then(Id::parse);
         if id != Some(Id::of(raw)) {
-            return Err(Error::bad_data(&what, "index file content does not match its name"));
+            return Err(Error::damaged(&what, "index file content does not match its name"));
         }
         IndexFile::from_bytes(&codec::decode(raw, &what)?, &what)
     }
@@ -504,7 +504,7 @@ impl Repository {
     /// Read and check one blob: decoded bytes must hash to its id.
     pub fn read_blob(&self, id: &Id, decoder: &mut codec::Decoder) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or_else(|| {
-            Error::bad_data(
+            Error::damaged(
                 self.storage.location(),
                 format!("blob {} is not in the index", id.short()),
             )
@@ -515,7 +515,7 @@ impl Repository {
         let mut frame = decoder.decode_vec(raw, &key)?;
         let (start, len) = (loc.blob_offset as usize, loc.raw_length as usize);
         if start.checked_add(len).is_none_or(|end| end > frame.len()) {
-            return Err(Error::bad_data(
+            return Err(Error::damaged(
                 format!("{}/{key}", self.storage.location()),
                 format!("blob {} lies outside its frame", id.short()),
             ));
@@ -527,7 +527,7 @@ impl Repository {
             frame.drain(start..start + len).collect()
         };
         if Id::of(&data) != *id {
-            return Err(Error::bad_data(
+            return Err(Error::damaged(
                 format!("{}/{key}", self.storage.location()),
                 format!("blob {} does not match its hash", id.short()),
             ));
@@ -561,7 +561,7 @@ impl Repository {
                 break;
             }
             if chain.len() > pagemap::MAX_DEPTH as usize {
-                return Err(Error::bad_data(
+                return Err(Error::damaged(
                     format!("page map {}", id.short()),
                     "parent chain is too long or cyclic",
                 ));
@@ -570,7 +570,7 @@ impl Repository {
         }
         let (page_size, depth, has_cvs) = (chain[0].page_size, chain[0].depth, chain[0].has_cvs);
         if chain.iter().any(|m| m.page_size != page_size || m.has_cvs != has_cvs) {
-            return Err(Error::bad_data(
+            return Err(Error::damaged(
                 format!("page map {}", id.short()),
                 "page size or chaining values change along the chain",
             ));
@@ -604,7 +604,7 @@ impl Repository {
         let what = format!("{}/{key}", self.storage.location());
         let json = codec::decode(raw, &what)?;
         if Id::of(&json) != *id {
-            return Err(Error::bad_data(&what, "manifest does not match its id"));
+            return Err(Error::damaged(&what, "manifest does not match its id"));
         }
         Manifest::from_json(&json, &what)
     }

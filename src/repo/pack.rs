@@ -242,15 +242,15 @@ impl std::io::Write for PackSink<'_> {
 pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
     let n = pack.len();
     if n < 8 || &pack[n - 4..] != PACK_MAGIC {
-        return Err(Error::bad_data(what, "not a pack file (missing LBPK trailer)"));
+        return Err(Error::damaged(what, "not a pack file (missing LBPK trailer)"));
     }
     let hlen = u32::from_le_bytes(pack[n - 8..n - 4].try_into().unwrap()) as usize;
     if hlen + 8 > n {
-        return Err(Error::bad_data(what, "pack header length exceeds the file"));
+        return Err(Error::damaged(what, "pack header length exceeds the file"));
     }
     let header = codec::decode(&pack[n - 8 - hlen..n - 8], what)?;
     if header.len() < 9 || &header[..4] != HEADER_MAGIC {
-        return Err(Error::bad_data(what, "pack header has the wrong magic"));
+        return Err(Error::damaged(what, "pack header has the wrong magic"));
     }
     if header[4] != HEADER_VERSION {
         return Err(
@@ -260,7 +260,7 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
     let count = u32::from_le_bytes(header[5..9].try_into().unwrap()) as usize;
     let body = &header[9..];
     if body.len() != count * ENTRY_LEN {
-        return Err(Error::bad_data(
+        return Err(Error::damaged(
             what,
             "pack header entry count does not match its length",
         ));
@@ -270,7 +270,7 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
         .map(|c| {
             let e = BlobEntry::read_from(c).ok_or_else(|| newer_blob_type(what, c[0]))?;
             if e.offset as u64 + e.length as u64 > data_end {
-                return Err(Error::bad_data(
+                return Err(Error::damaged(
                     what,
                     format!("blob {} lies outside the pack", e.id.short()),
                 ));

@@ -209,7 +209,7 @@ impl PageMap {
     }
 
     fn parse(b: &[u8], what: &str, keep_cvs: bool) -> Result<PageMap> {
-        let bad = |m: &str| Error::bad_data(what, format!("page map: {m}"));
+        let bad = |m: &str| Error::damaged(what, format!("page map: {m}"));
         if b.len() < HEADER_LEN || &b[..4] != MAGIC {
             return Err(bad("missing LBPM magic"));
         }

@@ -71,7 +71,7 @@ impl BlobPositions {
     pub fn new(index: &Index) -> Result<BlobPositions> {
         let n = index.blob_count();
         if u32::try_from(n).is_err() {
-            return Err(Error::bad_data("index", "too many blobs to count"));
+            return Err(Error::damaged("index", "too many blobs to count"));
         }
         let bits = n.next_power_of_two().trailing_zeros().clamp(1, 28);
         let mut t = BlobPositions {
@@ -85,7 +85,7 @@ impl BlobPositions {
             let h = head(id);
             if let Some(p) = prev {
                 if head(p) > h {
-                    return Err(Error::bad_data("index", "not sorted by id"));
+                    return Err(Error::damaged("index", "not sorted by id"));
                 }
                 if head(p) == h {
                     t.clashes.insert(*p, pos as u32 - 1);
@@ -251,7 +251,7 @@ impl<'r> Walker<'r> {
             return Ok(list);
         }
         if depth > MAX_DEPTH {
-            return Err(Error::bad_data(
+            return Err(Error::damaged(
                 format!("page map {}", id.short()),
                 "parent chain is too long or cyclic",
             ));

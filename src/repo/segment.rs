@@ -132,7 +132,7 @@ impl Segment {
     /// commit order, page numbers within each commit's database size.
     pub fn decode(raw: &[u8], what: &str) -> Result<Segment> {
         let b = codec::decode(raw, what)?;
-        let bad = |m: &str| Error::bad_data(what, format!("WAL segment: {m}"));
+        let bad = |m: &str| Error::damaged(what, format!("WAL segment: {m}"));
         if b.len() < HEADER_LEN + 32 {
             return Err(bad("too short"));
         }

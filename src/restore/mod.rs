@@ -466,7 +466,7 @@ fn restore_database(
 ) -> Result<u64> {
     let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
-        return Err(Error::bad_data(
+        return Err(Error::damaged(
             &db.name,
             "page map disagrees with the manifest's page size or count",
         ));
@@ -474,7 +474,7 @@ fn restore_database(
     let mut rows = Vec::with_capacity(pages.len());
     for (i, id) in pages.iter().enumerate() {
         let loc = repo.index.get(id).ok_or_else(|| {
-            Error::bad_data(
+            Error::damaged(
                 &db.name,
                 format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
             )
@@ -554,7 +554,7 @@ fn restore_database(
                             }
                             let at = r.blob_offset as usize;
                             let page = frame.get(at..at + ps as usize).ok_or_else(|| {
-                                Error::bad_data(
+                                Error::damaged(
                                     &key,
                                     format!(
                                         "page blob {} lies outside its frame",
@@ -564,7 +564,7 @@ fn restore_database(
                             })?;
                             if verified_at != Some((r.offset, r.blob_offset)) {
                                 if Id::of(page) != pages[r.pgno as usize - 1] {
-                                    return Err(Error::bad_data(
+                                    return Err(Error::damaged(
                                         &key,
                                         format!(
                                             "page blob {} does not match its hash",
@@ -609,7 +609,7 @@ fn restore_database(
                     let &(i, j, base, _) = queued.next().expect("one buffer per range");
                     // Stops the read; the failure already recorded is the
                     // one reported.
-                    let stopped = || Error::bad_data(&key, "restore stopped after an earlier failure");
+                    let stopped = || Error::damaged(&key, "restore stopped after an earlier failure");
                     if failure.lock().expect("failure slot").is_some() {
                         return Err(stopped());
                     }
@@ -662,7 +662,7 @@ fn restore_database(
         (hash.join().expect("hash thread"), checked)
     });
     if hashed? != db.blake3 {
-        return Err(Error::bad_data(
+        return Err(Error::damaged(
             stage.display(),
             format!("restored {} does not match the snapshot's BLAKE3", db.name),
         ));
@@ -705,7 +705,7 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
                 for id in &e.chunks {
                     let data = repo
                         .read_blob(id, &mut dec)
-                        .map_err(|err| Error::bad_data(&e.path, format!("chunk {}: {}", id.short(), err.problem)))?;
+                        .map_err(|err| Error::damaged(&e.path, format!("chunk {}: {}", id.short(), err.problem)))?;
                     hasher.update(&data);
                     std::io::Write::write_all(&mut f, &data).at(&path)?;
                     written += data.len() as u64;
@@ -713,14 +713,14 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
                 }
                 f.sync_all().at(&path)?;
                 if written != e.size {
-                    return Err(Error::bad_data(
+                    return Err(Error::damaged(
                         &e.path,
                         format!("restored {written} bytes where the snapshot says {}", e.size),
                     )
                     .fix("the snapshot is damaged: restore another one, and run `lifeboat verify`"));
                 }
                 if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
-                    return Err(Error::bad_data(
+                    return Err(Error::damaged(
                         &e.path,
                         "restored content does not match the snapshot's BLAKE3",
                     ));

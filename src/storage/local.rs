@@ -51,7 +51,7 @@ pub(crate) fn open_object(p: &Path) -> Result<File> {
     let meta = f.metadata().at(p)?;
     if !meta.is_file() {
         return Err(
-            Error::bad_data(p.display(), "is not a regular file where a repository object belongs")
+            Error::damaged(p.display(), "is not a regular file where a repository object belongs")
                 .event("repo.not_a_file")
                 .fix("move it out of the repository, then run `lifeboat verify` to see which snapshots it damages"),
         );
@@ -79,7 +79,7 @@ impl Storage for LocalStorage {
         let mut buf = vec![0u8; len as usize];
         f.read_exact(&mut buf).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::bad_data(p.display(), format!("truncated: wanted {len} bytes at offset {offset}"))
+                Error::damaged(p.display(), format!("truncated: wanted {len} bytes at offset {offset}"))
             } else {
                 Error::io(&p, e)
             }
