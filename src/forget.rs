@@ -127,7 +127,7 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
         return Err(Error::usage("no retention rule given: forget would remove nothing")
             .fix("give rules such as --keep-daily 7 --keep-weekly 4 --keep-wal 24h, or a [retention] section"));
     }
-    let snaps = repo.snapshots()?;
+    let snaps = repo.snapshots_whole()?;
     let times: Vec<jiff::Timestamp> = snaps
         .iter()
         .map(|s| {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod forget;
 pub mod pitr;
 pub mod prune;
+pub mod repair;
 pub mod replicate;
 pub mod reset;
 pub mod retention;

@@ -191,8 +191,9 @@ pub fn prune(
     // Snapshots before the index: a writer publishes its index files before
     // its manifest, so every manifest listed here has its index files in
     // the listing that follows.
-    let snaps = repo.snapshots()?;
+    let snaps = repo.snapshots_whole()?;
     repo.load_index_then_marks()?;
+    repo.require_whole_index()?;
     report.snapshots = snaps.len();
     let refs = referenced(repo, &snaps, progress)?;
     report.referenced_blobs = refs.count;

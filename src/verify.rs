@@ -37,7 +37,7 @@ pub struct VerifyReport {
 /// rewrites index files, so in this order a snapshot published or a pack
 /// marked meanwhile is not taken for damage.
 pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
-    let snaps = repo.snapshots()?;
+    let (snaps, damaged_manifests) = repo.snapshots_and_damage()?;
     repo.load_index_then_marks()?;
     let repo = &*repo;
     let mut report = VerifyReport {
@@ -45,6 +45,23 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
         blobs: repo.index.blob_count(),
         ..Default::default()
     };
+    // Every problem is reported, not the first: each damaged object costs
+    // the snapshots it names, and the check goes on.
+    for (id, e) in &damaged_manifests {
+        report.problems.push(Problem {
+            snapshot: id.hex(),
+            file: e.subject.clone(),
+            problem: format!("manifest unreadable: {}", e.problem),
+        });
+    }
+    for (_, e) in &repo.index_damage {
+        // The snapshots it costs are named below, by the blobs they miss.
+        report.problems.push(Problem {
+            snapshot: String::new(),
+            file: e.subject.clone(),
+            problem: format!("index file unreadable, left out: {}", e.problem),
+        });
+    }
 
     // Packs: present, right size; with read_data, hashed and decoded.
     let mut bad_blobs: HashMap<Id, String> = HashMap::new();
@@ -88,7 +105,23 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
     // Packs are read several at a time (an object store's latency), and
     // checked here as they arrive.
     crate::storage::read_parallel(repo.storage.as_ref(), to_read, |(n, pack_id), key, data| {
-        let data = data?;
+        let data = match data {
+            Ok(data) => data,
+            // Unreadable (damaged where it lies, not a file, an I/O error):
+            // every blob in it is lost to the snapshots that use it.
+            Err(e) => {
+                let why = format!("pack {} unreadable: {}", pack_id.short(), e.problem);
+                for (id, _) in blobs_by_pack.get(&(n as u32)).map(|v| v.as_slice()).unwrap_or(&[]) {
+                    bad_blobs.entry(*id).or_insert_with(|| why.clone());
+                }
+                report.problems.push(Problem {
+                    snapshot: String::new(),
+                    file: key,
+                    problem: why,
+                });
+                return Ok(());
+            }
+        };
         report.bytes_read += data.len() as u64;
         progress.advance(data.len() as u64);
         if Id::of(&data) != pack_id {
@@ -155,6 +188,9 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
                 problem,
             })
         };
+        if let Err(e) = s.manifest.check_layout(&sid) {
+            add(String::new(), e.problem);
+        }
         for src in &s.manifest.sources {
             match src {
                 Source::Sqlite(db) => match repo.resolve_pagemap(&db.pagemap, false) {

@@ -427,3 +427,166 @@ fn a_flipped_envelope_tag_is_damage_not_a_newer_version() {
     );
     assert!(!out.stderr.contains("upgrade"), "{}", out.stderr);
 }
+
+/// The repository's objects, without the operations log and the lock file
+/// (which names its last holder).
+fn repo_state(env: &Env) -> std::collections::BTreeMap<String, common::Node> {
+    let mut state = common::describe_without_log(&env.repo);
+    state.remove("lock");
+    state
+}
+
+/// Flip one byte in the middle of `path`.
+fn flip_byte(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len() as usize;
+    flip_at(path, len / 2);
+}
+
+fn flip_at(path: &Path, at: usize) {
+    let mut raw = std::fs::read(path).unwrap();
+    raw[at] ^= 0x5a;
+    std::fs::write(path, raw).unwrap();
+}
+
+fn names_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    common::files_under(dir).into_iter().collect()
+}
+
+/// Two snapshots of two services, each in its own packs and index file:
+/// (id of A, id of B, A's index file, B's index file, B's packs).
+fn two_services(env: &Env) -> (String, String, String, String, Vec<String>) {
+    let mut ids = Vec::new();
+    let mut index_files = Vec::new();
+    let mut packs = Vec::new();
+    for name in ["svc-a", "svc-b"] {
+        let dir = env.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("data.bin"), format!("{name} ").repeat(5000)).unwrap();
+        let index_before = names_in(&env.repo.join("index"));
+        let packs_before = names_in(&env.repo.join("data"));
+        ids.push(env.snapshot(&[&dir]));
+        let new_index: Vec<String> = names_in(&env.repo.join("index"))
+            .difference(&index_before)
+            .cloned()
+            .collect();
+        assert_eq!(new_index.len(), 1, "one index file per snapshot");
+        index_files.push(new_index[0].clone());
+        packs = names_in(&env.repo.join("data"))
+            .difference(&packs_before)
+            .cloned()
+            .collect();
+    }
+    (
+        ids[0].clone(),
+        ids[1].clone(),
+        index_files[0].clone(),
+        index_files[1].clone(),
+        packs,
+    )
+}
+
+#[test]
+fn a_damaged_manifest_costs_only_its_snapshot_and_verify_reports_every_problem() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let (a, b, _, _, b_packs) = two_services(&env);
+    flip_byte(&env.repo.join("snapshots").join(&a));
+
+    let listed = env.list();
+    let ids: Vec<&str> = listed.iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(ids, [b.as_str()], "list shows the readable snapshot");
+    let out = env.ok(["list"]);
+    assert!(
+        out.stderr.contains("repo.manifest_damaged") && out.stderr.contains(&a[..8]),
+        "list names the damaged one: {}",
+        out.stderr
+    );
+    env.ok(["restore", &b, "--to", s(&env.path("drill-b"))]);
+    assert_eq!(env.run(["restore", &a, "--to", s(&env.path("drill-a"))]).code, 65);
+    assert_eq!(env.run(["restore", "latest", "--to", s(&env.path("drill-l"))]).code, 0);
+
+    // A damaged pack of B as well: verify names both, each with its snapshot.
+    // (In its first frame, past the envelope's tag: the data, not the header.)
+    flip_at(&env.repo.join("data").join(&b_packs[0]), 2);
+    let out = env.run(["--json", "verify", "--read-data"]);
+    assert_eq!(out.code, 65, "{out:?}");
+    let problems = out.json()["problems"].as_array().cloned().unwrap_or_default();
+    let damaged: std::collections::BTreeSet<&str> = problems.iter().filter_map(|p| p["snapshot"].as_str()).collect();
+    assert!(
+        damaged.contains(a.as_str()),
+        "the manifest's snapshot is named: {problems:?}"
+    );
+    assert!(
+        damaged.contains(b.as_str()),
+        "the pack's snapshot is named: {problems:?}"
+    );
+
+    // Deleting anything while a manifest is damaged could lose the data it
+    // references: forget and prune refuse, and change nothing.
+    let before = repo_state(&env);
+    assert_eq!(env.run(["forget", "--keep-last", "1", "--prune"]).code, 65);
+    assert_eq!(env.run(["prune"]).code, 65);
+    assert_eq!(repo_state(&env), before);
+
+    // repair snapshots sets it aside, keeping its bytes; then both run.
+    let out = env.ok(["--json", "repair", "snapshots"]);
+    assert_eq!(out.json()["set_aside"][0][0], a.as_str(), "{}", out.stdout);
+    assert!(env.repo.join("damaged/snapshots").join(&a).is_file());
+    assert!(!env.repo.join("snapshots").join(&a).exists());
+    let again = env.ok(["--json", "repair", "snapshots"]);
+    assert_eq!(again.json()["set_aside"], serde_json::json!([]), "idempotent");
+    let out = env.ok(["list"]);
+    assert!(!out.stderr.contains("repo.manifest_damaged"), "{}", out.stderr);
+    env.ok(["forget", "--keep-last", "1", "--prune"]);
+}
+
+#[test]
+fn a_damaged_index_file_costs_only_the_snapshots_it_indexes_and_stray_files_are_ignored() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let (a, b, _, b_index, _) = two_services(&env);
+    std::fs::write(env.repo.join("index/README.txt"), "notes an operator left").unwrap();
+    env.ok(["restore", &a, "--to", s(&env.path("drill-0"))]);
+    env.ok(["verify", "--read-data"]);
+
+    flip_byte(&env.repo.join("index").join(&b_index));
+    env.ok(["restore", &a, "--to", s(&env.path("drill-a"))]);
+    assert_eq!(env.list().len(), 2);
+    let out = env.run(["restore", &b, "--to", s(&env.path("drill-b"))]);
+    assert_eq!(out.code, 65, "{out:?}");
+    let out = env.run(["--json", "verify"]);
+    assert_eq!(out.code, 65, "{out:?}");
+    let problems = out.json()["problems"].as_array().cloned().unwrap_or_default();
+    assert!(
+        problems.iter().any(|p| p["snapshot"] == b.as_str()),
+        "verify names the snapshot the index file costs: {problems:?}"
+    );
+    assert!(
+        problems.iter().all(|p| p["snapshot"] != a.as_str()),
+        "and not the other: {problems:?}"
+    );
+    let before = repo_state(&env);
+    assert_eq!(env.run(["prune"]).code, 65, "prune would take B's packs for garbage");
+    assert_eq!(repo_state(&env), before);
+
+    // repair index rebuilds B's entries from its packs' headers.
+    let plan = env.ok(["--json", "repair", "index", "--dry-run"]);
+    assert_eq!(repo_state(&env), before, "a dry run changes nothing");
+    assert_eq!(plan.json()["index_files_set_aside"][0], format!("index/{b_index}"));
+    let out = env.ok(["--json", "repair", "index"]);
+    assert!(
+        !out.json()["packs_reindexed"].as_array().unwrap().is_empty(),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        env.repo.join("damaged/index").join(&b_index).is_file(),
+        "kept under damaged/"
+    );
+    let again = env.ok(["--json", "repair", "index"]);
+    assert_eq!(again.json()["packs_reindexed"], serde_json::json!([]), "idempotent");
+    env.ok(["restore", &b, "--to", s(&env.path("drill-b2"))]);
+    env.ok(["verify", "--read-data"]);
+    env.ok(["prune"]);
+    env.ok(["restore", &b, "--to", s(&env.path("drill-b3"))]);
+}

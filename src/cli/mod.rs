@@ -11,6 +11,7 @@ mod log;
 mod output;
 mod progress;
 mod prune;
+mod repair;
 mod replicate;
 mod reset;
 mod restore;
@@ -83,6 +84,8 @@ enum Command {
     Forget(forget::Args),
     /// Delete data no snapshot references (two phases, never blocks backups).
     Prune(prune::Args),
+    /// Rebuild a damaged index from the packs, or set damaged snapshots aside.
+    Repair(repair::Args),
     /// Operations log: every command that changed the repository, and its result.
     Log(log::Args),
     /// Repository size, dedup and compression, unique bytes per snapshot, WAL history.
@@ -188,6 +191,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Repair(a) => repair::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
@@ -210,6 +214,7 @@ fn changes_repository(command: &Command) -> bool {
         Command::Init(_) | Command::Snapshot(_) | Command::Replicate(_) => true,
         Command::Forget(a) => !a.dry_run,
         Command::Prune(a) => !a.dry_run,
+        Command::Repair(a) => a.changes_repository(),
         Command::Log(a) => a.changes_repository(),
         _ => false,
     }

@@ -50,9 +50,20 @@ pub struct Repository {
     pub marks: Vec<(Id, Mark)>,
     /// Keys of the index files loaded.
     pub index_keys: Vec<String>,
+    /// Index files that could not be read or parsed, left out of `index`:
+    /// the blobs only they list look missing, which costs exactly the
+    /// snapshots that use them. `require_whole_index` refuses them.
+    pub index_damage: IndexDamage,
     /// When the marks were listed.
     view: Option<Instant>,
 }
+
+/// Index files left out of a load, by key, each with its error.
+pub type IndexDamage = Vec<(String, Error)>;
+
+/// The snapshots whose manifests read (oldest first), and the manifests
+/// that do not, each with its error.
+pub type Listed = (Vec<SnapshotRef>, Vec<(Id, Error)>);
 
 /// A snapshot as listed: its id and manifest.
 pub struct SnapshotRef {
@@ -112,6 +123,7 @@ struct LoadedIndex {
     marks: Vec<(Id, Mark)>,
     index: Index,
     names: Vec<String>,
+    damage: IndexDamage,
 }
 
 impl Repository {
@@ -224,6 +236,7 @@ impl Repository {
             index: Index::default(),
             marks: Vec::new(),
             index_keys: Vec::new(),
+            index_damage: Vec::new(),
             view: None,
         }
     }
@@ -306,19 +319,20 @@ impl Repository {
     fn read_index(&self) -> Result<LoadedIndex> {
         let view = Instant::now();
         let marks = self.read_marks()?;
-        let (index, names) = self.read_index_files()?;
+        let (index, names, damage) = self.read_index_files()?;
         Ok(LoadedIndex {
             view,
             marks,
             index,
             names,
+            damage,
         })
     }
 
     fn install_index(&mut self, loaded: LoadedIndex) {
         self.marks = loaded.marks;
         self.view = Some(loaded.view);
-        self.finish_index(loaded.index, loaded.names);
+        self.finish_index(loaded.index, loaded.names, loaded.damage);
     }
 
     /// List and read every mark, and start the writer's view.
@@ -358,8 +372,8 @@ impl Repository {
     /// An index file a prune replaced between the listing and the read is
     /// met by listing again.
     pub fn load_index_files(&mut self) -> Result<()> {
-        let (index, names) = self.read_index_files()?;
-        self.finish_index(index, names);
+        let (index, names, damage) = self.read_index_files()?;
+        self.finish_index(index, names, damage);
         Ok(())
     }
 
@@ -368,26 +382,53 @@ impl Repository {
     /// so in this order a pack another prune is moving out is seen in one
     /// place or the other (or both), never in neither.
     pub fn load_index_then_marks(&mut self) -> Result<()> {
-        let (index, names) = self.read_index_files()?;
+        let (index, names, damage) = self.read_index_files()?;
         self.load_marks()?;
-        self.finish_index(index, names);
+        self.finish_index(index, names, damage);
         Ok(())
     }
 
-    fn finish_index(&mut self, mut index: Index, names: Vec<String>) {
+    fn finish_index(&mut self, mut index: Index, names: Vec<String>, damage: IndexDamage) {
         for (_, mark) in &self.marks {
             index.add_marked(&mark.packs);
         }
         index.seal();
         self.index = index;
         self.index_keys = names;
+        self.index_damage = damage;
     }
 
-    fn read_index_files(&self) -> Result<(Index, Vec<String>)> {
+    /// Refuse to go on with index files left out: for `prune`, which would
+    /// take the packs only they list for garbage.
+    pub fn require_whole_index(&self) -> Result<()> {
+        match self.index_damage.first().map(|(_, e)| e) {
+            None => Ok(()),
+            Some(e) => Err(Error::damaged(&e.subject, e.problem.clone())
+                .event("repo.index_damaged")
+                .fix("nothing is deleted while an index file is damaged: `lifeboat repair index` rebuilds the index from the packs")),
+        }
+    }
+
+    fn read_index_files(&self) -> Result<(Index, Vec<String>, IndexDamage)> {
         let mut attempt = 0;
         loop {
             let mut index = Index::default();
-            let keys: Vec<((), String)> = self.storage.list("index")?.into_iter().map(|(k, _)| ((), k)).collect();
+            let mut damage = Vec::new();
+            let keys: Vec<((), String)> = self
+                .storage
+                .list("index")?
+                .into_iter()
+                .filter(|(k, _)| {
+                    // Not a name Lifeboat writes: someone's stray file, not
+                    // an index file, so not damage either.
+                    let ours = k.rsplit('/').next().and_then(Id::parse).is_some();
+                    if !ours {
+                        tracing::warn!(event = "repo.stray_file", key = %k, "ignored");
+                    }
+                    ours
+                })
+                .map(|(k, _)| ((), k))
+                .collect();
             let names: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
             // Hash check, decompression and parsing of a 1 GiB database's
             // index took 75 ms on one core before a snapshot could start;
@@ -398,8 +439,16 @@ impl Repository {
                 keys,
                 threads,
                 |key, raw| self.parse_index_file(key, &raw?),
-                |(), _, file| {
-                    index.add_file(&file?);
+                |(), key, file| {
+                    match file {
+                        Ok(file) => index.add_file(&file),
+                        // Replaced by a prune since the listing: list again.
+                        Err(e) if e.kind == ErrorKind::NoInput => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(event = "repo.index_damaged", error = %e, "index file left out");
+                            damage.push((key, e));
+                        }
+                    }
                     Ok(())
                 },
             );
@@ -411,7 +460,7 @@ impl Repository {
                 }
                 other => other?,
             }
-            return Ok((index, names));
+            return Ok((index, names, damage));
         }
     }
 
@@ -609,8 +658,32 @@ impl Repository {
         Manifest::from_json(&json, &what)
     }
 
-    /// All snapshots, oldest first.
+    /// Every snapshot whose manifest reads, oldest first. A damaged or
+    /// unreadable manifest costs only its own snapshot: it is left out with
+    /// a warning (`repo.manifest_damaged`), and everything else lists,
+    /// restores and verifies. For readers and writers; see `snapshots_whole`.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRef>> {
+        let (good, damaged) = self.snapshots_and_damage()?;
+        warn_damaged(&damaged);
+        Ok(good)
+    }
+
+    /// Every snapshot, or the first manifest that cannot be read: for
+    /// `forget` and `prune`, whose decisions need every snapshot (a prune
+    /// blind to one would delete its data).
+    pub fn snapshots_whole(&self) -> Result<Vec<SnapshotRef>> {
+        let (good, damaged) = self.snapshots_and_damage()?;
+        match damaged.into_iter().next() {
+            Some((_, e)) => Err(e.fix(
+                "a damaged manifest must be set aside before anything is deleted: `lifeboat repair snapshots` moves it out of the way",
+            )),
+            None => Ok(good),
+        }
+    }
+
+    /// The snapshots whose manifests read, and those that do not, each with
+    /// its error.
+    pub fn snapshots_and_damage(&self) -> Result<Listed> {
         self.read_snapshots(self.snapshot_keys()?)
     }
 
@@ -623,41 +696,61 @@ impl Repository {
             .collect())
     }
 
-    /// The snapshots listed as `keys`, oldest first.
-    fn read_snapshots(&self, keys: Vec<(Id, String)>) -> Result<Vec<SnapshotRef>> {
+    /// The snapshots listed as `keys`, oldest first, and the manifests that
+    /// could not be read or parsed.
+    fn read_snapshots(&self, keys: Vec<(Id, String)>) -> Result<Listed> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         crate::storage::read_parallel(self.storage.as_ref(), keys, |id, _, raw| {
-            let raw = match raw {
+            let manifest = match raw {
                 // Forgotten since the listing.
                 Err(e) if e.kind == ErrorKind::NoInput => return Ok(()),
-                other => other?,
+                Err(e) => Err(e),
+                Ok(raw) => self.parse_manifest(&id, &raw),
             };
-            out.push(SnapshotRef {
-                id,
-                manifest: self.parse_manifest(&id, &raw)?,
-            });
+            match manifest {
+                Ok(manifest) => out.push(SnapshotRef { id, manifest }),
+                Err(e) => damaged.push((id, e)),
+            }
             Ok(())
         })?;
         // Parsed, not textual: RFC 3339 text omits zero fractions, so
         // `…:00Z` would sort after `…:00.5Z`.
         out.sort_by_key(|s| (s.manifest.timestamp(), s.id));
-        Ok(out)
+        damaged.sort_by_key(|(id, _)| *id);
+        Ok((out, damaged))
     }
 
     /// Resolve `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotRef> {
-        self.pick_snapshot(self.snapshots()?, spec)
+        self.pick_snapshot(self.snapshots_and_damage()?, spec)
     }
 
-    /// `spec` among `all` (oldest first), as `find_snapshot`.
-    fn pick_snapshot(&self, mut all: Vec<SnapshotRef>, spec: &str) -> Result<SnapshotRef> {
+    /// `spec` among the snapshots listed (oldest first) and the damaged
+    /// manifests, as `find_snapshot`: naming a damaged one is its error;
+    /// `latest` is the newest readable, with a warning for each damaged one
+    /// (whose time cannot be known).
+    fn pick_snapshot(&self, listed: Listed, spec: &str) -> Result<SnapshotRef> {
+        let (mut all, damaged) = listed;
+        let spec_l = spec.to_ascii_lowercase();
+        if spec != "latest" {
+            let mut hits = damaged.into_iter().filter(|(id, _)| id.hex().starts_with(&spec_l));
+            if let Some((_, e)) = hits.next() {
+                let good_hits = all.iter().filter(|s| s.id.hex().starts_with(&spec_l)).count();
+                if good_hits == 0 && hits.next().is_none() {
+                    return Err(e);
+                }
+                return Err(Error::usage(format!("snapshot id prefix {spec} is ambiguous")).fix("give more digits"));
+            }
+        } else {
+            warn_damaged(&damaged);
+        }
         if spec == "latest" {
             return all.pop().ok_or_else(|| {
                 Error::no_input(self.storage.location(), "the repository holds no snapshot yet")
                     .fix("take one with `lifeboat snapshot`")
             });
         }
-        let spec_l = spec.to_ascii_lowercase();
         let mut matches: Vec<SnapshotRef> = all.into_iter().filter(|s| s.id.hex().starts_with(&spec_l)).collect();
         match matches.len() {
             1 => Ok(matches.pop().unwrap()),
@@ -668,6 +761,12 @@ impl Repository {
 
     pub fn staging_dir(&self) -> &Path {
         self.storage.staging_dir()
+    }
+}
+
+fn warn_damaged(damaged: &[(Id, Error)]) {
+    for (id, e) in damaged {
+        tracing::warn!(event = "repo.manifest_damaged", snapshot = %id.short(), error = %e, "snapshot left out");
     }
 }
 

@@ -240,6 +240,23 @@ impl std::io::Write for PackSink<'_> {
 
 /// Parse the header of a whole pack (used by `verify --read-data`).
 pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
+    parse_header_tail(pack, pack.len() as u64, what)
+}
+
+/// How many bytes at a pack's end `parse_header_tail` needs: the trailer
+/// says, once the last 8 bytes are in.
+pub fn header_tail_len(trailer: &[u8], what: &str) -> Result<u64> {
+    if trailer.len() < 8 || &trailer[trailer.len() - 4..] != PACK_MAGIC {
+        return Err(Error::damaged(what, "not a pack file (missing LBPK trailer)"));
+    }
+    let n = trailer.len();
+    Ok(u32::from_le_bytes(trailer[n - 8..n - 4].try_into().unwrap()) as u64 + 8)
+}
+
+/// Parse a pack's header from `tail`, the last bytes of a pack of
+/// `pack_len` bytes (at least the header and trailer): what `repair index`
+/// reads instead of the whole pack.
+pub fn parse_header_tail(pack: &[u8], pack_len: u64, what: &str) -> Result<Vec<BlobEntry>> {
     let n = pack.len();
     if n < 8 || &pack[n - 4..] != PACK_MAGIC {
         return Err(Error::damaged(what, "not a pack file (missing LBPK trailer)"));
@@ -265,7 +282,7 @@ pub fn parse_header(pack: &[u8], what: &str) -> Result<Vec<BlobEntry>> {
             "pack header entry count does not match its length",
         ));
     }
-    let data_end = (n - 8 - hlen) as u64;
+    let data_end = pack_len - 8 - hlen as u64;
     body.chunks_exact(ENTRY_LEN)
         .map(|c| {
             let e = BlobEntry::read_from(c).ok_or_else(|| newer_blob_type(what, c[0]))?;
