@@ -590,3 +590,50 @@ fn a_damaged_index_file_costs_only_the_snapshots_it_indexes_and_stray_files_are_
     env.ok(["prune"]);
     env.ok(["restore", &b, "--to", s(&env.path("drill-b3"))]);
 }
+
+#[test]
+fn a_truncated_database_is_refused_and_a_damaged_one_can_still_be_got_out() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    common::create_db(&db, 2_000, 500, false);
+
+    // Truncated mid-page: refused at capture, nothing published (it would
+    // verify and never restore).
+    let whole = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &whole[..whole.len() - 1000]).unwrap();
+    let out = env.run(["snapshot", s(&db)]);
+    assert_eq!(out.code, 65, "{out:?}");
+    assert!(
+        out.stderr.contains("state.db") && out.stderr.contains("truncated"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.list().is_empty(), "nothing published");
+
+    // Whole pages, damaged b-tree: captured as it is (only SQLite can tell),
+    // refused on restore with one line naming the database, and its bytes
+    // can be got out for forensics with --no-integrity-check.
+    let mut damaged = whole.clone();
+    let page = 4096;
+    for b in &mut damaged[page + 100..page + 400] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &damaged).unwrap();
+    let id = env.snapshot(&[&db]);
+    env.ok(["verify", "--read-data"]);
+    let copy = env.path("out/copy.db");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let out = env.run(["restore", &id, "-o", s(&copy)]);
+    assert_eq!(out.code, 65, "{out:?}");
+    let line = out.stderr.lines().find(|l| l.starts_with("lifeboat: error:")).unwrap();
+    assert!(
+        line.contains("database state.db") && line.contains("--no-integrity-check"),
+        "{line}"
+    );
+    assert!(!copy.exists());
+    let out = env.ok(["restore", &id, "-o", s(&copy), "--no-integrity-check", "-q"]);
+    assert!(out.stderr.contains("NOT checked"), "loud even with -q: {}", out.stderr);
+    assert_eq!(std::fs::read(&copy).unwrap(), damaged, "the captured bytes, exactly");
+}

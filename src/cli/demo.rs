@@ -204,6 +204,7 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
             force: false,
             max_schema_version: None,
             replay: None,
+            skip_integrity_check: false,
         },
         &progress,
     )?;
@@ -314,6 +315,7 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path) -> Result<()> {
             force: false,
             max_schema_version: None,
             replay: Some(Arc::new(replay)),
+            skip_integrity_check: false,
         },
         &lifeboat::progress::Silent,
     )?;

@@ -50,6 +50,11 @@ pub struct Args {
     /// Do nothing (exit 0) if the repository holds no backup of it yet.
     #[arg(long)]
     if_replica_exists: bool,
+    /// Forensics only: restore databases without PRAGMA integrity_check, to get the bytes out
+    /// of a snapshot of a damaged database. Every byte is still checked against its hash.
+    /// Never restore over a live service this way.
+    #[arg(long)]
+    no_integrity_check: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -136,7 +141,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         force: args.force,
         max_schema_version: max,
         replay,
+        skip_integrity_check: args.no_integrity_check,
     };
+    if args.no_integrity_check {
+        // Loud whatever -q says: what comes out may be a corrupt database.
+        eprintln!(
+            "lifeboat: WARNING: --no-integrity-check: restored databases are NOT checked by SQLite and may be corrupt; for forensics, not for a service"
+        );
+    }
     let report = restore::restore(&repo, &snap, &opts, &progress)?;
     if ctx.json {
         print_json_with_requests(&report, &repo);

@@ -43,6 +43,10 @@ pub struct RestoreOptions {
     pub max_schema_version: Option<i64>,
     /// WAL segments to apply on the named database (point-in-time restore).
     pub replay: Option<std::sync::Arc<crate::pitr::Replay>>,
+    /// Skip `PRAGMA integrity_check` on restored databases: forensics only,
+    /// to get the bytes out of a snapshot of a damaged database. Every byte
+    /// is still checked against its hash.
+    pub skip_integrity_check: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -136,7 +140,7 @@ pub fn restore(
             let bytes = match p.source {
                 Source::Sqlite(db) => {
                     let replay = opts.replay.as_deref().filter(|r| r.name == db.name);
-                    restore_database(repo, db, &stage, progress, replay)?
+                    restore_database(repo, db, &stage, progress, replay, opts.skip_integrity_check)?
                 }
                 Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress)?,
                 Source::File(f) => restore_tree(repo, std::slice::from_ref(&f.entry), &stage, progress)?,
@@ -463,7 +467,19 @@ fn restore_database(
     stage: &Path,
     progress: &dyn Progress,
     replay: Option<&crate::pitr::Replay>,
+    skip_integrity_check: bool,
 ) -> Result<u64> {
+    let integrity = |stage: &Path| -> Result<()> {
+        if skip_integrity_check {
+            tracing::warn!(event = "restore.integrity_skipped", db = %db.name, "integrity_check skipped (--no-integrity-check): the database may be corrupt");
+            return Ok(());
+        }
+        crate::sqlite::integrity_check(stage).map_err(|e| {
+            Error::bad_data(format!("database {} of the snapshot", db.name), e.problem)
+                .event(e.event)
+                .fix("the snapshot holds a damaged database: restore an older snapshot, or get its bytes out for forensics with --no-integrity-check")
+        })
+    };
     let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
     if page_size != db.page_size || pages.len() as u32 != db.page_count {
         return Err(Error::damaged(
@@ -646,7 +662,7 @@ fn restore_database(
         // now is SQLite's.
         let size = replay.apply(repo, &file, stage, page_size, db.size)?;
         crate::fsutil::start_writeback(&file);
-        crate::sqlite::integrity_check(stage)?;
+        integrity(stage)?;
         set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
         file.sync_all().at(stage)?;
         return Ok(size);
@@ -658,7 +674,7 @@ fn restore_database(
             hasher.update_reader(File::open(stage).at(stage)?).at(stage)?;
             Ok(Id(*hasher.finalize().as_bytes()))
         });
-        let checked = crate::sqlite::integrity_check(stage);
+        let checked = integrity(stage);
         (hash.join().expect("hash thread"), checked)
     });
     if hashed? != db.blake3 {

@@ -111,6 +111,7 @@ pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
                 let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).at_db(&path)?;
                 let page_count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).at_db(&path)?;
                 let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(&path)?;
+                check_structure(&path, &file, page_size, page_count, &journal_mode)?;
                 let sqlite_version: String = conn
                     .query_row("SELECT sqlite_version()", [], |r| r.get(0))
                     .at_db(&path)?;
@@ -141,6 +142,33 @@ pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
             },
         )
         .collect()
+}
+
+/// Refuse a database file that cannot be whole, before a byte is stored: a
+/// snapshot of it would verify and never restore. Cheap (one `fstat`), so
+/// it runs on every capture; `integrity_check` on restore sees the rest.
+fn check_structure(path: &Path, file: &File, page_size: u32, page_count: u32, journal_mode: &str) -> Result<()> {
+    let len = file.metadata().at(path)?.len();
+    let ps = page_size as u64;
+    let damaged = |problem: String| {
+        Error::bad_data(path.display(), problem)
+            .fix("the database file is damaged: repair it (`sqlite3 DB .recover`) or restore it, then snapshot again")
+            .event("snapshot.database_damaged")
+    };
+    if len % ps != 0 {
+        return Err(damaged(format!(
+            "truncated mid-page: {len} bytes is not a whole number of {page_size}-byte pages"
+        )));
+    }
+    // In WAL mode pages past the file's end may live in the log; in rollback
+    // mode, under our shared lock, every page SQLite counts is in the file.
+    if !journal_mode.eq_ignore_ascii_case("wal") && page_count as u64 * ps > len {
+        return Err(damaged(format!(
+            "truncated: SQLite counts {page_count} pages, the file holds {}",
+            len / ps
+        )));
+    }
+    Ok(())
 }
 
 /// The file and the set of pages to read through SQLite, or `None` when

@@ -80,9 +80,16 @@ pub fn integrity_check(path: &Path) -> Result<()> {
     if rows.len() == 1 && rows[0] == "ok" {
         Ok(())
     } else {
-        let first = rows.first().cloned().unwrap_or_default();
+        // One line: the first complaint that names a problem, and how many
+        // more there are ("*** in database main ***" is a heading).
+        let problems: Vec<&String> = rows.iter().filter(|r| !r.starts_with("***")).collect();
+        let first = problems.first().map(|r| r.replace('\n', " ")).unwrap_or_default();
+        let more = match problems.len() {
+            0 | 1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
         Err(
-            Error::bad_data(path.display(), format!("integrity_check failed: {first}"))
+            Error::bad_data(path.display(), format!("integrity_check failed: {first}{more}"))
                 .event("restore.integrity_failed"),
         )
     }
