@@ -44,8 +44,9 @@ pub struct Replay {
     base_time: jiff::Timestamp,
     /// (first, last, key), contiguous from the base.
     segments: Vec<(u64, u64, String)>,
-    /// A later point exists after a gap: the chain cannot reach past its end.
-    gap_after: Option<(u64, u64)>,
+    /// A later point exists after a gap: the chain cannot reach past its
+    /// end. (first missing txid, the later base's txid, its time)
+    gap_after: Option<(u64, u64, String)>,
     pub landed: Mutex<Option<Landed>>,
 }
 
@@ -109,7 +110,9 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
         .fix("choose a later --at / --txid; `lifeboat list` shows the bases")
         .event("restore.before_history"));
     };
-    let next_base = bases.get(i + 1).map(|(_, _, r)| (r.txid, r.after_gap));
+    let next_base = bases
+        .get(i + 1)
+        .map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time.clone()));
     let (snap, _, point) = bases.swap_remove(i);
     let mut keys: Vec<(u64, u64, String)> = repo
         .storage
@@ -130,18 +133,18 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
     // continuity, marks a gap: commits between the chain's end and that
     // base are not in the repository (and some may not be numbered at all).
     let gap_after = next_base
-        .filter(|&(b, after_gap)| b > next || (after_gap && b == next))
-        .map(|(b, _)| (next, b));
+        .filter(|(b, after_gap, _)| *b > next || (*after_gap && *b == next))
+        .map(|(b, _, time)| (next, b, time));
     let base_time = snap.manifest.timestamp().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     if let Target::Txid(n) = target
         && n >= next
     {
         let reach = next - 1;
         return Err(match gap_after {
-            Some((from, to)) if n >= from => Error::damaged(
+            Some((from, to, to_time)) if n >= from => Error::damaged(
                 &name,
                 format!(
-                    "commits {from} to {} are missing from the stream (a gap); txid {n} cannot be restored",
+                    "commits {from} to {} are missing from the stream (a gap, until the base of {to_time}); txid {n} cannot be restored",
                     to - 1
                 ),
             )
@@ -167,7 +170,53 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
     Ok((snap, replay))
 }
 
+/// How wide a commit's interval (`SegmentCommit::not_before_ns` to
+/// `time_ns`) may be and still count as exact. While the replicator watches,
+/// intervals are its poll (milliseconds; `poll_interval` at most); wider
+/// ones mean it was not watching: stopped, killed, or paused.
+pub const UNCERTAIN_NS: i64 = 1_000_000_000;
+
+fn rfc3339(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(ns as i128)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| format!("{ns} ns"))
+}
+
 impl Replay {
+    /// `t` falls inside the interval of `rest[0]`, a commit the replicator
+    /// did not see being made: refuse, naming the interval and the exact
+    /// points on either side of it. `landed` is where the replay stands
+    /// (the commit before it).
+    fn uncertain(&self, t: i64, landed: &Landed, rest: &[crate::repo::segment::SegmentCommit]) -> Error {
+        let first = rest[0];
+        // Every commit found in the same look shares the interval.
+        let last = rest
+            .iter()
+            .take_while(|c| (c.not_before_ns, c.time_ns) == (first.not_before_ns, first.time_ns))
+            .last()
+            .copied()
+            .unwrap_or(first);
+        let commits = if last.txid == first.txid {
+            format!("commit {}", first.txid)
+        } else {
+            format!("commits {} to {}", first.txid, last.txid)
+        };
+        Error::damaged(
+            &self.name,
+            format!(
+                "{commits} were made at some moment between {} and {}, while the replicator was not watching the log; the state at {} is not known",
+                rfc3339(first.not_before_ns),
+                rfc3339(first.time_ns),
+                rfc3339(t)
+            ),
+        )
+        .fix(format!(
+            "restore --txid {} (as of {}, before them) or --txid {} (as of {}, after them)",
+            landed.txid, landed.time, last.txid, rfc3339(last.time_ns)
+        ))
+        .event("restore.uncertain")
+    }
+
     /// Apply the segments to `file` (the base, written in full); returns the
     /// database's final size in bytes.
     pub fn apply(&self, repo: &Repository, file: &File, path: &Path, page_size: u32, base_size: u64) -> Result<u64> {
@@ -210,10 +259,16 @@ impl Replay {
                 let mut latest: HashMap<u32, usize> = HashMap::new();
                 let mut image = 0usize;
                 let mut applied_any = false;
-                for c in &seg.commits {
+                for (k, c) in seg.commits.iter().enumerate() {
                     let stop = match self.target {
                         Target::Txid(n) => c.txid > n,
-                        Target::Time(t) => c.time_ns > t.as_nanosecond() as i64,
+                        Target::Time(t) => {
+                            let t = t.as_nanosecond() as i64;
+                            if c.not_before_ns < t && t < c.time_ns && c.time_ns - c.not_before_ns > UNCERTAIN_NS {
+                                return Err(self.uncertain(t, &landed, &seg.commits[k..]));
+                            }
+                            c.time_ns > t
+                        }
                     };
                     if stop {
                         reached_target = true;
@@ -244,16 +299,18 @@ impl Replay {
                 }
             }
         }
-        if !reached_target && let (Target::Time(t), Some((from, to))) = (self.target, self.gap_after) {
+        if !reached_target && let (Target::Time(t), Some((from, to, to_time))) = (self.target, &self.gap_after) {
             return Err(Error::damaged(
                 &self.name,
                 format!(
-                    "the stream has a gap after txid {} (continuity was lost before the base at txid {to}); the state at {t} is not known",
+                    "no commit is recorded between {} (txid {}, the last before a gap) and {to_time} (the base at txid {to}, after continuity was lost); the state at {t} is not known",
+                    landed.time,
                     from - 1
                 ),
             )
             .fix(format!(
-                "restore --txid {} (the last commit before the gap) or a time after the next base",
+                "restore --at {} (txid {}) or --at {to_time} (txid {to}) or later",
+                landed.time,
                 from - 1
             ))
             .event("restore.gap"));

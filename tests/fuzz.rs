@@ -271,12 +271,14 @@ fn segment_seeds() -> Vec<Vec<u8>> {
             SegmentCommit {
                 txid: 7,
                 time_ns: 1_700_000_000_000_000_000,
+                not_before_ns: 1_699_999_999_000_000_000,
                 db_pages: 3,
                 pages: 2,
             },
             SegmentCommit {
                 txid: 8,
                 time_ns: 1_700_000_000_500_000_000,
+                not_before_ns: 1_700_000_000_000_000_000,
                 db_pages: 4,
                 pages: 1,
             },

@@ -1241,6 +1241,65 @@ fn commits_made_while_stopped_are_shipped_at_start_without_further_writes() {
 }
 
 #[test]
+fn commits_the_replicator_did_not_see_made_refuse_a_time_inside_their_interval() {
+    // Issue 22, finding 7: commits made just before a SIGKILL and while the
+    // replicator was down were stamped with the restart time, and a restore
+    // at a moment among them silently returned an older state.
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    let service = open(&sc.db);
+    let _: i64 = service.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    sc.write(100, Duration::from_millis(1));
+    let (n0, s0) = sc.caught_up(&mut r);
+    let watched = common::now_ns();
+    // Idle long enough to record that it watched past `watched`.
+    std::thread::sleep(Duration::from_millis(2500));
+    // Killed, not stopped: whatever it had not shipped is found again at
+    // the next start.
+    let mut rep = sc.rep.take().unwrap();
+    kill(&mut rep.guard);
+    sc.old_logs.push_str(&rep.text());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut made = Vec::new();
+    let c = open(&sc.db);
+    for _ in 0..50 {
+        commit_row(&c);
+        made.push(common::now_ns());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(1500));
+    sc.start();
+    let (n1, s1) = sc.caught_up(&mut r);
+    assert_eq!(n1 - n0, 50);
+
+    // Inside the interval: refused, naming it and the exact points around it.
+    let t = rfc3339(made[24]);
+    let (code, ev) = r
+        .restore(&["--at", &t])
+        .expect_err("a time the replicator did not watch is refused");
+    assert_eq!((code, ev.as_str()), (65, "restore.uncertain"));
+    let out = env.run(["restore", "--at", &t, "-o", s(&env.path("refused.db"))]);
+    assert!(
+        out.stderr.contains(&format!("--txid {n0}")) && out.stderr.contains(&format!("--txid {n1}")),
+        "the fix names the exact points on either side: {}",
+        out.stderr
+    );
+    // Before the kill and after the restart, exact as ever.
+    let (p, out) = r.restore(&["--at", &rfc3339(watched)]).unwrap();
+    assert_eq!(p.txid, n0);
+    assert_eq!(content(&out), s0);
+    let (p, out) = r.restore(&["--at", "now"]).unwrap();
+    assert_eq!(p.txid, n1);
+    assert_eq!(content(&out), s1);
+    sc.stop();
+    drop(service);
+}
+
+#[test]
 fn page_size_change_while_stopped() {
     let _serial = common::serial();
     let env = Env::new();

@@ -102,8 +102,8 @@ pub fn stream_id(canonical: &std::path::Path) -> String {
 #[derive(Default)]
 struct Pending {
     wal: WalCommits,
-    /// Txid and time of each commit in `wal.commits`.
-    stamps: Vec<(u64, i64)>,
+    /// One for each commit in `wal.commits`.
+    stamps: Vec<sealer::Stamp>,
     /// When the oldest of them was seen.
     since: Option<Instant>,
 }
@@ -173,6 +173,9 @@ struct Stream {
     replicas: Vec<Replica>,
     /// The last transaction id given out.
     txid: u64,
+    /// When the last look at the log began that read everything committed
+    /// (or the base was pinned): commits read later were made after it.
+    last_look_ns: i64,
     pending: Pending,
     /// Shared with the sealer, which records every segment in it; the
     /// follower touches it only after `Sealer::flush`.
@@ -195,6 +198,11 @@ struct BaseJob {
     started: Instant,
 }
 
+/// How often an idle replicator records that it is watching (see
+/// `Spool::save_seen`): a run killed while idle leaves what it missed dated
+/// to within this.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 fn now_ns() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
 }
@@ -214,12 +222,21 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         .as_ref()
         .filter(|s| s.stream == stream)
         .and_then(|s| s.pos.map(|p| (p, (s.dev, s.ino), s.page_size)));
-    if let Some(seg) = spool.newest()?
-        && seg.last_txid > txid
-    {
-        txid = seg.last_txid;
-        let end = crate::sqlite::wal::WalPosition::from_words(seg.wal_end);
-        resume = resume.map(|(_, ident, ps)| (end, ident, ps));
+    // Commits found in the log now were made after the last moment a run
+    // is known to have watched it: its clean stop, or its last commit.
+    let mut last_look_ns = state
+        .as_ref()
+        .filter(|s| s.stream == stream)
+        .map(|s| s.seen_ns)
+        .unwrap_or(0)
+        .max(spool.load_seen(&stream));
+    if let Some(seg) = spool.newest()? {
+        last_look_ns = last_look_ns.max(seg.commits.last().map(|c| c.time_ns).unwrap_or(0));
+        if seg.last_txid > txid {
+            txid = seg.last_txid;
+            let end = crate::sqlite::wal::WalPosition::from_words(seg.wal_end);
+            resume = resume.map(|(_, ident, ps)| (end, ident, ps));
+        }
     }
 
     let mut opened = Vec::new();
@@ -249,6 +266,7 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         spool: Arc::clone(&spool),
         replicas: Vec::new(),
         txid,
+        last_look_ns,
         pending: Pending::default(),
         fold,
         sealer,
@@ -287,6 +305,13 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
     }
     // Whatever happened, what was read is shipped if it can be.
     let sealed = s.seal().and_then(|()| s.sealer.flush());
+    let saved = if result.is_ok() && sealed.is_ok() {
+        // Everything is read and spooled: the next run knows the log was
+        // watched until now, and dates what it finds from here.
+        s.save_state()
+    } else {
+        Ok(())
+    };
     let based = s.finish_base(true);
     let drain = s.opts.drain;
     for r in s.replicas.drain(..) {
@@ -296,19 +321,19 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
             tracing::warn!(event = "replicate.unshipped", replica = %name, from_txid = next, to_txid = s.txid);
         }
     }
-    result.and(sealed).and(based)
+    result.and(sealed).and(based).and(saved)
 }
 
 impl Stream {
     fn follow(&mut self, stop: &AtomicBool) -> Result<()> {
         let mut pace = Pace::default();
+        let mut heartbeat = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             let before = self.pending.wal.commits.len();
-            let polled = self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)?;
+            let polled = self.look()?;
             pace.read(self.follower.frames_read);
             match polled {
                 Polled::Ok => {
-                    self.stamp();
                     if self.pending.wal.commits.len() > before {
                         // Make sure a read mark holds the log, so the
                         // service's own checkpoints cannot restart it while
@@ -319,7 +344,6 @@ impl Stream {
                 }
                 Polled::Lost(reason) => {
                     // The base seals what was read before the loss first.
-                    self.stamp();
                     self.lost(reason)?;
                     continue;
                 }
@@ -327,6 +351,16 @@ impl Stream {
             if self.pending.wal.too_large {
                 self.base(&self.all_replicas(), BaseKind::Coarse)?;
                 continue;
+            }
+            if self.pending.wal.commits.is_empty() && heartbeat.elapsed() >= HEARTBEAT {
+                // Idle, everything read is sealed: a run killed from here on
+                // dates what the next finds from this moment, not from its
+                // last commit.
+                heartbeat = Instant::now();
+                self.sealer.flush()?;
+                if let Err(e) = self.spool.save_seen(&self.stream, self.last_look_ns) {
+                    tracing::warn!(event = "replicate.seen_not_saved", error = %e);
+                }
             }
             if self.follower.hold_while_idle(Duration::from_millis(20))? {
                 tracing::debug!(event = "replicate.hold_idle", db = %self.follower.path.display());
@@ -418,8 +452,7 @@ impl Stream {
     /// takes a base for it) and at a loss of continuity, which it reports.
     fn catch_up(&mut self) -> Result<()> {
         loop {
-            let polled = self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)?;
-            self.stamp();
+            let polled = self.look()?;
             if let Polled::Lost(reason) = polled {
                 self.report_gap(reason);
                 return Ok(());
@@ -445,12 +478,30 @@ impl Stream {
         (0..self.replicas.len()).collect()
     }
 
-    /// Give new commits their ids and the time they were seen.
+    /// Read what was committed since the last look, and stamp it.
+    fn look(&mut self) -> Result<Polled> {
+        let started = now_ns();
+        let polled = self.follower.poll(&mut self.pending.wal, self.opts.segment_bytes)?;
+        self.stamp();
+        if polled == Polled::Ok && !self.pending.wal.full && !self.pending.wal.too_large {
+            // Read to the end: whatever is found from now on was committed
+            // after this look began.
+            self.last_look_ns = started;
+        }
+        Ok(polled)
+    }
+
+    /// Give new commits their ids and the interval they were made in: after
+    /// the last look that read everything, at or before now.
     fn stamp(&mut self) {
         let now = now_ns();
         while self.pending.stamps.len() < self.pending.wal.commits.len() {
             self.txid += 1;
-            self.pending.stamps.push((self.txid, now));
+            self.pending.stamps.push(sealer::Stamp {
+                txid: self.txid,
+                time_ns: now,
+                not_before_ns: self.last_look_ns.min(now),
+            });
             self.pending.since.get_or_insert_with(Instant::now);
         }
     }
@@ -519,6 +570,7 @@ impl Stream {
             page_size: self.follower.page_size,
             dev,
             ino,
+            seen_ns: self.last_look_ns,
         })
     }
 
@@ -536,6 +588,7 @@ impl Stream {
         let mut read = read;
         let mut attempt = 0;
         let mut missing_since: Option<Instant> = None;
+        let pin_started = now_ns();
         let (db, exact) = loop {
             match self.follower.pin(read.as_deref_mut(), Duration::from_secs(2)) {
                 Ok(p) => break p,
@@ -561,7 +614,10 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         };
+        // What was read while pinning was committed before the pin; what
+        // comes after it, after the pin began.
         self.stamp();
+        self.last_look_ns = pin_started;
         // Every segment before the base is spooled and recorded before the
         // fold starts over from it.
         self.seal_and_wait()?;

@@ -28,11 +28,22 @@ use crate::sqlite::wal::{WalCommits, WalPosition};
 use super::fold::Fold;
 use super::spool::Spool;
 
+/// A commit's id and the interval in which it was made.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub txid: u64,
+    /// When the replicator read it (it was made at or before this).
+    pub time_ns: i64,
+    /// When the replicator last looked without finding it (it was made
+    /// after this).
+    pub not_before_ns: i64,
+}
+
 /// Commits read and stamped, handed over to be sealed.
 pub struct Batch {
     pub wal: WalCommits,
-    /// Txid and time of each commit in `wal.commits`.
-    pub stamps: Vec<(u64, i64)>,
+    /// One for each commit in `wal.commits`.
+    pub stamps: Vec<Stamp>,
     /// Where reading stood after the last of them.
     pub pos: WalPosition,
     pub page_size: u32,
@@ -207,10 +218,11 @@ fn seal(
     } = batch;
     let mut commits = Vec::with_capacity(wal.commits.len());
     let mut pgnos = Vec::with_capacity(wal.data.len() / page_size as usize);
-    for (c, (txid, time_ns)) in wal.commits.iter().zip(&stamps) {
+    for (c, stamp) in wal.commits.iter().zip(&stamps) {
         commits.push(SegmentCommit {
-            txid: *txid,
-            time_ns: *time_ns,
+            txid: stamp.txid,
+            time_ns: stamp.time_ns,
+            not_before_ns: stamp.not_before_ns,
             db_pages: c.db_pages,
             pages: c.pages.len() as u32,
         });
@@ -219,8 +231,8 @@ fn seal(
     let seg = Segment {
         page_size,
         compacted: false,
-        first_txid: stamps[0].0,
-        last_txid: stamps[stamps.len() - 1].0,
+        first_txid: stamps[0].txid,
+        last_txid: stamps[stamps.len() - 1].txid,
         wal_end: pos.to_words(),
         commits,
         pgnos,

@@ -36,6 +36,11 @@ pub struct ReplicaState {
     pub page_size: u32,
     pub dev: u64,
     pub ino: u64,
+    /// Until when the replicator watched the log with everything it read
+    /// shipped (ns since the epoch; 0 when not known): commits found after
+    /// a restart were made after this.
+    #[serde(default)]
+    pub seen_ns: i64,
 }
 
 pub struct Spool {
@@ -80,6 +85,26 @@ impl Spool {
 
     fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")
+    }
+
+    /// Record that `stream`'s log was watched until `ns` with everything
+    /// committed before it read and spooled. Not fsynced: after a crash an
+    /// older value (a wider interval for what the next run finds) is the
+    /// safe side, and an idle replicator writes this every second.
+    pub fn save_seen(&self, stream: &str, ns: i64) -> Result<()> {
+        let p = self.dir.join("seen");
+        let tmp = self.dir.join(".seen.tmp");
+        std::fs::write(&tmp, format!("{stream} {ns}\n")).at(&tmp)?;
+        std::fs::rename(&tmp, &p).at(&p)
+    }
+
+    /// What [`Spool::save_seen`] last recorded for `stream`; 0 if nothing.
+    pub fn load_seen(&self, stream: &str) -> i64 {
+        let text = std::fs::read_to_string(self.dir.join("seen")).unwrap_or_default();
+        match text.trim().split_once(' ') {
+            Some((s, ns)) if s == stream => ns.parse().unwrap_or(0),
+            _ => 0,
+        }
     }
 
     pub fn load_state(&self) -> Result<Option<ReplicaState>> {

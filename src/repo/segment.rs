@@ -18,7 +18,8 @@ use crate::codec::{self, Encoder};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"LBSG";
-const VERSION: u8 = 1;
+/// Version 2 added each commit's `not_before_ns`; version 1 is still read.
+const VERSION: u8 = 2;
 /// Flag bit 0: commits were merged; each entry is the last commit of a span.
 const FLAG_COMPACTED: u8 = 1;
 /// Flag bit 1: an image of a page that appeared earlier in the segment is
@@ -27,14 +28,22 @@ const FLAG_COMPACTED: u8 = 1;
 /// compresses at memory speed.
 const FLAG_XOR: u8 = 2;
 const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 4 + 4 + 4 + 8 + 8 + 20;
-const COMMIT_LEN: usize = 8 + 8 + 4 + 4;
+const COMMIT_LEN: usize = 8 + 8 + 8 + 4 + 4;
+const COMMIT_LEN_V1: usize = 8 + 8 + 4 + 4;
 
 /// One commit (or, compacted, the last commit of a merged span).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentCommit {
     pub txid: u64,
-    /// Wall-clock time the replicator saw the commit, ns since the epoch.
+    /// Wall-clock time the replicator saw the commit, ns since the epoch:
+    /// the commit was made at or before it.
     pub time_ns: i64,
+    /// And after this: when the replicator last looked at the log without
+    /// finding it. A few milliseconds before `time_ns` while it watches; as
+    /// far back as its previous run for commits made while it was not
+    /// running (or before a SIGKILL, not yet shipped). A restore refuses a
+    /// time inside a wide interval rather than guess which side it lies on.
+    pub not_before_ns: i64,
     /// Database size in pages after the commit.
     pub db_pages: u32,
     /// How many page images follow for it.
@@ -115,6 +124,7 @@ impl Segment {
         for c in &self.commits {
             b.extend_from_slice(&c.txid.to_le_bytes());
             b.extend_from_slice(&c.time_ns.to_le_bytes());
+            b.extend_from_slice(&c.not_before_ns.to_le_bytes());
             b.extend_from_slice(&c.db_pages.to_le_bytes());
             b.extend_from_slice(&c.pages.to_le_bytes());
         }
@@ -143,7 +153,7 @@ impl Segment {
         if &body[..4] != MAGIC {
             return Err(bad("wrong magic"));
         }
-        if body[4] != VERSION || body[5] & !(FLAG_COMPACTED | FLAG_XOR) != 0 {
+        if !(1..=VERSION).contains(&body[4]) || body[5] & !(FLAG_COMPACTED | FLAG_XOR) != 0 {
             return Err(
                 Error::config(what, format!("WAL segment version {} flags {:#x}", body[4], body[5]))
                     .fix("this segment was written by a newer Lifeboat; upgrade to read it"),
@@ -162,7 +172,8 @@ impl Segment {
         if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
             return Err(bad("bad page size"));
         }
-        let want = HEADER_LEN as u64 + n as u64 * COMMIT_LEN as u64 + m as u64 * (4 + page_size as u64);
+        let commit_len = if body[4] == 1 { COMMIT_LEN_V1 } else { COMMIT_LEN };
+        let want = HEADER_LEN as u64 + n as u64 * commit_len as u64 + m as u64 * (4 + page_size as u64);
         if body.len() as u64 != want {
             return Err(bad("length does not match its counts"));
         }
@@ -171,19 +182,31 @@ impl Segment {
         let mut total = 0u64;
         let mut prev: Option<u64> = None;
         for _ in 0..n {
+            let i64_at = |o: usize| i64::from_le_bytes(body[o..o + 8].try_into().unwrap());
+            let time_ns = i64_at(at + 8);
+            // Version 1 stamped each commit with the time it was seen only.
+            let (not_before_ns, sizes) = if commit_len == COMMIT_LEN_V1 {
+                (time_ns, at + 16)
+            } else {
+                (i64_at(at + 16), at + 24)
+            };
             let c = SegmentCommit {
                 txid: u64_at(at),
-                time_ns: i64::from_le_bytes(body[at + 8..at + 16].try_into().unwrap()),
-                db_pages: u32_at(at + 16),
-                pages: u32_at(at + 20),
+                time_ns,
+                not_before_ns,
+                db_pages: u32_at(sizes),
+                pages: u32_at(sizes + 4),
             };
             if prev.is_some_and(|p| c.txid <= p) || c.txid < first_txid || c.txid > last_txid || c.db_pages == 0 {
                 return Err(bad("commits out of order or outside the segment's range"));
             }
+            if c.not_before_ns > c.time_ns {
+                return Err(bad("a commit's time interval ends before it begins"));
+            }
             prev = Some(c.txid);
             total += c.pages as u64;
             commits.push(c);
-            at += COMMIT_LEN;
+            at += commit_len;
         }
         if total != m as u64 || prev != Some(last_txid) {
             return Err(bad("commit table does not match the pages or the range"));
@@ -308,18 +331,42 @@ mod tests {
                 SegmentCommit {
                     txid: 7,
                     time_ns: 1_000,
+                    not_before_ns: 900,
                     db_pages: 4,
                     pages: 2,
                 },
                 SegmentCommit {
                     txid: 8,
                     time_ns: 2_000,
+                    not_before_ns: 1_000,
                     db_pages: 4,
                     pages: 1,
                 },
             ],
             pgnos: vec![1, 4, 4],
             data,
+        }
+    }
+
+    #[test]
+    fn reads_version_1_segments_as_exact_times() {
+        let s = sample();
+        let v2 = codec::decode(&s.encode(3), "t").unwrap();
+        // Version 1: the same, without each commit's not_before_ns.
+        let mut v1 = v2[..HEADER_LEN].to_vec();
+        v1[4] = 1;
+        let table = HEADER_LEN..HEADER_LEN + s.commits.len() * COMMIT_LEN;
+        for c in v2[table.clone()].chunks(COMMIT_LEN) {
+            v1.extend_from_slice(&c[..16]);
+            v1.extend_from_slice(&c[24..]);
+        }
+        v1.extend_from_slice(&v2[table.end..v2.len() - 32]);
+        let hash = blake3::hash(&v1);
+        v1.extend_from_slice(hash.as_bytes());
+        let got = Segment::decode(&codec::encode(&v1, 3), "t").unwrap();
+        assert_eq!(got.data, s.data);
+        for (g, c) in got.commits.iter().zip(&s.commits) {
+            assert_eq!((g.txid, g.time_ns, g.not_before_ns), (c.txid, c.time_ns, c.time_ns));
         }
     }
 
