@@ -147,10 +147,14 @@ fn deleted_pack_is_found_by_plain_verify() {
     assert_eq!(common::blake3_file(&ok), common::blake3_file(&db));
     let to = env.path("b-out");
     let out = env.run(["restore", &id2, "--to", s(&to)]);
-    assert_ne!(
-        out.code, 0,
-        "restoring a snapshot whose pack is gone fails:\n{}",
+    assert_eq!(
+        out.code, 65,
+        "restoring a snapshot whose pack is gone is damage:\n{}",
         out.stderr
     );
     assert!(!to.exists());
+    // A database whose pack is gone, likewise.
+    std::fs::remove_file(&first[0]).unwrap();
+    let out = env.run(["restore", &id1, "-o", s(&env.path("a-again.db"))]);
+    assert_eq!(out.code, 65, "{}", out.stderr);
 }

@@ -560,7 +560,19 @@ impl Repository {
         })?;
         let (pack, _) = self.index.pack(loc.pack);
         let key = pack_key(&pack);
-        let raw = self.storage.read_range(&key, loc.offset as u64, loc.length as u64)?;
+        let raw = self
+            .storage
+            .read_range(&key, loc.offset as u64, loc.length as u64)
+            .map_err(|e| match e.kind {
+                // The index names the pack: its absence is damage, not an
+                // input the operator could supply.
+                ErrorKind::NoInput => Error::damaged(
+                    format!("{}/{key}", self.storage.location()),
+                    "pack is missing from the repository",
+                )
+                .event("repo.pack_missing"),
+                _ => e,
+            })?;
         let mut frame = decoder.decode_vec(raw, &key)?;
         let (start, len) = (loc.blob_offset as usize, loc.raw_length as usize);
         if start.checked_add(len).is_none_or(|end| end > frame.len()) {

@@ -20,6 +20,7 @@ use crate::repo::manifest::{Entry, EntryKind, Source, SqliteSource};
 use crate::repo::pack::pack_key;
 use crate::repo::{Repository, SnapshotRef};
 
+mod blobs;
 pub mod staging;
 
 use staging::StagingDir;
@@ -632,6 +633,7 @@ fn restore_database(
                     tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
                 });
                 if let Err(e) = read {
+                    let e = blobs::missing_is_damage(e, &format!("{}/{key}", repo.storage.location()));
                     failure.lock().expect("failure slot").get_or_insert(e);
                     return;
                 }
@@ -689,61 +691,99 @@ fn restore_database(
     Ok(db.size)
 }
 
+/// Bytes of file content fetched at a time: the chunks of this many bytes
+/// of small files are read together, and a larger file is written in runs
+/// of chunks read together. Bounds the memory a tree restore holds.
+const TREE_BATCH: u64 = 32 << 20;
+
+/// Chunks of one large file read together.
+const FILE_WINDOW: usize = 16;
+
 /// Write a file or directory tree into `stage`; entry "" is `stage` itself.
 fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &dyn Progress) -> Result<u64> {
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.begin("restore files", total);
-    let mut dec = Decoder::default();
     let mut bytes = 0;
+    let path_of = |e: &Entry| {
+        if e.path.is_empty() {
+            stage.to_path_buf()
+        } else {
+            stage.join(&e.path)
+        }
+    };
     // The manifest's layout was checked before anything was written
     // (`Manifest::check_layout`): each entry lies beneath a directory this
     // restore created, so no path below passes through a symlink. Nothing is
     // ever opened through one either way: every entry is created new, never
     // following a link in its last component.
-    for e in entries {
-        let path = if e.path.is_empty() {
-            stage.to_path_buf()
-        } else {
-            stage.join(&e.path)
-        };
-        match e.kind {
-            // Owner-only until its metadata is set, last: nobody else looks
-            // inside a half-restored tree.
-            EntryKind::Dir => fs::DirBuilder::new().mode(0o700).create(&path).at(&path)?,
-            EntryKind::Symlink => {
-                let target = e.target.as_deref().unwrap_or_default();
-                std::os::unix::fs::symlink(target, &path).at(&path)?;
-            }
-            EntryKind::File => {
-                let mut f = create_new_file(&path, e.mode)?;
-                let mut hasher = blake3::Hasher::new();
-                let mut written = 0u64;
-                for id in &e.chunks {
-                    let data = repo
-                        .read_blob(id, &mut dec)
-                        .map_err(|err| Error::damaged(&e.path, format!("chunk {}: {}", id.short(), err.problem)))?;
-                    hasher.update(&data);
-                    std::io::Write::write_all(&mut f, &data).at(&path)?;
-                    written += data.len() as u64;
-                    progress.advance(data.len() as u64);
+    let mut i = 0;
+    while i < entries.len() {
+        // A batch of entries whose small files' chunks are fetched together.
+        let mut j = i;
+        let mut batch_bytes = 0;
+        while j < entries.len() && (j == i || batch_bytes + entries[j].size <= TREE_BATCH) {
+            batch_bytes += entries[j].size;
+            j += 1;
+        }
+        let small: Vec<Id> = entries[i..j]
+            .iter()
+            .filter(|e| e.kind == EntryKind::File && e.size <= TREE_BATCH)
+            .flat_map(|e| e.chunks.iter().copied())
+            .collect();
+        // Errors keep their kind: damage is 65, a store that does not
+        // answer 74 or 75.
+        let fetched = blobs::fetch(repo, &small)?;
+        for e in &entries[i..j] {
+            let path = path_of(e);
+            match e.kind {
+                // Owner-only until its metadata is set, last: nobody else
+                // looks inside a half-restored tree.
+                EntryKind::Dir => fs::DirBuilder::new().mode(0o700).create(&path).at(&path)?,
+                EntryKind::Symlink => {
+                    let target = e.target.as_deref().unwrap_or_default();
+                    std::os::unix::fs::symlink(target, &path).at(&path)?;
                 }
-                f.sync_all().at(&path)?;
-                if written != e.size {
-                    return Err(Error::damaged(
-                        &e.path,
-                        format!("restored {written} bytes where the snapshot says {}", e.size),
-                    )
-                    .fix("the snapshot is damaged: restore another one, and run `lifeboat verify`"));
+                EntryKind::File => {
+                    let mut f = create_new_file(&path, e.mode)?;
+                    let mut hasher = blake3::Hasher::new();
+                    let mut written = 0u64;
+                    let mut write = |data: &[u8]| -> Result<()> {
+                        hasher.update(data);
+                        std::io::Write::write_all(&mut f, data).at(&path)?;
+                        written += data.len() as u64;
+                        progress.advance(data.len() as u64);
+                        Ok(())
+                    };
+                    if e.size <= TREE_BATCH {
+                        for id in &e.chunks {
+                            write(fetched.get(id).expect("fetched with its batch"))?;
+                        }
+                    } else {
+                        for window in e.chunks.chunks(FILE_WINDOW) {
+                            let got = blobs::fetch(repo, window)?;
+                            for id in window {
+                                write(got.get(id).expect("fetched with its window"))?;
+                            }
+                        }
+                    }
+                    f.sync_all().at(&path)?;
+                    if written != e.size {
+                        return Err(Error::damaged(
+                            &e.path,
+                            format!("restored {written} bytes where the snapshot says {}", e.size),
+                        ));
+                    }
+                    if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
+                        return Err(Error::damaged(
+                            &e.path,
+                            "restored content does not match the snapshot's BLAKE3",
+                        ));
+                    }
+                    bytes += e.size;
                 }
-                if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
-                    return Err(Error::damaged(
-                        &e.path,
-                        "restored content does not match the snapshot's BLAKE3",
-                    ));
-                }
-                bytes += e.size;
             }
         }
+        i = j;
     }
     // Metadata last, deepest first, so writing children does not disturb a
     // directory's restored mtime.

@@ -1,0 +1,137 @@
+//! Fetching many small blobs at once: the chunks of a directory's files.
+//! One ranged read per chunk, one at a time, made a restore of a few hundred
+//! small files on an object store take minutes (a round trip each, and a
+//! backoff for each that failed); here the chunks are grouped by pack,
+//! neighbouring frames read as one span, every pack's spans in one streamed
+//! request, and `transfers` packs in flight at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use crate::codec::Decoder;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::repo::index::Location;
+use crate::repo::pack::pack_key;
+
+/// Frames closer than this are read as one span: the bytes between cost
+/// less than another range.
+const SPAN_GAP: u64 = 64 << 10;
+
+/// Every blob in `ids`, by id, each checked against its hash.
+pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
+    // Frames by pack and offset; each frame with the blobs wanted from it.
+    let mut packs: BTreeMap<u32, BTreeMap<u32, (u32, Vec<(Id, Location)>)>> = BTreeMap::new();
+    for id in ids {
+        let loc = repo.index.get(id).ok_or_else(|| {
+            Error::damaged(
+                repo.storage.location(),
+                format!("blob {} is not in the index", id.short()),
+            )
+        })?;
+        let frame = packs
+            .entry(loc.pack)
+            .or_default()
+            .entry(loc.offset)
+            .or_insert((loc.length, Vec::new()));
+        if !frame.1.iter().any(|(have, _)| have == id) {
+            frame.1.push((*id, loc));
+        }
+    }
+    let jobs: Vec<(u32, Vec<(u32, u32, Vec<(Id, Location)>)>)> = packs
+        .into_iter()
+        .map(|(pack, frames)| (pack, frames.into_iter().map(|(o, (l, b))| (o, l, b)).collect()))
+        .collect();
+    let queue = Mutex::new(jobs.into_iter());
+    let out = Mutex::new(HashMap::with_capacity(ids.len()));
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let workers = repo.storage.transfers().max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut dec = Decoder::default();
+                loop {
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let Some((pack, frames)) = queue.lock().expect("queue").next() else {
+                        return;
+                    };
+                    if let Err(e) = fetch_pack(repo, pack, &frames, &mut dec, &out) {
+                        failure.lock().expect("failure slot").get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("failure slot") {
+        return Err(e);
+    }
+    Ok(out.into_inner().expect("blobs"))
+}
+
+/// The frames of one pack (sorted by offset), read in spans of neighbouring
+/// frames with one `read_ranges`; each blob is cut out and hash-checked.
+fn fetch_pack(
+    repo: &Repository,
+    pack: u32,
+    frames: &[(u32, u32, Vec<(Id, Location)>)],
+    dec: &mut Decoder,
+    out: &Mutex<HashMap<Id, Vec<u8>>>,
+) -> Result<()> {
+    let key = pack_key(&repo.index.pack(pack).0);
+    let what = format!("{}/{key}", repo.storage.location());
+    // Spans: (start, end, first frame, end frame).
+    let mut spans: Vec<(u64, u64, usize, usize)> = Vec::new();
+    for (i, &(offset, length, _)) in frames.iter().enumerate() {
+        let (start, end) = (offset as u64, offset as u64 + length as u64);
+        match spans.last_mut() {
+            Some(span) if start <= span.1 + SPAN_GAP => {
+                span.1 = span.1.max(end);
+                span.3 = i + 1;
+            }
+            _ => spans.push((start, end, i, i + 1)),
+        }
+    }
+    let ranges: Vec<(u64, u64)> = spans.iter().map(|&(s, e, _, _)| (s, e - s)).collect();
+    let mut next = spans.iter();
+    let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
+        let &(start, _, first, end) = next.next().expect("one buffer per range");
+        for (offset, length, blobs) in &frames[first..end] {
+            let at = (*offset as u64 - start) as usize;
+            let raw = buf
+                .get(at..at + *length as usize)
+                .ok_or_else(|| Error::damaged(&what, "a frame lies outside the bytes read"))?;
+            let frame = dec.decode(raw, &what)?;
+            let mut got = Vec::with_capacity(blobs.len());
+            for (id, loc) in blobs {
+                let (s, n) = (loc.blob_offset as usize, loc.raw_length as usize);
+                let data = frame
+                    .get(s..s + n)
+                    .ok_or_else(|| Error::damaged(&what, format!("blob {} lies outside its frame", id.short())))?;
+                if Id::of(data) != *id {
+                    return Err(Error::damaged(
+                        &what,
+                        format!("blob {} does not match its hash", id.short()),
+                    ));
+                }
+                got.push((*id, data.to_vec()));
+            }
+            out.lock().expect("blobs").extend(got);
+        }
+        Ok(())
+    });
+    read.map_err(|e| missing_is_damage(e, &what))
+}
+
+/// A pack the index names but the store does not have is damage (65), not
+/// a missing input the operator could supply (66).
+pub fn missing_is_damage(e: Error, what: &str) -> Error {
+    if e.kind == crate::error::ErrorKind::NoInput {
+        Error::damaged(what, "pack is missing from the repository").event("repo.pack_missing")
+    } else {
+        e
+    }
+}
