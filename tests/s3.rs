@@ -665,6 +665,44 @@ fn json_results_count_requests_and_incremental_snapshots_need_few() {
     assert_eq!(logged_get, counted(&seen)["get"], "{log}");
 }
 
+#[test]
+fn a_restore_of_many_small_files_reads_each_pack_once() {
+    // Issue 22, finding 9: one ranged GET per file's chunk, one at a time,
+    // made a restore of 200 small files take minutes under faults.
+    let _serial = common::serial();
+    let env = Env::new_s3();
+    let server = server();
+    let proxy = FaultProxy::start(&server.endpoint, 0, 2);
+    let via = server.url_via(&env.s3_prefix(), &proxy.endpoint);
+    let dir = env.path("tenants");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..200 {
+        std::fs::write(dir.join(format!("t{i:03}.json")), random_bytes(2000 + i * 7, i as u64)).unwrap();
+    }
+    let id = printed_id(&run_at(&env, &via, &[], &["snapshot", s(&dir)]).expect_code(0));
+    let packs = packs_on_server(&env).len();
+    proxy.clear_seen();
+    let target = env.path("drill");
+    run_at(&env, &via, &[], &["--json", "restore", &id, "--to", s(&target)]).expect_code(0);
+    let pack_gets = proxy
+        .seen()
+        .iter()
+        .filter(|r| r.method == "GET" && !r.is_list() && r.path().contains("/data/"))
+        .count();
+    assert!(
+        pack_gets <= 2 * packs,
+        "{pack_gets} pack reads for 200 files in {packs} pack(s): one streamed read a pack expected"
+    );
+    for i in 0..200 {
+        let name = format!("t{i:03}.json");
+        assert_eq!(
+            std::fs::read(target.join("tenants").join(&name)).unwrap(),
+            std::fs::read(dir.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
 // --------------------------------------------------------------- multipart
 
 #[test]

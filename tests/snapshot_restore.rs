@@ -47,6 +47,12 @@ fn snapshots_under_a_live_writer_restore_exact_prefixes() {
         writer.still_running(),
         "the writer process died while snapshots were taken"
     );
+    // Writers are never blocked: the writer committed while snapshots read.
+    assert!(
+        taken.iter().any(|(_, before, after)| after > before),
+        "the writer committed nothing while any snapshot ran: {:?}",
+        taken.iter().map(|(_, b, a)| (b, a)).collect::<Vec<_>>()
+    );
     drop(writer); // SIGKILL: the database now has a hot WAL, which is fine.
 
     let listed = env.list();
