@@ -19,10 +19,17 @@ use crate::repo::pack::pack_key;
 /// less than another range.
 const SPAN_GAP: u64 = 64 << 10;
 
+/// One frame of a pack and the blobs wanted from it.
+struct Frame {
+    offset: u32,
+    length: u32,
+    blobs: Vec<(Id, Location)>,
+}
+
 /// Every blob in `ids`, by id, each checked against its hash.
 pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
-    // Frames by pack and offset; each frame with the blobs wanted from it.
-    let mut packs: BTreeMap<u32, BTreeMap<u32, (u32, Vec<(Id, Location)>)>> = BTreeMap::new();
+    // Frames by pack and offset.
+    let mut packs: BTreeMap<u32, BTreeMap<u32, Frame>> = BTreeMap::new();
     for id in ids {
         let loc = repo.index.get(id).ok_or_else(|| {
             Error::damaged(
@@ -30,18 +37,18 @@ pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
                 format!("blob {} is not in the index", id.short()),
             )
         })?;
-        let frame = packs
-            .entry(loc.pack)
-            .or_default()
-            .entry(loc.offset)
-            .or_insert((loc.length, Vec::new()));
-        if !frame.1.iter().any(|(have, _)| have == id) {
-            frame.1.push((*id, loc));
+        let frame = packs.entry(loc.pack).or_default().entry(loc.offset).or_insert(Frame {
+            offset: loc.offset,
+            length: loc.length,
+            blobs: Vec::new(),
+        });
+        if !frame.blobs.iter().any(|(have, _)| have == id) {
+            frame.blobs.push((*id, loc));
         }
     }
-    let jobs: Vec<(u32, Vec<(u32, u32, Vec<(Id, Location)>)>)> = packs
+    let jobs: Vec<(u32, Vec<Frame>)> = packs
         .into_iter()
-        .map(|(pack, frames)| (pack, frames.into_iter().map(|(o, (l, b))| (o, l, b)).collect()))
+        .map(|(pack, frames)| (pack, frames.into_values().collect()))
         .collect();
     let queue = Mutex::new(jobs.into_iter());
     let out = Mutex::new(HashMap::with_capacity(ids.len()));
@@ -77,7 +84,7 @@ pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
 fn fetch_pack(
     repo: &Repository,
     pack: u32,
-    frames: &[(u32, u32, Vec<(Id, Location)>)],
+    frames: &[Frame],
     dec: &mut Decoder,
     out: &Mutex<HashMap<Id, Vec<u8>>>,
 ) -> Result<()> {
@@ -85,8 +92,8 @@ fn fetch_pack(
     let what = format!("{}/{key}", repo.storage.location());
     // Spans: (start, end, first frame, end frame).
     let mut spans: Vec<(u64, u64, usize, usize)> = Vec::new();
-    for (i, &(offset, length, _)) in frames.iter().enumerate() {
-        let (start, end) = (offset as u64, offset as u64 + length as u64);
+    for (i, f) in frames.iter().enumerate() {
+        let (start, end) = (f.offset as u64, f.offset as u64 + f.length as u64);
         match spans.last_mut() {
             Some(span) if start <= span.1 + SPAN_GAP => {
                 span.1 = span.1.max(end);
@@ -99,7 +106,7 @@ fn fetch_pack(
     let mut next = spans.iter();
     let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
         let &(start, _, first, end) = next.next().expect("one buffer per range");
-        for (offset, length, blobs) in &frames[first..end] {
+        for Frame { offset, length, blobs } in &frames[first..end] {
             let at = (*offset as u64 - start) as usize;
             let raw = buf
                 .get(at..at + *length as usize)
