@@ -2,6 +2,7 @@
 //! for the map of modules.
 
 pub mod codec;
+pub mod crashpoint;
 pub mod error;
 pub mod files;
 pub mod fsutil;

@@ -86,12 +86,20 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
     }
     let aside = data_dir.join(format!(".lifeboat-reset-{}", compact_timestamp(jiff::Timestamp::now())));
     fs::create_dir_all(&aside).at(&aside)?;
+    // Sidecars before their database: interrupted in between, the data dir
+    // may hold a database without its -wal (an older state, kept whole
+    // aside), never a -wal without its database, which SQLite would replay
+    // into whatever database is created there next.
+    let sidecars: std::collections::HashSet<PathBuf> =
+        files.iter().flat_map(|d| crate::sqlite::sidecar_paths(d)).collect();
+    files.sort_by_key(|f| !sidecars.contains(f));
     for f in &files {
         let rel = f.strip_prefix(data_dir).expect("under data dir");
         let to = aside.join(rel);
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).at(parent)?;
         }
+        crate::crashpoint::step("reset: move aside");
         fs::rename(f, &to).at(f)?;
         tracing::info!(event = "reset.moved", from = %f.display(), to = %to.display());
     }

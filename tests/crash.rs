@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -98,4 +99,199 @@ fn sigkill_during_snapshot_leaves_a_consistent_repository() {
     env.ok(["restore", &id, "-o", s(&out)]);
     assert_eq!(blake3_file(&out), db_hash, "restored byte-identical");
     assert_eq!(common::row_stats(&out), (120_000, 1, 120_000, 0));
+}
+
+/// Run `args` against the repository with the crash switch set to step `n`
+/// (src/crashpoint.rs): `None` when the run was killed there, else how it
+/// exited.
+fn run_crashing_at(env: &Env, args: &[&str], n: u64) -> Option<common::Out> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = env.command();
+    c.env("LIFEBOAT_CRASH_AT", n.to_string());
+    c.arg("--repo").arg(&env.repo_arg).args(args);
+    let what = format!("{c:?}");
+    let o = c.output().unwrap();
+    if o.status.signal() == Some(libc::SIGKILL) {
+        return None;
+    }
+    Some(common::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what,
+    })
+}
+
+/// Kill `args` at its first write step, then its second, and so on until a
+/// run gets through; after each kill, `check`. Returns how many runs were
+/// interrupted, and the run that got through.
+fn kill_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64)) -> (u64, common::Out) {
+    for n in 1..=500 {
+        match run_crashing_at(env, args, n) {
+            None => check(n),
+            Some(out) => return (n - 1, out),
+        }
+    }
+    panic!("`{args:?}` was still being killed after 500 steps");
+}
+
+#[test]
+fn a_snapshot_killed_at_every_write_step_leaves_a_consistent_repository() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 3000, 300, true);
+    let etc = env.path("svc/etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("server.toml"), "port = 8080\n").unwrap();
+    let db_hash = blake3_file(&db);
+    let (interrupted, out) = kill_at_every_step(&env, &["snapshot", s(&db), s(&etc)], |n| {
+        // Killed at step n: nothing damaged, the lock went with the process,
+        // and a snapshot is listed only whole (a kill after its manifest was
+        // written, before the directory's fsync, publishes it).
+        env.ok(["verify"]);
+        for snap in env.list() {
+            let m = env.manifest(snap["id"].as_str().unwrap());
+            assert_eq!(
+                m["sources"][0]["blake3"].as_str(),
+                Some(db_hash.as_str()),
+                "killed at step {n}"
+            );
+            assert_eq!(m["sources"].as_array().unwrap().len(), 2, "killed at step {n}");
+        }
+    });
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} runs were interrupted: the steps are not reached"
+    );
+    eprintln!("snapshot: killed at each of its {interrupted} write steps");
+    env.ok(["verify", "--read-data"]);
+    let id = env.list().last().unwrap()["id"].as_str().unwrap().to_string();
+    let out = env.path("restored.db");
+    env.ok(["restore", &id, "--only", "state.db", "-o", s(&out)]);
+    assert_eq!(blake3_file(&out), blake3_file(&db));
+}
+
+#[test]
+fn restore_force_killed_at_every_step_leaves_old_or_new_whole_and_keeps_the_old() {
+    let _serial = common::serial();
+    let env = Env::new();
+    if env.is_s3() {
+        return; // the restore's target is local either way
+    }
+    let svc = env.path("svc");
+    std::fs::create_dir_all(svc.join("etc")).unwrap();
+    let db = svc.join("state.db");
+    create_db(&db, 400, 100, true);
+    std::fs::write(svc.join("etc/server.toml"), "port = 1\n").unwrap();
+    let id = env.snapshot(&[&db, &svc.join("etc")]);
+    let new_db = blake3_file(&db);
+    // What is there when the restore runs: a later state of both.
+    common::open(&db).execute_batch("DELETE FROM t WHERE id > 200").unwrap();
+    std::fs::write(svc.join("etc/server.toml"), "port = 2\n").unwrap();
+    let old_db = blake3_file(&db);
+    let old = env.path("old-state");
+    common::copy_tree(&svc, &old);
+    let reset_scene = || {
+        std::fs::remove_dir_all(&svc).unwrap();
+        common::copy_tree(&old, &svc);
+    };
+    let all_copies = |dir: &Path| -> Vec<String> {
+        common::files_under(dir)
+            .into_iter()
+            .filter(|f| f.ends_with("state.db"))
+            .map(|f| blake3_file(&dir.join(f)))
+            .collect()
+    };
+    let (interrupted, out) = kill_at_every_step(&env, &["restore", &id, "--force"], |n| {
+        // The path is never missing; it holds the old or the new, whole.
+        let now = blake3_file(&db);
+        assert!(
+            now == old_db || now == new_db,
+            "killed at step {n}: state.db is neither"
+        );
+        assert_eq!(common::integrity(&db), "ok", "killed at step {n}");
+        let toml = std::fs::read_to_string(svc.join("etc/server.toml")).unwrap();
+        assert!(
+            toml == "port = 1\n" || toml == "port = 2\n",
+            "killed at step {n}: {toml}"
+        );
+        // The old is kept: in place, or aside, or in staging marked as
+        // previous (which the next restore moves into a pre-restore folder).
+        let copies = all_copies(&svc);
+        assert!(copies.contains(&old_db), "killed at step {n}: the old database is gone");
+        let aside_toml = common::files_under(&svc)
+            .into_iter()
+            .any(|f| f.ends_with("server.toml") && std::fs::read_to_string(svc.join(&f)).unwrap() == "port = 2\n");
+        assert!(aside_toml, "killed at step {n}: the old server.toml is gone");
+        // A retry finishes the job, and leaves no staging behind.
+        env.ok(["restore", &id, "--force"]);
+        assert_eq!(blake3_file(&db), new_db, "killed at step {n}, then retried");
+        assert!(
+            !common::files_under(&svc)
+                .iter()
+                .any(|f| f.contains(".lifeboat-restore-")),
+            "killed at step {n}: staging left after the retry: {:?}",
+            common::files_under(&svc)
+        );
+        assert!(
+            all_copies(&svc).contains(&old_db),
+            "killed at step {n}: the retry lost the old"
+        );
+        reset_scene();
+    });
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(interrupted >= 3, "only {interrupted} runs were interrupted");
+    eprintln!("restore --force: killed at each of its {interrupted} steps");
+}
+
+#[test]
+fn reset_confirm_killed_at_every_step_loses_nothing_and_never_strands_a_wal() {
+    let _serial = common::serial();
+    let env = Env::new();
+    if env.is_s3() {
+        return; // reset touches the data directory only
+    }
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("app.db");
+    create_db(&db, 300, 100, true);
+    // A -wal holding commits, as a killed service leaves it.
+    let keep = common::open(&db);
+    keep.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .unwrap();
+    keep.execute_batch("PRAGMA wal_autocheckpoint=0; DELETE FROM t WHERE id > 250")
+        .unwrap();
+    let files_before: std::collections::BTreeMap<String, String> = ["app.db", "app.db-wal", "app.db-shm"]
+        .iter()
+        .filter(|f| data.join(f).exists())
+        .map(|f| (f.to_string(), blake3_file(&data.join(f))))
+        .collect();
+    drop(keep);
+    assert!(data.join("app.db-wal").exists(), "the fixture keeps its -wal");
+    let snapshot_of_data = env.path("data-before");
+    common::copy_tree(&data, &snapshot_of_data);
+    let (interrupted, out) = kill_at_every_step(&env, &["reset", "--data-dir", s(&data), "--confirm"], |n| {
+        // Every file is in place or aside, byte-identical.
+        let now: Vec<String> = common::files_under(&data);
+        for (name, hash) in &files_before {
+            let found = now
+                .iter()
+                .any(|f| f.rsplit('/').next() == Some(name.as_str()) && blake3_file(&data.join(f)) == *hash);
+            assert!(found, "killed at step {n}: {name} is lost: {now:?}");
+        }
+        // Never a -wal beside a missing database.
+        if !db.exists() {
+            assert!(
+                !data.join("app.db-wal").exists(),
+                "killed at step {n}: a -wal without its database"
+            );
+        }
+        std::fs::remove_dir_all(&data).unwrap();
+        common::copy_tree(&snapshot_of_data, &data);
+    });
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(interrupted >= 2, "only {interrupted} runs were interrupted");
 }

@@ -163,6 +163,10 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // The crash tests' kill switch (src/crashpoint.rs); never set otherwise.
+    if let Some(n) = std::env::var("LIFEBOAT_CRASH_AT").ok().and_then(|v| v.parse().ok()) {
+        lifeboat::crashpoint::arm(n);
+    }
     // A long-running replicator's log needs times; one-shot commands' do not.
     init_logging(cli.verbose, cli.quiet, matches!(cli.command, Command::Replicate(_)));
     let ctx = Ctx {

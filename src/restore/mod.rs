@@ -22,6 +22,7 @@ use crate::repo::{Repository, SnapshotRef};
 
 mod blobs;
 pub mod staging;
+mod swap;
 
 use staging::StagingDir;
 
@@ -165,18 +166,18 @@ pub fn restore(
         }
     };
 
-    // Commit, ancestors first: move what is in the way aside, then rename the
-    // staged copy into place. A database kept inside a restored directory is
-    // thus placed into the new directory, not moved aside with the old one.
-    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new(); // (from, to), for undo
+    // Commit, ancestors first: each staged copy takes its destination's
+    // place (restore/swap.rs: the path is never missing, the old is kept in
+    // the aside folder). A database's sidecars go aside first: a stale -wal
+    // beside the new database would be replayed into it. A database kept
+    // inside a restored directory is thus placed into the new directory, not
+    // moved aside with the old one.
+    let mut undo: Vec<swap::Undo> = Vec::new();
     let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
     let hold = staging::hold_off_signals();
     let commit = (|| -> Result<()> {
-        for (_, stage, p) in &staged {
-            for path in in_the_way(p) {
-                if fs::symlink_metadata(&path).is_err() {
-                    continue;
-                }
+        for (dir, stage, p) in &staged {
+            let mut aside_of = |path: &Path| -> Result<PathBuf> {
                 let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
                     Some((_, a)) => a.clone(),
                     None => {
@@ -192,19 +193,31 @@ pub fn restore(
                 if let Some(d) = to.parent() {
                     fs::create_dir_all(d).at(d)?;
                 }
+                Ok(to)
+            };
+            for path in in_the_way(p).into_iter().filter(|q| q != &p.dest) {
+                if fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                let to = aside_of(&path)?;
+                crate::crashpoint::step("restore: move a sidecar aside");
                 fs::rename(&path, &to).at(&path)?;
-                moves.push((path.clone(), to));
+                undo.push(swap::Undo::Renamed { from: path.clone(), to });
             }
-            fs::rename(stage, &p.dest).at(&p.dest)?;
-            moves.push((stage.clone(), p.dest.clone()));
+            let aside = if fs::symlink_metadata(&p.dest).is_ok() {
+                aside_of(&p.dest)?
+            } else {
+                PathBuf::new()
+            };
+            swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut undo)?;
             sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
         }
         Ok(())
     })();
     let aside_dirs: Vec<PathBuf> = aside_dirs.into_iter().map(|(_, a)| a).collect();
     if let Err(e) = commit {
-        for (from, to) in moves.iter().rev() {
-            let _ = fs::rename(to, from);
+        for step in undo.into_iter().rev() {
+            step.undo();
         }
         drop(hold);
         drop(staged);
@@ -298,7 +311,7 @@ fn staging_parent(p: &Plan, plans: &[Plan]) -> PathBuf {
 
 /// `.lifeboat-pre-restore-<time>` in `root`, suffixed if a restore in the
 /// same second already made one.
-fn fresh_aside_dir(root: &Path, stamp: &str) -> PathBuf {
+pub(crate) fn fresh_aside_dir(root: &Path, stamp: &str) -> PathBuf {
     let base = root.join(format!(".lifeboat-pre-restore-{stamp}"));
     let mut candidate = base.clone();
     let mut n = 1;

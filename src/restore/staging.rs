@@ -128,11 +128,33 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
         if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             continue; // a restore at work
         }
+        if path.join(super::swap::PREVIOUS_MARKER).exists() {
+            // Killed in the middle of a swap: what it holds may be what the
+            // restore replaced. Kept, never deleted.
+            keep_previous(dir, &path);
+        }
         remove_tree(&path);
         tracing::info!(event = "restore.stale_staging_removed", path = %path.display());
         removed.push(path);
     }
     removed
+}
+
+/// Move what a staging directory holds into a new pre-restore folder in
+/// `dir`, where an operator finds it as after any restore.
+fn keep_previous(dir: &Path, staging: &Path) {
+    let stamp = crate::fsutil::compact_timestamp(jiff::Timestamp::now());
+    let aside = super::fresh_aside_dir(dir, &stamp);
+    let Ok(entries) = fs::read_dir(staging) else { return };
+    for e in entries.flatten() {
+        if e.file_name() == super::swap::PREVIOUS_MARKER {
+            continue;
+        }
+        if fs::create_dir_all(&aside).is_ok() && fs::rename(e.path(), aside.join(e.file_name())).is_ok() {
+            tracing::warn!(event = "restore.previous_kept", path = %aside.join(e.file_name()).display(),
+                "an interrupted restore's swap left this; kept");
+        }
+    }
 }
 
 /// On the first SIGINT or SIGTERM, remove this process's staging

@@ -475,7 +475,9 @@ impl Storage for S3Storage {
     }
 
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        crate::crashpoint::step("s3: put");
         self.block_on(key, self.op.write(key, data.to_vec()))?;
+        crate::crashpoint::step("s3: put done");
         Ok(())
     }
 
@@ -495,6 +497,7 @@ impl Storage for S3Storage {
     /// header (CRC32C by default) has the server reject a body damaged in
     /// transit.
     fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+        crate::crashpoint::step("s3: upload");
         let size = std::fs::metadata(file).at(file)?.len();
         self.rt.block_on(self.upload(key, file, size)).map_err(|e| match e {
             UploadError::Local(io) => Error::io(file, io),
@@ -545,6 +548,7 @@ impl Storage for S3Storage {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        crate::crashpoint::step("s3: delete");
         self.block_on(key, self.op.delete(key))
     }
 
