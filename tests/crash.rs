@@ -101,40 +101,6 @@ fn sigkill_during_snapshot_leaves_a_consistent_repository() {
     assert_eq!(common::row_stats(&out), (120_000, 1, 120_000, 0));
 }
 
-/// Run `args` against the repository with the crash switch set to step `n`
-/// (src/crashpoint.rs): `None` when the run was killed there, else how it
-/// exited.
-fn run_crashing_at(env: &Env, args: &[&str], n: u64) -> Option<common::Out> {
-    use std::os::unix::process::ExitStatusExt;
-    let mut c = env.command();
-    c.env("LIFEBOAT_CRASH_AT", n.to_string());
-    c.arg("--repo").arg(&env.repo_arg).args(args);
-    let what = format!("{c:?}");
-    let o = c.output().unwrap();
-    if o.status.signal() == Some(libc::SIGKILL) {
-        return None;
-    }
-    Some(common::Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        what,
-    })
-}
-
-/// Kill `args` at its first write step, then its second, and so on until a
-/// run gets through; after each kill, `check`. Returns how many runs were
-/// interrupted, and the run that got through.
-fn kill_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64)) -> (u64, common::Out) {
-    for n in 1..=500 {
-        match run_crashing_at(env, args, n) {
-            None => check(n),
-            Some(out) => return (n - 1, out),
-        }
-    }
-    panic!("`{args:?}` was still being killed after 500 steps");
-}
-
 #[test]
 fn a_snapshot_killed_at_every_write_step_leaves_a_consistent_repository() {
     let _serial = common::serial();
@@ -146,7 +112,7 @@ fn a_snapshot_killed_at_every_write_step_leaves_a_consistent_repository() {
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("server.toml"), "port = 8080\n").unwrap();
     let db_hash = blake3_file(&db);
-    let (interrupted, out) = kill_at_every_step(&env, &["snapshot", s(&db), s(&etc)], |n| {
+    let (interrupted, out) = common::kill_at_every_step(&env, &["snapshot", s(&db), s(&etc)], |n| {
         // Killed at step n: nothing damaged, the lock went with the process,
         // and a snapshot is listed only whole (a kill after its manifest was
         // written, before the directory's fsync, publishes it).
@@ -205,7 +171,7 @@ fn restore_force_killed_at_every_step_leaves_old_or_new_whole_and_keeps_the_old(
             .map(|f| blake3_file(&dir.join(f)))
             .collect()
     };
-    let (interrupted, out) = kill_at_every_step(&env, &["restore", &id, "--force"], |n| {
+    let (interrupted, out) = common::kill_at_every_step(&env, &["restore", &id, "--force"], |n| {
         // The path is never missing; it holds the old or the new, whole.
         let now = blake3_file(&db);
         assert!(
@@ -273,7 +239,7 @@ fn reset_confirm_killed_at_every_step_loses_nothing_and_never_strands_a_wal() {
     assert!(data.join("app.db-wal").exists(), "the fixture keeps its -wal");
     let snapshot_of_data = env.path("data-before");
     common::copy_tree(&data, &snapshot_of_data);
-    let (interrupted, out) = kill_at_every_step(&env, &["reset", "--data-dir", s(&data), "--confirm"], |n| {
+    let (interrupted, out) = common::kill_at_every_step(&env, &["reset", "--data-dir", s(&data), "--confirm"], |n| {
         // Every file is in place or aside, byte-identical.
         let now: Vec<String> = common::files_under(&data);
         for (name, hash) in &files_before {

@@ -36,15 +36,16 @@ fn run_at(env: &Env, url: &str, envs: &[(&str, &str)], args: &[&str]) -> Out {
 /// request may need a few attempts, and the backoff grows to seconds.
 const PATIENT: &[(&str, &str)] = &[("LIFEBOAT_RETRY_SECONDS", "60")];
 
-/// A command that met faults either succeeded or failed cleanly: exit 74
-/// or 75 and exactly one line on stderr, the error.
+/// A command that met faults either succeeded or failed cleanly: exit 75
+/// (the store did not answer properly: temporary, try again) and exactly
+/// one line on stderr, the error.
 fn succeeded_or_failed_cleanly(out: &Out) -> bool {
     if out.code == 0 {
         return true;
     }
     assert!(
-        matches!(out.code, 74 | 75),
-        "`{}` exited {}{} (wanted 0, or 74/75 for a clean failure)\nstdout:\n{}\nstderr:\n{}",
+        out.code == 75,
+        "`{}` exited {}{} (wanted 0, or 75 for a clean failure)\nstdout:\n{}\nstderr:\n{}",
         out.what,
         out.code,
         if out.code == -1 {
@@ -278,24 +279,43 @@ fn faults_on_the_wire_leave_a_repository_that_verifies_and_restores() {
             continue;
         };
         let (want_db, want_tree) = &states[at];
+        // Readers retry through faults at this rate: they must get there,
+        // not merely fail cleanly.
         let out_file = env.path(&format!("via-proxy-{round}.db"));
-        let out = run_at(&env, &via, PATIENT, &["restore", &last, "-o", s(&out_file)]);
-        if succeeded_or_failed_cleanly(&out) {
-            assert_eq!(
-                &blake3_file(&out_file),
-                want_db,
-                "round {round}: restore -o through faults"
-            );
-        }
+        run_at(&env, &via, PATIENT, &["restore", &last, "-o", s(&out_file)]).expect_code(0);
+        assert_eq!(
+            &blake3_file(&out_file),
+            want_db,
+            "round {round}: restore -o through faults"
+        );
         let to = env.path(&format!("via-proxy-{round}"));
-        let out = run_at(&env, &via, PATIENT, &["restore", &last, "--to", s(&to)]);
-        if succeeded_or_failed_cleanly(&out) {
-            assert_eq!(&blake3_file(&to.join("app.db")), want_db, "round {round}: restore --to");
-            assert_eq!(&describe(&to.join("files")), want_tree, "round {round}: restored tree");
-        }
-        let out = run_at(&env, &via, PATIENT, &["verify", "--read-data"]);
+        run_at(&env, &via, PATIENT, &["restore", &last, "--to", s(&to)]).expect_code(0);
+        assert_eq!(&blake3_file(&to.join("app.db")), want_db, "round {round}: restore --to");
+        assert_eq!(&describe(&to.join("files")), want_tree, "round {round}: restored tree");
+        run_at(&env, &via, PATIENT, &["verify", "--read-data"]).expect_code(0);
+    }
+    // Deletion through the faults too: forget and both phases of prune.
+    // A failed run leaves what it had not yet deleted; nothing kept is lost.
+    for _ in 0..2 {
+        let out = run_at(
+            &env,
+            &via,
+            PATIENT,
+            &[
+                "forget",
+                "--keep-last",
+                "3",
+                "--prune",
+                "--grace",
+                "0s",
+                "--repack-unused",
+                "10",
+            ],
+        );
         succeeded_or_failed_cleanly(&out);
     }
+    let out = run_at(&env, &via, PATIENT, &["prune", "--grace", "0s"]);
+    succeeded_or_failed_cleanly(&out);
     let faults = proxy.faults();
     eprintln!(
         "faults injected: {faults:?} in {} requests; {clean_failures} snapshots failed cleanly",
@@ -317,12 +337,13 @@ fn faults_on_the_wire_leave_a_repository_that_verifies_and_restores() {
         .iter()
         .map(|v| v["id"].as_str().unwrap().to_string())
         .collect();
-    for (id, _) in &taken {
-        assert!(
-            listed.contains(id),
-            "snapshot {id} was reported taken but is not listed"
-        );
-    }
+    // The newest taken survives the forget (it keeps the last 3 listed);
+    // every listed one must restore below.
+    let (newest, _) = taken.last().expect("a snapshot was taken");
+    assert!(
+        listed.contains(newest),
+        "snapshot {newest} was taken and kept but is not listed"
+    );
     // A run that failed after its manifest landed may have left a snapshot
     // too; it must be whole like any other.
     assert!(
@@ -350,16 +371,14 @@ fn faults_on_the_wire_leave_a_repository_that_verifies_and_restores() {
         assert_eq!(&describe(&to.join("files")), want_tree, "snapshot {id}: tree");
     }
 
-    // The proxy really made trouble, of every kind. (Kinds are dealt in
-    // turn; a truncation that meets a reply without a body becomes a lost
-    // reply, so truncations alone may be missing.)
+    // The proxy really made trouble, of every kind, truncated bodies
+    // included. (Kinds are dealt in turn over 400-odd requests: each comes
+    // up several times; a truncation that meets a reply without a body is
+    // counted as a lost reply.)
     let total: u64 = faults.values().sum();
     assert!(total >= 12, "only {total} faults injected: {faults:?}");
     for kind in common::faultproxy::ALL_FAULTS {
-        assert!(
-            kind == Fault::Truncate || faults.contains_key(&kind),
-            "no {kind:?} fault injected: {faults:?}"
-        );
+        assert!(faults.contains_key(&kind), "no {kind:?} fault injected: {faults:?}");
     }
 }
 

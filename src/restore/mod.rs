@@ -445,9 +445,14 @@ fn spans(rows: &[Row]) -> Vec<(usize, usize, u64, u64)> {
         let (pack, base) = (rows[i].pack, rows[i].offset as u64);
         let mut j = i;
         let mut end = base;
+        // A frame is never split between spans, however large (a repacked
+        // or incompressible frame can pass READ_SPAN): its rows would read
+        // it again, once each, as overlapping ranges.
         while j < rows.len()
             && rows[j].pack == pack
-            && (j == i || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
+            && (j == i
+                || rows[j].offset == rows[j - 1].offset
+                || rows[j].offset as u64 + rows[j].length as u64 - base <= READ_SPAN)
         {
             end = end.max(rows[j].offset as u64 + rows[j].length as u64);
             j += 1;
@@ -855,4 +860,39 @@ fn set_meta_file(path: &Path, mode: u32, uid: u32, gid: u32, mtime_ns: Option<i6
         filetime::set_file_times(path, t, t).at(path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pack: u32, offset: u32, length: u32, blob_offset: u32, pgno: u32) -> Row {
+        Row {
+            pack,
+            offset,
+            length,
+            blob_offset,
+            pgno,
+        }
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_span_is_read_once() {
+        // One 800 KiB frame holding three pages (as prune's repack or an
+        // incompressible database makes), then a small frame.
+        let big = 800 << 10;
+        let rows = vec![
+            row(0, 0, 100, 0, 1),
+            row(0, 100, big, 0, 2),
+            row(0, 100, big, 4096, 3),
+            row(0, 100, big, 8192, 4),
+            row(0, 100 + big, 50, 0, 5),
+        ];
+        let got = spans(&rows);
+        for w in got.windows(2) {
+            assert!(w[0].3 <= w[1].2, "overlapping spans: {got:?}");
+        }
+        let covering: Vec<_> = got.iter().filter(|s| s.0 <= 1 && s.1 >= 4).collect();
+        assert_eq!(covering.len(), 1, "the big frame's rows share one span: {got:?}");
+    }
 }

@@ -460,7 +460,7 @@ impl Storage for S3Storage {
     fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
         assert!(
             ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0),
-            "read_ranges wants sorted ranges that do not overlap"
+            "read_ranges wants sorted ranges that do not overlap: {key} {ranges:?}"
         );
         let mut rest = ranges;
         while !rest.is_empty() {

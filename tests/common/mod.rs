@@ -968,3 +968,39 @@ impl Drop for KeepOnFailure<'_> {
         eprintln!("kept {} in {}", self.0.root.display(), to.display());
     }
 }
+
+// ------------------------------------------------------------ crash points
+
+/// Run `args` against the repository with the crash switch set to step `n`
+/// (src/crashpoint.rs): `None` when the run was killed there, else how it
+/// exited.
+pub fn run_crashing_at(env: &Env, args: &[&str], n: u64) -> Option<Out> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = env.command();
+    c.env("LIFEBOAT_CRASH_AT", n.to_string());
+    c.arg("--repo").arg(&env.repo_arg).args(args);
+    let what = format!("{c:?}");
+    let o = c.output().unwrap();
+    if o.status.signal() == Some(libc::SIGKILL) {
+        return None;
+    }
+    Some(Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what,
+    })
+}
+
+/// Kill `args` at its first write step, then its second, and so on until a
+/// run gets through; after each kill, `check`. Returns how many runs were
+/// interrupted, and the run that got through.
+pub fn kill_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64)) -> (u64, Out) {
+    for n in 1..=500 {
+        match run_crashing_at(env, args, n) {
+            None => check(n),
+            Some(out) => return (n - 1, out),
+        }
+    }
+    panic!("`{args:?}` was still being killed after 500 steps");
+}
