@@ -154,37 +154,6 @@ fn entries_beneath_a_symlink_or_climbing_out_are_refused() {
     }
 }
 
-/// Run `args` against the repository, killing the process (and failing the
-/// test) if it has not ended after `secs`: the cases below used to hang.
-fn run_bounded(env: &Env, repo: &str, args: &[&str], secs: u64) -> common::Out {
-    let mut c = env.command();
-    c.arg("--repo").arg(repo).args(args);
-    c.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let what = format!("{c:?}");
-    let mut child = c.spawn().unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(secs) {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "`{what}` hung for {secs} s\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
-    common::Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        what,
-    }
-}
-
 /// A tmpfs of `mib` MiB mounted for the test, unmounted when dropped. The
 /// suite runs as root (CI does), so a full filesystem is a real one.
 struct SmallDisk(std::path::PathBuf);
@@ -217,29 +186,29 @@ fn a_snapshot_onto_a_full_disk_ends_74_and_the_repository_recovers_alone() {
     let disk = SmallDisk::mount(&env.path("small"), 24);
     let repo = disk.0.join("repo");
     let repo = s(&repo);
-    run_bounded(&env, repo, &["init"], 60).expect_code(0);
+    common::run_bounded(&env, repo, &["init"], 60).expect_code(0);
     // ~80 MiB, ~40 MiB compressed: the first 16 MiB pack is stored, the
     // second fills the disk.
     let db = env.path("svc/state.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     common::create_db(&db, 80_000, 1000, true);
 
-    let out = run_bounded(&env, repo, &["snapshot", s(&db)], 120);
+    let out = common::run_bounded(&env, repo, &["snapshot", s(&db)], 120);
     assert_eq!(out.code, 74, "a full disk is an I/O failure:\n{out:?}");
     assert!(out.stderr.contains("No space left"), "names the cause:\n{}", out.stderr);
 
     // No lock left behind, no manual clean-up: prune runs first on the full
     // disk, then a small snapshot goes through.
-    run_bounded(&env, repo, &["prune"], 120).expect_code(0);
+    common::run_bounded(&env, repo, &["prune"], 120).expect_code(0);
     let small = env.path("svc/server.toml");
     std::fs::write(&small, "port = 8080\n").unwrap();
-    run_bounded(&env, repo, &["snapshot", s(&small)], 120).expect_code(0);
+    common::run_bounded(&env, repo, &["snapshot", s(&small)], 120).expect_code(0);
     let staging = disk.0.join("repo/tmp");
     let left: Vec<_> = std::fs::read_dir(&staging)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "staging is clear after recovery: {left:?}");
-    run_bounded(&env, repo, &["verify", "--read-data"], 120).expect_code(0);
+    common::run_bounded(&env, repo, &["verify", "--read-data"], 120).expect_code(0);
 }
 
 fn make_fifo(path: &Path) {
@@ -273,18 +242,18 @@ fn a_fifo_where_a_pack_or_manifest_belongs_is_damage_not_a_hang() {
     std::fs::remove_file(&pack).unwrap();
     make_fifo(&pack);
     let target = env.path("drill");
-    let out = run_bounded(&env, &repo, &["restore", &id, "--to", s(&target)], 60);
+    let out = common::run_bounded(&env, &repo, &["restore", &id, "--to", s(&target)], 60);
     assert_eq!(out.code, 65, "{out:?}");
     assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
-    let out = run_bounded(&env, &repo, &["verify", "--read-data"], 60);
+    let out = common::run_bounded(&env, &repo, &["verify", "--read-data"], 60);
     assert_eq!(out.code, 65, "{out:?}");
 
     let manifest = env.repo.join("snapshots").join(&id);
     std::fs::remove_file(&manifest).unwrap();
     make_fifo(&manifest);
-    let out = run_bounded(&env, &repo, &["restore", &id, "--to", s(&target)], 60);
+    let out = common::run_bounded(&env, &repo, &["restore", &id, "--to", s(&target)], 60);
     assert_eq!(out.code, 65, "{out:?}");
-    let out = run_bounded(&env, &repo, &["verify"], 60);
+    let out = common::run_bounded(&env, &repo, &["verify"], 60);
     assert_eq!(out.code, 65, "{out:?}");
 }
 

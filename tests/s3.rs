@@ -428,6 +428,40 @@ fn replication_through_faults_ships_every_commit() {
     assert!(faults >= 3, "the proxy made trouble: {faults} faults");
 }
 
+#[test]
+fn a_server_that_stops_answering_costs_the_read_timeout_never_a_hang() {
+    // Issue 22: no fault held a reply past the read timeout. With
+    // `[repository.s3] read_timeout_seconds = 2`, requests that never get an
+    // answer are abandoned after 2 s and tried again; the commands end.
+    let _serial = common::serial();
+    let env = Env::new_s3();
+    let server = server();
+    let proxy = FaultProxy::start(&server.endpoint, 0, 3);
+    let via = server.url_via(&env.s3_prefix(), &proxy.endpoint);
+    let config = env.path("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!("[repository]\nurl = \"{via}\"\n[repository.s3]\nread_timeout_seconds = 2\n"),
+    )
+    .unwrap();
+    let db = env.path("app.db");
+    create_db(&db, 3000, 300, true);
+    proxy.rule("PUT", "/data/", Fault::Stall, 1);
+    let out = common::run_bounded(&env, &via, &["--config", s(&config), "snapshot", s(&db)], 90);
+    let id = printed_id(&out.expect_code(0));
+    proxy.rule("GET", "/data/", Fault::Stall, 2);
+    let restored = env.path("restored.db");
+    common::run_bounded(
+        &env,
+        &via,
+        &["--config", s(&config), "restore", &id, "-o", s(&restored)],
+        90,
+    )
+    .expect_code(0);
+    assert_eq!(blake3_file(&restored), blake3_file(&db));
+    assert_eq!(proxy.faults().get(&Fault::Stall), Some(&3), "{:?}", proxy.faults());
+}
+
 /// The `init` whose config PUT landed but whose reply was lost retries, finds
 /// the config it wrote itself, and succeeds.
 #[test]

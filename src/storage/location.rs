@@ -61,6 +61,10 @@ pub struct S3Options {
     /// probing it off EC2 costs seconds).
     #[serde(default)]
     pub instance_metadata: bool,
+    /// How long a request may wait for the next bytes of an answer before
+    /// it is abandoned and tried again (default 60 s): a server that stops
+    /// answering costs this, never a hang.
+    pub read_timeout_seconds: Option<u64>,
 }
 
 impl StorageOptions {

@@ -55,13 +55,14 @@ impl S3Storage {
             return Err(Error::config(&display, "part_size_mib must be at least 5")
                 .fix("raise [repository.s3] part_size_mib to 5 or more"));
         }
+        let read_timeout = Duration::from_secs(opts.read_timeout_seconds.unwrap_or(60).max(1));
         let op = build_operator(target, opts).map_err(|e| {
             Error::config(&display, format!("cannot set up the S3 client: {e}"))
                 .fix("check the endpoint, region and credentials settings")
         })?;
         let counter = Arc::new(RequestCounter::default());
         let transport = CountingTransport {
-            inner: opendal_http_transport_reqwest::ReqwestTransport::new(http_client().map_err(|e| {
+            inner: opendal_http_transport_reqwest::ReqwestTransport::new(http_client(read_timeout).map_err(|e| {
                 Error::config(&display, format!("cannot set up HTTPS: {e}")).fix("report this as a bug")
             })?),
             counter: counter.clone(),
@@ -364,14 +365,14 @@ fn field(text: &str, name: &str) -> Option<String> {
     Some(text[start..start + end].to_string())
 }
 
-fn http_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
+fn http_client(read_timeout: Duration) -> std::result::Result<reqwest::Client, reqwest::Error> {
     // ring rather than aws-lc: one C build less; the provider is process-wide.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         // Per read, not per request: a 16 MiB upload on a slow link is fine,
         // a server that stops answering is not.
-        .read_timeout(Duration::from_secs(60))
+        .read_timeout(read_timeout)
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
 }

@@ -47,6 +47,10 @@ pub enum Fault {
     /// reading its body, as a server rejecting a request early does: the
     /// client may still be sending when the connection goes.
     Reset,
+    /// Read the request, then never answer (for two minutes, or until the
+    /// client hangs up): a server that stops talking. Only by rule, never
+    /// drawn at random (it would make every fault test slow).
+    Stall,
 }
 
 pub const ALL_FAULTS: [Fault; 8] = [
@@ -426,6 +430,16 @@ fn serve(st: &State, client: TcpStream) {
             Some(Fault::Latency) => {
                 st.count(Fault::Latency);
                 std::thread::sleep(Duration::from_millis(200 + n % 301));
+            }
+            Some(Fault::Stall) => {
+                st.count(Fault::Stall);
+                // Until the client gives up: its next read sees EOF or a
+                // reset, or two minutes pass.
+                let _ = out.set_read_timeout(Some(Duration::from_secs(120)));
+                let mut buf = [0u8; 1];
+                let _ = reader.read(&mut buf);
+                let _ = out.shutdown(Shutdown::Both);
+                return;
             }
             _ => {}
         }

@@ -1004,3 +1004,34 @@ pub fn kill_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64)) 
     }
     panic!("`{args:?}` was still being killed after 500 steps");
 }
+
+/// Run `args` against the repository, killing the process (and failing the
+/// test) if it has not ended after `secs`: the cases below used to hang.
+pub fn run_bounded(env: &Env, repo: &str, args: &[&str], secs: u64) -> Out {
+    let mut c = env.command();
+    c.arg("--repo").arg(repo).args(args);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let what = format!("{c:?}");
+    let mut child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "`{what}` hung for {secs} s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what,
+    }
+}
