@@ -914,6 +914,23 @@ fn packs_larger_than_the_part_size_go_up_in_parts_and_restore() {
     let out_file = env.path("restored2.db");
     env.ok(["restore", &id2, "-o", s(&out_file)]);
     assert_eq!(blake3_file(&out_file), hash2, "restored byte-identical");
+
+    // S3 may answer a CompleteMultipartUpload 200 OK with an <Error> body
+    // when the completion failed: the pack is then not there, and the
+    // snapshot must not reference it (it uploads again).
+    proxy.set_percent(0);
+    proxy.clear_seen();
+    proxy.rule("POST", "uploadId=", Fault::ErrorIn200, 1);
+    let db3 = env.path("random3.db");
+    create_random_db(&db3, 12);
+    let out = run_at(&env, &via, PATIENT, &["--config", s(&cfg), "snapshot", s(&db3)]).expect_code(0);
+    let id3 = printed_id(&out);
+    assert_eq!(proxy.faults().get(&Fault::ErrorIn200), Some(&1));
+    env.ok(["verify", "--read-data"]);
+    assert_objects_whole(&env);
+    let out_file = env.path("restored3.db");
+    env.ok(["restore", &id3, "-o", s(&out_file)]);
+    assert_eq!(blake3_file(&out_file), blake3_file(&db3), "restored byte-identical");
 }
 
 // ----------------------------------------------------------------- restore

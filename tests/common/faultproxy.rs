@@ -47,6 +47,10 @@ pub enum Fault {
     /// reading its body, as a server rejecting a request early does: the
     /// client may still be sending when the connection goes.
     Reset,
+    /// Answer 200 OK whose body is an S3 `<Error>`, without forwarding: how
+    /// S3 reports a CompleteMultipartUpload that failed after it began
+    /// answering. Only by rule.
+    ErrorIn200,
     /// Read the request, then never answer (for two minutes, or until the
     /// client hangs up): a server that stops talking. Only by rule, never
     /// drawn at random (it would make every fault test slow).
@@ -430,6 +434,20 @@ fn serve(st: &State, client: TcpStream) {
             Some(Fault::Latency) => {
                 st.count(Fault::Latency);
                 std::thread::sleep(Duration::from_millis(200 + n % 301));
+            }
+            Some(Fault::ErrorIn200) => {
+                st.count(Fault::ErrorIn200);
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message><RequestId>faultproxy-{n:x}</RequestId></Error>"
+                );
+                let msg = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if out.write_all(msg.as_bytes()).and_then(|()| out.flush()).is_err() {
+                    return;
+                }
+                continue;
             }
             Some(Fault::Stall) => {
                 st.count(Fault::Stall);
