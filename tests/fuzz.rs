@@ -17,26 +17,8 @@ mod common;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use common::{Env, s};
+use common::{Env, Rng, s};
 use lifeboat::codec;
-
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn cases() -> usize {
     std::env::var("LIFEBOAT_FUZZ_CASES")
@@ -50,38 +32,38 @@ fn cases() -> usize {
 /// duplicated slice.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut v = seed.to_vec();
-    for _ in 0..=rng.below(3) {
-        match rng.below(6) {
+    for _ in 0..=rng.pick(3) {
+        match rng.pick(6) {
             0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] ^= 1 << rng.below(8);
+                let i = rng.pick(v.len());
+                v[i] ^= 1 << rng.pick(8);
             }
-            1 => v.truncate(rng.below(v.len() + 1)),
+            1 => v.truncate(rng.pick(v.len() + 1)),
             2 => {
-                let at = rng.below(v.len() + 1);
-                let n = rng.below(16);
+                let at = rng.pick(v.len() + 1);
+                let n = rng.pick(16);
                 let junk = rng.bytes(n);
                 v.splice(at..at, junk);
             }
             3 if v.len() >= 4 => {
-                let at = rng.below(v.len() - 3);
-                let value: u32 = match rng.below(4) {
+                let at = rng.pick(v.len() - 3);
+                let value: u32 = match rng.pick(4) {
                     0 => 0,
                     1 => u32::MAX,
                     2 => u32::MAX / 2 + 1,
-                    _ => 1 << rng.below(31),
+                    _ => 1 << rng.pick(31),
                 };
                 v[at..at + 4].copy_from_slice(&value.to_le_bytes());
             }
             4 if !v.is_empty() => {
-                let a = rng.below(v.len());
-                let b = (a + rng.below(64)).min(v.len());
+                let a = rng.pick(v.len());
+                let b = (a + rng.pick(64)).min(v.len());
                 let copy = v[a..b].to_vec();
-                let at = rng.below(v.len() + 1);
+                let at = rng.pick(v.len() + 1);
                 v.splice(at..at, copy);
             }
             _ if !v.is_empty() => {
-                let i = rng.below(v.len());
+                let i = rng.pick(v.len());
                 v[i] = rng.next() as u8;
             }
             _ => v.push(rng.next() as u8),
@@ -98,10 +80,10 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], parse: impl Fn(&[u8])) {
     let n = cases();
     for case in 0..n {
         let input = if case % 5 == 0 {
-            let len = rng.below(512);
+            let len = rng.pick(512);
             rng.bytes(len)
         } else {
-            let seed = &seeds[rng.below(seeds.len())];
+            let seed = &seeds[rng.pick(seeds.len())];
             mutate(&mut rng, seed)
         };
         if catch_unwind(AssertUnwindSafe(|| parse(&input))).is_err() {

@@ -487,23 +487,13 @@ fn check_stretch(r: &mut Restorer, from: u64, to: u64, samples: u64, source: &[R
 // ---------------------------------------------------------------- kill loop
 
 /// xorshift64*: small, seeded, good enough to place kills.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
+/// A connection kept open as a running service keeps one: the last
+/// connection to close checkpoints the log and deletes it. (A WAL-mode
+/// connection holds its shared lock from its first read on.)
+fn service_connection(db: &Path) -> rusqlite::Connection {
+    let c = open(db);
+    let _: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    c
 }
 
 /// One run of the replicator in the kill loop: its log, and when the test
@@ -535,7 +525,7 @@ fn kill_loop_restores_exact_prefixes_at_every_txid_and_time() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| now_ns() as u64 | 1);
     eprintln!("kill loop seed {seed} (set LIFEBOAT_TEST_SEED={seed} to place the kills the same way)");
-    let mut rng = Rng(seed);
+    let mut rng = common::Rng(seed);
 
     let db = env.path("svc/app.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
@@ -1198,9 +1188,7 @@ fn a_clean_restart_resumes_without_a_base_a_gap_or_a_second_upload() {
     // does (the last connection to close checkpoints the log and deletes
     // it, and commits made with no replicator running are then lost to it:
     // a gap, rightly).
-    let service = open(&sc.db);
-    // (A WAL-mode connection holds its shared lock from its first read on.)
-    let _: i64 = service.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let service = service_connection(&sc.db);
     sc.write(200, Duration::from_millis(1));
     let (n0, s0) = sc.caught_up(&mut r);
     sc.stop();
@@ -1260,8 +1248,7 @@ fn commits_made_while_stopped_are_shipped_at_start_without_further_writes() {
         if sc.rep.is_none() {
             sc.start();
         }
-        let service = open(&sc.db);
-        let _: i64 = service.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let service = service_connection(&sc.db);
         sc.write(200, Duration::from_millis(1));
         let (n0, _) = sc.caught_up(&mut r);
         sc.stop();
@@ -1289,8 +1276,7 @@ fn commits_the_replicator_did_not_see_made_refuse_a_time_inside_their_interval()
     let _keep = common::KeepOnFailure(&env, "scene");
     let mut sc = Scene::new(&env, None);
     let mut r = Restorer::new(&env, "restored");
-    let service = open(&sc.db);
-    let _: i64 = service.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let service = service_connection(&sc.db);
     sc.write(100, Duration::from_millis(1));
     let (n0, s0) = sc.caught_up(&mut r);
     let watched = common::now_ns();

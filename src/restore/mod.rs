@@ -181,7 +181,7 @@ pub fn restore(
                 let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
                     Some((_, a)) => a.clone(),
                     None => {
-                        let a = fresh_aside_dir(&p.root, &stamp);
+                        let a = swap::fresh_aside_dir(&p.root, &stamp);
                         aside_dirs.push((p.root.clone(), a.clone()));
                         a
                     }
@@ -307,19 +307,6 @@ fn staging_parent(p: &Plan, plans: &[Plan]) -> PathBuf {
         .filter(|q| q.dest != p.dest && p.dest.starts_with(&q.dest))
         .min_by_key(|q| q.dest.components().count());
     outer.unwrap_or(p).dest.parent().unwrap_or(Path::new("/")).to_path_buf()
-}
-
-/// `.lifeboat-pre-restore-<time>` in `root`, suffixed if a restore in the
-/// same second already made one.
-pub(crate) fn fresh_aside_dir(root: &Path, stamp: &str) -> PathBuf {
-    let base = root.join(format!(".lifeboat-pre-restore-{stamp}"));
-    let mut candidate = base.clone();
-    let mut n = 1;
-    while fs::symlink_metadata(&candidate).is_ok() {
-        n += 1;
-        candidate = PathBuf::from(format!("{}-{n}", base.display()));
-    }
-    candidate
 }
 
 fn remove_empty_tree(dir: &Path) {

@@ -144,7 +144,7 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
 /// `dir`, where an operator finds it as after any restore.
 fn keep_previous(dir: &Path, staging: &Path) {
     let stamp = crate::fsutil::compact_timestamp(jiff::Timestamp::now());
-    let aside = super::fresh_aside_dir(dir, &stamp);
+    let aside = super::swap::fresh_aside_dir(dir, &stamp);
     let Ok(entries) = fs::read_dir(staging) else { return };
     for e in entries.flatten() {
         if e.file_name() == super::swap::PREVIOUS_MARKER {

@@ -148,3 +148,16 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// `.lifeboat-pre-restore-<time>` in `root`, suffixed if a restore in the
+/// same second already made one.
+pub fn fresh_aside_dir(root: &Path, stamp: &str) -> PathBuf {
+    let base = root.join(format!(".lifeboat-pre-restore-{stamp}"));
+    let mut candidate = base.clone();
+    let mut n = 1;
+    while fs::symlink_metadata(&candidate).is_ok() {
+        n += 1;
+        candidate = PathBuf::from(format!("{}-{n}", base.display()));
+    }
+    candidate
+}
