@@ -438,7 +438,10 @@ impl Repository {
                 self.storage.as_ref(),
                 keys,
                 threads,
-                |key, raw| self.parse_index_file(key, &raw?),
+                |key, raw| {
+                    self.parse_index_file(key, &raw?)
+                        .or_else(|e| self.read_again(key, e, |raw| self.parse_index_file(key, raw)))
+                },
                 |(), key, file| {
                     match file {
                         Ok(file) => index.add_file(&file),
@@ -502,6 +505,19 @@ impl Repository {
         Ok(id)
     }
 
+    /// `key`'s check failed with `e`: if that says damage, read the object
+    /// again from the store itself and check once more, so a body damaged
+    /// in transit (or a damaged local copy) is not taken for damage in the
+    /// repository. Any other failure, or a second failed check, stands.
+    fn read_again<T>(&self, key: &str, e: Error, check: impl Fn(&[u8]) -> Result<T>) -> Result<T> {
+        if e.kind != ErrorKind::BadData {
+            return Err(e);
+        }
+        tracing::warn!(event = "repo.read_again", key, error = %e, "reading the object again before calling it damaged");
+        let raw = self.storage.reread(key).map_err(|_| e)?;
+        check(&raw)
+    }
+
     pub fn read_index_file(&self, key: &str) -> Result<IndexFile> {
         self.parse_index_file(key, &self.storage.read(key)?)
     }
@@ -551,7 +567,19 @@ impl Repository {
     }
 
     /// Read and check one blob: decoded bytes must hash to its id.
+    /// One blob, hash-checked; a failed check is read again once from the
+    /// store (a body damaged in transit is not damage in the repository).
     pub fn read_blob(&self, id: &Id, decoder: &mut codec::Decoder) -> Result<Vec<u8>> {
+        match self.read_blob_once(id, decoder) {
+            Err(e) if e.kind == ErrorKind::BadData && e.event != "repo.pack_missing" => {
+                tracing::warn!(event = "repo.read_again", blob = %id.short(), error = %e, "reading the blob again before calling it damaged");
+                self.read_blob_once(id, decoder)
+            }
+            other => other,
+        }
+    }
+
+    fn read_blob_once(&self, id: &Id, decoder: &mut codec::Decoder) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or_else(|| {
             Error::damaged(
                 self.storage.location(),
@@ -713,12 +741,14 @@ impl Repository {
     fn read_snapshots(&self, keys: Vec<(Id, String)>) -> Result<Listed> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        crate::storage::read_parallel(self.storage.as_ref(), keys, |id, _, raw| {
+        crate::storage::read_parallel(self.storage.as_ref(), keys, |id, key, raw| {
             let manifest = match raw {
                 // Forgotten since the listing.
                 Err(e) if e.kind == ErrorKind::NoInput => return Ok(()),
                 Err(e) => Err(e),
-                Ok(raw) => self.parse_manifest(&id, &raw),
+                Ok(raw) => self
+                    .parse_manifest(&id, &raw)
+                    .or_else(|e| self.read_again(&key, e, |raw| self.parse_manifest(&id, raw))),
             };
             match manifest {
                 Ok(manifest) => out.push(SnapshotRef { id, manifest }),

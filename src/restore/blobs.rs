@@ -26,6 +26,18 @@ struct Frame {
     blobs: Vec<(Id, Location)>,
 }
 
+/// [`fetch`], read again once when a check fails: a body damaged in
+/// transit is not damage in the repository.
+pub fn fetch_checked(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
+    match fetch(repo, ids) {
+        Err(e) if super::read_again(&e) => {
+            tracing::warn!(event = "repo.read_again", error = %e, "reading the chunks again before calling them damaged");
+            fetch(repo, ids)
+        }
+        other => other,
+    }
+}
+
 /// Every blob in `ids`, by id, each checked against its hash.
 pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
     // Frames by pack and offset.

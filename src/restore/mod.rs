@@ -142,7 +142,17 @@ pub fn restore(
             let bytes = match p.source {
                 Source::Sqlite(db) => {
                     let replay = opts.replay.as_deref().filter(|r| r.name == db.name);
-                    restore_database(repo, db, &stage, progress, replay, opts.skip_integrity_check)?
+                    let once = || restore_database(repo, db, &stage, progress, replay, opts.skip_integrity_check);
+                    match once() {
+                        // A page damaged in transit is not damage in the
+                        // repository: everything is read again, once.
+                        Err(e) if read_again(&e) => {
+                            tracing::warn!(event = "repo.read_again", db = %db.name, error = %e, "restoring the database again before calling it damaged");
+                            let _ = fs::remove_file(&stage);
+                            once()?
+                        }
+                        other => other?,
+                    }
                 }
                 Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress)?,
                 Source::File(f) => restore_tree(repo, std::slice::from_ref(&f.entry), &stage, progress)?,
@@ -287,6 +297,12 @@ fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
         }
     }
     Ok(plans)
+}
+
+/// Whether a failure says something read was damaged (and reading it again
+/// might show it was only damaged on the way), not that it is missing.
+fn read_again(e: &Error) -> bool {
+    e.kind == crate::error::ErrorKind::BadData && e.event != "repo.pack_missing"
 }
 
 /// What restoring `p` would replace: the destination and, for a database,
@@ -737,7 +753,7 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
             .collect();
         // Errors keep their kind: damage is 65, a store that does not
         // answer 74 or 75.
-        let fetched = blobs::fetch(repo, &small)?;
+        let fetched = blobs::fetch_checked(repo, &small)?;
         for e in &entries[i..j] {
             let path = path_of(e);
             match e.kind {
@@ -765,7 +781,7 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
                         }
                     } else {
                         for window in e.chunks.chunks(FILE_WINDOW) {
-                            let got = blobs::fetch(repo, window)?;
+                            let got = blobs::fetch_checked(repo, window)?;
                             for id in window {
                                 write(got.get(id).expect("fetched with its window"))?;
                             }

@@ -88,6 +88,13 @@ impl Storage for CachedStorage {
         self.remember(&path, &data);
         Ok(data)
     }
+    fn reread(&self, key: &str) -> Result<Vec<u8>> {
+        let data = self.inner.read(key)?;
+        if let Some(path) = self.cached_path(key) {
+            self.remember(&path, &data);
+        }
+        Ok(data)
+    }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(key, offset, len)
     }

@@ -115,6 +115,9 @@ impl Storage for MeteredStorage {
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         self.inner.read(key)
     }
+    fn reread(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner.reread(key)
+    }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(key, offset, len)
     }

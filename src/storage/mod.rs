@@ -46,6 +46,13 @@ pub trait Storage: Send + Sync {
     fn location(&self) -> String;
     /// Whole object; `ErrorKind::NoInput` when absent.
     fn read(&self, key: &str) -> Result<Vec<u8>>;
+    /// The object again, from the store itself past any local copy: for a
+    /// caller whose check of what `read` gave failed, before it calls the
+    /// object damaged (a body damaged in transit, or a cached copy that
+    /// was).
+    fn reread(&self, key: &str) -> Result<Vec<u8>> {
+        self.read(key)
+    }
     /// `len` bytes at `offset`.
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Several `(offset, len)` ranges of one object, sorted and apart, each

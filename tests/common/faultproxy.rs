@@ -51,6 +51,10 @@ pub enum Fault {
     /// S3 reports a CompleteMultipartUpload that failed after it began
     /// answering. Only by rule.
     ErrorIn200,
+    /// Forward, then relay the answer with one byte of its body flipped,
+    /// length unchanged: damage in transit that only a content check
+    /// catches. Only by rule.
+    Corrupt,
     /// Read the request, then never answer (for two minutes, or until the
     /// client hangs up): a server that stops talking. Only by rule, never
     /// drawn at random (it would make every fault test slow).
@@ -465,7 +469,7 @@ fn serve(st: &State, client: TcpStream) {
             let _one_at_a_time = held.map(|_| st.serial.lock().unwrap());
             forward(&st.upstream, &req)
         };
-        let Ok(resp) = resp else {
+        let Ok(mut resp) = resp else {
             // The server itself failed us: say so as a gateway would.
             let _ = out.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
@@ -481,6 +485,11 @@ fn serve(st: &State, client: TcpStream) {
                 set_fault(Fault::LostReply);
                 let _ = out.shutdown(Shutdown::Both);
                 return;
+            }
+            Some(Fault::Corrupt) if !resp.body.is_empty() => {
+                st.count(Fault::Corrupt);
+                let mid = resp.body.len() / 2;
+                resp.body[mid] ^= 0xff;
             }
             Some(Fault::Truncate) => {
                 st.count(Fault::Truncate);
