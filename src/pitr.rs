@@ -47,6 +47,9 @@ pub struct Replay {
     /// A later point exists after a gap: the chain cannot reach past its
     /// end. (first missing txid, the later base's txid, its time)
     gap_after: Option<(u64, u64, String)>,
+    /// When the chain reaches every commit before that gap: until when the
+    /// replicator is known to have watched with nothing more committed.
+    watched_until_ns: Option<i64>,
     pub landed: Mutex<Option<Landed>>,
 }
 
@@ -113,6 +116,7 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
     let next_base = bases
         .get(i + 1)
         .map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time.clone()));
+    let next_watched = bases.get(i + 1).and_then(|(_, _, r)| r.watched_until_ns);
     let (snap, _, point) = bases.swap_remove(i);
     let mut keys: Vec<(u64, u64, String)> = repo
         .storage
@@ -135,6 +139,12 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
     let gap_after = next_base
         .filter(|(b, after_gap, _)| *b > next || (*after_gap && *b == next))
         .map(|(b, _, time)| (next, b, time));
+    // Only a chain that reaches the gap's base shipped everything the
+    // replicator had read: then its watch stands for the stretch after it.
+    let watched_until_ns = match &gap_after {
+        Some((from, b, _)) if b == from => next_watched,
+        _ => None,
+    };
     let base_time = snap.manifest.timestamp().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     if let Target::Txid(n) = target
         && n >= next
@@ -165,6 +175,7 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
         base_time,
         segments,
         gap_after,
+        watched_until_ns,
         landed: Mutex::new(None),
     };
     Ok((snap, replay))
@@ -299,18 +310,26 @@ impl Replay {
                 }
             }
         }
-        if !reached_target && let (Target::Time(t), Some((from, to, to_time))) = (self.target, &self.gap_after) {
+        let watched = |t: jiff::Timestamp| self.watched_until_ns.is_some_and(|w| t.as_nanosecond() as i64 <= w);
+        if !reached_target
+            && let (Target::Time(t), Some((from, to, to_time))) = (self.target, &self.gap_after)
+            && !watched(t)
+        {
+            // Known up to the last commit, or as long as the replicator
+            // watched after it.
+            let known = self
+                .watched_until_ns
+                .map(rfc3339)
+                .unwrap_or_else(|| landed.time.clone());
             return Err(Error::damaged(
                 &self.name,
                 format!(
-                    "no commit is recorded between {} (txid {}, the last before a gap) and {to_time} (the base at txid {to}, after continuity was lost); the state at {t} is not known",
-                    landed.time,
+                    "the state is known until {known} (txid {}, the last commit before a gap) and again from {to_time} (the base at txid {to}, after continuity was lost); the state at {t} is not known",
                     from - 1
                 ),
             )
             .fix(format!(
-                "restore --at {} (txid {}) or --at {to_time} (txid {to}) or later",
-                landed.time,
+                "restore --at {known} (txid {}) or --at {to_time} (txid {to}) or later",
                 from - 1
             ))
             .event("restore.gap"));

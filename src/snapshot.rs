@@ -227,7 +227,7 @@ fn take_with(
 
     let stats = writer.finish()?;
     let manifest = Manifest {
-        format: crate::repo::manifest::MANIFEST_FORMAT,
+        format: crate::repo::manifest::format_for(&sources),
         time: opts.time.unwrap_or_else(jiff::Timestamp::now).to_string(),
         host: crate::fsutil::hostname(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -1325,6 +1325,59 @@ fn commits_the_replicator_did_not_see_made_refuse_a_time_inside_their_interval()
 }
 
 #[test]
+fn a_gap_after_a_clean_stop_leaves_the_watched_stretch_restorable() {
+    // Issue 22, finding 7: when the log was lost while the replicator was
+    // stopped, a restore at a time it had been watching (after its last
+    // commit, before its stop) was refused as a gap. It knows nothing was
+    // committed then: that time restores the last commit; only the
+    // stretch it did not watch is refused, and the refusal names times.
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "scene");
+    let mut sc = Scene::new(&env, None);
+    let mut r = Restorer::new(&env, "restored");
+    let service = service_connection(&sc.db);
+    sc.write(100, Duration::from_millis(1));
+    let (n0, s0) = sc.caught_up(&mut r);
+    std::thread::sleep(Duration::from_millis(500));
+    let watched = common::now_ns();
+    std::thread::sleep(Duration::from_millis(500));
+    sc.stop();
+    // Its last close checkpoints the log into the database and deletes it:
+    // what follows cannot be read from the log.
+    drop(service);
+    std::thread::sleep(Duration::from_millis(300));
+    let unwatched = common::now_ns();
+    sc.write(20, Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(300));
+    sc.start();
+    let (n1, s1) = sc.caught_up(&mut r);
+    assert!(
+        bases(&env).iter().any(|b| b.1),
+        "a base after the gap: {:?}",
+        bases(&env)
+    );
+
+    let (p, out) = r
+        .restore(&["--at", &rfc3339(watched)])
+        .expect("a watched time restores");
+    assert_eq!(p.txid, n0, "{p:?}");
+    assert_eq!(content(&out), s0);
+    let (code, ev) = r
+        .restore(&["--at", &rfc3339(unwatched)])
+        .expect_err("an unwatched time is refused");
+    assert_eq!((code, ev.as_str()), (65, "restore.gap"));
+    let out = env.run(["restore", "--at", &rfc3339(unwatched), "-o", s(&env.path("x.db"))]);
+    assert!(
+        out.stderr.contains("known until 20"),
+        "the refusal names times: {}",
+        out.stderr
+    );
+    assert_eq!(r.content_at(n1), s1);
+    sc.stop();
+}
+
+#[test]
 fn page_size_change_while_stopped() {
     let _serial = common::serial();
     let env = Env::new();

@@ -218,6 +218,7 @@ impl Fold {
                     stream: stream.to_string(),
                     txid: self.last_txid,
                     after_gap: false,
+                    watched_until_ns: None,
                 }),
                 ..parent
             })],

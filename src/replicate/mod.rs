@@ -589,6 +589,9 @@ impl Stream {
         let mut attempt = 0;
         let mut missing_since: Option<Instant> = None;
         let pin_started = now_ns();
+        // Until here every commit read is shipped or about to be: if
+        // continuity is lost, the state is known up to this moment.
+        let watched = self.last_look_ns;
         let (db, exact) = loop {
             match self.follower.pin(read.as_deref_mut(), Duration::from_secs(2)) {
                 Ok(p) => break p,
@@ -633,6 +636,7 @@ impl Stream {
             stream: self.stream.clone(),
             txid: self.txid,
             after_gap: kind == BaseKind::Gap,
+            watched_until_ns: (kind == BaseKind::Gap && watched > 0).then_some(watched),
         };
         let spec = SourceSpec {
             name: self.db.name.clone(),

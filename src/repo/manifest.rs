@@ -8,6 +8,23 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 
 pub const MANIFEST_FORMAT: u32 = 1;
+/// Format 2 adds `ReplicationPoint::watched_until_ns`; written only by the
+/// manifests that carry it, so every other manifest stays readable by
+/// format-1 readers.
+pub const MANIFEST_FORMAT_WATCHED: u32 = 2;
+
+/// The format a manifest of `sources` is written in.
+pub fn format_for(sources: &[Source]) -> u32 {
+    let watched = sources.iter().any(|s| match s {
+        Source::Sqlite(d) => d.replication.as_ref().is_some_and(|r| r.watched_until_ns.is_some()),
+        _ => false,
+    });
+    if watched {
+        MANIFEST_FORMAT_WATCHED
+    } else {
+        MANIFEST_FORMAT
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +111,12 @@ pub struct ReplicationPoint {
     /// between the previous point and this one are not recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub after_gap: bool,
+    /// With `after_gap`: until when (ns since the epoch) the replicator is
+    /// known to have watched the log with every commit shipped, before
+    /// continuity was lost. The state at any time up to it is the last
+    /// commit before the gap; only after it is the state unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watched_until_ns: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,7 +203,7 @@ impl Manifest {
             format: u32,
         }
         let f: Format = serde_json::from_slice(json).map_err(|e| Error::damaged(what, format!("manifest: {e}")))?;
-        if f.format != MANIFEST_FORMAT {
+        if !(MANIFEST_FORMAT..=MANIFEST_FORMAT_WATCHED).contains(&f.format) {
             return Err(
                 Error::config(what, format!("manifest format {} is not supported", f.format)).fix("upgrade Lifeboat"),
             );
