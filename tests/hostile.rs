@@ -624,3 +624,45 @@ fn a_truncated_database_is_refused_and_a_damaged_one_can_still_be_got_out() {
     assert!(out.stderr.contains("NOT checked"), "loud even with -q: {}", out.stderr);
     assert_eq!(std::fs::read(&copy).unwrap(), damaged, "the captured bytes, exactly");
 }
+
+/// tests/corpus/manifests: the crafted manifests of the catalog, checked in.
+/// `ok-*` must pass the layout check, `bad-*` must be refused by it, and a
+/// restore of each planted `bad-*` exits 65 before writing anything.
+#[test]
+fn the_checked_in_corpus_of_crafted_manifests_is_refused_before_any_write() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/manifests");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let bad = names.iter().filter(|n| n.starts_with("bad-")).count();
+    assert!(bad >= 12, "the corpus holds {bad} crafted cases");
+    for name in &names {
+        let json = std::fs::read(dir.join(name)).unwrap();
+        let m = lifeboat::repo::manifest::Manifest::from_json(&json, name)
+            .unwrap_or_else(|e| panic!("{name} does not parse: {e}"));
+        let checked = m.check_layout(name);
+        if name.starts_with("ok-") {
+            checked.unwrap_or_else(|e| panic!("{name} is refused: {e}"));
+            continue;
+        }
+        let e = checked.expect_err(name);
+        assert_eq!(
+            (e.kind, e.event),
+            (lifeboat::ErrorKind::BadData, "restore.unsafe_manifest"),
+            "{name}"
+        );
+        // End to end: planted in a repository, its restore writes nothing.
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let id = plant_manifest(&env, &value);
+        let target = env.path(&format!("drill-{name}"));
+        let out = env.run(["restore", &id, "--to", s(&target)]);
+        assert_eq!(out.code, 65, "{name}: {out:?}");
+        assert!(!target.exists(), "{name}: the target was created");
+        std::fs::remove_file(env.repo.join("snapshots").join(&id)).unwrap();
+    }
+}
