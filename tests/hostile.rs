@@ -15,6 +15,7 @@ fn plant_manifest(env: &Env, manifest: &serde_json::Value) -> String {
     let json = serde_json::to_vec(manifest).unwrap();
     let id = blake3::hash(&json).to_hex().to_string();
     let path = env.repo.join("snapshots").join(&id);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, lifeboat::codec::encode(&json, 3)).unwrap();
     id
 }
