@@ -9,7 +9,7 @@ use crate::error::{IoContext, Result};
 
 /// fsync a directory so a rename or create inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    crate::crashpoint::step("sync_dir");
+    crate::crashpoint::step("sync_dir").at(dir)?;
     File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 
@@ -38,8 +38,10 @@ pub fn unique_suffix() -> String {
 /// whole new one, never a torn write: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = write_synced_temp(path, data)?;
-    crate::crashpoint::step("write_atomic: before rename");
-    let result = fs::rename(&tmp, path).at(path).and_then(|()| sync_dir(parent_of(path)));
+    let result = crate::crashpoint::step("write_atomic: before rename")
+        .and_then(|()| fs::rename(&tmp, path))
+        .at(path)
+        .and_then(|()| sync_dir(parent_of(path)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -51,8 +53,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// `path` already existed (nothing written).
 pub fn write_new(path: &Path, data: &[u8]) -> Result<bool> {
     let tmp = write_synced_temp(path, data)?;
-    crate::crashpoint::step("write_new: before link");
-    let result = match fs::hard_link(&tmp, path) {
+    let result = match crate::crashpoint::step("write_new: before link").and_then(|()| fs::hard_link(&tmp, path)) {
         Ok(()) => sync_dir(parent_of(path)).map(|()| true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(crate::error::Error::io(path, e)),

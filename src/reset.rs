@@ -99,7 +99,7 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).at(parent)?;
         }
-        crate::crashpoint::step("reset: move aside");
+        crate::crashpoint::step("reset: move aside").at(f)?;
         fs::rename(f, &to).at(f)?;
         tracing::info!(event = "reset.moved", from = %f.display(), to = %to.display());
     }

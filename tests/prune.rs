@@ -436,3 +436,47 @@ fn prune_killed_at_every_step_loses_nothing_and_finishes_when_run_again() {
     assert!(interrupted >= 5, "only {interrupted} runs were interrupted");
     eprintln!("prune: killed at each of its {interrupted} write steps");
 }
+
+#[test]
+fn an_io_error_at_any_step_of_prune_ends_it_with_74_and_loses_nothing() {
+    let _serial = common::serial();
+    let env = Env::new();
+    if env.is_s3() {
+        return; // the template is copied as files
+    }
+    let db = env.path("app.db");
+    history(&env, &db, 8);
+    env.ok(["forget", "--keep-last", "3"]);
+    env.ok(["prune", "--grace", "0s", "--repack-unused", "20"]);
+    churn(&db, 5, 77);
+    env.snapshot(&[&db]);
+    env.ok(["forget", "--keep-last", "2"]);
+    let kept: Vec<(String, String)> = env
+        .list()
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().unwrap().to_string();
+            let hash = env.manifest(&id)["sources"][0]["blake3"].as_str().unwrap().to_string();
+            (id, hash)
+        })
+        .collect();
+    let template = env.path("repo-template");
+    common::copy_tree(&env.repo, &template);
+    let args = ["prune", "--grace", "0s", "--repack-unused", "20"];
+    let failed = common::fail_at_every_step(&env, &args, |n, _| {
+        env.ok(["verify", "--read-data"]);
+        for (id, hash) in &kept {
+            let out = env.path("check.db");
+            let _ = std::fs::remove_file(&out);
+            env.ok(["restore", id, "-o", s(&out)]);
+            assert_eq!(&common::blake3_file(&out), hash, "failed at step {n}: {id}");
+        }
+        env.ok(["prune", "--grace", "0s"]);
+        env.ok(["prune", "--grace", "0s"]);
+        assert_eq!(marks(&env), 0, "failed at step {n}: marks left after two clean prunes");
+        std::fs::remove_dir_all(&env.repo).unwrap();
+        common::copy_tree(&template, &env.repo);
+    });
+    assert!(failed >= 5, "only {failed} runs failed");
+    eprintln!("prune: an EIO at each of {failed} steps ended it with 74");
+}

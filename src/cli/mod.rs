@@ -167,6 +167,9 @@ pub fn main() -> i32 {
     if let Some(n) = std::env::var("LIFEBOAT_CRASH_AT").ok().and_then(|v| v.parse().ok()) {
         lifeboat::crashpoint::arm(n);
     }
+    if let Some(n) = std::env::var("LIFEBOAT_FAIL_AT").ok().and_then(|v| v.parse().ok()) {
+        lifeboat::crashpoint::arm_failure(n);
+    }
     // A long-running replicator's log needs times; one-shot commands' do not.
     init_logging(cli.verbose, cli.quiet, matches!(cli.command, Command::Replicate(_)));
     let ctx = Ctx {

@@ -210,7 +210,7 @@ pub fn restore(
                     continue;
                 }
                 let to = aside_of(&path)?;
-                crate::crashpoint::step("restore: move a sidecar aside");
+                crate::crashpoint::step("restore: move a sidecar aside").at(&path)?;
                 fs::rename(&path, &to).at(&path)?;
                 undo.push(swap::Undo::Renamed { from: path.clone(), to });
             }

@@ -67,7 +67,7 @@ impl Undo {
 /// undone too.
 pub fn put_in_place(stage: &Path, dest: &Path, aside: &Path, marker_dir: &Path, done: &mut Vec<Undo>) -> Result<()> {
     let Ok(old) = fs::symlink_metadata(dest) else {
-        crate::crashpoint::step("restore: rename into place");
+        crate::crashpoint::step("restore: rename into place").at(dest)?;
         fs::rename(stage, dest).at(dest)?;
         done.push(Undo::Renamed {
             from: stage.to_path_buf(),
@@ -81,7 +81,7 @@ pub fn put_in_place(stage: &Path, dest: &Path, aside: &Path, marker_dir: &Path, 
         done.push(Undo::Linked {
             link: aside.to_path_buf(),
         });
-        crate::crashpoint::step("restore: replace");
+        crate::crashpoint::step("restore: replace").at(dest)?;
         fs::rename(stage, dest).at(dest)?;
         done.pop();
         done.push(Undo::Replaced {
@@ -93,14 +93,14 @@ pub fn put_in_place(stage: &Path, dest: &Path, aside: &Path, marker_dir: &Path, 
     if old.is_dir() && new_is_dir {
         let marker = marker_dir.join(PREVIOUS_MARKER);
         fs::write(&marker, b"").at(&marker)?;
-        crate::crashpoint::step("restore: exchange");
+        crate::crashpoint::step("restore: exchange").at(dest)?;
         if exchange(stage, dest).is_ok() {
             // `stage` now names the old directory: keep it.
             done.push(Undo::Swapped {
                 a: stage.to_path_buf(),
                 b: dest.to_path_buf(),
             });
-            crate::crashpoint::step("restore: move the old aside");
+            crate::crashpoint::step("restore: move the old aside").at(stage)?;
             fs::rename(stage, aside).at(stage)?;
             done.pop();
             done.push(Undo::Exchanged {
@@ -113,13 +113,13 @@ pub fn put_in_place(stage: &Path, dest: &Path, aside: &Path, marker_dir: &Path, 
         let _ = fs::remove_file(&marker);
     }
     // The fallback: the path is missing between the two renames.
-    crate::crashpoint::step("restore: move aside");
+    crate::crashpoint::step("restore: move aside").at(dest)?;
     fs::rename(dest, aside).at(dest)?;
     done.push(Undo::Renamed {
         from: dest.to_path_buf(),
         to: aside.to_path_buf(),
     });
-    crate::crashpoint::step("restore: rename into place");
+    crate::crashpoint::step("restore: rename into place").at(dest)?;
     fs::rename(stage, dest).at(dest)?;
     done.push(Undo::Renamed {
         from: stage.to_path_buf(),

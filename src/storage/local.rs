@@ -103,7 +103,7 @@ impl Storage for LocalStorage {
         let p = self.path(key);
         self.ensure_parent(&p)?;
         File::open(file).and_then(|f| f.sync_all()).at(file)?;
-        crate::crashpoint::step("put_file: before rename");
+        crate::crashpoint::step("put_file: before rename").at(&p)?;
         fs::rename(file, &p).at(&p)?;
         sync_dir(p.parent().expect("keys have a parent"))
     }
@@ -154,7 +154,7 @@ impl Storage for LocalStorage {
 
     fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key);
-        crate::crashpoint::step("delete");
+        crate::crashpoint::step("delete").at(&p)?;
         match fs::remove_file(&p) {
             Ok(()) => sync_dir(p.parent().expect("keys have a parent")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -476,9 +476,10 @@ impl Storage for S3Storage {
     }
 
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
-        crate::crashpoint::step("s3: put");
+        crate::crashpoint::step("s3: put").map_err(|e| Error::new(ErrorKind::Io, self.subject(key), e.to_string()))?;
         self.block_on(key, self.op.write(key, data.to_vec()))?;
-        crate::crashpoint::step("s3: put done");
+        crate::crashpoint::step("s3: put done")
+            .map_err(|e| Error::new(ErrorKind::Io, self.subject(key), e.to_string()))?;
         Ok(())
     }
 
@@ -498,7 +499,8 @@ impl Storage for S3Storage {
     /// header (CRC32C by default) has the server reject a body damaged in
     /// transit.
     fn put_file(&self, key: &str, file: &Path) -> Result<()> {
-        crate::crashpoint::step("s3: upload");
+        crate::crashpoint::step("s3: upload")
+            .map_err(|e| Error::new(ErrorKind::Io, self.subject(key), e.to_string()))?;
         let size = std::fs::metadata(file).at(file)?.len();
         self.rt.block_on(self.upload(key, file, size)).map_err(|e| match e {
             UploadError::Local(io) => Error::io(file, io),
@@ -549,7 +551,8 @@ impl Storage for S3Storage {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        crate::crashpoint::step("s3: delete");
+        crate::crashpoint::step("s3: delete")
+            .map_err(|e| Error::new(ErrorKind::Io, self.subject(key), e.to_string()))?;
         self.block_on(key, self.op.delete(key))
     }
 

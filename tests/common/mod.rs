@@ -1008,7 +1008,11 @@ pub fn kill_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64)) 
 /// Run `args` against the repository, killing the process (and failing the
 /// test) if it has not ended after `secs`: the cases below used to hang.
 pub fn run_bounded(env: &Env, repo: &str, args: &[&str], secs: u64) -> Out {
-    let mut c = env.command();
+    run_bounded_command(env.command(), repo, args, secs)
+}
+
+/// [`run_bounded`] with a command already set up (its environment).
+pub fn run_bounded_command(mut c: Command, repo: &str, args: &[&str], secs: u64) -> Out {
     c.arg("--repo").arg(repo).args(args);
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -1064,4 +1068,51 @@ impl Rng {
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
+}
+
+/// Run `args` with the failure switch set to step `n` (an EIO there,
+/// src/crashpoint.rs), bounded to a minute: `None` when the run never
+/// reached step `n` (it has fewer), else how it ended. A run that reached
+/// it must end 0 (a best-effort step: a cache copy, a clean-up) or 74.
+pub fn run_failing_at(env: &Env, args: &[&str], n: u64) -> Option<Out> {
+    let mut c = env.command();
+    c.env("LIFEBOAT_FAIL_AT", n.to_string());
+    c.env_remove("LIFEBOAT_CRASH_AT");
+    let out = run_bounded_command(c, &env.repo_arg, args, 60);
+    if !out.stderr.contains(&format!("failure point {n} ")) {
+        assert_eq!(out.code, 0, "a run that never reached step {n} failed:\n{out:?}");
+        return None;
+    }
+    assert!(
+        out.code == 0 || out.code == 74,
+        "an I/O error at step {n} must end the run with 74 (or be survived):\n{out:?}"
+    );
+    if out.code == 74 {
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("lifeboat: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line:\n{}", out.stderr);
+    }
+    Some(out)
+}
+
+/// Fail `args` with EIO at its first write step, then its second, and so
+/// on until a run no longer reaches the step; after each, `check(n, out)`.
+/// Returns how many runs failed (exit 74).
+pub fn fail_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64, &Out)) -> u64 {
+    let mut failed = 0;
+    for n in 1..=500 {
+        match run_failing_at(env, args, n) {
+            None => return failed,
+            Some(out) => {
+                if out.code == 74 {
+                    failed += 1;
+                }
+                check(n, &out);
+            }
+        }
+    }
+    panic!("`{args:?}` still reached step 500");
 }
