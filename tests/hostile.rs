@@ -667,3 +667,50 @@ fn the_checked_in_corpus_of_crafted_manifests_is_refused_before_any_write() {
         std::fs::remove_file(env.repo.join("snapshots").join(&id)).unwrap();
     }
 }
+
+#[test]
+fn repair_killed_at_every_step_finishes_when_run_again() {
+    // Issue 22: the repair commands are idempotent and crash-safe. Killed
+    // at each of their write steps in turn, from the same damaged start,
+    // a second run finishes and the repository verifies and restores.
+    let _serial = common::serial();
+    let env = Env::new();
+    if env.is_s3() {
+        return; // the damaged template is copied as files
+    }
+    let (a, b, _, b_index, _) = two_services(&env);
+    flip_byte(&env.repo.join("index").join(&b_index));
+    let extra = env.path("svc-c");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("c.txt"), "c").unwrap();
+    let c = env.snapshot(&[&extra]);
+    flip_byte(&env.repo.join("snapshots").join(&c));
+    let template = env.path("repo-template");
+    common::copy_tree(&env.repo, &template);
+    for what in ["index", "snapshots"] {
+        let (interrupted, out) = common::kill_at_every_step(&env, &["repair", what], |n| {
+            env.ok(["repair", "index"]);
+            env.ok(["repair", "snapshots"]);
+            env.ok(["verify", "--read-data"]);
+            for id in [&a, &b] {
+                let to = env.path("check");
+                let _ = std::fs::remove_dir_all(&to);
+                env.ok(["restore", id, "--to", s(&to)]);
+            }
+            assert!(
+                env.repo.join("damaged").exists(),
+                "repair {what}, killed at {n}: kept nothing aside"
+            );
+            std::fs::remove_dir_all(&env.repo).unwrap();
+            common::copy_tree(&template, &env.repo);
+        });
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            interrupted >= 2,
+            "repair {what}: only {interrupted} runs were interrupted"
+        );
+        eprintln!("repair {what}: killed at each of its {interrupted} steps");
+        std::fs::remove_dir_all(&env.repo).unwrap();
+        common::copy_tree(&template, &env.repo);
+    }
+}
