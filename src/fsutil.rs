@@ -186,3 +186,14 @@ pub fn is_root() -> bool {
 pub fn compact_timestamp(t: jiff::Timestamp) -> String {
     t.strftime("%Y%m%dT%H%M%SZ").to_string()
 }
+
+/// Remove `path`, a file or a whole directory tree, without following a
+/// symlink; nothing there is not an error.
+pub fn remove_file_or_tree(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

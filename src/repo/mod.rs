@@ -815,11 +815,7 @@ fn warn_damaged(damaged: &[(Id, Error)]) {
 /// Remove whatever a killed writer left in the staging directory: a file, or
 /// a directory of them.
 fn remove_staged(path: &Path) {
-    let removed = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        _ => std::fs::remove_file(path),
-    };
-    if let Err(e) = removed {
+    if let Err(e) = crate::fsutil::remove_file_or_tree(path) {
         tracing::warn!(event = "repo.staging_not_removed", path = %path.display(), error = %e);
     }
 }

@@ -85,12 +85,7 @@ fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
 }
 
 fn remove_tree(path: &Path) {
-    let removed = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(_) => Ok(()),
-    };
-    if let Err(e) = removed {
+    if let Err(e) = crate::fsutil::remove_file_or_tree(path) {
         tracing::warn!(event = "restore.staging_not_removed", path = %path.display(), error = %e);
     }
 }
