@@ -1,9 +1,12 @@
-//! Restores that cannot make things worse. Everything is first written into a
-//! staging directory beside its destination and verified there (every blob's
-//! hash, every file's BLAKE3, `PRAGMA integrity_check` on every database).
-//! Only then are current files moved aside into `.lifeboat-pre-restore-<time>`
-//! and the staged ones renamed into place; a failure at any point undoes what
-//! was done, so the target ends as it began.
+//! Restores that cannot make things worse. The manifest's layout is checked
+//! first (nothing it names may land outside the target). Everything is then
+//! written into a private staging directory beside its destination
+//! (`staging.rs`) and verified there (every blob's hash, every file's
+//! BLAKE3, `PRAGMA integrity_check` on every database). Only then does each
+//! staged copy take its destination's place (`swap.rs`: the path is never
+//! missing, and what was there is kept in `.lifeboat-pre-restore-<time>`);
+//! a failure at any point undoes what was done, so the target ends as it
+//! began.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
