@@ -171,17 +171,38 @@ pub fn search_paths() -> Vec<PathBuf> {
 }
 
 impl Config {
+    /// A config holding credentials that other local users can read is
+    /// allowed (the operator may want it so) but said: those keys can
+    /// delete or read every backup.
+    fn warn_if_secrets_are_readable(&self, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let s3 = self.repository.as_ref().map(|r| &r.s3);
+        let holds_secrets = s3.is_some_and(|o| o.secret_access_key.is_some() || o.session_token.is_some());
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if holds_secrets && mode & 0o044 != 0 {
+            tracing::warn!(
+                event = "config.secrets_readable",
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the configuration holds S3 credentials and other users can read it; `chmod 600` it"
+            );
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e).fix("check the --config path"))?;
         let mut c: Config = toml::from_str(&text).map_err(|e| {
             let msg = e.message().to_string();
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            // Lines before the error's start, plus its own: `lines()` of a
+            // prefix ending in a newline misses the line the error is on.
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
             let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
             Error::config(path.display(), format!("{at}{msg}"))
                 .fix("see the configuration section of the README")
                 .event("config.invalid")
         })?;
         c.path = path.to_path_buf();
+        c.warn_if_secrets_are_readable(path);
         let base = path.parent().unwrap_or(Path::new("."));
         // Relative source paths are relative to the config file.
         for p in c
@@ -191,8 +212,10 @@ impl Config {
             .chain(c.directory.iter_mut().map(|d| &mut d.path))
             .chain(c.file.iter_mut().map(|f| &mut f.path))
         {
+            // Absolute and without `..`: sources are recorded by these paths,
+            // and an in-place restore on another host recreates them.
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = crate::fsutil::absolute_normalized(&base.join(&*p));
             }
         }
         Ok(c)

@@ -66,7 +66,7 @@ pub fn write_new(path: &Path, data: &[u8]) -> Result<bool> {
 fn write_synced_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
     let tmp = temp_sibling(path);
     let result = (|| {
-        let mut f = File::create(&tmp).at(&tmp)?;
+        let mut f = create_private_file(&tmp).at(&tmp)?;
         f.write_all(data).at(&tmp)?;
         f.sync_all().at(&tmp)
     })();
@@ -196,4 +196,42 @@ pub fn remove_file_or_tree(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// `path` and its missing parents as 0700 directories, whatever the umask:
+/// the repository, its host caches and spools hold backed-up secrets (TLS
+/// keys, credentials) that no other local user may read.
+pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Open `path` for writing, created 0600 (never wider, whatever the umask)
+/// and truncated.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// `path` made absolute with `.` and `..` resolved by name, without
+/// touching the filesystem (it may not exist yet: a restore on a new host).
+pub fn absolute_normalized(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

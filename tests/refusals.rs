@@ -484,12 +484,15 @@ fn unknown_config_key_is_an_error_78() {
         "names the unknown key: {}",
         out.stderr
     );
+    // On the line it is on (issue 20, finding 12: it said one too low).
+    assert!(out.stderr.contains("line 3:"), "names line 3: {}", out.stderr);
     // Named with --config, a misspelt section.
     let cfg = env.path("other.toml");
     std::fs::write(&cfg, format!("[repositry]\nurl = \"{}\"\n", env.repo_arg)).unwrap();
     let out = env.run(["--config", s(&cfg), "snapshot", s(&db)]);
     assert_refused(&out, 78, "config.invalid");
     assert!(out.stderr.contains("repositry"), "{}", out.stderr);
+    assert!(out.stderr.contains("line 1:"), "names line 1: {}", out.stderr);
     assert_eq!(common::describe_without_log(&env.repo), repo_before, "nothing written");
 }
 
@@ -647,4 +650,82 @@ fn lock_left_by_a_dead_process_is_taken_over() {
         lock_file.display()
     );
     env.ok(["verify", "--read-data"]);
+}
+
+#[test]
+fn relative_config_paths_are_recorded_absolute_and_resolved() {
+    // Issue 20, finding 10: `../svc/state.db` from a config in `cfg/` was
+    // recorded as `<root>/cfg/../svc/state.db`.
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 10, 10, true);
+    let cfg = env.path("cfg/lifeboat.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"{}\"\n[[sqlite]]\npath = \"../svc/state.db\"\n",
+            env.repo_arg
+        ),
+    )
+    .unwrap();
+    let out = env.run_bare(["--config", s(&cfg), "snapshot"]).expect_code(0);
+    let id = out.stdout.lines().last().unwrap().trim().to_string();
+    let recorded = env.manifest(&id)["sources"][0]["path"].as_str().unwrap().to_string();
+    assert_eq!(recorded, s(&db), "recorded resolved");
+}
+
+#[test]
+fn a_config_holding_credentials_that_others_can_read_is_warned_about() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"{}\"\n[repository.s3]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            env.repo_arg,
+            common::s3::ACCESS_KEY,
+            common::s3::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run_bare(["--config", s(&cfg), "list"]).expect_code(0);
+    assert!(out.stderr.contains("config.secrets_readable"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains(common::s3::SECRET_KEY),
+        "the secret is never shown"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.run_bare(["--config", s(&cfg), "list"]).expect_code(0);
+    assert!(!out.stderr.contains("config.secrets_readable"), "{}", out.stderr);
+}
+
+#[test]
+fn lifeboats_own_aside_and_staging_folders_are_never_captured() {
+    // Issue 20, finding 9.
+    let _serial = common::serial();
+    let env = Env::new();
+    let svc = env.path("svc");
+    for d in [
+        ".lifeboat-pre-restore-20261207T101500Z",
+        ".lifeboat-reset-20261207T101500Z",
+        ".lifeboat-restore-123-abc-0.tmp",
+        "uploads",
+    ] {
+        std::fs::create_dir_all(svc.join(d)).unwrap();
+        std::fs::write(svc.join(d).join("f.txt"), d).unwrap();
+    }
+    let id = env.snapshot(&[&svc]);
+    let paths: Vec<String> = env.manifest(&id)["sources"][0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths, ["", "uploads", "uploads/f.txt"], "only the service's own files");
 }

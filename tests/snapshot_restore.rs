@@ -400,3 +400,47 @@ fn second_snapshot_after_small_change_adds_only_changed_pages() {
     assert_eq!(row_stats(&r2), (26_000, 1, 26_000, 0));
     env.ok(["verify", "--read-data"]);
 }
+
+/// Every file and directory under `dir` that others could read or enter.
+fn readable_by_others(dir: &std::path::Path) -> Vec<String> {
+    common::describe(dir)
+        .into_iter()
+        .filter(|(_, n)| n.kind != "symlink" && n.mode & 0o077 != 0)
+        .map(|(k, n)| format!("{k} {:o}", n.mode))
+        .collect()
+}
+
+#[test]
+fn the_repository_and_the_hosts_copies_are_private_whatever_the_umask() {
+    // Issue 20, finding 7: under umask 022 packs were 0644 and folders 0755,
+    // so TLS keys backed up from 0600 files were readable by every local
+    // user; so were the S3 host cache and the replication spool.
+    let _serial = common::serial();
+    // SAFETY: umask only changes this process's creation mask; the
+    // commands below inherit it.
+    let previous = unsafe { libc::umask(0o022) };
+    let env = Env::new();
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 500, 100, true);
+    let key = env.path("svc/tls.key");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----").unwrap();
+    env.snapshot(&[&db, &key]);
+    env.ok(["replicate", s(&db), "--exec", "true"]);
+    unsafe { libc::umask(previous) };
+    let mut places = vec![env.xdg_state.join("lifeboat")];
+    if env.is_s3() {
+        places.push(env.xdg_cache.join("lifeboat"));
+    } else {
+        places.push(env.repo.clone());
+    }
+    for place in places {
+        assert!(place.exists(), "{} was written", place.display());
+        let open = readable_by_others(&place);
+        assert!(
+            open.is_empty(),
+            "readable by others under {}: {open:?}",
+            place.display()
+        );
+    }
+}

@@ -60,6 +60,16 @@ pub fn entry_for(rel: &str, meta: &fs::Metadata, abs: &Path) -> Result<Option<En
     }))
 }
 
+/// Folders Lifeboat itself leaves in a service's directories: what a restore
+/// or reset moved aside, and a restore's staging. Never captured: they are
+/// the way back from one restore, not the service's state, and restoring
+/// them would nest one inside the next.
+const OWN_PREFIXES: [&str; 3] = [".lifeboat-pre-restore-", ".lifeboat-reset-", ".lifeboat-restore-"];
+
+fn is_lifeboats_own(name: &str) -> bool {
+    OWN_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// Walk `root` depth-first in name order. Sockets, FIFOs and devices are
 /// skipped with a warning; excluded paths (matched relative to `root`) and
 /// `skip` paths are left out with everything below them.
@@ -108,7 +118,7 @@ fn walk_dir(
         } else {
             format!("{rel}/{name}")
         };
-        if excludes.is_match(&child_rel) || skip.iter().any(|s| s == &abs) {
+        if excludes.is_match(&child_rel) || skip.iter().any(|s| s == &abs) || is_lifeboats_own(&name) {
             continue;
         }
         let meta = match fs::symlink_metadata(&abs) {

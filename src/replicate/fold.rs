@@ -39,13 +39,17 @@ pub struct Fold {
 impl Fold {
     pub fn open(dir: &Path) -> Result<Fold> {
         let path = dir.join("fold.pages");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .at(&path)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .at(&path)?
+        };
         Ok(Fold {
             path,
             file,

@@ -61,7 +61,7 @@ pub fn default_state_dir() -> PathBuf {
 impl Spool {
     pub fn open(dir: &Path) -> Result<Spool> {
         let spool = dir.join("spool");
-        std::fs::create_dir_all(&spool).map_err(|e| {
+        fsutil::create_private_dir_all(&spool).map_err(|e| {
             Error::io(&spool, e).fix("check that the replication state directory is writable (or set XDG_STATE_HOME)")
         })?;
         let mut entries = BTreeMap::new();
@@ -94,7 +94,9 @@ impl Spool {
     pub fn save_seen(&self, stream: &str, ns: i64) -> Result<()> {
         let p = self.dir.join("seen");
         let tmp = self.dir.join(".seen.tmp");
-        std::fs::write(&tmp, format!("{stream} {ns}\n")).at(&tmp)?;
+        fsutil::create_private_file(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{stream} {ns}\n").as_bytes()))
+            .at(&tmp)?;
         std::fs::rename(&tmp, &p).at(&p)
     }
 

@@ -148,7 +148,7 @@ impl Repository {
             }
             for sub in ["", "data", "index", "snapshots", "tmp"] {
                 let d = root.join(sub);
-                std::fs::create_dir_all(&d)
+                crate::fsutil::create_private_dir_all(&d)
                     .map_err(|e| Error::io(&d, e).fix("check the parent directory exists and is writable"))?;
             }
             crate::fsutil::sync_dir(root)?;

@@ -116,9 +116,9 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn create(staging: &Path) -> Result<PackWriter> {
-        std::fs::create_dir_all(staging).at(staging)?;
+        crate::fsutil::create_private_dir_all(staging).at(staging)?;
         let path = staging.join(format!("pack-{}", crate::fsutil::unique_suffix()));
-        let file = File::create(&path).at(&path)?;
+        let file = crate::fsutil::create_private_file(&path).at(&path)?;
         Ok(PackWriter {
             path,
             out: BufWriter::with_capacity(1 << 20, file),

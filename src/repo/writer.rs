@@ -168,7 +168,9 @@ impl<'r> BlobWriter<'r> {
             }],
         };
         let pending_path = pending_path(&done.path);
-        std::fs::write(&pending_path, pending.to_bytes()).at(&pending_path)?;
+        crate::fsutil::create_private_file(&pending_path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &pending.to_bytes()))
+            .at(&pending_path)?;
         self.transfers.submit(pack_key(&done.id), done.path.clone())?;
         self.stats.packs += 1;
         self.sealed_blobs += done.entries.len();

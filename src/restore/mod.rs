@@ -293,7 +293,7 @@ fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
         }
         Target::Original => {
             for s in chosen {
-                let dest = PathBuf::from(s.path());
+                let dest = crate::fsutil::absolute_normalized(Path::new(s.path()));
                 let root = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
                 plans.push(Plan { source: s, dest, root });
             }

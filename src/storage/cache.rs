@@ -44,7 +44,7 @@ impl CachedStorage {
         let mut entry = Vec::with_capacity(data.len() + 32);
         entry.extend_from_slice(data);
         entry.extend_from_slice(blake3::hash(data).as_bytes());
-        let saved = std::fs::create_dir_all(path.parent().expect("cache paths have a parent"))
+        let saved = crate::fsutil::create_private_dir_all(path.parent().expect("cache paths have a parent"))
             .map_err(|e| e.to_string())
             .and_then(|()| crate::fsutil::write_atomic(path, &entry).map_err(|e| e.to_string()));
         if let Err(e) = saved {

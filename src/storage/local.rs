@@ -30,7 +30,7 @@ impl LocalStorage {
     fn ensure_parent(&self, path: &Path) -> Result<()> {
         let parent = path.parent().expect("keys have a parent");
         if !parent.exists() {
-            fs::create_dir_all(parent).at(parent)?;
+            crate::fsutil::create_private_dir_all(parent).at(parent)?;
             sync_dir(parent.parent().unwrap_or(&self.root))?;
         }
         Ok(())

@@ -159,13 +159,17 @@ impl LockGuard for FileLock {}
 /// so a lock left by a killed process is never stale. The file's contents
 /// name the current holder for the refusal message.
 pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<Box<dyn LockGuard>> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .at(path)?;
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .at(path)?
+    };
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

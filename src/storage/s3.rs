@@ -76,7 +76,7 @@ impl S3Storage {
             .map_err(|e| Error::new(ErrorKind::Io, &display, format!("cannot start the I/O runtime: {e}")))?;
         let local_dir = target.local_dir();
         let staging = local_dir.join("staging");
-        std::fs::create_dir_all(&staging)
+        crate::fsutil::create_private_dir_all(&staging)
             .map_err(|e| Error::io(&staging, e).fix("check $XDG_CACHE_HOME (or ~/.cache) is writable"))?;
         Ok(S3Storage {
             op,
