@@ -189,6 +189,22 @@ impl Config {
         }
     }
 
+    /// Two sources of one name would be one source in a snapshot: a
+    /// configuration error (78), caught when the file is read.
+    fn check_names_unique(&self, path: &Path) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for s in self.sources("full") {
+            if !seen.insert(s.name.clone()) {
+                return Err(
+                    Error::config(path.display(), format!("two sources are named `{}`", s.name))
+                        .fix("give one of them another `name = \"…\"`")
+                        .event("config.duplicate_name"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e).fix("check the --config path"))?;
         let mut c: Config = toml::from_str(&text).map_err(|e| {
@@ -203,6 +219,7 @@ impl Config {
         })?;
         c.path = path.to_path_buf();
         c.warn_if_secrets_are_readable(path);
+        c.check_names_unique(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         // Relative source paths are relative to the config file.
         for p in c

@@ -17,6 +17,10 @@ pub struct ResetReport {
     pub files: Vec<String>,
     /// Where they went.
     pub moved_to: Option<String>,
+    /// Databases a process holds open (`pid command`), which a reset
+    /// with `--confirm` refuses; a dry run reports them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_use: Vec<String>,
 }
 
 /// File names a database is commonly given, for data dirs with no config.
@@ -51,6 +55,7 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
 
     // Check every database before touching any.
     let mut files = Vec::new();
+    let mut in_use = Vec::new();
     for db in &candidates {
         let exists = db.exists();
         if exists && !crate::sqlite::has_header(db)? {
@@ -63,13 +68,18 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
         }
         if exists {
             // Pulling a database from under a running service corrupts it.
+            // A dry run only says so: it changes nothing, and previewing a
+            // reset is what one does before stopping the service.
             if let Some((pid, comm)) = crate::fsutil::processes_holding(db).first() {
-                return Err(Error::busy(
-                    db.display(),
-                    format!("database is open in another process (pid {pid}, {comm}); nothing was removed"),
-                )
-                .fix("stop the service first")
-                .event("reset.database_in_use"));
+                if confirm {
+                    return Err(Error::busy(
+                        db.display(),
+                        format!("database is open in another process (pid {pid}, {comm}); nothing was removed"),
+                    )
+                    .fix("stop the service first")
+                    .event("reset.database_in_use"));
+                }
+                in_use.push(format!("{} (pid {pid}, {comm})", db.display()));
             }
             files.push(db.clone());
         }
@@ -80,6 +90,7 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
         dry_run: !confirm,
         files: files.iter().map(|p| p.display().to_string()).collect(),
         moved_to: None,
+        in_use,
     };
     if !confirm || files.is_empty() {
         return Ok(report);

@@ -729,3 +729,82 @@ fn lifeboats_own_aside_and_staging_folders_are_never_captured() {
         .collect();
     assert_eq!(paths, ["", "uploads", "uploads/f.txt"], "only the service's own files");
 }
+
+#[test]
+fn reset_previews_an_open_database_and_refuses_only_with_confirm() {
+    // Issue 20, finding 11: the dry run refused (75) while the database was
+    // open, so a reset could not be previewed before stopping the service.
+    let _serial = common::serial();
+    let env = Env::new();
+    let d = env.path("data");
+    std::fs::create_dir_all(&d).unwrap();
+    let db = d.join("app.db");
+    create_db(&db, 10, 10, true);
+    let ready = env.path("holder.ready");
+    let mut holder = common::spawn_self("holder_child", &[(common::HOLD_DB, &db), (common::HOLD_READY, &ready)]);
+    common::wait_until("the holder to open the database", 60, || ready.exists());
+    let before = describe(&d);
+    let out = env.run_bare(["reset", "--data-dir", s(&d)]).expect_code(0);
+    assert!(
+        out.stdout.contains("would remove") && out.stdout.contains("open now"),
+        "{}",
+        out.stdout
+    );
+    assert_refused(
+        &env.run_bare(["reset", "--data-dir", s(&d), "--confirm"]),
+        75,
+        "reset.database_in_use",
+    );
+    assert_eq!(describe(&d), before, "nothing changed");
+    assert!(holder.still_running());
+}
+
+#[test]
+fn configuration_mistakes_are_78_not_64_or_74() {
+    // Issue 20, finding 11: duplicate source names in the config exited 64
+    // and a bad schema_version query 74.
+    let _serial = common::serial();
+    let env = Env::new();
+    let a = env.path("a/data");
+    let b = env.path("b/data");
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let cfg = env.path("dup.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"{}\"\n[[directory]]\npath = \"{}\"\n[[directory]]\npath = \"{}\"\n",
+            env.repo_arg,
+            s(&a),
+            s(&b)
+        ),
+    )
+    .unwrap();
+    let repo_before = common::describe_without_log(&env.repo);
+    assert_refused(
+        &env.run_bare(["--config", s(&cfg), "snapshot"]),
+        78,
+        "config.duplicate_name",
+    );
+    assert_eq!(common::describe_without_log(&env.repo), repo_before, "nothing written");
+    let db = env.path("app.db");
+    create_db(&db, 10, 10, true);
+    let cfg = env.path("query.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"{}\"\n[[sqlite]]\npath = \"{}\"\nschema_version = \"SELECT max(version) FROM schema_migrations\"\n",
+            env.repo_arg,
+            s(&db)
+        ),
+    )
+    .unwrap();
+    assert_refused(
+        &env.run_bare(["--config", s(&cfg), "snapshot"]),
+        78,
+        "snapshot.bad_schema_query",
+    );
+    assert!(env.list().is_empty(), "no snapshot published");
+    assert!(common::files_under(&env.repo.join("data")).is_empty(), "no pack stored");
+}

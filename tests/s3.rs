@@ -602,6 +602,16 @@ fn refusals_are_one_line_classified_and_never_print_the_secret() {
         );
     }
     assert!(!env.path("never.db").exists(), "a refused restore creates nothing");
+    // No credentials at all: a configuration problem (78), naming the
+    // settings to give (issue 20, finding 11: it exited 74).
+    let mut c = env.command();
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .arg("--repo")
+        .arg(&env.repo_arg)
+        .arg("list");
+    let out = common::run_command(c);
+    check(&out, 78, "storage.no_credentials", &["AWS_ACCESS_KEY_ID"], wrong);
     // Not even in the debug log.
     let out = with_wrong(&["-vv", "snapshot", s(&db)]);
     assert_eq!(out.code, 78, "{}", out.stderr);

@@ -42,6 +42,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         for f in &report.files {
             println!("would remove {f}");
         }
+        for db in &report.in_use {
+            println!("open now: {db}; --confirm refuses until the service is stopped");
+        }
         println!("dry run: nothing changed; add --confirm to reset");
     } else {
         for f in &report.files {

@@ -118,9 +118,13 @@ pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
                 let schema_version = conn
                     .query_row(&schema_query, [], |r| r.get::<_, Option<rusqlite::types::Value>>(0))
                     .map_err(|e| {
-                        Error::sqlite(&path, e).fix(format!(
-                            "check the schema_version query `{schema_query}` in the configuration"
-                        ))
+                        // The configuration is wrong, not the database: 78.
+                        Error::config(
+                            path.display(),
+                            format!("the schema_version query `{schema_query}` failed: {e}"),
+                        )
+                        .fix("fix the schema_version query in the configuration (it must return one integer)")
+                        .event("snapshot.bad_schema_query")
                     })?
                     .and_then(|v| match v {
                         rusqlite::types::Value::Integer(i) => Some(i),

@@ -136,6 +136,12 @@ impl S3Storage {
                 .fix("give the server's region with ?region= (Garage: its s3_region setting), AWS_REGION or [repository.s3] region")
                 .event("storage.wrong_region")
             }
+            _ if said.contains("signing credential") || causes.contains("signing credential") => Error::config(
+                subject,
+                format!("no S3 credentials to sign requests to {endpoint} with"),
+            )
+            .fix("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or [repository.s3] access_key_id and secret_access_key)")
+            .event("storage.no_credentials"),
             _ if causes.contains("dns error") || causes.contains("failed to lookup address") => Error::config(
                 subject,
                 format!("cannot resolve the host of endpoint {endpoint}"),
