@@ -444,3 +444,24 @@ fn the_repository_and_the_hosts_copies_are_private_whatever_the_umask() {
         );
     }
 }
+
+#[test]
+fn quiet_restores_and_demos_print_only_errors() {
+    // Issue 20, finding 12: -q did not silence restore or demo.
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("svc/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 50, 10, true);
+    let id = env.snapshot(&[&db]);
+    let out = env.ok(["-q", "restore", &id, "--to", s(&env.path("drill"))]);
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""), "restore -q");
+    let out = env.run_bare(["-q", "demo"]).expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("demo passed"),
+        "demo -q prints its result only: {}",
+        out.stdout
+    );
+    assert_eq!(out.stderr, "", "demo -q");
+}

@@ -25,14 +25,15 @@ pub struct Args {
 
 /// Tells the story as it happens, or collects it for `--json`.
 struct Steps {
-    json: bool,
+    /// Whether each step is printed as it is done (not with --json or -q).
+    print: bool,
     done: Vec<String>,
 }
 
 impl Steps {
     fn step(&mut self, text: &str) {
         self.done.push(text.to_string());
-        if !self.json {
+        if self.print {
             println!("[{}] {text}", self.done.len());
         }
     }
@@ -42,7 +43,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
     let scratch = std::env::temp_dir().join(format!("lifeboat-demo-{}", lifeboat::fsutil::unique_suffix()));
     let mut steps = Steps {
-        json: ctx.json,
+        print: !ctx.json && !ctx.quiet,
         done: Vec::new(),
     };
     let result = run_in(&mut steps, &scratch);

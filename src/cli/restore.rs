@@ -155,6 +155,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(0);
     }
     log_requests(&repo);
+    // -q: the exit code says it; only errors are printed.
+    if ctx.quiet {
+        return Ok(0);
+    }
     for r in &report.restored {
         println!("restored {} {} -> {} ({})", r.kind, r.name, r.path, bytes(r.bytes));
     }
