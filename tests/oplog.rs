@@ -1,6 +1,7 @@
-//! The operations log: every command that changes the repository leaves one
-//! record in `log/`, success or failure; readers leave none; `log` lists and
-//! filters them, `log prune` bounds them, and secrets never reach them.
+//! The operations log: every command that changes the repository, and every
+//! restore, verify and reset, leaves one record in `log/`, success or
+//! failure; listings leave none; `log` lists and filters them, `log prune`
+//! bounds them, and secrets never reach them.
 
 mod common;
 
@@ -119,23 +120,53 @@ fn init_snapshot_and_a_failed_snapshot_each_leave_a_record() {
 }
 
 #[test]
-fn readers_and_dry_runs_leave_no_record() {
+fn listings_and_dry_runs_leave_no_record() {
     let _serial = common::serial();
     let env = Env::new();
     let db = env.path("app.db");
     create_db(&db, 100, 50, true);
-    let id = env.snapshot(&[&db]);
+    env.snapshot(&[&db]);
     let before = record_files(&env);
     assert_eq!(before.len(), 2);
     env.list();
     env.ok(["show", "latest"]);
-    env.ok(["verify", "--read-data"]);
-    env.ok(["restore", &id, "-o", s(&env.path("out.db"))]);
+    env.ok(["stats"]);
+    std::fs::create_dir_all(env.path("svc-data")).unwrap();
+    env.ok(["reset", "--data-dir", s(&env.path("svc-data"))]);
     env.ok(["log"]);
     env.ok(["log", "--since", "1h"]);
     env.ok(["log", "prune", "--before", "2000-01-01", "--dry-run"]);
     env.run(["show", "nonexistent"]).expect_code(66);
     assert_eq!(record_files(&env), before, "nothing appended");
+}
+
+#[test]
+fn restores_verifies_and_resets_each_leave_a_record() {
+    // Issue 20, finding 13: restore, verify and reset were not in the
+    // operations log, so nobody could tell afterwards what was restored
+    // where, or when the repository was last checked.
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("data/app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 100, 50, true);
+    let id = env.snapshot(&[&db]);
+    env.ok(["verify", "--read-data"]);
+    env.ok(["restore", &id, "-o", s(&env.path("out.db"))]);
+    env.run(["restore", "nonexistent", "-o", s(&env.path("never.db"))])
+        .expect_code(66);
+    env.ok(["reset", "--data-dir", s(&env.path("data")), "--confirm"]);
+    let recs = records(&env, &[]);
+    assert_eq!(
+        commands(&recs),
+        ["init", "snapshot", "verify", "restore", "restore", "reset"],
+        "{recs:?}"
+    );
+    assert_eq!(
+        recs[4]["exit_code"], 66,
+        "a failed restore is recorded as one: {}",
+        recs[4]
+    );
 }
 
 #[test]

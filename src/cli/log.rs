@@ -16,10 +16,10 @@ use super::output::{bytes, log_requests, print_json, print_json_with_requests, w
 #[command(
     args_conflicts_with_subcommands = true,
     after_help = "\
-Every command that changes a repository (init, snapshot, replicate, log prune, …) leaves one
-record in it when it ends, whether it succeeded or failed: time, host, user, command and
-arguments (secrets redacted), result and exit code, bytes stored, objects deleted and requests
-sent. Listing, showing, restoring and verifying leave none.
+Every command that changes a repository (init, snapshot, replicate, log prune, …), and every
+restore, verify and reset --confirm, leaves one record in it when it ends, whether it succeeded
+or failed: time, host, user, command and arguments (secrets redacted), result and exit code,
+bytes stored, objects deleted and requests sent. Listing and showing leave none.
 
 TIME is an RFC 3339 time (2026-11-22T10:15:00Z), a date (2026-11-22, midnight UTC), or a
 duration ago: 90s, 30m, 24h, 7d, 2w, 1d12h.

@@ -213,12 +213,15 @@ pub fn main() -> i32 {
     code
 }
 
-/// Whether a run of `command` may change the repository, and so appends a
-/// record to the operations log when it ends, succeeded or failed
-/// (docs/FORMAT.md, "Operations log").
+/// Whether a run of `command` appends a record to the operations log when it
+/// ends, succeeded or failed (docs/FORMAT.md, "Operations log"): every run
+/// that may change the repository, and the runs an operator must be able to
+/// account for afterwards: restores, verifies and resets.
 fn changes_repository(command: &Command) -> bool {
     match command {
         Command::Init(_) | Command::Snapshot(_) | Command::Replicate(_) => true,
+        Command::Restore(_) | Command::Verify(_) => true,
+        Command::Reset(a) => a.confirmed(),
         Command::Forget(a) => !a.dry_run,
         Command::Prune(a) => !a.dry_run,
         Command::Repair(a) => a.changes_repository(),

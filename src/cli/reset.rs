@@ -22,6 +22,13 @@ pub struct Args {
     confirm: bool,
 }
 
+impl Args {
+    /// Whether this run really resets (and so is logged), not a dry run.
+    pub fn confirmed(&self) -> bool {
+        self.confirm
+    }
+}
+
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // With a config, exactly its databases (inside DIR); without one, DIR is scanned.
     let dbs: Option<Vec<PathBuf>> = ctx.config()?.map(|c| {
