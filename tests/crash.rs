@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -140,13 +140,20 @@ fn a_snapshot_killed_at_every_write_step_leaves_a_consistent_repository() {
     assert_eq!(blake3_file(&out), blake3_file(&db));
 }
 
-#[test]
-fn restore_force_killed_at_every_step_leaves_old_or_new_whole_and_keeps_the_old() {
-    let _serial = common::serial();
-    let env = Env::new();
-    if env.is_s3() {
-        return; // the restore's target is local either way
-    }
+/// A service (`svc/state.db` and `svc/etc/server.toml`), snapshotted, then
+/// changed: what an in-place restore of `id` replaces. `old` is a copy of
+/// the changed state, to start each run from.
+struct Service {
+    svc: PathBuf,
+    db: PathBuf,
+    id: String,
+    /// BLAKE3 of the database as snapshotted, and as it is now.
+    new_db: String,
+    old_db: String,
+    old: PathBuf,
+}
+
+fn service_to_restore_over(env: &Env) -> Service {
     let svc = env.path("svc");
     std::fs::create_dir_all(svc.join("etc")).unwrap();
     let db = svc.join("state.db");
@@ -160,6 +167,31 @@ fn restore_force_killed_at_every_step_leaves_old_or_new_whole_and_keeps_the_old(
     let old_db = blake3_file(&db);
     let old = env.path("old-state");
     common::copy_tree(&svc, &old);
+    Service {
+        svc,
+        db,
+        id,
+        new_db,
+        old_db,
+        old,
+    }
+}
+
+#[test]
+fn restore_force_killed_at_every_step_leaves_old_or_new_whole_and_keeps_the_old() {
+    let _serial = common::serial();
+    let env = Env::new();
+    if env.is_s3() {
+        return; // the restore's target is local either way
+    }
+    let Service {
+        svc,
+        db,
+        id,
+        new_db,
+        old_db,
+        old,
+    } = service_to_restore_over(&env);
     let reset_scene = || {
         std::fs::remove_dir_all(&svc).unwrap();
         common::copy_tree(&old, &svc);
@@ -304,18 +336,14 @@ fn an_io_error_at_any_step_of_restore_force_rolls_back_to_the_old_whole() {
     if env.is_s3() {
         return; // the restore's target is local either way
     }
-    let svc = env.path("svc");
-    std::fs::create_dir_all(svc.join("etc")).unwrap();
-    let db = svc.join("state.db");
-    create_db(&db, 400, 100, true);
-    std::fs::write(svc.join("etc/server.toml"), "port = 1\n").unwrap();
-    let id = env.snapshot(&[&db, &svc.join("etc")]);
-    let new_db = blake3_file(&db);
-    common::open(&db).execute_batch("DELETE FROM t WHERE id > 200").unwrap();
-    std::fs::write(svc.join("etc/server.toml"), "port = 2\n").unwrap();
-    let old_db = blake3_file(&db);
-    let old = env.path("old-svc");
-    common::copy_tree(&svc, &old);
+    let Service {
+        svc,
+        db,
+        id,
+        new_db,
+        old_db,
+        old,
+    } = service_to_restore_over(&env);
     let failed = common::fail_at_every_step(&env, &["restore", &id, "--force"], |n, out| {
         if out.code == 0 {
             // The one step a restore survives is its operations-log record,

@@ -385,6 +385,60 @@ fn pages_replaced_within_a_kept_chain_are_freed_and_prune_keeps_working() {
     assert_eq!(common::blake3_file(&out), common::blake3_file(&db));
 }
 
+/// A repository with garbage to mark, repack and sweep, and marks a
+/// previous prune left: `days` snapshots, the last `keep_first` kept and
+/// pruned, one more after a change (`seed`), the last `keep_last` kept.
+/// Returns the kept snapshots with their databases' BLAKE3, and a copy of
+/// the repository to start each run from.
+fn garbage_to_prune(
+    env: &Env,
+    days: usize,
+    keep_first: usize,
+    seed: i64,
+    keep_last: usize,
+) -> (Vec<(String, String)>, std::path::PathBuf) {
+    let db = env.path("app.db");
+    history(env, &db, days);
+    env.ok(["forget", "--keep-last", &keep_first.to_string()]);
+    // One prune to leave marks behind, so the run under test also sweeps.
+    env.ok(["prune", "--grace", "0s", "--repack-unused", "20"]);
+    churn(&db, 5, seed);
+    env.snapshot(&[&db]);
+    env.ok(["forget", "--keep-last", &keep_last.to_string()]);
+    let kept = env
+        .list()
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().unwrap().to_string();
+            let hash = env.manifest(&id)["sources"][0]["blake3"].as_str().unwrap().to_string();
+            (id, hash)
+        })
+        .collect();
+    let template = env.path("repo-template");
+    common::copy_tree(&env.repo, &template);
+    (kept, template)
+}
+
+/// After a prune was interrupted (`what`): the repository verifies, every
+/// kept snapshot restores exactly, two clean prunes finish the work; then
+/// the repository is put back to `template` for the next run.
+fn after_an_interrupted_prune(env: &Env, kept: &[(String, String)], template: &Path, what: &str) {
+    env.ok(["verify", "--read-data"]);
+    for (id, hash) in kept {
+        let out = env.path("check.db");
+        let _ = std::fs::remove_file(&out);
+        env.ok(["restore", id, "-o", s(&out)]);
+        assert_eq!(&common::blake3_file(&out), hash, "{what}: {id}");
+    }
+    // Run again, it finishes what the interrupted one began.
+    env.ok(["prune", "--grace", "0s"]);
+    env.ok(["prune", "--grace", "0s"]);
+    assert_eq!(marks(env), 0, "{what}: marks left after two clean prunes");
+    env.ok(["verify", "--read-data"]);
+    std::fs::remove_dir_all(&env.repo).unwrap();
+    common::copy_tree(template, &env.repo);
+}
+
 #[test]
 fn prune_killed_at_every_step_loses_nothing_and_finishes_when_run_again() {
     // Killed at each of its write steps in turn (src/crashpoint.rs), from
@@ -396,41 +450,10 @@ fn prune_killed_at_every_step_loses_nothing_and_finishes_when_run_again() {
     if env.is_s3() {
         return; // the template is copied as files; the S3 kill loop is sigkill_during_prune's
     }
-    let db = env.path("app.db");
-    history(&env, &db, 10);
-    env.ok(["forget", "--keep-last", "4"]);
-    // One prune to leave marks behind, so the run under test also sweeps.
-    env.ok(["prune", "--grace", "0s", "--repack-unused", "20"]);
-    churn(&db, 5, 99);
-    env.snapshot(&[&db]);
-    env.ok(["forget", "--keep-last", "3"]);
-    let kept: Vec<(String, String)> = env
-        .list()
-        .iter()
-        .map(|s| {
-            let id = s["id"].as_str().unwrap().to_string();
-            let hash = env.manifest(&id)["sources"][0]["blake3"].as_str().unwrap().to_string();
-            (id, hash)
-        })
-        .collect();
-    let template = env.path("repo-template");
-    common::copy_tree(&env.repo, &template);
+    let (kept, template) = garbage_to_prune(&env, 10, 4, 99, 3);
     let args = ["prune", "--grace", "0s", "--repack-unused", "20"];
     let (interrupted, out) = common::kill_at_every_step(&env, &args, |n| {
-        env.ok(["verify", "--read-data"]);
-        for (id, hash) in &kept {
-            let out = env.path("check.db");
-            let _ = std::fs::remove_file(&out);
-            env.ok(["restore", id, "-o", s(&out)]);
-            assert_eq!(&common::blake3_file(&out), hash, "killed at step {n}: {id}");
-        }
-        // Run again, it finishes what the killed one began.
-        env.ok(["prune", "--grace", "0s"]);
-        env.ok(["prune", "--grace", "0s"]);
-        assert_eq!(marks(&env), 0, "killed at step {n}: marks left after two clean prunes");
-        env.ok(["verify", "--read-data"]);
-        std::fs::remove_dir_all(&env.repo).unwrap();
-        common::copy_tree(&template, &env.repo);
+        after_an_interrupted_prune(&env, &kept, &template, &format!("killed at step {n}"));
     });
     assert_eq!(out.code, 0, "{out:?}");
     assert!(interrupted >= 5, "only {interrupted} runs were interrupted");
@@ -444,38 +467,10 @@ fn an_io_error_at_any_step_of_prune_ends_it_with_74_and_loses_nothing() {
     if env.is_s3() {
         return; // the template is copied as files
     }
-    let db = env.path("app.db");
-    history(&env, &db, 8);
-    env.ok(["forget", "--keep-last", "3"]);
-    env.ok(["prune", "--grace", "0s", "--repack-unused", "20"]);
-    churn(&db, 5, 77);
-    env.snapshot(&[&db]);
-    env.ok(["forget", "--keep-last", "2"]);
-    let kept: Vec<(String, String)> = env
-        .list()
-        .iter()
-        .map(|s| {
-            let id = s["id"].as_str().unwrap().to_string();
-            let hash = env.manifest(&id)["sources"][0]["blake3"].as_str().unwrap().to_string();
-            (id, hash)
-        })
-        .collect();
-    let template = env.path("repo-template");
-    common::copy_tree(&env.repo, &template);
+    let (kept, template) = garbage_to_prune(&env, 8, 3, 77, 2);
     let args = ["prune", "--grace", "0s", "--repack-unused", "20"];
     let failed = common::fail_at_every_step(&env, &args, |n, _| {
-        env.ok(["verify", "--read-data"]);
-        for (id, hash) in &kept {
-            let out = env.path("check.db");
-            let _ = std::fs::remove_file(&out);
-            env.ok(["restore", id, "-o", s(&out)]);
-            assert_eq!(&common::blake3_file(&out), hash, "failed at step {n}: {id}");
-        }
-        env.ok(["prune", "--grace", "0s"]);
-        env.ok(["prune", "--grace", "0s"]);
-        assert_eq!(marks(&env), 0, "failed at step {n}: marks left after two clean prunes");
-        std::fs::remove_dir_all(&env.repo).unwrap();
-        common::copy_tree(&template, &env.repo);
+        after_an_interrupted_prune(&env, &kept, &template, &format!("failed at step {n}"));
     });
     assert!(failed >= 5, "only {failed} runs failed");
     eprintln!("prune: an EIO at each of {failed} steps ended it with 74");
