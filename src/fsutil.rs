@@ -139,31 +139,72 @@ pub fn unreliable_filesystem(path: &Path) -> Option<&'static str> {
 /// Processes other than this one that hold `path` open, as (pid, command).
 /// Reads /proc, so it sees every process this user may inspect.
 pub fn processes_holding(path: &Path) -> Vec<(u32, String)> {
-    let Ok(target) = fs::canonicalize(path) else {
-        return Vec::new();
-    };
-    let me = std::process::id();
-    let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
+    OpenFiles::scan()
+        .holding(path)
+        .into_iter()
+        .map(|h| (h.pid, h.command))
+        .collect()
+}
+
+/// A process holding a file open.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    pub path: PathBuf,
+}
+
+/// Every file other processes hold open, from one pass over `/proc/*/fd`
+/// (every process this user may inspect).
+pub struct OpenFiles {
+    open: Vec<(PathBuf, u32)>,
+}
+
+impl OpenFiles {
+    pub fn scan() -> OpenFiles {
+        let me = std::process::id();
+        let mut open = Vec::new();
+        if let Ok(procs) = fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if pid == me {
+                    continue;
+                }
+                let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+                    continue;
+                };
+                for fd in fds.flatten() {
+                    if let Ok(l) = fs::read_link(fd.path())
+                        && l.is_absolute()
+                    {
+                        open.push((l, pid));
+                    }
+                }
+            }
         }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds
-            .flatten()
-            .any(|fd| fs::read_link(fd.path()).map(|l| l == target).unwrap_or(false));
-        if holds {
-            let comm = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            out.push((pid, comm.trim().to_string()));
-        }
+        OpenFiles { open }
     }
-    out
+
+    /// Who holds `path` open, or, for a directory, anything beneath it.
+    pub fn holding(&self, path: &Path) -> Vec<Holder> {
+        let Ok(target) = fs::canonicalize(path) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Holder> = Vec::new();
+        for (l, pid) in &self.open {
+            if l.starts_with(&target) && !out.iter().any(|h| h.pid == *pid) {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                out.push(Holder {
+                    pid: *pid,
+                    command: comm.trim().to_string(),
+                    path: l.clone(),
+                });
+            }
+        }
+        out
+    }
 }
 
 pub fn hostname() -> String {

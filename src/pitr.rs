@@ -18,6 +18,8 @@ use crate::repo::{Repository, SnapshotRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// The state after the newest commit the repository holds.
+    Newest,
     /// The state right after this commit.
     Txid(u64),
     /// The state as of this instant: every commit seen at or before it.
@@ -63,10 +65,19 @@ fn replication_of(s: &SnapshotRef, name: Option<&str>) -> Option<(String, Replic
 /// Choose the base and segments for `target`. `name` picks the database
 /// when the repository replicates more than one.
 pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(SnapshotRef, Replay)> {
-    let snaps = repo.snapshots()?;
-    let mut bases: Vec<(SnapshotRef, String, ReplicationPoint)> = snaps
-        .into_iter()
-        .filter_map(|s| replication_of(&s, name).map(|(n, r)| (s, n, r)))
+    plan_among(repo, &repo.snapshots()?, name, target)
+}
+
+/// `plan` among snapshots already listed.
+pub fn plan_among(
+    repo: &Repository,
+    snaps: &[SnapshotRef],
+    name: Option<&str>,
+    target: Target,
+) -> Result<(SnapshotRef, Replay)> {
+    let mut bases: Vec<(&SnapshotRef, String, ReplicationPoint)> = snaps
+        .iter()
+        .filter_map(|s| replication_of(s, name).map(|(n, r)| (s, n, r)))
         .collect();
     let mut names: Vec<&str> = bases.iter().map(|(_, n, _)| n.as_str()).collect();
     names.sort_unstable();
@@ -96,6 +107,7 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
     let stream = bases.last().expect("not empty").2.stream.clone();
     bases.retain(|(_, _, r)| r.stream == stream);
     let chosen = match target {
+        Target::Newest => Some(bases.len() - 1),
         Target::Txid(n) => bases.iter().rposition(|(_, _, r)| r.txid <= n),
         Target::Time(t) => bases
             .iter()
@@ -118,6 +130,7 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
         .map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time.clone()));
     let next_watched = bases.get(i + 1).and_then(|(_, _, r)| r.watched_until_ns);
     let (snap, _, point) = bases.swap_remove(i);
+    let snap = snap.clone();
     let mut keys: Vec<(u64, u64, String)> = repo
         .storage
         .list(&segment::stream_prefix(&stream))?
@@ -194,6 +207,21 @@ fn rfc3339(ns: i64) -> String {
 }
 
 impl Replay {
+    /// The time of the newest commit the chain reaches (the base's, when no
+    /// segment follows it): how recent the newest state it can give is.
+    /// Reads the last segment.
+    pub fn reach(&self, repo: &Repository) -> Result<jiff::Timestamp> {
+        let Some((_, _, key)) = self.segments.last() else {
+            return Ok(self.base_time);
+        };
+        let what = format!("{}/{key}", repo.storage.location());
+        let seg = Segment::decode(&repo.storage.read(key)?, &what)?;
+        let ns = seg.commits.last().map(|c| c.time_ns).unwrap_or(0);
+        Ok(jiff::Timestamp::from_nanosecond(ns as i128)
+            .unwrap_or(self.base_time)
+            .max(self.base_time))
+    }
+
     /// `t` falls inside the interval of `rest[0]`, a commit the replicator
     /// did not see being made: refuse, naming the interval and the exact
     /// points on either side of it. `landed` is where the replay stands
@@ -246,7 +274,7 @@ impl Replay {
             .iter()
             .take_while(|(f, _, _)| match self.target {
                 Target::Txid(n) => *f <= n,
-                Target::Time(_) => true,
+                Target::Time(_) | Target::Newest => true,
             })
             .collect();
         let window = repo.storage.transfers().clamp(2, 16);
@@ -272,6 +300,7 @@ impl Replay {
                 let mut applied_any = false;
                 for (k, c) in seg.commits.iter().enumerate() {
                     let stop = match self.target {
+                        Target::Newest => false,
                         Target::Txid(n) => c.txid > n,
                         Target::Time(t) => {
                             let t = t.as_nanosecond() as i64;

@@ -197,28 +197,31 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
         if let Err(e) = s.manifest.check_layout(&sid) {
             add(String::new(), e.problem);
         }
-        for src in &s.manifest.sources {
-            match src {
-                Source::Sqlite(db) => match repo.resolve_pagemap(&db.pagemap, false) {
-                    Err(e) => add(db.name.clone(), format!("page map unreadable: {}", e.problem)),
-                    Ok(resolved) => {
-                        let pages = resolved.pages;
-                        let mut seen = HashSet::new();
-                        for (i, id) in pages.iter().enumerate() {
-                            if !seen.insert(*id) {
-                                continue;
-                            }
-                            if !repo.index.contains(id) {
-                                add(
-                                    db.name.clone(),
-                                    format!("page {} (blob {}) is missing", i + 1, id.short()),
-                                );
-                            } else if let Some(why) = bad_blobs.get(id) {
-                                add(db.name.clone(), format!("page {}: {why}", i + 1));
-                            }
+        for db in s.manifest.databases() {
+            match repo.resolve_pagemap(&db.pagemap, false) {
+                Err(e) => add(db.name.clone(), format!("page map unreadable: {}", e.problem)),
+                Ok(resolved) => {
+                    let pages = resolved.pages;
+                    let mut seen = HashSet::new();
+                    for (i, id) in pages.iter().enumerate() {
+                        if !seen.insert(*id) {
+                            continue;
+                        }
+                        if !repo.index.contains(id) {
+                            add(
+                                db.name.clone(),
+                                format!("page {} (blob {}) is missing", i + 1, id.short()),
+                            );
+                        } else if let Some(why) = bad_blobs.get(id) {
+                            add(db.name.clone(), format!("page {}: {why}", i + 1));
                         }
                     }
-                },
+                }
+            }
+        }
+        for src in &s.manifest.sources {
+            match src {
+                Source::Sqlite(_) => {}
                 Source::Directory(d) => {
                     for e in &d.entries {
                         check_chunks(repo, &bad_blobs, &format!("{}/{}", d.name, e.path), &e.chunks, &mut add);

@@ -260,6 +260,9 @@ fn a_fifo_where_a_pack_or_manifest_belongs_is_damage_not_a_hang() {
 
 /// The staging entries a restore leaves in `dir`.
 fn staging_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
     common::entries_starting(dir, ".lifeboat-restore-")
 }
 
@@ -301,15 +304,16 @@ fn a_killed_restore_leaves_staging_the_next_restore_removes() {
     let id = big_db_snapshot(&env);
     let target = env.path("drill");
     std::fs::create_dir_all(&target).unwrap();
-    let status = interrupt_restore(&env, &[&id, "--to", s(&target)], &target, libc::SIGKILL);
+    let db_dir = common::under(&target, &env.path("svc"));
+    let status = interrupt_restore(&env, &[&id, "--to", s(&target)], &db_dir, libc::SIGKILL);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    assert!(!staging_in(&target).is_empty(), "SIGKILL leaves staging behind");
+    assert!(!staging_in(&db_dir).is_empty(), "SIGKILL leaves staging behind");
     // Not a non-empty target (73): the retry recognises the dead restore's
     // staging, removes it and restores.
     env.ok(["restore", &id, "--to", s(&target)]);
-    assert!(staging_in(&target).is_empty(), "{:?}", describe(&target));
-    assert_eq!(common::integrity(&target.join("state.db")), "ok");
+    assert!(staging_in(&db_dir).is_empty(), "{:?}", describe(&db_dir));
+    assert_eq!(common::integrity(&db_dir.join("state.db")), "ok");
 
     // The same beside a single output file.
     let out_dir = env.path("out");
@@ -338,12 +342,14 @@ fn sigterm_or_sigint_during_a_restore_removes_its_staging() {
     for (sig, name) in [(libc::SIGTERM, "sigterm"), (libc::SIGINT, "sigint")] {
         let target = env.path(name);
         std::fs::create_dir_all(&target).unwrap();
-        let status = interrupt_restore(&env, &[&id, "--to", s(&target)], &target, sig);
+        let db_dir = common::under(&target, &env.path("svc"));
+        let status = interrupt_restore(&env, &[&id, "--to", s(&target)], &db_dir, sig);
         assert_eq!(
             status.code(),
             Some(128 + sig),
             "exit 128 + signal, as a shell reports it"
         );
+        // The folders it created on the way went with it.
         assert_empty(&target);
         let out = target.join("copy.db");
         let status = interrupt_restore(&env, &[&id, "-o", s(&out)], &target, sig);

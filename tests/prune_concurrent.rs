@@ -331,7 +331,7 @@ impl<'a> Restorer<'a> {
         let blind = blind_windows(evs);
         let blind = &blind[..];
         let at = rfc3339(t);
-        let (out, file) = self.ok(&["--at", &at]);
+        let (out, file) = self.ok(&["--at", &at, "--only", "app.db"]);
         let p = point_of(&out);
         let k = check_prefix(&file, source, &format!("--at {at}"));
         assert!(p.time_ns <= t, "--at {at} landed on a commit stamped later: {p:?}");
@@ -433,7 +433,7 @@ fn bases(env: &Env) -> Vec<Base> {
 }
 
 fn list(env: &Env) -> Vec<serde_json::Value> {
-    let out = ok(env, &["--json", "list"]);
+    let out = ok(env, &["--json", "list", "--all"]);
     out.json()
         .as_array()
         .cloned()
@@ -796,7 +796,7 @@ fn concurrent_snapshot_replicate_and_prune_lose_nothing() {
     }
     assert!(points[9].2 > points[0].2, "the window holds no commits: {points:?}");
     // And the newest point is the source itself.
-    let (_, now_file) = r.ok(&["--at", "now"]);
+    let (_, now_file) = r.ok(&["--at", "now", "--only", "app.db"]);
     assert_eq!(content(&now_file), content(&db_a), "restore --at now differs from db A");
     eprintln!(
         "[{backend}] {} bases of A left, {} of B; window points (base txid, txid, rows): {points:?}; \

@@ -54,7 +54,7 @@ fn restore_into_non_empty_directory_is_refused_with_73() {
     let empty = env.path("empty");
     std::fs::create_dir(&empty).unwrap();
     env.ok(["restore", &id, "--to", s(&empty)]);
-    assert_eq!(common::row_stats(&empty.join("state.db")), (200, 1, 200, 0));
+    assert_eq!(common::row_stats(&common::under(&empty, &_db)), (200, 1, 200, 0));
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn restore_onto_existing_file_is_refused_with_73_and_json_error() {
 }
 
 #[test]
-fn restore_over_database_open_in_another_process_is_refused_with_75_unless_forced() {
+fn restore_over_database_open_in_another_process_is_refused_with_75_even_forced() {
     let _serial = common::serial();
     let env = Env::new();
     let (db, id) = db_and_snapshot(&env);
@@ -112,7 +112,7 @@ fn restore_over_database_open_in_another_process_is_refused_with_75_unless_force
     let svc = db.parent().unwrap().to_path_buf();
     std::fs::write(svc.join("server.toml"), "listen = 1\n").unwrap();
     let ready = env.path("holder.ready");
-    let mut holder = common::spawn_self("holder_child", &[(common::HOLD_DB, &db), (common::HOLD_READY, &ready)]);
+    let holder = common::spawn_self("holder_child", &[(common::HOLD_DB, &db), (common::HOLD_READY, &ready)]);
     common::wait_until("the holder to open the database", 60, || ready.exists());
     let [wal, shm, ..] = <[PathBuf; 4]>::try_from(common::sidecars(&db)).unwrap();
     assert!(
@@ -135,9 +135,13 @@ fn restore_over_database_open_in_another_process_is_refused_with_75_unless_force
     assert_refused(&env.run(["restore", &id, "-o", s(&db)]), 75, "restore.database_in_use");
     assert_eq!(describe(&svc), before);
 
-    let out = env.ok(["restore", &id, "--force"]);
-    assert!(holder.still_running());
+    // Not even --force moves a file a process holds open: it would go on
+    // writing into the moved copy.
+    assert_refused(&env.run(["restore", &id, "--force"]), 75, "restore.database_in_use");
+    assert_eq!(describe(&svc), before);
+    // Once the service is stopped (killed: its -wal and -shm stay)...
     drop(holder);
+    let out = env.ok(["restore", &id, "--force"]);
     let aside = entries_starting(&svc, ".lifeboat-pre-restore-");
     assert_eq!(aside.len(), 1, "one pre-restore directory: {aside:?}");
     let aside = &aside[0];
@@ -177,13 +181,16 @@ fn force_moves_current_files_and_sidecars_aside_and_leaves_no_stale_sidecars() {
     let (db, id) = db_and_snapshot(&env);
     let snap_hash = common::blake3_file(&db);
     let to = env.path("target");
-    std::fs::create_dir(&to).unwrap();
-    create_db(&to.join("state.db"), 50, 10, true);
-    std::fs::write(to.join("state.db-wal"), vec![7u8; 5000]).unwrap();
-    std::fs::write(to.join("state.db-shm"), vec![9u8; 32768]).unwrap();
-    std::fs::write(to.join("state.db.lock"), "lock").unwrap();
-    std::fs::write(to.join("notes.txt"), "unrelated").unwrap();
-    let before = describe(&to);
+    // What is in the way: the files where --to puts the database (the
+    // source's own path under the target).
+    let at = common::under(&to, db.parent().unwrap());
+    std::fs::create_dir_all(&at).unwrap();
+    create_db(&at.join("state.db"), 50, 10, true);
+    std::fs::write(at.join("state.db-wal"), vec![7u8; 5000]).unwrap();
+    std::fs::write(at.join("state.db-shm"), vec![9u8; 32768]).unwrap();
+    std::fs::write(at.join("state.db.lock"), "lock").unwrap();
+    std::fs::write(at.join("notes.txt"), "unrelated").unwrap();
+    let before = describe(&at);
 
     let out = env.ok(["restore", &id, "--to", s(&to), "--force"]);
     let aside = entries_starting(&to, ".lifeboat-pre-restore-");
@@ -195,33 +202,30 @@ fn force_moves_current_files_and_sidecars_aside_and_leaves_no_stale_sidecars() {
         aside.display(),
         out.stdout
     );
+    let aside_at = aside.join(at.strip_prefix(&to).unwrap());
     for name in ["state.db", "state.db-wal", "state.db-shm", "state.db.lock"] {
         assert_eq!(
-            node(&aside.join(name)).content,
+            node(&aside_at.join(name)).content,
             before[name].content,
             "{name} moved aside, never deleted"
         );
     }
-    assert_eq!(common::blake3_file(&to.join("state.db")), snap_hash);
-    for side in common::sidecars(&to.join("state.db")) {
+    assert_eq!(common::blake3_file(&at.join("state.db")), snap_hash);
+    for side in common::sidecars(&at.join("state.db")) {
         assert!(
             !side.exists(),
             "stale sidecar left beside the restored database: {}",
             side.display()
         );
     }
-    assert_eq!(node(&to.join("notes.txt")), before["notes.txt"]);
-    let mut names: Vec<String> = std::fs::read_dir(&to)
+    assert_eq!(node(&at.join("notes.txt")), before["notes.txt"]);
+    let mut names: Vec<String> = std::fs::read_dir(&at)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names.len(),
-        3,
-        "only notes.txt, state.db and the pre-restore dir: {names:?}"
-    );
-    assert_eq!(common::integrity(&to.join("state.db")), "ok");
+    assert_eq!(names, ["notes.txt", "state.db"], "only notes.txt and state.db");
+    assert_eq!(common::integrity(&at.join("state.db")), "ok");
 }
 
 #[test]
@@ -256,7 +260,7 @@ fn schema_version_newer_than_allowed_is_refused_with_78() {
     );
     assert!(!out_dir.exists());
     env.ok(["restore", &id, "--to", s(&out_dir), "--max-schema-version", "5"]);
-    assert_eq!(common::row_stats(&out_dir.join("state.db")), (100, 1, 100, 0));
+    assert_eq!(common::row_stats(&common::under(&out_dir, &db)), (100, 1, 100, 0));
 
     // A configured schema-version query (the seeds' schema_migrations table).
     let mig = env.path("svc2/state.db");
@@ -807,4 +811,41 @@ fn configuration_mistakes_are_78_not_64_or_74() {
     );
     assert!(env.list().is_empty(), "no snapshot published");
     assert!(common::files_under(&env.repo.join("data")).is_empty(), "no pack stored");
+}
+
+/// Issue 20, finding 4: the "open elsewhere" check covered only `[[sqlite]]`
+/// sources; `--force` over a directory moved aside a database a writer held
+/// open, and the writer kept writing into the moved copy.
+#[test]
+fn force_over_a_directory_holding_an_open_file_is_refused_with_75() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let svc = env.path("svc");
+    let db = svc.join("tenants/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 50, 100, true);
+    std::fs::write(svc.join("server.toml"), "listen = 1\n").unwrap();
+    let id = env.snapshot(&[&svc]);
+    let ready = env.path("holder.ready");
+    let holder = common::spawn_self("holder_child", &[(common::HOLD_DB, &db), (common::HOLD_READY, &ready)]);
+    common::wait_until("the holder to open the database", 60, || ready.exists());
+    let before = describe(&svc);
+    for args in [
+        vec!["restore", &id, "--force"],
+        vec!["restore", &id, "--only", "svc", "--force"],
+    ] {
+        let out = env.run(&args);
+        assert_refused(&out, 75, "restore.file_in_use");
+        let pid = holder.child.id().to_string();
+        assert!(
+            out.stderr.contains(&pid),
+            "names the holder's pid {pid}:\n{}",
+            out.stderr
+        );
+        assert_eq!(describe(&svc), before, "a refused restore changes nothing");
+        assert!(entries_starting(&env.path(""), ".lifeboat-pre-restore-").is_empty());
+    }
+    drop(holder);
+    env.ok(["restore", &id, "--force"]);
+    assert_eq!(common::integrity(&db), "ok");
 }

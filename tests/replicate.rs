@@ -1730,22 +1730,28 @@ fn restore_if_db_not_exists_and_if_replica_exists() {
         args.extend(["-o", s(&out)]);
         let o = empty.run(&args).expect_code(66);
         let ev = error_event(&o);
-        assert!(
-            ev == "restore.no_replica" || (target.is_empty() && ev == "error.no_input"),
-            "restore {target:?} in an empty repository: {ev}"
-        );
+        let want = if target.first() == Some(&"--txid") {
+            "restore.no_replica"
+        } else {
+            "restore.no_snapshot"
+        };
+        assert_eq!(ev, want, "restore {target:?} in an empty repository");
         assert!(!out.exists());
     }
-    // An ordinary snapshot is not a replica.
+    // An ordinary snapshot is a backup, though no replica to replay: the
+    // service as of now is that snapshot.
     let plain = empty.path("plain.db");
     common::create_db(&plain, 5, 10, true);
     empty.snapshot(&[&plain]);
-    empty.ok(["restore", "--if-replica-exists", "--at", "now", "-o", s(&out)]);
+    empty.ok(["restore", "--if-replica-exists", "--txid", "5", "-o", s(&out)]);
     assert!(!out.exists());
     let o = empty
-        .run(["--json", "restore", "--at", "now", "-o", s(&out)])
+        .run(["--json", "restore", "--txid", "5", "-o", s(&out)])
         .expect_code(66);
     assert_eq!(error_event(&o), "restore.no_replica");
+    empty.ok(["restore", "--if-replica-exists", "--at", "now", "-o", s(&out)]);
+    assert_eq!(content(&out), content(&plain));
+    std::fs::remove_file(&out).unwrap();
 
     // ...and so with no repository at all.
     let none = Env::bare();
@@ -1825,7 +1831,10 @@ fn two_replicas_and_folded_bases_agree() {
         "latest restore of the second replica equals the source"
     );
     for repo in [env.repo_arg.as_str(), s(&second)] {
-        let list = env.run_bare(["--repo", repo, "--json", "list"]).expect_code(0).json();
+        let list = env
+            .run_bare(["--repo", repo, "--json", "list", "--all"])
+            .expect_code(0)
+            .json();
         let folded = list
             .as_array()
             .unwrap()
@@ -1834,4 +1843,121 @@ fn two_replicas_and_folded_bases_agree() {
             .count();
         assert!(folded >= 2, "{repo} lists folded bases ({folded})");
     }
+}
+
+// ------------------------------------------------ one meaning of a point
+
+/// After `replicate` has shipped commits past the newest snapshot, a plain
+/// `restore` (and `restore latest`) gives the newest commit, not the
+/// snapshot nor a base; `--to DIR` brings back every source of the service,
+/// each at DIR + its own absolute path; `-o` without `--only` among several
+/// databases is a usage error; a mistyped `--only` is an error even with
+/// `--if-db-not-exists --if-replica-exists`; `list` hides bases.
+#[test]
+fn latest_means_the_newest_point_of_every_source() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "scene");
+    let other = env.path("data/other.db");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    common::create_db(&other, 20, 50, true);
+    let files = env.path("data/files");
+    std::fs::create_dir_all(files.join("sub")).unwrap();
+    std::fs::write(files.join("sub/a.txt"), b"tenant a").unwrap();
+    let cfg_text = "[[sqlite]]\npath = \"data/app.db\"\n\n[[sqlite]]\npath = \"data/other.db\"\n\n[[directory]]\npath = \"data/files\"\n";
+    let mut sc = Scene::new(&env, Some(cfg_text));
+    let cfg = env.path("lifeboat.toml");
+    let mut r = Restorer::new(&env, "restored");
+    sc.write(10, Duration::from_millis(1));
+    let snap = env.ok(["--config", s(&cfg), "snapshot"]).stdout;
+    let snap_id = snap.lines().last().unwrap().trim().to_string();
+    // Commits after the snapshot, shipped by the replicator.
+    sc.write(150, Duration::from_millis(1));
+    let (n, want) = sc.caught_up(&mut r);
+    sc.stop();
+    assert!(n > 150, "txid {n}");
+
+    for spec in [&[][..], &["latest"][..]] {
+        let out = env.path(&format!("plain-{}.db", spec.len()));
+        let mut args = vec!["--json", "--config", s(&cfg), "restore"];
+        args.extend_from_slice(spec);
+        args.extend(["--only", "app.db", "-o", s(&out)]);
+        let o = env.ok(&args);
+        assert_eq!(content(&out), want, "restore {spec:?} gives the newest commit");
+        let v = o.json();
+        assert_eq!(v["restored"][0]["point"]["txid"].as_u64(), Some(n), "{v}");
+        assert!(v["restored"][0]["age_seconds"].as_i64().is_some(), "{v}");
+    }
+
+    // -o among two databases, no --only: 64, naming both.
+    let o = env
+        .run(["--json", "--config", s(&cfg), "restore", "-o", s(&env.path("which.db"))])
+        .expect_code(64);
+    assert_eq!(error_event(&o), "restore.which_database");
+    let msg = o.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("app.db") && msg.contains("other.db"), "{msg}");
+
+    // The whole service into a drill directory, each source where it was.
+    let drill = env.path("drill");
+    let o = env.ok(["--json", "--config", s(&cfg), "restore", "--to", s(&drill)]);
+    let v = o.json();
+    let restored = v["restored"].as_array().unwrap();
+    assert_eq!(restored.len(), 3, "every source of the service: {v}");
+    assert_eq!(
+        content(&common::under(&drill, &sc.db)),
+        want,
+        "the database at its newest commit"
+    );
+    assert_eq!(
+        common::integrity(&common::under(&drill, &other)),
+        "ok",
+        "the other database, from the snapshot"
+    );
+    assert_eq!(
+        std::fs::read(common::under(&drill, &files).join("sub/a.txt")).unwrap(),
+        b"tenant a"
+    );
+    for r in restored {
+        let from_snapshot = r["snapshot"].as_str() == Some(snap_id.as_str());
+        match r["name"].as_str().unwrap() {
+            "app.db" => assert!(!from_snapshot && r["point"]["txid"] == n, "{r}"),
+            _ => assert!(from_snapshot && r.get("point").is_none(), "{r}"),
+        }
+    }
+    // Exactly that snapshot, by id: the database as it was then.
+    let then = env.path("then.db");
+    env.ok(["restore", &snap_id, "--only", "app.db", "-o", s(&then)]);
+    assert_eq!(common::replica_rows(&then).len(), 10);
+
+    // A mistyped --only is never "nothing to do".
+    let existing = env.path("existing.db");
+    std::fs::write(&existing, b"x").unwrap();
+    let o = env
+        .run([
+            "--json",
+            "--config",
+            s(&cfg),
+            "restore",
+            "--only",
+            "app.bd",
+            "--if-db-not-exists",
+            "--if-replica-exists",
+            "-o",
+            s(&existing),
+        ])
+        .expect_code(64);
+    assert_eq!(error_event(&o), "restore.no_such_source");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"x");
+
+    // `list` shows the service's snapshots; bases only with --all.
+    let listed = env.ok(["--json", "list"]).json();
+    let kinds: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["full"], "{listed}");
+    let all = env.list();
+    assert!(all.iter().any(|m| m["kind"] == "base"), "--all shows the bases");
 }

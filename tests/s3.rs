@@ -16,7 +16,7 @@ use std::process::Command;
 
 use common::faultproxy::{Fault, FaultProxy, Seen};
 use common::s3::{self, Server};
-use common::{Env, Out, blake3_file, create_db, describe, s};
+use common::{Env, Out, blake3_file, create_db, describe, s, under};
 
 fn server() -> &'static Server {
     Server::shared()
@@ -290,8 +290,12 @@ fn faults_on_the_wire_leave_a_repository_that_verifies_and_restores() {
         );
         let to = env.path(&format!("via-proxy-{round}"));
         run_at(&env, &via, PATIENT, &["restore", &last, "--to", s(&to)]).expect_code(0);
-        assert_eq!(&blake3_file(&to.join("app.db")), want_db, "round {round}: restore --to");
-        assert_eq!(&describe(&to.join("files")), want_tree, "round {round}: restored tree");
+        assert_eq!(&blake3_file(&under(&to, &db)), want_db, "round {round}: restore --to");
+        assert_eq!(
+            &describe(&under(&to, &files)),
+            want_tree,
+            "round {round}: restored tree"
+        );
         run_at(&env, &via, PATIENT, &["verify", "--read-data"]).expect_code(0);
     }
     // Deletion through the faults too: forget and both phases of prune.
@@ -367,8 +371,8 @@ fn faults_on_the_wire_leave_a_repository_that_verifies_and_restores() {
         assert_eq!(common::integrity(&out_file), "ok");
         let to = env.path(&format!("direct-{i}"));
         env.ok(["restore", id, "--to", s(&to)]);
-        assert_eq!(&blake3_file(&to.join("app.db")), want_db);
-        assert_eq!(&describe(&to.join("files")), want_tree, "snapshot {id}: tree");
+        assert_eq!(&blake3_file(&under(&to, &db)), want_db);
+        assert_eq!(&describe(&under(&to, &files)), want_tree, "snapshot {id}: tree");
     }
 
     // The proxy really made trouble, of every kind, truncated bodies
@@ -505,7 +509,7 @@ fn a_body_damaged_in_transit_is_read_again_never_taken_for_damage() {
     proxy.rule("GET", "/data/", Fault::Corrupt, 1);
     let to = env.path("drill");
     run_at(&env, &via, &cold, &["restore", &id, "--only", "files", "--to", s(&to)]).expect_code(0);
-    assert_eq!(describe(&to.join("files")), describe(&files));
+    assert_eq!(describe(&under(&to, &files)), describe(&files));
     proxy.rule("GET", "/data/", Fault::Corrupt, 1);
     run_at(&env, &via, &cold, &["verify", "--read-data"]).expect_code(0);
     assert_eq!(proxy.faults().get(&Fault::Corrupt), Some(&5), "{:?}", proxy.faults());
@@ -854,7 +858,7 @@ fn a_restore_of_many_small_files_reads_each_pack_once() {
     for i in 0..200 {
         let name = format!("t{i:03}.json");
         assert_eq!(
-            std::fs::read(target.join("tenants").join(&name)).unwrap(),
+            std::fs::read(under(&target, &dir).join(&name)).unwrap(),
             std::fs::read(dir.join(&name)).unwrap(),
             "{name}"
         );
@@ -1199,13 +1203,17 @@ fn two_hosts_write_one_prefix_at_once() {
         let e = if i % 2 == 0 { &a } else { &b };
         let to = e.path(&format!("restored-{i}"));
         e.ok(["restore", id, "--to", s(&to)]);
-        let name = if to.join("a.db").exists() { "a.db" } else { "b.db" };
+        let (host, db) = if under(&to, &db_a).exists() {
+            (&a, &db_a)
+        } else {
+            (&b, &db_b)
+        };
         assert_eq!(
-            blake3_file(&to.join(name)),
+            blake3_file(&under(&to, db)),
             want,
             "snapshot {id} restored byte-identical"
         );
-        assert_eq!(std::fs::read(to.join("shared.bin")).unwrap(), shared);
+        assert_eq!(std::fs::read(under(&to, &host.path("shared.bin"))).unwrap(), shared);
     }
 }
 

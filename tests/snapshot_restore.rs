@@ -244,40 +244,42 @@ fn several_databases_and_directories_restore_byte_identical() {
     let to = env.path("restored");
     env.ok(["restore", &id, "--to", s(&to)]);
     assert_eq!(
-        common::blake3_file(&to.join("a.db")),
+        common::blake3_file(&common::under(&to, &a)),
         a_hash,
         "a.db restored byte-identical"
     );
     assert_eq!(
-        common::blake3_file(&to.join("b.sqlite")),
+        common::blake3_file(&common::under(&to, &b)),
         b_hash,
         "b.sqlite restored byte-identical"
     );
-    assert_eq!(node(&to.join("a.db")).mode, 0o600);
-    assert_eq!(node(&to.join("b.sqlite")).mode, 0o640);
+    assert_eq!(node(&common::under(&to, &a)).mode, 0o600);
+    assert_eq!(node(&common::under(&to, &b)).mode, 0o640);
     assert_eq!(
-        describe(&to.join("uploads")),
+        describe(&common::under(&to, &uploads)),
         uploads_desc,
         "uploads/ restored with contents, modes, links and mtimes"
     );
     assert_eq!(
-        describe(&to.join("etc")),
+        describe(&common::under(&to, &etc)),
         etc_desc,
         "etc/ restored with contents, modes, links and mtimes"
     );
     assert_eq!(
-        node(&to.join("app.toml")),
+        node(&common::under(&to, &conf)),
         conf_node,
         "the single file restored with mode and mtime"
     );
-    let mut top: Vec<String> = std::fs::read_dir(&to)
+    // Each source at its own path under the target (a copy of the service
+    // starts from there): src/ holds them all, src/conf/ the single file.
+    let mut top: Vec<String> = std::fs::read_dir(common::under(&to, &src))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
     assert_eq!(
         top,
-        ["a.db", "app.toml", "b.sqlite", "etc", "uploads"],
+        ["a.db", "b.sqlite", "conf", "etc", "uploads"],
         "nothing else (no staging or sidecar leftovers)"
     );
 

@@ -196,15 +196,14 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
 
     repo.load_index()?;
     let snap = repo.find_snapshot(&id2.hex())?;
-    let report = lifeboat::restore::restore(
+    let report = lifeboat::restore::restore_snapshot(
         &repo,
         &snap,
         &RestoreOptions {
             target: Target::Original,
-            only: vec![],
             force: false,
             max_schema_version: None,
-            replay: None,
+            keep: Vec::new(),
             skip_integrity_check: false,
         },
         &progress,
@@ -306,16 +305,15 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path) -> Result<()> {
     let out = scratch.join("state-at.db");
     // The replicator added packs since `repo` loaded its index.
     let repo = &Repository::open(&replicas[0])?;
-    let (snap, replay) = lifeboat::pitr::plan(repo, None, lifeboat::pitr::Target::Time(at))?;
+    let selection = lifeboat::restore::Selection::newest(repo, &[], Some(at))?;
     let report = lifeboat::restore::restore(
         repo,
-        &snap,
+        &selection,
         &RestoreOptions {
             target: Target::File(out.clone()),
-            only: vec![replay.name.clone()],
             force: false,
             max_schema_version: None,
-            replay: Some(Arc::new(replay)),
+            keep: Vec::new(),
             skip_integrity_check: false,
         },
         &lifeboat::progress::Silent,

@@ -4,11 +4,29 @@ use super::Ctx;
 use super::output::{bytes, log_requests, print_json, when};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = "\
+Lists the service's snapshots, oldest first. The bases `lifeboat replicate` writes are internal
+restore points of their database's stream and are hidden; --all or --kind base shows them.")]
+pub struct Args {
+    /// Also list replication bases.
+    #[arg(long)]
+    all: bool,
+    /// Only snapshots of this kind (full, partial, base).
+    #[arg(long, value_name = "KIND")]
+    kind: Option<String>,
+}
 
-pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.open_repo_unindexed()?;
-    let snaps = repo.snapshots()?;
+    let every = repo.snapshots()?;
+    let total = every.len();
+    let snaps: Vec<_> = every
+        .into_iter()
+        .filter(|s| match &args.kind {
+            Some(k) => &s.manifest.kind == k,
+            None => args.all || s.manifest.kind != "base",
+        })
+        .collect();
     if ctx.json {
         let rows: Vec<_> = snaps
             .iter()
@@ -19,6 +37,7 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
                     "sources": s.manifest.sources.iter().map(|x| x.name()).collect::<Vec<_>>(),
                     "logical_bytes": s.manifest.summary.logical_bytes,
                     "added_stored_bytes": s.manifest.summary.added_stored_bytes,
+                    "incomplete": !s.manifest.incomplete.is_empty(),
                 })
             })
             .collect();
@@ -27,8 +46,14 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
         return Ok(0);
     }
     log_requests(&repo);
+    let hidden = total - snaps.len();
+    let hint = if hidden > 0 && args.kind.is_none() {
+        format!(" ({hidden} replication bases hidden; --all shows them)")
+    } else {
+        String::new()
+    };
     if snaps.is_empty() {
-        eprintln!("no snapshots in {}", repo.storage.location());
+        eprintln!("no snapshots in {}{hint}", repo.storage.location());
         return Ok(0);
     }
     println!(
@@ -38,8 +63,9 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
     for s in &snaps {
         let m = &s.manifest;
         let names: Vec<&str> = m.sources.iter().map(|x| x.name()).collect();
+        let mark = if m.incomplete.is_empty() { "" } else { "  INCOMPLETE" };
         println!(
-            "{:<8}  {:<20}  {:<7}  {:<16}  {:>10}  {}",
+            "{:<8}  {:<20}  {:<7}  {:<16}  {:>10}  {}{mark}",
             s.id.short(),
             when(&m.time),
             m.kind,
@@ -47,6 +73,9 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
             bytes(m.summary.added_stored_bytes),
             names.join(", ")
         );
+    }
+    if !hint.is_empty() && !ctx.quiet {
+        eprintln!("{} snapshots{hint}", snaps.len());
     }
     Ok(0)
 }

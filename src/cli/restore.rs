@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use lifeboat::pitr;
 use lifeboat::repo::Repository;
-use lifeboat::restore::{self, RestoreOptions, Target};
+use lifeboat::restore::{self, RestoreOptions, Selection, Target};
 use lifeboat::{Error, Result};
 
 use super::Ctx;
@@ -10,6 +10,12 @@ use super::output::{bytes, log_requests, print_json_with_requests};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
+Which point: `lifeboat restore` brings the whole service back as of its newest point: each
+directory and file from the newest snapshot holding it, each database at its newest commit
+shipped by `lifeboat replicate` when that is newer than its newest snapshot. --at T does the
+same as of T; an id restores exactly that snapshot. The output says, per source, which point
+it came from and how old it is.
+
 Without --to or -o, every source goes back where it was captured.
 Nothing is replaced until everything is restored into a staging area and verified (hashes,
 PRAGMA integrity_check). A non-empty target is refused (exit 73) and a database another
@@ -17,10 +23,12 @@ process has open is refused (exit 75) unless --force; with --force the current f
 their -wal/-shm/-journal/.lock sidecars, are moved into .lifeboat-pre-restore-<time>/ in the
 target directory, never deleted.")]
 pub struct Args {
-    /// Snapshot id (or unique prefix), or `latest`.
+    /// Snapshot id (or unique prefix): exactly that snapshot. `latest` (the default): the
+    /// service as of its newest point, each database at its newest shipped commit.
     #[arg(default_value = "latest")]
     id: String,
-    /// Restore each source as DIR/<name>.
+    /// Restore each source under DIR at its original absolute path (DIR/var/lib/app/state.db),
+    /// so a copy of the service can be started from DIR.
     #[arg(long, value_name = "DIR", conflicts_with = "output")]
     to: Option<PathBuf>,
     /// Restore one database as a plain SQLite file (like `sqlite3 .backup`).
@@ -69,7 +77,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Some(n) => Some(n),
         None => ctx.config()?.and_then(|c| c.restore.max_schema_version),
     };
+    // The shortcut touches no repository (a container starts even while
+    // the store is unreachable), but a name the config does not know is
+    // checked against the repository first: a typo is never "nothing to do".
+    let configured = |n: &String| {
+        ctx.config()
+            .ok()
+            .flatten()
+            .is_none_or(|c| c.sources("full").iter().any(|s| &s.name == n))
+    };
     if args.if_db_not_exists
+        && args.only.iter().all(configured)
         && let Some(existing) = existing_target(&target)
     {
         if !ctx.quiet {
@@ -77,17 +95,31 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         return Ok(0);
     }
-    // Without a point in time the snapshot is looked up while the index loads.
-    let plain = args.at.is_none() && args.txid.is_none();
-    let opened = if plain {
+    let point = match (&args.at, args.txid) {
+        (Some(t), _) => Some(pitr::Target::Time(parse_time(t)?)),
+        (_, Some(n)) => Some(pitr::Target::Txid(n)),
+        _ => None,
+    };
+    let exact = args.id != "latest";
+    if point.is_some() && exact {
+        return Err(Error::usage("a snapshot id and --at/--txid exclude each other")
+            .fix("--at and --txid choose the points themselves; drop the id"));
+    }
+    // A snapshot id is looked up while the index loads.
+    let opened = if exact {
         ctx.repo_location()
             .and_then(|loc| Repository::open_and_find(&loc, &args.id))
             .map(|(repo, found)| (repo, Some(found)))
     } else {
         ctx.open_repo().map(|repo| (repo, None))
     };
+    let nothing_yet = |e: &Error| {
+        args.if_replica_exists
+            && e.kind == lifeboat::ErrorKind::NoInput
+            && matches!(e.event, "repo.not_found" | "restore.no_snapshot" | "restore.no_replica")
+    };
     let (repo, found) = match opened {
-        Err(e) if args.if_replica_exists && e.kind == lifeboat::ErrorKind::NoInput => {
+        Err(e) if nothing_yet(&e) => {
             if !ctx.quiet {
                 eprintln!("no repository yet; nothing restored (--if-replica-exists)");
             }
@@ -95,52 +127,32 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         r => r?,
     };
-    let point = match (&args.at, args.txid) {
-        (Some(t), _) => Some(pitr::Target::Time(parse_time(t)?)),
-        (_, Some(n)) => Some(pitr::Target::Txid(n)),
-        _ => None,
+    let selection = match (found, point) {
+        (Some(found), _) => found.and_then(|snap| Selection::of_snapshot(&snap, &args.only)),
+        (None, Some(pitr::Target::Txid(n))) => Selection::at_txid(&repo, &args.only, n),
+        (None, Some(pitr::Target::Time(t))) => Selection::newest(&repo, &args.only, Some(t)),
+        (None, _) => Selection::newest(&repo, &args.only, None),
     };
-    if point.is_some() && args.id != "latest" {
-        return Err(Error::usage("a snapshot id and --at/--txid exclude each other")
-            .fix("--at and --txid choose the base themselves; drop the id"));
-    }
-    let (snap, replay) = match point {
-        Some(p) => {
-            let name = args.only.first().map(String::as_str);
-            match pitr::plan(&repo, name, p) {
-                Err(e) if args.if_replica_exists && e.event == "restore.no_replica" => {
-                    if !ctx.quiet {
-                        eprintln!("no replica yet; nothing restored (--if-replica-exists)");
-                    }
-                    return Ok(0);
-                }
-                r => {
-                    let (snap, replay) = r?;
-                    (snap, Some(std::sync::Arc::new(replay)))
-                }
+    let selection = match selection {
+        Err(e) if nothing_yet(&e) => {
+            if !ctx.quiet {
+                eprintln!("no backup yet; nothing restored (--if-replica-exists)");
             }
+            return Ok(0);
         }
-        None => match found.expect("looked up with the index") {
-            Err(e) if args.if_replica_exists && e.kind == lifeboat::ErrorKind::NoInput => {
-                if !ctx.quiet {
-                    eprintln!("no snapshot yet; nothing restored (--if-replica-exists)");
-                }
-                return Ok(0);
-            }
-            r => (r?, None),
-        },
-    };
-    let only = match &replay {
-        Some(r) => vec![r.name.clone()],
-        None => args.only,
+        r => r?,
     };
     let progress = ctx.progress();
+    // Every configured source is another source's to keep.
+    let keep = ctx
+        .config()?
+        .map(|c| c.sources("full").into_iter().map(|s| s.path).collect())
+        .unwrap_or_default();
     let opts = RestoreOptions {
         target,
-        only,
         force: args.force,
         max_schema_version: max,
-        replay,
+        keep,
         skip_integrity_check: args.no_integrity_check,
     };
     if args.no_integrity_check {
@@ -149,7 +161,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "lifeboat: WARNING: --no-integrity-check: restored databases are NOT checked by SQLite and may be corrupt; for forensics, not for a service"
         );
     }
-    let report = restore::restore(&repo, &snap, &opts, &progress)?;
+    let report = restore::restore(&repo, &selection, &opts, &progress)?;
     if ctx.json {
         print_json_with_requests(&report, &repo);
         return Ok(0);
@@ -161,17 +173,33 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     for r in &report.restored {
         println!("restored {} {} -> {} ({})", r.kind, r.name, r.path, bytes(r.bytes));
-    }
-    if let Some(p) = &report.point {
-        println!(
-            "as of txid {} ({}): base txid {} + {} commits from {} segments",
-            p.txid, p.time, p.base_txid, p.commits_applied, p.segments
-        );
+        let age = age(r.age_seconds);
+        match &r.point {
+            Some(p) => println!(
+                "  as of txid {} ({}, {age} old): base txid {} + {} commits from {} segments",
+                p.txid, p.time, p.base_txid, p.commits_applied, p.segments
+            ),
+            None => println!(
+                "  from snapshot {} ({}, {age} old)",
+                &r.snapshot[..8.min(r.snapshot.len())],
+                r.snapshot_time
+            ),
+        }
     }
     for d in &report.moved_aside {
         println!("previous files moved to {d}");
     }
     Ok(0)
+}
+
+/// A duration for people: `3 s`, `4 min`, `2 h`, `3 d`.
+fn age(secs: i64) -> String {
+    match secs.max(0) {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
 }
 
 /// The file `--if-db-not-exists` looks at: the -o file (a --to or original

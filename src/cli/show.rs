@@ -41,6 +41,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for w in &m.summary.warnings {
         println!("warning  {w}");
     }
+    if !m.incomplete.is_empty() {
+        println!(
+            "INCOMPLETE: changed while read, may mix old and new bytes: {}",
+            m.incomplete.join(", ")
+        );
+    }
     for src in &m.sources {
         println!();
         match src {
@@ -84,10 +90,14 @@ fn print_entry(e: &lifeboat::repo::manifest::Entry) {
             e.target.as_deref().unwrap_or("")
         ),
         EntryKind::File => println!(
-            "         {:o} {:>10}  {path}  {}",
+            "         {:o} {:>10}  {path}  {}{}",
             e.mode,
             bytes(e.size),
-            e.blake3.map(|b| b.short()).unwrap_or_default()
+            e.blake3.map(|b| b.short()).unwrap_or_default(),
+            match &e.database {
+                Some(d) => format!("  (sqlite database, {} pages of {} B)", d.page_count, d.page_size),
+                None => String::new(),
+            }
         ),
     }
 }

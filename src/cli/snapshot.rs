@@ -13,7 +13,12 @@ use super::{Ctx, require_exists};
 PATHs are detected: a file starting with the SQLite header is captured online as a database
 (consistent while the service writes), a directory as a tree, anything else as a file.
 Without PATHs the sources come from the config file's [[sqlite]], [[directory]] and [[file]].
-Prints the new snapshot's id on stdout.")]
+Prints the new snapshot's id on stdout.
+
+A SQLite database found inside a directory (by its header) is captured like a configured one,
+online and page by page; its -wal/-shm are not copied. Any other file that keeps changing while
+it is read (twice) makes the snapshot incomplete: it is published, `list` and `show` mark it,
+and snapshot exits 75.")]
 pub struct Args {
     /// Databases, directories or files to capture (default: the config's sources).
     paths: Vec<PathBuf>,
@@ -50,7 +55,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
     if ctx.json {
         print_json_with_requests(
-            &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary}),
+            &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary, "incomplete": m.incomplete}),
             &repo,
         );
     } else {
@@ -67,6 +72,22 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             );
         }
         println!("{id}");
+    }
+    if !m.incomplete.is_empty() {
+        // Published (what it holds is worth keeping), but not a clean copy:
+        // said whatever -q or --json asked, and the exit code says it too.
+        tracing::warn!(event = "snapshot.incomplete", id = %id.short(), files = m.incomplete.len());
+        eprintln!(
+            "lifeboat: warning: snapshot {} is incomplete: {} changed while read ({}); take another when they are quiet (event=snapshot.incomplete)",
+            id.short(),
+            if m.incomplete.len() == 1 {
+                "1 file".to_string()
+            } else {
+                format!("{} files", m.incomplete.len())
+            },
+            m.incomplete.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(super::exit::TEMPFAIL);
     }
     Ok(0)
 }

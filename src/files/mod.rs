@@ -57,6 +57,7 @@ pub fn entry_for(rel: &str, meta: &fs::Metadata, abs: &Path) -> Result<Option<En
         blake3: None,
         chunks: Vec::new(),
         target,
+        database: None,
     }))
 }
 

@@ -235,6 +235,7 @@ impl Fold {
                 duration_ms: started.elapsed().as_millis() as u64,
                 warnings: Vec::new(),
             },
+            incomplete: Vec::new(),
         };
         repo.write_manifest(&manifest).map(Some)
     }

@@ -12,9 +12,20 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// manifests that carry it, so every other manifest stays readable by
 /// format-1 readers.
 pub const MANIFEST_FORMAT_WATCHED: u32 = 2;
+/// Format 3 adds `Entry::database` (a database found inside a directory
+/// source, captured page by page) and `Manifest::incomplete`; written only
+/// by the manifests that carry one of them.
+pub const MANIFEST_FORMAT_EMBEDDED: u32 = 3;
 
-/// The format a manifest of `sources` is written in.
-pub fn format_for(sources: &[Source]) -> u32 {
+/// The format a manifest of `sources` (and `incomplete`) is written in.
+pub fn format_for(sources: &[Source], incomplete: &[String]) -> u32 {
+    let embedded = sources.iter().any(|s| match s {
+        Source::Directory(d) => d.entries.iter().any(|e| e.database.is_some()),
+        _ => false,
+    });
+    if embedded || !incomplete.is_empty() {
+        return MANIFEST_FORMAT_EMBEDDED;
+    }
     let watched = sources.iter().any(|s| match s {
         Source::Sqlite(d) => d.replication.as_ref().is_some_and(|r| r.watched_until_ns.is_some()),
         _ => false,
@@ -39,6 +50,10 @@ pub struct Manifest {
     pub tags: Vec<String>,
     pub sources: Vec<Source>,
     pub summary: Summary,
+    /// Files that changed while they were read (`<source>/<path>`): what
+    /// this snapshot holds of them may mix old and new bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +174,47 @@ pub struct Entry {
     /// Symlink target, stored verbatim and never followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// For a SQLite database found inside a directory source: its pages,
+    /// captured inside a read transaction as a configured database is
+    /// (`chunks` is then empty; `size` and `blake3` are the database file's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<EmbeddedDatabase>,
+}
+
+/// A database inside a directory source, captured page by page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedDatabase {
+    pub page_size: u32,
+    pub page_count: u32,
+    pub pagemap: Id,
+    pub sqlite_version: String,
+    pub journal_mode: String,
+}
+
+impl Entry {
+    /// The database this entry holds, as a database source named `name`
+    /// at `path`: what restore, verify and prune read.
+    pub fn database_source(&self, name: &str, path: &str) -> Option<SqliteSource> {
+        let d = self.database.as_ref()?;
+        Some(SqliteSource {
+            name: name.to_string(),
+            path: path.to_string(),
+            page_size: d.page_size,
+            page_count: d.page_count,
+            size: self.size,
+            blake3: self.blake3?,
+            pagemap: d.pagemap,
+            schema_version: None,
+            schema_query: String::new(),
+            sqlite_version: d.sqlite_version.clone(),
+            journal_mode: d.journal_mode.clone(),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            replication: None,
+        })
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -203,7 +259,7 @@ impl Manifest {
             format: u32,
         }
         let f: Format = serde_json::from_slice(json).map_err(|e| Error::damaged(what, format!("manifest: {e}")))?;
-        if !(MANIFEST_FORMAT..=MANIFEST_FORMAT_WATCHED).contains(&f.format) {
+        if !(MANIFEST_FORMAT..=MANIFEST_FORMAT_EMBEDDED).contains(&f.format) {
             return Err(
                 Error::config(what, format!("manifest format {} is not supported", f.format)).fix("upgrade Lifeboat"),
             );
@@ -213,6 +269,26 @@ impl Manifest {
 
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
+    }
+
+    /// Every database whose pages this snapshot holds: the configured ones
+    /// and those found inside directory sources (named `<source>/<path>`).
+    pub fn databases(&self) -> Vec<std::borrow::Cow<'_, SqliteSource>> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            match s {
+                Source::Sqlite(d) => out.push(std::borrow::Cow::Borrowed(d)),
+                Source::Directory(d) => {
+                    for e in d.entries.iter().filter(|e| e.database.is_some()) {
+                        let name = format!("{}/{}", d.name, e.path);
+                        let path = format!("{}/{}", d.path, e.path);
+                        out.extend(e.database_source(&name, &path).map(std::borrow::Cow::Owned));
+                    }
+                }
+                Source::File(_) => {}
+            }
+        }
+        out
     }
 
     /// Refuse a layout that could make a restore write anywhere but where it
@@ -290,6 +366,9 @@ fn check_entries(entries: &[Entry]) -> std::result::Result<(), String> {
                 "entry {:?} does not lie beneath a directory entry listed before it",
                 e.path
             ));
+        }
+        if e.database.is_some() && (e.kind != EntryKind::File || e.blake3.is_none() || !e.chunks.is_empty()) {
+            return Err(format!("entry {:?} holds a database but is not a plain file", e.path));
         }
         if e.kind == EntryKind::Dir {
             dirs.insert(&e.path);

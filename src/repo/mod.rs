@@ -66,6 +66,7 @@ pub type IndexDamage = Vec<(String, Error)>;
 pub type Listed = (Vec<SnapshotRef>, Vec<(Id, Error)>);
 
 /// A snapshot as listed: its id and manifest.
+#[derive(Debug, Clone)]
 pub struct SnapshotRef {
     pub id: Id,
     pub manifest: Manifest,
@@ -773,7 +774,7 @@ impl Repository {
     /// `latest` is the newest readable, with a warning for each damaged one
     /// (whose time cannot be known).
     fn pick_snapshot(&self, listed: Listed, spec: &str) -> Result<SnapshotRef> {
-        let (mut all, damaged) = listed;
+        let (all, damaged) = listed;
         let spec_l = spec.to_ascii_lowercase();
         if spec != "latest" {
             let mut hits = damaged.into_iter().filter(|(id, _)| id.hex().starts_with(&spec_l));
@@ -788,9 +789,21 @@ impl Repository {
             warn_damaged(&damaged);
         }
         if spec == "latest" {
-            return all.pop().ok_or_else(|| {
-                Error::no_input(self.storage.location(), "the repository holds no snapshot yet")
-                    .fix("take one with `lifeboat snapshot`")
+            // A replication base is an internal point of its stream, never
+            // "the latest snapshot" of the service.
+            let bases = all.iter().filter(|s| s.manifest.kind == "base").count();
+            return all.into_iter().rfind(|s| s.manifest.kind != "base").ok_or_else(|| {
+                let hint = if bases > 0 {
+                    format!("; {bases} replication bases are there (`lifeboat list --all`)")
+                } else {
+                    String::new()
+                };
+                Error::no_input(
+                    self.storage.location(),
+                    format!("the repository holds no snapshot yet{hint}"),
+                )
+                .fix("take one with `lifeboat snapshot`")
+                .event("restore.no_snapshot")
             });
         }
         let mut matches: Vec<SnapshotRef> = all.into_iter().filter(|s| s.id.hex().starts_with(&spec_l)).collect();

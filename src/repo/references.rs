@@ -170,12 +170,15 @@ impl<'r> Walker<'r> {
         if s >= self.fetched_to {
             self.fetched_to = s + self.prefetch(&snaps[s..]);
         }
+        for db in snaps[s].manifest.databases() {
+            match self.resolve(db.pagemap, 0) {
+                Ok(list) => list.maps.iter().chain(&list.pages).for_each(|&p| visit(p)),
+                Err(e) => unreadable(&db.name, e)?,
+            }
+        }
         for src in &snaps[s].manifest.sources {
             match src {
-                Source::Sqlite(db) => match self.resolve(db.pagemap, 0) {
-                    Ok(list) => list.maps.iter().chain(&list.pages).for_each(|&p| visit(p)),
-                    Err(e) => unreadable(&db.name, e)?,
-                },
+                Source::Sqlite(_) => {}
                 Source::Directory(d) => {
                     for c in d.entries.iter().flat_map(|e| &e.chunks) {
                         visit(self.blobs.position(c));
@@ -206,9 +209,8 @@ impl<'r> Walker<'r> {
         let (mut want, mut bytes, mut covered) = (Vec::<Id>::new(), 0u64, 0);
         for snap in ahead {
             let mut add = Vec::new();
-            for src in &snap.manifest.sources {
-                if let Source::Sqlite(db) = src
-                    && let Some(loc) = self.repo.index.get(&db.pagemap)
+            for db in snap.manifest.databases() {
+                if let Some(loc) = self.repo.index.get(&db.pagemap)
                     && loc.raw_length <= PREFETCH_LARGEST
                     && !self.cache.iter().any(|(k, _)| *k == db.pagemap)
                     && !want.contains(&db.pagemap)

@@ -24,8 +24,11 @@ use crate::repo::pack::pack_key;
 use crate::repo::{Repository, SnapshotRef};
 
 mod blobs;
+pub mod select;
 pub mod staging;
 mod swap;
+
+pub use select::{Pick, Selection};
 
 use staging::StagingDir;
 
@@ -33,7 +36,8 @@ use staging::StagingDir;
 pub enum Target {
     /// Back where each source was captured.
     Original,
-    /// Each source as `<dir>/<name>`.
+    /// Each source at `<dir>` + its original absolute path, so a copy of
+    /// the service can be started from `<dir>` as it is.
     Dir(PathBuf),
     /// One database as a plain SQLite file.
     File(PathBuf),
@@ -42,12 +46,13 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub target: Target,
-    pub only: Vec<String>,
     pub force: bool,
     /// Refuse databases whose schema version is above this.
     pub max_schema_version: Option<i64>,
-    /// WAL segments to apply on the named database (point-in-time restore).
-    pub replay: Option<std::sync::Arc<crate::pitr::Replay>>,
+    /// Paths of sources not being restored (the configuration's, say): a
+    /// restore never moves or replaces them, not even inside a directory it
+    /// replaces. The selection's own left-out sources are added.
+    pub keep: Vec<PathBuf>,
     /// Skip `PRAGMA integrity_check` on restored databases: forensics only,
     /// to get the bytes out of a snapshot of a damaged database. Every byte
     /// is still checked against its hash.
@@ -60,53 +65,60 @@ pub struct Restored {
     pub path: String,
     pub kind: &'static str,
     pub bytes: u64,
+    /// The snapshot (or replication base) it came from, and its time.
+    pub snapshot: String,
+    pub snapshot_time: String,
+    /// For a replicated database: the commit it landed on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point: Option<crate::pitr::Landed>,
+    /// How old the restored state is: now minus the time of the commit or
+    /// snapshot it is as of.
+    pub age_seconds: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
-    pub snapshot: String,
+    /// The snapshot, when everything came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     pub restored: Vec<Restored>,
     /// Where the files that were in the way now are, if any were.
     pub moved_aside: Vec<String>,
-    /// For a point-in-time restore: the commit it landed on.
+    /// When exactly one database was replayed: the commit it landed on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub point: Option<crate::pitr::Landed>,
 }
 
 struct Plan<'a> {
+    pick: &'a Pick,
     source: &'a Source,
     dest: PathBuf,
     /// Directory that receives `.lifeboat-pre-restore-<time>`.
     root: PathBuf,
 }
 
-pub fn restore(
+/// Restore `snap` whole: [`restore`] of [`Selection::of_snapshot`].
+pub fn restore_snapshot(
     repo: &Repository,
     snap: &SnapshotRef,
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let m = &snap.manifest;
-    m.check_layout(&format!("snapshot {}", snap.id.short()))?;
-    for name in &opts.only {
-        if !m.sources.iter().any(|s| s.name() == name) {
-            let names: Vec<&str> = m.sources.iter().map(|s| s.name()).collect();
-            return Err(
-                Error::no_input(name, format!("snapshot {} has no source of that name", snap.id.short()))
-                    .fix(format!("choose from: {}", names.join(", "))),
-            );
-        }
-    }
-    let chosen: Vec<&Source> = m
-        .sources
-        .iter()
-        .filter(|s| opts.only.is_empty() || opts.only.iter().any(|n| n == s.name()))
-        .collect();
+    restore(repo, &Selection::of_snapshot(snap, &[])?, opts, progress)
+}
+
+pub fn restore(
+    repo: &Repository,
+    selection: &Selection,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let chosen: Vec<&Pick> = selection.picks.iter().collect();
 
     // Refusals first: nothing on disk changes before all of them pass.
     if let Some(max) = opts.max_schema_version {
         for s in &chosen {
-            if let Source::Sqlite(db) = s
+            if let Source::Sqlite(db) = &s.source
                 && let Some(v) = db.schema_version.filter(|v| *v > max)
             {
                 return Err(Error::config(
@@ -128,7 +140,19 @@ pub fn restore(
             staging::sweep(&parent);
         }
     }
-    preflight(&plans, &opts.target, opts.force)?;
+    // What belongs to other sources, inside directories about to be
+    // replaced in place: carried over into the new directory, never moved.
+    let kept: Vec<PathBuf> = match opts.target {
+        Target::Original => opts
+            .keep
+            .iter()
+            .chain(&selection.others)
+            .map(|k| crate::fsutil::absolute_normalized(k))
+            .filter(|k| !plans.iter().any(|p| k == &p.dest))
+            .collect(),
+        _ => Vec::new(),
+    };
+    preflight(&plans, &opts.target, opts.force, &kept)?;
 
     let stamp = compact_timestamp(jiff::Timestamp::now());
     // Dropped (and so removed) on every way out of this function.
@@ -144,7 +168,7 @@ pub fn restore(
             staged.push((dir, stage.clone(), p));
             let bytes = match p.source {
                 Source::Sqlite(db) => {
-                    let replay = opts.replay.as_deref().filter(|r| r.name == db.name);
+                    let replay = p.pick.replay.as_deref();
                     let once = || restore_database(repo, db, &stage, progress, replay, opts.skip_integrity_check);
                     match once() {
                         // A page damaged in transit is not damage in the
@@ -157,14 +181,34 @@ pub fn restore(
                         other => other?,
                     }
                 }
-                Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress)?,
-                Source::File(f) => restore_tree(repo, std::slice::from_ref(&f.entry), &stage, progress)?,
+                Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress, opts.skip_integrity_check)?,
+                Source::File(f) => restore_tree(
+                    repo,
+                    std::slice::from_ref(&f.entry),
+                    &stage,
+                    progress,
+                    opts.skip_integrity_check,
+                )?,
             };
+            let point = p
+                .pick
+                .replay
+                .as_ref()
+                .and_then(|r| r.landed.lock().expect("landed").clone());
+            let as_of = point.as_ref().map_or(&p.pick.snapshot_time, |l| &l.time);
+            let age_seconds = as_of
+                .parse::<jiff::Timestamp>()
+                .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
+                .unwrap_or(0);
             out.push(Restored {
                 name: p.source.name().into(),
                 path: p.dest.display().to_string(),
                 kind: p.source.kind_name(),
                 bytes,
+                snapshot: p.pick.snapshot.hex(),
+                snapshot_time: p.pick.snapshot_time.clone(),
+                point,
+                age_seconds,
             });
         }
         Ok(out)
@@ -222,7 +266,18 @@ pub fn restore(
             } else {
                 PathBuf::new()
             };
+            let carried = match p.source {
+                Source::Directory(_) if !aside.as_os_str().is_empty() => {
+                    carry_over(&p.dest, stage, &kept_inside(&p.dest, &kept, &plans), &mut undo)?
+                }
+                _ => Vec::new(),
+            };
             swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut undo)?;
+            // The old directory, now aside, still names the carried files
+            // (second hard links of the live ones): those names go.
+            for rel in carried {
+                let _ = fs::remove_file(aside.join(rel));
+            }
             sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
         }
         Ok(())
@@ -245,57 +300,77 @@ pub fn restore(
     }
     drop(hold);
     drop(staged);
+    staging::forget_created();
     for d in &aside_dirs {
         tracing::info!(event = "restore.moved_aside", dir = %d.display());
     }
+    let mut snapshots: Vec<&str> = restored.iter().map(|r| r.snapshot.as_str()).collect();
+    snapshots.dedup();
+    let mut points = restored.iter().filter_map(|r| r.point.clone());
+    let point = match (points.next(), points.next()) {
+        (Some(p), None) => Some(p),
+        _ => None,
+    };
     Ok(RestoreReport {
-        snapshot: snap.id.hex(),
-        restored,
+        snapshot: (snapshots.len() == 1).then(|| snapshots[0].to_string()),
         moved_aside: aside_dirs.iter().map(|d| d.display().to_string()).collect(),
-        point: opts
-            .replay
-            .as_ref()
-            .and_then(|r| r.landed.lock().expect("landed").clone()),
+        point,
+        restored,
     })
 }
 
-fn plan<'a>(chosen: &[&'a Source], target: &Target) -> Result<Vec<Plan<'a>>> {
+fn plan<'a>(chosen: &[&'a Pick], target: &Target) -> Result<Vec<Plan<'a>>> {
     let mut plans = Vec::new();
     match target {
         Target::File(out) => {
-            let dbs: Vec<&&Source> = chosen.iter().filter(|s| matches!(s, Source::Sqlite(_))).collect();
+            let dbs: Vec<&&Pick> = chosen
+                .iter()
+                .filter(|p| matches!(p.source, Source::Sqlite(_)))
+                .collect();
             if dbs.len() != 1 {
-                let names: Vec<&str> = dbs.iter().map(|s| s.name()).collect();
+                let names: Vec<&str> = dbs.iter().map(|p| p.source.name()).collect();
                 return Err(Error::usage(format!(
                     "-o restores exactly one database; this selection has {} ({})",
                     dbs.len(),
                     names.join(", ")
                 ))
-                .fix("pick one with --only NAME"));
+                .fix("pick one with --only NAME")
+                .event("restore.which_database"));
             }
             let out = std::path::absolute(out).at(out)?;
             let root = out.parent().unwrap_or(Path::new("/")).to_path_buf();
             plans.push(Plan {
-                source: dbs[0],
+                pick: dbs[0],
+                source: &dbs[0].source,
                 dest: out,
                 root,
             });
         }
         Target::Dir(dir) => {
+            // restic's layout: the source's own absolute path under DIR. The
+            // aside folder, if anything is in the way, is DIR's.
             let dir = std::path::absolute(dir).at(dir)?;
-            for s in chosen {
+            for p in chosen {
+                let original = crate::fsutil::absolute_normalized(Path::new(p.source.path()));
+                let rel = original.strip_prefix("/").unwrap_or(&original);
                 plans.push(Plan {
-                    source: s,
-                    dest: dir.join(s.name()),
+                    pick: p,
+                    source: &p.source,
+                    dest: dir.join(rel),
                     root: dir.clone(),
                 });
             }
         }
         Target::Original => {
-            for s in chosen {
-                let dest = crate::fsutil::absolute_normalized(Path::new(s.path()));
+            for p in chosen {
+                let dest = crate::fsutil::absolute_normalized(Path::new(p.source.path()));
                 let root = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
-                plans.push(Plan { source: s, dest, root });
+                plans.push(Plan {
+                    pick: p,
+                    source: &p.source,
+                    dest,
+                    root,
+                });
             }
         }
     }
@@ -347,33 +422,115 @@ fn non_empty(path: &Path) -> bool {
     }
 }
 
-/// Refuse clobbering and live databases before anything is written.
-fn preflight(plans: &[Plan], target: &Target, force: bool) -> Result<()> {
+/// The kept paths strictly inside `dir` that no plan restores itself.
+fn kept_inside(dir: &Path, kept: &[PathBuf], plans: &[Plan]) -> Vec<PathBuf> {
+    kept.iter()
+        .filter(|k| k.starts_with(dir) && k.as_path() != dir)
+        .filter(|k| !plans.iter().any(|p| k.starts_with(&p.dest) && p.dest != dir))
+        .cloned()
+        .collect()
+}
+
+/// Put each kept path inside `dest` (and a database's `-wal`/`-shm`/
+/// `-journal`) at the same place in `stage`, before the two directories
+/// are exchanged: a file by a second hard link, so it never leaves its path
+/// and a process holding it open keeps writing to the same file; a
+/// directory by a rename. Whatever the snapshot held there is dropped from
+/// the staged copy: it belongs to the other source. Returns the files
+/// linked, relative to `dest`.
+fn carry_over(dest: &Path, stage: &Path, kept: &[PathBuf], undo: &mut Vec<swap::Undo>) -> Result<Vec<PathBuf>> {
+    let mut linked = Vec::new();
+    for k in kept {
+        let mut paths = vec![k.clone()];
+        paths.extend(
+            ["-wal", "-shm", "-journal"]
+                .iter()
+                .map(|suffix| PathBuf::from(format!("{}{suffix}", k.display()))),
+        );
+        for path in paths {
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let rel = path.strip_prefix(dest).expect("inside").to_path_buf();
+            let into = stage.join(&rel);
+            if fs::symlink_metadata(&into).is_ok() {
+                crate::fsutil::remove_file_or_tree(&into).at(&into)?;
+            }
+            if let Some(parent) = into.parent() {
+                fs::create_dir_all(parent).at(parent)?;
+            }
+            if meta.is_dir() {
+                fs::rename(&path, &into).at(&path)?;
+                undo.push(swap::Undo::Renamed { from: path, to: into });
+            } else {
+                fs::hard_link(&path, &into).map_err(|e| {
+                    Error::io(&path, e)
+                        .fix("another source inside the directory lies on another filesystem; restore with --to DIR")
+                })?;
+                undo.push(swap::Undo::Linked { link: into });
+                linked.push(rel);
+            }
+        }
+    }
+    Ok(linked)
+}
+
+/// Whether `dir` holds anything but empty directories (a restore killed
+/// before its commit leaves the directories it created on the way).
+fn holds_anything(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir());
+    };
+    entries.flatten().any(|e| match e.file_type() {
+        Ok(t) if t.is_dir() => holds_anything(&e.path()),
+        _ => true,
+    })
+}
+
+/// Refuse clobbering and live files before anything is written.
+fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> Result<()> {
     if let Target::Dir(dir) = target
-        && non_empty(dir)
+        && holds_anything(dir)
         && !force
     {
         return Err(Error::cant_create(dir.display(), "target directory is not empty")
                 .fix("restore into an empty directory, or add --force to move what is there into .lifeboat-pre-restore-<time>/")
                 .event("restore.target_not_empty"));
     }
+    // Even with --force: a process writing into a file that is moved aside
+    // keeps writing into the moved copy, and the service then runs on
+    // neither the old state nor the restored one.
+    let open = crate::fsutil::OpenFiles::scan();
     for p in plans {
-        let in_way = in_the_way(p);
-        if let Source::Sqlite(_) = p.source {
-            for path in &in_way {
-                let holders = crate::fsutil::processes_holding(path);
-                if let Some((pid, comm)) = holders.first()
-                    && !force
-                {
-                    return Err(Error::busy(
-                        p.dest.display(),
-                        format!("database is open in another process (pid {pid}, {comm})"),
-                    )
-                    .fix("stop the service first, or add --force")
-                    .event("restore.database_in_use"));
-                }
+        // What other sources hold stays where it is, open or not.
+        let carried = kept_inside(&p.dest, kept, plans);
+        let stays = |h: &crate::fsutil::Holder| {
+            carried.iter().any(|k| {
+                h.path.starts_with(k)
+                    || h.path.to_str().zip(k.to_str()).is_some_and(|(h, k)| {
+                        h.strip_prefix(k)
+                            .is_some_and(|s| ["-wal", "-shm", "-journal"].contains(&s))
+                    })
+            })
+        };
+        for path in in_the_way(p) {
+            if let Some(h) = open.holding(&path).into_iter().find(|h| !stays(h)) {
+                let h = &h;
+                let (what, event) = match p.source {
+                    Source::Sqlite(_) => ("database", "restore.database_in_use"),
+                    _ => ("file", "restore.file_in_use"),
+                };
+                return Err(Error::busy(
+                    h.path.display(),
+                    format!("{what} is open in another process (pid {}, {})", h.pid, h.command),
+                )
+                .fix("stop the service first (--force never moves a file a process holds open)")
+                .event(event));
             }
         }
+    }
+    for p in plans {
+        let in_way = in_the_way(p);
         if !force && let Some(path) = in_way.iter().find(|q| non_empty(q) || fs::symlink_metadata(q).is_ok()) {
             return Err(Error::cant_create(path.display(), "already exists")
                     .fix("restore elsewhere with --to DIR or -o FILE, or add --force to move it into .lifeboat-pre-restore-<time>/")
@@ -403,6 +560,7 @@ fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
     }
     for d in missing.into_iter().rev() {
         fs::create_dir(&d).map_err(|e| Error::io(&d, e).fix("check the target's parent is writable"))?;
+        staging::note_created(&d);
         created.push(d);
     }
     Ok(())
@@ -412,6 +570,7 @@ fn remove_created(created: &[PathBuf]) {
     for d in created.iter().rev() {
         let _ = fs::remove_dir(d);
     }
+    staging::forget_created();
 }
 
 /// One page to restore: where its blob lives and which page it becomes.
@@ -724,7 +883,13 @@ const TREE_BATCH: u64 = 32 << 20;
 const FILE_WINDOW: usize = 16;
 
 /// Write a file or directory tree into `stage`; entry "" is `stage` itself.
-fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &dyn Progress) -> Result<u64> {
+fn restore_tree(
+    repo: &Repository,
+    entries: &[Entry],
+    stage: &Path,
+    progress: &dyn Progress,
+    skip_integrity_check: bool,
+) -> Result<u64> {
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.begin("restore files", total);
     let mut bytes = 0;
@@ -751,7 +916,7 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
         }
         let small: Vec<Id> = entries[i..j]
             .iter()
-            .filter(|e| e.kind == EntryKind::File && e.size <= TREE_BATCH)
+            .filter(|e| e.kind == EntryKind::File && e.size <= TREE_BATCH && e.database.is_none())
             .flat_map(|e| e.chunks.iter().copied())
             .collect();
         // Errors keep their kind: damage is 65, a store that does not
@@ -766,6 +931,14 @@ fn restore_tree(repo: &Repository, entries: &[Entry], stage: &Path, progress: &d
                 EntryKind::Symlink => {
                     let target = e.target.as_deref().unwrap_or_default();
                     std::os::unix::fs::symlink(target, &path).at(&path)?;
+                }
+                // A database captured by pages comes back as a configured
+                // one does: every page checked, then integrity_check.
+                EntryKind::File if e.database.is_some() => {
+                    let db = e
+                        .database_source(&e.path, &path.display().to_string())
+                        .ok_or_else(|| Error::damaged(&e.path, "database entry without a BLAKE3"))?;
+                    bytes += restore_database(repo, &db, &path, progress, None, skip_integrity_check)?;
                 }
                 EntryKind::File => {
                     let mut f = create_new_file(&path, e.mode)?;

@@ -26,6 +26,24 @@ const SUFFIX: &str = ".tmp";
 /// so an interrupt lands before or after the swap, never inside it.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// Directories a restore of this process created on the way to its
+/// destinations (`--to DIR` recreates the sources' absolute paths): an
+/// interrupt removes those still empty, deepest first.
+static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Note a directory the restore created, for [`remove_all_on_signals`].
+pub fn note_created(dir: &Path) {
+    CREATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(dir.to_path_buf());
+}
+
+/// The restore ended (and kept or removed what it created itself).
+pub fn forget_created() {
+    CREATED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
 /// A staging directory, locked and registered; removed, with everything in
 /// it, when dropped.
 pub struct StagingDir {
@@ -166,6 +184,10 @@ pub fn remove_all_on_signals() -> Result<()> {
                 let live = lock_live();
                 for path in live.iter() {
                     remove_tree(path);
+                }
+                let created = CREATED.lock().unwrap_or_else(|p| p.into_inner());
+                for dir in created.iter().rev() {
+                    let _ = fs::remove_dir(dir);
                 }
                 tracing::warn!(event = "restore.interrupted", signal = sig, removed = live.len());
                 std::process::exit(128 + sig);

@@ -245,9 +245,9 @@ impl Env {
         id
     }
 
-    /// `list --json` as an array.
+    /// `list --json --all` (bases included) as an array.
     pub fn list(&self) -> Vec<serde_json::Value> {
-        let out = self.ok(["--json", "list"]);
+        let out = self.ok(["--json", "list", "--all"]);
         out.json()
             .as_array()
             .cloned()
@@ -1115,4 +1115,11 @@ pub fn fail_at_every_step(env: &Env, args: &[&str], mut check: impl FnMut(u64, &
         }
     }
     panic!("`{args:?}` still reached step 500");
+}
+
+/// Where `restore --to DIR` puts a source captured at `original`: under DIR
+/// at its absolute path.
+pub fn under(dir: &Path, original: &Path) -> PathBuf {
+    let abs = std::path::absolute(original).expect("absolute path");
+    dir.join(abs.strip_prefix("/").expect("absolute"))
 }

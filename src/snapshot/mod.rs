@@ -20,6 +20,8 @@ use crate::repo::pagemap::{Change, PageList, PageMap};
 use crate::repo::writer::BlobWriter;
 use crate::sqlite::capture::{self, OpenDatabase};
 
+mod embedded;
+
 /// What to capture, as resolved from the command line or the config.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
@@ -126,11 +128,7 @@ fn take_with(
     let mut logical = 0u64;
     let mut files_count = 0u64;
     let mut db_i = 0;
-    let db_paths: Vec<PathBuf> = specs
-        .iter()
-        .filter(|s| matches!(s.kind, SourceKind::Sqlite { .. }))
-        .map(|s| s.path.clone())
-        .collect();
+    let mut incomplete: Vec<String> = Vec::new();
 
     for spec in specs {
         let src = match &spec.kind {
@@ -169,20 +167,51 @@ fn take_with(
             }
             SourceKind::Directory { exclude } => {
                 let globs = files::build_excludes(exclude, &spec.path.display().to_string())?;
-                // Databases captured above must not also be copied raw.
+                // Every other source inside this directory is captured as
+                // that source, once: never also copied raw here.
                 let mut skip = Vec::new();
-                for p in &db_paths {
+                for other in specs.iter().filter(|o| o.path != spec.path) {
                     // Sidecars may not exist, so canonicalize via the database.
-                    let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-                    skip.extend(crate::sqlite::sidecar_paths(&p));
+                    let p = std::fs::canonicalize(&other.path).unwrap_or_else(|_| other.path.clone());
+                    if matches!(other.kind, SourceKind::Sqlite { .. }) {
+                        skip.extend(crate::sqlite::sidecar_paths(&p));
+                    }
                     skip.push(p);
                 }
                 let walked = files::walk(&spec.path, &globs, &skip, &mut warn)?;
-                let total: u64 = walked.iter().map(|w| w.entry.size).sum();
+                let walked = embedded::find_databases(walked);
+                let total: u64 = walked.iter().map(|(w, _)| w.entry.size).sum();
                 progress.begin(&format!("files {}", spec.name), total);
                 let mut entries = Vec::with_capacity(walked.len());
-                for w in walked {
-                    let e = capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?;
+                for (w, is_db) in walked {
+                    let label = format!("{}/{}", spec.name, w.entry.path);
+                    let e = match is_db {
+                        true => {
+                            let parent = embedded::previous_pagemap(&previous, &spec.name, &w.entry.path);
+                            let captured = embedded::open(&w.abs, &mut warn)?
+                                .map(|db| {
+                                    let sub = SourceSpec {
+                                        name: label.clone(),
+                                        path: w.abs.clone(),
+                                        kind: SourceKind::Sqlite {
+                                            schema_query: String::new(),
+                                        },
+                                    };
+                                    let s = capture_database(repo, &mut writer, &sub, &db, parent, progress);
+                                    db.finish().and(s)
+                                })
+                                .transpose()?;
+                            match captured {
+                                Some(s) => (embedded::entry(w.entry, &s), false),
+                                None => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
+                            }
+                        }
+                        false => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
+                    };
+                    let (e, changed) = e;
+                    if changed {
+                        incomplete.push(label);
+                    }
                     logical += e.size;
                     files_count += u64::from(e.kind == EntryKind::File);
                     entries.push(e);
@@ -212,6 +241,10 @@ fn take_with(
                     &mut warn,
                     progress,
                 )?;
+                if e.1 {
+                    incomplete.push(spec.name.clone());
+                }
+                let e = e.0;
                 progress.end();
                 logical += e.size;
                 files_count += 1;
@@ -227,7 +260,7 @@ fn take_with(
 
     let stats = writer.finish()?;
     let manifest = Manifest {
-        format: crate::repo::manifest::format_for(&sources),
+        format: crate::repo::manifest::format_for(&sources, &incomplete),
         time: opts.time.unwrap_or_else(jiff::Timestamp::now).to_string(),
         host: crate::fsutil::hostname(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -243,6 +276,7 @@ fn take_with(
             duration_ms: started.elapsed().as_millis() as u64,
             warnings,
         },
+        incomplete,
     };
     let id = repo.write_manifest(&manifest)?;
     tracing::info!(event = "snapshot.done", id = %id.short(), new_blobs = stats.new_blobs, stored = stats.stored_bytes, packs = stats.packs);
@@ -582,11 +616,12 @@ fn capture_entry(
     w: files::Walked,
     warn: &mut dyn FnMut(String),
     progress: &dyn Progress,
-) -> Result<Entry> {
+) -> Result<(Entry, bool)> {
     let mut entry = w.entry;
     if entry.kind != EntryKind::File {
-        return Ok(entry);
+        return Ok((entry, false));
     }
+    let mut changed_twice = false;
     for attempt in 0..2 {
         let mut chunks = Vec::new();
         let read = files::read_chunks(&w.abs, repo.config.chunker, &mut |data| {
@@ -611,6 +646,7 @@ fn capture_entry(
                 "{}: changed while it was read (twice); the stored copy may be inconsistent",
                 w.abs.display()
             ));
+            changed_twice = true;
         }
     }
     // Metadata as of the read we kept.
@@ -622,5 +658,5 @@ fn capture_entry(
         entry.uid = e.uid;
         entry.gid = e.gid;
     }
-    Ok(entry)
+    Ok((entry, changed_twice))
 }

@@ -1,0 +1,236 @@
+//! Which point each source comes back from. A restore point means one thing
+//! whatever way it is asked for: the service as the operator last had it.
+//!
+//! - `restore ID`: exactly that snapshot.
+//! - `restore` / `restore latest`: each directory and file source from the
+//!   newest snapshot holding it (a partial snapshot does not hold what only
+//!   full ones capture), each database at its newest shipped commit when
+//!   replication reaches past its newest snapshot.
+//! - `restore --at T`: the same, as of `T`.
+//! - `restore --txid N`: one replicated database right after commit N.
+//!
+//! Replication bases are internal restore points of their stream, not
+//! service snapshots: they are only ever chosen through their stream.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pitr::{self, Replay};
+use crate::repo::manifest::Source;
+use crate::repo::{Repository, SnapshotRef};
+
+/// The manifest kind of a replication base.
+pub const BASE_KIND: &str = "base";
+
+/// A snapshot `lifeboat snapshot` took (not a replication base).
+pub fn is_service_snapshot(s: &SnapshotRef) -> bool {
+    s.manifest.kind != BASE_KIND
+}
+
+/// One source and the point it is restored from.
+#[derive(Debug)]
+pub struct Pick {
+    pub source: Source,
+    /// The snapshot (or base) the source's bytes come from.
+    pub snapshot: Id,
+    pub snapshot_time: String,
+    /// Commits to replay on the base, for a replicated database.
+    pub replay: Option<Arc<Replay>>,
+}
+
+/// What one restore brings back.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub picks: Vec<Pick>,
+    /// Paths of the sources left out (`--only`): a restore never moves or
+    /// replaces what belongs to them, even inside a directory it replaces.
+    pub others: Vec<std::path::PathBuf>,
+}
+
+fn pick_of(snap: &SnapshotRef, source: &Source) -> Pick {
+    Pick {
+        source: source.clone(),
+        snapshot: snap.id,
+        snapshot_time: snap.manifest.time.clone(),
+        replay: None,
+    }
+}
+
+fn unknown_names(only: &[String], known: &[String], what: &str) -> Result<()> {
+    if let Some(missing) = only.iter().find(|n| !known.contains(n)) {
+        return Err(
+            Error::usage(format!("--only {missing}: {what} has no source of that name"))
+                .fix(format!("choose from: {}", known.join(", ")))
+                .event("restore.no_such_source"),
+        );
+    }
+    Ok(())
+}
+
+impl Selection {
+    /// Exactly the snapshot `snap` (its sources named in `only`, or all).
+    pub fn of_snapshot(snap: &SnapshotRef, only: &[String]) -> Result<Selection> {
+        let m = &snap.manifest;
+        m.check_layout(&format!("snapshot {}", snap.id.short()))?;
+        for name in only {
+            if !m.sources.iter().any(|s| s.name() == name) {
+                let names: Vec<&str> = m.sources.iter().map(|s| s.name()).collect();
+                return Err(
+                    Error::no_input(name, format!("snapshot {} has no source of that name", snap.id.short()))
+                        .fix(format!("choose from: {}", names.join(", ")))
+                        .event("restore.no_such_source"),
+                );
+            }
+        }
+        let chosen = |s: &&Source| only.is_empty() || only.iter().any(|n| n == s.name());
+        let picks = m.sources.iter().filter(chosen).map(|s| pick_of(snap, s)).collect();
+        let others = m
+            .sources
+            .iter()
+            .filter(|s| !chosen(s))
+            .map(|s| s.path().into())
+            .collect();
+        Ok(Selection { picks, others })
+    }
+
+    /// The service as of its newest point (`at` = None) or as of `at`.
+    pub fn newest(repo: &Repository, only: &[String], at: Option<jiff::Timestamp>) -> Result<Selection> {
+        let snaps = repo.snapshots()?;
+        if snaps.is_empty() {
+            return Err(
+                Error::no_input(repo.storage.location(), "the repository holds no snapshot yet")
+                    .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
+                    .event("restore.no_snapshot"),
+            );
+        }
+        let in_time = |s: &&SnapshotRef| at.is_none_or(|t| s.manifest.timestamp().is_some_and(|st| st <= t));
+        // Every name ever stored, the newest snapshot's order first.
+        let mut names: Vec<String> = Vec::new();
+        for s in snaps.iter().rev() {
+            for src in &s.manifest.sources {
+                if !names.iter().any(|n| n == src.name()) {
+                    names.push(src.name().to_string());
+                }
+            }
+        }
+        unknown_names(only, &names, "the repository")?;
+        let target = at.map(pitr::Target::Time).unwrap_or(pitr::Target::Newest);
+        let mut picks = Vec::new();
+        let others = names
+            .iter()
+            .filter(|n| !only.is_empty() && !only.contains(n))
+            .filter_map(|n| {
+                snaps
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.manifest.sources.iter().find(|x| x.name() == n))
+                    .map(|x| x.path().into())
+            })
+            .collect();
+        let mut checked = HashSet::new();
+        for name in names.iter().filter(|n| only.is_empty() || only.contains(n)) {
+            let snapshot = snaps
+                .iter()
+                .filter(in_time)
+                .filter(|s| is_service_snapshot(s))
+                .rev()
+                .find_map(|s| s.manifest.sources.iter().find(|x| x.name() == name).map(|x| (s, x)));
+            let replicated = snaps.iter().any(|s| {
+                !is_service_snapshot(s)
+                    && s.manifest
+                        .sources
+                        .iter()
+                        .any(|x| x.name() == name && matches!(x, Source::Sqlite(d) if d.replication.is_some()))
+            });
+            let may_replay = replicated && snapshot.is_none_or(|(_, src)| matches!(src, Source::Sqlite(_)));
+            let replay = if may_replay {
+                match pitr::plan_among(repo, &snaps, Some(name), target) {
+                    Ok((base, replay)) => {
+                        let reach = replay.reach(repo)?;
+                        let point = at.map_or(reach, |t| reach.min(t));
+                        let newer = snapshot.is_none_or(|(s, _)| s.manifest.timestamp().is_none_or(|st| point >= st));
+                        newer.then_some((base, replay))
+                    }
+                    // `T` before the stream's first base: only a snapshot
+                    // can give it.
+                    Err(e) if e.event == "restore.before_history" && snapshot.is_some() => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let pick = match (replay, snapshot) {
+                (Some((base, replay)), _) => {
+                    if checked.insert(base.id) {
+                        base.manifest.check_layout(&format!("snapshot {}", base.id.short()))?;
+                    }
+                    let source = base
+                        .manifest
+                        .sources
+                        .iter()
+                        .find(|x| x.name() == name)
+                        .expect("a base holds its database");
+                    Pick {
+                        replay: Some(Arc::new(replay)),
+                        ..pick_of(&base, source)
+                    }
+                }
+                (None, Some((snap, source))) => {
+                    if checked.insert(snap.id) {
+                        snap.manifest.check_layout(&format!("snapshot {}", snap.id.short()))?;
+                    }
+                    pick_of(snap, source)
+                }
+                (None, None) if only.is_empty() => continue,
+                (None, None) => {
+                    let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
+                    return Err(Error::no_input(name, format!("no snapshot{when} holds this source"))
+                        .fix("choose a later --at; `lifeboat list --all` shows every point")
+                        .event("restore.before_history"));
+                }
+            };
+            picks.push(pick);
+        }
+        if picks.is_empty() {
+            let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
+            return Err(Error::no_input(
+                repo.storage.location(),
+                format!(
+                    "no snapshot{when} holds {}",
+                    if only.is_empty() {
+                        "anything".to_string()
+                    } else {
+                        only.join(", ")
+                    }
+                ),
+            )
+            .fix("choose a later --at; `lifeboat list --all` shows every point")
+            .event("restore.before_history"));
+        }
+        Ok(Selection { picks, others })
+    }
+
+    /// One replicated database right after commit `txid`.
+    pub fn at_txid(repo: &Repository, only: &[String], txid: u64) -> Result<Selection> {
+        if only.len() > 1 {
+            return Err(Error::usage("--txid restores one database").fix("give one --only NAME"));
+        }
+        let (base, replay) = pitr::plan(repo, only.first().map(String::as_str), pitr::Target::Txid(txid))?;
+        base.manifest.check_layout(&format!("snapshot {}", base.id.short()))?;
+        let source = base
+            .manifest
+            .sources
+            .iter()
+            .find(|x| x.name() == replay.name)
+            .expect("a base holds its database");
+        Ok(Selection {
+            picks: vec![Pick {
+                replay: Some(Arc::new(replay)),
+                ..pick_of(&base, source)
+            }],
+            others: Vec::new(),
+        })
+    }
+}
