@@ -1,6 +1,8 @@
-//! `verify`: every snapshot's references resolve; with `read_data`, every pack
-//! is read, hashed and decoded. Each problem names the snapshot and the file it
-//! damages.
+//! `verify`: every snapshot's references resolve and every replicated
+//! stream's segments follow on from its bases; reading data, every pack and
+//! every WAL segment (or a random sample of them) is read, hashed and
+//! decoded. Each problem names the snapshot and the file it damages, or the
+//! database stream and the commits.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,10 +23,45 @@ pub struct Problem {
     pub problem: String,
 }
 
+/// How much stored data `verify` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataCheck {
+    /// Structure only: listings, sizes, references.
+    Structure,
+    /// Every pack and every WAL segment.
+    All,
+    /// This fraction (0 < f <= 1) of packs and of segments, chosen at
+    /// random on each run, so runs in turn cover everything.
+    Subset(f64),
+}
+
+impl DataCheck {
+    fn reads(&self) -> bool {
+        *self != DataCheck::Structure
+    }
+
+    /// Whether the object `key` is read this run.
+    fn picks(&self, seed: u64, key: &str) -> bool {
+        match *self {
+            DataCheck::Structure => false,
+            DataCheck::All => true,
+            DataCheck::Subset(f) => {
+                let h = blake3::hash(format!("{seed}:{key}").as_bytes());
+                let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+                (x as f64) < f * u64::MAX as f64
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
     pub snapshots: usize,
     pub packs: usize,
+    /// Packs and WAL segments read (all of them, or the sample).
+    pub packs_read: usize,
+    pub segments: usize,
+    pub segments_read: usize,
     pub blobs: usize,
     pub bytes_read: u64,
     pub problems: Vec<Problem>,
@@ -36,7 +73,9 @@ pub struct VerifyReport {
 /// its index files before its manifest, and a prune its marks before it
 /// rewrites index files, so in this order a snapshot published or a pack
 /// marked meanwhile is not taken for damage.
-pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
+pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
+    let read_data = data.reads();
+    let seed = jiff::Timestamp::now().as_nanosecond() as u64;
     let (snaps, damaged_manifests) = repo.snapshots_and_damage()?;
     repo.load_index_then_marks()?;
     let repo = &*repo;
@@ -72,7 +111,6 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
         for (id, loc) in repo.index.iter() {
             blobs_by_pack.entry(loc.pack).or_default().push((*id, *loc));
         }
-        progress.begin("verify data", repo.index.packs().iter().map(|p| p.1).sum());
     }
     let mut dec = Decoder::default();
     let mut to_read = Vec::new();
@@ -98,9 +136,17 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
             }
             _ => {}
         }
-        if read_data {
+        if data.picks(seed, &key) {
             to_read.push(((n, *pack_id), key));
         }
+    }
+    report.packs_read = to_read.len();
+    if read_data {
+        let sizes: HashMap<&String, u64> = stored.iter().map(|(k, v)| (k, *v)).collect();
+        progress.begin(
+            "verify data",
+            to_read.iter().map(|(_, k)| sizes.get(k).copied().unwrap_or(0)).sum(),
+        );
     }
     // Packs are read several at a time (an object store's latency), and
     // checked here as they arrive.
@@ -231,6 +277,7 @@ pub fn verify(repo: &mut Repository, read_data: bool, progress: &dyn Progress) -
             }
         }
     }
+    verify_segments(repo, &snaps, data, seed, &mut report, progress)?;
     if report.problems.is_empty() {
         tracing::info!(event = "verify.ok", snapshots = report.snapshots, packs = report.packs);
     } else {
@@ -253,4 +300,112 @@ fn check_chunks(
             add(file.to_string(), why.clone());
         }
     }
+}
+
+/// The WAL segments of every stream: each chain from a base runs on
+/// without a hole (a hole is allowed only where a later base says
+/// continuity was lost there), and, reading data, each segment read is
+/// whole (its BLAKE3, its commit order, the txids its name gives).
+fn verify_segments(
+    repo: &Repository,
+    snaps: &[crate::repo::SnapshotRef],
+    data: DataCheck,
+    seed: u64,
+    report: &mut VerifyReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    use crate::repo::segment::{Segment, parse_key};
+    // Per stream: the database's name and its bases (txid, after a gap).
+    let mut streams: HashMap<String, (String, Vec<(u64, bool)>)> = HashMap::new();
+    for s in snaps {
+        for db in s.manifest.databases() {
+            if let Some(r) = &db.replication {
+                let e = streams
+                    .entry(r.stream.clone())
+                    .or_insert_with(|| (db.name.clone(), Vec::new()));
+                e.1.push((r.txid, r.after_gap));
+            }
+        }
+    }
+    let mut segments: HashMap<String, Vec<(u64, u64, String)>> = HashMap::new();
+    for (key, _) in repo.storage.list("wal")? {
+        let Some(stream) = key
+            .strip_prefix("wal/")
+            .and_then(|k| k.split_once('/'))
+            .map(|(s, _)| s.to_string())
+        else {
+            continue;
+        };
+        if let Some((first, last)) = parse_key(&key) {
+            segments.entry(stream).or_default().push((first, last, key));
+        }
+    }
+    let name_of = |stream: &str| {
+        streams
+            .get(stream)
+            .map(|(n, _)| format!("database {n} (stream {stream})"))
+            .unwrap_or_else(|| format!("stream {stream}"))
+    };
+    for (stream, segs) in &mut segments {
+        segs.sort();
+        report.segments += segs.len();
+        // Continuity: from each base, segment after segment; a hole is
+        // damage unless a base stands at its end.
+        let bases = streams.get(stream.as_str()).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+        let Some(&(first_base, _)) = bases.iter().min_by_key(|(t, _)| *t) else {
+            continue; // no base left: prune removes such segments
+        };
+        let mut next = first_base + 1;
+        for (first, last, _) in segs.iter() {
+            if *last < next {
+                continue; // before the chain's start, or covered already
+            }
+            if *first > next && !bases.iter().any(|(t, _)| *t + 1 == *first && *t >= next - 1) {
+                report.problems.push(Problem {
+                    snapshot: String::new(),
+                    file: name_of(stream),
+                    problem: format!(
+                        "commits {next} to {} are missing from the stream: restores between them fail",
+                        first - 1
+                    ),
+                });
+            }
+            next = next.max(last + 1);
+        }
+    }
+    if !data.reads() {
+        return Ok(());
+    }
+    let wanted: Vec<((u64, u64, String), String)> = segments
+        .iter()
+        .flat_map(|(stream, segs)| segs.iter().map(move |(f, l, k)| ((*f, *l, stream.clone()), k.clone())))
+        .filter(|(_, k)| data.picks(seed, k))
+        .collect();
+    report.segments_read = wanted.len();
+    progress.begin("verify segments", wanted.len() as u64);
+    crate::storage::read_parallel(repo.storage.as_ref(), wanted, |(first, last, stream), key, raw| {
+        progress.advance(1);
+        let checked = raw.and_then(|raw| {
+            report.bytes_read += raw.len() as u64;
+            let what = format!("{}/{key}", repo.storage.location());
+            let seg = Segment::decode(&raw, &what)?;
+            if (seg.first_txid, seg.last_txid) != (first, last) {
+                return Err(crate::error::Error::damaged(
+                    what,
+                    "segment does not hold the commits its name gives",
+                ));
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            report.problems.push(Problem {
+                snapshot: String::new(),
+                file: name_of(&stream),
+                problem: format!("commits {first} to {last} ({key}) unreadable: {}", e.problem),
+            });
+        }
+        Ok(())
+    })?;
+    progress.end();
+    Ok(())
 }

@@ -240,7 +240,7 @@ fn run_in(steps: &mut Steps, scratch: &Path) -> Result<()> {
         ));
     }
     steps.step("server.toml and uploads/ (20 files and a symlink) restored byte for byte");
-    let v = lifeboat::verify::verify(&mut repo, true, &lifeboat::progress::Silent)?;
+    let v = lifeboat::verify::verify(&mut repo, lifeboat::verify::DataCheck::All, &lifeboat::progress::Silent)?;
     if !v.problems.is_empty() {
         return Err(Error::bad_data(
             repo.storage.location(),
