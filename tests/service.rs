@@ -201,3 +201,48 @@ fn a_file_changing_while_read_makes_the_snapshot_incomplete_and_says_so() {
     // A quiet directory gives a complete snapshot again.
     env.ok(["snapshot", s(&dir)]);
 }
+
+/// `--include` restores one tenant's instance inside a directory source,
+/// in place, replacing that subtree only; other tenants and the other
+/// sources are untouched; a pattern matching nothing is a usage error.
+#[test]
+fn include_restores_one_tenant_and_nothing_beside_it() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let tenants = env.path("srv/tenants");
+    for t in ["41", "42"] {
+        std::fs::create_dir_all(tenants.join(t).join("data")).unwrap();
+        std::fs::write(tenants.join(t).join("config.toml"), format!("tenant = {t}\n")).unwrap();
+        create_db(&tenants.join(t).join("data/app.db"), 30, 20, true);
+    }
+    let other = env.path("srv/state.db");
+    create_db(&other, 10, 10, true);
+    let id = env.snapshot(&[&tenants, &other]);
+    // Both tenants change after the snapshot; tenant 42 is then restored.
+    for t in ["41", "42"] {
+        std::fs::write(tenants.join(t).join("config.toml"), "changed\n").unwrap();
+        std::fs::write(tenants.join(t).join("new.txt"), "new\n").unwrap();
+    }
+    let other_before = common::node(&other);
+    env.run(["restore", &id, "--include", "nosuch/*"]).expect_code(64);
+    env.ok(["restore", &id, "--include", "42", "--force"]);
+    assert_eq!(std::fs::read(tenants.join("42/config.toml")).unwrap(), b"tenant = 42\n");
+    assert!(!tenants.join("42/new.txt").exists(), "the subtree is the snapshot's");
+    assert_eq!(common::integrity(&tenants.join("42/data/app.db")), "ok");
+    assert_eq!(std::fs::read(tenants.join("41/config.toml")).unwrap(), b"changed\n");
+    assert!(tenants.join("41/new.txt").exists(), "tenant 41 untouched");
+    assert_eq!(common::node(&other), other_before, "the other source untouched");
+    // The replaced subtree is kept beside it.
+    let aside = common::entries_starting(&tenants, ".lifeboat-pre-restore-");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(aside[0].join("42/new.txt")).unwrap(), b"new\n");
+    // Into a drill directory: only the tenant, at its own path.
+    let drill = env.path("drill");
+    env.ok(["restore", &id, "--include", "42/config.toml", "--to", s(&drill)]);
+    assert_eq!(
+        std::fs::read(under(&drill, &tenants.join("42/config.toml"))).unwrap(),
+        b"tenant = 42\n"
+    );
+    assert!(!under(&drill, &tenants.join("41")).exists());
+    assert!(!under(&drill, &other).exists());
+}

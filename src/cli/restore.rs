@@ -37,6 +37,10 @@ pub struct Args {
     /// Restore only the source with this name (repeatable).
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// Restore only these paths inside directory sources (a glob, repeatable), e.g. one tenant:
+    /// `--include tenants/42`. Each match is restored (and, in place, replaced) on its own.
+    #[arg(long, value_name = "PATTERN")]
+    include: Vec<String>,
     /// Move what is in the way aside instead of refusing.
     #[arg(long)]
     force: bool,
@@ -142,6 +146,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         r => r?,
     };
+    let selection = selection.narrow(&args.include, &args.only)?;
     let progress = ctx.progress();
     // Every configured source is another source's to keep.
     let keep = ctx

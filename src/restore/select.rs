@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pitr::{self, Replay};
-use crate::repo::manifest::Source;
+use crate::repo::manifest::{DirectorySource, Entry, EntryKind, FileSource, Source};
 use crate::repo::{Repository, SnapshotRef};
 
 /// The manifest kind of a replication base.
@@ -232,5 +232,86 @@ impl Selection {
             }],
             others: Vec::new(),
         })
+    }
+}
+
+impl Selection {
+    /// Keep, of the directory sources, only the entries matching one of
+    /// `patterns` (globs over paths inside the source, `tenants/42` or
+    /// `tenants/*/config.toml`), with everything beneath a matching folder.
+    /// Each topmost match becomes a source of its own, so an in-place
+    /// restore replaces that subtree and nothing beside it. Other sources
+    /// are left out unless named with `--only` (`named`).
+    pub fn narrow(self, patterns: &[String], named: &[String]) -> Result<Selection> {
+        if patterns.is_empty() {
+            return Ok(self);
+        }
+        let globs = crate::files::build_excludes(patterns, "--include")
+            .map_err(|e| Error::usage(e.problem).fix("write a glob such as tenants/42 or tenants/*/config.toml"))?;
+        let mut picks = Vec::new();
+        let mut others = self.others;
+        let mut any_match = false;
+        for pick in self.picks {
+            let Source::Directory(d) = &pick.source else {
+                if named.iter().any(|n| n == pick.source.name()) {
+                    picks.push(pick);
+                } else {
+                    others.push(pick.source.path().into());
+                }
+                continue;
+            };
+            let mut matched: Vec<&str> = Vec::new();
+            for e in d.entries.iter().filter(|e| !e.path.is_empty()) {
+                let under_match = matched.iter().any(|m| e.path.starts_with(&format!("{m}/")));
+                if !under_match && globs.is_match(&e.path) {
+                    matched.push(&e.path);
+                }
+            }
+            if matched.is_empty() {
+                others.push(d.path.clone().into());
+            }
+            any_match |= !matched.is_empty();
+            for top in matched {
+                let reroot = |e: &Entry| -> Option<Entry> {
+                    let rel = if e.path == top {
+                        String::new()
+                    } else {
+                        e.path.strip_prefix(&format!("{top}/"))?.to_string()
+                    };
+                    Some(Entry { path: rel, ..e.clone() })
+                };
+                let entries: Vec<Entry> = d.entries.iter().filter_map(reroot).collect();
+                let name = top.rsplit('/').next().unwrap_or(top).to_string();
+                let path = format!("{}/{top}", d.path);
+                let source = match entries[0].kind {
+                    EntryKind::Dir => Source::Directory(DirectorySource {
+                        name,
+                        path,
+                        exclude: d.exclude.clone(),
+                        entries,
+                    }),
+                    _ => Source::File(FileSource {
+                        name,
+                        path,
+                        entry: entries.into_iter().next().expect("the match itself"),
+                    }),
+                };
+                picks.push(Pick {
+                    source,
+                    snapshot: pick.snapshot,
+                    snapshot_time: pick.snapshot_time.clone(),
+                    replay: None,
+                });
+            }
+        }
+        if !any_match {
+            return Err(Error::usage(format!(
+                "--include {} matches nothing in the directories restored",
+                patterns.join(", ")
+            ))
+            .fix("patterns are paths inside a directory source, e.g. tenants/42; `lifeboat show ID` lists them")
+            .event("restore.include_matches_nothing"));
+        }
+        Ok(Selection { picks, others })
     }
 }
