@@ -128,6 +128,11 @@ impl Ctx {
         Ok(RepoLocation::default_location(&options))
     }
 
+    /// `--repo` as given on the command line, if it was.
+    pub fn repo_flag(&self) -> Option<&str> {
+        self.repo_flag.as_deref()
+    }
+
     pub fn open_repo(&self) -> Result<Repository> {
         Repository::open(&self.repo_location()?)
     }
