@@ -155,7 +155,9 @@ pub struct Holder {
 }
 
 /// Every file other processes hold open, from one pass over `/proc/*/fd`
-/// (every process this user may inspect).
+/// (every process this user may inspect). Other processes of this very
+/// program are not counted: a `lifeboat replicate` following a database
+/// notices it replaced and takes a new base; it is no service to stop.
 pub struct OpenFiles {
     open: Vec<(PathBuf, u32)>,
 }
@@ -163,13 +165,14 @@ pub struct OpenFiles {
 impl OpenFiles {
     pub fn scan() -> OpenFiles {
         let me = std::process::id();
+        let my_exe = fs::read_link("/proc/self/exe").ok();
         let mut open = Vec::new();
         if let Ok(procs) = fs::read_dir("/proc") {
             for p in procs.flatten() {
                 let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                     continue;
                 };
-                if pid == me {
+                if pid == me || my_exe.is_some() && fs::read_link(p.path().join("exe")).ok() == my_exe {
                     continue;
                 }
                 let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
