@@ -110,18 +110,6 @@ pub struct RetentionConfig {
     pub repack_unused: Option<f64>,
 }
 
-/// Parse a duration such as `1s`, `250ms`, `5m`, naming the setting on error.
-pub fn parse_duration(what: &str, s: &str) -> Result<std::time::Duration> {
-    s.trim()
-        .parse::<jiff::SignedDuration>()
-        .ok()
-        .and_then(|d| std::time::Duration::try_from(d).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            Error::config(what, format!("`{s}` is not a positive duration")).fix("write it like 1s, 250ms, 5m or 2h")
-        })
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteConfig {
@@ -164,7 +152,7 @@ pub fn search_paths() -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo::home_dir().join(".config"));
+        .unwrap_or_else(|| crate::fsutil::home_dir().join(".config"));
     v.push(xdg.join("lifeboat/lifeboat.toml"));
     v.push(PathBuf::from("/etc/lifeboat/lifeboat.toml"));
     v

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod crashpoint;
+pub mod duration;
 pub mod error;
 pub mod files;
 pub mod fsutil;

@@ -96,7 +96,8 @@ fn parse_wal_window(what: &str, s: &str) -> Result<WalWindow> {
     if s.trim() == "unlimited" {
         return Ok(WalWindow::Unlimited);
     }
-    let d = lifeboat::config::parse_duration(what, s).map_err(|e| e.fix("write it like 24h or 7d, or `unlimited`"))?;
+    let d =
+        lifeboat::duration::parse_duration(what, s).map_err(|e| e.fix("write it like 24h or 7d, or `unlimited`"))?;
     jiff::SignedDuration::try_from(d)
         .map(WalWindow::Within)
         .map_err(|_| Error::config(what, format!("`{s}` is too long")).fix("write it like 24h or 7d, or `unlimited`"))

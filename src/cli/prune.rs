@@ -91,7 +91,7 @@ fn parse_grace(what: &str, s: &str) -> Result<Duration> {
     if s.trim() == "0" || s.trim() == "0s" {
         return Ok(Duration::ZERO);
     }
-    lifeboat::config::parse_duration(what, s).map_err(|e| e.fix("write it like 1h, 30m or 0s"))
+    lifeboat::duration::parse_duration(what, s).map_err(|e| e.fix("write it like 1h, 30m or 0s"))
 }
 
 pub fn print_report(r: &PruneReport) {

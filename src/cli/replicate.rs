@@ -2,7 +2,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use lifeboat::config::{file_name, parse_duration};
+use lifeboat::config::file_name;
+use lifeboat::duration::parse_duration;
 use lifeboat::replicate::{self, DbSpec, Options};
 use lifeboat::repo::{RepoLocation, Repository};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;

@@ -54,7 +54,7 @@ pub fn default_state_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| crate::repo::home_dir().join(".local/state"));
+        .unwrap_or_else(|| crate::fsutil::home_dir().join(".local/state"));
     base.join("lifeboat/replicate")
 }
 

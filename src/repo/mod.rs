@@ -11,7 +11,7 @@ pub mod references;
 pub mod segment;
 pub mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ pub fn writer_view_limit() -> Duration {
     *LIMIT.get_or_init(|| {
         std::env::var("LIFEBOAT_WRITER_VIEW_LIMIT")
             .ok()
-            .and_then(|v| crate::config::parse_duration("LIFEBOAT_WRITER_VIEW_LIMIT", &v).ok())
+            .and_then(|v| crate::duration::parse_duration("LIFEBOAT_WRITER_VIEW_LIMIT", &v).ok())
             .unwrap_or(Duration::from_secs(15 * 60))
     })
 }
@@ -109,12 +109,6 @@ fn is_empty_or_skeleton(root: &Path) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Marks and index files as `Repository::read_index` read them, and when

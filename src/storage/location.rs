@@ -136,7 +136,7 @@ fn cache_home() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo::home_dir().join(".cache"))
+        .unwrap_or_else(|| crate::fsutil::home_dir().join(".cache"))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -167,7 +167,7 @@ impl RepoLocation {
     pub fn default_location(options: &StorageOptions) -> RepoLocation {
         let base = env("XDG_STATE_HOME")
             .map(PathBuf::from)
-            .unwrap_or_else(|| crate::repo::home_dir().join(".local/state"));
+            .unwrap_or_else(|| crate::fsutil::home_dir().join(".local/state"));
         RepoLocation {
             backend: Backend::Local(base.join("lifeboat/repo")),
             is_default: true,
