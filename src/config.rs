@@ -181,7 +181,7 @@ impl Config {
     /// configuration error (78), caught when the file is read.
     fn check_names_unique(&self, path: &Path) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
-        for s in self.sources("full") {
+        for s in self.sources(crate::repo::manifest::SnapshotKind::Full) {
             if !seen.insert(s.name.clone()) {
                 return Err(
                     Error::config(path.display(), format!("two sources are named `{}`", s.name))
@@ -249,9 +249,10 @@ impl Config {
         .event("config.not_found")
     }
 
-    /// The sources of a snapshot of `kind` (`full` or `partial`).
-    pub fn sources(&self, kind: &str) -> Vec<SourceSpec> {
-        let full = kind == "full";
+    /// The sources of a snapshot of `kind` (a partial one leaves out the
+    /// `full_only` sources).
+    pub fn sources(&self, kind: crate::repo::manifest::SnapshotKind) -> Vec<SourceSpec> {
+        let full = kind != crate::repo::manifest::SnapshotKind::Partial;
         let mut v = Vec::new();
         for s in self.sqlite.iter().filter(|s| full || !s.full_only) {
             v.push(SourceSpec {

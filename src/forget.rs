@@ -65,7 +65,7 @@ pub struct Verdict {
     pub id: Id,
     pub time: String,
     pub host: String,
-    pub kind: String,
+    pub kind: crate::repo::manifest::SnapshotKind,
     pub tags: Vec<String>,
     /// Host and sources (and the stream for bases): what retention counts
     /// together.
@@ -104,7 +104,7 @@ impl ForgetPlan {
 }
 
 fn stream_of(s: &SnapshotRef) -> Option<(String, u64)> {
-    if s.manifest.kind != "base" {
+    if s.manifest.kind != crate::repo::manifest::SnapshotKind::Base {
         return None;
     }
     s.manifest.sources.iter().find_map(|src| match src {
@@ -219,7 +219,7 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
                 id: s.id,
                 time: s.manifest.time.clone(),
                 host: s.manifest.host.clone(),
-                kind: s.manifest.kind.clone(),
+                kind: s.manifest.kind,
                 tags: s.manifest.tags.clone(),
                 group: group.clone(),
                 keep: !reasons.is_empty(),

@@ -90,7 +90,7 @@ impl Blobs {
 pub struct SnapshotStats {
     pub id: Id,
     pub time: String,
-    pub kind: String,
+    pub kind: crate::repo::manifest::SnapshotKind,
     pub host: String,
     pub logical_bytes: u64,
     /// What the snapshot stored when it was taken (its summary).
@@ -267,7 +267,7 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
         .map(|(s, unique)| SnapshotStats {
             id: s.id,
             time: s.manifest.time.clone(),
-            kind: s.manifest.kind.clone(),
+            kind: s.manifest.kind,
             host: s.manifest.host.clone(),
             logical_bytes: s.manifest.summary.logical_bytes,
             added_stored_bytes: s.manifest.summary.added_stored_bytes,
@@ -338,7 +338,10 @@ fn wal_streams(
 ) -> Result<Vec<StreamStats>> {
     // Bases name their stream; newest last, so the path kept is the newest.
     let mut bases: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for s in snaps.iter().filter(|s| s.manifest.kind == "base") {
+    for s in snaps
+        .iter()
+        .filter(|s| s.manifest.kind == crate::repo::manifest::SnapshotKind::Base)
+    {
         for src in &s.manifest.sources {
             if let Source::Sqlite(db) = src
                 && let Some(r) = &db.replication

@@ -166,7 +166,7 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
     // Step lines tell the story; byte-level progress would only interleave.
     let progress = lifeboat::progress::Silent;
     let opts = SnapshotOptions {
-        kind: "full".into(),
+        kind: lifeboat::repo::manifest::SnapshotKind::Full,
         tags: vec!["demo".into()],
         replication: None,
         time: None,

@@ -13,7 +13,7 @@ pub struct Args {
     all: bool,
     /// Only snapshots of this kind (full, partial, base).
     #[arg(long, value_name = "KIND")]
-    kind: Option<String>,
+    kind: Option<lifeboat::repo::manifest::SnapshotKind>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -23,8 +23,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let snaps: Vec<_> = every
         .into_iter()
         .filter(|s| match &args.kind {
-            Some(k) => &s.manifest.kind == k,
-            None => args.all || s.manifest.kind != "base",
+            Some(k) => s.manifest.kind == *k,
+            None => args.all || s.manifest.kind != lifeboat::repo::manifest::SnapshotKind::Base,
         })
         .collect();
     if ctx.json {

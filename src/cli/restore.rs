@@ -85,10 +85,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // the store is unreachable), but a name the config does not know is
     // checked against the repository first: a typo is never "nothing to do".
     let configured = |n: &String| {
-        ctx.config()
-            .ok()
-            .flatten()
-            .is_none_or(|c| c.sources("full").iter().any(|s| &s.name == n))
+        ctx.config().ok().flatten().is_none_or(|c| {
+            c.sources(lifeboat::repo::manifest::SnapshotKind::Full)
+                .iter()
+                .any(|s| &s.name == n)
+        })
     };
     if args.if_db_not_exists
         && args.only.iter().all(configured)
@@ -151,7 +152,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // Every configured source is another source's to keep.
     let keep = ctx
         .config()?
-        .map(|c| c.sources("full").into_iter().map(|s| s.path).collect())
+        .map(|c| {
+            c.sources(lifeboat::repo::manifest::SnapshotKind::Full)
+                .into_iter()
+                .map(|s| s.path)
+                .collect()
+        })
         .unwrap_or_default();
     let opts = RestoreOptions {
         target,

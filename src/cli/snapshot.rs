@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use lifeboat::config::file_name;
+use lifeboat::repo::manifest::SnapshotKind;
 use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, Result};
@@ -26,8 +27,8 @@ pub struct Args {
     #[arg(long = "tag", value_name = "T")]
     tags: Vec<String>,
     /// `partial` leaves out config sources marked `full_only = true`.
-    #[arg(long, default_value = "full", value_parser = ["full", "partial"])]
-    kind: String,
+    #[arg(long, default_value = "full", value_parser = capture_kind)]
+    kind: SnapshotKind,
     /// Record this as the snapshot's time instead of now (RFC 3339, e.g.
     /// 2026-01-31T03:00:00Z): for importing a history, or testing retention.
     #[arg(long, value_name = "RFC3339")]
@@ -37,7 +38,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let specs = if args.paths.is_empty() {
         let config = ctx.config()?.ok_or_else(lifeboat::config::Config::not_found_error)?;
-        config.sources(&args.kind)
+        config.sources(args.kind)
     } else {
         args.paths.iter().map(|p| detect(p)).collect::<Result<Vec<_>>>()?
     };
@@ -90,6 +91,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(super::exit::TEMPFAIL);
     }
     Ok(0)
+}
+
+/// `full` or `partial`: the kinds a snapshot is taken as (`base` is
+/// `replicate`'s).
+fn capture_kind(s: &str) -> std::result::Result<SnapshotKind, String> {
+    match s.parse()? {
+        SnapshotKind::Base => Err("`base` snapshots are taken by `lifeboat replicate`; use full or partial".into()),
+        k => Ok(k),
+    }
 }
 
 fn detect(p: &std::path::Path) -> Result<SourceSpec> {

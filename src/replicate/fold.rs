@@ -210,7 +210,7 @@ impl Fold {
             time: time.to_string(),
             host: crate::fsutil::hostname(),
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
-            kind: "base".into(),
+            kind: crate::repo::manifest::SnapshotKind::Base,
             tags: vec!["replicate".into(), "folded".into()],
             sources: vec![Source::Sqlite(SqliteSource {
                 page_count: self.db_pages,

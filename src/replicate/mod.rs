@@ -646,7 +646,7 @@ impl Stream {
             },
         };
         let snap_opts = SnapshotOptions {
-            kind: "base".into(),
+            kind: crate::repo::manifest::SnapshotKind::Base,
             tags: vec!["replicate".into()],
             replication: Some(point.clone()),
             time: Some(jiff::Timestamp::now()),

@@ -45,8 +45,7 @@ pub struct Manifest {
     pub time: String,
     pub host: String,
     pub lifeboat_version: String,
-    /// `full` or `partial`.
-    pub kind: String,
+    pub kind: SnapshotKind,
     pub tags: Vec<String>,
     pub sources: Vec<Source>,
     pub summary: Summary,
@@ -54,6 +53,47 @@ pub struct Manifest {
     /// this snapshot holds of them may mix old and new bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+}
+
+/// What a snapshot is: stored as a lower-case string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// Every configured source.
+    Full,
+    /// The sources not marked `full_only`.
+    Partial,
+    /// A replication base: an internal restore point of one database's WAL
+    /// stream, not a snapshot of the service.
+    Base,
+}
+
+impl SnapshotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Full => "full",
+            SnapshotKind::Partial => "partial",
+            SnapshotKind::Base => "base",
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SnapshotKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(SnapshotKind::Full),
+            "partial" => Ok(SnapshotKind::Partial),
+            "base" => Ok(SnapshotKind::Base),
+            _ => Err(format!("`{s}` is not a snapshot kind (full, partial, base)")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

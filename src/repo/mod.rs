@@ -785,20 +785,26 @@ impl Repository {
         if spec == "latest" {
             // A replication base is an internal point of its stream, never
             // "the latest snapshot" of the service.
-            let bases = all.iter().filter(|s| s.manifest.kind == "base").count();
-            return all.into_iter().rfind(|s| s.manifest.kind != "base").ok_or_else(|| {
-                let hint = if bases > 0 {
-                    format!("; {bases} replication bases are there (`lifeboat list --all`)")
-                } else {
-                    String::new()
-                };
-                Error::no_input(
-                    self.storage.location(),
-                    format!("the repository holds no snapshot yet{hint}"),
-                )
-                .fix("take one with `lifeboat snapshot`")
-                .event("restore.no_snapshot")
-            });
+            let bases = all
+                .iter()
+                .filter(|s| s.manifest.kind == crate::repo::manifest::SnapshotKind::Base)
+                .count();
+            return all
+                .into_iter()
+                .rfind(|s| s.manifest.kind != crate::repo::manifest::SnapshotKind::Base)
+                .ok_or_else(|| {
+                    let hint = if bases > 0 {
+                        format!("; {bases} replication bases are there (`lifeboat list --all`)")
+                    } else {
+                        String::new()
+                    };
+                    Error::no_input(
+                        self.storage.location(),
+                        format!("the repository holds no snapshot yet{hint}"),
+                    )
+                    .fix("take one with `lifeboat snapshot`")
+                    .event("restore.no_snapshot")
+                });
         }
         let mut matches: Vec<SnapshotRef> = all.into_iter().filter(|s| s.id.hex().starts_with(&spec_l)).collect();
         match matches.len() {

@@ -21,12 +21,9 @@ use crate::pitr::{self, Replay};
 use crate::repo::manifest::{DirectorySource, Entry, EntryKind, FileSource, Source};
 use crate::repo::{Repository, SnapshotRef};
 
-/// The manifest kind of a replication base.
-pub const BASE_KIND: &str = "base";
-
 /// A snapshot `lifeboat snapshot` took (not a replication base).
 pub fn is_service_snapshot(s: &SnapshotRef) -> bool {
-    s.manifest.kind != BASE_KIND
+    s.manifest.kind != crate::repo::manifest::SnapshotKind::Base
 }
 
 /// One source and the point it is restored from.

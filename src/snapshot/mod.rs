@@ -39,7 +39,7 @@ pub enum SourceKind {
 
 #[derive(Debug, Clone)]
 pub struct SnapshotOptions {
-    pub kind: String,
+    pub kind: crate::repo::manifest::SnapshotKind,
     pub tags: Vec<String>,
     /// Recorded on the (single) database of a replication base.
     pub replication: Option<crate::repo::manifest::ReplicationPoint>,
@@ -264,7 +264,7 @@ fn take_with(
         time: opts.time.unwrap_or_else(jiff::Timestamp::now).to_string(),
         host: crate::fsutil::hostname(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
-        kind: opts.kind.clone(),
+        kind: opts.kind,
         tags: opts.tags.clone(),
         sources,
         summary: Summary {
