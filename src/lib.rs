@@ -1,5 +1,39 @@
-//! Lifeboat: backups of a self-hosted service's state. See docs/ARCHITECTURE.md
-//! for the map of modules.
+//! Lifeboat: backups of a self-hosted service's state (live SQLite
+//! databases, directories, files) into a deduplicated, compressed
+//! repository, with continuous replication of every commit and restores
+//! that never make things worse. See docs/ARCHITECTURE.md for the map of
+//! modules and docs/FORMAT.md for the repository, byte by byte.
+//!
+//! A Rust service embeds it through the items re-exported here: open or
+//! create a [`Repository`] at a [`RepoLocation`], [`snapshot::take`] its
+//! sources, run [`replicate::run`] on a thread of its own, and
+//! [`restore::restore`] a [`Selection`]. `examples/embed.rs` is a whole
+//! service doing all four.
+//!
+//! ```
+//! use lifeboat::{Repository, RepoLocation, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
+//!
+//! # fn main() -> lifeboat::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let db = dir.path().join("app.db");
+//! rusqlite::Connection::open(&db)
+//!     .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);"))
+//!     .unwrap();
+//!
+//! let repo = Repository::init(&RepoLocation::local(dir.path().join("backups")))?;
+//! let sources = [SourceSpec {
+//!     name: "app.db".into(),
+//!     path: db,
+//!     kind: SourceKind::Sqlite { schema_query: "PRAGMA user_version".into() },
+//! }];
+//! let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
+//! let _lock = repo.lock("my-service")?;
+//! let (id, manifest) = lifeboat::snapshot::take(&repo, &sources, &options, &lifeboat::progress::Silent)?;
+//! assert_eq!(manifest.sources.len(), 1);
+//! println!("snapshot {}", id.short());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod codec;
 pub mod crashpoint;
@@ -18,6 +52,11 @@ pub mod storage;
 pub mod treehash;
 
 pub use error::{Error, ErrorKind, Result};
+pub use repo::manifest::SnapshotKind;
+pub use repo::{RepoLocation, Repository};
+pub use restore::{RestoreOptions, RestoreReport, Selection, Target};
+pub use snapshot::{SnapshotOptions, SourceKind, SourceSpec};
+pub use verify::DataCheck;
 pub mod config;
 pub mod forget;
 pub mod pitr;

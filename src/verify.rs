@@ -73,6 +73,20 @@ pub struct VerifyReport {
 /// its index files before its manifest, and a prune its marks before it
 /// rewrites index files, so in this order a snapshot published or a pack
 /// marked meanwhile is not taken for damage.
+///
+/// ```
+/// use lifeboat::{DataCheck, Repository, RepoLocation};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let location = RepoLocation::local(dir.path().join("backups"));
+/// Repository::init(&location)?;
+/// let mut repo = Repository::open_unindexed(&location)?;
+/// let report = lifeboat::verify::verify(&mut repo, DataCheck::All, &lifeboat::progress::Silent)?;
+/// assert!(report.problems.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
     let read_data = data.reads();
     let seed = jiff::Timestamp::now().as_nanosecond() as u64;

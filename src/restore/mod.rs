@@ -107,6 +107,40 @@ pub fn restore_snapshot(
     restore(repo, &Selection::of_snapshot(snap, &[])?, opts, progress)
 }
 
+/// Restore `selection`: everything staged and verified first (every hash,
+/// `PRAGMA integrity_check`), then each staged copy swapped into place;
+/// any failure undoes what was done.
+///
+/// ```
+/// use lifeboat::{Repository, RepoLocation, RestoreOptions, Selection, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec, Target};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = dir.path().join("app.db");
+/// rusqlite::Connection::open(&db)
+///     .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (42);"))
+///     .unwrap();
+/// let location = RepoLocation::local(dir.path().join("backups"));
+/// let repo = Repository::init(&location)?;
+/// let source = SourceSpec { name: "app.db".into(), path: db, kind: SourceKind::Sqlite { schema_query: "PRAGMA user_version".into() } };
+/// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
+/// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
+///
+/// // The service as of its newest point, as a plain SQLite file.
+/// let repo = Repository::open(&location)?;
+/// let out = dir.path().join("copy.db");
+/// let report = lifeboat::restore::restore(
+///     &repo,
+///     &Selection::newest(&repo, &[], None)?,
+///     &RestoreOptions { target: Target::File(out.clone()), force: false, max_schema_version: None, keep: vec![], skip_integrity_check: false },
+///     &lifeboat::progress::Silent,
+/// )?;
+/// assert_eq!(report.restored.len(), 1);
+/// let x: i64 = rusqlite::Connection::open(&out).unwrap().query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+/// assert_eq!(x, 42);
+/// # Ok(())
+/// # }
+/// ```
 pub fn restore(
     repo: &Repository,
     selection: &Selection,

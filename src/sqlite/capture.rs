@@ -305,7 +305,7 @@ impl OpenDatabase {
                 self.path.display(),
                 "this Lifeboat binary was built without SQLite's sqlite_dbpage table",
             )
-            .fix("build Lifeboat from its source tree (its .cargo/config.toml sets LIBSQLITE3_FLAGS)")
+            .fix("build with LIBSQLITE3_FLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB (Lifeboat's .cargo/config.toml sets it; an embedding crate sets it in its own)")
             .event("snapshot.no_dbpage")
         } else {
             Error::sqlite(&self.path, e)
