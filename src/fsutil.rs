@@ -165,14 +165,20 @@ pub struct OpenFiles {
 impl OpenFiles {
     pub fn scan() -> OpenFiles {
         let me = std::process::id();
-        let my_exe = fs::read_link("/proc/self/exe").ok();
+        // An upgraded binary's running processes read "<path> (deleted)".
+        let exe_of = |proc_dir: &Path| {
+            fs::read_link(proc_dir.join("exe"))
+                .ok()
+                .map(|p| PathBuf::from(p.to_string_lossy().trim_end_matches(" (deleted)")))
+        };
+        let my_exe = exe_of(Path::new("/proc/self"));
         let mut open = Vec::new();
         if let Ok(procs) = fs::read_dir("/proc") {
             for p in procs.flatten() {
                 let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                     continue;
                 };
-                if pid == me || my_exe.is_some() && fs::read_link(p.path().join("exe")).ok() == my_exe {
+                if pid == me || my_exe.is_some() && exe_of(&p.path()) == my_exe {
                     continue;
                 }
                 let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
@@ -190,14 +196,15 @@ impl OpenFiles {
         OpenFiles { open }
     }
 
-    /// Who holds `path` open, or, for a directory, anything beneath it.
+    /// Who holds `path` open, or, for a directory, anything beneath it:
+    /// every (process, file) pair.
     pub fn holding(&self, path: &Path) -> Vec<Holder> {
         let Ok(target) = fs::canonicalize(path) else {
             return Vec::new();
         };
         let mut out: Vec<Holder> = Vec::new();
         for (l, pid) in &self.open {
-            if l.starts_with(&target) && !out.iter().any(|h| h.pid == *pid) {
+            if l.starts_with(&target) && !out.iter().any(|h| h.pid == *pid && &h.path == l) {
                 let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 out.push(Holder {
                     pid: *pid,

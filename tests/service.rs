@@ -246,3 +246,94 @@ fn include_restores_one_tenant_and_nothing_beside_it() {
     assert!(!under(&drill, &tenants.join("41")).exists());
     assert!(!under(&drill, &other).exists());
 }
+
+/// A restore that fails after a directory was swapped (here: at each of its
+/// steps in turn, the later ones touching another source) undoes the swap
+/// without losing the database carried over into the new directory: the
+/// old directory's names of it are removed only once the commit stands.
+#[test]
+fn a_failed_restore_never_loses_the_database_carried_over() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let svc = env.path("svc");
+    let db = svc.join("state.db");
+    std::fs::create_dir_all(svc.join("uploads")).unwrap();
+    create_db(&db, 50, 20, true);
+    std::fs::write(svc.join("uploads/a.txt"), "as snapshotted").unwrap();
+    std::fs::write(env.path("other.conf"), "x = 1\n").unwrap();
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        "[[sqlite]]\npath = \"svc/state.db\"\n\n[[directory]]\npath = \"svc\"\n\n[[file]]\npath = \"other.conf\"\n",
+    )
+    .unwrap();
+    let out = env.ok(["--config", s(&cfg), "snapshot"]);
+    let id = out.stdout.trim().lines().last().unwrap().to_string();
+    // The live database moves on after the snapshot.
+    let c = common::open(&db);
+    c.execute_batch("INSERT INTO t(id, v) SELECT id + 50, v FROM t WHERE id <= 10")
+        .unwrap();
+    drop(c);
+    let failed = common::fail_at_every_step(
+        &env,
+        &[
+            "--config",
+            s(&cfg),
+            "restore",
+            &id,
+            "--only",
+            "svc",
+            "--only",
+            "other.conf",
+            "--force",
+        ],
+        |n, out| {
+            assert!(
+                out.code == 0 || out.code == 74,
+                "step {n}: exit {}: {}",
+                out.code,
+                out.stderr
+            );
+            assert_eq!(common::integrity(&db), "ok", "step {n}");
+            assert_eq!(
+                common::row_stats(&db).0,
+                60,
+                "step {n}: the live database, whole, in place"
+            );
+        },
+    );
+    assert!(failed >= 3, "failures injected after the swap too ({failed})");
+}
+
+/// A source renamed in the configuration is one file under two names in
+/// the repository: `restore` brings it back once, from the newest point,
+/// and keeps the file it replaces.
+#[test]
+fn a_renamed_source_is_restored_once() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let db = env.path("svc/app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    create_db(&db, 20, 10, true);
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(&cfg, "[[sqlite]]\npath = \"svc/app.db\"\n").unwrap();
+    env.ok(["--config", s(&cfg), "snapshot"]);
+    std::fs::write(&cfg, "[[sqlite]]\npath = \"svc/app.db\"\nname = \"app\"\n").unwrap();
+    let c = common::open(&db);
+    c.execute_batch("DELETE FROM t WHERE id > 15").unwrap();
+    drop(c);
+    env.ok(["--config", s(&cfg), "snapshot"]);
+    let before = common::blake3_file(&db);
+    for config in [vec!["--config", s(&cfg)], vec![]] {
+        let mut args = config.clone();
+        args.extend(["--json", "restore", "--force"]);
+        let v = env.ok(&args).json();
+        assert_eq!(v["restored"].as_array().unwrap().len(), 1, "{config:?}: {v}");
+        assert_eq!(common::row_stats(&db).0, 15, "{config:?}: the newest point");
+    }
+    let aside = common::entries_starting(db.parent().unwrap(), ".lifeboat-pre-restore-");
+    assert!(
+        aside.iter().any(|a| common::blake3_file(&a.join("app.db")) == before),
+        "the replaced database is kept: {aside:?}"
+    );
+}

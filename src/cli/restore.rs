@@ -132,11 +132,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         r => r?,
     };
+    // The configuration, when there is one, says what the service is.
+    let service: Option<Vec<String>> = ctx.config()?.map(|c| {
+        c.sources(lifeboat::repo::manifest::SnapshotKind::Full)
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    });
     let selection = match (found, point) {
         (Some(found), _) => found.and_then(|snap| Selection::of_snapshot(&snap, &args.only)),
         (None, Some(pitr::Target::Txid(n))) => Selection::at_txid(&repo, &args.only, n),
-        (None, Some(pitr::Target::Time(t))) => Selection::newest(&repo, &args.only, Some(t)),
-        (None, _) => Selection::newest(&repo, &args.only, None),
+        (None, Some(pitr::Target::Time(t))) => Selection::newest_of(&repo, &args.only, Some(t), service.as_deref()),
+        (None, _) => Selection::newest_of(&repo, &args.only, None, service.as_deref()),
     };
     let selection = match selection {
         Err(e) if nothing_yet(&e) => {

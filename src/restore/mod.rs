@@ -9,7 +9,7 @@
 //! began.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -265,8 +265,12 @@ pub fn restore(
     // moved aside with the old one.
     let mut undo: Vec<swap::Undo> = Vec::new();
     let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
+    let mut carried_names: Vec<(PathBuf, (u64, u64))> = Vec::new();
     let hold = staging::hold_off_signals();
+    // Staging may have taken minutes: a service started meanwhile is
+    // refused now, before anything moves.
     let commit = (|| -> Result<()> {
+        check_not_open(&plans, &kept)?;
         for (dir, stage, p) in &staged {
             let mut aside_of = |path: &Path| -> Result<PathBuf> {
                 let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
@@ -308,10 +312,10 @@ pub fn restore(
             };
             swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut undo)?;
             // The old directory, now aside, still names the carried files
-            // (second hard links of the live ones): those names go.
-            for rel in carried {
-                let _ = fs::remove_file(aside.join(rel));
-            }
+            // (second hard links of the live ones). Those names go only once
+            // the whole commit stands: undoing a swap puts the old
+            // directory back, and with it the only other name of each.
+            carried_names.extend(carried.into_iter().map(|(rel, ino)| (aside.join(rel), ino)));
             sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
         }
         Ok(())
@@ -331,6 +335,13 @@ pub fn restore(
         remove_created(&created_dirs);
         tracing::warn!(event = "restore.rolled_back", error = %e);
         return Err(e);
+    }
+    // Still the same file as the one carried (SQLite may have replaced a
+    // `-wal` meanwhile): only then is it a second name.
+    for (name, ino) in &carried_names {
+        if fs::symlink_metadata(name).is_ok_and(|m| (m.dev(), m.ino()) == *ino) {
+            let _ = fs::remove_file(name);
+        }
     }
     drop(hold);
     drop(staged);
@@ -465,14 +476,20 @@ fn kept_inside(dir: &Path, kept: &[PathBuf], plans: &[Plan]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Put each kept path inside `dest` (and a database's `-wal`/`-shm`/
-/// `-journal`) at the same place in `stage`, before the two directories
-/// are exchanged: a file by a second hard link, so it never leaves its path
-/// and a process holding it open keeps writing to the same file; a
-/// directory by a rename. Whatever the snapshot held there is dropped from
-/// the staged copy: it belongs to the other source. Returns the files
-/// linked, relative to `dest`.
-fn carry_over(dest: &Path, stage: &Path, kept: &[PathBuf], undo: &mut Vec<swap::Undo>) -> Result<Vec<PathBuf>> {
+/// Put each kept file inside `dest` (and a database's `-wal`/`-shm`/
+/// `-journal`) at the same place in `stage` by a second hard link, before
+/// the two directories are exchanged: it never leaves its path, and a
+/// process holding it open keeps writing to the same file. Whatever the
+/// snapshot held there is dropped from the staged copy: it belongs to the
+/// other source. A kept file reached through a link (stored physically
+/// elsewhere) is left alone: the swap does not move it. Returns the files
+/// linked, relative to `dest`, with their (device, inode).
+fn carry_over(
+    dest: &Path,
+    stage: &Path,
+    kept: &[PathBuf],
+    undo: &mut Vec<swap::Undo>,
+) -> Result<Vec<(PathBuf, (u64, u64))>> {
     let mut linked = Vec::new();
     for k in kept {
         let mut paths = vec![k.clone()];
@@ -486,27 +503,57 @@ fn carry_over(dest: &Path, stage: &Path, kept: &[PathBuf], undo: &mut Vec<swap::
                 continue;
             };
             let rel = path.strip_prefix(dest).expect("inside").to_path_buf();
+            if meta.is_dir() || !real_dirs_between(dest, &rel) {
+                continue; // folders are refused before; linked ones stay put
+            }
             let into = stage.join(&rel);
+            // Never through a link the restored tree holds.
+            let mut at = stage.to_path_buf();
+            for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+                at.push(c);
+                match fs::symlink_metadata(&at) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(Error::cant_create(
+                            at.display(),
+                            format!("the restored tree has a link or file where {} lies", path.display()),
+                        )
+                        .fix("restore with --to DIR and move what is needed by hand")
+                        .event("restore.carry_blocked"));
+                    }
+                    Err(_) => {
+                        fs::DirBuilder::new().mode(0o700).create(&at).at(&at)?;
+                        if let Ok(m) = fs::metadata(path.parent().expect("inside")) {
+                            let _ = fs::set_permissions(&at, m.permissions());
+                        }
+                    }
+                }
+            }
             if fs::symlink_metadata(&into).is_ok() {
                 crate::fsutil::remove_file_or_tree(&into).at(&into)?;
             }
-            if let Some(parent) = into.parent() {
-                fs::create_dir_all(parent).at(parent)?;
-            }
-            if meta.is_dir() {
-                fs::rename(&path, &into).at(&path)?;
-                undo.push(swap::Undo::Renamed { from: path, to: into });
-            } else {
-                fs::hard_link(&path, &into).map_err(|e| {
-                    Error::io(&path, e)
-                        .fix("another source inside the directory lies on another filesystem; restore with --to DIR")
-                })?;
-                undo.push(swap::Undo::Linked { link: into });
-                linked.push(rel);
-            }
+            fs::hard_link(&path, &into).map_err(|e| {
+                Error::io(&path, e)
+                    .fix("another source inside the directory lies on another filesystem; restore with --to DIR")
+            })?;
+            undo.push(swap::Undo::Linked { link: into });
+            linked.push((rel, (meta.dev(), meta.ino())));
         }
     }
     Ok(linked)
+}
+
+/// Whether every folder from `dest` down to `rel`'s parent is a real
+/// folder, not a link.
+fn real_dirs_between(dest: &Path, rel: &Path) -> bool {
+    let mut at = dest.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+        at.push(c);
+        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether `dir` holds anything but empty directories (a restore killed
@@ -521,23 +568,18 @@ fn holds_anything(dir: &Path) -> bool {
     })
 }
 
-/// Refuse clobbering and live files before anything is written.
-fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> Result<()> {
-    if let Target::Dir(dir) = target
-        && holds_anything(dir)
-        && !force
-    {
-        return Err(Error::cant_create(dir.display(), "target directory is not empty")
-                .fix("restore into an empty directory, or add --force to move what is there into .lifeboat-pre-restore-<time>/")
-                .event("restore.target_not_empty"));
-    }
-    // Even with --force: a process writing into a file that is moved aside
-    // keeps writing into the moved copy, and the service then runs on
-    // neither the old state nor the restored one.
+/// Refuse (75) any file in the way that another process holds open, even
+/// with --force: a process writing into a file that is moved aside keeps
+/// writing into the moved copy, and the service then runs on neither the
+/// old state nor the restored one. What other sources hold inside a
+/// directory stays where it is, open or not.
+fn check_not_open(plans: &[Plan], kept: &[PathBuf]) -> Result<()> {
     let open = crate::fsutil::OpenFiles::scan();
     for p in plans {
-        // What other sources hold stays where it is, open or not.
-        let carried = kept_inside(&p.dest, kept, plans);
+        let carried: Vec<PathBuf> = kept_inside(&p.dest, kept, plans)
+            .into_iter()
+            .map(|k| fs::canonicalize(&k).unwrap_or(k))
+            .collect();
         let stays = |h: &crate::fsutil::Holder| {
             carried.iter().any(|k| {
                 h.path.starts_with(k)
@@ -549,7 +591,6 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
         };
         for path in in_the_way(p) {
             if let Some(h) = open.holding(&path).into_iter().find(|h| !stays(h)) {
-                let h = &h;
                 let (what, event) = match p.source {
                     Source::Sqlite(_) => ("database", "restore.database_in_use"),
                     _ => ("file", "restore.file_in_use"),
@@ -561,6 +602,40 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
                 .fix("stop the service first (--force never moves a file a process holds open)")
                 .event(event));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse clobbering and live files before anything is written.
+fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> Result<()> {
+    if let Target::Dir(dir) = target
+        && holds_anything(dir)
+        && !force
+    {
+        return Err(Error::cant_create(dir.display(), "target directory is not empty")
+                .fix("restore into an empty directory, or add --force to move what is there into .lifeboat-pre-restore-<time>/")
+                .event("restore.target_not_empty"));
+    }
+    check_not_open(plans, kept)?;
+    for p in plans {
+        // Another source's folder inside a directory replaced in place
+        // would have to leave its path for a moment; refused up front.
+        if matches!(p.source, Source::Directory(_))
+            && let Some(k) = kept_inside(&p.dest, kept, plans).into_iter().find(|k| {
+                fs::symlink_metadata(k).is_ok_and(|m| m.is_dir())
+                    && real_dirs_between(&p.dest, k.strip_prefix(&p.dest).unwrap_or(k))
+            })
+        {
+            return Err(Error::cant_create(
+                k.display(),
+                format!(
+                    "another source's folder lies inside {}, which this restore replaces",
+                    p.dest.display()
+                ),
+            )
+            .fix("restore that source too (another --only), or restore this one with --to DIR or --include")
+            .event("restore.nested_source"));
         }
     }
     for p in plans {

@@ -66,6 +66,18 @@ fn unknown_names(only: &[String], known: &[String], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The moment a snapshot's content is as of: a service snapshot's read
+/// transactions begin when it starts (its recorded time is its end); a
+/// base is stamped at its pin.
+fn state_time(s: &SnapshotRef) -> Option<jiff::Timestamp> {
+    let t = s.manifest.timestamp()?;
+    if !is_service_snapshot(s) {
+        return Some(t);
+    }
+    let took = jiff::SignedDuration::from_millis(s.manifest.summary.duration_ms as i64);
+    t.checked_sub(took).ok()
+}
+
 impl Selection {
     /// Exactly the snapshot `snap` (its sources named in `only`, or all).
     pub fn of_snapshot(snap: &SnapshotRef, only: &[String]) -> Result<Selection> {
@@ -93,7 +105,20 @@ impl Selection {
     }
 
     /// The service as of its newest point (`at` = None) or as of `at`.
+    /// The service is what its newest full snapshot and every snapshot and
+    /// replication base since hold.
     pub fn newest(repo: &Repository, only: &[String], at: Option<jiff::Timestamp>) -> Result<Selection> {
+        Selection::newest_of(repo, only, at, None)
+    }
+
+    /// [`Selection::newest`] of the sources named in `service` (the
+    /// configuration's), when given.
+    pub fn newest_of(
+        repo: &Repository,
+        only: &[String],
+        at: Option<jiff::Timestamp>,
+        service: Option<&[String]>,
+    ) -> Result<Selection> {
         let snaps = repo.snapshots()?;
         if snaps.is_empty() {
             return Err(
@@ -102,22 +127,42 @@ impl Selection {
                     .event("restore.no_snapshot"),
             );
         }
-        let in_time = |s: &&SnapshotRef| at.is_none_or(|t| s.manifest.timestamp().is_some_and(|st| st <= t));
-        // Every name ever stored, the newest snapshot's order first.
-        let mut names: Vec<String> = Vec::new();
+        let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
+        // Every name stored, the newest snapshot's order first...
+        let mut stored: Vec<String> = Vec::new();
         for s in snaps.iter().rev() {
             for src in &s.manifest.sources {
-                if !names.iter().any(|n| n == src.name()) {
-                    names.push(src.name().to_string());
+                if !stored.iter().any(|n| n == src.name()) {
+                    stored.push(src.name().to_string());
                 }
             }
         }
-        unknown_names(only, &names, "the repository")?;
+        unknown_names(only, &stored, "the repository")?;
+        // ...of which the service is: the configuration's sources, else
+        // what the newest full snapshot and everything since hold (a source
+        // renamed or dropped long ago does not come back).
+        let since = snaps
+            .iter()
+            .filter(|s| s.manifest.kind == crate::repo::manifest::SnapshotKind::Full)
+            .filter_map(|s| s.manifest.timestamp())
+            .next_back();
+        let current = |n: &String| match service {
+            Some(names) => names.contains(n),
+            None => snaps.iter().any(|s| {
+                since.is_none_or(|t| s.manifest.timestamp().is_some_and(|st| st >= t))
+                    && s.manifest.sources.iter().any(|x| x.name() == n)
+            }),
+        };
+        let names: Vec<String> = stored
+            .iter()
+            .filter(|n| only.contains(n) || (only.is_empty() && current(n)))
+            .cloned()
+            .collect();
         let target = at.map(pitr::Target::Time).unwrap_or(pitr::Target::Newest);
         let mut picks = Vec::new();
-        let others = names
+        let others = stored
             .iter()
-            .filter(|n| !only.is_empty() && !only.contains(n))
+            .filter(|n| !names.contains(n))
             .filter_map(|n| {
                 snaps
                     .iter()
@@ -127,7 +172,7 @@ impl Selection {
             })
             .collect();
         let mut checked = HashSet::new();
-        for name in names.iter().filter(|n| only.is_empty() || only.contains(n)) {
+        for name in &names {
             let snapshot = snaps
                 .iter()
                 .filter(in_time)
@@ -145,14 +190,19 @@ impl Selection {
             let replay = if may_replay {
                 match pitr::plan_among(repo, &snaps, Some(name), target) {
                     Ok((base, replay)) => {
-                        let reach = replay.reach(repo)?;
+                        // A last segment that cannot be read is the
+                        // restore's to report, if it needs it at all.
+                        let reach = replay.reach(repo).unwrap_or_else(|e| {
+                            tracing::warn!(event = "restore.reach_unknown", db = %name, error = %e);
+                            jiff::Timestamp::MAX
+                        });
                         let point = at.map_or(reach, |t| reach.min(t));
-                        let newer = snapshot.is_none_or(|(s, _)| s.manifest.timestamp().is_none_or(|st| point >= st));
+                        let newer = snapshot.is_none_or(|(s, _)| state_time(s).is_none_or(|st| point >= st));
                         newer.then_some((base, replay))
                     }
                     // `T` before the stream's first base: only a snapshot
-                    // can give it.
-                    Err(e) if e.event == "restore.before_history" && snapshot.is_some() => None,
+                    // can give it (or, for the whole service, nothing).
+                    Err(e) if e.event == "restore.before_history" && (snapshot.is_some() || only.is_empty()) => None,
                     Err(e) => return Err(e),
                 }
             } else {
@@ -190,6 +240,22 @@ impl Selection {
             };
             picks.push(pick);
         }
+        // One source per path: the same file under two names (a source
+        // renamed in the configuration) is restored once, from the newest.
+        let mut by_path: Vec<Pick> = Vec::new();
+        for p in picks {
+            let path = crate::fsutil::absolute_normalized(std::path::Path::new(p.source.path()));
+            let newer = |q: &Pick| p.snapshot_time.parse::<jiff::Timestamp>().ok() > q.snapshot_time.parse().ok();
+            match by_path
+                .iter()
+                .position(|q| crate::fsutil::absolute_normalized(std::path::Path::new(q.source.path())) == path)
+            {
+                Some(i) if newer(&by_path[i]) => by_path[i] = p,
+                Some(_) => {}
+                None => by_path.push(p),
+            }
+        }
+        let picks = by_path;
         if picks.is_empty() {
             let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
             return Err(Error::no_input(
@@ -213,6 +279,18 @@ impl Selection {
     pub fn at_txid(repo: &Repository, only: &[String], txid: u64) -> Result<Selection> {
         if only.len() > 1 {
             return Err(Error::usage("--txid restores one database").fix("give one --only NAME"));
+        }
+        // A name no snapshot holds is a mistake, not "no replica yet" (which
+        // --if-replica-exists would take for nothing to do).
+        let snaps = repo.snapshots()?;
+        if !snaps.is_empty() {
+            let mut stored: Vec<String> = snaps
+                .iter()
+                .flat_map(|s| s.manifest.sources.iter().map(|x| x.name().to_string()))
+                .collect();
+            stored.sort();
+            stored.dedup();
+            unknown_names(only, &stored, "the repository")?;
         }
         let (base, replay) = pitr::plan(repo, only.first().map(String::as_str), pitr::Target::Txid(txid))?;
         base.manifest.check_layout(&format!("snapshot {}", base.id.short()))?;
@@ -280,14 +358,18 @@ impl Selection {
                 let entries: Vec<Entry> = d.entries.iter().filter_map(reroot).collect();
                 let name = top.rsplit('/').next().unwrap_or(top).to_string();
                 let path = format!("{}/{top}", d.path);
-                let source = match entries[0].kind {
-                    EntryKind::Dir => Source::Directory(DirectorySource {
+                // A database found inside the directory comes back as one:
+                // its stale -wal/-shm are in the way too.
+                let database = entries[0].database_source(&name, &path);
+                let source = match (entries[0].kind, database) {
+                    (_, Some(db)) => Source::Sqlite(db),
+                    (EntryKind::Dir, _) => Source::Directory(DirectorySource {
                         name,
                         path,
                         exclude: d.exclude.clone(),
                         entries,
                     }),
-                    _ => Source::File(FileSource {
+                    (_, None) => Source::File(FileSource {
                         name,
                         path,
                         entry: entries.into_iter().next().expect("the match itself"),

@@ -3,10 +3,12 @@
 //! malformed" when a writer was busy; so any file with the SQLite header is
 //! captured as a configured database is (inside a read transaction, page by
 //! page, deduplicated against its previous capture), and its `-wal`,
-//! `-shm` and `-journal` are not copied at all.
+//! `-shm` and `-journal` are not copied at all (unless its capture fails and
+//! it is stored as plain bytes: then they go with it).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::files::Walked;
@@ -21,37 +23,42 @@ const SQLITE_SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// The smallest file that can be a database with a table: one 512-byte page.
 const SMALLEST_DATABASE: u64 = 512;
 
-/// `walked`, each entry marked when it is a database; the sidecars of those
-/// databases dropped.
-pub(super) fn find_databases(walked: Vec<Walked>) -> Vec<(Walked, bool)> {
+/// (device, inode) of each path that exists.
+pub(super) fn inodes_of(paths: &[PathBuf]) -> HashSet<(u64, u64)> {
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+/// `walked`, each entry marked when it is a database; the files that are
+/// another source's (`others`, by inode) dropped. A database's sidecars
+/// stay in the list: they are stored only if its capture by pages fails
+/// (then they belong with the raw bytes).
+pub(super) fn find_databases(walked: Vec<Walked>, others: &HashSet<(u64, u64)>) -> Vec<(Walked, bool)> {
     let is_db = |w: &Walked| {
         w.entry.kind == EntryKind::File
             && w.entry.size >= SMALLEST_DATABASE
             && crate::sqlite::has_header(&w.abs).unwrap_or(false)
     };
-    let marked: Vec<(Walked, bool)> = walked
+    walked
         .into_iter()
+        .filter(|w| {
+            others.is_empty()
+                || w.entry.kind != EntryKind::File
+                || !std::fs::symlink_metadata(&w.abs).is_ok_and(|m| others.contains(&(m.dev(), m.ino())))
+        })
         .map(|w| {
             let db = is_db(&w);
             (w, db)
         })
-        .collect();
-    let databases: HashSet<String> = marked
-        .iter()
-        .filter(|(_, db)| *db)
-        .map(|(w, _)| w.entry.path.clone())
-        .collect();
-    marked
-        .into_iter()
-        .filter(|(w, _)| {
-            !SQLITE_SIDECARS.iter().any(|suffix| {
-                w.entry
-                    .path
-                    .strip_suffix(suffix)
-                    .is_some_and(|db| databases.contains(db))
-            })
-        })
         .collect()
+}
+
+/// The database `path` is a sidecar of (`x.db` for `x.db-wal`), if any.
+pub(super) fn sidecar_of(path: &str) -> Option<&str> {
+    SQLITE_SIDECARS.iter().find_map(|suffix| path.strip_suffix(suffix))
 }
 
 /// A read transaction on the database at `path`, or `None` (said through

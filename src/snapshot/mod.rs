@@ -179,11 +179,20 @@ fn take_with(
                     skip.push(p);
                 }
                 let walked = files::walk(&spec.path, &globs, &skip, &mut warn)?;
-                let walked = embedded::find_databases(walked);
+                // The same files reached by another name (a hard link, a
+                // bind mount) are the other sources too; opening a database
+                // this process holds a read transaction on, and closing
+                // that descriptor, would drop SQLite's locks on it.
+                let others = embedded::inodes_of(&skip);
+                let walked = embedded::find_databases(walked, &others);
+                let mut captured_dbs: HashSet<String> = HashSet::new();
                 let total: u64 = walked.iter().map(|(w, _)| w.entry.size).sum();
                 progress.begin(&format!("files {}", spec.name), total);
                 let mut entries = Vec::with_capacity(walked.len());
                 for (w, is_db) in walked {
+                    if embedded::sidecar_of(&w.entry.path).is_some_and(|db| captured_dbs.contains(db)) {
+                        continue; // its database was captured by pages
+                    }
                     let label = format!("{}/{}", spec.name, w.entry.path);
                     let e = match is_db {
                         true => {
@@ -202,7 +211,10 @@ fn take_with(
                                 })
                                 .transpose()?;
                             match captured {
-                                Some(s) => (embedded::entry(w.entry, &s), false),
+                                Some(s) => {
+                                    captured_dbs.insert(w.entry.path.clone());
+                                    (embedded::entry(w.entry, &s), false)
+                                }
                                 None => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
                             }
                         }
