@@ -6,6 +6,16 @@
 use crate::error::{Error, Result};
 
 /// Parse a duration such as `1s`, `250ms`, `5m`, naming the setting on error.
+///
+/// ```
+/// use std::time::Duration;
+/// use lifeboat::duration::parse_duration;
+///
+/// assert_eq!(parse_duration("sync_interval", "250ms").unwrap(), Duration::from_millis(250));
+/// assert_eq!(parse_duration("snapshot_interval", "2h").unwrap(), Duration::from_secs(7200));
+/// let e = parse_duration("sync_interval", "soon").unwrap_err();
+/// assert_eq!(e.kind, lifeboat::ErrorKind::Config);
+/// ```
 pub fn parse_duration(what: &str, s: &str) -> Result<std::time::Duration> {
     s.trim()
         .parse::<jiff::SignedDuration>()

@@ -56,6 +56,15 @@ pub struct Manifest {
 }
 
 /// What a snapshot is: stored as a lower-case string.
+///
+/// ```
+/// use lifeboat::SnapshotKind;
+///
+/// let kind: SnapshotKind = "partial".parse().unwrap();
+/// assert_eq!(kind, SnapshotKind::Partial);
+/// assert_eq!(SnapshotKind::Base.to_string(), "base");
+/// assert!("weekly".parse::<SnapshotKind>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotKind {

@@ -107,6 +107,25 @@ impl Selection {
     /// The service as of its newest point (`at` = None) or as of `at`.
     /// The service is what its newest full snapshot and every snapshot and
     /// replication base since hold.
+    ///
+    /// ```
+    /// use lifeboat::{Repository, RepoLocation, Selection, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
+    ///
+    /// # fn main() -> lifeboat::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
+    /// let location = RepoLocation::local(dir.path().join("backups"));
+    /// let repo = Repository::init(&location)?;
+    /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
+    /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
+    /// let (id, _) = lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
+    ///
+    /// let selection = Selection::newest(&Repository::open(&location)?, &[], None)?;
+    /// assert_eq!(selection.picks.len(), 1);
+    /// assert_eq!(selection.picks[0].snapshot, id);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn newest(repo: &Repository, only: &[String], at: Option<jiff::Timestamp>) -> Result<Selection> {
         Selection::newest_of(repo, only, at, None)
     }
@@ -311,6 +330,31 @@ impl Selection {
 }
 
 impl Selection {
+    /// ```
+    /// use lifeboat::{Repository, RepoLocation, Selection, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
+    ///
+    /// # fn main() -> lifeboat::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let tenants = dir.path().join("tenants");
+    /// for t in ["41", "42"] {
+    ///     std::fs::create_dir_all(tenants.join(t)).unwrap();
+    ///     std::fs::write(tenants.join(t).join("config.toml"), t).unwrap();
+    /// }
+    /// let location = RepoLocation::local(dir.path().join("backups"));
+    /// let repo = Repository::init(&location)?;
+    /// let source = SourceSpec { name: "tenants".into(), path: tenants, kind: SourceKind::Directory { exclude: vec![] } };
+    /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
+    /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
+    ///
+    /// // One tenant's folder, as a source of its own.
+    /// let all = Selection::newest(&Repository::open(&location)?, &[], None)?;
+    /// let one = all.narrow(&["42".into()], &[])?;
+    /// assert_eq!(one.picks.len(), 1);
+    /// assert!(one.picks[0].source.path().ends_with("/tenants/42"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// Keep, of the directory sources, only the entries matching one of
     /// `patterns` (globs over paths inside the source, `tenants/42` or
     /// `tenants/*/config.toml`), with everything beneath a matching folder.

@@ -144,6 +144,18 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl RepoLocation {
+    /// A repository location as an operator writes it: a directory path, a
+    /// `file://` URL or `s3://BUCKET/PREFIX`.
+    ///
+    /// ```
+    /// use lifeboat::RepoLocation;
+    ///
+    /// let options = Default::default();
+    /// let local = RepoLocation::parse("/var/backups/lifeboat", &options).unwrap();
+    /// assert_eq!(local.display(), "/var/backups/lifeboat");
+    /// let bucket = RepoLocation::parse("s3://backups/portunus?region=eu-west-1", &options).unwrap();
+    /// assert!(bucket.display().starts_with("s3://backups/portunus"));
+    /// ```
     pub fn parse(s: &str, options: &StorageOptions) -> Result<RepoLocation> {
         let backend = match s.split_once("://") {
             Some(("s3", rest)) => Backend::S3(parse_s3(s, rest, &options.s3)?),
