@@ -269,7 +269,9 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path) -> Result<()> {
         path: db.to_path_buf(),
         schema_query: "PRAGMA user_version".into(),
     };
-    let replicas = [RepoLocation::local(scratch.join("repo"))];
+    let replicas = [lifeboat::replicate::Target::open(&RepoLocation::local(
+        scratch.join("repo"),
+    ))?];
     let (at, rows_at, rows_end) = std::thread::scope(|scope| -> Result<(jiff::Timestamp, i64, i64)> {
         let replicator = scope.spawn(|| lifeboat::replicate::run(spec, &replicas, opts, &stop));
         let burst = |c: &rusqlite::Connection, until: Instant| -> Result<i64> {
@@ -305,7 +307,7 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path) -> Result<()> {
     ));
     let out = scratch.join("state-at.db");
     // The replicator added packs since `repo` loaded its index.
-    let repo = &Repository::open(&replicas[0])?;
+    let repo = &Repository::open(&replicas[0].location)?;
     let (snap, replay) = lifeboat::pitr::plan(repo, None, lifeboat::pitr::Target::Time(at))?;
     let report = lifeboat::restore::restore(
         repo,
