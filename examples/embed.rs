@@ -63,9 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         state_dir: home.path().join("replication-state"),
         ..Default::default()
     };
+    // Each repository replicated to is opened once and shared by every
+    // database the process replicates.
+    let replicas = [lifeboat::replicate::Target::open(&location)?];
     std::thread::scope(|scope| -> Result<(), Box<dyn std::error::Error>> {
-        let replicator =
-            scope.spawn(|| lifeboat::replicate::run(spec, std::slice::from_ref(&location), replicate_options, &stop));
+        let replicator = scope.spawn(|| lifeboat::replicate::run(spec, &replicas, replicate_options, &stop));
         std::thread::sleep(Duration::from_millis(300));
         for i in 1..=ROWS {
             service.execute("INSERT INTO orders(id, item) VALUES (?1, 'widget')", [i])?;

@@ -2022,3 +2022,191 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ------------------------------------------------------- many databases
+
+/// `N` WAL databases under `data/`, each with a different number of
+/// commits, and a config naming them all as `[[sqlite]]` sources.
+fn many_databases(env: &Env, n: usize) -> (Vec<(String, PathBuf)>, PathBuf) {
+    let mut config = format!("[replicate]\nsync_interval = \"{SYNC}\"\n");
+    let mut dbs = Vec::new();
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    for i in 0..n {
+        let name = format!("db{i:02}");
+        let db = env.path(&format!("data/{name}.db"));
+        create_replica_db(&db);
+        let c = open(&db);
+        for _ in 0..(3 + i % 7) {
+            commit_row(&c);
+        }
+        config.push_str(&format!("[[sqlite]]\nname = \"{name}\"\npath = \"{}\"\n", s(&db)));
+        dbs.push((name, db));
+    }
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(&cfg, config).unwrap();
+    (dbs, cfg)
+}
+
+/// `lifeboat [--json] -v replicate` over every `[[sqlite]]` of `cfg`,
+/// stdout and stderr to files.
+fn start_many(env: &Env, cfg: &Path, json: bool) -> (ChildGuard, PathBuf, PathBuf) {
+    let (out, log) = (env.path("replicate.stdout"), env.path("replicate.log"));
+    let mut c = env.command();
+    c.arg("--repo").arg(&env.repo_arg).arg("--config").arg(cfg).arg("-v");
+    if json {
+        c.arg("--json");
+    }
+    c.arg("replicate")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let guard = ChildGuard {
+        child: c.spawn().expect("spawn lifeboat replicate"),
+    };
+    (guard, out, log)
+}
+
+/// Lines where a replicator reports its own repository lock as taken.
+fn own_lock_refusals(log: &str, pid: u32) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("repository in use") && l.contains(&format!("pid {pid} ")))
+        .collect()
+}
+
+/// One replicator for thirty databases: every database gets its base
+/// without the replicator refusing itself the repository lock (it used to
+/// put a refused base off for 10 s, 20 s, 40 s…), every commit made
+/// before and while it runs is shipped, and each database restores at its
+/// newest commit by name.
+#[test]
+fn one_replicator_for_many_databases_never_refuses_itself() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "many");
+    let (dbs, cfg) = many_databases(&env, 30);
+    let (mut guard, _, log_path) = start_many(&env, &cfg, false);
+    let pid = guard.child.id();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Bounded generously for a loaded machine; the assertions are about
+    // refusals and restores, not time.
+    wait_until("a base of every database", 60, || {
+        let text = log();
+        let refused = own_lock_refusals(&text, pid);
+        assert!(
+            refused.is_empty(),
+            "the replicator refused itself the repository lock:\n{}",
+            refused.join("\n")
+        );
+        assert!(guard.still_running(), "the replicator exited; log:\n{text}");
+        let evs = parse_events(&text);
+        dbs.iter().all(|(name, _)| {
+            evs.iter()
+                .any(|e| e.name == "replicate.base" && e.get("db") == Some(name.as_str()))
+        })
+    });
+    // Commits while it runs, to every database.
+    for (_, db) in &dbs {
+        let c = open(db);
+        for _ in 0..3 {
+            commit_row(&c);
+        }
+    }
+    common::signal(&guard.child, libc::SIGINT);
+    let code = common::wait_exit(&mut guard.child, 90);
+    let text = log();
+    assert_eq!(code, 0, "replicator exited {code}; log:\n{text}");
+    assert_eq!(own_lock_refusals(&text, pid), Vec::<&str>::new());
+    let evs = parse_events(&text);
+    assert_eq!(count(&evs, "replicate.base_failed"), 0, "log:\n{text}");
+    assert_eq!(count(&evs, "replicate.unshipped"), 0, "log:\n{text}");
+    for (name, db) in &dbs {
+        let out = env.path(&format!("restored-{name}.db"));
+        let o = env
+            .run(["--json", "restore", "--at", "now", "--only", name, "-o", s(&out)])
+            .expect_code(0);
+        // The base is txid 1; the three commits after it, 2 to 4.
+        assert_eq!(point_of(&o).txid, 4, "{name}: {}", o.stdout);
+        assert_eq!(content(&out), content(db), "{name} restores at its newest commit");
+    }
+}
+
+/// `replicate --json`: one JSON object per line on stdout: started (with
+/// the databases and replicas), a base for each database, and after
+/// SIGINT a last `replicate.stopped` line with each database's totals.
+#[test]
+fn replicate_json_reports_start_bases_and_totals() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let (dbs, cfg) = many_databases(&env, 3);
+    let (mut guard, out_path, log_path) = start_many(&env, &cfg, true);
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .collect()
+    };
+    let based = |v: &[serde_json::Value]| {
+        dbs.iter().all(|(n, _)| {
+            v.iter()
+                .any(|l| l["event"] == "replicate.base" && l["db"] == n.as_str())
+        })
+    };
+    wait_until("a base line for every database", 60, || {
+        assert!(
+            guard.still_running(),
+            "exited; log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        based(&lines())
+    });
+    let c = open(&dbs[0].1);
+    for _ in 0..4 {
+        commit_row(&c);
+    }
+    common::signal(&guard.child, libc::SIGINT);
+    assert_eq!(common::wait_exit(&mut guard.child, 90), 0);
+    let v = lines();
+    let first = &v[0];
+    assert_eq!(first["event"], "replicate.started", "{first}");
+    assert_eq!(first["pid"], guard.child.id());
+    let replicas = first["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1, "{first}");
+    let replica = &replicas[0];
+    if !env.is_s3() {
+        assert_eq!(replica, env.repo_arg.as_str());
+    }
+    let names: Vec<&str> = first["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db00", "db01", "db02"]);
+    for (n, _) in &dbs {
+        let f = v
+            .iter()
+            .find(|l| l["event"] == "replicate.following" && l["db"] == n.as_str())
+            .unwrap_or_else(|| panic!("no replicate.following for {n}: {v:?}"));
+        assert_eq!(f["resumed"], false);
+        let b = v
+            .iter()
+            .find(|l| l["event"] == "replicate.base" && l["db"] == n.as_str())
+            .unwrap();
+        assert_eq!(&b["replica"], replica);
+        assert_eq!(b["txid"], 1, "{b}");
+        assert_eq!(b["snapshot"].as_str().unwrap().len(), 64, "{b}");
+    }
+    let last = v.last().unwrap();
+    assert_eq!(last["event"], "replicate.stopped", "{last}");
+    assert_eq!(last["exit_code"], 0);
+    let totals = last["databases"].as_array().unwrap();
+    assert_eq!(totals.len(), 3, "{last}");
+    let db0 = totals.iter().find(|d| d["db"] == "db00").unwrap();
+    assert_eq!(db0["commits"], 4, "{db0}");
+    assert_eq!(db0["txid"], 5, "{db0}");
+    assert_eq!(db0["bases"], 1, "{db0}");
+    assert_eq!(db0["gaps"], 0, "{db0}");
+    assert_eq!(db0["unshipped"], serde_json::json!([]), "{db0}");
+    assert_eq!(&last["replicas"][0]["replica"], replica);
+    assert!(last["replicas"][0]["requests"]["put"].is_u64(), "{last}");
+}

@@ -48,7 +48,7 @@ const LONG_SYNC_S: u32 = 10;
 /// Steady rate of those runs, commits per second.
 const LONG_SYNC_RATE: u32 = 100;
 /// The parts of the section, for `--replication-phases`.
-pub const PHASES: [&str; 5] = ["lag", "top", "s3", "s3-long-sync", "restore"];
+pub const PHASES: [&str; 6] = ["lag", "top", "s3", "s3-long-sync", "restore", "many"];
 /// Steady rates for the lag and request runs, commits per second.
 const RATES: [u32; 2] = [100, 1000];
 /// Length of each lag run (local repository / file replica).
@@ -957,6 +957,7 @@ pub struct Results {
     runs: Vec<RunStat>,
     restore: Option<RestoreStat>,
     restore_error: Option<String>,
+    many: Vec<ManyStat>,
     elapsed: Duration,
     history_minutes: u64,
     date: String,
@@ -1717,6 +1718,8 @@ pub fn run(setup: &Setup) -> Res<Results> {
             (None, Some(e.to_string()))
         }
     };
+    // 5. One replicator for many databases.
+    let many = if wanted("many") { many_phase(&ctx)? } else { Vec::new() };
     drop(ctx);
     drop(lock);
     if !setup.keep {
@@ -1731,6 +1734,7 @@ pub fn run(setup: &Setup) -> Res<Results> {
         runs,
         restore,
         restore_error,
+        many,
         elapsed: started.elapsed(),
         history_minutes: setup.history_minutes,
         date: jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
@@ -2037,7 +2041,12 @@ pub struct Section {
 
 pub fn render(r: &Results, command: &str) -> Section {
     let rows = rows(r);
-    let table = super::results_table("Litestream", &rows);
+    let mut table = super::results_table("Litestream", &rows);
+    let many = render_many(r);
+    if !many.is_empty() {
+        table.push_str("\nOne replicator, many databases (each 1 commit/s):\n\n");
+        table.push_str(&many);
+    }
 
     let mut runs = String::new();
     runs.push_str(
@@ -2160,6 +2169,13 @@ pub fn render(r: &Results, command: &str) -> Section {
     }
     let _ = writeln!(doc, "\n### Results\n\n{table}");
     let _ = writeln!(doc, "### Every run\n\n{runs}");
+    if !r.many.is_empty() {
+        let _ = writeln!(
+            doc,
+            "### One replicator, many databases\n\n{}\n{MANY_HOW}\n",
+            render_many(r)
+        );
+    }
     let _ = writeln!(doc, "### How measured\n\n{}", how_measured(r));
     let _ = writeln!(doc, "{END_MARK}");
     Section { table, doc }
@@ -2232,4 +2248,381 @@ fn how_measured(r: &Results) -> String {
         S3_SECS - S3_WARMUP_SECS,
         r.history_minutes,
     )
+}
+
+// ---------------------------------------------------------------------------
+// Many databases: one replicator for 1 … 100 of them
+
+/// Database counts of the `many` phase, to a local repository / file
+/// replica; the S3 runs take `MANY_S3_COUNTS`.
+const MANY_COUNTS: [usize; 4] = [1, 10, 50, 100];
+const MANY_S3_COUNTS: [usize; 3] = [1, 10, 100];
+/// Each database gets one commit a second for this long, from the moment
+/// its replicator is started.
+const MANY_WRITE_SECS: u64 = 40;
+/// Then nothing is written for this long (after `MANY_SETTLE`), and the
+/// replicator's CPU meanwhile is its idle cost.
+const MANY_IDLE_SECS: u64 = 15;
+const MANY_SETTLE: Duration = Duration::from_secs(3);
+/// S3 requests are counted from this long after the start (every base or
+/// snapshot taken) to the end of the writes.
+const MANY_S3_WARMUP_SECS: u64 = 10;
+
+pub struct ManyStat {
+    who: Who,
+    dest: Dest,
+    dbs: usize,
+    commits: u64,
+    /// Seconds from the replicator's start until every database had its
+    /// first base (Lifeboat) or snapshot (Litestream).
+    protected_secs: Option<f64>,
+    hwm_mib: f64,
+    /// CPU seconds while written to (start-up included), and per second of
+    /// the idle window.
+    cpu_writing: f64,
+    idle_cpu_pct: f64,
+    /// S3 requests per hour while written to, past the warm-up.
+    s3_per_hour: Option<(Requests, f64)>,
+    exit: String,
+}
+
+fn cpu_secs_of(pid: u32) -> Option<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name.
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// How many databases the replicator's log shows protected.
+fn protected_count(who: Who, log: &str) -> usize {
+    let mut seen = HashSet::new();
+    match who {
+        Who::Lifeboat => {
+            for (_, f) in log_events(log) {
+                if f["event"] == "replicate.base"
+                    && let Some(db) = f.get("db")
+                {
+                    seen.insert(db.clone());
+                }
+            }
+        }
+        _ => {
+            for l in log.lines().filter(|l| l.contains("snapshot complete")) {
+                if let Some(db) = l.split_whitespace().find_map(|w| w.strip_prefix("db=")) {
+                    seen.insert(db.to_string());
+                }
+            }
+        }
+    }
+    seen.len()
+}
+
+fn many_run(ctx: &Ctx, who: Who, dest: Dest, n: usize) -> Res<ManyStat> {
+    let who_s = if who == Who::Lifeboat { "lifeboat" } else { "litestream" };
+    let dest_s = if dest == Dest::Local { "local" } else { "s3" };
+    let key = format!("many-{who_s}-{dest_s}-{n}");
+    let dir = ctx.dir.join(&key);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("dbs"))?;
+    let dbs: Vec<PathBuf> = (0..n).map(|i| dir.join("dbs").join(format!("db{i:03}.db"))).collect();
+    for db in &dbs {
+        create_writes_table(db)?;
+        // Something to capture: a few pages each.
+        let c = rusqlite::Connection::open(db)?;
+        c.execute(
+            &format!(
+                "INSERT INTO {WRITES_TABLE}(ts, payload) SELECT 0, hex(randomblob(200)) FROM generate_series(1, 40)"
+            ),
+            [],
+        )
+        .or_else(|_| {
+            c.execute_batch(&format!(
+                "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40) \
+                 INSERT INTO {WRITES_TABLE}(ts, payload) SELECT 0, hex(randomblob(200)) FROM s"
+            ))
+            .map(|_| 0)
+        })?;
+    }
+    let log = ctx.logs.join(format!("{key}.log"));
+    let mut from_ns = now_ns();
+    let mut cmd = match who {
+        Who::Lifeboat => {
+            let repo: OsString = match dest {
+                Dest::Local => dir.join("repo").into_os_string(),
+                Dest::S3 => ctx.s3_url(&key)?.into(),
+            };
+            measure(
+                &ctx.logs,
+                &format!("{key}-init"),
+                &mut ctx.lifeboat(&repo, &dir, &["init"]),
+            )?;
+            let mut cfg = format!("[replicate]\nsync_interval = \"{SYNC_S}s\"\n");
+            for db in &dbs {
+                let name = db.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                let _ = write!(
+                    cfg,
+                    "[[sqlite]]\nname = \"{name}\"\npath = {:?}\n",
+                    db.display().to_string()
+                );
+            }
+            let cfg_path = dir.join("lifeboat.toml");
+            fs::write(&cfg_path, cfg)?;
+            let mut c = ctx.lifeboat(&repo, &dir, &["-v", "--config"]);
+            c.arg(&cfg_path).arg("replicate");
+            c
+        }
+        _ => {
+            let mut yml = String::from("dbs:\n");
+            for db in &dbs {
+                let q = |p: &Path| format!("{:?}", p.display().to_string());
+                let name = db.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let replica = match dest {
+                    Dest::Local => format!(
+                        "      - type: file\n        path: {}\n",
+                        q(&dir.join("replica").join(&name))
+                    ),
+                    Dest::S3 => {
+                        let (_, proxy) = ctx.s3.as_ref().ok_or("no S3 server")?;
+                        format!(
+                            "      - type: s3\n        bucket: {S3_BUCKET}\n        path: {key}/{name}\n        \
+                             endpoint: http://127.0.0.1:{}\n        region: us-east-1\n        force-path-style: true\n        \
+                             access-key-id: {S3_ACCESS_KEY}\n        secret-access-key: {S3_SECRET_KEY}\n",
+                            proxy.port
+                        )
+                    }
+                };
+                let _ = write!(
+                    yml,
+                    "  - path: {}\n    replicas:\n{replica}        sync-interval: {SYNC_S}s\n",
+                    q(db)
+                );
+            }
+            let cfg = dir.join("litestream.yml");
+            fs::write(&cfg, yml)?;
+            ctx.litestream(&["replicate".as_ref(), "-config".as_ref(), cfg.as_os_str()])?
+        }
+    };
+    eprintln!(
+        "bench: replication run {key}: {n} databases, 1 commit/s each for {MANY_WRITE_SECS} s, then {MANY_IDLE_SECS} s idle"
+    );
+    from_ns = from_ns.max(now_ns());
+    let started = Instant::now();
+    let mut d = Daemon::spawn(&mut cmd, &log)?;
+    let pid = d.child.id();
+    let stop = AtomicBool::new(false);
+    let (commits, protected_secs) = std::thread::scope(|s| -> Res<(u64, Option<f64>)> {
+        // One writer thread for every database: each is committed to once a
+        // second, the commits spread evenly over the second.
+        let writer = s.spawn(|| -> Result<u64, String> {
+            let conns: Vec<rusqlite::Connection> = dbs
+                .iter()
+                .map(|db| {
+                    let c = rusqlite::Connection::open(db)?;
+                    c.execute_batch("PRAGMA synchronous = NORMAL")?;
+                    c.busy_timeout(Duration::from_secs(5))?;
+                    Ok(c)
+                })
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| e.to_string())?;
+            let step = Duration::from_secs(1) / n as u32;
+            let mut next = Instant::now();
+            let end = next + Duration::from_secs(MANY_WRITE_SECS);
+            let mut commits = 0u64;
+            let mut i = 0;
+            while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                conns[i % n]
+                    .execute(
+                        &format!("INSERT INTO {WRITES_TABLE}(ts, payload) VALUES (?1, hex(randomblob(50)))"),
+                        [now_ns() as f64 / 1e9],
+                    )
+                    .map_err(|e| e.to_string())?;
+                commits += 1;
+                i += 1;
+                next += step;
+                if let Some(w) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+            }
+            Ok(commits)
+        });
+        let mut protected = None;
+        while !writer.is_finished() {
+            d.sample_hwm();
+            if protected.is_none() && protected_count(who, &d.log_text()) >= n {
+                protected = Some(started.elapsed().as_secs_f64());
+            }
+            if let Some(st) = d.child.try_wait()? {
+                stop.store(true, Ordering::Relaxed);
+                d.reaped = true;
+                return Err(format!("{key}: the replicator exited ({st}); log:\n{}", tail(&d.log_text(), 20)).into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let commits = writer.join().map_err(|_| "the writer panicked")??;
+        Ok((commits, protected))
+    })?;
+    let writes_end_ns = now_ns();
+    let cpu_writing = cpu_secs_of(pid).unwrap_or(0.0);
+    let settle = Instant::now() + MANY_SETTLE;
+    while Instant::now() < settle {
+        d.sample_hwm();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let idle0 = cpu_secs_of(pid).unwrap_or(0.0);
+    let idle_start = Instant::now();
+    while idle_start.elapsed() < Duration::from_secs(MANY_IDLE_SECS) {
+        d.sample_hwm();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let idle_cpu = cpu_secs_of(pid).unwrap_or(idle0) - idle0;
+    let idle_secs = idle_start.elapsed().as_secs_f64();
+    let protected_secs =
+        protected_secs.or_else(|| (protected_count(who, &d.log_text()) >= n).then(|| started.elapsed().as_secs_f64()));
+    let stopped = d.stop(Duration::from_secs(90))?;
+    let s3_per_hour = match (&ctx.s3, dest) {
+        (Some((_, proxy)), Dest::S3) => {
+            let w0 = from_ns + MANY_S3_WARMUP_SECS as i64 * 1_000_000_000;
+            let recs: Vec<ProxyRec> = proxy
+                .since(w0)
+                .into_iter()
+                .filter(|r| r.done_ns <= writes_end_ns)
+                .filter(|r| r.target.contains(&format!("{key}/")) || r.target.contains(&format!("{key}%2F")))
+                .collect();
+            let secs = (writes_end_ns - w0) as f64 / 1e9;
+            let q = classify(&recs.iter().collect::<Vec<_>>());
+            Some((q, secs))
+        }
+        _ => None,
+    };
+    let st = ManyStat {
+        who,
+        dest,
+        dbs: n,
+        commits,
+        protected_secs,
+        hwm_mib: stopped.hwm_kib as f64 / 1024.0,
+        cpu_writing,
+        idle_cpu_pct: 100.0 * idle_cpu / idle_secs,
+        s3_per_hour,
+        exit: stopped.exit,
+    };
+    eprintln!(
+        "bench: {key}: {} commits; all protected after {}; VmHWM {:.1} MiB; CPU {:.2} s writing, {:.2} % idle{}; {}",
+        st.commits,
+        st.protected_secs
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "never".into()),
+        st.hwm_mib,
+        st.cpu_writing,
+        st.idle_cpu_pct,
+        st.s3_per_hour
+            .map(|(q, s)| format!("; S3 {}/h ({})", (total(&q) as f64 * 3600.0 / s).round(), q.show()))
+            .unwrap_or_default(),
+        st.exit
+    );
+    if !ctx.setup.keep {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    Ok(st)
+}
+
+fn many_phase(ctx: &Ctx) -> Res<Vec<ManyStat>> {
+    let mut who = vec![Who::Lifeboat];
+    if ctx.setup.litestream.is_some() {
+        who.push(Who::Litestream);
+    }
+    let mut out = Vec::new();
+    for n in MANY_COUNTS {
+        for &w in &who {
+            out.push(many_run(ctx, w, Dest::Local, n)?);
+        }
+    }
+    if ctx.s3.is_some() {
+        for n in MANY_S3_COUNTS {
+            for &w in &who {
+                out.push(many_run(ctx, w, Dest::S3, n)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How the `many` runs were made, under their table.
+const MANY_HOW: &str = "One replicator process for N WAL databases (N = 1, 10, 50, 100 to a local repository / file \
+replicas; 1, 10, 100 to S3 through the counting proxy): Lifeboat with a config of N `[[sqlite]]` sources and \
+`sync_interval = \"1s\"` (`lifeboat --config lifeboat.toml -v replicate`), Litestream with one `litestream.yml` \
+listing all N with a replica each (`sync-interval: 1s`). Each database starts with 40 rows; from the moment the \
+replicator is spawned one writer thread commits to every database once a second (N commits/s in all, spread evenly) \
+for 40 s, then nothing is written for 3 + 15 s. \"All protected after\" is the time from the spawn until the \
+replicator's log shows a `replicate.base` for every database (Lifeboat) or a `snapshot complete` (Litestream). CPU \
+while writing is the replicator's user+system time (`/proc/PID/stat`) from its spawn to the writer's end, start-up \
+included; idle CPU is its share of one core over the 15 s idle window. Peak RSS is `VmHWM`. S3 requests are those \
+under the run's prefix from 10 s after the spawn to the writer's end, scaled to one hour. Ratios are Lifeboat / \
+Litestream in the same run set.";
+
+fn render_many(r: &Results) -> String {
+    let mut t = String::new();
+    if r.many.is_empty() {
+        return t;
+    }
+    t.push_str(
+        "| Databases | Replica | Replicator | All protected after | Peak RSS (VmHWM) | CPU while writing | CPU idle | \
+         S3 requests/h while writing |\n|---:|---|---|---:|---:|---:|---:|---|\n",
+    );
+    for s in &r.many {
+        let who = if s.who == Who::Lifeboat {
+            "Lifeboat"
+        } else {
+            "Litestream"
+        };
+        let dest = if s.dest == Dest::Local { "local" } else { "S3 (s3s-fs)" };
+        let peer = r
+            .many
+            .iter()
+            .find(|p| p.who != s.who && p.dest == s.dest && p.dbs == s.dbs && s.who == Who::Lifeboat);
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!(" ({:.2}x)", a / b)
+            } else {
+                String::new()
+            }
+        };
+        let s3 = s
+            .s3_per_hour
+            .map(|(q, secs)| {
+                let ph = total(&q) as f64 * 3600.0 / secs;
+                let pr = peer
+                    .and_then(|p| p.s3_per_hour)
+                    .map(|(pq, psecs)| ratio(ph, total(&pq) as f64 * 3600.0 / psecs))
+                    .unwrap_or_default();
+                format!(
+                    "{ph:.0}{pr} (PUT {}, GET {}, LIST {}, HEAD {})",
+                    q.put, q.get, q.list, q.head
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        let mut exit = String::new();
+        if s.exit != "exit 0" {
+            exit = format!(" ({})", s.exit);
+        }
+        let _ = writeln!(
+            t,
+            "| {} | {dest} | {who}{exit} | {} | {:.1} MiB{} | {:.2} s{} | {:.2} %{} | {s3} |",
+            s.dbs,
+            s.protected_secs
+                .map(|x| format!("{x:.2} s"))
+                .unwrap_or_else(|| "never".into()),
+            s.hwm_mib,
+            peer.map(|p| ratio(s.hwm_mib, p.hwm_mib)).unwrap_or_default(),
+            s.cpu_writing,
+            peer.map(|p| ratio(s.cpu_writing, p.cpu_writing)).unwrap_or_default(),
+            s.idle_cpu_pct,
+            peer.map(|p| ratio(s.idle_cpu_pct, p.idle_cpu_pct)).unwrap_or_default(),
+        );
+    }
+    t
 }

@@ -286,7 +286,7 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path, loc: &RepoLocatio
         path: db.to_path_buf(),
         schema_query: "PRAGMA user_version".into(),
     };
-    let replicas = [loc.clone()];
+    let replicas = [lifeboat::replicate::Target::open(loc)?];
     let (at, rows_at, rows_end) = std::thread::scope(|scope| -> Result<(jiff::Timestamp, i64, i64)> {
         let replicator = scope.spawn(|| lifeboat::replicate::run(spec, &replicas, opts, &stop));
         let burst = |c: &rusqlite::Connection, until: Instant| -> Result<i64> {
@@ -322,7 +322,7 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path, loc: &RepoLocatio
     ));
     let out = scratch.join("state-at.db");
     // The replicator added packs since `repo` loaded its index.
-    let repo = &Repository::open(&replicas[0])?;
+    let repo = &Repository::open(&replicas[0].location)?;
     let selection = lifeboat::restore::Selection::newest(repo, &[], Some(at))?;
     let report = lifeboat::restore::restore(
         repo,

@@ -1,10 +1,12 @@
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lifeboat::config::file_name;
 use lifeboat::duration::parse_duration;
-use lifeboat::replicate::{self, DbSpec, Options};
+use lifeboat::replicate::{self, DbSpec, Notice, Notify, Options, Target};
 use lifeboat::repo::{RepoLocation, Repository};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, Result};
@@ -30,6 +32,21 @@ Examples:
   lifeboat replicate /var/lib/app/app.db
   lifeboat replicate --replica s3://bucket/app?region=eu-west-1 --replica /mnt/usb/repo
   lifeboat replicate --exec \"/usr/bin/app serve\"      # run the service as a child
+
+One process replicates any number of databases: list them, or let it take every [[sqlite]] of
+the config. Its bases take turns at each repository; another process writing there (a snapshot,
+a prune) is waited for (replicate.lock_wait) up to a minute, then tried again later.
+
+With --json, stdout carries one JSON object per line, each naming its event:
+  replicate.started      pid, databases [{name, path}], replicas, sync_interval_ms
+  replicate.following    db, path, stream, txid, resumed (per database, once it is followed)
+  replicate.base         db, replica, snapshot, txid, after_gap, ms (restorable from here on)
+  replicate.base_failed  db, replica, error, retry_in_s
+  replicate.gap          db, reason, after_txid (commits after it may be missing)
+  replicate.folded       db, replica, snapshot, txid
+  replicate.stopped      databases [{db, txid, commits, bases, gaps, unshipped}],
+                         replicas [{replica, requests}], exit_code (always the last line)
+An error that stops it is printed as {\"error\": ...} instead of replicate.stopped.
 
 Refused: databases not in WAL mode (replicate.not_wal, 78), on NFS/tmpfs/ramfs/SMB
 (replicate.unsupported_filesystem, 78), or already being replicated (replicate.busy, 75).")]
@@ -150,6 +167,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for loc in replicas.iter().filter(|l| l.is_default) {
         drop(Repository::open_locked(loc, "replicate")?);
     }
+    // One handle per repository for every database: uploads share it, and
+    // bases take turns at it rather than refuse each other.
+    let targets: Vec<Arc<Target>> = replicas.iter().map(Target::open).collect::<Result<_>>()?;
+    let stopped: Arc<Mutex<Vec<Notice>>> = Arc::default();
+    if ctx.json {
+        let started = serde_json::json!({
+            "event": "replicate.started",
+            "pid": std::process::id(),
+            "databases": dbs.iter().map(|d| serde_json::json!({"name": d.name, "path": d.path})).collect::<Vec<_>>(),
+            "replicas": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+            "sync_interval_ms": opts.sync_interval.as_millis() as u64,
+        });
+        let stopped = Arc::clone(&stopped);
+        // Held back until every database is followed: a refusal at start
+        // (not WAL, already replicated) is then the only JSON printed, as
+        // for every other command.
+        let early = Mutex::new((dbs.len(), Some(started), Vec::new()));
+        opts.notify = Notify::new(move |n| {
+            if let Notice::Stopped { .. } = n {
+                stopped.lock().expect("stopped").push(n);
+                return;
+            }
+            let mut early = early.lock().expect("json lines");
+            let (waiting, started, held) = &mut *early;
+            if started.is_none() {
+                return json_line(&n);
+            }
+            if let Notice::Following { .. } = n {
+                *waiting -= 1;
+            }
+            held.push(n);
+            if *waiting == 0 {
+                json_line(&started.take());
+                for n in held.drain(..) {
+                    json_line(&n);
+                }
+            }
+        });
+    }
     install_handlers();
     let mut child = match &args.exec {
         Some(cmd) => Some(
@@ -161,7 +217,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ),
         None => None,
     };
-    if !ctx.quiet {
+    if !ctx.quiet && !ctx.json {
         let names: Vec<String> = replicas.iter().map(|r| r.display()).collect();
         for d in &dbs {
             eprintln!("replicating {} to {}", d.path.display(), names.join(", "));
@@ -172,9 +228,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let mut status = 0;
     std::thread::scope(|scope| {
         for d in dbs {
-            let (replicas, opts, failure) = (&replicas, opts.clone(), &failure);
+            let (targets, opts, failure) = (&targets, opts.clone(), &failure);
             scope.spawn(move || {
-                if let Err(e) = replicate::run(d, replicas, opts, &STOP) {
+                if let Err(e) = replicate::run(d, targets, opts, &STOP) {
                     failure.lock().expect("failure").get_or_insert(e);
                     STOP.store(true, Ordering::SeqCst);
                 }
@@ -203,6 +259,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
+    let mut requests = Vec::new();
+    for t in &targets {
+        let r = t.storage.requests();
+        tracing::info!(event = "replicate.requests", replica = %t.name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
+        requests.push(serde_json::json!({"replica": t.name, "requests": r}));
+    }
     if let Some(e) = failure.into_inner().expect("failure") {
         if let Some(mut c) = child {
             // SAFETY: as above.
@@ -211,7 +273,37 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         return Err(e);
     }
+    if ctx.json {
+        let databases: Vec<serde_json::Value> = stopped
+            .lock()
+            .expect("stopped")
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n).expect("serializable");
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("event");
+                }
+                v
+            })
+            .collect();
+        json_line(&serde_json::json!({
+            "event": "replicate.stopped",
+            "databases": databases,
+            "replicas": requests,
+            "exit_code": status,
+        }));
+    }
     Ok(status)
+}
+
+/// One JSON object on a line of its own, written whole (several database
+/// threads print at once).
+fn json_line(v: &impl serde::Serialize) {
+    let mut line = serde_json::to_vec(v).expect("serializable");
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&line);
+    let _ = out.flush();
 }
 
 /// `--replica` flags, else `[replicate] replicas`, else the repository.

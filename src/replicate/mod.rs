@@ -6,6 +6,7 @@
 //! - `spool`: local state and segments not yet on every replica.
 //! - `sealer`: a thread turning read commits into spooled segments.
 //! - `shipper`: one thread per replica uploading from the spool.
+//! - `target`: a replica repository, shared by every database of the process.
 //!
 //! This module ties them together: transaction ids and commit times,
 //! sealing segments, and taking bases when a stream starts, when a replica
@@ -16,6 +17,8 @@ pub mod follower;
 pub mod sealer;
 pub mod shipper;
 pub mod spool;
+pub mod target;
+pub mod wake;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,13 +27,13 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::repo::manifest::ReplicationPoint;
-use crate::repo::{RepoLocation, Repository};
 use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use crate::sqlite::wal::WalCommits;
 use follower::{Follower, Polled};
 use sealer::{Batch, Sealer};
 use shipper::Replica;
 use spool::{ReplicaState, STATE_VERSION, Spool};
+pub use target::Target;
 
 /// What to replicate.
 #[derive(Debug, Clone)]
@@ -71,6 +74,100 @@ pub struct Options {
     /// How often a new base is folded from the segments, so restores
     /// replay at most this much history.
     pub snapshot_interval: Duration,
+    /// Told of what an operator may have to act on, as it happens.
+    pub notify: Notify,
+}
+
+/// What an operator may want to know of a database as it happens (each is
+/// also logged under the same event name): `replicate --json` prints one
+/// JSON line for each.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event")]
+pub enum Notice {
+    /// The database is followed from `txid`; without `resumed`, its first
+    /// base follows.
+    #[serde(rename = "replicate.following")]
+    Following {
+        db: String,
+        path: String,
+        stream: String,
+        txid: u64,
+        resumed: bool,
+    },
+    /// A replica holds a base of the database: restorable from here on.
+    #[serde(rename = "replicate.base")]
+    Base {
+        db: String,
+        replica: String,
+        snapshot: String,
+        txid: u64,
+        after_gap: bool,
+        ms: u64,
+    },
+    #[serde(rename = "replicate.base_failed")]
+    BaseFailed {
+        db: String,
+        replica: String,
+        error: String,
+        retry_in_s: u64,
+    },
+    /// Commits after `after_txid` may be missing until the next base.
+    #[serde(rename = "replicate.gap")]
+    Gap {
+        db: String,
+        reason: String,
+        after_txid: u64,
+    },
+    #[serde(rename = "replicate.folded")]
+    Folded {
+        db: String,
+        replica: String,
+        snapshot: String,
+        txid: u64,
+    },
+    /// The database's totals for this run, once it has stopped.
+    #[serde(rename = "replicate.db_stopped")]
+    Stopped {
+        db: String,
+        /// The newest transaction id given out.
+        txid: u64,
+        /// Commits read this run.
+        commits: u64,
+        bases: u64,
+        gaps: u64,
+        /// Replicas left without every commit.
+        unshipped: Vec<Unshipped>,
+    },
+}
+
+/// A replica a stopping replicator could not bring up to date.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unshipped {
+    pub replica: String,
+    /// Its first missing transaction id.
+    pub from_txid: u64,
+}
+
+/// Where notices go; nowhere by default.
+#[derive(Clone, Default)]
+pub struct Notify(Option<Arc<dyn Fn(Notice) + Send + Sync>>);
+
+impl Notify {
+    pub fn new(f: impl Fn(Notice) + Send + Sync + 'static) -> Notify {
+        Notify(Some(Arc::new(f)))
+    }
+
+    fn send(&self, n: Notice) {
+        if let Some(f) = &self.0 {
+            f(n);
+        }
+    }
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Notify(..)" } else { "Notify(none)" })
+    }
 }
 
 impl Default for Options {
@@ -87,6 +184,7 @@ impl Default for Options {
             level: 1,
             drain: Duration::from_secs(30),
             snapshot_interval: Duration::from_secs(3600),
+            notify: Notify::default(),
         }
     }
 }
@@ -186,10 +284,16 @@ struct Stream {
     /// few the log is let go whatever the buffer holds.
     seals_for_restart: u8,
     base_job: Option<BaseJob>,
+    /// Wakes the idle follower when the log is written (see `wake`).
+    watch: Option<wake::Watch>,
+    /// This run's counts, for its `Stopped` notice.
+    commits: u64,
+    bases: u64,
+    gaps: u64,
 }
 
-/// Per target replica: the base's snapshot id and the requests it took.
-type BaseOutcomes = Vec<(usize, Result<(crate::id::Id, crate::storage::RequestCounts)>)>;
+/// Per target replica: the base's snapshot id.
+type BaseOutcomes = Vec<(usize, Result<crate::id::Id>)>;
 
 /// A base being captured on its own thread.
 struct BaseJob {
@@ -209,7 +313,7 @@ fn now_ns() -> i64 {
 
 /// Replicate `db` to `replicas` until `stop` is set, then ship what was
 /// read and return.
-pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBool) -> Result<()> {
+pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBool) -> Result<()> {
     let follower = Follower::open(&db.path, &db.schema_query)?;
     let stream = stream_id(&follower.path);
     let spool = Arc::new(Spool::open(&opts.state_dir.join(&stream))?);
@@ -241,16 +345,15 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
 
     let mut opened = Vec::new();
     let mut highest = txid;
-    for loc in replicas {
-        let repo = Repository::open(loc)?;
-        let last = shipper::last_txid(&repo, &stream)?;
+    for t in replicas {
+        let last = t.last_txid(&stream)?;
         highest = highest.max(last);
-        opened.push((loc.clone(), repo, last));
+        opened.push((Arc::clone(t), last));
     }
     let fold = Arc::new(Mutex::new(fold::Fold::open(&spool.dir)?));
     let mut starting = Vec::new();
-    for (loc, repo, last) in opened {
-        let r = Replica::start(loc, repo, stream.clone(), Arc::clone(&spool), last + 1);
+    for (t, last) in opened {
+        let r = Replica::start(t, stream.clone(), Arc::clone(&spool), last + 1);
         starting.push((r, last));
     }
     let wakers: Vec<_> = starting.iter().map(|(r, _)| r.waker()).collect();
@@ -272,6 +375,10 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         sealer,
         seals_for_restart: 0,
         base_job: None,
+        watch: None,
+        commits: 0,
+        bases: 0,
+        gaps: 0,
         db,
         opts,
     };
@@ -293,6 +400,13 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
         s.replicas.push(r);
     }
     tracing::info!(event = "replicate.started", db = %s.follower.path.display(), stream = %stream, txid = s.txid, resumed = continuing);
+    s.opts.notify.send(Notice::Following {
+        db: s.db.name.clone(),
+        path: s.follower.path.display().to_string(),
+        stream: stream.clone(),
+        txid: s.txid,
+        resumed: continuing,
+    });
     if !continuing {
         let kind = if s.txid == 0 { BaseKind::Coarse } else { BaseKind::Gap };
         s.base(&s.all_replicas(), kind)?;
@@ -314,13 +428,26 @@ pub fn run(db: DbSpec, replicas: &[RepoLocation], opts: Options, stop: &AtomicBo
     };
     let based = s.finish_base(true);
     let drain = s.opts.drain;
+    let mut unshipped = Vec::new();
     for r in s.replicas.drain(..) {
         let name = r.name.clone();
         let next = r.drain(drain);
         if next <= s.txid {
-            tracing::warn!(event = "replicate.unshipped", replica = %name, from_txid = next, to_txid = s.txid);
+            tracing::warn!(event = "replicate.unshipped", db = %s.db.name, replica = %name, from_txid = next, to_txid = s.txid);
+            unshipped.push(Unshipped {
+                replica: name,
+                from_txid: next,
+            });
         }
     }
+    s.opts.notify.send(Notice::Stopped {
+        db: s.db.name.clone(),
+        txid: s.txid,
+        commits: s.commits,
+        bases: s.bases,
+        gaps: s.gaps,
+        unshipped,
+    });
     result.and(sealed).and(based).and(saved)
 }
 
@@ -423,7 +550,7 @@ impl Stream {
             self.finish_base(false)?;
             let waiting: Vec<usize> = (0..self.replicas.len())
                 .filter(|&i| {
-                    self.replicas[i].with(|p| {
+                    self.replicas[i].peek(|p| {
                         p.needs_base && p.inflight.is_none() && p.base_retry_at.is_none_or(|t| t <= Instant::now())
                     })
                 })
@@ -432,6 +559,33 @@ impl Stream {
                 self.base(&waiting, BaseKind::Exact)?;
             }
             self.trim_spool();
+            // Nothing new at this look: sleep until the log is written or
+            // the pending commits are due, not a poll interval. Looking every
+            // 10 ms cost a hundred databases a third of a core while idle,
+            // and as much again while each waited a second to seal one commit.
+            // A log that grew is looked at again after the usual nap.
+            let quiet = self.pending.wal.commits.len() == before
+                && !self.pending.wal.full
+                && self.base_job.is_none()
+                && self.follower.awaiting_restart().is_none();
+            if quiet {
+                match &self.watch {
+                    Some(w) => {
+                        let timeout = self.until_due().map_or(wake::IDLE_LOOK, |d| d.min(wake::IDLE_LOOK));
+                        if w.wait(timeout) {
+                            continue;
+                        }
+                        // The log was moved or removed: a replacement under
+                        // way (a restore moves the sidecars aside first).
+                        // Looked at after the usual nap, not in its middle,
+                        // where the database would look merely truncated.
+                        self.watch = None;
+                    }
+                    // Looked at once more after the watch is in place, so
+                    // a write just before it is not left for IDLE_LOOK.
+                    None => self.watch = wake::Watch::new(self.follower.wal_path()),
+                }
+            }
             let nap = match self.follower.awaiting_restart() {
                 Some(_) => self.opts.poll_interval.min(Duration::from_millis(1)),
                 None => pace.nap(
@@ -464,8 +618,14 @@ impl Stream {
         }
     }
 
-    fn report_gap(&self, reason: &str) {
+    fn report_gap(&mut self, reason: &str) {
         tracing::warn!(event = "replicate.gap", db = %self.follower.path.display(), reason, after_txid = self.txid);
+        self.gaps += 1;
+        self.opts.notify.send(Notice::Gap {
+            db: self.db.name.clone(),
+            reason: reason.to_string(),
+            after_txid: self.txid,
+        });
     }
 
     /// Continuity is lost: report it and take a base for every replica.
@@ -497,6 +657,7 @@ impl Stream {
         let now = now_ns();
         while self.pending.stamps.len() < self.pending.wal.commits.len() {
             self.txid += 1;
+            self.commits += 1;
             self.pending.stamps.push(sealer::Stamp {
                 txid: self.txid,
                 time_ns: now,
@@ -510,13 +671,16 @@ impl Stream {
     /// `sync_interval` (leaving room for the upload itself), or when the
     /// segment is full.
     fn due(&self) -> bool {
-        let Some(since) = self.pending.since else {
-            return false;
-        };
+        self.until_due().is_some_and(|d| d.is_zero() || self.pending.wal.full)
+    }
+
+    /// How long until [`Stream::due`] holds, if commits are pending.
+    fn until_due(&self) -> Option<Duration> {
+        let since = self.pending.since?;
         let upload = self
             .replicas
             .iter()
-            .map(|r| r.with(|p| p.last_upload_ms))
+            .map(|r| r.peek(|p| p.last_upload_ms))
             .max()
             .unwrap_or(0);
         // Room for seeing the commit late (one poll), sealing, uploading and
@@ -524,7 +688,7 @@ impl Stream {
         // 1.01 s with 20 ms of slack.
         let headroom = (self.opts.poll_interval + self.sealer.last_seal() + Duration::from_millis(2 * upload + 50))
             .min(self.opts.sync_interval / 2);
-        since.elapsed() + headroom >= self.opts.sync_interval || self.pending.wal.full
+        Some(self.opts.sync_interval.saturating_sub(headroom + since.elapsed()))
     }
 
     /// Hand the pending commits to the sealer, which spools them as one
@@ -579,6 +743,9 @@ impl Stream {
     fn base(&mut self, targets: &[usize], kind: BaseKind) -> Result<()> {
         // One capture at a time.
         self.finish_base(true)?;
+        // The log may be another file now (the database replaced): watched
+        // again once idle.
+        self.watch = None;
         let started = Instant::now();
         // Catch up outside the lock, so little is left to read inside it.
         if kind == BaseKind::Exact {
@@ -675,26 +842,27 @@ impl Stream {
         // (and holding it) meanwhile: a base of a large database takes
         // seconds, and a log left unwatched that long under heavy writes
         // could restart twice.
-        let locations: Vec<(usize, RepoLocation)> = targets
+        let writes: Vec<(usize, Arc<Target>)> = targets
             .iter()
-            .map(|&i| (i, self.replicas[i].location.clone()))
+            .map(|&i| (i, Arc::clone(&self.replicas[i].target)))
             .collect();
         let handle = std::thread::Builder::new()
             .name("base".into())
             .spawn(move || {
                 let mut out = Vec::new();
-                for (i, loc) in locations {
-                    let outcome = (|| -> Result<(crate::id::Id, crate::storage::RequestCounts)> {
-                        let (repo, _lock) = Repository::open_locked(&loc, "replicate")?;
-                        let (id, _) = crate::snapshot::take_opened(
-                            &repo,
+                for (i, target) in writes {
+                    // Behind this process's other bases and folds for the
+                    // same repository, never refused by them.
+                    let outcome = target.write(|repo| {
+                        crate::snapshot::take_opened(
+                            repo,
                             std::slice::from_ref(&spec),
                             &snap_opts,
                             &crate::progress::Silent,
                             &[&db],
-                        )?;
-                        Ok((id, repo.storage.requests()))
-                    })();
+                        )
+                        .map(|(id, _)| id)
+                    });
                     out.push((i, outcome));
                 }
                 // Ends the capture's read transaction.
@@ -721,8 +889,18 @@ impl Stream {
         for (i, outcome) in results {
             let r = &self.replicas[i];
             match outcome {
-                Ok((id, q)) => {
-                    tracing::info!(event = "replicate.base", replica = %r.name, snapshot = %id.short(), txid, after_gap = job.point.after_gap, ms = job.started.elapsed().as_millis() as u64, put = q.put, get = q.get, list = q.list, head = q.head);
+                Ok(id) => {
+                    let ms = job.started.elapsed().as_millis() as u64;
+                    tracing::info!(event = "replicate.base", db = %self.db.name, replica = %r.name, snapshot = %id.short(), txid, after_gap = job.point.after_gap, ms);
+                    self.bases += 1;
+                    self.opts.notify.send(Notice::Base {
+                        db: self.db.name.clone(),
+                        replica: r.name.clone(),
+                        snapshot: id.hex(),
+                        txid,
+                        after_gap: job.point.after_gap,
+                        ms,
+                    });
                     r.with(|p| {
                         p.base = txid;
                         if p.next <= txid && self.spool.get(p.next).is_none() {
@@ -735,13 +913,20 @@ impl Stream {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(event = "replicate.base_failed", replica = %r.name, error = %e);
-                    r.with(|p| {
+                    let wait = r.with(|p| {
                         p.needs_base = true;
                         p.inflight = None;
                         p.base_failures += 1;
                         let wait = Duration::from_secs(5u64 << p.base_failures.min(6));
                         p.base_retry_at = Some(Instant::now() + wait);
+                        wait
+                    });
+                    tracing::warn!(event = "replicate.base_failed", db = %self.db.name, replica = %r.name, error = %e, retry_in_s = wait.as_secs());
+                    self.opts.notify.send(Notice::BaseFailed {
+                        db: self.db.name.clone(),
+                        replica: r.name.clone(),
+                        error: e.to_string(),
+                        retry_in_s: wait.as_secs(),
                     });
                     if e.kind == crate::ErrorKind::Config {
                         fatal.get_or_insert(e);
@@ -773,13 +958,20 @@ impl Stream {
                 continue;
             }
             let started = Instant::now();
-            let outcome = Repository::open_locked(&r.location, "replicate")
-                .and_then(|(repo, _lock)| fold.write_base(&repo, &self.stream, self.opts.level));
+            let outcome = r
+                .target
+                .write(|repo| fold.write_base(repo, &self.stream, self.opts.level));
             match outcome {
                 Ok(Some(id)) => {
                     folded += 1;
                     let txid = fold.last_txid;
-                    tracing::info!(event = "replicate.folded", replica = %r.name, snapshot = %id.short(), txid, ms = started.elapsed().as_millis() as u64);
+                    tracing::info!(event = "replicate.folded", db = %self.db.name, replica = %r.name, snapshot = %id.short(), txid, ms = started.elapsed().as_millis() as u64);
+                    self.opts.notify.send(Notice::Folded {
+                        db: self.db.name.clone(),
+                        replica: r.name.clone(),
+                        snapshot: id.hex(),
+                        txid,
+                    });
                 }
                 Ok(None) => {
                     tracing::info!(event = "replicate.fold_skipped", replica = %r.name, reason = "no base to fold onto")
@@ -804,7 +996,7 @@ impl Stream {
             .replicas
             .iter()
             .filter_map(|r| {
-                r.with(|p| match (p.needs_base, p.inflight) {
+                r.peek(|p| match (p.needs_base, p.inflight) {
                     (false, _) => Some(p.next),
                     (true, Some(t)) => Some(t + 1),
                     (true, None) => None,

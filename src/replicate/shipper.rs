@@ -7,11 +7,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
-use crate::repo::segment::{self, parse_key, segment_key};
-use crate::repo::{RepoLocation, Repository};
+use crate::repo::segment::segment_key;
 
 use super::spool::Spool;
+use super::target::Target;
 
 /// A replica's position, shared between its thread and the follower.
 #[derive(Debug, Default)]
@@ -39,39 +38,14 @@ struct Shared {
 }
 
 pub struct Replica {
-    pub location: RepoLocation,
+    pub target: Arc<Target>,
     pub name: String,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// The newest transaction id a replica holds for `stream`: the end of its
-/// last segment or its newest base, 0 when it holds neither. One LIST, at
-/// start only.
-pub fn last_txid(repo: &Repository, stream: &str) -> Result<u64> {
-    let segs = repo
-        .storage
-        .list(&segment::stream_prefix(stream))?
-        .into_iter()
-        .filter_map(|(k, _)| parse_key(&k))
-        .map(|(_, last)| last)
-        .max()
-        .unwrap_or(0);
-    let bases = repo
-        .snapshots()?
-        .into_iter()
-        .flat_map(|s| s.manifest.sources)
-        .filter_map(|s| match s {
-            crate::repo::manifest::Source::Sqlite(d) => d.replication.filter(|r| r.stream == stream).map(|r| r.txid),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
-    Ok(segs.max(bases))
-}
-
 impl Replica {
-    pub fn start(location: RepoLocation, repo: Repository, stream: String, spool: Arc<Spool>, next: u64) -> Replica {
+    pub fn start(target: Arc<Target>, stream: String, spool: Arc<Spool>, next: u64) -> Replica {
         let shared = Arc::new(Shared {
             pos: Mutex::new(Position {
                 next,
@@ -81,21 +55,17 @@ impl Replica {
             draining: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
         });
-        let name = location.display();
+        let name = target.name.clone();
         let thread = {
             let shared = Arc::clone(&shared);
-            let name = name.clone();
+            let target = Arc::clone(&target);
             std::thread::Builder::new()
                 .name("replica".into())
-                .spawn(move || {
-                    ship(&repo, &name, &stream, &spool, &shared);
-                    let r = repo.storage.requests();
-                    tracing::info!(event = "replicate.requests", replica = %name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
-                })
+                .spawn(move || ship(&target, &stream, &spool, &shared))
                 .expect("spawn replica thread")
         };
         Replica {
-            location,
+            target,
             name,
             shared,
             thread: Some(thread),
@@ -107,6 +77,13 @@ impl Replica {
         let out = f(&mut p);
         self.shared.wake.notify_all();
         out
+    }
+
+    /// Read the position without waking the replica's thread: the
+    /// follower looks at it on every turn of its loop, and a wake each time
+    /// kept a hundred idle shippers spinning.
+    pub fn peek<T>(&self, f: impl FnOnce(&Position) -> T) -> T {
+        f(&self.shared.pos.lock().expect("replica position"))
     }
 
     pub fn wake(&self) {
@@ -138,7 +115,8 @@ impl Replica {
     }
 }
 
-fn ship(repo: &Repository, name: &str, stream: &str, spool: &Spool, shared: &Shared) {
+fn ship(target: &Target, stream: &str, spool: &Spool, shared: &Shared) {
+    let name = target.name.as_str();
     let mut backoff = Duration::from_millis(500);
     loop {
         if shared.abandon.load(Ordering::SeqCst) {
@@ -162,9 +140,11 @@ fn ship(repo: &Repository, name: &str, stream: &str, spool: &Spool, shared: &Sha
                 if shared.draining.load(Ordering::SeqCst) {
                     break None;
                 }
+                // Every change worth a look comes with a wake; the
+                // timeout is only a safety net.
                 p = shared
                     .wake
-                    .wait_timeout(p, Duration::from_millis(200))
+                    .wait_timeout(p, Duration::from_secs(1))
                     .expect("replica position")
                     .0;
             }
@@ -174,7 +154,8 @@ fn ship(repo: &Repository, name: &str, stream: &str, spool: &Spool, shared: &Sha
         let result = std::fs::read(&path)
             .map_err(|e| crate::Error::io(&path, e))
             .and_then(|bytes| {
-                repo.storage
+                target
+                    .storage
                     .write(&segment_key(stream, first, last), &bytes)
                     .map(|()| bytes.len())
             });

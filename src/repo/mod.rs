@@ -255,6 +255,96 @@ impl Repository {
         Ok((repo, guard))
     }
 
+    /// What `open_locked` does after the lock, for a repository kept open
+    /// between writes (a replicator's bases): holding the writer lock again,
+    /// list the marks, recover what a killed writer left, and bring the
+    /// index up to date. Only index files not loaded yet are read while the
+    /// marks and the files already loaded stand; a new mark, or a file gone
+    /// (a prune rewrote it), loads everything again. A replicator of a
+    /// hundred databases otherwise reads every index file a hundred times
+    /// over at its start.
+    pub fn refresh_locked(&mut self) -> Result<()> {
+        let refreshed = self.refresh_locked_once();
+        if refreshed.is_err() {
+            // Half refreshed (new marks, old index): the next one loads all.
+            self.view = None;
+        }
+        refreshed
+    }
+
+    fn refresh_locked_once(&mut self) -> Result<()> {
+        let view = Instant::now();
+        let marks = self.read_marks()?;
+        let same_marks = self.view.is_some()
+            && marks.len() == self.marks.len()
+            && marks.iter().zip(&self.marks).all(|((a, _), (b, _))| a == b);
+        self.marks = marks;
+        self.view = Some(view);
+        self.recover_interrupted()?;
+        if !same_marks {
+            return self.load_index_files();
+        }
+        let listed: Vec<String> = self
+            .storage
+            .list("index")?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.rsplit('/').next().and_then(Id::parse).is_some())
+            .collect();
+        let known: std::collections::HashSet<&str> = self
+            .index_keys
+            .iter()
+            .map(String::as_str)
+            .chain(self.index_damage.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        let listed_set: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
+        if known.iter().any(|k| !listed_set.contains(k)) {
+            return self.load_index_files();
+        }
+        let new: Vec<((), String)> = listed
+            .iter()
+            .filter(|k| !known.contains(k.as_str()))
+            .map(|k| ((), k.clone()))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut files = Vec::new();
+        let mut damage = Vec::new();
+        let loaded = crate::storage::read_and_decode_parallel(
+            self.storage.as_ref(),
+            new,
+            self.storage.transfers(),
+            |key, raw| {
+                self.parse_index_file(key, &raw?)
+                    .or_else(|e| self.read_again(key, e, |raw| self.parse_index_file(key, raw)))
+            },
+            |(), key, file| {
+                match file {
+                    Ok(file) => files.push((key, file)),
+                    Err(e) if e.kind == ErrorKind::NoInput => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(event = "repo.index_damaged", error = %e, "index file left out");
+                        damage.push((key, e));
+                    }
+                }
+                Ok(())
+            },
+        );
+        match loaded {
+            // Gone since the listing: a prune is rewriting; start over.
+            Err(e) if e.kind == ErrorKind::NoInput => return self.load_index_files(),
+            other => other?,
+        }
+        for (key, file) in files {
+            self.index.add_file(&file);
+            self.index_keys.push(key);
+        }
+        self.index.seal();
+        self.index_damage.extend(damage);
+        Ok(())
+    }
+
     /// Finish what a writer killed on this host left behind, holding the
     /// writer lock: packs it uploaded but never indexed are indexed now (when
     /// the store holds them whole), so their data is reused rather than sent

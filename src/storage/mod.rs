@@ -151,14 +151,70 @@ pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
 }
 
 struct FileLock {
+    // Fields drop in order: the `flock` goes before the next thread of this
+    // process is let in.
     _file: File,
+    _gate: Option<GateTicket>,
 }
 impl LockGuard for FileLock {}
 
+/// Who of this process holds each lock file, by path. An `flock` belongs to
+/// an open file description, so two threads of one process that each open
+/// the lock file exclude each other exactly as two processes do: without
+/// this, a replicator shipping fifty databases refused its own bases
+/// ("repository in use" naming its own pid) and put them off for minutes.
+/// Threads wait here for each other instead; only another process is
+/// refused.
+#[derive(Default)]
+struct Gate {
+    holder: std::sync::Mutex<Option<std::thread::ThreadId>>,
+    free: std::sync::Condvar,
+}
+
+/// This thread's turn at a lock file; the next waiting thread's when dropped.
+struct GateTicket(Arc<Gate>);
+
+impl Drop for GateTicket {
+    fn drop(&mut self) {
+        *self.0.holder.lock().expect("lock gate") = None;
+        self.0.free.notify_one();
+    }
+}
+
+/// Wait for this process's other threads to let go of the lock file at
+/// `path`. `None` when this very thread holds it: waiting would never end,
+/// and the `flock` refuses it as it always did.
+fn gate(path: &Path) -> Option<GateTicket> {
+    static GATES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<Gate>>>> =
+        std::sync::LazyLock::new(Default::default);
+    // One gate per file, however the repository was spelled.
+    let key = path
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .map(|d| d.join(path.file_name().unwrap_or_default()))
+        .unwrap_or_else(|| path.to_path_buf());
+    let gate = Arc::clone(GATES.lock().expect("lock gates").entry(key).or_default());
+    let me = std::thread::current().id();
+    let mut holder = gate.holder.lock().expect("lock gate");
+    loop {
+        match *holder {
+            None => break,
+            Some(t) if t == me => return None,
+            Some(_) => holder = gate.free.wait(holder).expect("lock gate"),
+        }
+    }
+    *holder = Some(me);
+    drop(holder);
+    Some(GateTicket(gate))
+}
+
 /// An advisory `flock` on `path`: the kernel drops it when the holder dies,
 /// so a lock left by a killed process is never stale. The file's contents
-/// name the current holder for the refusal message.
+/// name the current holder for the refusal message. Threads of this process
+/// wait for each other first (see [`Gate`]), so only another process is
+/// refused.
 pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<Box<dyn LockGuard>> {
+    let gate = gate(path);
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
         OpenOptions::new()
@@ -193,7 +249,10 @@ pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<
     file.set_len(0).at(path)?;
     file.seek(SeekFrom::Start(0)).at(path)?;
     file.write_all(&text).at(path)?;
-    Ok(Box::new(FileLock { _file: file }))
+    Ok(Box::new(FileLock {
+        _file: file,
+        _gate: gate,
+    }))
 }
 
 /// Read `keys` with up to `storage.transfers()` reads in flight, handing each
