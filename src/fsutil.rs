@@ -159,11 +159,13 @@ pub struct Holder {
 /// program are not counted: a `lifeboat replicate` following a database
 /// notices it replaced and takes a new base; it is no service to stop.
 pub struct OpenFiles {
-    open: Vec<(PathBuf, u32)>,
+    /// (the link's path, the process, the open file's device and inode).
+    open: Vec<(PathBuf, u32, Option<(u64, u64)>)>,
 }
 
 impl OpenFiles {
     pub fn scan() -> OpenFiles {
+        use std::os::unix::fs::MetadataExt;
         let me = std::process::id();
         // An upgraded binary's running processes read "<path> (deleted)".
         let exe_of = |proc_dir: &Path| {
@@ -188,7 +190,10 @@ impl OpenFiles {
                     if let Ok(l) = fs::read_link(fd.path())
                         && l.is_absolute()
                     {
-                        open.push((l, pid));
+                        // The file itself, whatever name the process sees it
+                        // by (a container's own mount namespace, a bind mount).
+                        let ino = fs::metadata(fd.path()).ok().map(|m| (m.dev(), m.ino()));
+                        open.push((l, pid, ino));
                     }
                 }
             }
@@ -197,24 +202,50 @@ impl OpenFiles {
     }
 
     /// Who holds `path` open, or, for a directory, anything beneath it:
-    /// every (process, file) pair.
+    /// every (process, file) pair, matched by name and by inode.
     pub fn holding(&self, path: &Path) -> Vec<Holder> {
         let Ok(target) = fs::canonicalize(path) else {
             return Vec::new();
         };
+        let inodes = inodes_beneath(&target);
         let mut out: Vec<Holder> = Vec::new();
-        for (l, pid) in &self.open {
-            if l.starts_with(&target) && !out.iter().any(|h| h.pid == *pid && &h.path == l) {
+        for (l, pid, ino) in &self.open {
+            let found = if l.starts_with(&target) {
+                Some(l.clone())
+            } else {
+                ino.and_then(|i| inodes.get(&i).cloned())
+            };
+            if let Some(found) = found
+                && !out.iter().any(|h| h.pid == *pid && h.path == found)
+            {
                 let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 out.push(Holder {
                     pid: *pid,
                     command: comm.trim().to_string(),
-                    path: l.clone(),
+                    path: found,
                 });
             }
         }
         out
     }
+}
+
+/// Device and inode of `root` and of everything beneath it (links not
+/// followed), each with its path.
+fn inodes_beneath(root: &Path) -> std::collections::HashMap<(u64, u64), PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = fs::symlink_metadata(&p) else { continue };
+        out.insert((m.dev(), m.ino()), p.clone());
+        if m.is_dir()
+            && let Ok(entries) = fs::read_dir(&p)
+        {
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    out
 }
 
 /// `$HOME`, or `/` when it is not set.

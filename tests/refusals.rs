@@ -849,3 +849,54 @@ fn force_over_a_directory_holding_an_open_file_is_refused_with_75() {
     env.ok(["restore", &id, "--force"]);
     assert_eq!(common::integrity(&db), "ok");
 }
+
+/// The open-file check matches the file, not only its name: a process
+/// holding a file of the directory through another name (a hard link here;
+/// a container's own mount namespace or a bind mount alike) is found.
+#[test]
+fn a_file_held_open_under_another_name_is_found() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let svc = env.path("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    std::fs::write(svc.join("data.bin"), "data").unwrap();
+    let id = env.snapshot(&[&svc]);
+    let alias = env.path("alias.bin");
+    std::fs::hard_link(svc.join("data.bin"), &alias).unwrap();
+    let holder = common::ChildGuard {
+        child: std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(std::fs::File::open(&alias).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let before = describe(&svc);
+    let out = env.run(["restore", &id, "--force"]);
+    assert_refused(&out, 75, "restore.file_in_use");
+    assert!(out.stderr.contains(&holder.child.id().to_string()), "{}", out.stderr);
+    assert_eq!(describe(&svc), before);
+    drop(holder);
+    env.ok(["restore", &id, "--force"]);
+}
+
+/// `--to DIR --force` never writes through a link inside DIR.
+#[test]
+fn a_link_inside_the_target_directory_is_refused() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let (db, id) = db_and_snapshot(&env);
+    let drill = env.path("drill");
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // The database's folder under the target is a link to elsewhere.
+    let at = common::under(&drill, db.parent().unwrap());
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, &at).unwrap();
+    let out = env.run(["restore", &id, "--to", s(&drill), "--force"]);
+    assert_refused(&out, 73, "restore.target_has_link");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+}

@@ -618,6 +618,22 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
                 .event("restore.target_not_empty"));
     }
     check_not_open(plans, kept)?;
+    if let Target::Dir(dir) = target {
+        // A link inside the target (a container's root with `var/run ->
+        // /run`) would carry the restore outside it.
+        for p in plans {
+            let rel = p.dest.strip_prefix(dir).unwrap_or(&p.dest);
+            let mut at = dir.clone();
+            for c in rel.parent().into_iter().flat_map(|r| r.components()) {
+                at.push(c);
+                if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(Error::cant_create(at.display(), "a link inside the target directory")
+                        .fix("restore into a directory without links on the sources' paths")
+                        .event("restore.target_has_link"));
+                }
+            }
+        }
+    }
     for p in plans {
         // Another source's folder inside a directory replaced in place
         // would have to leave its path for a moment; refused up front.
