@@ -159,8 +159,16 @@ pub struct Holder {
 /// program are not counted: a `lifeboat replicate` following a database
 /// notices it replaced and takes a new base; it is no service to stop.
 pub struct OpenFiles {
-    /// (the link's path, the process, the open file's device and inode).
-    open: Vec<(PathBuf, u32, Option<(u64, u64)>)>,
+    open: Vec<OpenFile>,
+}
+
+/// One descriptor of another process.
+struct OpenFile {
+    /// The name the process sees (its /proc/PID/fd link).
+    link: PathBuf,
+    pid: u32,
+    /// The open file's device and inode.
+    ino: Option<(u64, u64)>,
 }
 
 impl OpenFiles {
@@ -193,7 +201,7 @@ impl OpenFiles {
                         // The file itself, whatever name the process sees it
                         // by (a container's own mount namespace, a bind mount).
                         let ino = fs::metadata(fd.path()).ok().map(|m| (m.dev(), m.ino()));
-                        open.push((l, pid, ino));
+                        open.push(OpenFile { link: l, pid, ino });
                     }
                 }
             }
@@ -209,9 +217,9 @@ impl OpenFiles {
         };
         let inodes = inodes_beneath(&target);
         let mut out: Vec<Holder> = Vec::new();
-        for (l, pid, ino) in &self.open {
-            let found = if l.starts_with(&target) {
-                Some(l.clone())
+        for OpenFile { link, pid, ino } in &self.open {
+            let found = if link.starts_with(&target) {
+                Some(link.clone())
             } else {
                 ino.and_then(|i| inodes.get(&i).cloned())
             };
