@@ -519,3 +519,61 @@ fn demo_runs_against_the_given_repository_and_tells_the_rows_truly() {
     // An existing repository is not the demo's to fill.
     env.run_bare(["--repo", s(&repo), "demo"]).expect_code(73);
 }
+
+/// `snapshot --only NAME` captures a subset of the configured sources (one
+/// tenant's own schedule); an unknown name is 64 naming the choices; `list`
+/// filters by tag, host and source.
+#[test]
+fn snapshot_only_some_sources_and_list_filters() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let a = env.path("svc/a.db");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    create_db(&a, 10, 10, true);
+    std::fs::write(env.path("svc/t42.toml"), "tenant = 42\n").unwrap();
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        "[[sqlite]]\npath = \"svc/a.db\"\n\n[[file]]\npath = \"svc/t42.toml\"\nname = \"tenant-42\"\n",
+    )
+    .unwrap();
+    let out = env
+        .run(["--json", "--config", s(&cfg), "snapshot", "--only", "tenant-4"])
+        .expect_code(64);
+    let msg = out.json()["error"]["message"].as_str().unwrap().to_string();
+    let fix = out.json()["error"]["fix"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("tenant-4") && fix.contains("tenant-42") && fix.contains("a.db"),
+        "{msg} / {fix}"
+    );
+    let v = env
+        .ok([
+            "--json",
+            "--config",
+            s(&cfg),
+            "snapshot",
+            "--only",
+            "tenant-42",
+            "--tag",
+            "tenant",
+        ])
+        .json();
+    assert_eq!(v["sources"], serde_json::json!(["tenant-42"]));
+    env.ok(["--config", s(&cfg), "snapshot", "--tag", "nightly"]);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["--json", "list"];
+        a.extend_from_slice(args);
+        env.ok(&a)
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&[]).len(), 2);
+    assert_eq!(ids(&["--tag", "tenant"]).len(), 1);
+    assert_eq!(ids(&["--source", "a.db"]).len(), 1);
+    assert_eq!(ids(&["--source", "tenant-42"]).len(), 2);
+    assert_eq!(ids(&["--host", "no-such-host"]).len(), 0);
+}

@@ -14,17 +14,36 @@ pub struct Args {
     /// Only snapshots of this kind (full, partial, base).
     #[arg(long, value_name = "KIND")]
     kind: Option<lifeboat::repo::manifest::SnapshotKind>,
+    /// Only snapshots with this tag (repeatable: any of them).
+    #[arg(long, value_name = "T")]
+    tag: Vec<String>,
+    /// Only snapshots taken on this host.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Only snapshots holding the source of this name.
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.open_repo_unindexed()?;
     let every = repo.snapshots()?;
-    let total = every.len();
+    let bases = every
+        .iter()
+        .filter(|s| s.manifest.kind == lifeboat::repo::manifest::SnapshotKind::Base)
+        .count();
     let snaps: Vec<_> = every
         .into_iter()
         .filter(|s| match &args.kind {
             Some(k) => s.manifest.kind == *k,
             None => args.all || s.manifest.kind != lifeboat::repo::manifest::SnapshotKind::Base,
+        })
+        .filter(|s| args.tag.is_empty() || s.manifest.tags.iter().any(|t| args.tag.contains(t)))
+        .filter(|s| args.host.as_ref().is_none_or(|h| &s.manifest.host == h))
+        .filter(|s| {
+            args.source
+                .as_ref()
+                .is_none_or(|n| s.manifest.sources.iter().any(|x| x.name() == n))
         })
         .collect();
     if ctx.json {
@@ -46,9 +65,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(0);
     }
     log_requests(&repo);
-    let hidden = total - snaps.len();
-    let hint = if hidden > 0 && args.kind.is_none() {
-        format!(" ({hidden} replication bases hidden; --all shows them)")
+    let hint = if bases > 0 && args.kind.is_none() && !args.all {
+        format!(" ({bases} replication bases hidden; --all shows them)")
     } else {
         String::new()
     };

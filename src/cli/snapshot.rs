@@ -29,6 +29,10 @@ pub struct Args {
     /// `partial` leaves out config sources marked `full_only = true`.
     #[arg(long, default_value = "full", value_parser = capture_kind)]
     kind: SnapshotKind,
+    /// Capture only the configured source of this name (repeatable): one tenant or one service
+    /// can have its own schedule.
+    #[arg(long, value_name = "NAME", conflicts_with = "paths")]
+    only: Vec<String>,
     /// Record this as the snapshot's time instead of now (RFC 3339, e.g.
     /// 2026-01-31T03:00:00Z): for importing a history, or testing retention.
     #[arg(long, value_name = "RFC3339")]
@@ -38,7 +42,21 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let specs = if args.paths.is_empty() {
         let config = ctx.config()?.ok_or_else(lifeboat::config::Config::not_found_error)?;
-        config.sources(args.kind)
+        let sources = config.sources(args.kind);
+        if let Some(missing) = args.only.iter().find(|n| !sources.iter().any(|s| &&s.name == n)) {
+            let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::usage(format!(
+                "--only {missing}: no {} source of that name in {}",
+                args.kind,
+                config.path.display()
+            ))
+            .fix(format!("choose from: {}", names.join(", ")))
+            .event("snapshot.no_such_source"));
+        }
+        sources
+            .into_iter()
+            .filter(|s| args.only.is_empty() || args.only.contains(&s.name))
+            .collect()
     } else {
         args.paths.iter().map(|p| detect(p)).collect::<Result<Vec<_>>>()?
     };
