@@ -18,10 +18,12 @@ it came from and how old it is.
 
 Without --to or -o, every source goes back where it was captured.
 Nothing is replaced until everything is restored into a staging area and verified (hashes,
-PRAGMA integrity_check). A non-empty target is refused (exit 73) and a database another
-process has open is refused (exit 75) unless --force; with --force the current files, with
-their -wal/-shm/-journal/.lock sidecars, are moved into .lifeboat-pre-restore-<time>/ in the
-target directory, never deleted.")]
+PRAGMA integrity_check). A non-empty target is refused (exit 73) unless --force; with --force
+the current files, with their -wal/-shm/-journal/.lock sidecars, are moved into
+.lifeboat-pre-restore-<time>/ in the target directory, never deleted, and each restored file or
+folder takes its place in one step. A file in the way that another process holds open is
+refused (exit 75, naming the process) even with --force: stop the service first. Another
+configured source inside a restored folder stays where it is.")]
 pub struct Args {
     /// Snapshot id (or unique prefix): exactly that snapshot. `latest` (the default): the
     /// service as of its newest point, each database at its newest shipped commit.
@@ -48,8 +50,9 @@ pub struct Args {
     /// [restore] max_schema_version.
     #[arg(long, value_name = "N")]
     max_schema_version: Option<i64>,
-    /// Replicated database as of this moment (RFC 3339, e.g. 2026-11-22T10:15:00Z, or `now`):
-    /// the newest base before it plus every commit seen at or before it.
+    /// The service as of this moment (RFC 3339, e.g. 2026-11-22T10:15:00Z, or `now`): each
+    /// database at the last commit seen at or before it, each folder and file from the newest
+    /// snapshot before it.
     #[arg(long, value_name = "TIME", conflicts_with = "txid")]
     at: Option<String>,
     /// Replicated database right after commit N (`lifeboat replicate` numbers every commit).
