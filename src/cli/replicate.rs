@@ -92,6 +92,8 @@ fn install_handlers() {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    // Before any connection is opened; see there.
+    replicate::lean_page_cache();
     let config = ctx.config()?;
     let section = config.map(|c| c.replicate.clone()).unwrap_or_default();
     let dbs: Vec<DbSpec> = if args.dbs.is_empty() {
