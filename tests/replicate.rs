@@ -2210,3 +2210,77 @@ fn replicate_json_reports_start_bases_and_totals() {
     assert_eq!(&last["replicas"][0]["replica"], replica);
     assert!(last["replicas"][0]["requests"]["put"].is_u64(), "{last}");
 }
+
+/// Idle databases leave their heartbeat to the replicator's one thread,
+/// which records it for all of them in one file without waking their
+/// followers. Killed after an idle spell, the replicator still knows it
+/// watched every database until shortly before: a restore at a moment of
+/// that spell is exact for each, and one among the commits made while it
+/// was down is refused.
+#[test]
+fn idle_databases_killed_are_dated_from_the_shared_heartbeat() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let _keep = common::KeepOnFailure(&env, "many");
+    let (dbs, cfg) = many_databases(&env, 5);
+    // Services keep their connections, so what is committed while the
+    // replicator is down waits in the logs.
+    let services: Vec<_> = dbs.iter().map(|(_, db)| service_connection(db)).collect();
+    let (mut guard, _, log_path) = start_many(&env, &cfg, false);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until("a base of every database", 60, || {
+        assert!(guard.still_running(), "the replicator exited; log:\n{}", log());
+        let evs = parse_events(&log());
+        dbs.iter().all(|(name, _)| {
+            evs.iter()
+                .any(|e| e.name == "replicate.base" && e.get("db") == Some(name.as_str()))
+        })
+    });
+    let watched = common::now_ns();
+    // Idle long enough for the heartbeat to record past `watched`.
+    std::thread::sleep(Duration::from_millis(2500));
+    kill(&mut guard);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut made = Vec::new();
+    for (_, db) in &dbs {
+        let c = open(db);
+        for _ in 0..3 {
+            commit_row(&c);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        made.push(common::now_ns());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut guard, _, log_path) = start_many(&env, &cfg, false);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until("the commits made while down shipped", 60, || {
+        assert!(guard.still_running(), "the replicator exited; log:\n{}", log());
+        count(&parse_events(&log()), "replicate.shipped") >= dbs.len()
+    });
+    common::signal(&guard.child, libc::SIGINT);
+    assert_eq!(common::wait_exit(&mut guard.child, 90), 0, "log:\n{}", log());
+    for ((name, db), made) in dbs.iter().zip(made) {
+        let out = env.path(&format!("watched-{name}.db"));
+        let o = env
+            .run([
+                "--json",
+                "restore",
+                "--at",
+                &rfc3339(watched),
+                "--only",
+                name,
+                "-o",
+                s(&out),
+            ])
+            .expect_code(0);
+        assert_eq!(point_of(&o).txid, 1, "{name}: the base, watched past it: {}", o.stdout);
+        let out = env.path(&format!("down-{name}.db"));
+        env.run(["restore", "--at", &rfc3339(made - 1), "--only", name, "-o", s(&out)])
+            .expect_code(65);
+        let out = env.path(&format!("now-{name}.db"));
+        env.run(["restore", "--at", "now", "--only", name, "-o", s(&out)])
+            .expect_code(0);
+        assert_eq!(content(&out), content(db), "{name} restores at its newest commit");
+    }
+    drop(services);
+}

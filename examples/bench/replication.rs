@@ -2535,14 +2535,20 @@ fn many_phase(ctx: &Ctx) -> Res<Vec<ManyStat>> {
     if ctx.setup.litestream.is_some() {
         who.push(Who::Litestream);
     }
+    // `BENCH_MANY_COUNTS=100` (a comma-separated list) runs only those
+    // counts, for a quick look at one size before the whole phase.
+    let only: Option<Vec<usize>> = std::env::var("BENCH_MANY_COUNTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let keep = |n: &usize| only.as_ref().is_none_or(|o| o.contains(n));
     let mut out = Vec::new();
-    for n in MANY_COUNTS {
+    for n in MANY_COUNTS.into_iter().filter(keep) {
         for &w in &who {
             out.push(many_run(ctx, w, Dest::Local, n)?);
         }
     }
     if ctx.s3.is_some() {
-        for n in MANY_S3_COUNTS {
+        for n in MANY_S3_COUNTS.into_iter().filter(keep) {
             for &w in &who {
                 out.push(many_run(ctx, w, Dest::S3, n)?);
             }

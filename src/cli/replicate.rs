@@ -92,6 +92,8 @@ fn install_handlers() {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    // Before any connection is opened; see there.
+    replicate::lean_page_cache();
     let config = ctx.config()?;
     let section = config.map(|c| c.replicate.clone()).unwrap_or_default();
     let dbs: Vec<DbSpec> = if args.dbs.is_empty() {
@@ -238,7 +240,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         // The main thread forwards signals to the child and notices its exit.
         let mut forwarded = 0;
+        let mut woken = false;
         loop {
+            if !woken && STOP.load(Ordering::SeqCst) {
+                // Idle followers sleep until their log is written: end
+                // their waits now rather than at their next look.
+                replicate::wake::wake_all();
+                woken = true;
+            }
             if let Some(c) = child.as_mut() {
                 let sig = SIGNAL.load(Ordering::SeqCst);
                 if sig != 0 && sig != forwarded {

@@ -87,13 +87,13 @@ impl Replica {
     }
 
     pub fn wake(&self) {
-        self.shared.wake.notify_all();
+        self.shared.wake_up();
     }
 
     /// `wake`, for another thread (the sealer, after each segment).
     pub fn waker(&self) -> impl Fn() + Send + 'static {
         let shared = Arc::clone(&self.shared);
-        move || shared.wake.notify_all()
+        move || shared.wake_up()
     }
 
     /// Upload what is spooled, then stop; give up after `limit`.
@@ -112,6 +112,16 @@ impl Replica {
             let _ = t.join();
         }
         self.with(|p| p.next)
+    }
+}
+
+impl Shared {
+    /// Notify under the position's lock: the thread looks for work and
+    /// waits while holding it, so a wake cannot fall between the two and be
+    /// lost (the wait's timeout is long).
+    fn wake_up(&self) {
+        let _p = self.pos.lock().expect("replica position");
+        self.wake.notify_all();
     }
 }
 
@@ -140,11 +150,12 @@ fn ship(target: &Target, stream: &str, spool: &Spool, shared: &Shared) {
                 if shared.draining.load(Ordering::SeqCst) {
                     break None;
                 }
-                // Every change worth a look comes with a wake; the
-                // timeout is only a safety net.
+                // Every change worth a look comes with a wake (see
+                // `wake_up`); the timeout is only a safety net, long so a
+                // hundred idle replicas do not wake a hundred times a second.
                 p = shared
                     .wake
-                    .wait_timeout(p, Duration::from_secs(1))
+                    .wait_timeout(p, Duration::from_secs(10))
                     .expect("replica position")
                     .0;
             }

@@ -242,8 +242,10 @@ impl WalCommits {
     }
 }
 
-/// Frames read per `pread`.
+/// Frames read per `pread`, at most.
 const READ_FRAMES: u64 = 64;
+/// Frames read per `pread` by a thread that has not yet found more.
+const START_FRAMES: u64 = 4;
 
 /// Read every complete, checksummed commit after `from` in the WAL at
 /// `path`, exactly as SQLite's recovery would accept them: frames must carry
@@ -283,8 +285,14 @@ pub fn read_commits(
     }
     let mut buf = FRAMES.take();
     // Only the `got` bytes just read are looked at: what the buffer held
-    // from an earlier call never is.
-    buf.resize(READ_FRAMES as usize * frame_len, 0);
+    // from an earlier call never is. It starts at a few frames and grows
+    // only when a read fills it: a replicator following a hundred quiet
+    // databases held 256 KiB for each (a quarter of its memory) to read a
+    // frame or two a second.
+    let fits = buf.len() / frame_len;
+    if fits < START_FRAMES as usize || !buf.len().is_multiple_of(frame_len) {
+        buf.resize(START_FRAMES as usize * frame_len, 0);
+    }
     'outer: loop {
         let offset = HEADER_LEN + frame as u64 * frame_len as u64;
         let got = crate::fsutil::read_full_at(file, &mut buf, offset).at(path)?;
@@ -292,6 +300,7 @@ pub fn read_commits(
         if frames == 0 {
             break;
         }
+        let filled = frames == buf.len() / frame_len;
         for f in buf[..frames * frame_len].chunks_exact(frame_len) {
             let be = |o: usize| u32::from_be_bytes(f[o..o + 4].try_into().unwrap());
             let (pgno, commit, s1, s2) = (be(0), be(4), be(8), be(12));
@@ -347,8 +356,12 @@ pub fn read_commits(
                 }
             }
         }
-        if frames < READ_FRAMES as usize {
+        if !filled {
             break;
+        }
+        if buf.len() < READ_FRAMES as usize * frame_len {
+            let more = (buf.len() / frame_len * 4).min(READ_FRAMES as usize);
+            buf.resize(more * frame_len, 0);
         }
     }
     // Frames of an unfinished transaction are not ours to keep.
