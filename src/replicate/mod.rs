@@ -189,26 +189,7 @@ impl Default for Options {
     }
 }
 
-/// Keep SQLite from setting aside twenty pages for every connection it
-/// opens (its page cache's first bulk allocation, made while the schema is
-/// read, before the connection's own `cache_size` can say otherwise): a
-/// follower holds a few connections, and for a hundred databases that was
-/// a third of the replicator's memory. Pages are then allocated as they are
-/// needed. Call it before the process opens its first connection; later it
-/// changes nothing (SQLite refuses configuration once initialized).
-pub fn lean_page_cache() -> bool {
-    // SAFETY: SQLITE_CONFIG_PAGECACHE takes (void*, int, int); a null
-    // buffer with zero pages only sets how many pages to allocate ahead.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_config(
-            rusqlite::ffi::SQLITE_CONFIG_PAGECACHE,
-            std::ptr::null_mut::<std::ffi::c_void>(),
-            0 as std::ffi::c_int,
-            0 as std::ffi::c_int,
-        )
-    };
-    rc == rusqlite::ffi::SQLITE_OK
-}
+pub use crate::sqlite::lean_page_cache;
 
 /// A database's stream id: 16 hex digits of BLAKE3(host "\n" canonical path),
 /// so the same database on two hosts never shares a stream.
