@@ -9,7 +9,7 @@
 //! ```
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lifeboat::progress::Silent;
@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // Everything written is shipped within the sync interval.
         std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, Ordering::SeqCst);
+        lifeboat::replicate::request_stop(&stop);
         replicator.join().expect("replicator thread")?;
         Ok(())
     })?;

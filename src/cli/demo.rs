@@ -313,7 +313,7 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path, loc: &RepoLocatio
         std::thread::sleep(Duration::from_millis(200));
         let rows_end = burst(&c, Instant::now() + Duration::from_secs(1))?;
         std::thread::sleep(Duration::from_millis(600));
-        stop.store(true, Ordering::SeqCst);
+        lifeboat::replicate::request_stop(&stop);
         replicator.join().expect("replicator thread")?;
         Ok((at, rows_at, rows_end))
     })?;

@@ -313,8 +313,17 @@ fn now_ns() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
 }
 
+/// Ask every [`run`] watching `stop` to ship what it read and return: sets
+/// the flag and ends the waits of followers idle on a quiet log (they
+/// otherwise sleep until their log is written, up to half a minute).
+pub fn request_stop(stop: &AtomicBool) {
+    stop.store(true, Ordering::SeqCst);
+    wake::wake_all();
+}
+
 /// Replicate `db` to `replicas` until `stop` is set, then ship what was
-/// read and return.
+/// read and return. Stop it with [`request_stop`]: a follower idle on a
+/// quiet log notices a bare `stop.store(true)` only at its next look.
 pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBool) -> Result<()> {
     let follower = Follower::open(&db.path, &db.schema_query)?;
     let stream = stream_id(&follower.path);
