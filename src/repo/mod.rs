@@ -310,32 +310,12 @@ impl Repository {
             return Ok(());
         }
         let mut files = Vec::new();
-        let mut damage = Vec::new();
-        let loaded = crate::storage::read_and_decode_parallel(
-            self.storage.as_ref(),
-            new,
-            self.storage.transfers(),
-            |key, raw| {
-                self.parse_index_file(key, &raw?)
-                    .or_else(|e| self.read_again(key, e, |raw| self.parse_index_file(key, raw)))
-            },
-            |(), key, file| {
-                match file {
-                    Ok(file) => files.push((key, file)),
-                    Err(e) if e.kind == ErrorKind::NoInput => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(event = "repo.index_damaged", error = %e, "index file left out");
-                        damage.push((key, e));
-                    }
-                }
-                Ok(())
-            },
-        );
-        match loaded {
+        let loaded = self.fetch_index_files(new, self.storage.transfers(), |key, file| files.push((key, file)));
+        let damage = match loaded {
             // Gone since the listing: a prune is rewriting; start over.
             Err(e) if e.kind == ErrorKind::NoInput => return self.load_index_files(),
             other => other?,
-        }
+        };
         for (key, file) in files {
             self.index.add_file(&file);
             self.index_keys.push(key);
@@ -498,7 +478,6 @@ impl Repository {
         let mut attempt = 0;
         loop {
             let mut index = Index::default();
-            let mut damage = Vec::new();
             let keys: Vec<((), String)> = self
                 .storage
                 .list("index")?
@@ -519,37 +498,53 @@ impl Repository {
             // index took 75 ms on one core before a snapshot could start;
             // they run on every core, and only the adding is serial.
             let threads = self.storage.transfers().max(cores());
-            let loaded = crate::storage::read_and_decode_parallel(
-                self.storage.as_ref(),
-                keys,
-                threads,
-                |key, raw| {
-                    self.parse_index_file(key, &raw?)
-                        .or_else(|e| self.read_again(key, e, |raw| self.parse_index_file(key, raw)))
-                },
-                |(), key, file| {
-                    match file {
-                        Ok(file) => index.add_file(&file),
-                        // Replaced by a prune since the listing: list again.
-                        Err(e) if e.kind == ErrorKind::NoInput => return Err(e),
-                        Err(e) => {
-                            tracing::warn!(event = "repo.index_damaged", error = %e, "index file left out");
-                            damage.push((key, e));
-                        }
-                    }
-                    Ok(())
-                },
-            );
-            match loaded {
+            let loaded = self.fetch_index_files(keys, threads, |_, file| index.add_file(&file));
+            let damage = match loaded {
+                // Replaced by a prune since the listing: list again.
                 Err(e) if e.kind == ErrorKind::NoInput && attempt < 5 => {
                     attempt += 1;
                     tracing::info!(event = "repo.index_replaced", attempt);
                     continue;
                 }
                 other => other?,
-            }
+            };
             return Ok((index, names, damage));
         }
+    }
+
+    /// Read, check and parse the index files `keys` on `threads` threads,
+    /// handing each whole one to `each` (in this thread). A damaged one is
+    /// left out and returned with its error; one gone since the listing (a
+    /// prune rewrote it) ends the read with `NoInput`, for the caller to
+    /// list again.
+    fn fetch_index_files(
+        &self,
+        keys: Vec<((), String)>,
+        threads: usize,
+        mut each: impl FnMut(String, IndexFile),
+    ) -> Result<IndexDamage> {
+        let mut damage = Vec::new();
+        crate::storage::read_and_decode_parallel(
+            self.storage.as_ref(),
+            keys,
+            threads,
+            |key, raw| {
+                self.parse_index_file(key, &raw?)
+                    .or_else(|e| self.read_again(key, e, |raw| self.parse_index_file(key, raw)))
+            },
+            |(), key, file| {
+                match file {
+                    Ok(file) => each(key, file),
+                    Err(e) if e.kind == ErrorKind::NoInput => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(event = "repo.index_damaged", error = %e, "index file left out");
+                        damage.push((key, e));
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(damage)
     }
 
     /// Before a writer publishes: if its view of the marks is older than
