@@ -494,7 +494,7 @@ fn carry_over(
     for k in kept {
         let mut paths = vec![k.clone()];
         paths.extend(
-            ["-wal", "-shm", "-journal"]
+            crate::sqlite::OWN_SIDECARS
                 .iter()
                 .map(|suffix| PathBuf::from(format!("{}{suffix}", k.display()))),
         );
@@ -585,7 +585,7 @@ fn check_not_open(plans: &[Plan], kept: &[PathBuf]) -> Result<()> {
                 h.path.starts_with(k)
                     || h.path.to_str().zip(k.to_str()).is_some_and(|(h, k)| {
                         h.strip_prefix(k)
-                            .is_some_and(|s| ["-wal", "-shm", "-journal"].contains(&s))
+                            .is_some_and(|s| crate::sqlite::OWN_SIDECARS.contains(&s))
                     })
             })
         };

@@ -17,9 +17,6 @@ use crate::repo::SnapshotRef;
 use crate::repo::manifest::{EmbeddedDatabase, Entry, EntryKind, Source, SqliteSource};
 use crate::sqlite::capture::{self, OpenDatabase};
 
-/// SQLite's own sidecars: never stored beside a database captured by pages.
-const SQLITE_SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
-
 /// The smallest file that can be a database with a table: one 512-byte page.
 const SMALLEST_DATABASE: u64 = 512;
 
@@ -58,7 +55,9 @@ pub(super) fn find_databases(walked: Vec<Walked>, others: &HashSet<(u64, u64)>) 
 
 /// The database `path` is a sidecar of (`x.db` for `x.db-wal`), if any.
 pub(super) fn sidecar_of(path: &str) -> Option<&str> {
-    SQLITE_SIDECARS.iter().find_map(|suffix| path.strip_suffix(suffix))
+    crate::sqlite::OWN_SIDECARS
+        .iter()
+        .find_map(|suffix| path.strip_suffix(suffix))
 }
 
 /// A read transaction on the database at `path`, or `None` (said through

@@ -15,6 +15,10 @@ pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// The file-name suffixes SQLite creates beside a database.
 pub const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".lock"];
 
+/// The sidecars SQLite itself keeps (the first three of [`SIDECARS`]): part of
+/// the database's state while it is open.
+pub const OWN_SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
 /// Whether the file's first 16 bytes are the SQLite header.
 pub fn has_header(path: &Path) -> Result<bool> {
     let f = std::fs::File::open(path).at(path)?;
