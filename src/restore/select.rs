@@ -66,6 +66,19 @@ fn unknown_names(only: &[String], known: &[String], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every source name `snaps` hold, the newest snapshot's order first.
+fn stored_names(snaps: &[SnapshotRef]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for s in snaps.iter().rev() {
+        for src in &s.manifest.sources {
+            if !names.iter().any(|n| n == src.name()) {
+                names.push(src.name().to_string());
+            }
+        }
+    }
+    names
+}
+
 /// The moment a snapshot's content is as of: a service snapshot's read
 /// transactions begin when it starts (its recorded time is its end); a
 /// base is stamped at its pin.
@@ -148,14 +161,7 @@ impl Selection {
         }
         let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
         // Every name stored, the newest snapshot's order first...
-        let mut stored: Vec<String> = Vec::new();
-        for s in snaps.iter().rev() {
-            for src in &s.manifest.sources {
-                if !stored.iter().any(|n| n == src.name()) {
-                    stored.push(src.name().to_string());
-                }
-            }
-        }
+        let stored = stored_names(&snaps);
         unknown_names(only, &stored, "the repository")?;
         // ...of which the service is: the configuration's sources, else
         // what the newest full snapshot and everything since hold (a source
@@ -303,15 +309,10 @@ impl Selection {
         // --if-replica-exists would take for nothing to do).
         let snaps = repo.snapshots()?;
         if !snaps.is_empty() {
-            let mut stored: Vec<String> = snaps
-                .iter()
-                .flat_map(|s| s.manifest.sources.iter().map(|x| x.name().to_string()))
-                .collect();
-            stored.sort();
-            stored.dedup();
-            unknown_names(only, &stored, "the repository")?;
+            unknown_names(only, &stored_names(&snaps), "the repository")?;
         }
-        let (base, replay) = pitr::plan(repo, only.first().map(String::as_str), pitr::Target::Txid(txid))?;
+        let (base, replay) =
+            pitr::plan_among(repo, &snaps, only.first().map(String::as_str), pitr::Target::Txid(txid))?;
         base.manifest.check_layout(&format!("snapshot {}", base.id.short()))?;
         let source = base
             .manifest
