@@ -4,7 +4,9 @@
 
 use crate::error::{Error, Result};
 
+/// Envelope tag: the body is the data itself, uncompressed.
 pub const TAG_RAW: u8 = 0x00;
+/// Envelope tag: the body is one zstd frame that records its content size.
 pub const TAG_ZSTD: u8 = 0x01;
 
 /// Decoded objects larger than this are refused: no legitimate blob, index or
@@ -17,6 +19,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// A compressor at zstd `level`: the repository config's level for blobs,
+    /// 3 for manifests and index files.
     pub fn new(level: i32) -> Encoder {
         let zstd = zstd::bulk::Compressor::new(level).expect("zstd compressor");
         Encoder { zstd }
@@ -107,6 +111,9 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     Encoder::new(level).encode(data)
 }
 
+/// One-shot [`Decoder::decode`] for small objects. Fails with
+/// [`ErrorKind::BadData`](crate::ErrorKind::BadData) for an empty object, an
+/// unknown tag, a frame without a content size or one claiming over 1 GiB.
 pub fn decode(data: &[u8], what: &str) -> Result<Vec<u8>> {
     Decoder::default().decode(data, what)
 }

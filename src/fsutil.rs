@@ -149,8 +149,12 @@ pub fn processes_holding(path: &Path) -> Vec<(u32, String)> {
 /// A process holding a file open.
 #[derive(Debug, Clone)]
 pub struct Holder {
+    /// Process id of the holder.
     pub pid: u32,
+    /// The holder's command name (`/proc/PID/comm`), for the refusal message.
     pub command: String,
+    /// The held file, under the path asked about: the holder's own name for it,
+    /// or the path there with the same device and inode.
     pub path: PathBuf,
 }
 
@@ -172,6 +176,9 @@ struct OpenFile {
 }
 
 impl OpenFiles {
+    /// Take the one pass over `/proc/*/fd`, skipping this process and other
+    /// Lifeboat processes; those this user may not inspect are silently absent,
+    /// never an error.
     pub fn scan() -> OpenFiles {
         use std::os::unix::fs::MetadataExt;
         let me = std::process::id();
@@ -263,6 +270,8 @@ pub fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// This machine's host name (`gethostname`), or `unknown` when it fails;
+/// recorded in manifests, lock files and operations log records.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
@@ -274,6 +283,8 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Whether the effective uid is 0, the only user a restore may give files
+/// back to their stored owner.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+/// A 32-byte BLAKE3 digest naming a blob, pack, index file or manifest; shown
+/// and serialized as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Id(pub [u8; 32]);
 
@@ -26,22 +28,30 @@ impl PartialOrd for Id {
 }
 
 impl Id {
+    /// All zero bytes: "none" where an id is required by layout, e.g. a full page
+    /// map's parent or a page map without chaining values.
     pub const ZERO: Id = Id([0; 32]);
 
+    /// The BLAKE3 digest of `data`.
     pub fn of(data: &[u8]) -> Id {
         Id(*blake3::hash(data).as_bytes())
     }
+    /// All 64 hex digits, as in object names and JSON.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
+    /// The first 8 hex digits, as shown to operators (`list`, log lines).
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }
+    /// Parse exactly 64 hex digits (either case); `None` otherwise. Id prefixes
+    /// are resolved by the repository, not here.
     pub fn parse(s: &str) -> Option<Id> {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(Id(out))
     }
+    /// Whether this is [`Id::ZERO`].
     pub fn is_zero(&self) -> bool {
         self.0 == [0; 32]
     }

@@ -32,7 +32,10 @@ const TIME_DIGITS: usize = 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// The command exited 0.
     Ok,
+    /// The command exited non-zero; `error` and `event` say why when it failed
+    /// with an error.
     Error,
 }
 
@@ -42,10 +45,15 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Requests {
+    /// PUT and POST requests (multipart parts included).
     pub put: u64,
+    /// GET requests, ranged reads included.
     pub get: u64,
+    /// LIST requests (one per page of a listing).
     pub list: u64,
+    /// HEAD requests.
     pub head: u64,
+    /// DELETE requests.
     pub delete: u64,
 }
 
@@ -62,6 +70,7 @@ impl From<RequestCounts> for Requests {
 }
 
 impl Requests {
+    /// All requests of every kind.
     pub fn total(&self) -> u64 {
         self.put + self.get + self.list + self.head + self.delete
     }
@@ -71,17 +80,24 @@ impl Requests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpRecord {
+    /// Always [`RECORD_FORMAT`] in a record this Lifeboat writes or accepts.
     pub format: u32,
     /// RFC 3339, UTC: when the command finished and the record was made.
     pub time: String,
+    /// Host name of the machine that ran the command.
     pub host: String,
+    /// Name of the real uid in the password database, else `$USER`, else the uid
+    /// in decimal.
     pub user: String,
+    /// Version of the Lifeboat that ran the command.
     pub lifeboat_version: String,
     /// The subcommand, e.g. `snapshot` or `log prune`.
     pub command: String,
     /// The arguments after the program name, secrets replaced by `***`.
     pub args: Vec<String>,
+    /// `Ok` exactly when `exit_code` is 0.
     pub result: Outcome,
+    /// The process's exit status (`replicate --exec` passes on its child's).
     pub exit_code: i32,
     /// One line, secrets redacted as in `args`; present only when the
     /// command failed with an error.
@@ -90,15 +106,21 @@ pub struct OpRecord {
     /// The error's stable event name, e.g. `repo.in_use`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// Milliseconds from the start of the process to the record.
     pub duration_ms: u64,
     /// Bytes this process stored in repositories (objects written, packs
     /// uploaded), whether the command succeeded or not.
     pub bytes_written: u64,
+    /// Objects this process deleted from repositories.
     pub objects_deleted: u64,
+    /// Requests this process sent to object stores, counted on the wire
+    /// (retries and multipart parts included); all zero for a directory.
     pub requests: Requests,
 }
 
 impl OpRecord {
+    /// The stored form, compact JSON (before the envelope); the record's key is
+    /// derived from these bytes by [`record_key`].
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a record serializes")
     }
@@ -122,6 +144,7 @@ impl OpRecord {
         serde_json::from_slice(json).map_err(bad)
     }
 
+    /// `time` parsed; `None` when it is not RFC 3339.
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
     }
@@ -313,6 +336,7 @@ const SECRET_WORDS: [&str; 8] = [
     "auth",
     "signature",
 ];
+/// What replaces a secret value in `args` and `error`.
 pub const REDACTED: &str = "***";
 
 fn looks_secret(name: &str) -> bool {

@@ -1,6 +1,9 @@
 //! Progress reporting for long work. The library reports bytes; the CLI decides
 //! whether that becomes a bar on a terminal, periodic plain lines, or nothing.
 
+/// Receives progress from long operations (snapshot, restore, verify, prune).
+/// Called from worker threads, hence `Sync`; implementations must be cheap,
+/// since `advance` may run for every blob.
 pub trait Progress: Sync {
     /// A new phase of `total` bytes (0 when unknown).
     fn begin(&self, what: &str, total: u64);
@@ -8,7 +11,10 @@ pub trait Progress: Sync {
     fn begin_items(&self, what: &str, total: u64) {
         self.begin(what, total);
     }
+    /// `bytes` more (or items, after [`Progress::begin_items`]) of the current
+    /// phase are done.
     fn advance(&self, bytes: u64);
+    /// The current phase is over.
     fn end(&self);
     /// A non-fatal problem the operator should see.
     fn warn(&self, message: &str) {
@@ -16,6 +22,7 @@ pub trait Progress: Sync {
     }
 }
 
+/// A [`Progress`] that reports nothing; warnings still go to `tracing`.
 pub struct Silent;
 
 impl Progress for Silent {

@@ -13,10 +13,15 @@ use crate::repo::manifest::{Entry, EntryKind};
 
 /// One walked path: where it is and its metadata entry (without content yet).
 pub struct Walked {
+    /// Absolute path on disk, for reading the content.
     pub abs: PathBuf,
+    /// Metadata as stored in the manifest; `path` is relative to the walked root.
     pub entry: Entry,
 }
 
+/// Compile exclude globs (relative to the source's root) into one set.
+/// Fails with [`ErrorKind::Config`](crate::ErrorKind::Config), naming
+/// `subject`, on a pattern that is not a valid glob.
 pub fn build_excludes(patterns: &[String], subject: &str) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
@@ -30,6 +35,10 @@ pub fn build_excludes(patterns: &[String], subject: &str) -> Result<GlobSet> {
         .map_err(|e| Error::config(subject, format!("exclude patterns: {e}")))
 }
 
+/// The manifest entry for one path, without content (no hash, no chunks);
+/// `None` for sockets, FIFOs and devices, which are not stored. `mtime_ns` is
+/// nanoseconds since the epoch. Fails only when a symlink's target cannot be
+/// read.
 pub fn entry_for(rel: &str, meta: &fs::Metadata, abs: &Path) -> Result<Option<Entry>> {
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
@@ -146,7 +155,9 @@ fn walk_dir(
 
 /// What reading a file produced.
 pub struct ReadFile {
+    /// Bytes read, the file's length as chunked.
     pub size: u64,
+    /// BLAKE3 of the whole content, as read.
     pub blake3: crate::id::Id,
     /// Whether size, mtime or ctime moved while it was being read.
     pub changed: bool,
