@@ -32,6 +32,7 @@ pub use select::{Pick, Selection};
 
 use staging::StagingDir;
 
+/// Where a restore writes.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Back where each source was captured.
@@ -43,9 +44,15 @@ pub enum Target {
     File(PathBuf),
 }
 
+/// How a restore behaves; see [`restore`] for what it refuses.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
+    /// Where the sources land.
     pub target: Target,
+    /// Move what is in the way (a non-empty target, an existing file or one of a
+    /// different type) into `.lifeboat-pre-restore-<time>/` instead of refusing
+    /// with [`ErrorKind::CantCreate`](crate::ErrorKind::CantCreate). Never
+    /// overrides the refusal of a file another process holds open.
     pub force: bool,
     /// Refuse databases whose schema version is above this.
     pub max_schema_version: Option<i64>,
@@ -59,14 +66,20 @@ pub struct RestoreOptions {
     pub skip_integrity_check: bool,
 }
 
+/// One restored source, as reported (and serialized for `--json`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
+    /// The source's name in the manifest.
     pub name: String,
+    /// Where it now is on disk.
     pub path: String,
+    /// `sqlite`, `directory` or `file`.
     pub kind: &'static str,
+    /// Bytes of content written: the database file, or the regular files' content.
     pub bytes: u64,
     /// The snapshot (or replication base) it came from, and its time.
     pub snapshot: String,
+    /// RFC 3339 time of that snapshot.
     pub snapshot_time: String,
     /// For a replicated database: the commit it landed on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,11 +89,13 @@ pub struct Restored {
     pub age_seconds: i64,
 }
 
+/// What [`restore`] did, once every source is in place.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
     /// The snapshot, when everything came from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// Every source restored, in the order they were put in place.
     pub restored: Vec<Restored>,
     /// Where the files that were in the way now are, if any were.
     pub moved_aside: Vec<String>,

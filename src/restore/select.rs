@@ -29,9 +29,12 @@ pub fn is_service_snapshot(s: &SnapshotRef) -> bool {
 /// One source and the point it is restored from.
 #[derive(Debug)]
 pub struct Pick {
+    /// The source as stored in that snapshot's manifest (narrowed to the
+    /// `--include` matches when asked).
     pub source: Source,
     /// The snapshot (or base) the source's bytes come from.
     pub snapshot: Id,
+    /// RFC 3339 time of that snapshot.
     pub snapshot_time: String,
     /// Commits to replay on the base, for a replicated database.
     pub replay: Option<Arc<Replay>>,
@@ -40,6 +43,7 @@ pub struct Pick {
 /// What one restore brings back.
 #[derive(Debug, Default)]
 pub struct Selection {
+    /// One per source brought back.
     pub picks: Vec<Pick>,
     /// Paths of the sources left out (`--only`): a restore never moves or
     /// replaces what belongs to them, even inside a directory it replaces.

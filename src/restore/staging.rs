@@ -70,6 +70,7 @@ impl StagingDir {
         Ok(StagingDir { path, _lock: lock })
     }
 
+    /// The staging directory itself.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -25,21 +25,41 @@ mod embedded;
 /// What to capture, as resolved from the command line or the config.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
+    /// Unique within one snapshot; how restores and later snapshots find it.
     pub name: String,
+    /// Where it lives now; stored absolute.
     pub path: PathBuf,
+    /// What it is and how to capture it.
     pub kind: SourceKind,
 }
 
+/// How a source is captured.
 #[derive(Debug, Clone)]
 pub enum SourceKind {
-    Sqlite { schema_query: String },
-    Directory { exclude: Vec<String> },
+    /// A live SQLite database, captured page by page inside a read
+    /// transaction.
+    Sqlite {
+        /// SQL returning one integer, recorded as the schema version that
+        /// `restore` compares with its maximum (e.g. `PRAGMA user_version`).
+        schema_query: String,
+    },
+    /// A directory tree, walked without following symlinks; SQLite
+    /// databases found inside are captured as databases.
+    Directory {
+        /// Globs, relative to the directory, of paths left out.
+        exclude: Vec<String>,
+    },
+    /// One regular file, chunked like a directory's files.
     File,
 }
 
+/// How a snapshot is recorded.
 #[derive(Debug, Clone)]
 pub struct SnapshotOptions {
+    /// Full, partial or (for `replicate`) a replication base; recorded, and what
+    /// retention and `restore latest` go by.
     pub kind: crate::repo::manifest::SnapshotKind,
+    /// Free-form labels recorded in the manifest (`forget --keep-tag` keeps by them).
     pub tags: Vec<String>,
     /// Recorded on the (single) database of a replication base.
     pub replication: Option<crate::repo::manifest::ReplicationPoint>,
@@ -66,6 +86,18 @@ impl Db<'_> {
 /// Pages per unit of work handed to a hashing/compressing worker.
 const BATCH_PAGES: usize = 256;
 
+/// Capture `specs` into one snapshot and publish its manifest; returns the
+/// manifest's id and the manifest. Every database's read transaction begins
+/// before any slow work, so the databases are captured at one instant; pages
+/// and chunks the repository already holds are not stored again. The caller
+/// holds the writer lock ([`Repository::lock`]).
+/// Fails with [`ErrorKind::Usage`](crate::ErrorKind::Usage) for no sources or
+/// two with one name, [`ErrorKind::NoInput`](crate::ErrorKind::NoInput) for a
+/// missing source, [`ErrorKind::BadData`](crate::ErrorKind::BadData) for a
+/// database source that is not SQLite, [`ErrorKind::Config`](crate::ErrorKind::Config) for a
+/// SQLite built without `SQLITE_ENABLE_DBPAGE_VTAB`, and
+/// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when a database stays locked.
+/// Nothing is visible in the repository unless it succeeds.
 pub fn take(
     repo: &Repository,
     specs: &[SourceSpec],
@@ -309,6 +341,8 @@ fn check_names(specs: &[SourceSpec]) -> Result<()> {
     Ok(())
 }
 
+/// `p` as an absolute path (not resolving links), as sources are recorded in
+/// manifests; `p` itself when the working directory is unreadable.
 pub fn abs_string(p: &Path) -> String {
     std::path::absolute(p)
         .unwrap_or_else(|_| p.to_path_buf())

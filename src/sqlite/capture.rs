@@ -28,19 +28,28 @@ use crate::error::{Error, IoContext, Result, SqlContext};
 
 /// One database with a read transaction open on it.
 pub struct OpenDatabase {
+    /// The database file as named by the caller.
     pub path: PathBuf,
     conn: Connection,
     /// The database file and the pages to take through SQLite instead, when
     /// direct reading is known to be safe.
     direct: Option<(Arc<File>, HashSet<u32>)>,
+    /// Bytes per page (512 to 65536), as of the read transaction.
     pub page_size: u32,
+    /// Pages in the database as of the read transaction.
     pub page_count: u32,
+    /// `PRAGMA journal_mode`, lower case (`wal`, `delete`, …).
     pub journal_mode: String,
+    /// `sqlite_version()` of the linked SQLite, recorded in the manifest.
     pub sqlite_version: String,
+    /// What `schema_query` returned, when it was an integer (or text holding
+    /// one); `None` for NULL or anything else.
     pub schema_version: Option<i64>,
+    /// The query that gave `schema_version`.
     pub schema_query: String,
 }
 
+/// The schema-version query used when the configuration names none.
 pub const DEFAULT_SCHEMA_QUERY: &str = "PRAGMA user_version";
 
 /// A database opened for capture, its transaction not yet begun.

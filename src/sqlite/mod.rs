@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, IoContext, Result, SqlContext};
 
+/// The first 16 bytes of every SQLite database file.
 pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// The file-name suffixes SQLite creates beside a database.
@@ -55,6 +56,8 @@ fn uri_escape(path: &Path) -> String {
     out
 }
 
+/// The paths of every [`SIDECARS`] name beside `db` (`app.db-wal`, …),
+/// whether or not they exist.
 pub fn sidecar_paths(db: &Path) -> Vec<std::path::PathBuf> {
     SIDECARS
         .iter()

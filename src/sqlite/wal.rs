@@ -11,7 +11,9 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
+/// Bytes of the WAL header.
 pub const HEADER_LEN: u64 = 32;
+/// Bytes of each frame's header; the page image follows it.
 pub const FRAME_HEADER_LEN: u64 = 24;
 const MAGIC_LE: u32 = 0x377f_0682;
 const MAGIC_BE: u32 = 0x377f_0683;
@@ -19,17 +21,29 @@ const MAGIC_BE: u32 = 0x377f_0683;
 /// The 32-byte WAL header (all fields big-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalHeader {
+    /// `0x377f0682` (checksums little-endian) or `0x377f0683` (big-endian).
     pub magic: u32,
+    /// File format version, always 3007000.
     pub version: u32,
+    /// Bytes per page as stored; read it through [`WalHeader::page_size`].
     pub page_size: u32,
+    /// Checkpoint sequence number.
     pub checkpoint_seq: u32,
+    /// First salt: changes with every restart of the log, so together with
+    /// `salt2` it names the generation.
     pub salt1: u32,
+    /// Second salt (random at each restart).
     pub salt2: u32,
+    /// First word of the header's checksum, the seed of the frames' chain.
     pub checksum1: u32,
+    /// Second word of the header's checksum.
     pub checksum2: u32,
 }
 
 impl WalHeader {
+    /// Decode the header; `None` unless the magic, the version (3007000) and the
+    /// page size are valid. The checksum is not checked here
+    /// ([`WalHeader::checksum_ok`]).
     pub fn parse(b: &[u8; 32]) -> Option<WalHeader> {
         let be = |o: usize| u32::from_be_bytes(b[o..o + 4].try_into().unwrap());
         let h = WalHeader {
@@ -49,6 +63,7 @@ impl WalHeader {
         ((h.magic == MAGIC_LE || h.magic == MAGIC_BE) && h.version == 3_007_000 && ps_ok).then_some(h)
     }
 
+    /// Bytes per page (a stored 1 read as 65536).
     pub fn page_size(&self) -> u32 {
         if self.page_size == 1 { 65536 } else { self.page_size }
     }
@@ -146,6 +161,7 @@ impl WalHeader {
         Ok(WalHeader::parse(&raw).filter(|h| h.checksum_ok(&raw)))
     }
 
+    /// `(salt1, salt2)`: the generation this header begins.
     pub fn salts(&self) -> (u32, u32) {
         (self.salt1, self.salt2)
     }
@@ -156,10 +172,15 @@ impl WalHeader {
 /// by its salts, which SQLite changes whenever it restarts the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WalPosition {
+    /// First salt of the generation.
     pub salt1: u32,
+    /// Second salt of the generation.
     pub salt2: u32,
+    /// Frames of the generation before this position (0 = just after the header).
     pub frame: u32,
+    /// First word of the running checksum after frame `frame`.
     pub cksum1: u32,
+    /// Second word of the running checksum.
     pub cksum2: u32,
 }
 
@@ -193,6 +214,7 @@ impl WalPosition {
         [self.salt1, self.salt2, self.frame, self.cksum1, self.cksum2]
     }
 
+    /// The inverse of [`WalPosition::to_words`].
     pub fn from_words(w: [u32; 5]) -> WalPosition {
         WalPosition {
             salt1: w[0],
@@ -203,6 +225,7 @@ impl WalPosition {
         }
     }
 
+    /// Whether this position lies in the generation `header` begins (same salts).
     pub fn same_generation(&self, header: &WalHeader) -> bool {
         (self.salt1, self.salt2) == header.salts()
     }
@@ -213,7 +236,9 @@ impl WalPosition {
 /// in `WalCommits::data` at `index * page_size`.
 #[derive(Debug, Clone)]
 pub struct WalCommit {
+    /// Pages in the database after this commit (its commit frame's size field).
     pub db_pages: u32,
+    /// Page numbers (1-based) written by the commit, each once.
     pub pages: Vec<u32>,
     /// Index of this commit's first page in `WalCommits::data`.
     pub first: usize,
@@ -222,6 +247,7 @@ pub struct WalCommit {
 /// Commits read from a WAL, and where reading stopped.
 #[derive(Debug, Default)]
 pub struct WalCommits {
+    /// Complete transactions, oldest first.
     pub commits: Vec<WalCommit>,
     /// Page images of every commit, back to back.
     pub data: Vec<u8>,
@@ -234,6 +260,7 @@ pub struct WalCommits {
 }
 
 impl WalCommits {
+    /// Empty it for reuse, keeping the allocation of `data`.
     pub fn clear(&mut self) {
         self.commits.clear();
         self.data.clear();
@@ -401,6 +428,10 @@ pub enum SlotAfter {
     Overwritten,
 }
 
+/// What the frame slot right after `pos` holds, given the salts of the
+/// generation that replaced `pos`'s; an I/O error is
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) (a short read is
+/// [`SlotAfter::Free`]).
 pub fn slot_after(file: &File, pos: &WalPosition, page_size: u32, new_salts: (u32, u32)) -> Result<SlotAfter> {
     let frame_len = FRAME_HEADER_LEN + page_size as u64;
     let mut fh = [0u8; FRAME_HEADER_LEN as usize];
@@ -423,8 +454,11 @@ pub fn slot_after(file: &File, pos: &WalPosition, page_size: u32, new_salts: (u3
 /// Read only while holding the database's write lock, when it cannot change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexHeader {
+    /// Frames of the log holding committed content (`mxFrame`).
     pub max_frame: u32,
+    /// Pages in the database after the last commit (`nPage`).
     pub db_pages: u32,
+    /// The running checksum after frame `max_frame` (`aFrameCksum`).
     pub frame_cksum: (u32, u32),
     /// As stored in the WAL header (big-endian there).
     pub salts: (u32, u32),
