@@ -30,6 +30,7 @@ pub const DEFAULT_KEEP_WAL: jiff::SignedDuration = jiff::SignedDuration::from_ho
 /// The WAL history window (`--keep-wal`): inside it every commit restores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalWindow {
+    /// Every commit of the last this long (from now) restores.
     Within(jiff::SignedDuration),
     /// Every commit after the oldest kept base, however old.
     Unlimited,
@@ -50,54 +51,78 @@ impl Serialize for WalWindow {
     }
 }
 
+/// What [`plan`] keeps.
 pub struct ForgetOptions {
+    /// Snapshot rules, applied per group (host and sources; per stream for
+    /// replication bases).
     pub policy: Policy,
     /// WAL history window (`--keep-wal`); [`DEFAULT_KEEP_WAL`] when `None`
     /// and there are snapshot rules. With neither, forget refuses.
     pub keep_wal: Option<WalWindow>,
     /// Calendar buckets are counted in this zone.
     pub tz: jiff::tz::TimeZone,
+    /// The present, from which `keep_wal` is measured back.
     pub now: jiff::Timestamp,
 }
 
+/// The decision for one snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
+    /// The snapshot's manifest id.
     pub id: Id,
+    /// The snapshot's recorded time, RFC 3339.
     pub time: String,
+    /// Host that took it.
     pub host: String,
+    /// Full, partial or replication base.
     pub kind: crate::repo::manifest::SnapshotKind,
+    /// Its tags.
     pub tags: Vec<String>,
     /// Host and sources (and the stream for bases): what retention counts
     /// together.
     pub group: String,
+    /// Whether it stays; `false` means [`apply`] deletes its manifest.
     pub keep: bool,
     /// Every rule that kept it; empty when removed.
     pub reasons: Vec<String>,
 }
 
+/// What [`plan`] deletes of one replication stream's WAL segments.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamPlan {
+    /// The stream's name (as in `wal/<stream>/`).
     pub stream: String,
+    /// Segments the stream holds now.
     pub segments: usize,
+    /// Stored bytes of those segments.
     pub bytes: u64,
     /// Segments ending at or before this txid are deleted.
     pub cutoff_txid: u64,
+    /// Segments to delete.
     pub delete_segments: usize,
+    /// Stored bytes of the segments to delete.
     pub delete_bytes: u64,
+    /// Their repository keys; not serialized.
     #[serde(skip)]
     pub delete_keys: Vec<String>,
 }
 
+/// Everything `forget` would remove, decided without deleting anything
+/// (`--dry-run` prints it; [`apply`] carries it out).
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgetPlan {
+    /// One per snapshot in the repository, kept or not.
     pub verdicts: Vec<Verdict>,
+    /// One per replication stream.
     pub wal: Vec<StreamPlan>,
     /// The window applied, and whether it was the default.
     pub wal_window: WalWindow,
+    /// `true` when no window was given and [`DEFAULT_KEEP_WAL`] applied.
     pub wal_window_default: bool,
 }
 
 impl ForgetPlan {
+    /// The verdicts of the snapshots to remove.
     pub fn removed(&self) -> impl Iterator<Item = &Verdict> {
         self.verdicts.iter().filter(|v| !v.keep)
     }
@@ -122,6 +147,11 @@ fn group_key(s: &SnapshotRef) -> String {
     }
 }
 
+/// Decide what to keep, reading only manifests and the segment listing.
+/// Fails with [`ErrorKind::Usage`](crate::ErrorKind::Usage) when no rule is
+/// given or when the rules would remove every snapshot of a group, and with
+/// [`ErrorKind::BadData`](crate::ErrorKind::BadData) for a manifest whose time
+/// is not RFC 3339. Needs no lock: it changes nothing.
 pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
     if opts.policy.is_empty() && opts.keep_wal.is_none() {
         return Err(Error::usage("no retention rule given: forget would remove nothing")
@@ -302,11 +332,16 @@ fn plan_wal(
     Ok(out)
 }
 
+/// What [`apply`] removed.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ForgetReport {
+    /// Manifests deleted.
     pub removed_snapshots: usize,
+    /// Snapshots left.
     pub kept_snapshots: usize,
+    /// WAL segments deleted.
     pub deleted_segments: usize,
+    /// Stored bytes of those segments.
     pub deleted_segment_bytes: u64,
 }
 

@@ -16,6 +16,7 @@ use crate::repo::manifest::{ReplicationPoint, Source};
 use crate::repo::segment::{self, Segment};
 use crate::repo::{Repository, SnapshotRef};
 
+/// Which state of a replicated database a point-in-time restore gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// The state after the newest commit the repository holds.
@@ -29,19 +30,26 @@ pub enum Target {
 /// Where a restore landed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Landed {
+    /// The last commit applied (the base's own txid when none was).
     pub txid: u64,
     /// RFC 3339 time of that commit (of the base, if no commit was applied).
     pub time: String,
+    /// Txid of the base the replay started from.
     pub base_txid: u64,
+    /// WAL segments read and applied.
     pub segments: usize,
+    /// Commits applied on the base.
     pub commits_applied: u64,
 }
 
 /// A base and the segments to apply on it.
 #[derive(Debug)]
 pub struct Replay {
+    /// The database's source name.
     pub name: String,
+    /// The state asked for.
     pub target: Target,
+    /// The base's stream and txid: where the replay starts.
     pub base_point: ReplicationPoint,
     base_time: jiff::Timestamp,
     /// (first, last, key), contiguous from the base.
@@ -52,6 +60,7 @@ pub struct Replay {
     /// When the chain reaches every commit before that gap: until when the
     /// replicator is known to have watched with nothing more committed.
     watched_until_ns: Option<i64>,
+    /// Where [`Replay::apply`] stopped; `None` until it has run.
     pub landed: Mutex<Option<Landed>>,
 }
 

@@ -39,12 +39,14 @@ const INDEX_BLOBS: usize = 65536;
 /// Blobs per frame when repacking (as capture groups pages).
 const REPACK_FRAME_BLOBS: usize = 16;
 
+/// How [`prune`] behaves.
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// How old a mark must be before its packs are deleted.
     pub grace: Duration,
     /// Repack a pack when at least this fraction of its bytes is unused.
     pub repack_unused: f64,
+    /// Decide and report, but change nothing (and take no lock).
     pub dry_run: bool,
 }
 
@@ -58,6 +60,7 @@ impl Default for PruneOptions {
     }
 }
 
+/// The grace period when none is given: one hour.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
 /// The shortest grace period that is safe while other writers run.
@@ -65,38 +68,55 @@ pub fn safe_grace() -> Duration {
     writer_view_limit() * 2
 }
 
+/// What [`prune`] found and did (with `dry_run`: would do). Counts of packs
+/// and blobs; `*_bytes` are stored (compressed) bytes.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct PruneReport {
+    /// Whether nothing was changed.
     pub dry_run: bool,
+    /// Snapshots whose references were walked, replication bases included.
     pub snapshots: usize,
+    /// Distinct blobs those snapshots reference.
     pub referenced_blobs: u64,
+    /// Packs in the index files at the start, marked packs not counted.
     pub packs: u64,
     /// Packs marked by this run (unused, repacked, or not indexed).
     pub marked_packs: u64,
+    /// Stored bytes of the packs marked by this run.
     pub marked_bytes: u64,
     /// Of those, packs found in `data/` that no index file listed.
     pub unindexed_packs: u64,
+    /// Packs whose referenced blobs were copied into new packs, then marked.
     pub repacked_packs: u64,
+    /// Blobs copied by repacking.
     pub repacked_blobs: u64,
     /// Stored bytes of the new packs written by repacking.
     pub repack_written_bytes: u64,
     /// Marked packs a snapshot needed, indexed again.
     pub recovered_packs: u64,
+    /// Marked packs deleted, their grace period over.
     pub deleted_packs: u64,
+    /// Stored bytes of those packs.
     pub deleted_bytes: u64,
+    /// Marks past their grace period, deleted after their packs.
     pub deleted_marks: u64,
     /// Marked packs waiting for their grace period.
     pub waiting_packs: u64,
+    /// Stored bytes of the packs waiting for their grace period.
     pub waiting_bytes: u64,
+    /// Index files written (rewrites without marked packs, repacks, recoveries).
     pub index_files_written: u64,
+    /// Index files deleted, replaced by rewritten ones.
     pub index_files_deleted: u64,
     /// Packs the index lists that are missing from `data/`.
     pub missing_packs: u64,
 }
 
-/// One bit per blob of the index ([`crate::repo::index::Index::position`]).
+/// One bit per blob of the index, by its position in the index's id order
+/// ([`crate::repo::index::Index::at`]).
 pub struct Referenced {
     bits: Vec<u64>,
+    /// How many blobs are referenced.
     pub count: u64,
 }
 
@@ -114,9 +134,11 @@ impl Referenced {
             self.count += 1;
         }
     }
+    /// Whether the blob at index position `pos` is referenced.
     pub fn get(&self, pos: usize) -> bool {
         self.bits[pos / 64] & (1 << (pos % 64)) != 0
     }
+    /// The index positions of every referenced blob, ascending.
     pub fn positions(&self) -> impl Iterator<Item = usize> + '_ {
         self.bits
             .iter()

@@ -29,6 +29,7 @@ pub struct IndexRepair {
     /// Packs whose header cannot be read: their blobs stay lost, and
     /// `verify` names the snapshots that miss them.
     pub unreadable_packs: Vec<(String, String)>,
+    /// Whether nothing was changed (`--dry-run`): the lists say what would be.
     pub dry_run: bool,
 }
 
@@ -40,6 +41,7 @@ pub struct SnapshotRepair {
     /// Manifests that could not be read for a reason that may pass (an I/O
     /// error, a store that does not answer): left where they are.
     pub left_alone: Vec<(String, String)>,
+    /// Whether nothing was changed (`--dry-run`): the lists say what would be.
     pub dry_run: bool,
 }
 

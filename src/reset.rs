@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{compact_timestamp, sync_dir};
 
+/// What [`reset`] moved aside (or, in a dry run, would move).
 #[derive(Debug, serde::Serialize)]
 pub struct ResetReport {
+    /// The service's data directory, as given.
     pub data_dir: String,
+    /// `true` unless `confirm` was given: nothing was moved.
     pub dry_run: bool,
     /// Files removed (or, in a dry run, that would be).
     pub files: Vec<String>,

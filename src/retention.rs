@@ -82,9 +82,13 @@ impl FromStr for Count {
 /// A `--keep-within` duration: calendar units, as restic's `Duration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct KeepWithin {
+    /// Calendar years.
     pub years: u32,
+    /// Calendar months.
     pub months: u32,
+    /// Days.
     pub days: u32,
+    /// Hours.
     pub hours: u32,
 }
 
@@ -170,12 +174,19 @@ pub fn parse_duration(s: &str) -> Result<KeepWithin, String> {
 /// What to keep. A snapshot is kept if any rule keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// `--keep-last`: the newest N.
     pub last: Option<Count>,
+    /// `--keep-hourly`: the newest in each of the last N hours that have one.
     pub hourly: Option<Count>,
+    /// `--keep-daily`: the newest in each of the last N days that have one.
     pub daily: Option<Count>,
+    /// `--keep-weekly`: the newest in each of the last N ISO weeks that have one.
     pub weekly: Option<Count>,
+    /// `--keep-monthly`: the newest in each of the last N months that have one.
     pub monthly: Option<Count>,
+    /// `--keep-yearly`: the newest in each of the last N years that have one.
     pub yearly: Option<Count>,
+    /// `--keep-within`: every snapshot this close to the newest (see [`apply_at`]).
     pub within: Option<KeepWithin>,
     /// Each entry is a tag list: `"a,b"` keeps snapshots having both `a` and
     /// `b`; entries are alternatives. `""` matches untagged snapshots.
@@ -254,17 +265,24 @@ impl fmt::Display for Policy {
 /// One snapshot of the group being pruned.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
+    /// When it was taken.
     pub time: Timestamp,
+    /// Its tags, matched against [`Policy::tags`].
     pub tags: &'a [String],
 }
 
 /// The calendar periods of the bucket rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
+    /// Calendar hours, in the caller's time zone.
     Hourly,
+    /// Calendar days.
     Daily,
+    /// ISO 8601 weeks (Monday first, the week-numbering year).
     Weekly,
+    /// Calendar months.
     Monthly,
+    /// Calendar years.
     Yearly,
 }
 
@@ -310,11 +328,17 @@ impl fmt::Display for Bucket {
 /// Why a snapshot is kept. `Display` gives restic's words.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// Kept by [`Policy::last`].
     Last,
+    /// Kept by [`Policy::hourly`].
     Hourly,
+    /// Kept by [`Policy::daily`].
     Daily,
+    /// Kept by [`Policy::weekly`].
     Weekly,
+    /// Kept by [`Policy::monthly`].
     Monthly,
+    /// Kept by [`Policy::yearly`].
     Yearly,
     /// The group's oldest snapshot, kept because the rule still had count left
     /// although its bucket was already kept (restic >= 0.16, labelled since 0.18).
@@ -348,7 +372,9 @@ impl fmt::Display for Reason {
 /// restic's order: tags, within, last, hourly, daily, weekly, monthly, yearly.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether any rule keeps the snapshot.
     pub keep: bool,
+    /// Every rule that kept it; empty when removed.
     pub reasons: Vec<Reason>,
 }
 

@@ -42,7 +42,9 @@ use crate::repo::{Repository, SnapshotRef};
 /// Objects and their total size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ObjectCount {
+    /// How many objects.
     pub objects: u64,
+    /// Their total size in bytes, as stored.
     pub bytes: u64,
 }
 
@@ -66,6 +68,7 @@ pub struct Objects {
     pub wal: ObjectCount,
     /// Everything else: `config`, and prefixes this version does not know.
     pub other: ObjectCount,
+    /// All of the above together.
     pub total: ObjectCount,
 }
 
@@ -73,8 +76,11 @@ pub struct Objects {
 /// bytes (shares of frames, see the module documentation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Blobs {
+    /// How many distinct blobs.
     pub blobs: u64,
+    /// Their decoded size in bytes.
     pub raw_bytes: u64,
+    /// Their share of the stored frames, in bytes.
     pub stored_bytes: u64,
 }
 
@@ -86,12 +92,19 @@ impl Blobs {
     }
 }
 
+/// One snapshot's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotStats {
+    /// The manifest id.
     pub id: Id,
+    /// When it was taken, RFC 3339.
     pub time: String,
+    /// Full, partial or replication base.
     pub kind: crate::repo::manifest::SnapshotKind,
+    /// Host that took it.
     pub host: String,
+    /// Bytes its sources held (databases as page size times page count): what
+    /// restoring it would write.
     pub logical_bytes: u64,
     /// What the snapshot stored when it was taken (its summary).
     pub added_stored_bytes: u64,
@@ -100,26 +113,35 @@ pub struct SnapshotStats {
     pub unique: Blobs,
 }
 
+/// One replication stream's WAL history.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamStats {
     /// `wal/<stream>/`.
     pub stream: String,
     /// The database, as the newest base of the stream names it.
     pub path: Option<String>,
+    /// WAL segments stored.
     pub segments: u64,
+    /// Stored bytes under `wal/<stream>/`, segments and anything else there.
     pub bytes: u64,
+    /// First commit the segments hold; `None` without segments.
     pub first_txid: Option<u64>,
+    /// Last commit the segments hold; `None` without segments.
     pub last_txid: Option<u64>,
     /// When the replicator saw the first and the last commit (RFC 3339).
     pub first_commit: Option<String>,
+    /// When the replicator saw the last commit (RFC 3339); `None` when unknown.
     pub last_commit: Option<String>,
     /// Snapshots of kind `base` that start from a point of this stream.
     pub bases: u64,
 }
 
+/// Everything [`compute`] reports (`lifeboat stats --json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RepoStats {
+    /// Objects and bytes in the store, by kind.
     pub repository: Objects,
+    /// Snapshots listed, replication bases included.
     pub snapshot_count: u64,
     /// Sum over snapshots of their `logical_bytes`: what restoring every
     /// snapshot would write.
@@ -143,6 +165,7 @@ pub struct RepoStats {
     pub missing_references: u64,
     /// Oldest first.
     pub snapshots: Vec<SnapshotStats>,
+    /// One per stream that has objects under `wal/` or bases naming it, by name.
     pub wal_streams: Vec<StreamStats>,
 }
 

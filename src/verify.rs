@@ -14,12 +14,14 @@ use crate::repo::Repository;
 use crate::repo::manifest::Source;
 use crate::repo::pack::{pack_key, parse_header};
 
+/// One piece of damage [`verify`] found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
     /// Snapshot id, or empty for damage not (yet) tied to a snapshot.
     pub snapshot: String,
     /// Source name and file path inside it, when known.
     pub file: String,
+    /// What is wrong, in one line.
     pub problem: String,
 }
 
@@ -54,16 +56,25 @@ impl DataCheck {
     }
 }
 
+/// What [`verify`] checked and found. The repository is sound exactly when
+/// `problems` is empty.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
+    /// Snapshots checked, replication bases included.
     pub snapshots: usize,
+    /// Packs the index lists.
     pub packs: usize,
-    /// Packs and WAL segments read (all of them, or the sample).
+    /// Packs read (all of them, or the sample).
     pub packs_read: usize,
+    /// WAL segments stored.
     pub segments: usize,
+    /// WAL segments read (all of them, or the sample).
     pub segments_read: usize,
+    /// Blobs the index lists.
     pub blobs: usize,
+    /// Stored bytes read, packs and segments together.
     pub bytes_read: u64,
+    /// Every problem found, not only the first.
     pub problems: Vec<Problem>,
     /// Packs present but in no index: left by an interrupted writer; harmless.
     pub unreferenced_packs: Vec<String>,
