@@ -22,6 +22,9 @@ use crate::repo::pagemap::{Change, PageList, PageMap};
 use crate::repo::segment::Segment;
 use crate::repo::writer::BlobWriter;
 
+/// The page images written since the last base, kept in a local sparse file
+/// (`fold.pages` in the stream's state directory), and what a folded base
+/// needs to be written from them.
 pub struct Fold {
     path: PathBuf,
     file: File,
@@ -31,12 +34,18 @@ pub struct Fold {
     /// The base the pages are relative to; 0 when the record is incomplete
     /// (after a restart), and a fold must read the database instead.
     pub base_txid: u64,
+    /// The last commit recorded.
     pub last_txid: u64,
     last_time_ns: i64,
+    /// When the record started over (the last base or fold): how old the history
+    /// a restore would replay is.
     pub since: Instant,
 }
 
 impl Fold {
+    /// Create (or empty) `dir/fold.pages`, mode 0600; the record starts
+    /// incomplete until [`Fold::reset`]. Fails with an I/O error when `dir` is
+    /// not writable.
     pub fn open(dir: &Path) -> Result<Fold> {
         let path = dir.join("fold.pages");
         let file = {
@@ -86,6 +95,8 @@ impl Fold {
         self.last_txid > self.base_txid
     }
 
+    /// Whether a fold can be written from the record alone: it started from a
+    /// base of this run, and the page size carries chaining values.
     pub fn is_complete(&self) -> bool {
         self.base_txid > 0 && crate::treehash::supported(self.page_size)
     }

@@ -38,12 +38,18 @@ pub enum Polled {
     Lost(&'static str),
 }
 
+/// A live database followed through its WAL: holds the log against
+/// checkpoints (with read transactions of its own), reads each commit, and
+/// runs the checkpoints itself. One per database per host, enforced by an
+/// `flock` on the database file.
 pub struct Follower {
+    /// The database's real path (symlinks resolved).
     pub path: PathBuf,
     wal_path: PathBuf,
     shm_path: PathBuf,
     /// Device and inode of the database file when opened.
     ident: (u64, u64),
+    /// Bytes per page when opened.
     pub page_size: u32,
     big_endian: bool,
     anchors: [Connection; 2],
@@ -158,6 +164,11 @@ fn unsupported(path: &Path, fs: &str) -> Error {
 }
 
 impl Follower {
+    /// Start following `path`. Fails with [`ErrorKind::Config`] when the
+    /// database is not in WAL mode or lies on a filesystem where SQLite's
+    /// shared memory cannot be trusted, [`ErrorKind::BadData`] when it is
+    /// not SQLite, and [`ErrorKind::Busy`] when another replicator follows
+    /// it.
     pub fn open(path: &Path, schema_query: &str) -> Result<Follower> {
         if let Some(fs) = crate::fsutil::unreliable_filesystem(path) {
             return Err(unsupported(path, fs));
@@ -473,6 +484,8 @@ impl Follower {
         Ok(true)
     }
 
+    /// The database file's device and inode when opened: a different pair at the
+    /// path means the file was replaced.
     pub fn ident(&self) -> (u64, u64) {
         self.ident
     }

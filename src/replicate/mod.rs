@@ -38,8 +38,13 @@ pub use target::Target;
 /// What to replicate.
 #[derive(Debug, Clone)]
 pub struct DbSpec {
+    /// The source name recorded in bases and notices.
     pub name: String,
+    /// The database file; a symlink is followed, and the stream is named after
+    /// the real path.
     pub path: PathBuf,
+    /// SQL giving the schema version recorded in each base (as
+    /// [`SourceKind::Sqlite`]).
     pub schema_query: String,
 }
 
@@ -47,6 +52,7 @@ pub struct DbSpec {
 /// in progress) before replicate stops with `replicate.db_missing`.
 const DB_MISSING_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How [`run`] replicates; [`Options::default`] suits most services.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// A commit is in every reachable replica within this.
@@ -65,6 +71,8 @@ pub struct Options {
     /// Largest segment, in page bytes; a transaction larger than this is
     /// taken as a new base instead.
     pub segment_bytes: usize,
+    /// Where each database's spool and state live, one directory per stream
+    /// (default `$XDG_STATE_HOME/lifeboat/replicate`).
     pub state_dir: PathBuf,
     /// zstd level for segments (their images are mostly XOR deltas, and
     /// folds recompress what lasts).
@@ -88,52 +96,81 @@ pub enum Notice {
     /// base follows.
     #[serde(rename = "replicate.following")]
     Following {
+        /// The database's source name.
         db: String,
+        /// The database file's real path.
         path: String,
+        /// The stream id ([`stream_id`]).
         stream: String,
+        /// The newest transaction id given out so far.
         txid: u64,
+        /// Whether it continues the stream a previous run left.
         resumed: bool,
     },
     /// A replica holds a base of the database: restorable from here on.
     #[serde(rename = "replicate.base")]
     Base {
+        /// The database's source name.
         db: String,
+        /// The replica, as the operator wrote its location.
         replica: String,
+        /// The base's snapshot id, 64 hex digits.
         snapshot: String,
+        /// The last commit the base holds.
         txid: u64,
+        /// Whether commits before it may be missing (continuity was lost).
         after_gap: bool,
+        /// Milliseconds the base took.
         ms: u64,
     },
+    /// A base could not be stored in a replica; it is tried again later (a
+    /// configuration error stops the replicator instead).
     #[serde(rename = "replicate.base_failed")]
     BaseFailed {
+        /// The database's source name.
         db: String,
+        /// The replica, as the operator wrote its location.
         replica: String,
+        /// The error, on one line.
         error: String,
+        /// Seconds until the next try (doubling with each failure).
         retry_in_s: u64,
     },
     /// Commits after `after_txid` may be missing until the next base.
     #[serde(rename = "replicate.gap")]
     Gap {
+        /// The database's source name.
         db: String,
+        /// Why continuity was lost, for the operator.
         reason: String,
+        /// The last transaction id known to be complete.
         after_txid: u64,
     },
+    /// A periodic base was folded from the segments into a replica, bounding
+    /// what a point-in-time restore replays.
     #[serde(rename = "replicate.folded")]
     Folded {
+        /// The database's source name.
         db: String,
+        /// The replica, as the operator wrote its location.
         replica: String,
+        /// The folded base's snapshot id, 64 hex digits.
         snapshot: String,
+        /// The last commit the folded base holds.
         txid: u64,
     },
     /// The database's totals for this run, once it has stopped.
     #[serde(rename = "replicate.db_stopped")]
     Stopped {
+        /// The database's source name.
         db: String,
         /// The newest transaction id given out.
         txid: u64,
         /// Commits read this run.
         commits: u64,
+        /// Bases stored this run (counted once per replica).
         bases: u64,
+        /// Times continuity was lost this run.
         gaps: u64,
         /// Replicas left without every commit.
         unshipped: Vec<Unshipped>,
@@ -143,6 +180,7 @@ pub enum Notice {
 /// A replica a stopping replicator could not bring up to date.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Unshipped {
+    /// The replica, as the operator wrote its location.
     pub replica: String,
     /// Its first missing transaction id.
     pub from_txid: u64,
@@ -153,6 +191,8 @@ pub struct Unshipped {
 pub struct Notify(Option<Arc<dyn Fn(Notice) + Send + Sync>>);
 
 impl Notify {
+    /// Send every notice to `f`, called on the replicator's own threads; it
+    /// should return quickly.
     pub fn new(f: impl Fn(Notice) + Send + Sync + 'static) -> Notify {
         Notify(Some(Arc::new(f)))
     }

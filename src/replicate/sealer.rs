@@ -31,6 +31,7 @@ use super::spool::Spool;
 /// A commit's id and the interval in which it was made.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {
+    /// The commit's transaction id, counted by the replicator from 1.
     pub txid: u64,
     /// When the replicator read it (it was made at or before this).
     pub time_ns: i64,
@@ -41,11 +42,13 @@ pub struct Stamp {
 
 /// Commits read and stamped, handed over to be sealed.
 pub struct Batch {
+    /// The commits and their page images.
     pub wal: WalCommits,
     /// One for each commit in `wal.commits`.
     pub stamps: Vec<Stamp>,
     /// Where reading stood after the last of them.
     pub pos: WalPosition,
+    /// Bytes per page of the database.
     pub page_size: u32,
 }
 
@@ -64,6 +67,9 @@ struct Shared {
     idle: Condvar,
 }
 
+/// The thread that encodes read commits into WAL segments, spools them, and
+/// records their pages for the next fold. Its first failure is reported by
+/// every later call.
 pub struct Sealer {
     jobs: Option<SyncSender<Batch>>,
     /// Page buffers back from sealed batches, their capacity kept.
@@ -74,7 +80,9 @@ pub struct Sealer {
 
 /// What the sealer thread needs besides the batches.
 pub struct Setup {
+    /// Where sealed segments go.
     pub spool: Arc<Spool>,
+    /// The fold record each sealed segment's pages are added to.
     pub fold: Arc<Mutex<Fold>>,
     /// zstd level.
     pub level: i32,

@@ -25,6 +25,7 @@ pub struct Position {
     pub inflight: Option<u64>,
     /// When a failed base may be tried again.
     pub base_retry_at: Option<Instant>,
+    /// Failed bases in a row; the wait before the next try doubles with each.
     pub base_failures: u32,
     /// Milliseconds the last upload took.
     pub last_upload_ms: u64,
@@ -37,14 +38,19 @@ struct Shared {
     abandon: AtomicBool,
 }
 
+/// One replica of one database: its position and the thread uploading
+/// spooled segments to it.
 pub struct Replica {
+    /// The repository shipped to.
     pub target: Arc<Target>,
+    /// The replica, as the operator wrote its location.
     pub name: String,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Replica {
+    /// Start the replica's upload thread, next needing transaction `next`.
     pub fn start(target: Arc<Target>, stream: String, spool: Arc<Spool>, next: u64) -> Replica {
         let shared = Arc::new(Shared {
             pos: Mutex::new(Position {
@@ -72,6 +78,8 @@ impl Replica {
         }
     }
 
+    /// Change the position under its lock, then wake the replica's thread to
+    /// look at it.
     pub fn with<T>(&self, f: impl FnOnce(&mut Position) -> T) -> T {
         let mut p = self.shared.pos.lock().expect("replica position");
         let out = f(&mut p);
@@ -86,6 +94,7 @@ impl Replica {
         f(&self.shared.pos.lock().expect("replica position"))
     }
 
+    /// Wake the replica's thread to look for work now.
     pub fn wake(&self) {
         self.shared.wake_up();
     }

@@ -24,20 +24,29 @@ use crate::sqlite::wal::WalPosition;
 
 use super::wake;
 
+/// The version [`ReplicaState`] is written with; another is refused.
 pub const STATE_VERSION: u32 = 1;
 
+/// Where a database's stream stood, saved as `state.json` in its state
+/// directory so a restart continues the stream instead of taking a new base.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaState {
+    /// Always [`STATE_VERSION`].
     pub version: u32,
+    /// The stream id.
     pub stream: String,
+    /// The database's real path.
     pub db: String,
     /// The last transaction id given out (a commit, or a base after a gap).
     pub txid: u64,
     /// Where WAL reading stood after `txid`; absent after a gap.
     pub pos: Option<WalPosition>,
+    /// Bytes per page of the database.
     pub page_size: u32,
+    /// Device of the database file: a replaced file is a new stream position.
     pub dev: u64,
+    /// Inode of the database file.
     pub ino: u64,
     /// Until when the replicator watched the log with everything it read
     /// shipped (ns since the epoch; 0 when not known): commits found after
@@ -46,7 +55,10 @@ pub struct ReplicaState {
     pub seen_ns: i64,
 }
 
+/// One stream's local state directory: `state.json` and the spooled
+/// segments.
 pub struct Spool {
+    /// The stream's state directory.
     pub dir: PathBuf,
     /// Spooled segments by first txid: (last txid, file).
     entries: Mutex<BTreeMap<u64, (u64, PathBuf)>>,
@@ -208,6 +220,8 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 impl Spool {
+    /// Open (creating, private to the user) `dir` and its `spool/`, listing the
+    /// segments spooled there; leftovers of an interrupted write are removed.
     pub fn open(dir: &Path) -> Result<Spool> {
         let spool = dir.join("spool");
         fsutil::create_private_dir_all(&spool).map_err(|e| {
@@ -274,6 +288,9 @@ impl Spool {
         own.max(shared)
     }
 
+    /// The saved state, or `None` before the first save. Fails with
+    /// [`ErrorKind::BadData`](crate::ErrorKind::BadData) when it does not parse and
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) for another version.
     pub fn load_state(&self) -> Result<Option<ReplicaState>> {
         let p = self.state_path();
         match std::fs::read(&p) {
@@ -295,6 +312,7 @@ impl Spool {
         }
     }
 
+    /// Save the state atomically (temporary file, fsync, rename).
     pub fn save_state(&self, s: &ReplicaState) -> Result<()> {
         fsutil::write_atomic(&self.state_path(), &serde_json::to_vec(s).expect("state serializes"))
     }
@@ -348,6 +366,7 @@ impl Spool {
         }
     }
 
+    /// Bytes of the segments spooled now.
     pub fn bytes(&self) -> u64 {
         self.entries
             .lock()

@@ -20,7 +20,10 @@ use crate::storage::{LockGuard, Storage};
 /// again later.
 const LOCK_PATIENCE: Duration = Duration::from_secs(60);
 
+/// A replica repository, shared by every database one replicator process
+/// ships to it.
 pub struct Target {
+    /// Where the repository is.
     pub location: RepoLocation,
     /// For messages: the location as the operator wrote it.
     pub name: String,

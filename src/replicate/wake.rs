@@ -54,6 +54,7 @@ impl Signal {
 pub struct Events(Arc<Signal>);
 
 impl Events {
+    /// Events seen so far; a changed count means the watched files moved.
     pub fn count(&self) -> u64 {
         self.0.events.load(Ordering::SeqCst)
     }
