@@ -152,6 +152,41 @@ fn group_key(s: &SnapshotRef) -> String {
 /// given or when the rules would remove every snapshot of a group, and with
 /// [`ErrorKind::BadData`](crate::ErrorKind::BadData) for a manifest whose time
 /// is not RFC 3339. Needs no lock: it changes nothing.
+///
+/// ```
+/// use lifeboat::forget::{ForgetOptions, apply, plan};
+/// use lifeboat::retention::{Count, Policy};
+/// use lifeboat::{Repository, RepoLocation, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
+/// let repo = Repository::init(&RepoLocation::local(dir.path().join("backups")))?;
+/// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
+/// for day in ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"] {
+///     let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: Some(day.parse().unwrap()) };
+///     lifeboat::snapshot::take(&repo, &[source.clone()], &options, &lifeboat::progress::Silent)?;
+/// }
+///
+/// // `forget --keep-last 2`: decide first (what `--dry-run` shows), then apply.
+/// let options = ForgetOptions {
+///     policy: Policy { last: Some(Count::N(2)), ..Policy::default() },
+///     keep_wal: None,
+///     tz: jiff::tz::TimeZone::UTC,
+///     now: jiff::Timestamp::now(),
+/// };
+/// let decided = plan(&repo, &options)?;
+/// let removed: Vec<&str> = decided.removed().map(|v| v.time.as_str()).collect();
+/// assert_eq!(removed, ["2026-01-01T00:00:00Z"]);
+/// let report = apply(&repo, &decided)?;
+/// assert_eq!((report.removed_snapshots, report.kept_snapshots), (1, 2));
+/// assert_eq!(repo.snapshots()?.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// The data only the removed snapshots used stays until
+/// [`prune`](crate::prune::prune) deletes it.
 pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
     if opts.policy.is_empty() && opts.keep_wal.is_none() {
         return Err(Error::usage("no retention rule given: forget would remove nothing")

@@ -391,6 +391,27 @@ enum Rule {
 /// candidate counts as the newer one. `--keep-within` is measured back from
 /// the newest candidate, not from now; bucket boundaries and calendar
 /// arithmetic use `tz`.
+///
+/// ```
+/// use jiff::tz::TimeZone;
+/// use lifeboat::retention::{Candidate, Count, Policy, Reason, apply};
+///
+/// let untagged: Vec<String> = Vec::new();
+/// let times = ["2026-03-03T02:00:00Z", "2026-03-02T14:00:00Z", "2026-03-02T02:00:00Z", "2026-03-01T02:00:00Z"];
+/// let group: Vec<Candidate> = times
+///     .iter()
+///     .map(|t| Candidate { time: t.parse().unwrap(), tags: &untagged })
+///     .collect();
+/// // `--keep-last 1 --keep-daily 2`
+/// let policy = Policy { last: Some(Count::N(1)), daily: Some(Count::N(2)), ..Policy::default() };
+/// assert_eq!(policy.to_string(), "keep 1 latest, 2 daily snapshots");
+///
+/// let decisions = apply(&policy, &group, &TimeZone::UTC);
+/// let kept: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
+/// assert_eq!(kept, [true, true, false, false]);
+/// assert_eq!(decisions[0].reasons, [Reason::Last, Reason::Daily]);
+/// assert_eq!(decisions[1].reasons, [Reason::Daily]);
+/// ```
 pub fn apply(policy: &Policy, group: &[Candidate<'_>], tz: &TimeZone) -> Vec<Decision> {
     evaluate(policy, group, tz, None)
 }

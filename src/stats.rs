@@ -176,6 +176,30 @@ const SHARED: u32 = u32::MAX;
 /// here, after the listing and the manifests, because a snapshot published
 /// in between would otherwise refer to blobs the index does not have yet
 /// (a writer publishes index files before its manifest).
+///
+/// ```
+/// use lifeboat::{Repository, RepoLocation, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
+/// let location = RepoLocation::local(dir.path().join("backups"));
+/// let repo = Repository::init(&location)?;
+/// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
+/// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
+/// for _ in 0..2 {
+///     lifeboat::snapshot::take(&repo, &[source.clone()], &options, &lifeboat::progress::Silent)?;
+/// }
+///
+/// let stats = lifeboat::stats::compute(&mut Repository::open_unindexed(&location)?, &lifeboat::progress::Silent)?;
+/// assert_eq!(stats.snapshot_count, 2);
+/// // The unchanged file is stored once, and both snapshots refer to it.
+/// assert_eq!(stats.referenced.blobs, 1);
+/// assert_eq!(stats.dedup_ratio, Some(2.0));
+/// assert_eq!(stats.snapshots[1].unique.blobs, 0);
+/// # Ok(())
+/// # }
+/// ```
 pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoStats> {
     let listing = repo.storage.list("")?;
     let snaps = repo.snapshots()?;

@@ -26,6 +26,30 @@ pub struct Problem {
 }
 
 /// How much stored data `verify` reads.
+///
+/// A sample on each run is the cheap way to read everything over time:
+/// with `verify --read-data-subset 10%` each night, every pack is read once
+/// every ten nights on average.
+///
+/// ```
+/// use lifeboat::{DataCheck, Repository, RepoLocation, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
+/// let location = RepoLocation::local(dir.path().join("backups"));
+/// let repo = Repository::init(&location)?;
+/// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
+/// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
+/// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
+///
+/// let mut repo = Repository::open_unindexed(&location)?;
+/// let report = lifeboat::verify::verify(&mut repo, DataCheck::Subset(0.1), &lifeboat::progress::Silent)?;
+/// assert!(report.packs_read <= report.packs);
+/// assert!(report.problems.is_empty(), "damage: {:?}", report.problems);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DataCheck {
     /// Structure only: listings, sizes, references.

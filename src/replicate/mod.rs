@@ -364,6 +364,58 @@ pub fn request_stop(stop: &AtomicBool) {
 /// Replicate `db` to `replicas` until `stop` is set, then ship what was
 /// read and return. Stop it with [`request_stop`]: a follower idle on a
 /// quiet log notices a bare `stop.store(true)` only at its next look.
+///
+/// Every commit becomes a restore point: here the database right after the
+/// second of three commits made while it ran.
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// use lifeboat::replicate::{self, DbSpec, Notice, Notify, Options};
+/// use lifeboat::{Repository, RepoLocation, RestoreOptions, Selection, Target};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = dir.path().join("app.db");
+/// let service = rusqlite::Connection::open(&db).unwrap();
+/// service.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x);").unwrap();
+/// let location = RepoLocation::local(dir.path().join("backups"));
+/// Repository::init(&location)?;
+///
+/// let (base_sender, bases) = std::sync::mpsc::channel();
+/// let options = Options {
+///     state_dir: dir.path().join("replication-state"),
+///     notify: Notify::new(move |notice| {
+///         if let Notice::Base { txid, .. } = notice {
+///             let _ = base_sender.send(txid);
+///         }
+///     }),
+///     ..Options::default()
+/// };
+/// let spec = DbSpec { name: "app.db".into(), path: db.clone(), schema_query: "PRAGMA user_version".into() };
+/// let replicas = [replicate::Target::open(&location)?];
+/// let stop = AtomicBool::new(false);
+/// let base_txid = std::thread::scope(|scope| {
+///     let replicator = scope.spawn(|| replicate::run(spec, &replicas, options, &stop));
+///     // Restorable from the first base on; then one commit per row.
+///     let base_txid = bases.recv().expect("a base, or run failed");
+///     for x in 1..=3 {
+///         service.execute("INSERT INTO t VALUES (?1)", [x]).unwrap();
+///     }
+///     // Everything committed before the stop is shipped before `run` returns.
+///     replicate::request_stop(&stop);
+///     replicator.join().unwrap().map(|()| base_txid)
+/// })?;
+///
+/// let repo = Repository::open(&location)?;
+/// let out = dir.path().join("second-commit.db");
+/// let selection = Selection::at_txid(&repo, &[], base_txid + 2)?;
+/// let options = RestoreOptions { target: Target::File(out.clone()), force: false, max_schema_version: None, keep: vec![], skip_integrity_check: false };
+/// lifeboat::restore::restore(&repo, &selection, &options, &lifeboat::progress::Silent)?;
+/// let rows: i64 = rusqlite::Connection::open(&out).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+/// assert_eq!(rows, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBool) -> Result<()> {
     let follower = Follower::open(&db.path, &db.schema_query)?;
     let stream = stream_id(&follower.path);

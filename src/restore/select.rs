@@ -143,6 +143,39 @@ impl Selection {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// As of a time: each source comes back as the newest snapshot (or
+    /// replicated commit) at or before `at` holds it, here the first of two.
+    ///
+    /// ```
+    /// use lifeboat::{Repository, RepoLocation, RestoreOptions, Selection, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec, Target};
+    ///
+    /// # fn main() -> lifeboat::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let file = dir.path().join("server.toml");
+    /// let location = RepoLocation::local(dir.path().join("backups"));
+    /// let repo = Repository::init(&location)?;
+    /// let source = SourceSpec { name: "server.toml".into(), path: file.clone(), kind: SourceKind::File };
+    /// for (content, time) in [("listen = 80\n", "2026-01-01T00:00:00Z"), ("listen = 8443\n", "2026-02-01T00:00:00Z")] {
+    ///     std::fs::write(&file, content).unwrap();
+    ///     let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: Some(time.parse().unwrap()) };
+    ///     lifeboat::snapshot::take(&repo, &[source.clone()], &options, &lifeboat::progress::Silent)?;
+    /// }
+    ///
+    /// let repo = Repository::open(&location)?;
+    /// let at: jiff::Timestamp = "2026-01-15T00:00:00Z".parse().unwrap();
+    /// let selection = Selection::newest(&repo, &[], Some(at))?;
+    /// assert_eq!(selection.picks[0].snapshot_time, "2026-01-01T00:00:00Z");
+    ///
+    /// // Into an empty directory: each source at `<dir>` + its absolute path.
+    /// let out = dir.path().join("drill");
+    /// let options = RestoreOptions { target: Target::Dir(out.clone()), force: false, max_schema_version: None, keep: vec![], skip_integrity_check: false };
+    /// lifeboat::restore::restore(&repo, &selection, &options, &lifeboat::progress::Silent)?;
+    /// let restored = out.join(std::path::absolute(&file).unwrap().strip_prefix("/").unwrap());
+    /// assert_eq!(std::fs::read_to_string(restored).unwrap(), "listen = 80\n");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn newest(repo: &Repository, only: &[String], at: Option<jiff::Timestamp>) -> Result<Selection> {
         Selection::newest_of(repo, only, at, None)
     }
