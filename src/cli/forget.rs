@@ -1,3 +1,6 @@
+//! `lifeboat forget`: retention rules from the command line or
+//! `[retention]`, the plan printed, then applied (and `--prune`).
+
 use lifeboat::config::RetentionConfig;
 use lifeboat::forget::{self, ForgetOptions, ForgetPlan, WalWindow};
 use lifeboat::retention::{self, Count, Policy};

@@ -1,3 +1,5 @@
+//! `lifeboat init`: create the repository at the configured location.
+
 use lifeboat::Result;
 use lifeboat::repo::Repository;
 

@@ -1,3 +1,6 @@
+//! `lifeboat list`: the service's snapshots, oldest first; replication bases
+//! only when asked for.
+
 use lifeboat::Result;
 
 use super::Ctx;

@@ -1,3 +1,6 @@
+//! `lifeboat prune`: arguments, the writer lock taken for the changes, and
+//! the report of [`lifeboat::prune::prune`].
+
 use std::time::Duration;
 
 use lifeboat::prune::{self, PruneOptions, PruneReport};

@@ -1,3 +1,6 @@
+//! `lifeboat repair index` and `repair snapshots`: arguments and output over
+//! [`lifeboat::repair`].
+
 use lifeboat::Result;
 use lifeboat::repair;
 

@@ -1,3 +1,7 @@
+//! `lifeboat replicate`: one [`lifeboat::replicate::run`] thread per database
+//! (named or configured), the replicas they ship to, `--exec` of the service,
+//! and stopping on signals.
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};

@@ -1,3 +1,6 @@
+//! `lifeboat reset`: move a service's SQLite state aside, over
+//! [`lifeboat::reset::reset`].
+
 use std::path::PathBuf;
 
 use lifeboat::Result;

@@ -1,3 +1,6 @@
+//! `lifeboat restore`: which point (`ID`, `latest`, `--at`, `--txid`) and
+//! where (`--to`, `-o`, in place), over [`lifeboat::restore`].
+
 use std::path::PathBuf;
 
 use lifeboat::pitr;

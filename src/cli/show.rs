@@ -1,3 +1,6 @@
+//! `lifeboat show`: one snapshot (an id, a unique prefix or `latest`), its
+//! manifest summarized as text or whole with `--json`.
+
 use lifeboat::Result;
 use lifeboat::repo::manifest::{EntryKind, Source};
 

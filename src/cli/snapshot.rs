@@ -1,3 +1,6 @@
+//! `lifeboat snapshot`: sources from the command line or the configuration,
+//! captured under the writer lock by [`lifeboat::snapshot::take`].
+
 use std::path::PathBuf;
 
 use lifeboat::config::file_name;

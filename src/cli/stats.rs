@@ -1,3 +1,6 @@
+//! `lifeboat stats`: what the repository holds and what it costs, printed
+//! from [`lifeboat::stats::compute`].
+
 use lifeboat::Result;
 use lifeboat::stats::{ObjectCount, RepoStats};
 

@@ -1,3 +1,6 @@
+//! `lifeboat verify`: arguments, output and exit code over
+//! [`lifeboat::verify::verify`].
+
 use lifeboat::Result;
 
 use super::Ctx;
