@@ -6,6 +6,10 @@
 use std::fmt;
 use std::path::Path;
 
+mod code;
+
+pub use code::ErrorCode;
+
 /// What class of failure this is; decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
