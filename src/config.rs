@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::snapshot::{SourceKind, SourceSpec};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -186,7 +186,7 @@ impl Config {
                 return Err(
                     Error::config(path.display(), format!("two sources are named `{}`", s.name))
                         .fix("give one of them another `name = \"…\"`")
-                        .event("config.duplicate_name"),
+                        .code(ErrorCode::ConfigDuplicateName),
                 );
             }
         }
@@ -203,7 +203,7 @@ impl Config {
             let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
             Error::config(path.display(), format!("{at}{msg}"))
                 .fix("see the configuration section of the README")
-                .event("config.invalid")
+                .code(ErrorCode::ConfigInvalid)
         })?;
         c.path = path.to_path_buf();
         c.warn_if_secrets_are_readable(path);
@@ -246,7 +246,7 @@ impl Config {
             format!("no configuration found (tried {})", tried.join(", ")),
         )
         .fix("pass --config FILE, or name what to back up on the command line")
-        .event("config.not_found")
+        .code(ErrorCode::ConfigNotFound)
     }
 
     /// The sources of a snapshot of `kind` (a partial one leaves out the

@@ -1,10 +1,14 @@
-//! The library's one error type. Every variant carries what an operator needs
+//! The library's one error type. Every error carries what an operator needs
 //! for a one-line message: the file or object concerned, what is wrong, and the
-//! fix. The CLI maps [`ErrorKind`] to a sysexits code in exactly one place
-//! (`cli::exit`).
+//! fix; and an [`ErrorCode`] naming the failure, whose [`ErrorKind`] the CLI
+//! maps to a sysexits code in exactly one place (`cli::exit`).
 
 use std::fmt;
 use std::path::Path;
+
+mod code;
+
+pub use code::ErrorCode;
 
 /// What class of failure this is; decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -26,19 +30,25 @@ pub enum ErrorKind {
     Config,
 }
 
+/// A failure, as the operator reads it: `subject: problem; fix`.
 #[derive(Debug, thiserror::Error)]
 pub struct Error {
+    /// The class of failure; decides the exit code. The code's kind, except
+    /// where a site had to keep another ([`Error::code_keeping_kind`]).
     pub kind: ErrorKind,
     /// File, directory or repository object the error is about.
     pub subject: String,
+    /// What is wrong, in one line.
     pub problem: String,
     /// What the operator should do; empty when there is nothing useful to say.
     pub fix: String,
-    /// Stable event name for logs and `--json`, e.g. `repo.in_use`.
-    pub event: &'static str,
+    /// What failed, as a stable name: `code.event()` is the event for logs
+    /// and `--json`, e.g. `repo.in_use`.
+    pub code: ErrorCode,
     /// A failure that may pass if the same request is made again (a 5xx, a
     /// throttle, a dropped connection): retry wrappers look only at this.
     pub temporary: bool,
+    /// The underlying failure, if another library reported it.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -60,23 +70,28 @@ impl fmt::Display for Error {
 /// What to do about a damaged repository object.
 pub const DAMAGED_FIX: &str = "the repository is damaged here: `lifeboat verify --read-data` lists the snapshots this affects; restore another snapshot";
 
+/// The library's `Result`, failing with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` about `subject`, with the kind's default code
+    /// until [`Error::code`] names a specific one.
     pub fn new(kind: ErrorKind, subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Error {
             kind,
             subject: subject.to_string(),
             problem: problem.into(),
             fix: String::new(),
-            event: default_event(kind),
+            code: ErrorCode::of_kind(kind),
             temporary: false,
             source: None,
         }
     }
+    /// The command line asked for something that cannot be done.
     pub fn usage(problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::Usage, "", problem)
     }
+    /// `subject` is corrupt or not what it claims to be.
     pub fn bad_data(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadData, subject, problem)
     }
@@ -85,15 +100,19 @@ impl Error {
     pub fn damaged(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::bad_data(subject, problem).fix(DAMAGED_FIX)
     }
+    /// `subject`, a required input, does not exist.
     pub fn no_input(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::NoInput, subject, problem)
     }
+    /// `subject`, an output, cannot be created or would clobber something.
     pub fn cant_create(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::CantCreate, subject, problem)
     }
+    /// `subject` is held by someone else; retrying later may work.
     pub fn busy(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::Busy, subject, problem)
     }
+    /// `subject` holds a configuration or version the operator must change.
     pub fn config(subject: impl fmt::Display, problem: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, subject, problem)
     }
@@ -107,6 +126,8 @@ impl Error {
         e.source = Some(Box::new(err));
         e
     }
+    /// A SQLite failure on the database at `path`, classed by SQLite's
+    /// error code (busy, corrupt, cannot open, else I/O).
     pub fn sqlite(path: &Path, err: rusqlite::Error) -> Self {
         let kind = match err.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => ErrorKind::Busy,
@@ -118,34 +139,40 @@ impl Error {
         e.source = Some(Box::new(err));
         e
     }
+    /// Tell the operator what to do about it.
     pub fn fix(mut self, fix: impl Into<String>) -> Self {
         self.fix = fix.into();
         self
     }
-    pub fn event(mut self, event: &'static str) -> Self {
-        self.event = event;
+    /// Name the failure; the kind, and so the exit code, becomes the code's.
+    /// The error was built with that kind already (checked in debug builds),
+    /// so a call site reads true.
+    pub fn code(mut self, code: ErrorCode) -> Self {
+        debug_assert_eq!(self.kind, code.kind(), "{code} built as another kind");
+        self.kind = code.kind();
+        self.code = code;
         self
     }
+    /// Name the failure but keep the kind the error was built with: only
+    /// where one event covers failures of different classes and the exit
+    /// code must say which (an `--only` name missing from the chosen
+    /// snapshot rather than the repository; a pin failing for a reason
+    /// other than the write lock; a restored database whose check could not
+    /// run, still reported as damage).
+    pub fn code_keeping_kind(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
+    }
+    /// Mark the failure as one that may pass if the request is made again.
     pub fn temporary(mut self) -> Self {
         self.temporary = true;
         self
     }
 }
 
-fn default_event(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Usage => "error.usage",
-        ErrorKind::BadData => "error.bad_data",
-        ErrorKind::NoInput => "error.no_input",
-        ErrorKind::CantCreate => "error.cant_create",
-        ErrorKind::Io => "error.io",
-        ErrorKind::Busy => "error.busy",
-        ErrorKind::Config => "error.config",
-    }
-}
-
 /// Attach a path to an `io::Result`.
 pub trait IoContext<T> {
+    /// An I/O failure becomes an [`Error`] about `path` ([`Error::io`]).
     fn at(self, path: &Path) -> Result<T>;
 }
 
@@ -157,6 +184,8 @@ impl<T> IoContext<T> for std::io::Result<T> {
 
 /// Attach a path to a `rusqlite::Result`.
 pub trait SqlContext<T> {
+    /// A SQLite failure becomes an [`Error`] about the database at `path`
+    /// ([`Error::sqlite`]).
     fn at_db(self, path: &Path) -> Result<T>;
 }
 

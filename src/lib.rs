@@ -51,7 +51,7 @@ pub mod sqlite;
 pub mod storage;
 pub mod treehash;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorCode, ErrorKind, Result};
 pub use repo::manifest::SnapshotKind;
 pub use repo::{RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};

@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::repo::manifest::{ReplicationPoint, Source};
 use crate::repo::segment::{self, Segment};
 use crate::repo::{Repository, SnapshotRef};
@@ -101,7 +101,7 @@ pub fn plan_among(
             },
         )
         .fix("run `lifeboat replicate` first, or restore a snapshot by id")
-        .event("restore.no_replica"));
+        .code(ErrorCode::RestoreNoReplica));
     }
     if names.len() > 1 {
         return Err(Error::usage(format!(
@@ -132,7 +132,7 @@ pub fn plan_among(
             ),
         )
         .fix("choose a later --at / --txid; `lifeboat list` shows the bases")
-        .event("restore.before_history"));
+        .code(ErrorCode::RestoreBeforeHistory));
     };
     let next_base = bases
         .get(i + 1)
@@ -181,13 +181,13 @@ pub fn plan_among(
                 ),
             )
             .fix(format!("restore txid {} (before the gap) or {to} or later", from - 1))
-            .event("restore.gap"),
+            .code(ErrorCode::RestoreGap),
             _ => Error::no_input(
                 &name,
                 format!("txid {n} is not in the repository; the newest is {reach}"),
             )
             .fix(format!("restore --txid {reach} or earlier"))
-            .event("restore.after_history"),
+            .code(ErrorCode::RestoreAfterHistory),
         });
     }
     let replay = Replay {
@@ -262,7 +262,7 @@ impl Replay {
             "restore --txid {} (as of {}, before them) or --txid {} (as of {}, after them)",
             landed.txid, landed.time, last.txid, rfc3339(last.time_ns)
         ))
-        .event("restore.uncertain")
+        .code(ErrorCode::RestoreUncertain)
     }
 
     /// Apply the segments to `file` (the base, written in full); returns the
@@ -370,7 +370,7 @@ impl Replay {
                 "restore --at {known} (txid {}) or --at {to_time} (txid {to}) or later",
                 from - 1
             ))
-            .event("restore.gap"));
+            .code(ErrorCode::RestoreGap));
         }
         file.set_len(size).at(path)?;
         tracing::info!(

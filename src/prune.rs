@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::codec::{Decoder, Encoder};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::{IndexFile, IndexedPack};
@@ -171,7 +171,7 @@ pub fn referenced(repo: &Repository, snaps: &[SnapshotRef], progress: &dyn Progr
                 format!("references {missing} blobs that no index file lists"),
             )
             .fix("run `lifeboat verify` to see the damage; prune deletes nothing from a damaged repository")
-            .event("prune.missing_blob"));
+            .code(ErrorCode::PruneMissingBlob));
         }
         progress.advance(1);
     }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::fsutil::{compact_timestamp, sync_dir};
 
 /// What [`reset`] moved aside (or, in a dry run, would move).
@@ -67,7 +67,7 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
                 "not a SQLite database (first 16 bytes are not the SQLite header); nothing was removed",
             )
             .fix("check --data-dir points at the service's data directory")
-            .event("reset.not_sqlite"));
+            .code(ErrorCode::ResetNotSqlite));
         }
         if exists {
             // Pulling a database from under a running service corrupts it.
@@ -80,7 +80,7 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
                         format!("database is open in another process (pid {pid}, {comm}); nothing was removed"),
                     )
                     .fix("stop the service first")
-                    .event("reset.database_in_use"));
+                    .code(ErrorCode::ResetDatabaseInUse));
                 }
                 in_use.push(format!("{} (pid {pid}, {comm})", db.display()));
             }

@@ -659,7 +659,7 @@ fn the_checked_in_corpus_of_crafted_manifests_is_refused_before_any_write() {
         }
         let e = checked.expect_err(name);
         assert_eq!(
-            (e.kind, e.event),
+            (e.kind, e.code.event()),
             (lifeboat::ErrorKind::BadData, "restore.unsafe_manifest"),
             "{name}"
         );

@@ -29,13 +29,13 @@ pub fn report(e: &Error, json: bool) -> i32 {
     // An error may quote a URL or an argument holding a secret (an endpoint
     // with credentials in it): shown redacted, as the operations log keeps it.
     let message = redact(&e.to_string());
-    tracing::debug!(event = e.event, kind = ?e.kind, "{message}");
+    tracing::debug!(event = e.code.event(), kind = ?e.kind, "{message}");
     if json {
         let v = serde_json::json!({
             "error": {
                 "message": message,
                 "kind": e.kind,
-                "event": e.event,
+                "event": e.code.event(),
                 "exit_code": code,
                 "subject": redact(&e.subject),
                 "fix": redact(&e.fix),
@@ -43,7 +43,7 @@ pub fn report(e: &Error, json: bool) -> i32 {
         });
         println!("{v}");
     } else {
-        eprintln!("lifeboat: error: {message} (event={})", e.event);
+        eprintln!("lifeboat: error: {message} (event={})", e.code);
     }
     code
 }

@@ -247,7 +247,7 @@ pub fn append_record(ctx: &Ctx, op: Pending, exit_code: i32, error: Option<&Erro
         result: if exit_code == 0 { Outcome::Ok } else { Outcome::Error },
         exit_code,
         error: error.map(|e| one_line(e.to_string())),
-        event: error.map(|e| e.event.to_string()),
+        event: error.map(|e| e.code.event().to_string()),
         duration_ms,
         bytes_written: totals.bytes_written,
         objects_deleted: totals.objects_deleted,

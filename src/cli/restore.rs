@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use lifeboat::pitr;
 use lifeboat::repo::Repository;
 use lifeboat::restore::{self, RestoreOptions, Selection, Target};
-use lifeboat::{Error, Result};
+use lifeboat::{Error, ErrorCode, Result};
 
 use super::Ctx;
 use super::output::{bytes, log_requests, print_json_with_requests};
@@ -127,7 +127,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let nothing_yet = |e: &Error| {
         args.if_replica_exists
             && e.kind == lifeboat::ErrorKind::NoInput
-            && matches!(e.event, "repo.not_found" | "restore.no_snapshot" | "restore.no_replica")
+            && matches!(
+                e.code,
+                ErrorCode::RepoNotFound | ErrorCode::RestoreNoSnapshot | ErrorCode::RestoreNoReplica
+            )
     };
     let (repo, found) = match opened {
         Err(e) if nothing_yet(&e) => {

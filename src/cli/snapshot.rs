@@ -7,7 +7,7 @@ use lifeboat::config::file_name;
 use lifeboat::repo::manifest::SnapshotKind;
 use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
-use lifeboat::{Error, Result};
+use lifeboat::{Error, ErrorCode, Result};
 
 use super::output::{bytes, log_requests, print_json_with_requests};
 use super::{Ctx, require_exists};
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 config.path.display()
             ))
             .fix(format!("choose from: {}", names.join(", ")))
-            .event("snapshot.no_such_source"));
+            .code(ErrorCode::SnapshotNoSuchSource));
         }
         sources
             .into_iter()

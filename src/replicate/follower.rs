@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::{Error, ErrorKind, IoContext, Result, SqlContext};
+use crate::error::{Error, ErrorCode, ErrorKind, IoContext, Result, SqlContext};
 use crate::sqlite::capture::{self, OpenDatabase};
 use crate::sqlite::wal::{self, IndexHeader, SlotAfter, WalCommits, WalHeader, WalPosition};
 
@@ -151,7 +151,7 @@ pub fn check_supported(path: &Path) -> Result<()> {
 fn not_sqlite(path: &Path) -> Error {
     Error::bad_data(path.display(), "not a SQLite database (header check failed)")
         .fix("point replicate at the database file itself")
-        .event("replicate.not_sqlite")
+        .code(ErrorCode::ReplicateNotSqlite)
 }
 
 fn unsupported(path: &Path, fs: &str) -> Error {
@@ -160,7 +160,7 @@ fn unsupported(path: &Path, fs: &str) -> Error {
         format!("the database is on {fs}, where SQLite's WAL shared memory and fsync cannot be trusted"),
     )
     .fix("move the database to a local disk filesystem (ext4, xfs, btrfs, zfs), or use `lifeboat snapshot` on a schedule instead")
-    .event("replicate.unsupported_filesystem")
+    .code(ErrorCode::ReplicateUnsupportedFilesystem)
 }
 
 impl Follower {
@@ -186,7 +186,7 @@ impl Follower {
                 "another `lifeboat replicate` is already replicating this database",
             )
             .fix("stop the other replicator first (one per database; it can ship to several replicas)")
-            .event("replicate.busy"));
+            .code(ErrorCode::ReplicateBusy));
         }
         let probe = open_read(&path)?;
         let mode: String = probe.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(&path)?;
@@ -196,7 +196,7 @@ impl Follower {
                 format!("journal_mode is {mode}; replication follows the write-ahead log and needs WAL mode"),
             )
             .fix("switch the database to WAL once (`sqlite3 DB 'PRAGMA journal_mode=WAL'`, with the service stopped), or use `lifeboat snapshot` instead")
-            .event("replicate.not_wal"));
+            .code(ErrorCode::ReplicateNotWal));
         }
         let page_size: u32 = probe.query_row("PRAGMA page_size", [], |r| r.get(0)).at_db(&path)?;
         drop(probe);
@@ -350,9 +350,11 @@ impl Follower {
             self.reopen()?;
         }
         self.rw.busy_timeout(busy).at_db(&self.path)?;
-        self.rw
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| Error::sqlite(&self.path, e).temporary().event("replicate.pin_busy"))?;
+        self.rw.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+            Error::sqlite(&self.path, e)
+                .temporary()
+                .code_keeping_kind(ErrorCode::ReplicatePinBusy)
+        })?;
         let pinned = (|| -> Result<(OpenDatabase, WalPosition, bool)> {
             let mut exact = false;
             if let Some(out) = read
@@ -433,7 +435,7 @@ impl Follower {
                 "the database file is gone (moved or deleted while replicated)",
             )
             .fix("put the database back; stop replicate first if it was removed on purpose")
-            .event("replicate.db_missing")
+            .code(ErrorCode::ReplicateDbMissing)
         };
         if !self.path.exists() {
             return Err(gone());

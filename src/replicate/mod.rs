@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{ErrorCode, Result};
 use crate::repo::manifest::ReplicationPoint;
 use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use crate::sqlite::wal::WalCommits;
@@ -916,7 +916,7 @@ impl Stream {
                 // A database replaced by hand (moved aside, then another
                 // moved in) may be missing for a while.
                 Err(e)
-                    if e.event == "replicate.db_missing"
+                    if e.code == ErrorCode::ReplicateDbMissing
                         && missing_since.is_none_or(|t| t.elapsed() < DB_MISSING_PATIENCE) =>
                 {
                     if missing_since.is_none() {

@@ -159,7 +159,7 @@ fn reported(p: &Progress) -> Result<()> {
     match &p.error {
         Some(e) => {
             let mut again = Error::new(e.kind, &e.subject, e.problem.clone()).fix(e.fix.clone());
-            again.event = e.event;
+            again.code = e.code;
             again.temporary = e.temporary;
             Err(again)
         }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -83,7 +83,7 @@ impl RepoConfig {
                 ),
             )
             .fix("use the Lifeboat version that wrote this repository")
-            .event("repo.format_version"));
+            .code(ErrorCode::RepoFormatVersion));
         }
         let c: RepoConfig =
             serde_json::from_slice(&json).map_err(|e| Error::damaged(&what, format!("invalid config: {e}")))?;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -350,7 +350,7 @@ impl Manifest {
     pub fn check_layout(&self, what: &str) -> Result<()> {
         let damaged = |problem: String| {
             Error::damaged(what, problem)
-                .event("restore.unsafe_manifest")
+                .code(ErrorCode::RestoreUnsafeManifest)
                 .fix("the snapshot is damaged or was tampered with: restore another one, and run `lifeboat verify`")
         };
         let mut names = std::collections::HashSet::new();

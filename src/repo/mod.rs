@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec;
-use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::error::{Error, ErrorCode, ErrorKind, IoContext, Result};
 use crate::id::Id;
 pub use crate::storage::RepoLocation;
 use crate::storage::{Backend, LockGuard, LockHolder, Storage};
@@ -128,7 +128,7 @@ impl Repository {
         let exists = || {
             Error::cant_create(loc.display(), "a repository already exists here")
                 .fix("use it as it is, or choose another path")
-                .event("repo.exists")
+                .code(ErrorCode::RepoExists)
         };
         let not_empty = |what: &str| {
             Error::cant_create(loc.display(), format!("{what} is not empty"))
@@ -207,7 +207,7 @@ impl Repository {
     pub fn open_unindexed(loc: &RepoLocation) -> Result<Repository> {
         let not_found = || {
             Error::no_input(loc.display(), "no Lifeboat repository here")
-                .event("repo.not_found")
+                .code(ErrorCode::RepoNotFound)
                 .fix(format!("create one with `lifeboat --repo {} init`", loc.repo_arg()))
         };
         if let Backend::Local(root) = &loc.backend
@@ -469,7 +469,7 @@ impl Repository {
         match self.index_damage.first().map(|(_, e)| e) {
             None => Ok(()),
             Some(e) => Err(Error::damaged(&e.subject, e.problem.clone())
-                .event("repo.index_damaged")
+                .code(ErrorCode::RepoIndexDamaged)
                 .fix("nothing is deleted while an index file is damaged: `lifeboat repair index` rebuilds the index from the packs")),
         }
     }
@@ -571,7 +571,7 @@ impl Repository {
                 ),
             )
             .fix("run the command again: what it uploaded is reused")
-            .event("repo.raced_prune"));
+            .code(ErrorCode::RepoRacedPrune));
         }
         Ok(())
     }
@@ -651,7 +651,7 @@ impl Repository {
     /// store (a body damaged in transit is not damage in the repository).
     pub fn read_blob(&self, id: &Id, decoder: &mut codec::Decoder) -> Result<Vec<u8>> {
         match self.read_blob_once(id, decoder) {
-            Err(e) if e.kind == ErrorKind::BadData && e.event != "repo.pack_missing" => {
+            Err(e) if e.kind == ErrorKind::BadData && e.code != ErrorCode::RepoPackMissing => {
                 tracing::warn!(event = "repo.read_again", blob = %id.short(), error = %e, "reading the blob again before calling it damaged");
                 self.read_blob_once(id, decoder)
             }
@@ -678,7 +678,7 @@ impl Repository {
                     format!("{}/{key}", self.storage.location()),
                     "pack is missing from the repository",
                 )
-                .event("repo.pack_missing"),
+                .code(ErrorCode::RepoPackMissing),
                 _ => e,
             })?;
         let mut frame = decoder.decode_vec(raw, &key)?;
@@ -888,7 +888,7 @@ impl Repository {
                         format!("the repository holds no snapshot yet{hint}"),
                     )
                     .fix("take one with `lifeboat snapshot`")
-                    .event("restore.no_snapshot")
+                    .code(ErrorCode::RestoreNoSnapshot)
                 });
         }
         let mut matches: Vec<SnapshotRef> = all.into_iter().filter(|s| s.id.hex().starts_with(&spec_l)).collect();

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::codec::Decoder;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::index::Location;
@@ -149,7 +149,7 @@ fn fetch_pack(
 /// a missing input the operator could supply (66).
 pub fn missing_is_damage(e: Error, what: &str) -> Error {
     if e.kind == crate::error::ErrorKind::NoInput {
-        Error::damaged(what, "pack is missing from the repository").event("repo.pack_missing")
+        Error::damaged(what, "pack is missing from the repository").code(ErrorCode::RepoPackMissing)
     } else {
         e
     }

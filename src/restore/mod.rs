@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
 
 use crate::codec::Decoder;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::fsutil::{compact_timestamp, sync_dir};
 use crate::id::Id;
 use crate::progress::Progress;
@@ -175,7 +175,7 @@ pub fn restore(
                     format!("backup schema version {v} is newer than the maximum {max} this service supports"),
                 )
                 .fix("restore an older snapshot, or upgrade the service before restoring")
-                .event("restore.schema_version_too_new"));
+                .code(ErrorCode::RestoreSchemaVersionTooNew));
             }
         }
     }
@@ -395,7 +395,7 @@ fn plan<'a>(chosen: &[&'a Pick], target: &Target) -> Result<Vec<Plan<'a>>> {
                     names.join(", ")
                 ))
                 .fix("pick one with --only NAME")
-                .event("restore.which_database"));
+                .code(ErrorCode::RestoreWhichDatabase));
             }
             let out = std::path::absolute(out).at(out)?;
             let root = out.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -440,7 +440,7 @@ fn plan<'a>(chosen: &[&'a Pick], target: &Target) -> Result<Vec<Plan<'a>>> {
 /// Whether a failure says something read was damaged (and reading it again
 /// might show it was only damaged on the way), not that it is missing.
 fn read_again(e: &Error) -> bool {
-    e.kind == crate::error::ErrorKind::BadData && e.event != "repo.pack_missing"
+    e.kind == crate::error::ErrorKind::BadData && e.code != ErrorCode::RepoPackMissing
 }
 
 /// What restoring `p` would replace: the destination and, for a database,
@@ -534,7 +534,7 @@ fn carry_over(
                             format!("the restored tree has a link or file where {} lies", path.display()),
                         )
                         .fix("restore with --to DIR and move what is needed by hand")
-                        .event("restore.carry_blocked"));
+                        .code(ErrorCode::RestoreCarryBlocked));
                     }
                     Err(_) => {
                         fs::DirBuilder::new().mode(0o700).create(&at).at(&at)?;
@@ -606,16 +606,16 @@ fn check_not_open(plans: &[Plan], kept: &[PathBuf]) -> Result<()> {
         };
         for path in in_the_way(p) {
             if let Some(h) = open.holding(&path).into_iter().find(|h| !stays(h)) {
-                let (what, event) = match p.source {
-                    Source::Sqlite(_) => ("database", "restore.database_in_use"),
-                    _ => ("file", "restore.file_in_use"),
+                let (what, code) = match p.source {
+                    Source::Sqlite(_) => ("database", ErrorCode::RestoreDatabaseInUse),
+                    _ => ("file", ErrorCode::RestoreFileInUse),
                 };
                 return Err(Error::busy(
                     h.path.display(),
                     format!("{what} is open in another process (pid {}, {})", h.pid, h.command),
                 )
                 .fix("stop the service first (--force never moves a file a process holds open)")
-                .event(event));
+                .code(code));
             }
         }
     }
@@ -630,7 +630,7 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
     {
         return Err(Error::cant_create(dir.display(), "target directory is not empty")
                 .fix("restore into an empty directory, or add --force to move what is there into .lifeboat-pre-restore-<time>/")
-                .event("restore.target_not_empty"));
+                .code(ErrorCode::RestoreTargetNotEmpty));
     }
     check_not_open(plans, kept)?;
     if let Target::Dir(dir) = target {
@@ -644,7 +644,7 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
                 if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
                     return Err(Error::cant_create(at.display(), "a link inside the target directory")
                         .fix("restore into a directory without links on the sources' paths")
-                        .event("restore.target_has_link"));
+                        .code(ErrorCode::RestoreTargetHasLink));
                 }
             }
         }
@@ -666,7 +666,7 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
                 ),
             )
             .fix("restore that source too (another --only), or restore this one with --to DIR or --include")
-            .event("restore.nested_source"));
+            .code(ErrorCode::RestoreNestedSource));
         }
     }
     for p in plans {
@@ -674,7 +674,7 @@ fn preflight(plans: &[Plan], target: &Target, force: bool, kept: &[PathBuf]) -> 
         if !force && let Some(path) = in_way.iter().find(|q| non_empty(q) || fs::symlink_metadata(q).is_ok()) {
             return Err(Error::cant_create(path.display(), "already exists")
                     .fix("restore elsewhere with --to DIR or -o FILE, or add --force to move it into .lifeboat-pre-restore-<time>/")
-                    .event("restore.target_not_empty"));
+                    .code(ErrorCode::RestoreTargetNotEmpty));
         }
         if let Ok(m) = fs::symlink_metadata(&p.dest) {
             let is_dir_src = matches!(p.source, Source::Directory(_));
@@ -800,7 +800,7 @@ fn restore_database(
         }
         crate::sqlite::integrity_check(stage).map_err(|e| {
             Error::bad_data(format!("database {} of the snapshot", db.name), e.problem)
-                .event(e.event)
+                .code_keeping_kind(e.code)
                 .fix("the snapshot holds a damaged database: restore an older snapshot, or get its bytes out for forensics with --no-integrity-check")
         })
     };

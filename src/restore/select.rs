@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 use crate::pitr::{self, Replay};
 use crate::repo::manifest::{DirectorySource, Entry, EntryKind, FileSource, Source};
@@ -64,7 +64,7 @@ fn unknown_names(only: &[String], known: &[String], what: &str) -> Result<()> {
         return Err(
             Error::usage(format!("--only {missing}: {what} has no source of that name"))
                 .fix(format!("choose from: {}", known.join(", ")))
-                .event("restore.no_such_source"),
+                .code(ErrorCode::RestoreNoSuchSource),
         );
     }
     Ok(())
@@ -106,7 +106,7 @@ impl Selection {
                 return Err(
                     Error::no_input(name, format!("snapshot {} has no source of that name", snap.id.short()))
                         .fix(format!("choose from: {}", names.join(", ")))
-                        .event("restore.no_such_source"),
+                        .code_keeping_kind(ErrorCode::RestoreNoSuchSource),
                 );
             }
         }
@@ -193,7 +193,7 @@ impl Selection {
             return Err(
                 Error::no_input(repo.storage.location(), "the repository holds no snapshot yet")
                     .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
-                    .event("restore.no_snapshot"),
+                    .code(ErrorCode::RestoreNoSnapshot),
             );
         }
         let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
@@ -264,7 +264,9 @@ impl Selection {
                     }
                     // `T` before the stream's first base: only a snapshot
                     // can give it (or, for the whole service, nothing).
-                    Err(e) if e.event == "restore.before_history" && (snapshot.is_some() || only.is_empty()) => None,
+                    Err(e) if e.code == ErrorCode::RestoreBeforeHistory && (snapshot.is_some() || only.is_empty()) => {
+                        None
+                    }
                     Err(e) => return Err(e),
                 }
             } else {
@@ -297,7 +299,7 @@ impl Selection {
                     let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
                     return Err(Error::no_input(name, format!("no snapshot{when} holds this source"))
                         .fix("choose a later --at; `lifeboat list --all` shows every point")
-                        .event("restore.before_history"));
+                        .code(ErrorCode::RestoreBeforeHistory));
                 }
             };
             picks.push(pick);
@@ -332,7 +334,7 @@ impl Selection {
                 ),
             )
             .fix("choose a later --at; `lifeboat list --all` shows every point")
-            .event("restore.before_history"));
+            .code(ErrorCode::RestoreBeforeHistory));
         }
         Ok(Selection { picks, others })
     }
@@ -471,7 +473,7 @@ impl Selection {
                 patterns.join(", ")
             ))
             .fix("patterns are paths inside a directory source, e.g. tenants/42; `lifeboat show ID` lists them")
-            .event("restore.include_matches_nothing"));
+            .code(ErrorCode::RestoreIncludeMatchesNothing));
         }
         Ok(Selection { picks, others })
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::{Error, IoContext, Result, SqlContext};
+use crate::error::{Error, ErrorCode, IoContext, Result, SqlContext};
 
 /// One database with a read transaction open on it.
 pub struct OpenDatabase {
@@ -84,7 +84,7 @@ pub fn open_with(path: &Path, schema_query: &str, file: Option<Arc<File>>) -> Re
         return Err(
             Error::bad_data(path.display(), "not a SQLite database (header check failed)")
                 .fix("point the [[sqlite]] source at the database file itself")
-                .event("snapshot.not_sqlite"),
+                .code(ErrorCode::SnapshotNotSqlite),
         );
     }
     let path = &canonical;
@@ -133,7 +133,7 @@ pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
                             format!("the schema_version query `{schema_query}` failed: {e}"),
                         )
                         .fix("fix the schema_version query in the configuration (it must return one integer)")
-                        .event("snapshot.bad_schema_query")
+                        .code(ErrorCode::SnapshotBadSchemaQuery)
                     })?
                     .and_then(|v| match v {
                         rusqlite::types::Value::Integer(i) => Some(i),
@@ -166,7 +166,7 @@ fn check_structure(path: &Path, file: &File, page_size: u32, page_count: u32, jo
     let damaged = |problem: String| {
         Error::bad_data(path.display(), problem)
             .fix("the database file is damaged: repair it (`sqlite3 DB .recover`) or restore it, then snapshot again")
-            .event("snapshot.database_damaged")
+            .code(ErrorCode::SnapshotDatabaseDamaged)
     };
     if len % ps != 0 {
         return Err(damaged(format!(
@@ -315,7 +315,7 @@ impl OpenDatabase {
                 "this Lifeboat binary was built without SQLite's sqlite_dbpage table",
             )
             .fix("build with LIBSQLITE3_FLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB (Lifeboat's .cargo/config.toml sets it; an embedding crate sets it in its own)")
-            .event("snapshot.no_dbpage")
+            .code(ErrorCode::SnapshotNoDbpage)
         } else {
             Error::sqlite(&self.path, e)
         }

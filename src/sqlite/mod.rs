@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::{Error, IoContext, Result, SqlContext};
+use crate::error::{Error, ErrorCode, IoContext, Result, SqlContext};
 
 /// The first 16 bytes of every SQLite database file.
 pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -97,7 +97,7 @@ pub fn integrity_check(path: &Path) -> Result<()> {
         };
         Err(
             Error::bad_data(path.display(), format!("integrity_check failed: {first}{more}"))
-                .event("restore.integrity_failed"),
+                .code(ErrorCode::RestoreIntegrityFailed),
         )
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::{LockGuard, LockHolder, Storage};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::fsutil::{sync_dir, write_atomic};
 
 pub struct LocalStorage {
@@ -52,7 +52,7 @@ pub(crate) fn open_object(p: &Path) -> Result<File> {
     if !meta.is_file() {
         return Err(
             Error::damaged(p.display(), "is not a regular file where a repository object belongs")
-                .event("repo.not_a_file")
+                .code(ErrorCode::RepoNotAFile)
                 .fix("move it out of the repository, then run `lifeboat verify` to see which snapshots it damages"),
         );
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 
 #[derive(Debug, Clone)]
 pub struct RepoLocation {
@@ -226,7 +226,7 @@ fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
     let bad = |problem: String| {
         Error::config(whole, problem)
             .fix("write it as s3://BUCKET/PREFIX?endpoint=URL&region=REGION")
-            .event("repo.bad_url")
+            .code(ErrorCode::RepoBadUrl)
     };
     if bucket.is_empty() {
         return Err(bad("no bucket name".into()));
@@ -268,7 +268,7 @@ fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
         (None, None) => {
             return Err(Error::config(whole, "no region for AWS S3")
                 .fix("add ?region=REGION to the URL, set AWS_REGION, or set region in [repository.s3]")
-                .event("repo.no_region"));
+                .code(ErrorCode::RepoNoRegion));
         }
     };
     Ok(S3Target {

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorCode, IoContext, Result};
 pub use location::{Backend, RepoLocation, StorageOptions};
 
 /// Who holds the writer lock; recorded so a refused writer can name it.
@@ -241,7 +241,7 @@ pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<
                 .unwrap_or_else(|_| "held by another process".into());
             return Err(Error::busy(location, format!("repository in use: {who}"))
                 .fix("wait for it to finish and retry")
-                .event("repo.in_use"));
+                .code(ErrorCode::RepoInUse));
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
     }

@@ -17,7 +17,7 @@ use opendal::{HttpTransport, HttpTransporter, OperationContext, Operator};
 
 use super::location::{S3Options, S3Target, StorageOptions};
 use super::{LockGuard, LockHolder, RequestCounter, RequestCounts, Storage};
-use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::error::{Error, ErrorCode, ErrorKind, IoContext, Result};
 
 pub struct S3Storage {
     op: Operator,
@@ -115,39 +115,39 @@ impl S3Storage {
             .to_ascii_lowercase();
         let subject = self.subject(key);
         match e.kind() {
-            opendal::ErrorKind::NotFound => Error::no_input(subject, "no such object").event("storage.not_found"),
+            opendal::ErrorKind::NotFound => Error::no_input(subject, "no such object").code(ErrorCode::StorageNotFound),
             opendal::ErrorKind::PermissionDenied => Error::config(
                 subject,
                 format!("access denied by {endpoint} (HTTP 403): the credentials are wrong or may not use bucket {bucket}"),
             )
             .fix("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or [repository.s3]) and the key's permissions on the bucket")
-            .event("storage.access_denied"),
+            .code(ErrorCode::StorageAccessDenied),
             opendal::ErrorKind::ConfigInvalid if said.contains("nosuchbucket") => Error::config(
                 format!("s3://{bucket}"),
                 format!("bucket {bucket} does not exist at {endpoint}"),
             )
             .fix("create the bucket, or correct the bucket name or endpoint in the repository URL")
-            .event("storage.no_such_bucket"),
+            .code(ErrorCode::StorageNoSuchBucket),
             _ if said.contains("authorizationheadermalformed") || said.contains("region") && !e.is_temporary() => {
                 Error::config(
                     subject,
                     format!("{endpoint} rejected region {}: {}", self.target.region, short(&e)),
                 )
                 .fix("give the server's region with ?region= (Garage: its s3_region setting), AWS_REGION or [repository.s3] region")
-                .event("storage.wrong_region")
+                .code(ErrorCode::StorageWrongRegion)
             }
             _ if said.contains("signing credential") || causes.contains("signing credential") => Error::config(
                 subject,
                 format!("no S3 credentials to sign requests to {endpoint} with"),
             )
             .fix("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or [repository.s3] access_key_id and secret_access_key)")
-            .event("storage.no_credentials"),
+            .code(ErrorCode::StorageNoCredentials),
             _ if causes.contains("dns error") || causes.contains("failed to lookup address") => Error::config(
                 subject,
                 format!("cannot resolve the host of endpoint {endpoint}"),
             )
             .fix("check the endpoint URL (?endpoint=, AWS_ENDPOINT_URL or [repository.s3] endpoint)")
-            .event("storage.bad_endpoint"),
+            .code(ErrorCode::StorageBadEndpoint),
             _ if causes.contains("certificate") || causes.contains("tls") || causes.contains("invalid http version")
                 || causes.contains("corruptmessage")
                 // rustls, handshaking with a server that answered in plain HTTP.
@@ -156,15 +156,15 @@ impl S3Storage {
                 format!("TLS failure talking to {endpoint}"),
             )
             .fix("check the endpoint's scheme (http:// or https://) and that its certificate is valid for that host")
-            .event("storage.tls"),
+            .code(ErrorCode::StorageTls),
             _ if e.is_temporary() || causes.contains("connection refused") || causes.contains("connect") => Error::busy(
                 subject,
                 format!("{endpoint} did not answer properly: {}", short(&e)),
             )
             .fix(format!("check that {endpoint} is the right endpoint and is up, then retry"))
-            .event("storage.unavailable")
+            .code(ErrorCode::StorageUnavailable)
             .temporary(),
-            _ => Error::new(ErrorKind::Io, subject, format!("{endpoint}: {}", short(&e))).event("storage.failed"),
+            _ => Error::new(ErrorKind::Io, subject, format!("{endpoint}: {}", short(&e))).code(ErrorCode::StorageFailed),
         }
     }
 
@@ -201,7 +201,7 @@ impl S3Storage {
             self.subject(key),
             format!("wanted {len} bytes at offset {offset}, got {got}"),
         )
-        .event("storage.short_read")
+        .code(ErrorCode::StorageShortRead)
         .temporary()
     }
 
@@ -519,7 +519,7 @@ impl Storage for S3Storage {
                     self.subject(key),
                     format!("upload not confirmed: the store reports {got:?} bytes, {size} were sent"),
                 )
-                .event("storage.upload_unconfirmed")
+                .code(ErrorCode::StorageUploadUnconfirmed)
                 .temporary());
             }
         }
