@@ -57,7 +57,6 @@ pub use repo::{RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};
 pub use snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 pub use verify::DataCheck;
-pub mod config;
 pub mod forget;
 pub mod pitr;
 pub mod prune;

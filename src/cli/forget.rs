@@ -1,4 +1,4 @@
-use lifeboat::config::RetentionConfig;
+use super::config::RetentionConfig;
 use lifeboat::forget::{self, ForgetOptions, ForgetPlan, WalWindow};
 use lifeboat::retention::{self, Count, Policy};
 use lifeboat::{Error, Result};

@@ -2,6 +2,7 @@
 //! One file per subcommand; `exit.rs` is the only place errors become exit
 //! codes and messages.
 
+mod config;
 mod demo;
 mod exit;
 mod forget;
@@ -23,7 +24,7 @@ mod verify;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use lifeboat::config::Config;
+use config::Config;
 use lifeboat::repo::{RepoLocation, Repository};
 use lifeboat::{Error, Result};
 

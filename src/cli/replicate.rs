@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifeboat::config::file_name;
+use super::config::file_name;
 use lifeboat::duration::parse_duration;
 use lifeboat::replicate::{self, DbSpec, Notice, Notify, Options, Target};
 use lifeboat::repo::{RepoLocation, Repository};
@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let config = ctx.config()?;
     let section = config.map(|c| c.replicate.clone()).unwrap_or_default();
     let dbs: Vec<DbSpec> = if args.dbs.is_empty() {
-        let c = config.ok_or_else(lifeboat::config::Config::not_found_error)?;
+        let c = config.ok_or_else(super::config::Config::not_found_error)?;
         let dbs: Vec<DbSpec> = c
             .sqlite
             .iter()

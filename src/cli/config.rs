@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
-use crate::snapshot::{SourceKind, SourceSpec};
+use lifeboat::error::{Error, Result};
+use lifeboat::snapshot::{SourceKind, SourceSpec};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,12 +42,12 @@ pub struct RepositoryConfig {
     pub retry_seconds: Option<u64>,
     /// S3 endpoint, region, credentials and upload settings.
     #[serde(default)]
-    pub s3: crate::storage::location::S3Options,
+    pub s3: lifeboat::storage::location::S3Options,
 }
 
 impl RepositoryConfig {
-    pub fn storage_options(&self) -> crate::storage::StorageOptions {
-        crate::storage::StorageOptions {
+    pub fn storage_options(&self) -> lifeboat::storage::StorageOptions {
+        lifeboat::storage::StorageOptions {
             transfers: self.transfers,
             retry_seconds: self.retry_seconds,
             s3: self.s3.clone(),
@@ -152,7 +152,7 @@ pub fn search_paths() -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::fsutil::home_dir().join(".config"));
+        .unwrap_or_else(|| lifeboat::fsutil::home_dir().join(".config"));
     v.push(xdg.join("lifeboat/lifeboat.toml"));
     v.push(PathBuf::from("/etc/lifeboat/lifeboat.toml"));
     v
@@ -181,7 +181,7 @@ impl Config {
     /// configuration error (78), caught when the file is read.
     fn check_names_unique(&self, path: &Path) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
-        for s in self.sources(crate::repo::manifest::SnapshotKind::Full) {
+        for s in self.sources(lifeboat::repo::manifest::SnapshotKind::Full) {
             if !seen.insert(s.name.clone()) {
                 return Err(
                     Error::config(path.display(), format!("two sources are named `{}`", s.name))
@@ -220,7 +220,7 @@ impl Config {
             // Absolute and without `..`: sources are recorded by these paths,
             // and an in-place restore on another host recreates them.
             if p.is_relative() {
-                *p = crate::fsutil::absolute_normalized(&base.join(&*p));
+                *p = lifeboat::fsutil::absolute_normalized(&base.join(&*p));
             }
         }
         Ok(c)
@@ -251,8 +251,8 @@ impl Config {
 
     /// The sources of a snapshot of `kind` (a partial one leaves out the
     /// `full_only` sources).
-    pub fn sources(&self, kind: crate::repo::manifest::SnapshotKind) -> Vec<SourceSpec> {
-        let full = kind != crate::repo::manifest::SnapshotKind::Partial;
+    pub fn sources(&self, kind: lifeboat::repo::manifest::SnapshotKind) -> Vec<SourceSpec> {
+        let full = kind != lifeboat::repo::manifest::SnapshotKind::Partial;
         let mut v = Vec::new();
         for s in self.sqlite.iter().filter(|s| full || !s.full_only) {
             v.push(SourceSpec {
@@ -262,7 +262,7 @@ impl Config {
                     schema_query: s
                         .schema_version
                         .clone()
-                        .unwrap_or_else(|| crate::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
+                        .unwrap_or_else(|| lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
                 },
             });
         }
