@@ -52,6 +52,7 @@ pub mod storage;
 pub mod treehash;
 
 pub use error::{Error, ErrorKind, Result};
+pub use fsutil::HostDirs;
 pub use repo::manifest::SnapshotKind;
 pub use repo::{RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};

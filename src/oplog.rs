@@ -421,13 +421,13 @@ fn redact_userinfo(word: &str) -> String {
 }
 
 /// The name of the user running this process: the password database's name
-/// for the real uid, else `$USER`, else the uid as a number (a container
-/// user with no entry).
-pub fn current_user() -> String {
+/// for the real uid, else `fallback` (the binary passes `$USER`), else the
+/// uid as a number (a container user with no entry).
+pub fn current_user(fallback: Option<String>) -> String {
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     passwd_name(uid)
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| fallback.filter(|u| !u.is_empty()))
         .unwrap_or_else(|| uid.to_string())
 }
 

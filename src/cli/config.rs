@@ -51,6 +51,7 @@ impl RepositoryConfig {
             transfers: self.transfers,
             retry_seconds: self.retry_seconds,
             s3: self.s3.clone(),
+            cache_dir: None,
         }
     }
 }
@@ -152,7 +153,7 @@ pub fn search_paths() -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| lifeboat::fsutil::home_dir().join(".config"));
+        .unwrap_or_else(|| lifeboat::fsutil::HostDirs::from_env().home.join(".config"));
     v.push(xdg.join("lifeboat/lifeboat.toml"));
     v.push(PathBuf::from("/etc/lifeboat/lifeboat.toml"));
     v

@@ -240,7 +240,7 @@ pub fn append_record(ctx: &Ctx, op: Pending, exit_code: i32, error: Option<&Erro
         format: oplog::RECORD_FORMAT,
         time: jiff::Timestamp::now().to_string(),
         host: lifeboat::fsutil::hostname(),
-        user: oplog::current_user(),
+        user: oplog::current_user(std::env::var("USER").ok()),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
         command: op.command.clone(),
         args: oplog::redact_args(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned())),

@@ -133,7 +133,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         replicate::follower::check_supported(&d.path)?;
     }
 
-    let mut opts = Options::default();
+    let mut opts = Options {
+        state_dir: ctx.dirs().replication_state_dir(),
+        ..Options::default()
+    };
     if let Some(d) = flag_or_config(
         ("--sync-interval", args.sync_interval.as_deref()),
         ("[replicate] sync_interval", section.sync_interval.as_deref()),
@@ -317,8 +320,7 @@ fn json_line(v: &impl serde::Serialize) {
 
 /// `--replica` flags, else `[replicate] replicas`, else the repository.
 pub(super) fn replica_locations(ctx: &Ctx, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
-    let section = ctx.config()?.and_then(|c| c.repository.clone());
-    let options = section.as_ref().map(|r| r.storage_options()).unwrap_or_default();
+    let options = ctx.storage_options()?;
     let named = if flags.is_empty() { configured } else { flags };
     if named.is_empty() {
         return Ok(vec![ctx.repo_location()?]);

@@ -144,7 +144,7 @@ pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
         Backend::S3(target) => {
             let s3: Arc<dyn Storage> = Arc::new(s3::S3Storage::connect(target, &loc.options)?);
             let retried: Arc<dyn Storage> = Arc::new(retry::RetryStorage::new(s3, loc.options.retry_budget()));
-            Arc::new(cache::CachedStorage::new(retried, &target.local_dir()))
+            Arc::new(cache::CachedStorage::new(retried, &loc.options.s3_work_dir(target)?))
         }
     };
     Ok(Arc::new(metered::MeteredStorage::new(backend)))
