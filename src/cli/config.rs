@@ -51,7 +51,7 @@ impl RepositoryConfig {
             transfers: self.transfers,
             retry_seconds: self.retry_seconds,
             s3: self.s3.clone(),
-            cache_dir: None,
+            ..Default::default()
         }
     }
 }

@@ -22,12 +22,14 @@ mod stats;
 mod verify;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use config::Config;
 use lifeboat::fsutil::HostDirs;
 use lifeboat::repo::{RepoLocation, Repository};
 use lifeboat::storage::StorageOptions;
+use lifeboat::storage::metered::Meter;
 use lifeboat::{Error, Result};
 
 const AFTER_HELP: &str = "\
@@ -105,6 +107,9 @@ pub struct Ctx {
     config_flag: Option<PathBuf>,
     config: std::cell::OnceCell<Option<Config>>,
     dirs: HostDirs,
+    /// What every storage the command opens counts into, for its
+    /// operations log record.
+    meter: Arc<Meter>,
 }
 
 impl Ctx {
@@ -154,6 +159,7 @@ impl Ctx {
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .or(s3.region.take());
         options.cache_dir = Some(self.dirs.cache.clone());
+        options.meter = Some(self.meter.clone());
         Ok(options)
     }
 
@@ -226,6 +232,7 @@ pub fn main() -> i32 {
         config_flag: cli.config,
         config: Default::default(),
         dirs: HostDirs::from_env(),
+        meter: Arc::default(),
     };
     // A config named with --config is always read, so a broken one is
     // reported even by commands that would not otherwise need it.
@@ -234,7 +241,7 @@ pub fn main() -> i32 {
     {
         return exit::report(&e, ctx.json);
     }
-    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started));
+    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),

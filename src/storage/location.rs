@@ -40,6 +40,12 @@ pub struct StorageOptions {
     /// for a directory. The binary passes [`HostDirs::from_env`]'s.
     #[serde(skip)]
     pub cache_dir: Option<PathBuf>,
+    /// What every storage opened with these options counts into: one
+    /// operation's totals for its operations log record
+    /// ([`crate::oplog::Operation`] hands out options carrying its own).
+    /// `None`: each storage counts on its own.
+    #[serde(skip)]
+    pub meter: Option<std::sync::Arc<super::metered::Meter>>,
 }
 
 /// `[repository.s3]`. Credentials and `profile` here override the AWS
