@@ -4,6 +4,7 @@
 pub mod anchor;
 pub mod capture;
 pub mod checkpoint;
+pub mod frames;
 pub mod wal;
 
 use std::path::Path;
