@@ -9,21 +9,29 @@ use serde::Deserialize;
 use lifeboat::error::{Error, Result};
 use lifeboat::snapshot::{SourceKind, SourceSpec};
 
+/// A whole `lifeboat.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[repository]`: where backups go and how storage behaves.
     #[serde(default)]
     pub repository: Option<RepositoryConfig>,
+    /// `[restore]`.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[[sqlite]]`: the databases.
     #[serde(default)]
     pub sqlite: Vec<SqliteConfig>,
+    /// `[[directory]]`: the directory trees.
     #[serde(default)]
     pub directory: Vec<DirectoryConfig>,
+    /// `[[file]]`: single files.
     #[serde(default)]
     pub file: Vec<FileConfig>,
+    /// `[replicate]`.
     #[serde(default)]
     pub replicate: ReplicateConfig,
+    /// `[retention]`.
     #[serde(default)]
     pub retention: RetentionConfig,
     /// Where this config was read from.
@@ -31,6 +39,7 @@ pub struct Config {
     pub path: PathBuf,
 }
 
+/// `[repository]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
@@ -46,6 +55,8 @@ pub struct RepositoryConfig {
 }
 
 impl RepositoryConfig {
+    /// The storage settings as the library takes them (the environment's
+    /// are applied by `Ctx::storage_options`).
     pub fn storage_options(&self) -> lifeboat::storage::StorageOptions {
         lifeboat::storage::StorageOptions {
             transfers: self.transfers,
@@ -56,6 +67,7 @@ impl RepositoryConfig {
     }
 }
 
+/// `[restore]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreConfig {
@@ -92,14 +104,21 @@ pub struct ReplicateConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
+    /// `--keep-last`.
     pub keep_last: Option<i64>,
+    /// `--keep-hourly`.
     pub keep_hourly: Option<i64>,
+    /// `--keep-daily`.
     pub keep_daily: Option<i64>,
+    /// `--keep-weekly`.
     pub keep_weekly: Option<i64>,
+    /// `--keep-monthly`.
     pub keep_monthly: Option<i64>,
+    /// `--keep-yearly`.
     pub keep_yearly: Option<i64>,
     /// e.g. "7d" or "1y2m" (restic's units: y, m = months, d, h).
     pub keep_within: Option<String>,
+    /// `--keep-tag` lists: `"a,b"` keeps snapshots with both.
     #[serde(default)]
     pub keep_tags: Vec<String>,
     /// How far back every commit stays restorable, e.g. "24h" (the default
@@ -111,22 +130,30 @@ pub struct RetentionConfig {
     pub repack_unused: Option<f64>,
 }
 
+/// `[[sqlite]]`: one database.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteConfig {
+    /// The database file (relative to the config file).
     pub path: PathBuf,
+    /// The source's name in snapshots (default: the file name).
     pub name: Option<String>,
     /// SQL returning one integer, e.g. `SELECT max(version) FROM schema_migrations`.
     pub schema_version: Option<String>,
+    /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
 }
 
+/// `[[directory]]`: one directory tree.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
+    /// The directory (relative to the config file).
     pub path: PathBuf,
+    /// The source's name in snapshots (default: the directory's name).
     pub name: Option<String>,
+    /// Globs relative to the directory, left out.
     #[serde(default)]
     pub exclude: Vec<String>,
     /// Captured by `--kind full` only (large, re-creatable data).
@@ -134,11 +161,15 @@ pub struct DirectoryConfig {
     pub full_only: bool,
 }
 
+/// `[[file]]`: one file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The file (relative to the config file).
     pub path: PathBuf,
+    /// The source's name in snapshots (default: the file name).
     pub name: Option<String>,
+    /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
 }
@@ -194,6 +225,8 @@ impl Config {
         Ok(())
     }
 
+    /// Read and check the file at `path`; relative source paths are
+    /// resolved against its directory.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e).fix("check the --config path"))?;
         let mut c: Config = toml::from_str(&text).map_err(|e| {
@@ -240,6 +273,8 @@ impl Config {
         Ok(None)
     }
 
+    /// The error for a command that needs a config and found none,
+    /// naming every place searched.
     pub fn not_found_error() -> Error {
         let tried: Vec<String> = search_paths().iter().map(|p| p.display().to_string()).collect();
         Error::config(
@@ -287,6 +322,7 @@ impl Config {
     }
 }
 
+/// A source's default name: the last component of its absolute path.
 pub fn file_name(p: &Path) -> String {
     std::path::absolute(p)
         .ok()
