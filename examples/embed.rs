@@ -2,7 +2,10 @@
 //! SQLite database, creates a repository beside it, takes a snapshot on
 //! demand, replicates every commit from a background thread while it
 //! writes, then restores its newest commit into a fresh file and checks
-//! that nothing is missing. Exits 0 when the restored copy holds every row.
+//! that nothing is missing. The repository creation, the snapshot and the
+//! restore each leave an operations log record, as the `lifeboat` command
+//! does. Exits 0 when the restored copy holds every row and the records
+//! are there.
 //!
 //! ```sh
 //! cargo run --example embed
@@ -28,7 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The repository: a local directory here; `RepoLocation::parse` takes
     // an `s3://bucket/prefix` URL the same way.
     let location = RepoLocation::local(home.path().join("backups"));
-    let repo = Repository::init(&location)?;
+    // `oplog::run` records each operation in the repository's operations
+    // log (`lifeboat log` lists them), success or failure.
+    lifeboat::oplog::run("init", &location, Repository::init)?;
 
     // A snapshot on demand (before a migration, say), under the writer lock.
     let sources = [SourceSpec {
@@ -44,10 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         replication: None,
         time: None,
     };
-    let (id, _) = {
+    let (id, _) = lifeboat::oplog::run("snapshot", &location, |location| {
+        let repo = Repository::open(location)?;
         let _lock = repo.lock("embed")?;
-        lifeboat::snapshot::take(&repo, &sources, &options, &Silent)?
-    };
+        lifeboat::snapshot::take(&repo, &sources, &options, &Silent)
+    })?;
     println!("snapshot {}", id.short());
 
     // Every commit replicated from a background thread while the service
@@ -80,26 +86,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     // Disaster drill: the newest point, as a plain SQLite file elsewhere.
-    let repo = Repository::open(&location)?;
     let restored = home.path().join("restored.db");
-    let report = lifeboat::restore::restore(
-        &repo,
-        &Selection::newest(&repo, &[], None)?,
-        &RestoreOptions {
-            target: Target::File(restored.clone()),
-            force: false,
-            max_schema_version: None,
-            keep: Vec::new(),
-            skip_integrity_check: false,
-        },
-        &Silent,
-    )?;
+    let report = lifeboat::oplog::run("restore", &location, |location| {
+        let repo = Repository::open(location)?;
+        lifeboat::restore::restore(
+            &repo,
+            &Selection::newest(&repo, &[], None)?,
+            &RestoreOptions {
+                target: Target::File(restored.clone()),
+                force: false,
+                max_schema_version: None,
+                keep: Vec::new(),
+                skip_integrity_check: false,
+            },
+            &Silent,
+        )
+    })?;
     let point = report.point.as_ref().map(|p| p.txid).unwrap_or(0);
     let copy = rusqlite::Connection::open(&restored)?;
     let rows: i64 = copy.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
     println!("restored txid {point}: {rows} of {ROWS} orders");
     if rows != ROWS {
         return Err(format!("the restored copy holds {rows} rows, not {ROWS}").into());
+    }
+
+    // What an operator's `lifeboat log` shows for this service.
+    let repo = Repository::open_unindexed(&location)?;
+    let records = lifeboat::oplog::list(repo.storage.as_ref(), None)?;
+    let commands: Vec<&str> = records.iter().map(|(_, r)| r.command.as_str()).collect();
+    println!("operations log: {}", commands.join(", "));
+    if commands != ["init", "snapshot", "restore"] || records[1].1.bytes_written == 0 {
+        return Err(format!("unexpected operations log: {records:?}").into());
     }
     Ok(())
 }

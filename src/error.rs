@@ -53,6 +53,22 @@ pub struct Error {
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+impl ErrorKind {
+    /// The exit code (sysexits.h) the binary ends with for this kind, which
+    /// the operations log also records; one table for both.
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => 64,
+            ErrorKind::BadData => 65,
+            ErrorKind::NoInput => 66,
+            ErrorKind::CantCreate => 73,
+            ErrorKind::Io => 74,
+            ErrorKind::Busy => 75,
+            ErrorKind::Config => 78,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.subject.is_empty() {

@@ -263,11 +263,72 @@ fn inodes_beneath(root: &Path) -> std::collections::HashMap<(u64, u64), PathBuf>
     out
 }
 
-/// `$HOME`, or `/` when it is not set.
-pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
+/// The per-user directories Lifeboat keeps host-local state in: the S3
+/// working directories (staging, metadata cache, the host's writer lock),
+/// the default repository and the replication state. The library reads no
+/// environment: a service passes these explicitly, or calls
+/// [`HostDirs::from_env`] to get what the `lifeboat` binary uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDirs {
+    /// The user's home directory.
+    pub home: PathBuf,
+    /// Per-user cache (`$XDG_CACHE_HOME`, `~/.cache`): S3 working
+    /// directories live under `lifeboat/s3/` here.
+    pub cache: PathBuf,
+    /// Per-user state (`$XDG_STATE_HOME`, `~/.local/state`): the default
+    /// repository and replication state live under `lifeboat/` here.
+    pub state: PathBuf,
+}
+
+impl HostDirs {
+    /// The XDG layout under `home`: `home/.cache` and `home/.local/state`.
+    pub fn under(home: &Path) -> HostDirs {
+        HostDirs {
+            home: home.to_path_buf(),
+            cache: home.join(".cache"),
+            state: home.join(".local/state"),
+        }
+    }
+
+    /// What the `lifeboat` binary uses: `$HOME` (else `/`), and
+    /// `$XDG_CACHE_HOME` / `$XDG_STATE_HOME` when set and non-empty, else
+    /// their defaults under the home directory. The one place the library
+    /// looks at these variables, and only when called.
+    pub fn from_env() -> HostDirs {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let defaults = HostDirs::under(&home);
+        HostDirs {
+            cache: var("XDG_CACHE_HOME").unwrap_or(defaults.cache),
+            state: var("XDG_STATE_HOME").unwrap_or(defaults.state),
+            home,
+        }
+    }
+
+    /// Where a replicator keeps positions and unshipped segments by
+    /// default: `<state>/lifeboat/replicate`. A relative state directory is
+    /// ignored, as the XDG specification asks, for the home's default: a
+    /// replicator's state must not move with its working directory.
+    pub fn replication_state_dir(&self) -> PathBuf {
+        let base = if self.state.is_absolute() {
+            self.state.clone()
+        } else {
+            self.home.join(".local/state")
+        };
+        base.join("lifeboat/replicate")
+    }
+
+    /// The per-user default repository: `<state>/lifeboat/repo`.
+    pub fn default_repo(&self) -> PathBuf {
+        self.state.join("lifeboat/repo")
+    }
+
+    /// The per-host working directory of S3 repositories, by their hash.
+    pub fn s3_work_root(&self) -> PathBuf {
+        self.cache.join("lifeboat/s3")
+    }
 }
 
 /// This machine's host name (`gethostname`), or `unknown` when it fails;

@@ -52,12 +52,12 @@ pub mod storage;
 pub mod treehash;
 
 pub use error::{Error, ErrorCode, ErrorKind, Result};
+pub use fsutil::HostDirs;
 pub use repo::manifest::SnapshotKind;
 pub use repo::{RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};
 pub use snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 pub use verify::DataCheck;
-pub mod config;
 pub mod forget;
 pub mod pitr;
 pub mod prune;

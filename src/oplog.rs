@@ -13,11 +13,16 @@
 //! that silently skipped it would present an incomplete history as the
 //! whole one. `prune` never reads records, so it can remove such a record.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::storage::{RequestCounts, Storage};
+use crate::repo::{RepoLocation, Repository};
+use crate::storage::metered::Meter;
+use crate::storage::{Backend, RequestCounts, Storage};
 
 /// The record's `format` field; any other value is refused.
 pub const RECORD_FORMAT: u32 = 1;
@@ -188,6 +193,177 @@ pub fn append(storage: &dyn Storage, record: &OpRecord) -> Result<String> {
     let key = record_key(time, &json);
     storage.write(&key, &codec::encode(&json, LEVEL))?;
     Ok(key)
+}
+
+/// One run of an operation, from its start to its record in the log: what
+/// the binary does around every command that changes a repository, and
+/// what a service embedding the library does around its own snapshots,
+/// restores, prunes and checks ([`run`] wraps one call), so both leave the
+/// same records.
+///
+/// The storages the operation opens count into its [`Meter`]: open them
+/// through [`Operation::location`] (the binary puts the meter in every
+/// location it resolves).
+pub struct Operation {
+    command: String,
+    args: Vec<String>,
+    user: String,
+    started: Instant,
+    meter: Arc<Meter>,
+}
+
+impl Operation {
+    /// An operation named `command` (e.g. `snapshot`, `log prune`) starting
+    /// now, with no arguments, run by [`current_user`]`(None)`, counting
+    /// into a meter of its own.
+    pub fn start(command: impl Into<String>) -> Operation {
+        Operation {
+            command: command.into(),
+            args: Vec::new(),
+            user: current_user(None),
+            started: Instant::now(),
+            meter: Arc::default(),
+        }
+    }
+
+    /// The arguments the record shows; secrets are redacted here.
+    pub fn args(mut self, args: impl IntoIterator<Item = String>) -> Operation {
+        self.args = redact_args(args);
+        self
+    }
+
+    /// Who the record says ran it.
+    pub fn user(mut self, user: impl Into<String>) -> Operation {
+        self.user = user.into();
+        self
+    }
+
+    /// When it started, if before [`Operation::start`] was called.
+    pub fn started_at(mut self, started: Instant) -> Operation {
+        self.started = started;
+        self
+    }
+
+    /// Count into `meter` instead (one the caller already hands out).
+    pub fn meter(mut self, meter: Arc<Meter>) -> Operation {
+        self.meter = meter;
+        self
+    }
+
+    /// The operation's name as recorded.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// `loc`, with storages opened through it counting into this operation.
+    pub fn location(&self, loc: &RepoLocation) -> RepoLocation {
+        let mut loc = loc.clone();
+        loc.options.meter = Some(self.meter.clone());
+        loc
+    }
+
+    /// The record of the operation ending now with `exit_code` (0 when it
+    /// succeeded) and `error`; its totals are what its storages did so far.
+    pub fn record(&self, exit_code: i32, error: Option<&Error>) -> OpRecord {
+        let totals = self.meter.totals();
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let one_line = |s: String| redact(&s.split_whitespace().collect::<Vec<_>>().join(" "));
+        OpRecord {
+            format: RECORD_FORMAT,
+            time: jiff::Timestamp::now().to_string(),
+            host: crate::fsutil::hostname(),
+            user: self.user.clone(),
+            lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            result: if exit_code == 0 { Outcome::Ok } else { Outcome::Error },
+            exit_code,
+            error: error.map(|e| one_line(e.to_string())),
+            event: error.map(|e| e.code.event().to_string()),
+            duration_ms,
+            bytes_written: totals.bytes_written,
+            objects_deleted: totals.objects_deleted,
+            requests: totals.requests.into(),
+        }
+    }
+
+    /// Append the operation's record to each repository it changed (what
+    /// `targets` gives). Never changes the operation's outcome: a
+    /// repository that cannot be opened (there is none yet, the location is
+    /// wrong) is skipped quietly, and a record that cannot be written is a
+    /// warning.
+    pub fn finish(self, targets: impl FnOnce() -> Result<Vec<RepoLocation>>, exit_code: i32, error: Option<&Error>) {
+        // Made first, so the record covers the operation and not its own
+        // writing.
+        let record = self.record(exit_code, error);
+        if let Some(e) = error.filter(|e| e.temporary) {
+            // The store stayed unreachable through the operation's retries;
+            // writing the record would only wait out as many again.
+            tracing::debug!(event = "oplog.skipped", command = %self.command, reason = %e);
+            return;
+        }
+        let targets = match targets() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(event = "oplog.skipped", command = %self.command, reason = %e);
+                return;
+            }
+        };
+        for loc in targets {
+            // Never write `log/` where there is no repository (a directory or
+            // prefix `init` refused, a mistyped location). An operation that
+            // succeeded has opened each of its repositories, so a bucket is
+            // not asked again (a GET); a directory's check costs no request.
+            let storage = match (&loc.backend, exit_code) {
+                (Backend::S3(_), 0) => crate::storage::open(&loc),
+                _ => Repository::open_unindexed(&loc).map(|r| r.storage),
+            };
+            let storage = match storage {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(event = "oplog.skipped", command = %self.command, reason = %e);
+                    continue;
+                }
+            };
+            match append(storage.as_ref(), &record) {
+                Ok(key) => tracing::info!(event = "oplog.appended", repository = %storage.location(), key),
+                Err(e) => tracing::warn!(
+                    event = "oplog.append_failed",
+                    repository = %storage.location(),
+                    error = %e,
+                    "the operation's operations log record was not written"
+                ),
+            }
+        }
+    }
+}
+
+/// Run `f` as the operation `command` on the repository at `loc` and append
+/// its record there, as the binary records its commands: `f` gets `loc`
+/// counting into the operation, and its result is returned unchanged.
+///
+/// ```
+/// use lifeboat::{RepoLocation, Repository};
+///
+/// # fn main() -> lifeboat::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let location = RepoLocation::local(dir.path().join("backups"));
+/// lifeboat::oplog::run("init", &location, |loc| Repository::init(loc))?;
+/// let repo = Repository::open_unindexed(&location)?;
+/// let records = lifeboat::oplog::list(repo.storage.as_ref(), None)?;
+/// assert_eq!(records[0].1.command, "init");
+/// # Ok(())
+/// # }
+/// ```
+pub fn run<T>(command: &str, loc: &RepoLocation, f: impl FnOnce(&RepoLocation) -> Result<T>) -> Result<T> {
+    let op = Operation::start(command);
+    let result = f(&op.location(loc));
+    let (exit_code, error) = match &result {
+        Ok(_) => (0, None),
+        Err(e) => (e.kind.exit_code(), Some(e)),
+    };
+    op.finish(|| Ok(vec![loc.clone()]), exit_code, error);
+    result
 }
 
 /// Record keys, oldest first, with their times.
@@ -445,13 +621,13 @@ fn redact_userinfo(word: &str) -> String {
 }
 
 /// The name of the user running this process: the password database's name
-/// for the real uid, else `$USER`, else the uid as a number (a container
-/// user with no entry).
-pub fn current_user() -> String {
+/// for the real uid, else `fallback` (the binary passes `$USER`), else the
+/// uid as a number (a container user with no entry).
+pub fn current_user(fallback: Option<String>) -> String {
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     passwd_name(uid)
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| fallback.filter(|u| !u.is_empty()))
         .unwrap_or_else(|| uid.to_string())
 }
 
@@ -497,6 +673,75 @@ mod tests {
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    /// A service using the library alone gets the records the binary
+    /// writes: success with what it stored, failure with its exit code and
+    /// event, and none where there is no repository.
+    #[test]
+    fn operations_run_through_the_library_leave_records() {
+        use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(5000));")
+            .unwrap();
+        let location = RepoLocation::local(dir.path().join("repo"));
+        let nowhere = RepoLocation::local(dir.path().join("nowhere"));
+        assert!(run("snapshot", &nowhere, Repository::open).is_err());
+        run("init", &location, Repository::init).unwrap();
+        let sources = [SourceSpec {
+            name: "app.db".into(),
+            path: db,
+            kind: SourceKind::Sqlite {
+                schema_query: "PRAGMA user_version".into(),
+            },
+        }];
+        let options = SnapshotOptions {
+            kind: crate::SnapshotKind::Full,
+            tags: vec![],
+            replication: None,
+            time: None,
+        };
+        run("snapshot", &location, |loc| {
+            let repo = Repository::open(loc)?;
+            let _lock = repo.lock("test")?;
+            crate::snapshot::take(&repo, &sources, &options, &crate::progress::Silent)
+        })
+        .unwrap();
+        let missing = [SourceSpec {
+            name: "gone.db".into(),
+            path: dir.path().join("gone.db"),
+            ..sources[0].clone()
+        }];
+        let failed = run("snapshot", &location, |loc| {
+            let repo = Repository::open(loc)?;
+            crate::snapshot::take(&repo, &missing, &options, &crate::progress::Silent)
+        });
+        let e = failed.unwrap_err();
+
+        let repo = Repository::open_unindexed(&location).unwrap();
+        let records: Vec<OpRecord> = list(repo.storage.as_ref(), None)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let commands: Vec<&str> = records.iter().map(|r| r.command.as_str()).collect();
+        assert_eq!(commands, ["init", "snapshot", "snapshot"], "{records:#?}");
+        assert!(
+            records
+                .iter()
+                .all(|r| r.host == crate::fsutil::hostname() && !r.user.is_empty())
+        );
+        assert_eq!((records[1].result, records[1].exit_code), (Outcome::Ok, 0));
+        assert!(records[1].bytes_written > 5000, "{:?}", records[1]);
+        assert_eq!(records[2].result, Outcome::Error);
+        assert_eq!(records[2].exit_code, e.kind.exit_code());
+        assert_eq!(records[2].event.as_deref(), Some(e.code.event()));
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "no log where there is no repository"
+        );
     }
 
     #[test]

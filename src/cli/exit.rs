@@ -1,26 +1,15 @@
-//! The one place library errors become exit codes (sysexits.h) and messages.
+//! The one place library errors become messages (one line, or JSON); the
+//! exit code of each kind is [`ErrorKind::exit_code`].
 
 use lifeboat::oplog::redact;
 use lifeboat::{Error, ErrorKind};
 
-pub const USAGE: i32 = 64;
-pub const DATAERR: i32 = 65;
-pub const NOINPUT: i32 = 66;
-pub const CANTCREAT: i32 = 73;
-pub const IOERR: i32 = 74;
-pub const TEMPFAIL: i32 = 75;
-pub const CONFIG: i32 = 78;
+pub const USAGE: i32 = ErrorKind::Usage.exit_code();
+pub const DATAERR: i32 = ErrorKind::BadData.exit_code();
+pub const TEMPFAIL: i32 = ErrorKind::Busy.exit_code();
 
 pub fn code(kind: ErrorKind) -> i32 {
-    match kind {
-        ErrorKind::Usage => USAGE,
-        ErrorKind::BadData => DATAERR,
-        ErrorKind::NoInput => NOINPUT,
-        ErrorKind::CantCreate => CANTCREAT,
-        ErrorKind::Io => IOERR,
-        ErrorKind::Busy => TEMPFAIL,
-        ErrorKind::Config => CONFIG,
-    }
+    kind.exit_code()
 }
 
 /// Print the error (one line, or one JSON object on stdout) and return its code.

@@ -1,7 +1,7 @@
 //! `lifeboat forget`: retention rules from the command line or
 //! `[retention]`, the plan printed, then applied (and `--prune`).
 
-use lifeboat::config::RetentionConfig;
+use super::config::RetentionConfig;
 use lifeboat::forget::{self, ForgetOptions, ForgetPlan, WalWindow};
 use lifeboat::retention::{self, Count, Policy};
 use lifeboat::{Error, Result};

@@ -2,11 +2,12 @@
 //! (src/oplog.rs), and the hook `main` runs after every command that changes
 //! a repository, which appends that command's record.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use lifeboat::oplog::{self, OpRecord, Outcome};
-use lifeboat::repo::{RepoLocation, Repository};
-use lifeboat::storage::Backend;
+use lifeboat::oplog::{self, Operation, Outcome};
+use lifeboat::repo::RepoLocation;
+use lifeboat::storage::metered::Meter;
 use lifeboat::{Error, Result};
 
 use super::Ctx;
@@ -172,14 +173,15 @@ fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
 
 /// What the hook needs to know about the command before it runs.
 pub struct Pending {
-    command: String,
-    started: Instant,
+    operation: Operation,
     /// `replicate --replica` values: the repositories it changes.
     replicas: Vec<String>,
 }
 
 impl Pending {
-    pub fn new(matches: &clap::ArgMatches, started: Instant) -> Pending {
+    /// The command's operation, counting into `meter` (the one every
+    /// location the command resolves carries).
+    pub fn new(matches: &clap::ArgMatches, started: Instant, meter: Arc<Meter>) -> Pending {
         let (name, sub) = matches.subcommand().unwrap_or(("", matches));
         let command = match sub.subcommand_name() {
             Some(nested) => format!("{name} {nested}"),
@@ -195,88 +197,30 @@ impl Pending {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        Pending {
-            command,
-            started,
-            replicas,
-        }
+        let operation = Operation::start(command)
+            .started_at(started)
+            .meter(meter)
+            .args(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()))
+            .user(oplog::current_user(std::env::var("USER").ok()));
+        Pending { operation, replicas }
     }
 }
 
 /// The repositories the command changed: `replicate`'s replicas (flags, else
 /// `[replicate] replicas`, else the repository), every other command's one
 /// repository.
-fn targets(ctx: &Ctx, op: &Pending) -> Result<Vec<RepoLocation>> {
-    if op.command == "replicate" {
+fn targets(ctx: &Ctx, command: &str, replicas: &[String]) -> Result<Vec<RepoLocation>> {
+    if command == "replicate" {
         let configured = ctx.config()?.map(|c| c.replicate.replicas.clone()).unwrap_or_default();
-        return super::replicate::replica_locations(ctx, &op.replicas, &configured);
+        return super::replicate::replica_locations(ctx, replicas, &configured);
     }
     Ok(vec![ctx.repo_location()?])
 }
 
-/// Append the command's record to each repository it changed. Never changes
-/// the command's outcome: a repository that cannot be opened (there is none
-/// yet, the location is wrong) is skipped quietly, and a record that cannot
-/// be written is a warning.
+/// Append the command's record to each repository it changed; the library's
+/// [`Operation::finish`] says when it is skipped.
 pub fn append_record(ctx: &Ctx, op: Pending, exit_code: i32, error: Option<&Error>) {
-    // Taken first, so the record covers the command and not its own writing.
-    let totals = lifeboat::storage::metered::totals();
-    let duration_ms = op.started.elapsed().as_millis() as u64;
-    if let Some(e) = error.filter(|e| e.temporary) {
-        // The store stayed unreachable through the command's retries; writing
-        // the record would only wait out as many again.
-        tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
-        return;
-    }
-    let targets = match targets(ctx, &op) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
-            return;
-        }
-    };
-    let one_line = |s: String| oplog::redact(&s.split_whitespace().collect::<Vec<_>>().join(" "));
-    let record = OpRecord {
-        format: oplog::RECORD_FORMAT,
-        time: jiff::Timestamp::now().to_string(),
-        host: lifeboat::fsutil::hostname(),
-        user: oplog::current_user(),
-        lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: op.command.clone(),
-        args: oplog::redact_args(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned())),
-        result: if exit_code == 0 { Outcome::Ok } else { Outcome::Error },
-        exit_code,
-        error: error.map(|e| one_line(e.to_string())),
-        event: error.map(|e| e.code.event().to_string()),
-        duration_ms,
-        bytes_written: totals.bytes_written,
-        objects_deleted: totals.objects_deleted,
-        requests: totals.requests.into(),
-    };
-    for loc in targets {
-        // Never write `log/` where there is no repository (a directory or
-        // prefix `init` refused, a mistyped --repo). A command that succeeded
-        // has opened each of its repositories, so a bucket is not asked
-        // again (a GET); a directory's check costs no request.
-        let storage = match (&loc.backend, exit_code) {
-            (Backend::S3(_), 0) => lifeboat::storage::open(&loc),
-            _ => Repository::open_unindexed(&loc).map(|r| r.storage),
-        };
-        let storage = match storage {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
-                continue;
-            }
-        };
-        match oplog::append(storage.as_ref(), &record) {
-            Ok(key) => tracing::info!(event = "oplog.appended", repository = %storage.location(), key),
-            Err(e) => tracing::warn!(
-                event = "oplog.append_failed",
-                repository = %storage.location(),
-                error = %e,
-                "the command's operations log record was not written"
-            ),
-        }
-    }
+    let Pending { operation, replicas } = op;
+    let command = operation.command().to_string();
+    operation.finish(|| targets(ctx, &command, &replicas), exit_code, error);
 }

@@ -2,6 +2,7 @@
 //! One file per subcommand; `exit.rs` is the only place errors become exit
 //! codes and messages.
 
+mod config;
 mod demo;
 mod exit;
 mod forget;
@@ -21,10 +22,14 @@ mod stats;
 mod verify;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use lifeboat::config::Config;
+use config::Config;
+use lifeboat::fsutil::HostDirs;
 use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::storage::StorageOptions;
+use lifeboat::storage::metered::Meter;
 use lifeboat::{Error, Result};
 
 const AFTER_HELP: &str = "\
@@ -101,6 +106,10 @@ pub struct Ctx {
     repo_flag: Option<String>,
     config_flag: Option<PathBuf>,
     config: std::cell::OnceCell<Option<Config>>,
+    dirs: HostDirs,
+    /// What every storage the command opens counts into, for its
+    /// operations log record.
+    meter: Arc<Meter>,
 }
 
 impl Ctx {
@@ -118,14 +127,45 @@ impl Ctx {
     /// config whichever named the location.
     pub fn repo_location(&self) -> Result<RepoLocation> {
         let section = self.config()?.and_then(|c| c.repository.clone());
-        let options = section.as_ref().map(|r| r.storage_options()).unwrap_or_default();
+        let options = self.storage_options()?;
         if let Some(r) = &self.repo_flag {
             return RepoLocation::parse(r, &options);
         }
         if let Some(url) = section.as_ref().and_then(|r| r.url.as_deref()) {
             return RepoLocation::parse(url, &options);
         }
-        Ok(RepoLocation::default_location(&options))
+        Ok(RepoLocation::default_location(&self.dirs, &options))
+    }
+
+    /// `[repository]`'s storage settings with the environment's applied:
+    /// the library reads no environment, so whatever the binary honours is
+    /// read here. `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_REGION`
+    /// and `AWS_DEFAULT_REGION` come before the config's (a URL's own
+    /// `?endpoint=`/`?region=` before both), `LIFEBOAT_RETRY_SECONDS`
+    /// overrides `retry_seconds`, and S3 working directories go under
+    /// `$XDG_CACHE_HOME`.
+    pub fn storage_options(&self) -> Result<StorageOptions> {
+        let section = self.config()?.and_then(|c| c.repository.as_ref());
+        let mut options = section.map(|r| r.storage_options()).unwrap_or_default();
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(secs) = env("LIFEBOAT_RETRY_SECONDS").and_then(|v| v.parse().ok()) {
+            options.retry_seconds = Some(secs);
+        }
+        let s3 = &mut options.s3;
+        s3.endpoint = env("AWS_ENDPOINT_URL_S3")
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or(s3.endpoint.take());
+        s3.region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or(s3.region.take());
+        options.cache_dir = Some(self.dirs.cache.clone());
+        options.meter = Some(self.meter.clone());
+        Ok(options)
+    }
+
+    /// The per-user directories, as the environment names them.
+    pub fn dirs(&self) -> &HostDirs {
+        &self.dirs
     }
 
     /// `--repo` as given on the command line, if it was.
@@ -175,6 +215,14 @@ pub fn main() -> i32 {
     if let Some(n) = std::env::var("LIFEBOAT_FAIL_AT").ok().and_then(|v| v.parse().ok()) {
         lifeboat::crashpoint::arm_failure(n);
     }
+    // The concurrency tests' time scale for the prune protocol; never set
+    // otherwise.
+    if let Some(limit) = std::env::var("LIFEBOAT_WRITER_VIEW_LIMIT")
+        .ok()
+        .and_then(|v| lifeboat::duration::parse_duration("LIFEBOAT_WRITER_VIEW_LIMIT", &v).ok())
+    {
+        lifeboat::repo::scale_writer_view_limit(limit);
+    }
     // A long-running replicator's log needs times; one-shot commands' do not.
     init_logging(cli.verbose, cli.quiet, matches!(cli.command, Command::Replicate(_)));
     let ctx = Ctx {
@@ -183,6 +231,8 @@ pub fn main() -> i32 {
         repo_flag: cli.repo,
         config_flag: cli.config,
         config: Default::default(),
+        dirs: HostDirs::from_env(),
+        meter: Arc::default(),
     };
     // A config named with --config is always read, so a broken one is
     // reported even by commands that would not otherwise need it.
@@ -191,7 +241,7 @@ pub fn main() -> i32 {
     {
         return exit::report(&e, ctx.json);
     }
-    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started));
+    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),

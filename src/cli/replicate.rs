@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifeboat::config::file_name;
+use super::config::file_name;
 use lifeboat::duration::parse_duration;
 use lifeboat::replicate::{self, DbSpec, Notice, Notify, Options, Target};
 use lifeboat::repo::{RepoLocation, Repository};
@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let config = ctx.config()?;
     let section = config.map(|c| c.replicate.clone()).unwrap_or_default();
     let dbs: Vec<DbSpec> = if args.dbs.is_empty() {
-        let c = config.ok_or_else(lifeboat::config::Config::not_found_error)?;
+        let c = config.ok_or_else(super::config::Config::not_found_error)?;
         let dbs: Vec<DbSpec> = c
             .sqlite
             .iter()
@@ -137,7 +137,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         replicate::follower::check_supported(&d.path)?;
     }
 
-    let mut opts = Options::default();
+    let mut opts = Options {
+        state_dir: ctx.dirs().replication_state_dir(),
+        ..Options::default()
+    };
     if let Some(d) = flag_or_config(
         ("--sync-interval", args.sync_interval.as_deref()),
         ("[replicate] sync_interval", section.sync_interval.as_deref()),
@@ -321,8 +324,7 @@ fn json_line(v: &impl serde::Serialize) {
 
 /// `--replica` flags, else `[replicate] replicas`, else the repository.
 pub(super) fn replica_locations(ctx: &Ctx, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
-    let section = ctx.config()?.and_then(|c| c.repository.clone());
-    let options = section.as_ref().map(|r| r.storage_options()).unwrap_or_default();
+    let options = ctx.storage_options()?;
     let named = if flags.is_empty() { configured } else { flags };
     if named.is_empty() {
         return Ok(vec![ctx.repo_location()?]);

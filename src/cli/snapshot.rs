@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lifeboat::config::file_name;
+use super::config::file_name;
 use lifeboat::repo::manifest::SnapshotKind;
 use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
@@ -44,7 +44,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let specs = if args.paths.is_empty() {
-        let config = ctx.config()?.ok_or_else(lifeboat::config::Config::not_found_error)?;
+        let config = ctx.config()?.ok_or_else(super::config::Config::not_found_error)?;
         let sources = config.sources(args.kind);
         if let Some(missing) = args.only.iter().find(|n| !sources.iter().any(|s| &&s.name == n)) {
             let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();

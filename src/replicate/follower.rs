@@ -23,10 +23,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
-
-use crate::error::{Error, ErrorCode, ErrorKind, IoContext, Result, SqlContext};
+use crate::error::{Error, ErrorCode, ErrorKind, IoContext, Result};
+use crate::sqlite::anchor::{self, Anchor};
 use crate::sqlite::capture::{self, OpenDatabase};
+use crate::sqlite::checkpoint::Checkpointer;
 use crate::sqlite::wal::{self, IndexHeader, SlotAfter, WalCommits, WalHeader, WalPosition};
 
 /// What a poll found.
@@ -52,18 +52,16 @@ pub struct Follower {
     /// Bytes per page when opened.
     pub page_size: u32,
     big_endian: bool,
-    anchors: [Connection; 2],
-    active: usize,
-    anchored: bool,
+    /// The read transaction that holds the log.
+    anchor: Anchor,
     /// The anchor was begun while an earlier one held the log, after
     /// reading commits past it: SQLite then gives it a read mark past zero
     /// (zero is for a fully checkpointed log, and the earlier mark kept it
     /// from becoming one), and a mark past zero holds the log for as long
     /// as it is kept. Such an anchor is left where it is.
     settled: bool,
-    /// Read-write, but never writes: takes the write lock to pin a base and
-    /// runs checkpoints. Closing it never checkpoints.
-    rw: Connection,
+    /// Takes the write lock to pin a base and runs our checkpoints.
+    checkpointer: Checkpointer,
     /// Where reading stands; `None` until a base is pinned.
     pub pos: Option<WalPosition>,
     /// Size of the WAL file at the last read, to tell a truncated log.
@@ -106,34 +104,6 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 fn ident_of(path: &Path) -> Result<(u64, u64)> {
     let m = std::fs::metadata(path).at(path)?;
     Ok((m.dev(), m.ino()))
-}
-
-fn open_read(path: &Path) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let c = Connection::open_with_flags(path, flags).at_db(path)?;
-    c.busy_timeout(Duration::from_secs(5)).at_db(path)?;
-    lean(&c, path)?;
-    Ok(c)
-}
-
-/// A follower's connections hold read marks and run checkpoints; they read
-/// a page or two. SQLite's defaults (a 120 KiB lookaside arena, a page
-/// cache that starts with 20 pages) cost each of them ~200 KiB, three per
-/// database: a replicator of a hundred databases went over its memory
-/// target by that alone.
-fn lean(c: &Connection, path: &Path) -> Result<()> {
-    // SAFETY: a connection just opened, on this thread, with no lookaside
-    // memory in use yet; the arguments are those the option documents.
-    unsafe {
-        rusqlite::ffi::sqlite3_db_config(
-            c.handle(),
-            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
-            std::ptr::null_mut::<std::ffi::c_void>(),
-            0 as std::ffi::c_int,
-            0 as std::ffi::c_int,
-        );
-    }
-    c.execute_batch("PRAGMA cache_size = 4").at_db(path)
 }
 
 /// Refuse what replication cannot follow safely, with the reason. Only for
@@ -188,8 +158,7 @@ impl Follower {
             .fix("stop the other replicator first (one per database; it can ship to several replicas)")
             .code(ErrorCode::ReplicateBusy));
         }
-        let probe = open_read(&path)?;
-        let mode: String = probe.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(&path)?;
+        let (mode, page_size) = anchor::journal_mode_and_page_size(&path)?;
         if mode != "wal" {
             return Err(Error::config(
                 path.display(),
@@ -198,17 +167,7 @@ impl Follower {
             .fix("switch the database to WAL once (`sqlite3 DB 'PRAGMA journal_mode=WAL'`, with the service stopped), or use `lifeboat snapshot` instead")
             .code(ErrorCode::ReplicateNotWal));
         }
-        let page_size: u32 = probe.query_row("PRAGMA page_size", [], |r| r.get(0)).at_db(&path)?;
-        drop(probe);
-        let rw = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .at_db(&path)?;
-        rw.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .at_db(&path)?;
-        rw.execute_batch("PRAGMA wal_autocheckpoint=0").at_db(&path)?;
-        lean(&rw, &path)?;
+        let checkpointer = Checkpointer::open(&path)?;
         let wal_path = sidecar(&path, "-wal");
         let big_endian = WalHeader::read(&wal_path)?
             .map(|h| h.big_endian())
@@ -222,11 +181,9 @@ impl Follower {
             shm_path: sidecar(&path, "-shm"),
             page_size,
             big_endian,
-            anchors: [open_read(&path)?, open_read(&path)?],
-            active: 0,
-            anchored: false,
+            anchor: Anchor::open(&path)?,
             settled: false,
-            rw,
+            checkpointer,
             pos: None,
             wal_len_seen: 0,
             last_checkpoint: Instant::now(),
@@ -263,25 +220,16 @@ impl Follower {
         } else if self.settled {
             return Ok(());
         }
-        let held = self.anchored;
+        let held = self.anchor.is_held();
         self.anchor()?;
         self.settled = held;
         Ok(())
     }
 
-    /// Begin a read transaction on the idle connection, then end the active
-    /// one: at every instant one of them holds the log.
+    /// Hold the log at its newest end, never letting go meanwhile (see
+    /// [`Anchor::hold_newest`]).
     pub fn anchor(&mut self) -> Result<()> {
-        let next = 1 - self.active;
-        let c = &self.anchors[next];
-        c.execute_batch("BEGIN DEFERRED").at_db(&self.path)?;
-        c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-            .at_db(&self.path)?;
-        if self.anchored {
-            self.anchors[self.active].execute_batch("COMMIT").at_db(&self.path)?;
-        }
-        self.active = next;
-        self.anchored = true;
+        self.anchor.hold_newest()?;
         self.settled = false;
         self.awaiting = None;
         Ok(())
@@ -289,9 +237,8 @@ impl Follower {
 
     fn release(&mut self) -> Result<()> {
         self.complete_at = None;
-        if self.anchored {
-            self.anchors[self.active].execute_batch("COMMIT").at_db(&self.path)?;
-            self.anchored = false;
+        if self.anchor.is_held() {
+            self.anchor.release()?;
             self.settled = false;
         }
         Ok(())
@@ -349,12 +296,9 @@ impl Follower {
         if self.replaced() {
             self.reopen()?;
         }
-        self.rw.busy_timeout(busy).at_db(&self.path)?;
-        self.rw.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
-            Error::sqlite(&self.path, e)
-                .temporary()
-                .code_keeping_kind(ErrorCode::ReplicatePinBusy)
-        })?;
+        self.checkpointer
+            .lock_writers(busy)
+            .map_err(|e| e.code_keeping_kind(ErrorCode::ReplicatePinBusy))?;
         let pinned = (|| -> Result<(OpenDatabase, WalPosition, bool)> {
             let mut exact = false;
             if let Some(out) = read
@@ -401,8 +345,7 @@ impl Follower {
             let db = capture::begin_all(vec![pending])?.pop().expect("one database");
             Ok((db, end, exact))
         })();
-        let _ = self.rw.execute_batch("ROLLBACK");
-        self.rw.busy_timeout(Duration::from_secs(5)).at_db(&self.path)?;
+        self.checkpointer.unlock_writers()?;
         let (db, end, exact) = pinned?;
         if !exact {
             self.pos = Some(end);
@@ -688,11 +631,9 @@ impl Follower {
         self.restart_at = frames.saturating_add(restart_frames);
         self.release()?;
         self.awaiting = Some((Instant::now(), self.frames_read));
-        let r = self
-            .rw
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+        let r = self.checkpointer.passive();
         self.last_checkpoint = Instant::now();
-        r.at_db(&self.path)?;
+        r?;
         let took = started.elapsed();
         self.release_ckpt = (self.release_ckpt * 7 + took * 3) / 10;
         tracing::debug!(event = "replicate.checkpoint", db = %self.path.display(), mode = "passive_restart", frames, us = took.as_micros() as u64);
@@ -724,26 +665,16 @@ impl Follower {
             mode = "truncate";
             // A commit by anyone between the version check and the
             // truncation would be checkpointed and cut away unread.
-            let before: i64 = self
-                .rw
-                .query_row("PRAGMA data_version", [], |r| r.get(0))
-                .at_db(&self.path)?;
+            let before = self.checkpointer.data_version()?;
             if self.has_unread()? {
                 return Ok(Polled::Ok); // not at the end after all; after the next seal
             }
             self.release()?;
-            self.rw.busy_timeout(truncate_busy).at_db(&self.path)?;
-            let r = self
-                .rw
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-            self.rw.busy_timeout(Duration::from_secs(5)).at_db(&self.path)?;
-            let after: i64 = self
-                .rw
-                .query_row("PRAGMA data_version", [], |r| r.get(0))
-                .at_db(&self.path)?;
+            let truncated = self.checkpointer.truncate(truncate_busy)?;
+            let after = self.checkpointer.data_version()?;
             self.anchor()?;
-            match r {
-                Ok(0) if after == before => {
+            match truncated {
+                true if after == before => {
                     self.pos = None;
                     self.wal_len_seen = 0;
                     // The next writer starts a fresh generation; its salts are
@@ -755,17 +686,15 @@ impl Follower {
                         outcome = Polled::Lost("the WAL index could not be read after a TRUNCATE checkpoint");
                     }
                 }
-                Ok(0) => outcome = Polled::Lost("a commit landed during the TRUNCATE checkpoint"),
-                _ => {} // busy: readers or writers in the way; PASSIVE next time
+                true => outcome = Polled::Lost("a commit landed during the TRUNCATE checkpoint"),
+                false => {} // busy: readers or writers in the way; PASSIVE next time
             }
         } else if frames > 0 && self.last_checkpoint.elapsed() >= interval {
             mode = "passive";
             // A settled anchor may sit far back (see `advance`): move it to
             // the end first, so the checkpoint copies what was read.
             self.anchor()?;
-            self.rw
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-                .at_db(&self.path)?;
+            self.checkpointer.passive()?;
         } else {
             return Ok(Polled::Ok);
         }

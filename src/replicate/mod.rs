@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::{ErrorCode, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::repo::manifest::ReplicationPoint;
 use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use crate::sqlite::wal::WalCommits;
@@ -71,8 +71,9 @@ pub struct Options {
     /// Largest segment, in page bytes; a transaction larger than this is
     /// taken as a new base instead.
     pub segment_bytes: usize,
-    /// Where each database's spool and state live, one directory per stream
-    /// (default `$XDG_STATE_HOME/lifeboat/replicate`).
+    /// Where positions and unshipped segments are kept, one directory per
+    /// stream inside; required (the binary's default is
+    /// [`HostDirs::replication_state_dir`](crate::fsutil::HostDirs::replication_state_dir)).
     pub state_dir: PathBuf,
     /// zstd level for segments (their images are mostly XOR deltas, and
     /// folds recompress what lasts).
@@ -220,7 +221,7 @@ impl Default for Options {
             truncate_frames: 100_000,
             truncate_busy: Duration::from_millis(20),
             segment_bytes: 8 << 20,
-            state_dir: spool::default_state_dir(),
+            state_dir: PathBuf::new(),
             level: 1,
             drain: Duration::from_secs(30),
             snapshot_interval: Duration::from_secs(3600),
@@ -417,6 +418,10 @@ pub fn request_stop(stop: &AtomicBool) {
 /// # }
 /// ```
 pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBool) -> Result<()> {
+    if opts.state_dir.as_os_str().is_empty() {
+        return Err(Error::config(db.path.display(), "no replication state directory")
+            .fix("set replicate::Options::state_dir (lifeboat::HostDirs::from_env().replication_state_dir() is the binary's)"));
+    }
     let follower = Follower::open(&db.path, &db.schema_query)?;
     let stream = stream_id(&follower.path);
     let spool = Arc::new(Spool::open(&opts.state_dir.join(&stream))?);

@@ -210,15 +210,6 @@ fn read_board(path: &Path) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// The default home of replication state.
-pub fn default_state_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| crate::fsutil::home_dir().join(".local/state"));
-    base.join("lifeboat/replicate")
-}
-
 impl Spool {
     /// Open (creating, private to the user) `dir` and its `spool/`, listing the
     /// segments spooled there; leftovers of an interrupted write are removed.

@@ -30,16 +30,27 @@ use pack::pack_key;
 /// it listed the marks without listing them again: 15 minutes. `prune`
 /// deletes a marked pack only after a grace period of at least twice this
 /// (docs/FORMAT.md, "Deletion"), so whatever such a writer publishes is
-/// visible to the prune that decides. `LIFEBOAT_WRITER_VIEW_LIMIT` (e.g.
-/// `2s`) scales it down so tests can exercise the protocol in seconds.
+/// visible to the prune that decides. [`scale_writer_view_limit`] shortens
+/// it so tests can exercise the protocol in seconds.
 pub fn writer_view_limit() -> Duration {
-    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::env::var("LIFEBOAT_WRITER_VIEW_LIMIT")
-            .ok()
-            .and_then(|v| crate::duration::parse_duration("LIFEBOAT_WRITER_VIEW_LIMIT", &v).ok())
-            .unwrap_or(Duration::from_secs(15 * 60))
-    })
+    match WRITER_VIEW_LIMIT_MS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Duration::from_secs(15 * 60),
+        ms => Duration::from_millis(ms),
+    }
+}
+
+/// 0 while unset: the protocol's limit. One value for the process, not per
+/// repository, because every writer and prune of the process must agree on
+/// it.
+static WRITER_VIEW_LIMIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Replace [`writer_view_limit`] for this process, before any repository is
+/// opened (the binary's `LIFEBOAT_WRITER_VIEW_LIMIT`, e.g. `2s`, for tests).
+/// Every process writing to or pruning the repository must use the same
+/// value, so a service embedding the library leaves it alone.
+pub fn scale_writer_view_limit(limit: Duration) {
+    let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+    WRITER_VIEW_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
 pub struct Repository {

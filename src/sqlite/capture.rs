@@ -14,6 +14,12 @@
 //! from the file), and it cannot backfill at all past a reader that reads
 //! only the database file (read-lock 0). In rollback-journal mode our shared
 //! lock keeps writers out of the file entirely.
+//!
+//! A SQLite built without `sqlite_dbpage` (as a crate depending on Lifeboat
+//! builds it) gets the WAL pages from the log itself instead
+//! (`frames.rs`): each WAL database's transaction is begun at a known
+//! wal-index header, and each page with a frame in that snapshot is read
+//! from its frame.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -24,6 +30,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::frames::{self, FromLog, LogFrames};
+use super::wal::IndexHeader;
 use crate::error::{Error, ErrorCode, IoContext, Result, SqlContext};
 
 /// One database with a read transaction open on it.
@@ -31,9 +39,9 @@ pub struct OpenDatabase {
     /// The database file as named by the caller.
     pub path: PathBuf,
     conn: Connection,
-    /// The database file and the pages to take through SQLite instead, when
-    /// direct reading is known to be safe.
-    direct: Option<(Arc<File>, HashSet<u32>)>,
+    /// The database file and where the pages it does not hold come from,
+    /// when direct reading is known to be safe.
+    direct: Option<(Arc<File>, Overlay)>,
     /// Bytes per page (512 to 65536), as of the read transaction.
     pub page_size: u32,
     /// Pages in the database as of the read transaction.
@@ -51,6 +59,38 @@ pub struct OpenDatabase {
 
 /// The schema-version query used when the configuration names none.
 pub const DEFAULT_SCHEMA_QUERY: &str = "PRAGMA user_version";
+
+/// Where the pages of a snapshot that the database file may not hold come
+/// from.
+enum Overlay {
+    /// Every page with a frame in the current WAL generation (a superset of
+    /// the snapshot's), read through `sqlite_dbpage`, as are pages past the
+    /// file's end.
+    Dbpage(HashSet<u32>),
+    /// The snapshot's frames, read from the log itself (no `sqlite_dbpage`).
+    Log(LogFrames),
+}
+
+/// How pages are read, decided once for the SQLite linked in; the tests
+/// try the log on a build that has `sqlite_dbpage` too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageSource {
+    /// `sqlite_dbpage` for WAL pages.
+    Dbpage,
+    /// The WAL itself, at a known wal-index header.
+    Log,
+}
+
+impl PageSource {
+    /// `sqlite_dbpage` when SQLite has it, else the log.
+    pub fn for_this_build() -> PageSource {
+        if frames::dbpage_compiled_in() {
+            PageSource::Dbpage
+        } else {
+            PageSource::Log
+        }
+    }
+}
 
 /// A database opened for capture, its transaction not yet begun.
 pub struct Pending {
@@ -101,22 +141,48 @@ pub fn open_with(path: &Path, schema_query: &str, file: Option<Arc<File>>) -> Re
 
 /// Begin read transactions on every database as close together as possible.
 pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
+    begin_all_reading(dbs, PageSource::for_this_build())
+}
+
+/// [`begin_all`], taking the pages the database file may not hold from
+/// `source`.
+pub fn begin_all_reading(dbs: Vec<Pending>, source: PageSource) -> Result<Vec<OpenDatabase>> {
+    // WAL databases read through the log are asked their journal mode first,
+    // outside the transaction, so a rollback-mode database is not given a
+    // `-shm` by the header read.
+    let wal_mode = |p: &Pending| -> Result<bool> {
+        let mode: String = p
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .at_db(&p.path)?;
+        Ok(mode.eq_ignore_ascii_case("wal"))
+    };
+    let mut headers = Vec::with_capacity(dbs.len());
     // First the transactions, all together; the metadata queries come after.
     for p in &dbs {
+        if source == PageSource::Log && wal_mode(p)? {
+            headers.push(Some(frames::begin_at_known_header(&p.conn, &p.path)?));
+            continue;
+        }
         p.conn.execute_batch("BEGIN DEFERRED").at_db(&p.path)?;
         // A deferred transaction takes its snapshot at the first read.
         p.conn
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
             .at_db(&p.path)?;
+        headers.push(None);
     }
     dbs.into_iter()
+        .zip(headers)
         .map(
-            |Pending {
-                 path,
-                 file,
-                 conn,
-                 schema_query,
-             }| {
+            |(
+                Pending {
+                    path,
+                    file,
+                    conn,
+                    schema_query,
+                },
+                header,
+            )| {
                 let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).at_db(&path)?;
                 let page_count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).at_db(&path)?;
                 let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(&path)?;
@@ -140,7 +206,7 @@ pub fn begin_all(dbs: Vec<Pending>) -> Result<Vec<OpenDatabase>> {
                         rusqlite::types::Value::Text(t) => t.trim().parse().ok(),
                         _ => None,
                     });
-                let direct = direct_reading(&path, file, page_size, &journal_mode);
+                let direct = direct_reading(&path, file, page_size, &journal_mode, source, header.as_ref())?;
                 Ok(OpenDatabase {
                     path,
                     conn,
@@ -184,19 +250,33 @@ fn check_structure(path: &Path, file: &File, page_size: u32, page_count: u32, jo
     Ok(())
 }
 
-/// The file and the set of pages to read through SQLite, or `None` when
-/// direct reading cannot be shown safe (then every page goes through SQLite).
+/// The file and where to read the pages it may not hold, or `None` when
+/// direct reading cannot be shown safe (then every page goes through
+/// `sqlite_dbpage`).
 fn direct_reading(
     path: &Path,
     file: Arc<File>,
     page_size: u32,
     journal_mode: &str,
-) -> Option<(Arc<File>, HashSet<u32>)> {
+    source: PageSource,
+    header: Option<&IndexHeader>,
+) -> Result<Option<(Arc<File>, Overlay)>> {
     // Same inode as the path SQLite opened: nothing was renamed over it.
-    let ours = file.metadata().ok()?;
-    let now = std::fs::metadata(path).ok()?;
-    if (ours.dev(), ours.ino()) != (now.dev(), now.ino()) {
-        return None;
+    let same_file = match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(ours), Ok(now)) => (ours.dev(), ours.ino()) == (now.dev(), now.ino()),
+        _ => false,
+    };
+    if !same_file {
+        return Ok(None);
+    }
+    if let Some(header) = header
+        && journal_mode == "wal"
+    {
+        return Ok(Some((file, Overlay::Log(LogFrames::scan(path, header, page_size)?))));
+    }
+    if source == PageSource::Log && journal_mode == "wal" {
+        // Turned to WAL after it was asked: no header is known.
+        return Ok(None);
     }
     let wal_pages = match journal_mode {
         "wal" => {
@@ -206,15 +286,15 @@ fn direct_reading(
                 Ok(p) => p.unwrap_or_default(),
                 Err(e) => {
                     tracing::info!(event = "snapshot.direct_read_off", path = %path.display(), reason = %e);
-                    return None;
+                    return Ok(None);
                 }
             }
         }
         "delete" | "truncate" | "persist" => HashSet::new(),
         // memory/off journals: leave it all to SQLite.
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some((file, wal_pages))
+    Ok(Some((file, Overlay::Dbpage(wal_pages))))
 }
 
 impl OpenDatabase {
@@ -229,7 +309,7 @@ impl OpenDatabase {
         mut emit: impl FnMut(u32, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let ps = self.page_size as usize;
-        let Some((file, wal_pages)) = &self.direct else {
+        let Some((file, overlay)) = &self.direct else {
             let mut first = 1u32;
             let mut buf = buffer()?;
             buf.clear();
@@ -245,10 +325,9 @@ impl OpenDatabase {
             })?;
             return if buf.is_empty() { Ok(()) } else { emit(first, buf) };
         };
-        let mut by_pgno = self
-            .conn
-            .prepare("SELECT data FROM sqlite_dbpage('main') WHERE pgno = ?1")
-            .map_err(|e| self.dbpage_error(e))?;
+        // Prepared only when a page needs it: a build without the table
+        // reads through the log and never asks.
+        let mut by_pgno = None;
         let mut first = 1u32;
         while first <= self.page_count {
             let n = batch_pages.min(self.page_count - first + 1);
@@ -262,12 +341,42 @@ impl OpenDatabase {
             for i in 0..n {
                 let pgno = first + i;
                 let at = i as usize * ps;
-                if wal_pages.contains(&pgno) || at + ps > got {
-                    let page: Vec<u8> = by_pgno.query_row([pgno], |r| r.get(0)).at_db(&self.path)?;
-                    if page.len() != ps {
-                        return Err(Error::bad_data(self.path.display(), format!("page {pgno} read short")));
+                let past_end = at + ps > got;
+                match overlay {
+                    Overlay::Dbpage(wal_pages) if wal_pages.contains(&pgno) || past_end => {
+                        if by_pgno.is_none() {
+                            by_pgno = Some(
+                                self.conn
+                                    .prepare("SELECT data FROM sqlite_dbpage('main') WHERE pgno = ?1")
+                                    .map_err(|e| self.dbpage_error(e))?,
+                            );
+                        }
+                        let stmt = by_pgno.as_mut().expect("prepared above");
+                        let page: Vec<u8> = stmt.query_row([pgno], |r| r.get(0)).at_db(&self.path)?;
+                        if page.len() != ps {
+                            return Err(Error::bad_data(self.path.display(), format!("page {pgno} read short")));
+                        }
+                        buf[at..at + ps].copy_from_slice(&page);
                     }
-                    buf[at..at + ps].copy_from_slice(&page);
+                    Overlay::Dbpage(_) => {}
+                    Overlay::Log(log) => {
+                        let from_file = match log.read(pgno, &mut buf[at..at + ps])? {
+                            FromLog::Read => false,
+                            FromLog::NotInLog => past_end,
+                            FromLog::Overwritten => true,
+                        };
+                        let offset = (pgno as u64 - 1) * ps as u64;
+                        if from_file
+                            && (past_end
+                                || crate::fsutil::read_full_at(file, &mut buf[at..at + ps], offset).at(&self.path)?
+                                    < ps)
+                        {
+                            return Err(Error::bad_data(
+                                self.path.display(),
+                                format!("page {pgno} is in neither the database file nor its WAL"),
+                            ));
+                        }
+                    }
                 }
             }
             emit(first, buf)?;
@@ -314,7 +423,7 @@ impl OpenDatabase {
                 self.path.display(),
                 "this Lifeboat binary was built without SQLite's sqlite_dbpage table",
             )
-            .fix("build with LIBSQLITE3_FLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB (Lifeboat's .cargo/config.toml sets it; an embedding crate sets it in its own)")
+            .fix("build with LIBSQLITE3_FLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB (Lifeboat's .cargo/config.toml sets it); without it only WAL and rollback-journal databases read straight from their files can be captured")
             .code(ErrorCode::SnapshotNoDbpage)
         } else {
             Error::sqlite(&self.path, e)
@@ -324,5 +433,128 @@ impl OpenDatabase {
     /// End the read transaction; the database is then free to checkpoint past us.
     pub fn finish(self) -> Result<()> {
         self.conn.execute_batch("COMMIT").at_db(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);",
+        )
+        .unwrap();
+        c
+    }
+
+    fn insert(c: &Connection, rows: i64) {
+        c.execute(
+            "INSERT INTO t(v) SELECT randomblob(700) FROM generate_series(1, ?1)",
+            [rows],
+        )
+        .or_else(|_| {
+            // generate_series is an extension; a recursive CTE is not.
+            c.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                     INSERT INTO t(v) SELECT randomblob(700) FROM n",
+                [rows],
+            )
+        })
+        .unwrap();
+    }
+
+    fn begin(path: &Path, source: PageSource) -> OpenDatabase {
+        let pending = open(path, DEFAULT_SCHEMA_QUERY).unwrap();
+        begin_all_reading(vec![pending], source).unwrap().pop().unwrap()
+    }
+
+    fn pages(db: &OpenDatabase) -> Vec<u8> {
+        let mut all = Vec::new();
+        db.read_batches(
+            16,
+            || Ok(Vec::new()),
+            |_, b| {
+                all.extend_from_slice(&b);
+                Ok(())
+            },
+        )
+        .unwrap();
+        all
+    }
+
+    /// The rows a captured image holds, and whether SQLite finds it whole.
+    fn rows_of_image(dir: &Path, image: &[u8]) -> i64 {
+        let copy = dir.join(format!("image-{}.db", crate::fsutil::unique_suffix()));
+        std::fs::write(&copy, image).unwrap();
+        crate::sqlite::integrity_check(&copy).unwrap();
+        let c = Connection::open(&copy).unwrap();
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn pages_from_the_log_are_the_pages_sqlite_dbpage_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 200);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        // Changes in the log, some of them pages past the file's end.
+        insert(&c, 300);
+        c.execute("UPDATE t SET v = randomblob(700) WHERE id % 7 = 0", [])
+            .unwrap();
+
+        let via_log = begin(&path, PageSource::Log);
+        assert!(matches!(via_log.direct, Some((_, Overlay::Log(_)))));
+        let from_log = pages(&via_log);
+        via_log.finish().unwrap();
+        let via_dbpage = begin(&path, PageSource::Dbpage);
+        let from_dbpage = pages(&via_dbpage);
+        via_dbpage.finish().unwrap();
+        assert_eq!(from_log.len(), from_dbpage.len());
+        assert!(from_log == from_dbpage, "the two ways read different pages");
+        let file = std::fs::read(&path).unwrap();
+        assert!(file.len() < from_log.len(), "pages past the file's end were read");
+        assert_eq!(rows_of_image(dir.path(), &from_log), 500);
+    }
+
+    /// Commits and checkpoints after the transaction began change nothing
+    /// it reads, whether it holds a read mark (frames in the log) or read
+    /// lock 0 (a fully checkpointed log, then restarted and overwritten by
+    /// the service).
+    #[test]
+    fn pages_from_the_log_stay_the_snapshot_while_the_service_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 100);
+        let db = begin(&path, PageSource::Log);
+        insert(&c, 400);
+        c.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").unwrap();
+        insert(&c, 50);
+        assert_eq!(rows_of_image(dir.path(), &pages(&db)), 100);
+        db.finish().unwrap();
+
+        // Every frame checkpointed, the log kept: the capture is on read
+        // lock 0, and the service may restart the log over its frames.
+        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").unwrap();
+        let before: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let db = begin(&path, PageSource::Log);
+        match &db.direct {
+            Some((_, Overlay::Log(log))) => assert!(!log.file_only.get(), "the frames were still there"),
+            _ => panic!("not read through the log"),
+        }
+        insert(&c, 600);
+        c.execute("UPDATE t SET v = randomblob(700)", []).unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").unwrap();
+        assert_eq!(rows_of_image(dir.path(), &pages(&db)), before);
+        match &db.direct {
+            Some((_, Overlay::Log(log))) => assert!(log.file_only.get(), "the restart was noticed"),
+            _ => unreachable!(),
+        }
+        db.finish().unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! Everything that knows SQLite: recognising a database, opening it for an
 //! online capture, reading its pages, and checking a restored copy.
 
+pub mod anchor;
 pub mod capture;
+pub mod checkpoint;
+pub mod frames;
 pub mod wal;
 
 use std::path::Path;

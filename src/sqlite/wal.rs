@@ -476,18 +476,24 @@ impl IndexHeader {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(Error::io(shm_path, e)),
         }
+        Ok(IndexHeader::parse(&raw))
+    }
+
+    /// The header from the first 96 bytes of `-shm`; `None` while it is
+    /// being written or was never initialised.
+    pub fn parse(raw: &[u8; 96]) -> Option<IndexHeader> {
         // Two copies; SQLite writes them in turn and trusts them only equal.
         if raw[..48] != raw[48..] || raw[12] == 0 {
-            return Ok(None);
+            return None;
         }
         let ne = |o: usize| u32::from_ne_bytes(raw[o..o + 4].try_into().unwrap());
         let be = |o: usize| u32::from_be_bytes(raw[o..o + 4].try_into().unwrap());
-        Ok(Some(IndexHeader {
+        Some(IndexHeader {
             max_frame: ne(16),
             db_pages: ne(20),
             frame_cksum: (ne(24), ne(28)),
             salts: (be(32), be(36)),
-        }))
+        })
     }
 }
 

@@ -2,11 +2,12 @@
 //! resolved once: a local directory, or an S3 bucket and prefix with the
 //! endpoint and region settled from the URL, the environment or the config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::fsutil::HostDirs;
 
 #[derive(Debug, Clone)]
 pub struct RepoLocation {
@@ -30,10 +31,21 @@ pub struct StorageOptions {
     /// Uploads and downloads in flight at once (default 8).
     pub transfers: Option<usize>,
     /// How long one request may keep being retried after temporary failures
-    /// (default 60 s; `LIFEBOAT_RETRY_SECONDS` overrides).
+    /// (default 60 s; the binary's `LIFEBOAT_RETRY_SECONDS` overrides).
     pub retry_seconds: Option<u64>,
     #[serde(default)]
     pub s3: S3Options,
+    /// The per-user cache directory an S3 repository's per-host working
+    /// directory goes in ([`HostDirs::cache`]); required for a bucket, unused
+    /// for a directory. The binary passes [`HostDirs::from_env`]'s.
+    #[serde(skip)]
+    pub cache_dir: Option<PathBuf>,
+    /// What every storage opened with these options counts into: one
+    /// operation's totals for its operations log record
+    /// ([`crate::oplog::Operation`] hands out options carrying its own).
+    /// `None`: each storage counts on its own.
+    #[serde(skip)]
+    pub meter: Option<std::sync::Arc<super::metered::Meter>>,
 }
 
 /// `[repository.s3]`. Credentials and `profile` here override the AWS
@@ -74,12 +86,19 @@ impl StorageOptions {
 
     /// The time budget of retries for one request.
     pub fn retry_budget(&self) -> std::time::Duration {
-        let secs = std::env::var("LIFEBOAT_RETRY_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .or(self.retry_seconds)
-            .unwrap_or(60);
-        std::time::Duration::from_secs(secs)
+        std::time::Duration::from_secs(self.retry_seconds.unwrap_or(60))
+    }
+
+    /// The per-host working directory of the bucket `target`.
+    pub fn s3_work_dir(&self, target: &S3Target) -> Result<PathBuf> {
+        let cache = self.cache_dir.as_deref().ok_or_else(|| {
+            Error::config(
+                target.display(),
+                "no per-user cache directory for the repository's working files",
+            )
+            .fix("set StorageOptions::cache_dir (lifeboat::HostDirs::from_env() gives the usual one)")
+        })?;
+        Ok(target.local_dir(cache))
     }
 }
 
@@ -124,23 +143,13 @@ impl S3Target {
     }
 
     /// Per-host working directory for this repository: staging, the metadata
-    /// cache and the host's writer lock. `$XDG_CACHE_HOME/lifeboat/s3/<hash>`.
-    pub fn local_dir(&self) -> PathBuf {
+    /// cache and the host's writer lock. `<cache>/lifeboat/s3/<hash>`, where
+    /// `cache` is the per-user cache directory (`$XDG_CACHE_HOME`).
+    pub fn local_dir(&self, cache: &Path) -> PathBuf {
         let key = format!("{}\n{}\n{}", self.endpoint_or_aws(), self.bucket, self.prefix);
         let hash = blake3::hash(key.as_bytes()).to_hex();
-        cache_home().join("lifeboat/s3").join(&hash.as_str()[..24])
+        cache.join("lifeboat/s3").join(&hash.as_str()[..24])
     }
-}
-
-fn cache_home() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::fsutil::home_dir().join(".cache"))
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl RepoLocation {
@@ -175,13 +184,11 @@ impl RepoLocation {
         })
     }
 
-    /// `$XDG_STATE_HOME/lifeboat/repo`, else `~/.local/state/lifeboat/repo`.
-    pub fn default_location(options: &StorageOptions) -> RepoLocation {
-        let base = env("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::fsutil::home_dir().join(".local/state"));
+    /// The per-user default repository, [`HostDirs::default_repo`]
+    /// (`$XDG_STATE_HOME/lifeboat/repo` for the binary).
+    pub fn default_location(dirs: &HostDirs, options: &StorageOptions) -> RepoLocation {
         RepoLocation {
-            backend: Backend::Local(base.join("lifeboat/repo")),
+            backend: Backend::Local(dirs.default_repo()),
             is_default: true,
             options: options.clone(),
         }
@@ -218,8 +225,8 @@ fn absolute(p: &str) -> Result<PathBuf> {
 }
 
 /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R]`. The endpoint and region
-/// come from the URL, else `AWS_ENDPOINT_URL` / `AWS_REGION` /
-/// `AWS_DEFAULT_REGION`, else `[repository.s3]`.
+/// come from the URL, else `opts` (where the binary puts `AWS_ENDPOINT_URL`
+/// / `AWS_REGION` / `AWS_DEFAULT_REGION` before `[repository.s3]`'s).
 fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
@@ -246,8 +253,6 @@ fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
         }
     }
     let endpoint = endpoint
-        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
-        .or_else(|| env("AWS_ENDPOINT_URL"))
         .or_else(|| opts.endpoint.clone())
         .map(|e| e.trim_end_matches('/').to_string());
     if let Some(ep) = &endpoint
@@ -255,10 +260,7 @@ fn parse_s3(whole: &str, rest: &str, opts: &S3Options) -> Result<S3Target> {
     {
         return Err(bad(format!("endpoint `{ep}` is not an http:// or https:// URL")));
     }
-    let region = region
-        .or_else(|| env("AWS_REGION"))
-        .or_else(|| env("AWS_DEFAULT_REGION"))
-        .or_else(|| opts.region.clone());
+    let region = region.or_else(|| opts.region.clone());
     let region = match (region, &endpoint) {
         (Some(r), _) => r,
         // MinIO and s3s accept any region in the signature and us-east-1 is

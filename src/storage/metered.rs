@@ -1,15 +1,16 @@
-//! Process-wide totals of what this process did to repositories: bytes
-//! stored, objects deleted and requests sent, over every storage
-//! [`super::open`] built, whichever repository, thread or command part used
-//! it. The operations log (src/oplog.rs) records them once a command ends,
-//! after every `Repository` the command opened is gone, so the totals cannot
-//! live in any one of them.
+//! Totals of what an operation did to repositories: bytes stored, objects
+//! deleted and requests sent, over every storage opened with the same
+//! [`Meter`], whichever repository, thread or part of the operation used
+//! it. The operations log (src/oplog.rs) records them once the operation
+//! ends, after every `Repository` it opened may be gone, so the totals live
+//! in the `Meter` the caller holds (handed to [`super::open`] through
+//! `StorageOptions::meter`), not in any one repository or in the process.
 //!
 //! Bytes and deletions are counted here, above the cache and the retries, so
 //! an object is counted once however many attempts it took. Requests are
-//! counted on the wire by the S3 backend, per instance; this wrapper adds
-//! them up: the instances still open are asked, and each one adds its count
-//! to the retired total when it is dropped.
+//! counted on the wire by the S3 backend, per instance; the meter adds them
+//! up: the instances still open are asked, and each one adds its count to
+//! the meter's retired total when it is dropped.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,30 +19,27 @@ use std::sync::{Arc, Mutex, Weak};
 use super::{LockGuard, LockHolder, RequestCounts, Storage};
 use crate::error::Result;
 
-static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
-static OBJECTS_DELETED: AtomicU64 = AtomicU64::new(0);
-
+#[derive(Default)]
 struct Registry {
     next: u64,
     live: Vec<(u64, Weak<dyn Storage>)>,
     retired: RequestCounts,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    next: 0,
-    live: Vec::new(),
-    retired: RequestCounts {
-        put: 0,
-        get: 0,
-        list: 0,
-        head: 0,
-        delete: 0,
-    },
-});
+/// What the storages of one operation (a command, a service's snapshot)
+/// did, added up as they go. Shared through an `Arc`: every storage opened
+/// with it counts into it, and it outlives them.
+#[derive(Default)]
+pub struct Meter {
+    bytes_written: AtomicU64,
+    objects_deleted: AtomicU64,
+    registry: Mutex<Registry>,
+}
 
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    // A panic elsewhere while holding it leaves plain counters behind.
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.totals().fmt(f)
+    }
 }
 
 fn add(to: &mut RequestCounts, c: RequestCounts) {
@@ -52,7 +50,7 @@ fn add(to: &mut RequestCounts, c: RequestCounts) {
     to.delete += c.delete;
 }
 
-/// What this process has done to repositories so far.
+/// What an operation has done to repositories so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     /// Bytes of objects written, created and uploaded (`write`, `create`
@@ -64,48 +62,61 @@ pub struct Totals {
     pub requests: RequestCounts,
 }
 
-pub fn totals() -> Totals {
-    let reg = registry();
-    let mut requests = reg.retired;
-    for (_, s) in &reg.live {
-        // Always upgradable: an instance leaves `live` in its `drop`, under
-        // this lock, before its inner storage can go.
-        if let Some(s) = s.upgrade() {
-            add(&mut requests, s.requests());
-        }
+impl Meter {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic elsewhere while holding it leaves plain counters behind.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
-    Totals {
-        bytes_written: BYTES_WRITTEN.load(Ordering::Relaxed),
-        objects_deleted: OBJECTS_DELETED.load(Ordering::Relaxed),
-        requests,
+
+    /// Everything counted so far, by storages alive or dropped.
+    pub fn totals(&self) -> Totals {
+        let reg = self.registry();
+        let mut requests = reg.retired;
+        for (_, s) in &reg.live {
+            // Always upgradable: an instance leaves `live` in its `drop`,
+            // under this lock, before its inner storage can go.
+            if let Some(s) = s.upgrade() {
+                add(&mut requests, s.requests());
+            }
+        }
+        Totals {
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            objects_deleted: self.objects_deleted.load(Ordering::Relaxed),
+            requests,
+        }
     }
 }
 
+/// The outermost wrapper of every storage [`super::open`] builds: counts
+/// into its [`Meter`].
 pub struct MeteredStorage {
     inner: Arc<dyn Storage>,
+    meter: Arc<Meter>,
     slot: u64,
 }
 
 impl MeteredStorage {
-    pub fn new(inner: Arc<dyn Storage>) -> MeteredStorage {
-        let mut reg = registry();
+    /// `inner`, counted into `meter`.
+    pub fn new(inner: Arc<dyn Storage>, meter: Arc<Meter>) -> MeteredStorage {
+        let mut reg = meter.registry();
         let slot = reg.next;
         reg.next += 1;
         reg.live.push((slot, Arc::downgrade(&inner)));
-        MeteredStorage { inner, slot }
+        drop(reg);
+        MeteredStorage { inner, meter, slot }
+    }
+
+    fn count_written(&self, n: u64) {
+        self.meter.bytes_written.fetch_add(n, Ordering::Relaxed);
     }
 }
 
 impl Drop for MeteredStorage {
     fn drop(&mut self) {
-        let mut reg = registry();
+        let mut reg = self.meter.registry();
         reg.live.retain(|(slot, _)| *slot != self.slot);
         add(&mut reg.retired, self.inner.requests());
     }
-}
-
-fn count_written(n: u64) {
-    BYTES_WRITTEN.fetch_add(n, Ordering::Relaxed);
 }
 
 impl Storage for MeteredStorage {
@@ -126,13 +137,13 @@ impl Storage for MeteredStorage {
     }
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         self.inner.write(key, data)?;
-        count_written(data.len() as u64);
+        self.count_written(data.len() as u64);
         Ok(())
     }
     fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
         let created = self.inner.create(key, data)?;
         if created {
-            count_written(data.len() as u64);
+            self.count_written(data.len() as u64);
         }
         Ok(created)
     }
@@ -140,7 +151,7 @@ impl Storage for MeteredStorage {
         // Taken first: the file is gone once it is in the store.
         let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         self.inner.put_file(key, file)?;
-        count_written(size);
+        self.count_written(size);
         Ok(())
     }
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
@@ -151,7 +162,7 @@ impl Storage for MeteredStorage {
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)?;
-        OBJECTS_DELETED.fetch_add(1, Ordering::Relaxed);
+        self.meter.objects_deleted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
@@ -173,13 +184,13 @@ mod tests {
     use super::*;
     use crate::storage::local::LocalStorage;
 
-    /// Other tests in this process move the totals too, so only growth
-    /// of at least what this test did is checked.
     #[test]
-    fn counts_bytes_stored_and_objects_deleted() {
+    fn counts_bytes_stored_and_objects_deleted_into_its_meter() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())));
-        let before = totals();
+        let meter = Arc::new(Meter::default());
+        let other = Arc::new(Meter::default());
+        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), meter.clone());
+        let elsewhere = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), other.clone());
         store.write("a/x", b"12345").unwrap();
         assert!(store.create("a/y", b"123").unwrap());
         assert!(!store.create("a/y", b"123").unwrap(), "not created: not counted");
@@ -187,11 +198,10 @@ mod tests {
         std::fs::write(&staged, [0u8; 100]).unwrap();
         store.put_file("a/z", &staged).unwrap();
         store.delete("a/x").unwrap();
-        let after = totals();
-        assert!(
-            after.bytes_written - before.bytes_written >= 108,
-            "{before:?} {after:?}"
-        );
-        assert!(after.objects_deleted > before.objects_deleted);
+        elsewhere.write("b/x", b"1").unwrap();
+        drop(store);
+        let totals = meter.totals();
+        assert_eq!((totals.bytes_written, totals.objects_deleted), (108, 1), "{totals:?}");
+        assert_eq!(other.totals().bytes_written, 1, "another meter is another operation");
     }
 }

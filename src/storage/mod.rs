@@ -137,17 +137,19 @@ impl RequestCounts {
 }
 
 /// Open the backend for `loc`, wrapped for retries (and a metadata cache for
-/// remote stores), and metered for the process-wide totals.
+/// remote stores), and metered into `loc.options.meter` (a meter of its own
+/// when none is given).
 pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
     let backend: Arc<dyn Storage> = match &loc.backend {
         Backend::Local(path) => Arc::new(local::LocalStorage::new(path)),
         Backend::S3(target) => {
             let s3: Arc<dyn Storage> = Arc::new(s3::S3Storage::connect(target, &loc.options)?);
             let retried: Arc<dyn Storage> = Arc::new(retry::RetryStorage::new(s3, loc.options.retry_budget()));
-            Arc::new(cache::CachedStorage::new(retried, &target.local_dir()))
+            Arc::new(cache::CachedStorage::new(retried, &loc.options.s3_work_dir(target)?))
         }
     };
-    Ok(Arc::new(metered::MeteredStorage::new(backend)))
+    let meter = loc.options.meter.clone().unwrap_or_default();
+    Ok(Arc::new(metered::MeteredStorage::new(backend, meter)))
 }
 
 struct FileLock {

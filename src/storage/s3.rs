@@ -74,7 +74,7 @@ impl S3Storage {
             .enable_all()
             .build()
             .map_err(|e| Error::new(ErrorKind::Io, &display, format!("cannot start the I/O runtime: {e}")))?;
-        let local_dir = target.local_dir();
+        let local_dir = options.s3_work_dir(target)?;
         let staging = local_dir.join("staging");
         crate::fsutil::create_private_dir_all(&staging)
             .map_err(|e| Error::io(&staging, e).fix("check $XDG_CACHE_HOME (or ~/.cache) is writable"))?;

@@ -6,24 +6,32 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, ErrorCode, Result};
-use crate::snapshot::{SourceKind, SourceSpec};
+use lifeboat::error::{Error, ErrorCode, Result};
+use lifeboat::snapshot::{SourceKind, SourceSpec};
 
+/// A whole `lifeboat.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[repository]`: where backups go and how storage behaves.
     #[serde(default)]
     pub repository: Option<RepositoryConfig>,
+    /// `[restore]`.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// `[[sqlite]]`: the databases.
     #[serde(default)]
     pub sqlite: Vec<SqliteConfig>,
+    /// `[[directory]]`: the directory trees.
     #[serde(default)]
     pub directory: Vec<DirectoryConfig>,
+    /// `[[file]]`: single files.
     #[serde(default)]
     pub file: Vec<FileConfig>,
+    /// `[replicate]`.
     #[serde(default)]
     pub replicate: ReplicateConfig,
+    /// `[retention]`.
     #[serde(default)]
     pub retention: RetentionConfig,
     /// Where this config was read from.
@@ -31,6 +39,7 @@ pub struct Config {
     pub path: PathBuf,
 }
 
+/// `[repository]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
@@ -42,19 +51,23 @@ pub struct RepositoryConfig {
     pub retry_seconds: Option<u64>,
     /// S3 endpoint, region, credentials and upload settings.
     #[serde(default)]
-    pub s3: crate::storage::location::S3Options,
+    pub s3: lifeboat::storage::location::S3Options,
 }
 
 impl RepositoryConfig {
-    pub fn storage_options(&self) -> crate::storage::StorageOptions {
-        crate::storage::StorageOptions {
+    /// The storage settings as the library takes them (the environment's
+    /// are applied by `Ctx::storage_options`).
+    pub fn storage_options(&self) -> lifeboat::storage::StorageOptions {
+        lifeboat::storage::StorageOptions {
             transfers: self.transfers,
             retry_seconds: self.retry_seconds,
             s3: self.s3.clone(),
+            ..Default::default()
         }
     }
 }
 
+/// `[restore]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreConfig {
@@ -91,14 +104,21 @@ pub struct ReplicateConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
+    /// `--keep-last`.
     pub keep_last: Option<i64>,
+    /// `--keep-hourly`.
     pub keep_hourly: Option<i64>,
+    /// `--keep-daily`.
     pub keep_daily: Option<i64>,
+    /// `--keep-weekly`.
     pub keep_weekly: Option<i64>,
+    /// `--keep-monthly`.
     pub keep_monthly: Option<i64>,
+    /// `--keep-yearly`.
     pub keep_yearly: Option<i64>,
     /// e.g. "7d" or "1y2m" (restic's units: y, m = months, d, h).
     pub keep_within: Option<String>,
+    /// `--keep-tag` lists: `"a,b"` keeps snapshots with both.
     #[serde(default)]
     pub keep_tags: Vec<String>,
     /// How far back every commit stays restorable, e.g. "24h" (the default
@@ -110,22 +130,30 @@ pub struct RetentionConfig {
     pub repack_unused: Option<f64>,
 }
 
+/// `[[sqlite]]`: one database.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteConfig {
+    /// The database file (relative to the config file).
     pub path: PathBuf,
+    /// The source's name in snapshots (default: the file name).
     pub name: Option<String>,
     /// SQL returning one integer, e.g. `SELECT max(version) FROM schema_migrations`.
     pub schema_version: Option<String>,
+    /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
 }
 
+/// `[[directory]]`: one directory tree.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
+    /// The directory (relative to the config file).
     pub path: PathBuf,
+    /// The source's name in snapshots (default: the directory's name).
     pub name: Option<String>,
+    /// Globs relative to the directory, left out.
     #[serde(default)]
     pub exclude: Vec<String>,
     /// Captured by `--kind full` only (large, re-creatable data).
@@ -133,11 +161,15 @@ pub struct DirectoryConfig {
     pub full_only: bool,
 }
 
+/// `[[file]]`: one file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The file (relative to the config file).
     pub path: PathBuf,
+    /// The source's name in snapshots (default: the file name).
     pub name: Option<String>,
+    /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
 }
@@ -152,7 +184,7 @@ pub fn search_paths() -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::fsutil::home_dir().join(".config"));
+        .unwrap_or_else(|| lifeboat::fsutil::HostDirs::from_env().home.join(".config"));
     v.push(xdg.join("lifeboat/lifeboat.toml"));
     v.push(PathBuf::from("/etc/lifeboat/lifeboat.toml"));
     v
@@ -181,7 +213,7 @@ impl Config {
     /// configuration error (78), caught when the file is read.
     fn check_names_unique(&self, path: &Path) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
-        for s in self.sources(crate::repo::manifest::SnapshotKind::Full) {
+        for s in self.sources(lifeboat::repo::manifest::SnapshotKind::Full) {
             if !seen.insert(s.name.clone()) {
                 return Err(
                     Error::config(path.display(), format!("two sources are named `{}`", s.name))
@@ -193,6 +225,8 @@ impl Config {
         Ok(())
     }
 
+    /// Read and check the file at `path`; relative source paths are
+    /// resolved against its directory.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e).fix("check the --config path"))?;
         let mut c: Config = toml::from_str(&text).map_err(|e| {
@@ -220,7 +254,7 @@ impl Config {
             // Absolute and without `..`: sources are recorded by these paths,
             // and an in-place restore on another host recreates them.
             if p.is_relative() {
-                *p = crate::fsutil::absolute_normalized(&base.join(&*p));
+                *p = lifeboat::fsutil::absolute_normalized(&base.join(&*p));
             }
         }
         Ok(c)
@@ -239,6 +273,8 @@ impl Config {
         Ok(None)
     }
 
+    /// The error for a command that needs a config and found none,
+    /// naming every place searched.
     pub fn not_found_error() -> Error {
         let tried: Vec<String> = search_paths().iter().map(|p| p.display().to_string()).collect();
         Error::config(
@@ -251,8 +287,8 @@ impl Config {
 
     /// The sources of a snapshot of `kind` (a partial one leaves out the
     /// `full_only` sources).
-    pub fn sources(&self, kind: crate::repo::manifest::SnapshotKind) -> Vec<SourceSpec> {
-        let full = kind != crate::repo::manifest::SnapshotKind::Partial;
+    pub fn sources(&self, kind: lifeboat::repo::manifest::SnapshotKind) -> Vec<SourceSpec> {
+        let full = kind != lifeboat::repo::manifest::SnapshotKind::Partial;
         let mut v = Vec::new();
         for s in self.sqlite.iter().filter(|s| full || !s.full_only) {
             v.push(SourceSpec {
@@ -262,7 +298,7 @@ impl Config {
                     schema_query: s
                         .schema_version
                         .clone()
-                        .unwrap_or_else(|| crate::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
+                        .unwrap_or_else(|| lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY.into()),
                 },
             });
         }
@@ -286,6 +322,7 @@ impl Config {
     }
 }
 
+/// A source's default name: the last component of its absolute path.
 pub fn file_name(p: &Path) -> String {
     std::path::absolute(p)
         .ok()
