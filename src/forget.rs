@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::manifest::{Source, snapshot_key};
-use crate::repo::segment::parse_key;
+use crate::repo::keys;
+use crate::repo::manifest::Source;
 use crate::repo::{Repository, SnapshotRef};
 use crate::retention::{Candidate, Policy};
 
@@ -251,11 +251,10 @@ fn plan_wal(
 ) -> Result<Vec<StreamPlan>> {
     let mut segments: BTreeMap<String, Vec<(String, u64, u64)>> = BTreeMap::new();
     for (key, size) in repo.storage.list("wal")? {
-        let mut parts = key.split('/');
-        let (Some("wal"), Some(stream)) = (parts.next(), parts.next()) else {
+        let Some(stream) = keys::segment_stream(&key) else {
             continue;
         };
-        if let Some((_, last)) = parse_key(&key) {
+        if let Some((_, last)) = keys::parse_segment(&key) {
             segments
                 .entry(stream.to_string())
                 .or_default()
@@ -318,7 +317,7 @@ pub fn apply(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
         ..Default::default()
     };
     for v in plan.removed() {
-        repo.storage.delete(&snapshot_key(&v.id))?;
+        repo.storage.delete(&keys::snapshot(&v.id))?;
         report.removed_snapshots += 1;
         tracing::info!(event = "forget.removed", snapshot = %v.id.short(), time = %v.time);
     }

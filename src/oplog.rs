@@ -17,16 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::repo::keys;
 use crate::storage::{RequestCounts, Storage};
 
 /// The record's `format` field; any other value is refused.
 pub const RECORD_FORMAT: u32 = 1;
-/// Where records live in the repository.
-pub const PREFIX: &str = "log";
 /// Manifests use the same level; records are small JSON.
 const LEVEL: i32 = 3;
-const HASH_DIGITS: usize = 16;
-const TIME_DIGITS: usize = 20;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,27 +124,9 @@ impl OpRecord {
     }
 }
 
-/// `log/<nanoseconds since the epoch, 20 digits>-<first 16 hex digits of
-/// BLAKE3(json)>`.
+/// The key `record` is stored under (see [`keys::record`]).
 pub fn record_key(time: jiff::Timestamp, json: &[u8]) -> String {
-    let nanos = nanos_of(time);
-    let hash = blake3::hash(json).to_hex();
-    format!("{PREFIX}/{nanos:0TIME_DIGITS$}-{}", &hash[..HASH_DIGITS])
-}
-
-/// The time and hash a key names; `None` for anything that is not a record
-/// key (readers leave such objects alone).
-fn parse_key(key: &str) -> Option<(u64, &str)> {
-    let name = key.strip_prefix(PREFIX)?.strip_prefix('/')?;
-    let (time, hash) = name.split_once('-')?;
-    let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if time.len() != TIME_DIGITS || !time.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if hash.len() != HASH_DIGITS || !lower_hex(hash) {
-        return None;
-    }
-    Some((time.parse().ok()?, hash))
+    keys::record(nanos_of(time), json)
 }
 
 /// Clamped to what 20 digits hold (1970 to 2554), so a bound given on the
@@ -170,9 +149,9 @@ pub fn append(storage: &dyn Storage, record: &OpRecord) -> Result<String> {
 /// Record keys, oldest first, with their times.
 fn keys(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
     let mut out: Vec<(u64, String)> = storage
-        .list(PREFIX)?
+        .list(keys::Kind::LogRecord.prefix())?
         .into_iter()
-        .filter_map(|(key, _)| Some((parse_key(&key)?.0, key)))
+        .filter_map(|(key, _)| Some((keys::parse_record(&key)?.0, key)))
         .collect();
     out.sort();
     Ok(out)
@@ -192,8 +171,8 @@ pub fn list(storage: &dyn Storage, since: Option<jiff::Timestamp>) -> Result<Vec
     crate::storage::read_parallel(storage, wanted, |(), key, raw| {
         let what = format!("{location}/{key}");
         let json = codec::decode(&raw?, &what)?;
-        let (nanos, hash) = parse_key(&key).expect("listed keys parse");
-        if &blake3::hash(&json).to_hex()[..HASH_DIGITS] != hash {
+        let (nanos, hash) = keys::parse_record(&key).expect("listed keys parse");
+        if !keys::record_matches(hash, &json) {
             return Err(
                 Error::bad_data(&what, "operations log record does not match its name").fix(format!(
                     "remove it with `lifeboat log prune --before` a time after {}",

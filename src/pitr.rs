@@ -12,8 +12,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::error::{Error, IoContext, Result};
+use crate::repo::keys;
 use crate::repo::manifest::{ReplicationPoint, Source};
-use crate::repo::segment::{self, Segment};
+use crate::repo::segment::Segment;
 use crate::repo::{Repository, SnapshotRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +134,9 @@ pub fn plan_among(
     let snap = snap.clone();
     let mut keys: Vec<(u64, u64, String)> = repo
         .storage
-        .list(&segment::stream_prefix(&stream))?
+        .list(&keys::stream_prefix(&stream))?
         .into_iter()
-        .filter_map(|(k, _)| segment::parse_key(&k).map(|(f, l)| (f, l, k)))
+        .filter_map(|(k, _)| keys::parse_segment(&k).map(|(f, l)| (f, l, k)))
         .collect();
     keys.sort();
     let mut segments = Vec::new();

@@ -28,8 +28,9 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::mark::{Mark, mark_key};
-use crate::repo::pack::{Member, pack_key};
+use crate::repo::keys;
+use crate::repo::mark::Mark;
+use crate::repo::pack::Member;
 use crate::repo::references::{MISSING, Walker};
 use crate::repo::writer::BlobWriter;
 use crate::repo::{Repository, SnapshotRef, writer_view_limit};
@@ -400,13 +401,13 @@ fn sweep(
                 report.deleted_packs += 1;
                 report.deleted_bytes += p.size;
                 if !opts.dry_run {
-                    repo.storage.delete(&pack_key(&p.id))?;
+                    repo.storage.delete(&keys::pack(&p.id))?;
                 }
             }
         }
         report.deleted_marks += 1;
         if !opts.dry_run {
-            repo.storage.delete(&mark_key(id))?;
+            repo.storage.delete(&keys::mark(id))?;
             tracing::info!(event = "prune.swept", mark = %id.short());
         }
     }
@@ -458,7 +459,7 @@ fn repack_packs(
     let mut i = 0;
     while i < by_frame.len() {
         let (pack, offset, length, _) = by_frame[i];
-        let key = pack_key(&repo.index.pack(pack).0);
+        let key = keys::pack(&repo.index.pack(pack).0);
         let raw = repo.storage.read_range(&key, offset as u64, length as u64)?;
         let frame = decoder.decode_vec(raw, &key)?;
         while i < by_frame.len() && by_frame[i].0 == pack && by_frame[i].1 == offset {

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::manifest::snapshot_key;
+use crate::repo::keys;
 use crate::repo::pack::{header_tail_len, parse_header_tail};
 
 /// What `repair index` found and did.
@@ -43,11 +43,6 @@ pub struct SnapshotRepair {
     pub dry_run: bool,
 }
 
-/// Where a damaged object's bytes are kept.
-fn aside_key(key: &str) -> String {
-    format!("damaged/{key}")
-}
-
 /// Whether `e` says the object itself is wrong, not that reading it failed
 /// for now.
 fn is_damage(e: &Error) -> bool {
@@ -57,7 +52,7 @@ fn is_damage(e: &Error) -> bool {
 /// Copy what can be read of `key` under `damaged/`.
 fn keep_copy(repo: &Repository, key: &str) -> Result<()> {
     if let Ok(raw) = repo.storage.read(key) {
-        repo.storage.write(&aside_key(key), &raw)?;
+        repo.storage.write(&keys::aside(key), &raw)?;
     }
     Ok(())
 }
@@ -108,7 +103,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
     }
     if !file.packs.is_empty() {
         let id = repo.write_index(&file)?;
-        report.index_written = Some(format!("index/{}", id.hex()));
+        report.index_written = Some(keys::index(&id));
         tracing::info!(event = "repair.index_written", packs = file.packs.len());
     }
     for (key, _) in &repo.index_damage {
@@ -161,7 +156,7 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<SnapshotRepa
     }
     for (id, why) in doomed {
         if !dry_run {
-            set_aside(repo, &snapshot_key(&id))?;
+            set_aside(repo, &keys::snapshot(&id))?;
             tracing::info!(event = "repair.snapshot_set_aside", snapshot = %id.short(), problem = %why);
         }
         report.set_aside.push((id.hex(), why));

@@ -34,9 +34,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::Index;
+use crate::repo::keys;
 use crate::repo::manifest::Source;
 use crate::repo::references::{MISSING, Walker};
-use crate::repo::segment::{self, Segment};
+use crate::repo::segment::Segment;
 use crate::repo::{Repository, SnapshotRef};
 
 /// Objects and their total size.
@@ -166,25 +167,24 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
     let mut wal_keys: BTreeMap<String, Vec<(u64, u64, String, u64)>> = BTreeMap::new();
     let mut wal_other: BTreeMap<String, ObjectCount> = BTreeMap::new();
     for (key, size) in &listing {
-        // The local writer's lock file and staging area are not repository
-        // objects (in a bucket both live in the host's working directory).
-        if key == "lock" || key.starts_with("tmp/") {
-            continue;
-        }
-        let (top, rest) = key.split_once('/').unwrap_or((key.as_str(), ""));
-        let kind = match top {
-            "data" => {
-                let id = rest.rsplit('/').next().and_then(Id::parse);
+        let rest = key.split_once('/').map_or("", |(_, rest)| rest);
+        let kind = match keys::Kind::of(key) {
+            // The local writer's lock file and staging area are not
+            // repository objects (in a bucket both live in the host's
+            // working directory).
+            Some(keys::Kind::Lock | keys::Kind::Staging) => continue,
+            Some(keys::Kind::Pack) => {
+                let id = keys::object_id(key);
                 if !id.is_some_and(|id| indexed_packs.contains(&id)) {
                     unindexed_packs.add(*size);
                 }
                 &mut objects.packs
             }
-            "index" => &mut objects.index,
-            "snapshots" => &mut objects.snapshots,
-            "wal" => {
+            Some(keys::Kind::Index) => &mut objects.index,
+            Some(keys::Kind::Snapshot) => &mut objects.snapshots,
+            Some(keys::Kind::Segment) => {
                 let stream = rest.split('/').next().unwrap_or_default().to_string();
-                match segment::parse_key(key) {
+                match keys::parse_segment(key) {
                     Some((first, last)) => wal_keys
                         .entry(stream)
                         .or_default()

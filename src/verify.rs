@@ -11,8 +11,9 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::keys;
 use crate::repo::manifest::Source;
-use crate::repo::pack::{pack_key, parse_header};
+use crate::repo::pack::parse_header;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
@@ -132,7 +133,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
     let mut dec = Decoder::default();
     let mut to_read = Vec::new();
     for (n, (pack_id, size)) in repo.index.packs().iter().enumerate() {
-        let key = pack_key(pack_id);
+        let key = keys::pack(pack_id);
         indexed_keys.insert(key.clone());
         let damage = |bad: &mut HashMap<Id, String>, why: String| {
             for (id, _) in repo.index.iter().filter(|(_, l)| l.pack as usize == n) {
@@ -332,7 +333,7 @@ fn verify_segments(
     report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    use crate::repo::segment::{Segment, parse_key};
+    use crate::repo::segment::Segment;
     // Per stream: the database's name and its bases (txid, after a gap).
     let mut streams: HashMap<String, (String, Vec<(u64, bool)>)> = HashMap::new();
     for s in snaps {
@@ -347,15 +348,11 @@ fn verify_segments(
     }
     let mut segments: HashMap<String, Vec<(u64, u64, String)>> = HashMap::new();
     for (key, _) in wal_keys {
-        let Some(stream) = key
-            .strip_prefix("wal/")
-            .and_then(|k| k.split_once('/'))
-            .map(|(s, _)| s.to_string())
-        else {
+        let Some(stream) = keys::segment_stream(&key) else {
             continue;
         };
-        if let Some((first, last)) = parse_key(&key) {
-            segments.entry(stream).or_default().push((first, last, key));
+        if let Some((first, last)) = keys::parse_segment(&key) {
+            segments.entry(stream.to_string()).or_default().push((first, last, key));
         }
     }
     let name_of = |stream: &str| {

@@ -259,7 +259,7 @@ pub fn append_record(ctx: &Ctx, op: Pending, exit_code: i32, error: Option<&Erro
         // has opened each of its repositories, so a bucket is not asked
         // again (a GET); a directory's check costs no request.
         let storage = match (&loc.backend, exit_code) {
-            (Backend::S3(_), 0) => lifeboat::storage::open(&loc),
+            (Backend::S3(_), 0) => lifeboat::storage::open(&loc, lifeboat::repo::keys::is_immutable),
             _ => Repository::open_unindexed(&loc).map(|r| r.storage),
         };
         let storage = match storage {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::repo::segment::segment_key;
+use crate::repo::keys;
 
 use super::spool::Spool;
 use super::target::Target;
@@ -167,7 +167,7 @@ fn ship(target: &Target, stream: &str, spool: &Spool, shared: &Shared) {
             .and_then(|bytes| {
                 target
                     .storage
-                    .write(&segment_key(stream, first, last), &bytes)
+                    .write(&keys::segment(stream, first, last), &bytes)
                     .map(|()| bytes.len())
             });
         match result {

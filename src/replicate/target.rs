@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, Result};
+use crate::repo::keys;
 use crate::repo::manifest::Source;
-use crate::repo::segment::{self, parse_key};
 use crate::repo::{RepoLocation, Repository};
 use crate::storage::{LockGuard, Storage};
 
@@ -90,9 +90,9 @@ impl Target {
     pub fn last_txid(&self, stream: &str) -> Result<u64> {
         let segs = self
             .storage
-            .list(&segment::stream_prefix(stream))?
+            .list(&keys::stream_prefix(stream))?
             .into_iter()
-            .filter_map(|(k, _)| parse_key(&k))
+            .filter_map(|(k, _)| keys::parse_segment(&k))
             .map(|(_, last)| last)
             .max()
             .unwrap_or(0);

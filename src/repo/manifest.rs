@@ -425,7 +425,3 @@ fn check_entries(entries: &[Entry]) -> std::result::Result<(), String> {
     }
     Ok(())
 }
-
-pub fn snapshot_key(id: &Id) -> String {
-    format!("snapshots/{}", id.hex())
-}

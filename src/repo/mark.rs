@@ -12,7 +12,6 @@
 
 use super::index::IndexFile;
 use crate::error::{Error, Result};
-use crate::id::Id;
 
 const MAGIC: &[u8; 4] = b"LBMK";
 const VERSION: u8 = 1;
@@ -54,13 +53,10 @@ impl Mark {
     }
 }
 
-pub fn mark_key(id: &Id) -> String {
-    format!("marks/{}", id.hex())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Id;
     use crate::repo::index::IndexedPack;
 
     #[test]

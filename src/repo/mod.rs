@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod index;
+pub mod keys;
 pub mod manifest;
 pub mod mark;
 pub mod pack;
@@ -22,9 +23,8 @@ pub use crate::storage::RepoLocation;
 use crate::storage::{Backend, LockGuard, LockHolder, Storage};
 use config::RepoConfig;
 use index::{Index, IndexFile};
-use manifest::{Manifest, snapshot_key};
-use mark::{Mark, mark_key};
-use pack::pack_key;
+use manifest::Manifest;
+use mark::Mark;
 
 /// How long a writer may go on publishing index files and manifests after
 /// it listed the marks without listing them again: 15 minutes. `prune`
@@ -102,7 +102,7 @@ fn is_empty_or_skeleton(root: &Path) -> Result<bool> {
     for e in std::fs::read_dir(root).at(root)? {
         let e = e.at(root)?;
         let name = e.file_name();
-        let skeleton = ["data", "index", "snapshots", "tmp"].iter().any(|s| name == *s);
+        let skeleton = keys::SKELETON.iter().any(|s| name == *s);
         let empty_dir = e.path().is_dir() && std::fs::read_dir(e.path()).at(&e.path())?.next().is_none();
         if !(skeleton && empty_dir) {
             return Ok(false);
@@ -135,13 +135,13 @@ impl Repository {
                 .fix(format!("choose an empty or new {what} for the repository"))
         };
         if let Backend::Local(root) = &loc.backend {
-            if root.join("config").exists() {
+            if root.join(keys::CONFIG).exists() {
                 return Err(exists());
             }
             if root.exists() && !is_empty_or_skeleton(root)? {
                 return Err(not_empty("directory"));
             }
-            for sub in ["", "data", "index", "snapshots", "tmp"] {
+            for sub in std::iter::once("").chain(keys::SKELETON) {
                 let d = root.join(sub);
                 crate::fsutil::create_private_dir_all(&d)
                     .map_err(|e| Error::io(&d, e).fix("check the parent directory exists and is writable"))?;
@@ -151,10 +151,10 @@ impl Repository {
                 crate::fsutil::sync_dir(parent)?;
             }
         }
-        let storage = crate::storage::open(loc)?;
+        let storage = crate::storage::open(loc, keys::is_immutable)?;
         if let Backend::S3(_) = &loc.backend {
             let present = storage.list("")?;
-            if present.iter().any(|(k, _)| k == "config") {
+            if present.iter().any(|(k, _)| k == keys::CONFIG) {
                 return Err(exists());
             }
             if !present.is_empty() {
@@ -168,7 +168,7 @@ impl Repository {
         let bytes = config.to_bytes();
         // `false` also when our own first attempt landed and only its reply
         // was lost (then retried): the bytes tell the two apart.
-        if !storage.create("config", &bytes)? && storage.read("config")? != bytes {
+        if !storage.create(keys::CONFIG, &bytes)? && storage.read(keys::CONFIG)? != bytes {
             return Err(exists());
         }
         tracing::info!(event = "repo.init", location = %storage.location());
@@ -211,12 +211,12 @@ impl Repository {
                 .fix(format!("create one with `lifeboat --repo {} init`", loc.repo_arg()))
         };
         if let Backend::Local(root) = &loc.backend
-            && !root.join("config").exists()
+            && !root.join(keys::CONFIG).exists()
         {
             return Err(not_found());
         }
-        let storage = crate::storage::open(loc)?;
-        let raw = match storage.read("config") {
+        let storage = crate::storage::open(loc, keys::is_immutable)?;
+        let raw = match storage.read(keys::CONFIG) {
             Err(e) if e.kind == ErrorKind::NoInput => return Err(not_found()),
             other => other?,
         };
@@ -286,10 +286,10 @@ impl Repository {
         }
         let listed: Vec<String> = self
             .storage
-            .list("index")?
+            .list(keys::Kind::Index.prefix())?
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| k.rsplit('/').next().and_then(Id::parse).is_some())
+            .filter(|k| keys::object_id(k).is_some())
             .collect();
         let known: std::collections::HashSet<&str> = self
             .index_keys
@@ -348,7 +348,7 @@ impl Repository {
                         .marks
                         .iter()
                         .any(|(_, m)| m.packs.packs.iter().any(|p| p.id == pack.id));
-                    if !marked && self.storage.size(&pack_key(&pack.id))? == Some(pack.size) {
+                    if !marked && self.storage.size(&keys::pack(&pack.id))? == Some(pack.size) {
                         index.packs.push(pack);
                     }
                 }
@@ -411,9 +411,9 @@ impl Repository {
     fn read_marks(&self) -> Result<Vec<(Id, Mark)>> {
         let keys: Vec<(Id, String)> = self
             .storage
-            .list("marks")?
+            .list(keys::Kind::Mark.prefix())?
             .into_iter()
-            .filter_map(|(k, _)| Some((k.rsplit('/').next().and_then(Id::parse)?, k)))
+            .filter_map(|(k, _)| Some((keys::object_id(&k)?, k)))
             .collect();
         let mut marks = Vec::with_capacity(keys.len());
         crate::storage::read_parallel(self.storage.as_ref(), keys, |id, key, raw| {
@@ -480,12 +480,12 @@ impl Repository {
             let mut index = Index::default();
             let keys: Vec<((), String)> = self
                 .storage
-                .list("index")?
+                .list(keys::Kind::Index.prefix())?
                 .into_iter()
                 .filter(|(k, _)| {
                     // Not a name Lifeboat writes: someone's stray file, not
                     // an index file, so not damage either.
-                    let ours = k.rsplit('/').next().and_then(Id::parse).is_some();
+                    let ours = keys::object_id(k).is_some();
                     if !ours {
                         tracing::warn!(event = "repo.stray_file", key = %k, "ignored");
                     }
@@ -558,9 +558,9 @@ impl Repository {
         }
         let now: Vec<Id> = self
             .storage
-            .list("marks")?
+            .list(keys::Kind::Mark.prefix())?
             .into_iter()
-            .filter_map(|(k, _)| k.rsplit('/').next().and_then(Id::parse))
+            .filter_map(|(k, _)| keys::object_id(&k))
             .collect();
         if now.iter().any(|id| !self.marks.iter().any(|(m, _)| m == id)) {
             return Err(Error::busy(
@@ -580,7 +580,7 @@ impl Repository {
     pub fn write_mark(&mut self, mark: Mark) -> Result<Id> {
         let bytes = codec::encode(&mark.to_bytes(), self.config.compression.level);
         let id = Id::of(&bytes);
-        self.storage.write(&mark_key(&id), &bytes)?;
+        self.storage.write(&keys::mark(&id), &bytes)?;
         self.marks.push((id, mark));
         Ok(id)
     }
@@ -604,7 +604,7 @@ impl Repository {
 
     pub fn parse_index_file(&self, key: &str, raw: &[u8]) -> Result<IndexFile> {
         let what = format!("{}/{key}", self.storage.location());
-        let id = key.rsplit('/').next().and_then(Id::parse);
+        let id = keys::object_id(key);
         if id != Some(Id::of(raw)) {
             return Err(Error::damaged(&what, "index file content does not match its name"));
         }
@@ -616,7 +616,7 @@ impl Repository {
         self.check_view()?;
         let bytes = codec::encode(&file.to_bytes(), self.config.compression.level);
         let id = Id::of(&bytes);
-        self.storage.write(&format!("index/{}", id.hex()), &bytes)?;
+        self.storage.write(&keys::index(&id), &bytes)?;
         Ok(id)
     }
 
@@ -667,7 +667,7 @@ impl Repository {
             )
         })?;
         let (pack, _) = self.index.pack(loc.pack);
-        let key = pack_key(&pack);
+        let key = keys::pack(&pack);
         let raw = self
             .storage
             .read_range(&key, loc.offset as u64, loc.length as u64)
@@ -760,16 +760,16 @@ impl Repository {
     pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
         self.check_view()?;
         let (json, id) = m.to_json();
-        self.storage.write(&snapshot_key(&id), &codec::encode(&json, 3))?;
+        self.storage.write(&keys::snapshot(&id), &codec::encode(&json, 3))?;
         Ok(id)
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<Manifest> {
-        self.parse_manifest(id, &self.storage.read(&snapshot_key(id))?)
+        self.parse_manifest(id, &self.storage.read(&keys::snapshot(id))?)
     }
 
     fn parse_manifest(&self, id: &Id, raw: &[u8]) -> Result<Manifest> {
-        let key = snapshot_key(id);
+        let key = keys::snapshot(id);
         let what = format!("{}/{key}", self.storage.location());
         let json = codec::decode(raw, &what)?;
         if Id::of(&json) != *id {
@@ -810,9 +810,9 @@ impl Repository {
     fn snapshot_keys(&self) -> Result<Vec<(Id, String)>> {
         Ok(self
             .storage
-            .list("snapshots")?
+            .list(keys::Kind::Snapshot.prefix())?
             .into_iter()
-            .filter_map(|(key, _)| Some((key.rsplit('/').next().and_then(Id::parse)?, key)))
+            .filter_map(|(key, _)| Some((keys::object_id(&key)?, key)))
             .collect())
     }
 

@@ -303,12 +303,6 @@ pub fn newer_blob_type(what: &str, t: u8) -> Error {
         .fix("this repository was written by a newer Lifeboat; upgrade to read it")
 }
 
-/// Repository key of a pack.
-pub fn pack_key(id: &Id) -> String {
-    let h = id.hex();
-    format!("data/{}/{}", &h[..2], h)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

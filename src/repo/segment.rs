@@ -67,27 +67,6 @@ pub struct Segment {
     pub data: Vec<u8>,
 }
 
-pub fn stream_prefix(stream: &str) -> String {
-    format!("wal/{stream}/")
-}
-
-pub fn segment_key(stream: &str, first_txid: u64, last_txid: u64) -> String {
-    format!("wal/{stream}/{first_txid:016x}-{last_txid:016x}")
-}
-
-/// `(first_txid, last_txid)` from a key's last component; `None` for keys
-/// that are not segments (a reader skips them).
-pub fn parse_key(key: &str) -> Option<(u64, u64)> {
-    let name = key.rsplit('/').next()?;
-    let (a, b) = name.split_once('-')?;
-    if a.len() != 16 || b.len() != 16 {
-        return None;
-    }
-    let first = u64::from_str_radix(a, 16).ok()?;
-    let last = u64::from_str_radix(b, 16).ok()?;
-    (first <= last).then_some((first, last))
-}
-
 impl Segment {
     /// Byte offset of the `i`-th page image in `data`.
     pub fn image(&self, i: usize) -> &[u8] {
@@ -387,7 +366,5 @@ mod tests {
         body[HEADER_LEN + 3] ^= 1;
         let err = Segment::decode(&codec::encode_raw(&body), "t").unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
-        assert_eq!(parse_key(&segment_key("ab", 7, 8)), Some((7, 8)));
-        assert_eq!(parse_key("wal/ab/junk"), None);
     }
 }

@@ -20,7 +20,8 @@ use std::thread::JoinHandle;
 
 use super::Repository;
 use super::index::{IndexFile, IndexedPack};
-use super::pack::{BlobType, FinishedPack, Member, PackWriter, pack_key};
+use super::keys;
+use super::pack::{BlobType, FinishedPack, Member, PackWriter};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
 use crate::storage::Storage;
@@ -171,7 +172,7 @@ impl<'r> BlobWriter<'r> {
         crate::fsutil::create_private_file(&pending_path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, &pending.to_bytes()))
             .at(&pending_path)?;
-        self.transfers.submit(pack_key(&done.id), done.path.clone())?;
+        self.transfers.submit(keys::pack(&done.id), done.path.clone())?;
         self.stats.packs += 1;
         self.sealed_blobs += done.entries.len();
         self.sealed.push(done);

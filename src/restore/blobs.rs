@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::index::Location;
-use crate::repo::pack::pack_key;
+use crate::repo::keys;
 
 /// Frames closer than this are read as one span: the bytes between cost
 /// less than another range.
@@ -100,7 +100,7 @@ fn fetch_pack(
     dec: &mut Decoder,
     out: &Mutex<HashMap<Id, Vec<u8>>>,
 ) -> Result<()> {
-    let key = pack_key(&repo.index.pack(pack).0);
+    let key = keys::pack(&repo.index.pack(pack).0);
     let what = format!("{}/{key}", repo.storage.location());
     // Spans: (start, end, first frame, end frame).
     let mut spans: Vec<(u64, u64, usize, usize)> = Vec::new();

@@ -19,8 +19,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{compact_timestamp, sync_dir};
 use crate::id::Id;
 use crate::progress::Progress;
+use crate::repo::keys;
 use crate::repo::manifest::{Entry, EntryKind, Source, SqliteSource};
-use crate::repo::pack::pack_key;
 use crate::repo::{Repository, SnapshotRef};
 
 mod blobs;
@@ -927,7 +927,7 @@ fn restore_database(
                     return;
                 }
                 let batch = &spans[batch.clone()];
-                let key = pack_key(&repo.index.pack(rows[batch[0].0].pack).0);
+                let key = keys::pack(&repo.index.pack(rows[batch[0].0].pack).0);
                 let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
                 let mut queued = batch.iter();
                 let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {

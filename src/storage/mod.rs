@@ -136,15 +136,16 @@ impl RequestCounts {
     }
 }
 
-/// Open the backend for `loc`, wrapped for retries (and a metadata cache for
-/// remote stores), and metered for the process-wide totals.
-pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
+/// Open the backend for `loc`, wrapped for retries (and, for remote stores,
+/// a local cache of the objects `cacheable` accepts), and metered for the
+/// process-wide totals.
+pub fn open(loc: &RepoLocation, cacheable: cache::Cacheable) -> Result<Arc<dyn Storage>> {
     let backend: Arc<dyn Storage> = match &loc.backend {
         Backend::Local(path) => Arc::new(local::LocalStorage::new(path)),
         Backend::S3(target) => {
             let s3: Arc<dyn Storage> = Arc::new(s3::S3Storage::connect(target, &loc.options)?);
             let retried: Arc<dyn Storage> = Arc::new(retry::RetryStorage::new(s3, loc.options.retry_budget()));
-            Arc::new(cache::CachedStorage::new(retried, &target.local_dir()))
+            Arc::new(cache::CachedStorage::new(retried, &target.local_dir(), cacheable))
         }
     };
     Ok(Arc::new(metered::MeteredStorage::new(backend)))
