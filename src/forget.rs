@@ -250,7 +250,7 @@ fn plan_wal(
     window_start: Option<jiff::Timestamp>,
 ) -> Result<Vec<StreamPlan>> {
     let mut segments: BTreeMap<String, Vec<(String, u64, u64)>> = BTreeMap::new();
-    for (key, size) in repo.storage.list("wal")? {
+    for (key, size) in repo.list_objects(keys::Kind::Segment)? {
         let Some(stream) = keys::segment_stream(&key) else {
             continue;
         };
@@ -317,13 +317,13 @@ pub fn apply(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
         ..Default::default()
     };
     for v in plan.removed() {
-        repo.storage.delete(&keys::snapshot(&v.id))?;
+        repo.delete_object(&keys::snapshot(&v.id))?;
         report.removed_snapshots += 1;
         tracing::info!(event = "forget.removed", snapshot = %v.id.short(), time = %v.time);
     }
     for s in &plan.wal {
         for key in &s.delete_keys {
-            repo.storage.delete(key)?;
+            repo.delete_object(key)?;
         }
         report.deleted_segments += s.delete_segments;
         report.deleted_segment_bytes += s.delete_bytes;

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::repo::keys;
-use crate::storage::{RequestCounts, Storage};
+use crate::repo::{RecordLog, Repository};
+use crate::storage::RequestCounts;
 
 /// The record's `format` field; any other value is refused.
 pub const RECORD_FORMAT: u32 = 1;
@@ -136,20 +137,20 @@ fn nanos_of(t: jiff::Timestamp) -> u64 {
 }
 
 /// Store `record`; returns its key.
-pub fn append(storage: &dyn Storage, record: &OpRecord) -> Result<String> {
+pub fn append(log: &RecordLog, record: &OpRecord) -> Result<String> {
     let time = record
         .timestamp()
         .ok_or_else(|| Error::usage(format!("operations log record time `{}` is not RFC 3339", record.time)))?;
     let json = record.to_json();
     let key = record_key(time, &json);
-    storage.write(&key, &codec::encode(&json, LEVEL))?;
+    log.write(&key, &codec::encode(&json, LEVEL))?;
     Ok(key)
 }
 
 /// Record keys, oldest first, with their times.
-fn keys(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
-    let mut out: Vec<(u64, String)> = storage
-        .list(keys::Kind::LogRecord.prefix())?
+fn keys(repo: &Repository) -> Result<Vec<(u64, String)>> {
+    let mut out: Vec<(u64, String)> = repo
+        .list_objects(keys::Kind::LogRecord)?
         .into_iter()
         .filter_map(|(key, _)| Some((keys::parse_record(&key)?.0, key)))
         .collect();
@@ -159,17 +160,16 @@ fn keys(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
 
 /// Every record at or after `since` (all without it), oldest first, each
 /// checked against its key. Records before `since` are not downloaded.
-pub fn list(storage: &dyn Storage, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
+pub fn list(repo: &Repository, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
     let from = since.map(nanos_of).unwrap_or(0);
-    let wanted: Vec<((), String)> = keys(storage)?
+    let wanted: Vec<((), String)> = keys(repo)?
         .into_iter()
         .filter(|(t, _)| *t >= from)
         .map(|(_, k)| ((), k))
         .collect();
-    let location = storage.location();
     let mut out = Vec::with_capacity(wanted.len());
-    crate::storage::read_parallel(storage, wanted, |(), key, raw| {
-        let what = format!("{location}/{key}");
+    repo.read_objects(wanted, |(), key, raw| {
+        let what = repo.object_name(&key);
         let json = codec::decode(&raw?, &what)?;
         let (nanos, hash) = keys::parse_record(&key).expect("listed keys parse");
         if !keys::record_matches(hash, &json) {
@@ -203,9 +203,9 @@ fn key_time(nanos: u64) -> String {
 /// Delete every record older than `before` (only list them when `dry_run`);
 /// returns their keys, oldest first. Decided from the keys alone, so a record
 /// that cannot be read is pruned like any other.
-pub fn prune(storage: &dyn Storage, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
+pub fn prune(repo: &Repository, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
     let until = nanos_of(before);
-    let doomed: Vec<String> = keys(storage)?
+    let doomed: Vec<String> = keys(repo)?
         .into_iter()
         .filter(|(t, _)| *t < until)
         .map(|(_, k)| k)
@@ -214,12 +214,12 @@ pub fn prune(storage: &dyn Storage, before: jiff::Timestamp, dry_run: bool) -> R
         return Ok(doomed);
     }
     // One request per record on a bucket: as many in flight as transfers.
-    let workers = storage.transfers().clamp(1, doomed.len());
+    let workers = repo.transfers().clamp(1, doomed.len());
     let chunk = doomed.len().div_ceil(workers);
     std::thread::scope(|scope| {
         let handles: Vec<_> = doomed
             .chunks(chunk)
-            .map(|keys| scope.spawn(move || keys.iter().try_for_each(|k| storage.delete(k))))
+            .map(|keys| scope.spawn(move || keys.iter().try_for_each(|k| repo.delete_object(k))))
             .collect();
         handles
             .into_iter()
@@ -428,7 +428,7 @@ fn passwd_name(uid: libc::uid_t) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::repo::RepoLocation;
 
     fn record(time: &str, command: &str) -> OpRecord {
         OpRecord {
@@ -457,9 +457,9 @@ mod tests {
     #[test]
     fn keys_sort_by_time_and_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStorage::new(dir.path());
-        let late = append(&store, &record("2026-01-02T00:00:00.5Z", "snapshot")).unwrap();
-        let early = append(&store, &record("2026-01-02T00:00:00Z", "init")).unwrap();
+        let store = Repository::init(&RepoLocation::local(dir.path().join("repo"))).unwrap();
+        let late = append(&store.record_log(), &record("2026-01-02T00:00:00.5Z", "snapshot")).unwrap();
+        let early = append(&store.record_log(), &record("2026-01-02T00:00:00Z", "init")).unwrap();
         assert_eq!(
             early,
             record_key(
@@ -485,7 +485,7 @@ mod tests {
         // A record changed behind its name is refused, naming the key;
         // prune still removes it.
         let json = br#"{"format":1}"#;
-        store.write(&early, &codec::encode(json, 3)).unwrap();
+        std::fs::write(dir.path().join("repo").join(&early), codec::encode(json, 3)).unwrap();
         let e = list(&store, None).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::BadData);
         assert!(e.subject.ends_with(&early), "{e}");

@@ -155,11 +155,11 @@ const SHARED: u32 = u32::MAX;
 /// in between would otherwise refer to blobs the index does not have yet
 /// (a writer publishes index files before its manifest).
 pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoStats> {
-    let listing = repo.storage.list("")?;
+    let listing = repo.list_everything()?;
     let snaps = repo.snapshots()?;
     repo.load_index()?;
     let repo = &*repo;
-    let index = &repo.index;
+    let index = repo.index();
 
     let mut objects = Objects::default();
     let indexed_packs: HashSet<Id> = index.packs().iter().map(|(id, _)| *id).collect();
@@ -201,7 +201,7 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
 
     let blobs = BlobSizes::new(index);
     if snaps.len() >= SHARED as usize {
-        return Err(Error::bad_data(repo.storage.location(), "too many snapshots to count"));
+        return Err(Error::bad_data(repo.location(), "too many snapshots to count"));
     }
     // One state per blob: 0 none, s + 1 only snapshot s so far, SHARED more.
     let mut state = vec![0u32; blobs.raw.len()];
@@ -367,8 +367,8 @@ fn wal_streams(
             let Some((_, _, key, _)) = seg else {
                 return Ok(None);
             };
-            let what = format!("{}/{key}", repo.storage.location());
-            let decoded = repo.storage.read(key).and_then(|raw| Segment::decode(&raw, &what));
+            let what = repo.object_name(key);
+            let decoded = repo.read_object(key).and_then(|raw| Segment::decode(&raw, &what));
             let seg = match decoded {
                 Ok(s) => s,
                 Err(e) if e.kind == ErrorKind::BadData || e.kind == ErrorKind::NoInput => {

@@ -93,13 +93,13 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
     let seed = jiff::Timestamp::now().as_nanosecond() as u64;
     // Segments listed before the bases: a replicator publishing a new base
     // and segments meanwhile cannot leave a hole that only looks missing.
-    let wal_keys = repo.storage.list("wal")?;
+    let wal_keys = repo.list_objects(keys::Kind::Segment)?;
     let (snaps, damaged_manifests) = repo.snapshots_and_damage()?;
     repo.load_index_then_marks()?;
     let repo = &*repo;
     let mut report = VerifyReport {
-        packs: repo.index.packs().len(),
-        blobs: repo.index.blob_count(),
+        packs: repo.index().packs().len(),
+        blobs: repo.index().blob_count(),
         ..Default::default()
     };
     // Every problem is reported, not the first: each damaged object costs
@@ -111,7 +111,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
             problem: format!("manifest unreadable: {}", e.problem),
         });
     }
-    for (_, e) in &repo.index_damage {
+    for (_, e) in repo.index_damage() {
         // The snapshots it costs are named below, by the blobs they miss.
         report.problems.push(Problem {
             snapshot: String::new(),
@@ -122,21 +122,21 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
 
     // Packs: present, right size; with read_data, hashed and decoded.
     let mut bad_blobs: HashMap<Id, String> = HashMap::new();
-    let stored: HashMap<String, u64> = repo.storage.list("data")?.into_iter().collect();
+    let stored: HashMap<String, u64> = repo.list_objects(keys::Kind::Pack)?.into_iter().collect();
     let mut indexed_keys = HashSet::new();
     let mut blobs_by_pack: HashMap<u32, Vec<(Id, crate::repo::index::Location)>> = HashMap::new();
     if read_data {
-        for (id, loc) in repo.index.iter() {
+        for (id, loc) in repo.index().iter() {
             blobs_by_pack.entry(loc.pack).or_default().push((*id, *loc));
         }
     }
     let mut dec = Decoder::default();
     let mut to_read = Vec::new();
-    for (n, (pack_id, size)) in repo.index.packs().iter().enumerate() {
+    for (n, (pack_id, size)) in repo.index().packs().iter().enumerate() {
         let key = keys::pack(pack_id);
         indexed_keys.insert(key.clone());
         let damage = |bad: &mut HashMap<Id, String>, why: String| {
-            for (id, _) in repo.index.iter().filter(|(_, l)| l.pack as usize == n) {
+            for (id, _) in repo.index().iter().filter(|(_, l)| l.pack as usize == n) {
                 bad.entry(*id).or_insert_with(|| why.clone());
             }
         };
@@ -168,7 +168,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
     }
     // Packs are read several at a time (an object store's latency), and
     // checked here as they arrive.
-    crate::storage::read_parallel(repo.storage.as_ref(), to_read, |(n, pack_id), key, data| {
+    repo.read_objects(to_read, |(n, pack_id), key, data| {
         let data = match data {
             Ok(data) => data,
             // Unreadable (damaged where it lies, not a file, an I/O error):
@@ -192,7 +192,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
         // damaged in transit is not damage in the repository.
         let data = match Id::of(&data) == pack_id {
             true => data,
-            false => repo.storage.read(&key).unwrap_or(data),
+            false => repo.read_object(&key).unwrap_or(data),
         };
         if Id::of(&data) != pack_id {
             // Still check blobs one by one: the damage may spare most of them.
@@ -271,7 +271,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
                         if !seen.insert(*id) {
                             continue;
                         }
-                        if !repo.index.contains(id) {
+                        if !repo.index().contains(id) {
                             add(
                                 db.name.clone(),
                                 format!("page {} (blob {}) is missing", i + 1, id.short()),
@@ -312,7 +312,7 @@ fn check_chunks(
     add: &mut dyn FnMut(String, String),
 ) {
     for id in chunks {
-        if !repo.index.contains(id) {
+        if !repo.index().contains(id) {
             add(file.to_string(), format!("chunk {} is missing", id.short()));
         } else if let Some(why) = bad.get(id) {
             add(file.to_string(), why.clone());
@@ -404,11 +404,11 @@ fn verify_segments(
         .collect();
     report.segments_read = wanted.len();
     progress.begin("verify segments", wanted.len() as u64);
-    crate::storage::read_parallel(repo.storage.as_ref(), wanted, |(first, last, stream), key, raw| {
+    repo.read_objects(wanted, |(first, last, stream), key, raw| {
         progress.advance(1);
         let checked = raw.and_then(|raw| {
             report.bytes_read += raw.len() as u64;
-            let what = format!("{}/{key}", repo.storage.location());
+            let what = repo.object_name(&key);
             let seg = Segment::decode(&raw, &what)?;
             if (seg.first_txid, seg.last_txid) != (first, last) {
                 return Err(crate::error::Error::damaged(

@@ -261,7 +261,7 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
     let v = lifeboat::verify::verify(&mut repo, lifeboat::verify::DataCheck::All, &lifeboat::progress::Silent)?;
     if !v.problems.is_empty() {
         return Err(Error::bad_data(
-            repo.storage.location(),
+            repo.location(),
             "demo check failed: verify found damage",
         ));
     }

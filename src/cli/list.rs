@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         String::new()
     };
     if snaps.is_empty() {
-        eprintln!("no snapshots in {}{hint}", repo.storage.location());
+        eprintln!("no snapshots in {}{hint}", repo.location());
         return Ok(0);
     }
     println!(

@@ -5,8 +5,7 @@
 use std::time::Instant;
 
 use lifeboat::oplog::{self, OpRecord, Outcome};
-use lifeboat::repo::{RepoLocation, Repository};
-use lifeboat::storage::Backend;
+use lifeboat::repo::{RecordLog, RepoLocation};
 use lifeboat::{Error, Result};
 
 use super::Ctx;
@@ -81,7 +80,7 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
         .map(|s| oplog::parse_when("--since", s, jiff::Timestamp::now()))
         .transpose()?;
     let repo = ctx.open_repo_unindexed()?;
-    let records = oplog::list(repo.storage.as_ref(), since)?;
+    let records = oplog::list(&repo, since)?;
     log_requests(&repo);
     if ctx.json {
         let rows: Vec<serde_json::Value> = records
@@ -98,7 +97,7 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
         return Ok(0);
     }
     if records.is_empty() {
-        eprintln!("no operations logged in {}", repo.storage.location());
+        eprintln!("no operations logged in {}", repo.location());
         return Ok(0);
     }
     println!(
@@ -141,7 +140,7 @@ fn took(ms: u64) -> String {
 fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
     let before = oplog::parse_when("--before", &args.before, jiff::Timestamp::now())?;
     let repo = ctx.open_repo_unindexed()?;
-    let keys = oplog::prune(repo.storage.as_ref(), before, args.dry_run)?;
+    let keys = oplog::prune(&repo, before, args.dry_run)?;
     if ctx.json {
         print_json_with_requests(
             &serde_json::json!({
@@ -254,26 +253,19 @@ pub fn append_record(ctx: &Ctx, op: Pending, exit_code: i32, error: Option<&Erro
         requests: totals.requests.into(),
     };
     for loc in targets {
-        // Never write `log/` where there is no repository (a directory or
-        // prefix `init` refused, a mistyped --repo). A command that succeeded
-        // has opened each of its repositories, so a bucket is not asked
-        // again (a GET); a directory's check costs no request.
-        let storage = match (&loc.backend, exit_code) {
-            (Backend::S3(_), 0) => lifeboat::storage::open(&loc, lifeboat::repo::keys::is_immutable),
-            _ => Repository::open_unindexed(&loc).map(|r| r.storage),
-        };
-        let storage = match storage {
+        // A command that succeeded has opened each of its repositories.
+        let log = match RecordLog::open(&loc, exit_code == 0) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(event = "oplog.skipped", command = %op.command, reason = %e);
                 continue;
             }
         };
-        match oplog::append(storage.as_ref(), &record) {
-            Ok(key) => tracing::info!(event = "oplog.appended", repository = %storage.location(), key),
+        match oplog::append(&log, &record) {
+            Ok(key) => tracing::info!(event = "oplog.appended", repository = %log.location(), key),
             Err(e) => tracing::warn!(
                 event = "oplog.append_failed",
-                repository = %storage.location(),
+                repository = %log.location(),
                 error = %e,
                 "the command's operations log record was not written"
             ),

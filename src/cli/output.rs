@@ -41,7 +41,7 @@ pub fn print_json_with_requests(v: &impl serde::Serialize, repo: &lifeboat::repo
 
 /// Log the requests sent so far (shown with `-v`); returns them.
 pub fn log_requests(repo: &lifeboat::repo::Repository) -> lifeboat::storage::RequestCounts {
-    let c = repo.storage.requests();
+    let c = repo.requests();
     tracing::info!(
         event = "storage.requests",
         put = c.put,

@@ -270,7 +270,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     });
     let mut requests = Vec::new();
     for t in &targets {
-        let r = t.storage.requests();
+        let r = t.segments.requests();
         tracing::info!(event = "replicate.requests", replica = %t.name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
         requests.push(serde_json::json!({"replica": t.name, "requests": r}));
     }

@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
         return Ok(0);
     }
     log_requests(&repo);
-    print_text(&repo.storage.location(), &st);
+    print_text(&repo.location(), &st);
     Ok(0)
 }
 

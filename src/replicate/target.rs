@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, Result};
-use crate::repo::keys;
 use crate::repo::manifest::Source;
-use crate::repo::{RepoLocation, Repository};
-use crate::storage::{LockGuard, Storage};
+use crate::repo::{RepoLocation, Repository, SegmentStore};
+use crate::storage::LockGuard;
 
 /// How long a base waits for another process (a snapshot, a prune) holding
 /// the repository's writer lock before it counts as failed and is tried
@@ -25,7 +24,7 @@ pub struct Target {
     /// For messages: the location as the operator wrote it.
     pub name: String,
     /// Every upload of every database goes through this one handle.
-    pub storage: Arc<dyn Storage>,
+    pub segments: SegmentStore,
     /// The writers' view, indexed; the mutex makes this process's bases and
     /// folds take turns before any of them asks for the writer lock.
     writer: Mutex<Repository>,
@@ -45,7 +44,7 @@ impl Target {
         Ok(Arc::new(Target {
             location: location.clone(),
             name: location.display(),
-            storage: Arc::clone(&repo.storage),
+            segments: repo.segment_store(),
             writer: Mutex::new(repo),
             bases_at_start: Mutex::new(None),
             waiting: AtomicBool::new(false),
@@ -88,14 +87,7 @@ impl Target {
     /// its last segment or its newest base, 0 when it holds neither. One
     /// LIST for the stream; the manifests are read once for every stream.
     pub fn last_txid(&self, stream: &str) -> Result<u64> {
-        let segs = self
-            .storage
-            .list(&keys::stream_prefix(stream))?
-            .into_iter()
-            .filter_map(|(k, _)| keys::parse_segment(&k))
-            .map(|(_, last)| last)
-            .max()
-            .unwrap_or(0);
+        let segs = self.segments.last_txid(stream)?;
         let mut bases = self.bases_at_start.lock().unwrap_or_else(|p| p.into_inner());
         if bases.is_none() {
             // Read as the replicator starts, before any of its own bases:

@@ -20,7 +20,7 @@ use crate::codec;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::id::Id;
 pub use crate::storage::RepoLocation;
-use crate::storage::{Backend, LockGuard, LockHolder, Storage};
+use crate::storage::{Backend, LockGuard, LockHolder, RequestCounts, Storage};
 use config::RepoConfig;
 use index::{Index, IndexFile};
 use manifest::Manifest;
@@ -42,18 +42,20 @@ pub fn writer_view_limit() -> Duration {
     })
 }
 
+/// A repository: the one way into the store for everything above. It
+/// reads and writes the repository's objects (config, packs, index files,
+/// manifests, marks, segments, log records) by their kinds, and holds the
+/// loaded config, index and marks.
 pub struct Repository {
-    pub storage: Arc<dyn Storage>,
-    pub config: RepoConfig,
-    pub index: Index,
+    storage: Arc<dyn Storage>,
+    config: RepoConfig,
+    index: Index,
     /// The marks listed when the index was loaded, by id.
-    pub marks: Vec<(Id, Mark)>,
+    marks: Vec<(Id, Mark)>,
     /// Keys of the index files loaded.
-    pub index_keys: Vec<String>,
-    /// Index files that could not be read or parsed, left out of `index`:
-    /// the blobs only they list look missing, which costs exactly the
-    /// snapshots that use them. `require_whole_index` refuses them.
-    pub index_damage: IndexDamage,
+    index_keys: Vec<String>,
+    /// Index files that could not be read or parsed, left out of `index`.
+    index_damage: IndexDamage,
     /// When the marks were listed.
     view: Option<Instant>,
 }
@@ -899,8 +901,222 @@ impl Repository {
         }
     }
 
+    /// The local directory where a writer stages files before they are
+    /// stored.
     pub fn staging_dir(&self) -> &Path {
         self.storage.staging_dir()
+    }
+}
+
+/// What the repository holds and where it lives, for readers.
+impl Repository {
+    /// Where the repository lives, for messages: a path or URL, never
+    /// credentials.
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// `key` as named in messages: the repository's location and the key.
+    pub fn object_name(&self, key: &str) -> String {
+        format!("{}/{key}", self.storage.location())
+    }
+
+    /// Requests sent to the store so far, by kind (zero for a directory).
+    pub fn requests(&self) -> RequestCounts {
+        self.storage.requests()
+    }
+
+    /// How many transfers to run against the store at once.
+    pub fn transfers(&self) -> usize {
+        self.storage.transfers()
+    }
+
+    /// The repository's parameters, from its `config` object.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The loaded index: every blob of the index files read, and of the
+    /// marked packs (readable, never reused). Empty until loaded.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The marks listed when the index was loaded, by id, oldest first.
+    pub fn marks(&self) -> &[(Id, Mark)] {
+        &self.marks
+    }
+
+    /// Keys of the index files loaded.
+    pub fn index_keys(&self) -> &[String] {
+        &self.index_keys
+    }
+
+    /// Index files that could not be read or parsed, left out of the index:
+    /// the blobs only they list look missing, which costs exactly the
+    /// snapshots that use them. `require_whole_index` refuses them.
+    pub fn index_damage(&self) -> &IndexDamage {
+        &self.index_damage
+    }
+
+    /// Where this repository's operations log records are appended.
+    pub fn record_log(&self) -> RecordLog {
+        RecordLog {
+            storage: Arc::clone(&self.storage),
+        }
+    }
+
+    /// A handle that stores WAL segments and reads their positions, shared
+    /// with the threads of a replicator outside the writer's turn.
+    pub fn segment_store(&self) -> SegmentStore {
+        SegmentStore {
+            storage: Arc::clone(&self.storage),
+        }
+    }
+}
+
+/// The repository's objects by key, for this crate's operations. The keys
+/// come from [`keys`]; nothing above reaches the store another way.
+impl Repository {
+    /// The objects of `kind`, with their sizes.
+    pub(crate) fn list_objects(&self, kind: keys::Kind) -> Result<Vec<(String, u64)>> {
+        self.storage.list(kind.prefix())
+    }
+
+    /// Every object in the repository, whatever its kind, with its size.
+    pub(crate) fn list_everything(&self) -> Result<Vec<(String, u64)>> {
+        self.storage.list("")
+    }
+
+    /// The WAL segments of `stream` as `(first_txid, last_txid, key)`, in
+    /// no particular order; other names under the stream are skipped.
+    pub(crate) fn segments(&self, stream: &str) -> Result<Vec<(u64, u64, String)>> {
+        Ok(self
+            .storage
+            .list(&keys::stream_prefix(stream))?
+            .into_iter()
+            .filter_map(|(k, _)| keys::parse_segment(&k).map(|(f, l)| (f, l, k)))
+            .collect())
+    }
+
+    /// One WAL segment, decoded and checked.
+    pub(crate) fn read_segment(&self, key: &str) -> Result<segment::Segment> {
+        segment::Segment::decode(&self.storage.read(key)?, &self.object_name(key))
+    }
+
+    /// A whole object; `ErrorKind::NoInput` when absent.
+    pub(crate) fn read_object(&self, key: &str) -> Result<Vec<u8>> {
+        self.storage.read(key)
+    }
+
+    /// `len` bytes of an object at `offset`.
+    pub(crate) fn read_object_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.storage.read_range(key, offset, len)
+    }
+
+    /// Several sorted, disjoint ranges of one object, each handed to `each`
+    /// as soon as it is in (see [`Storage::read_ranges`]).
+    pub(crate) fn read_object_ranges(
+        &self,
+        key: &str,
+        ranges: &[(u64, u64)],
+        each: &mut dyn FnMut(Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        self.storage.read_ranges(key, ranges, each)
+    }
+
+    /// Whole objects, up to [`Repository::transfers`] reads in flight,
+    /// each handed to `each` on this thread as it arrives (see
+    /// [`crate::storage::read_parallel`]).
+    pub(crate) fn read_objects<T: Send>(
+        &self,
+        keys: Vec<(T, String)>,
+        each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        crate::storage::read_parallel(self.storage.as_ref(), keys, each)
+    }
+
+    /// Treat the index's pack `pack` as marked from now on: its blobs are
+    /// about to be copied elsewhere, so a writer must not find them stored.
+    pub(crate) fn set_pack_marked(&mut self, pack: u32) {
+        self.index.set_marked(pack);
+    }
+
+    /// Delete an object; deleting one already gone succeeds.
+    pub(crate) fn delete_object(&self, key: &str) -> Result<()> {
+        self.storage.delete(key)
+    }
+
+    /// Copy what can be read of `key` under `damaged/` ([`keys::aside`]).
+    pub(crate) fn copy_aside(&self, key: &str) -> Result<()> {
+        if let Ok(raw) = self.storage.read(key) {
+            self.storage.write(&keys::aside(key), &raw)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where operations log records are appended after a command, which may
+/// have failed before (or instead of) opening its repository.
+pub struct RecordLog {
+    storage: Arc<dyn Storage>,
+}
+
+impl RecordLog {
+    /// The log of the repository at `loc`. Unless `opened` (a command that
+    /// succeeded has opened it), the repository must be there: a record is
+    /// never written where there is none (a directory or prefix `init`
+    /// refused, a mistyped `--repo`). A bucket already opened is not asked
+    /// again (a GET); a directory's check costs no request.
+    pub fn open(loc: &RepoLocation, opened: bool) -> Result<RecordLog> {
+        let storage = match (&loc.backend, opened) {
+            (Backend::S3(_), true) => crate::storage::open(loc, keys::is_immutable)?,
+            _ => Repository::open_unindexed(loc)?.storage,
+        };
+        Ok(RecordLog { storage })
+    }
+
+    /// Store a record under its key ([`keys::record`]).
+    pub(crate) fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        debug_assert_eq!(keys::Kind::of(key), Some(keys::Kind::LogRecord));
+        self.storage.write(key, data)
+    }
+
+    /// Where the repository lives, for messages.
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+}
+
+/// Stores a repository's WAL segments, for a replicator's shipping threads,
+/// which write beside the one thread holding the writer's turn.
+#[derive(Clone)]
+pub struct SegmentStore {
+    storage: Arc<dyn Storage>,
+}
+
+impl SegmentStore {
+    /// Store the segment of `stream` holding transactions `first` to `last`.
+    pub fn write(&self, stream: &str, first: u64, last: u64, bytes: &[u8]) -> Result<()> {
+        self.storage.write(&keys::segment(stream, first, last), bytes)
+    }
+
+    /// The last transaction id of the newest segment of `stream`, 0 when it
+    /// has none. One LIST.
+    pub fn last_txid(&self, stream: &str) -> Result<u64> {
+        Ok(self
+            .storage
+            .list(&keys::stream_prefix(stream))?
+            .into_iter()
+            .filter_map(|(k, _)| keys::parse_segment(&k))
+            .map(|(_, last)| last)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Requests sent to the store so far, by kind.
+    pub fn requests(&self) -> RequestCounts {
+        self.storage.requests()
     }
 }
 

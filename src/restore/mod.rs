@@ -798,7 +798,7 @@ fn restore_database(
     }
     let mut rows = Vec::with_capacity(pages.len());
     for (i, id) in pages.iter().enumerate() {
-        let loc = repo.index.get(id).ok_or_else(|| {
+        let loc = repo.index().get(id).ok_or_else(|| {
             Error::damaged(
                 &db.name,
                 format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
@@ -918,7 +918,7 @@ fn restore_database(
         // transfers: one for a local disk, several for an object store,
         // where latency dominates. Each span goes to the workers as soon as
         // it is in.
-        let fetchers = repo.storage.transfers().clamp(1, batches.len().max(1));
+        let fetchers = repo.transfers().clamp(1, batches.len().max(1));
         let fetch = |tx: std::sync::mpsc::SyncSender<_>| {
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -927,10 +927,10 @@ fn restore_database(
                     return;
                 }
                 let batch = &spans[batch.clone()];
-                let key = keys::pack(&repo.index.pack(rows[batch[0].0].pack).0);
+                let key = keys::pack(&repo.index().pack(rows[batch[0].0].pack).0);
                 let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
                 let mut queued = batch.iter();
-                let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
+                let read = repo.read_object_ranges(&key, &ranges, &mut |buf| {
                     let &(i, j, base, _) = queued.next().expect("one buffer per range");
                     // Stops the read; the failure already recorded is the
                     // one reported.
@@ -941,7 +941,7 @@ fn restore_database(
                     tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
                 });
                 if let Err(e) = read {
-                    let e = blobs::missing_is_damage(e, &format!("{}/{key}", repo.storage.location()));
+                    let e = blobs::missing_is_damage(e, &repo.object_name(&key));
                     failure.lock().expect("failure slot").get_or_insert(e);
                     return;
                 }

@@ -153,11 +153,9 @@ impl Selection {
     ) -> Result<Selection> {
         let snaps = repo.snapshots()?;
         if snaps.is_empty() {
-            return Err(
-                Error::no_input(repo.storage.location(), "the repository holds no snapshot yet")
-                    .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
-                    .event("restore.no_snapshot"),
-            );
+            return Err(Error::no_input(repo.location(), "the repository holds no snapshot yet")
+                .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
+                .event("restore.no_snapshot"));
         }
         let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
         // Every name stored, the newest snapshot's order first...
@@ -284,7 +282,7 @@ impl Selection {
         if picks.is_empty() {
             let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
             return Err(Error::no_input(
-                repo.storage.location(),
+                repo.location(),
                 format!(
                     "no snapshot{when} holds {}",
                     if only.is_empty() {
