@@ -104,6 +104,15 @@ pub const SKELETON: [&str; 4] = ["data", "index", "snapshots", "tmp"];
 /// Not `log/`: records are appended after a command ends, without the lock.
 pub const LOCKED_WRITES: [&str; 4] = ["", "index", "snapshots", "marks"];
 
+/// The layout as storage needs to know it: what it may cache, and where a
+/// directory repository keeps its staging area and writer lock.
+pub const LAYOUT: crate::storage::Layout = crate::storage::Layout {
+    cacheable: is_immutable,
+    staging: STAGING,
+    lock: LOCK,
+    locked_writes: &LOCKED_WRITES,
+};
+
 /// Whether the object at `key` may be kept in a local cache: index files,
 /// manifests and operations log records, which never change once written.
 pub fn is_immutable(key: &str) -> bool {

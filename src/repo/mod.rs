@@ -13,14 +13,13 @@ pub mod segment;
 pub mod writer;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::id::Id;
 pub use crate::storage::RepoLocation;
-use crate::storage::{Backend, LockGuard, LockHolder, RequestCounts, Storage};
+use crate::storage::{Backend, LockGuard, LockHolder, RequestCounts, Store};
 use config::RepoConfig;
 use index::{Index, IndexFile};
 use manifest::Manifest;
@@ -47,7 +46,7 @@ pub fn writer_view_limit() -> Duration {
 /// manifests, marks, segments, log records) by their kinds, and holds the
 /// loaded config, index and marks.
 pub struct Repository {
-    storage: Arc<dyn Storage>,
+    storage: Store,
     config: RepoConfig,
     index: Index,
     /// The marks listed when the index was loaded, by id.
@@ -153,7 +152,7 @@ impl Repository {
                 crate::fsutil::sync_dir(parent)?;
             }
         }
-        let storage = crate::storage::open(loc, keys::is_immutable)?;
+        let storage = crate::storage::open(loc, &keys::LAYOUT)?;
         if let Backend::S3(_) = &loc.backend {
             let present = storage.list("")?;
             if present.iter().any(|(k, _)| k == keys::CONFIG) {
@@ -217,7 +216,7 @@ impl Repository {
         {
             return Err(not_found());
         }
-        let storage = crate::storage::open(loc, keys::is_immutable)?;
+        let storage = crate::storage::open(loc, &keys::LAYOUT)?;
         let raw = match storage.read(keys::CONFIG) {
             Err(e) if e.kind == ErrorKind::NoInput => return Err(not_found()),
             other => other?,
@@ -226,7 +225,7 @@ impl Repository {
         Ok(Repository::new(storage, config))
     }
 
-    fn new(storage: Arc<dyn Storage>, config: RepoConfig) -> Repository {
+    fn new(storage: Store, config: RepoConfig) -> Repository {
         Repository {
             storage,
             config,
@@ -418,7 +417,7 @@ impl Repository {
             .filter_map(|(k, _)| Some((keys::object_id(&k)?, k)))
             .collect();
         let mut marks = Vec::with_capacity(keys.len());
-        crate::storage::read_parallel(self.storage.as_ref(), keys, |id, key, raw| {
+        self.storage.read_parallel(keys, |id, key, raw| {
             let raw = match raw {
                 // Swept by a prune since the listing: nothing to avoid.
                 Err(e) if e.kind == ErrorKind::NoInput => return Ok(()),
@@ -527,7 +526,7 @@ impl Repository {
     ) -> Result<IndexDamage> {
         let mut damage = Vec::new();
         crate::storage::read_and_decode_parallel(
-            self.storage.as_ref(),
+            &*self.storage,
             keys,
             threads,
             |key, raw| {
@@ -823,7 +822,7 @@ impl Repository {
     fn read_snapshots(&self, keys: Vec<(Id, String)>) -> Result<Listed> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        crate::storage::read_parallel(self.storage.as_ref(), keys, |id, key, raw| {
+        self.storage.read_parallel(keys, |id, key, raw| {
             let manifest = match raw {
                 // Forgotten since the listing.
                 Err(e) if e.kind == ErrorKind::NoInput => return Ok(()),
@@ -962,7 +961,7 @@ impl Repository {
     /// Where this repository's operations log records are appended.
     pub fn record_log(&self) -> RecordLog {
         RecordLog {
-            storage: Arc::clone(&self.storage),
+            storage: self.storage.clone(),
         }
     }
 
@@ -970,7 +969,7 @@ impl Repository {
     /// with the threads of a replicator outside the writer's turn.
     pub fn segment_store(&self) -> SegmentStore {
         SegmentStore {
-            storage: Arc::clone(&self.storage),
+            storage: self.storage.clone(),
         }
     }
 }
@@ -1033,7 +1032,7 @@ impl Repository {
         keys: Vec<(T, String)>,
         each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
     ) -> Result<()> {
-        crate::storage::read_parallel(self.storage.as_ref(), keys, each)
+        self.storage.read_parallel(keys, each)
     }
 
     /// Treat the index's pack `pack` as marked from now on: its blobs are
@@ -1059,7 +1058,7 @@ impl Repository {
 /// Where operations log records are appended after a command, which may
 /// have failed before (or instead of) opening its repository.
 pub struct RecordLog {
-    storage: Arc<dyn Storage>,
+    storage: Store,
 }
 
 impl RecordLog {
@@ -1070,7 +1069,7 @@ impl RecordLog {
     /// again (a GET); a directory's check costs no request.
     pub fn open(loc: &RepoLocation, opened: bool) -> Result<RecordLog> {
         let storage = match (&loc.backend, opened) {
-            (Backend::S3(_), true) => crate::storage::open(loc, keys::is_immutable)?,
+            (Backend::S3(_), true) => crate::storage::open(loc, &keys::LAYOUT)?,
             _ => Repository::open_unindexed(loc)?.storage,
         };
         Ok(RecordLog { storage })
@@ -1092,7 +1091,7 @@ impl RecordLog {
 /// which write beside the one thread holding the writer's turn.
 #[derive(Clone)]
 pub struct SegmentStore {
-    storage: Arc<dyn Storage>,
+    storage: Store,
 }
 
 impl SegmentStore {

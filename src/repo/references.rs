@@ -202,7 +202,7 @@ impl<'r> Walker<'r> {
     /// HTTP client holds about twice a body while it reads it. Returns how
     /// many snapshots that covers.
     fn prefetch(&mut self, ahead: &[SnapshotRef]) -> usize {
-        let transfers = self.repo.storage.transfers();
+        let transfers = self.repo.transfers();
         if transfers <= 1 {
             return ahead.len();
         }

@@ -24,7 +24,7 @@ use super::keys;
 use super::pack::{BlobType, FinishedPack, Member, PackWriter};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
-use crate::storage::Storage;
+use crate::storage::Store;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteStats {
@@ -246,7 +246,7 @@ fn pending_path(pack: &std::path::Path) -> PathBuf {
 /// Background threads moving sealed packs into the store, started on first
 /// use. At most `2 × transfers` packs wait in staging at once.
 struct Transfers {
-    storage: Arc<dyn Storage>,
+    storage: Store,
     tx: Option<SyncSender<(String, PathBuf)>>,
     done: Option<Receiver<Result<()>>>,
     workers: Vec<JoinHandle<()>>,
@@ -254,7 +254,7 @@ struct Transfers {
 }
 
 impl Transfers {
-    fn new(storage: Arc<dyn Storage>) -> Transfers {
+    fn new(storage: Store) -> Transfers {
         Transfers {
             storage,
             tx: None,

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use super::Storage;
 use crate::error::Result;
 
 /// Whether the object at a key never changes once written, so a local
@@ -45,6 +45,14 @@ impl CachedStorage {
         ((self.cacheable)(key) && !key.contains("..")).then(|| self.dir.join(key))
     }
 
+    /// Drop the local copy of `key`, if any, so the next read fetches the
+    /// object from the store itself.
+    pub fn forget(&self, key: &str) {
+        if let Some(path) = self.cached_path(key) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// Best effort: a cache that cannot be written only costs downloads.
     fn remember(&self, path: &Path, data: &[u8]) {
         let mut entry = Vec::with_capacity(data.len() + 32);
@@ -60,9 +68,6 @@ impl CachedStorage {
 }
 
 impl Storage for CachedStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         let Some(path) = self.cached_path(key) else {
             return self.inner.read(key);
@@ -92,13 +97,6 @@ impl Storage for CachedStorage {
         }
         let data = self.inner.read(key)?;
         self.remember(&path, &data);
-        Ok(data)
-    }
-    fn reread(&self, key: &str) -> Result<Vec<u8>> {
-        let data = self.inner.read(key)?;
-        if let Some(path) = self.cached_path(key) {
-            self.remember(&path, &data);
-        }
         Ok(data)
     }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -144,18 +142,6 @@ impl Storage for CachedStorage {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
-    }
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        self.inner.lock(holder)
-    }
-    fn staging_dir(&self) -> &Path {
-        self.inner.staging_dir()
-    }
-    fn requests(&self) -> RequestCounts {
-        self.inner.requests()
-    }
-    fn transfers(&self) -> usize {
-        self.inner.transfers()
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use super::{RequestCounter, RequestCounts, Storage};
 use crate::error::Result;
 
 static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
@@ -23,7 +23,7 @@ static OBJECTS_DELETED: AtomicU64 = AtomicU64::new(0);
 
 struct Registry {
     next: u64,
-    live: Vec<(u64, Weak<dyn Storage>)>,
+    live: Vec<(u64, Weak<RequestCounter>)>,
     retired: RequestCounts,
 }
 
@@ -71,7 +71,7 @@ pub fn totals() -> Totals {
         // Always upgradable: an instance leaves `live` in its `drop`, under
         // this lock, before its inner storage can go.
         if let Some(s) = s.upgrade() {
-            add(&mut requests, s.requests());
+            add(&mut requests, s.snapshot());
         }
     }
     Totals {
@@ -81,26 +81,36 @@ pub fn totals() -> Totals {
     }
 }
 
+/// Adds what passes through it to the process-wide [`totals`].
 pub struct MeteredStorage {
     inner: Arc<dyn Storage>,
-    slot: u64,
+    /// The backend's request counter and its place in the registry, for a
+    /// backend that counts requests.
+    requests: Option<(Arc<RequestCounter>, u64)>,
 }
 
 impl MeteredStorage {
-    pub fn new(inner: Arc<dyn Storage>) -> MeteredStorage {
-        let mut reg = registry();
-        let slot = reg.next;
-        reg.next += 1;
-        reg.live.push((slot, Arc::downgrade(&inner)));
-        MeteredStorage { inner, slot }
+    /// Meter `inner`, whose backend counts its requests in `requests` (none
+    /// for a directory).
+    pub fn new(inner: Arc<dyn Storage>, requests: Option<Arc<RequestCounter>>) -> MeteredStorage {
+        let requests = requests.map(|counter| {
+            let mut reg = registry();
+            let slot = reg.next;
+            reg.next += 1;
+            reg.live.push((slot, Arc::downgrade(&counter)));
+            (counter, slot)
+        });
+        MeteredStorage { inner, requests }
     }
 }
 
 impl Drop for MeteredStorage {
     fn drop(&mut self) {
-        let mut reg = registry();
-        reg.live.retain(|(slot, _)| *slot != self.slot);
-        add(&mut reg.retired, self.inner.requests());
+        if let Some((counter, slot)) = &self.requests {
+            let mut reg = registry();
+            reg.live.retain(|(s, _)| s != slot);
+            add(&mut reg.retired, counter.snapshot());
+        }
     }
 }
 
@@ -109,14 +119,8 @@ fn count_written(n: u64) {
 }
 
 impl Storage for MeteredStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         self.inner.read(key)
-    }
-    fn reread(&self, key: &str) -> Result<Vec<u8>> {
-        self.inner.reread(key)
     }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(key, offset, len)
@@ -154,18 +158,6 @@ impl Storage for MeteredStorage {
         OBJECTS_DELETED.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        self.inner.lock(holder)
-    }
-    fn staging_dir(&self) -> &Path {
-        self.inner.staging_dir()
-    }
-    fn requests(&self) -> RequestCounts {
-        self.inner.requests()
-    }
-    fn transfers(&self) -> usize {
-        self.inner.transfers()
-    }
 }
 
 #[cfg(test)]
@@ -178,7 +170,7 @@ mod tests {
     #[test]
     fn counts_bytes_stored_and_objects_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())));
+        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), None);
         let before = totals();
         store.write("a/x", b"12345").unwrap();
         assert!(store.create("a/y", b"123").unwrap());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
 
-use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use super::Storage;
 use crate::error::{Error, Result};
 
 pub struct RetryStorage {
@@ -46,9 +46,6 @@ impl RetryStorage {
 }
 
 impl Storage for RetryStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         self.run("read", key, || self.inner.read(key))
     }
@@ -99,18 +96,6 @@ impl Storage for RetryStorage {
     fn delete(&self, key: &str) -> Result<()> {
         self.run("delete", key, || self.inner.delete(key))
     }
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        self.inner.lock(holder)
-    }
-    fn staging_dir(&self) -> &Path {
-        self.inner.staging_dir()
-    }
-    fn requests(&self) -> RequestCounts {
-        self.inner.requests()
-    }
-    fn transfers(&self) -> usize {
-        self.inner.transfers()
-    }
 }
 
 #[cfg(test)]
@@ -129,9 +114,6 @@ mod tests {
     }
 
     impl Storage for CutOnce {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
         fn read(&self, key: &str) -> Result<Vec<u8>> {
             self.inner.read(key)
         }
@@ -170,12 +152,6 @@ mod tests {
         }
         fn delete(&self, key: &str) -> Result<()> {
             self.inner.delete(key)
-        }
-        fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-            self.inner.lock(holder)
-        }
-        fn staging_dir(&self) -> &Path {
-            self.inner.staging_dir()
         }
     }
 
