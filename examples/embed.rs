@@ -44,10 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         replication: None,
         time: None,
     };
-    let (id, _) = {
-        let _lock = repo.lock("embed")?;
-        lifeboat::snapshot::take(&repo, &sources, &options, &Silent)?
-    };
+    // Locked until the end of the statement.
+    let (id, _) = lifeboat::snapshot::take(&*repo.locked("embed")?, &sources, &options, &Silent)?;
     println!("snapshot {}", id.short());
 
     // Every commit replicated from a background thread while the service
@@ -80,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     // Disaster drill: the newest point, as a plain SQLite file elsewhere.
-    let repo = Repository::open(&location)?;
+    let repo = Repository::open(&location)?.indexed()?;
     let restored = home.path().join("restored.db");
     let report = lifeboat::restore::restore(
         &repo,

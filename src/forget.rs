@@ -122,7 +122,7 @@ fn group_key(s: &SnapshotRef) -> String {
     }
 }
 
-pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
+pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan> {
     if opts.policy.is_empty() && opts.keep_wal.is_none() {
         return Err(Error::usage("no retention rule given: forget would remove nothing")
             .fix("give rules such as --keep-daily 7 --keep-weekly 4 --keep-wal 24h, or a [retention] section"));
@@ -242,8 +242,8 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
 
 /// Per stream: the segments no kept base leads to, or wholly before the
 /// base that starts the WAL window.
-fn plan_wal(
-    repo: &Repository,
+fn plan_wal<S>(
+    repo: &Repository<S>,
     snaps: &[SnapshotRef],
     times: &[jiff::Timestamp],
     verdicts: &[Verdict],
@@ -311,7 +311,7 @@ pub struct ForgetReport {
 
 /// Remove what `plan` decided: manifests first (a restore that listed one
 /// just before finds it gone and says so), then segments.
-pub fn apply(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
+pub fn apply<S>(repo: &Repository<S>, plan: &ForgetPlan) -> Result<ForgetReport> {
     let mut report = ForgetReport {
         kept_snapshots: plan.verdicts.iter().filter(|v| v.keep).count(),
         ..Default::default()

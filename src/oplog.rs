@@ -148,7 +148,7 @@ pub fn append(log: &RecordLog, record: &OpRecord) -> Result<String> {
 }
 
 /// Record keys, oldest first, with their times.
-fn keys(repo: &Repository) -> Result<Vec<(u64, String)>> {
+fn keys<S>(repo: &Repository<S>) -> Result<Vec<(u64, String)>> {
     let mut out: Vec<(u64, String)> = repo
         .list_objects(keys::Kind::LogRecord)?
         .into_iter()
@@ -160,7 +160,7 @@ fn keys(repo: &Repository) -> Result<Vec<(u64, String)>> {
 
 /// Every record at or after `since` (all without it), oldest first, each
 /// checked against its key. Records before `since` are not downloaded.
-pub fn list(repo: &Repository, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
+pub fn list<S>(repo: &Repository<S>, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
     let from = since.map(nanos_of).unwrap_or(0);
     let wanted: Vec<((), String)> = keys(repo)?
         .into_iter()
@@ -203,7 +203,7 @@ fn key_time(nanos: u64) -> String {
 /// Delete every record older than `before` (only list them when `dry_run`);
 /// returns their keys, oldest first. Decided from the keys alone, so a record
 /// that cannot be read is pruned like any other.
-pub fn prune(repo: &Repository, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
+pub fn prune<S>(repo: &Repository<S>, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
     let until = nanos_of(before);
     let doomed: Vec<String> = keys(repo)?
         .into_iter()

@@ -33,7 +33,7 @@ use crate::repo::mark::Mark;
 use crate::repo::pack::Member;
 use crate::repo::references::{MISSING, Walker};
 use crate::repo::writer::BlobWriter;
-use crate::repo::{Repository, SnapshotRef, writer_view_limit};
+use crate::repo::{Opened, Repository, SnapshotRef, writer_view_limit};
 
 /// Index records per rewritten index file (as a snapshot writes them).
 const INDEX_BLOBS: usize = 65536;
@@ -177,7 +177,7 @@ enum Fate {
 /// `lock` only for the changes, so a snapshot here waits seconds, not for
 /// the whole prune.
 pub fn prune(
-    repo: &mut Repository,
+    repo: &Repository<Opened>,
     opts: &PruneOptions,
     progress: &dyn Progress,
     lock: &mut dyn FnMut(&Repository) -> Result<Box<dyn crate::storage::LockGuard>>,
@@ -193,7 +193,7 @@ pub fn prune(
     // its manifest, so every manifest listed here has its index files in
     // the listing that follows.
     let snaps = repo.snapshots_whole()?;
-    repo.load_index_then_marks()?;
+    let repo = &mut repo.indexed_then_marks()?;
     repo.require_whole_index()?;
     report.snapshots = snaps.len();
     let refs = referenced(repo, &snaps, progress)?;

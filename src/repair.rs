@@ -58,7 +58,7 @@ fn set_aside(repo: &Repository, key: &str) -> Result<()> {
 /// Rebuild the index from the packs themselves: every pack that no readable
 /// index file lists is indexed again from its header, in one new index file,
 /// written before the damaged index files are set aside. `repo` must be
-/// opened locked (`Repository::open_locked`).
+/// locked (`Repository::locked`).
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
     let mut report = IndexRepair {
         dry_run,

@@ -38,7 +38,7 @@ use crate::repo::keys;
 use crate::repo::manifest::Source;
 use crate::repo::references::{MISSING, Walker};
 use crate::repo::segment::Segment;
-use crate::repo::{Repository, SnapshotRef};
+use crate::repo::{Opened, Repository, SnapshotRef};
 
 /// Objects and their total size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -150,15 +150,14 @@ pub struct RepoStats {
 /// Blob state: referred to by two snapshots or more.
 const SHARED: u32 = u32::MAX;
 
-/// Open `repo` without its index (`Repository::open_unindexed`): it is loaded
+/// `repo` is opened without its index (`Repository::open`): it is loaded
 /// here, after the listing and the manifests, because a snapshot published
 /// in between would otherwise refer to blobs the index does not have yet
 /// (a writer publishes index files before its manifest).
-pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoStats> {
+pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<RepoStats> {
     let listing = repo.list_everything()?;
     let snaps = repo.snapshots()?;
-    repo.load_index()?;
-    let repo = &*repo;
+    let repo = &repo.indexed()?;
     let index = repo.index();
 
     let mut objects = Objects::default();

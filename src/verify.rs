@@ -10,10 +10,10 @@ use crate::codec::Decoder;
 use crate::error::Result;
 use crate::id::Id;
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::repo::keys;
 use crate::repo::manifest::Source;
 use crate::repo::pack::parse_header;
+use crate::repo::{Opened, Repository};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
@@ -82,21 +82,20 @@ pub struct VerifyReport {
 /// let dir = tempfile::tempdir().unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
 /// Repository::init(&location)?;
-/// let mut repo = Repository::open_unindexed(&location)?;
-/// let report = lifeboat::verify::verify(&mut repo, DataCheck::All, &lifeboat::progress::Silent)?;
+/// let repo = Repository::open(&location)?;
+/// let report = lifeboat::verify::verify(&repo, DataCheck::All, &lifeboat::progress::Silent)?;
 /// assert!(report.problems.is_empty());
 /// # Ok(())
 /// # }
 /// ```
-pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
+pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
     let read_data = data.reads();
     let seed = jiff::Timestamp::now().as_nanosecond() as u64;
     // Segments listed before the bases: a replicator publishing a new base
     // and segments meanwhile cannot leave a hole that only looks missing.
     let wal_keys = repo.list_objects(keys::Kind::Segment)?;
     let (snaps, damaged_manifests) = repo.snapshots_and_damage()?;
-    repo.load_index_then_marks()?;
-    let repo = &*repo;
+    let repo = &repo.indexed_then_marks()?;
     let mut report = VerifyReport {
         packs: repo.index().packs().len(),
         blobs: repo.index().blob_count(),

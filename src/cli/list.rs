@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let every = repo.snapshots()?;
     let bases = every
         .iter()

@@ -79,7 +79,7 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
     let since = since
         .map(|s| oplog::parse_when("--since", s, jiff::Timestamp::now()))
         .transpose()?;
-    let repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let records = oplog::list(&repo, since)?;
     log_requests(&repo);
     if ctx.json {
@@ -139,7 +139,7 @@ fn took(ms: u64) -> String {
 
 fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
     let before = oplog::parse_when("--before", &args.before, jiff::Timestamp::now())?;
-    let repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let keys = oplog::prune(&repo, before, args.dry_run)?;
     if ctx.json {
         print_json_with_requests(

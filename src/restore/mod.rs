@@ -121,13 +121,13 @@ pub fn restore_snapshot(
 ///     .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (42);"))
 ///     .unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
-/// let repo = Repository::init(&location)?;
+/// let repo = Repository::init(&location)?.locked("my-service")?;
 /// let source = SourceSpec { name: "app.db".into(), path: db, kind: SourceKind::Sqlite { schema_query: "PRAGMA user_version".into() } };
 /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
 /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
 ///
 /// // The service as of its newest point, as a plain SQLite file.
-/// let repo = Repository::open(&location)?;
+/// let repo = Repository::open(&location)?.indexed()?;
 /// let out = dir.path().join("copy.db");
 /// let report = lifeboat::restore::restore(
 ///     &repo,

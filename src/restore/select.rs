@@ -128,12 +128,12 @@ impl Selection {
     /// let dir = tempfile::tempdir().unwrap();
     /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
     /// let location = RepoLocation::local(dir.path().join("backups"));
-    /// let repo = Repository::init(&location)?;
+    /// let repo = Repository::init(&location)?.locked("my-service")?;
     /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
     /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
     /// let (id, _) = lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
     ///
-    /// let selection = Selection::newest(&Repository::open(&location)?, &[], None)?;
+    /// let selection = Selection::newest(&Repository::open(&location)?.indexed()?, &[], None)?;
     /// assert_eq!(selection.picks.len(), 1);
     /// assert_eq!(selection.picks[0].snapshot, id);
     /// # Ok(())
@@ -340,13 +340,13 @@ impl Selection {
     ///     std::fs::write(tenants.join(t).join("config.toml"), t).unwrap();
     /// }
     /// let location = RepoLocation::local(dir.path().join("backups"));
-    /// let repo = Repository::init(&location)?;
+    /// let repo = Repository::init(&location)?.locked("my-service")?;
     /// let source = SourceSpec { name: "tenants".into(), path: tenants, kind: SourceKind::Directory { exclude: vec![] } };
     /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
     /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
     ///
     /// // One tenant's folder, as a source of its own.
-    /// let all = Selection::newest(&Repository::open(&location)?, &[], None)?;
+    /// let all = Selection::newest(&Repository::open(&location)?.indexed()?, &[], None)?;
     /// let one = all.narrow(&["42".into()], &[])?;
     /// assert_eq!(one.picks.len(), 1);
     /// assert!(one.picks[0].source.path().ends_with("/tenants/42"));
