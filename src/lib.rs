@@ -54,7 +54,7 @@ pub mod treehash;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::manifest::SnapshotKind;
-pub use repo::{RepoLocation, Repository};
+pub use repo::{LockedRepository, Opened, RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};
 pub use snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 pub use verify::DataCheck;
