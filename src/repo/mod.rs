@@ -86,12 +86,15 @@ pub type Listed = (Vec<SnapshotRef>, Vec<(Id, Error)>);
 /// A snapshot as listed: its id and manifest.
 #[derive(Debug, Clone)]
 pub struct SnapshotRef {
+    /// The snapshot id.
     pub id: Id,
+    /// Its manifest.
     pub manifest: Manifest,
 }
 
 /// A page map with its chain applied.
 pub struct ResolvedPages {
+    /// Page size of the database.
     pub page_size: u32,
     /// Depth of the map resolved (0 = full).
     pub depth: u32,
@@ -492,10 +495,12 @@ impl<S> Repository<S> {
         check(&raw)
     }
 
+    /// Read, check and parse the index file at `key`.
     pub fn read_index_file(&self, key: &str) -> Result<IndexFile> {
         self.parse_index_file(key, &self.storage.read(key)?)
     }
 
+    /// Check `raw`, read from `key`, against its name, and parse it.
     pub fn parse_index_file(&self, key: &str, raw: &[u8]) -> Result<IndexFile> {
         let what = format!("{}/{key}", self.storage.location());
         let id = keys::object_id(key);
@@ -522,6 +527,9 @@ impl<S> Repository<S> {
         }
     }
 
+    /// This host's writer lock, taken in `command`'s name; `ErrorKind::Busy`
+    /// naming the holder when another process holds it. Most writers want
+    /// [`Repository::locked`], whose repository owns the guard.
     pub fn lock(&self, command: &str) -> Result<Box<dyn LockGuard>> {
         self.storage.lock(&LockHolder {
             host: crate::fsutil::hostname(),
@@ -531,6 +539,7 @@ impl<S> Repository<S> {
         })
     }
 
+    /// Read and check the manifest of snapshot `id`.
     pub fn read_manifest(&self, id: &Id) -> Result<Manifest> {
         self.parse_manifest(id, &self.storage.read(&keys::snapshot(id))?)
     }
@@ -1093,6 +1102,8 @@ impl Repository<Indexed> {
         Ok(data)
     }
 
+    /// Read one page map (not its chain), with its chaining values when
+    /// `keep_cvs`.
     pub fn read_pagemap(&self, id: &Id, keep_cvs: bool) -> Result<pagemap::PageMap> {
         let mut dec = codec::Decoder::default();
         let data = self.read_blob(id, &mut dec)?;
@@ -1146,6 +1157,7 @@ impl Repository<Indexed> {
         })
     }
 
+    /// Publish a snapshot: store its manifest, named by the hash of its JSON.
     pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
         self.check_view()?;
         let (json, id) = m.to_json();

@@ -68,6 +68,8 @@ fn head(id: &Id) -> u128 {
 }
 
 impl BlobPositions {
+    /// The positions of `index`'s blobs; refuses an index with more blobs than
+    /// positions can count.
     pub fn new(index: &Index) -> Result<BlobPositions> {
         let n = index.blob_count();
         if u32::try_from(n).is_err() {

@@ -34,6 +34,7 @@ const COMMIT_LEN_V1: usize = 8 + 8 + 4 + 4;
 /// One commit (or, compacted, the last commit of a merged span).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentCommit {
+    /// Transaction id of the commit.
     pub txid: u64,
     /// Wall-clock time the replicator saw the commit, ns since the epoch:
     /// the commit was made at or before it.
@@ -51,15 +52,23 @@ pub struct SegmentCommit {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A WAL segment: consecutive commits of one replicated database's stream, with
+/// their page images.
 pub struct Segment {
+    /// Page size of the database.
     pub page_size: u32,
+    /// Whether commits were merged (each listing the last of its span), keeping
+    /// only the last image of a page.
     pub compacted: bool,
+    /// The first transaction it holds.
     pub first_txid: u64,
+    /// The last transaction it holds.
     pub last_txid: u64,
     /// Where the replicator's WAL reading stood after `last_txid`: salt-1,
     /// salt-2, frame, checksum-1, checksum-2; all zero when not known. Lets a
     /// replicator that lost its local state resume without a new base.
     pub wal_end: [u32; 5],
+    /// The commits, in order.
     pub commits: Vec<SegmentCommit>,
     /// Page number of every image, commit by commit.
     pub pgnos: Vec<u32>,
@@ -74,6 +83,7 @@ impl Segment {
         &self.data[i * ps..(i + 1) * ps]
     }
 
+    /// The segment as stored, compressed at `level`.
     pub fn encode(&self, level: i32) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_with(&mut Encoder::new(level), &mut Vec::new(), &mut out);

@@ -27,13 +27,20 @@ use crate::id::Id;
 use crate::storage::Store;
 
 #[derive(Debug, Default, Clone, Copy)]
+/// What a `BlobWriter` stored.
 pub struct WriteStats {
+    /// Blobs stored that the repository did not have.
     pub new_blobs: u64,
+    /// Their size before compression.
     pub raw_bytes: u64,
+    /// Their size as stored.
     pub stored_bytes: u64,
+    /// Packs sealed.
     pub packs: u64,
 }
 
+/// Stores new blobs in packs and publishes them in index files (see the module
+/// comment).
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     current: Option<PackWriter>,
@@ -44,6 +51,7 @@ pub struct BlobWriter<'r> {
     sealed: Vec<FinishedPack>,
     sealed_blobs: usize,
     transfers: Transfers,
+    /// What it stored so far.
     pub stats: WriteStats,
 }
 
@@ -55,6 +63,8 @@ pub const PENDING_EXT: &str = "pending";
 const INDEX_EVERY: usize = 65536;
 
 impl<'r> BlobWriter<'r> {
+    /// A writer into `repo`, staging packs in its staging directory; transfers
+    /// start with the first sealed pack.
     pub fn new(repo: &'r Repository) -> Self {
         BlobWriter {
             repo,

@@ -64,6 +64,7 @@ pub struct Totals {
     pub requests: RequestCounts,
 }
 
+/// What this process has done to every repository it opened so far.
 pub fn totals() -> Totals {
     let reg = registry();
     let mut requests = reg.retired;

@@ -208,14 +208,20 @@ impl Store {
 /// multipart part included), because requests are what the provider bills.
 #[derive(Debug, Default)]
 pub struct RequestCounter {
+    /// PUT and POST requests.
     pub put: AtomicU64,
+    /// GET requests of object bytes.
     pub get: AtomicU64,
+    /// LIST requests.
     pub list: AtomicU64,
+    /// HEAD requests.
     pub head: AtomicU64,
+    /// DELETE requests.
     pub delete: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Requests sent to an object store, by kind, at one moment.
 pub struct RequestCounts {
     /// PUT and POST (object writes, multipart parts, multipart start/finish).
     pub put: u64,
@@ -223,11 +229,14 @@ pub struct RequestCounts {
     pub get: u64,
     /// GET on the bucket (ListObjectsV2).
     pub list: u64,
+    /// HEAD (object size and upload checks).
     pub head: u64,
+    /// DELETE (aborted multipart uploads only, in version 1).
     pub delete: u64,
 }
 
 impl RequestCounter {
+    /// The counts as they stand now.
     pub fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             put: self.put.load(Ordering::Relaxed),
@@ -240,6 +249,7 @@ impl RequestCounter {
 }
 
 impl RequestCounts {
+    /// Every request, whatever its kind.
     pub fn total(&self) -> u64 {
         self.put + self.get + self.list + self.head + self.delete
     }

@@ -13,12 +13,15 @@ use backon::{BlockingRetryable, ExponentialBuilder};
 use super::Storage;
 use crate::error::{Error, Result};
 
+/// Retries the temporary failures of the storage it wraps, within a time budget
+/// per call.
 pub struct RetryStorage {
     inner: Arc<dyn Storage>,
     budget: Duration,
 }
 
 impl RetryStorage {
+    /// Retry `inner` for up to `budget` of waits per call.
     pub fn new(inner: Arc<dyn Storage>, budget: Duration) -> RetryStorage {
         RetryStorage { inner, budget }
     }

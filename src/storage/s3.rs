@@ -19,6 +19,7 @@ use super::location::{S3Options, S3Target, StorageOptions};
 use super::{RequestCounter, Storage};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 
+/// Objects in an S3-compatible bucket, through OpenDAL.
 pub struct S3Storage {
     op: Operator,
     rt: tokio::runtime::Runtime,
@@ -42,6 +43,8 @@ const READ_PART: u64 = 4 << 20;
 const MERGE_GAP: u64 = 1 << 20;
 
 impl S3Storage {
+    /// Build the client for `target` (no request is sent) and create this
+    /// host's working directory for it.
     pub fn connect(target: &S3Target, options: &StorageOptions) -> Result<S3Storage> {
         let opts = &options.s3;
         let display = target.display();
