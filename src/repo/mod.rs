@@ -1,5 +1,7 @@
-//! The repository: a typed view over a [`Storage`] backend. Knows the object
-//! layout (config, packs, index, snapshots) and nothing about SQLite or files.
+//! The repository: a typed view over a [`Store`], and the only way into it
+//! for everything above. Knows the object layout (config, packs, index,
+//! snapshots, marks, segments, log records: [`keys`]) and nothing about
+//! SQLite or files.
 
 pub mod config;
 pub mod index;

@@ -169,7 +169,7 @@ impl Store {
         self.objects.read(key)
     }
 
-    /// The exclusive writer lock of this host: an `flock` (see [`flock`]) on
+    /// The exclusive writer lock of this host: an `flock` (see `flock`) on
     /// the repository's lock file for a directory, on one in the host's
     /// working directory for a bucket. `ErrorKind::Busy` naming the holder
     /// if taken. Taking it also clears the unfinished atomic writes a writer
