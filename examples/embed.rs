@@ -51,8 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (id, _) = lifeboat::oplog::run("snapshot", &location, |location| {
         let repo = Repository::open(location)?;
-        let _lock = repo.lock("embed")?;
-        lifeboat::snapshot::take(&repo, &sources, &options, &Silent)
+        lifeboat::snapshot::take(&*repo.locked("embed")?, &sources, &options, &Silent)
     })?;
     println!("snapshot {}", id.short());
 
@@ -88,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Disaster drill: the newest point, as a plain SQLite file elsewhere.
     let restored = home.path().join("restored.db");
     let report = lifeboat::oplog::run("restore", &location, |location| {
-        let repo = Repository::open(location)?;
+        let repo = Repository::open(location)?.indexed()?;
         lifeboat::restore::restore(
             &repo,
             &Selection::newest(&repo, &[], None)?,
@@ -111,8 +110,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // What an operator's `lifeboat log` shows for this service.
-    let repo = Repository::open_unindexed(&location)?;
-    let records = lifeboat::oplog::list(repo.storage.as_ref(), None)?;
+    let repo = Repository::open(&location)?;
+    let records = lifeboat::oplog::list(&repo, None)?;
     let commands: Vec<&str> = records.iter().map(|(_, r)| r.command.as_str()).collect();
     println!("operations log: {}", commands.join(", "));
     if commands != ["init", "snapshot", "restore"] || records[1].1.bytes_written == 0 {

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::manifest::{Source, snapshot_key};
-use crate::repo::segment::parse_key;
+use crate::repo::keys;
+use crate::repo::manifest::Source;
 use crate::repo::{Repository, SnapshotRef};
 use crate::retention::{Candidate, Policy};
 
@@ -161,7 +161,7 @@ fn group_key(s: &SnapshotRef) -> String {
 /// # fn main() -> lifeboat::Result<()> {
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
-/// let repo = Repository::init(&RepoLocation::local(dir.path().join("backups")))?;
+/// let repo = Repository::init(&RepoLocation::local(dir.path().join("backups")))?.indexed()?;
 /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
 /// for day in ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"] {
 ///     let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: Some(day.parse().unwrap()) };
@@ -187,7 +187,7 @@ fn group_key(s: &SnapshotRef) -> String {
 ///
 /// The data only the removed snapshots used stays until
 /// [`prune`](crate::prune::prune) deletes it.
-pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
+pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan> {
     if opts.policy.is_empty() && opts.keep_wal.is_none() {
         return Err(Error::usage("no retention rule given: forget would remove nothing")
             .fix("give rules such as --keep-daily 7 --keep-weekly 4 --keep-wal 24h, or a [retention] section"));
@@ -307,20 +307,19 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
 
 /// Per stream: the segments no kept base leads to, or wholly before the
 /// base that starts the WAL window.
-fn plan_wal(
-    repo: &Repository,
+fn plan_wal<S>(
+    repo: &Repository<S>,
     snaps: &[SnapshotRef],
     times: &[jiff::Timestamp],
     verdicts: &[Verdict],
     window_start: Option<jiff::Timestamp>,
 ) -> Result<Vec<StreamPlan>> {
     let mut segments: BTreeMap<String, Vec<(String, u64, u64)>> = BTreeMap::new();
-    for (key, size) in repo.storage.list("wal")? {
-        let mut parts = key.split('/');
-        let (Some("wal"), Some(stream)) = (parts.next(), parts.next()) else {
+    for (key, size) in repo.list_objects(keys::Kind::Segment)? {
+        let Some(stream) = keys::segment_stream(&key) else {
             continue;
         };
-        if let Some((_, last)) = parse_key(&key) {
+        if let Some((_, last)) = keys::parse_segment(&key) {
             segments
                 .entry(stream.to_string())
                 .or_default()
@@ -382,19 +381,19 @@ pub struct ForgetReport {
 
 /// Remove what `plan` decided: manifests first (a restore that listed one
 /// just before finds it gone and says so), then segments.
-pub fn apply(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
+pub fn apply<S>(repo: &Repository<S>, plan: &ForgetPlan) -> Result<ForgetReport> {
     let mut report = ForgetReport {
         kept_snapshots: plan.verdicts.iter().filter(|v| v.keep).count(),
         ..Default::default()
     };
     for v in plan.removed() {
-        repo.storage.delete(&snapshot_key(&v.id))?;
+        repo.delete_object(&keys::snapshot(&v.id))?;
         report.removed_snapshots += 1;
         tracing::info!(event = "forget.removed", snapshot = %v.id.short(), time = %v.time);
     }
     for s in &plan.wal {
         for key in &s.delete_keys {
-            repo.storage.delete(key)?;
+            repo.delete_object(key)?;
         }
         report.deleted_segments += s.delete_segments;
         report.deleted_segment_bytes += s.delete_bytes;

@@ -27,7 +27,8 @@
 //!     kind: SourceKind::Sqlite { schema_query: "PRAGMA user_version".into() },
 //! }];
 //! let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
-//! let _lock = repo.lock("my-service")?;
+//! // Locked (this host's writer lock) until `repo` is dropped.
+//! let repo = repo.locked("my-service")?;
 //! let (id, manifest) = lifeboat::snapshot::take(&repo, &sources, &options, &lifeboat::progress::Silent)?;
 //! assert_eq!(manifest.sources.len(), 1);
 //! println!("snapshot {}", id.short());
@@ -54,7 +55,7 @@ pub mod treehash;
 pub use error::{Error, ErrorCode, ErrorKind, Result};
 pub use fsutil::HostDirs;
 pub use repo::manifest::SnapshotKind;
-pub use repo::{RepoLocation, Repository};
+pub use repo::{LockedRepository, Opened, RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};
 pub use snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 pub use verify::DataCheck;

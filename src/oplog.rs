@@ -20,18 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::repo::{RepoLocation, Repository};
+use crate::repo::keys;
+use crate::repo::{RecordLog, RepoLocation, Repository};
+use crate::storage::RequestCounts;
 use crate::storage::metered::Meter;
-use crate::storage::{Backend, RequestCounts, Storage};
 
 /// The record's `format` field; any other value is refused.
 pub const RECORD_FORMAT: u32 = 1;
-/// Where records live in the repository.
-pub const PREFIX: &str = "log";
 /// Manifests use the same level; records are small JSON.
 const LEVEL: i32 = 3;
-const HASH_DIGITS: usize = 16;
-const TIME_DIGITS: usize = 20;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,27 +152,9 @@ impl OpRecord {
     }
 }
 
-/// `log/<nanoseconds since the epoch, 20 digits>-<first 16 hex digits of
-/// BLAKE3(json)>`.
+/// The key `record` is stored under (see [`keys::record`]).
 pub fn record_key(time: jiff::Timestamp, json: &[u8]) -> String {
-    let nanos = nanos_of(time);
-    let hash = blake3::hash(json).to_hex();
-    format!("{PREFIX}/{nanos:0TIME_DIGITS$}-{}", &hash[..HASH_DIGITS])
-}
-
-/// The time and hash a key names; `None` for anything that is not a record
-/// key (readers leave such objects alone).
-fn parse_key(key: &str) -> Option<(u64, &str)> {
-    let name = key.strip_prefix(PREFIX)?.strip_prefix('/')?;
-    let (time, hash) = name.split_once('-')?;
-    let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if time.len() != TIME_DIGITS || !time.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if hash.len() != HASH_DIGITS || !lower_hex(hash) {
-        return None;
-    }
-    Some((time.parse().ok()?, hash))
+    keys::record(nanos_of(time), json)
 }
 
 /// Clamped to what 20 digits hold (1970 to 2554), so a bound given on the
@@ -185,13 +164,13 @@ fn nanos_of(t: jiff::Timestamp) -> u64 {
 }
 
 /// Store `record`; returns its key.
-pub fn append(storage: &dyn Storage, record: &OpRecord) -> Result<String> {
+pub fn append(log: &RecordLog, record: &OpRecord) -> Result<String> {
     let time = record
         .timestamp()
         .ok_or_else(|| Error::usage(format!("operations log record time `{}` is not RFC 3339", record.time)))?;
     let json = record.to_json();
     let key = record_key(time, &json);
-    storage.write(&key, &codec::encode(&json, LEVEL))?;
+    log.write(&key, &codec::encode(&json, LEVEL))?;
     Ok(key)
 }
 
@@ -314,22 +293,18 @@ impl Operation {
             // prefix `init` refused, a mistyped location). An operation that
             // succeeded has opened each of its repositories, so a bucket is
             // not asked again (a GET); a directory's check costs no request.
-            let storage = match (&loc.backend, exit_code) {
-                (Backend::S3(_), 0) => crate::storage::open(&loc),
-                _ => Repository::open_unindexed(&loc).map(|r| r.storage),
-            };
-            let storage = match storage {
-                Ok(s) => s,
+            let log = match RecordLog::open(&loc, exit_code == 0) {
+                Ok(log) => log,
                 Err(e) => {
                     tracing::debug!(event = "oplog.skipped", command = %self.command, reason = %e);
                     continue;
                 }
             };
-            match append(storage.as_ref(), &record) {
-                Ok(key) => tracing::info!(event = "oplog.appended", repository = %storage.location(), key),
+            match append(&log, &record) {
+                Ok(key) => tracing::info!(event = "oplog.appended", repository = %log.location(), key),
                 Err(e) => tracing::warn!(
                     event = "oplog.append_failed",
-                    repository = %storage.location(),
+                    repository = %log.location(),
                     error = %e,
                     "the operation's operations log record was not written"
                 ),
@@ -349,8 +324,8 @@ impl Operation {
 /// let dir = tempfile::tempdir().unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
 /// lifeboat::oplog::run("init", &location, |loc| Repository::init(loc))?;
-/// let repo = Repository::open_unindexed(&location)?;
-/// let records = lifeboat::oplog::list(repo.storage.as_ref(), None)?;
+/// let repo = Repository::open(&location)?;
+/// let records = lifeboat::oplog::list(&repo, None)?;
 /// assert_eq!(records[0].1.command, "init");
 /// # Ok(())
 /// # }
@@ -367,11 +342,11 @@ pub fn run<T>(command: &str, loc: &RepoLocation, f: impl FnOnce(&RepoLocation) -
 }
 
 /// Record keys, oldest first, with their times.
-fn keys(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
-    let mut out: Vec<(u64, String)> = storage
-        .list(PREFIX)?
+fn keys<S>(repo: &Repository<S>) -> Result<Vec<(u64, String)>> {
+    let mut out: Vec<(u64, String)> = repo
+        .list_objects(keys::Kind::LogRecord)?
         .into_iter()
-        .filter_map(|(key, _)| Some((parse_key(&key)?.0, key)))
+        .filter_map(|(key, _)| Some((keys::parse_record(&key)?.0, key)))
         .collect();
     out.sort();
     Ok(out)
@@ -379,20 +354,19 @@ fn keys(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
 
 /// Every record at or after `since` (all without it), oldest first, each
 /// checked against its key. Records before `since` are not downloaded.
-pub fn list(storage: &dyn Storage, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
+pub fn list<S>(repo: &Repository<S>, since: Option<jiff::Timestamp>) -> Result<Vec<(String, OpRecord)>> {
     let from = since.map(nanos_of).unwrap_or(0);
-    let wanted: Vec<((), String)> = keys(storage)?
+    let wanted: Vec<((), String)> = keys(repo)?
         .into_iter()
         .filter(|(t, _)| *t >= from)
         .map(|(_, k)| ((), k))
         .collect();
-    let location = storage.location();
     let mut out = Vec::with_capacity(wanted.len());
-    crate::storage::read_parallel(storage, wanted, |(), key, raw| {
-        let what = format!("{location}/{key}");
+    repo.read_objects(wanted, |(), key, raw| {
+        let what = repo.object_name(&key);
         let json = codec::decode(&raw?, &what)?;
-        let (nanos, hash) = parse_key(&key).expect("listed keys parse");
-        if &blake3::hash(&json).to_hex()[..HASH_DIGITS] != hash {
+        let (nanos, hash) = keys::parse_record(&key).expect("listed keys parse");
+        if !keys::record_matches(hash, &json) {
             return Err(
                 Error::bad_data(&what, "operations log record does not match its name").fix(format!(
                     "remove it with `lifeboat log prune --before` a time after {}",
@@ -423,9 +397,9 @@ fn key_time(nanos: u64) -> String {
 /// Delete every record older than `before` (only list them when `dry_run`);
 /// returns their keys, oldest first. Decided from the keys alone, so a record
 /// that cannot be read is pruned like any other.
-pub fn prune(storage: &dyn Storage, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
+pub fn prune<S>(repo: &Repository<S>, before: jiff::Timestamp, dry_run: bool) -> Result<Vec<String>> {
     let until = nanos_of(before);
-    let doomed: Vec<String> = keys(storage)?
+    let doomed: Vec<String> = keys(repo)?
         .into_iter()
         .filter(|(t, _)| *t < until)
         .map(|(_, k)| k)
@@ -434,12 +408,12 @@ pub fn prune(storage: &dyn Storage, before: jiff::Timestamp, dry_run: bool) -> R
         return Ok(doomed);
     }
     // One request per record on a bucket: as many in flight as transfers.
-    let workers = storage.transfers().clamp(1, doomed.len());
+    let workers = repo.transfers().clamp(1, doomed.len());
     let chunk = doomed.len().div_ceil(workers);
     std::thread::scope(|scope| {
         let handles: Vec<_> = doomed
             .chunks(chunk)
-            .map(|keys| scope.spawn(move || keys.iter().try_for_each(|k| storage.delete(k))))
+            .map(|keys| scope.spawn(move || keys.iter().try_for_each(|k| repo.delete_object(k))))
             .collect();
         handles
             .into_iter()
@@ -649,7 +623,7 @@ fn passwd_name(uid: libc::uid_t) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::repo::RepoLocation;
 
     fn record(time: &str, command: &str) -> OpRecord {
         OpRecord {
@@ -704,8 +678,7 @@ mod tests {
             time: None,
         };
         run("snapshot", &location, |loc| {
-            let repo = Repository::open(loc)?;
-            let _lock = repo.lock("test")?;
+            let repo = Repository::open(loc)?.locked("test")?;
             crate::snapshot::take(&repo, &sources, &options, &crate::progress::Silent)
         })
         .unwrap();
@@ -715,17 +688,13 @@ mod tests {
             ..sources[0].clone()
         }];
         let failed = run("snapshot", &location, |loc| {
-            let repo = Repository::open(loc)?;
+            let repo = Repository::open(loc)?.indexed()?;
             crate::snapshot::take(&repo, &missing, &options, &crate::progress::Silent)
         });
         let e = failed.unwrap_err();
 
-        let repo = Repository::open_unindexed(&location).unwrap();
-        let records: Vec<OpRecord> = list(repo.storage.as_ref(), None)
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
+        let repo = Repository::open(&location).unwrap();
+        let records: Vec<OpRecord> = list(&repo, None).unwrap().into_iter().map(|(_, r)| r).collect();
         let commands: Vec<&str> = records.iter().map(|r| r.command.as_str()).collect();
         assert_eq!(commands, ["init", "snapshot", "snapshot"], "{records:#?}");
         assert!(
@@ -747,9 +716,9 @@ mod tests {
     #[test]
     fn keys_sort_by_time_and_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStorage::new(dir.path());
-        let late = append(&store, &record("2026-01-02T00:00:00.5Z", "snapshot")).unwrap();
-        let early = append(&store, &record("2026-01-02T00:00:00Z", "init")).unwrap();
+        let store = Repository::init(&RepoLocation::local(dir.path().join("repo"))).unwrap();
+        let late = append(&store.record_log(), &record("2026-01-02T00:00:00.5Z", "snapshot")).unwrap();
+        let early = append(&store.record_log(), &record("2026-01-02T00:00:00Z", "init")).unwrap();
         assert_eq!(
             early,
             record_key(
@@ -775,7 +744,7 @@ mod tests {
         // A record changed behind its name is refused, naming the key;
         // prune still removes it.
         let json = br#"{"format":1}"#;
-        store.write(&early, &codec::encode(json, 3)).unwrap();
+        std::fs::write(dir.path().join("repo").join(&early), codec::encode(json, 3)).unwrap();
         let e = list(&store, None).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::BadData);
         assert!(e.subject.ends_with(&early), "{e}");

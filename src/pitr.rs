@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::repo::manifest::{ReplicationPoint, Source};
-use crate::repo::segment::{self, Segment};
+use crate::repo::segment::Segment;
 use crate::repo::{Repository, SnapshotRef};
 
 /// Which state of a replicated database a point-in-time restore gives.
@@ -94,7 +94,7 @@ pub fn plan_among(
     let names: Vec<String> = names.into_iter().map(String::from).collect();
     if bases.is_empty() {
         return Err(Error::no_input(
-            repo.storage.location(),
+            repo.location(),
             match name {
                 Some(n) => format!("no replicated database named {n}"),
                 None => "no replicated database (no base from `lifeboat replicate`)".into(),
@@ -140,12 +140,7 @@ pub fn plan_among(
     let next_watched = bases.get(i + 1).and_then(|(_, _, r)| r.watched_until_ns);
     let (snap, _, point) = bases.swap_remove(i);
     let snap = snap.clone();
-    let mut keys: Vec<(u64, u64, String)> = repo
-        .storage
-        .list(&segment::stream_prefix(&stream))?
-        .into_iter()
-        .filter_map(|(k, _)| segment::parse_key(&k).map(|(f, l)| (f, l, k)))
-        .collect();
+    let mut keys = repo.segments(&stream)?;
     keys.sort();
     let mut segments = Vec::new();
     let mut next = point.txid + 1;
@@ -223,8 +218,7 @@ impl Replay {
         let Some((_, _, key)) = self.segments.last() else {
             return Ok(self.base_time);
         };
-        let what = format!("{}/{key}", repo.storage.location());
-        let seg = Segment::decode(&repo.storage.read(key)?, &what)?;
+        let seg = repo.read_segment(key)?;
         let ns = seg.commits.last().map(|c| c.time_ns).unwrap_or(0);
         Ok(jiff::Timestamp::from_nanosecond(ns as i128)
             .unwrap_or(self.base_time)
@@ -286,16 +280,16 @@ impl Replay {
                 Target::Time(_) | Target::Newest => true,
             })
             .collect();
-        let window = repo.storage.transfers().clamp(2, 16);
+        let window = repo.transfers().clamp(2, 16);
         'chunks: for chunk in wanted.chunks(window) {
             let keys: Vec<(usize, String)> = chunk.iter().enumerate().map(|(i, (_, _, k))| (i, k.clone())).collect();
             let mut fetched: Vec<Option<Vec<u8>>> = vec![None; chunk.len()];
-            crate::storage::read_parallel(repo.storage.as_ref(), keys, |i, _, data| {
+            repo.read_objects(keys, |i, _, data| {
                 fetched[i] = Some(data?);
                 Ok(())
             })?;
             for (raw, (first, last, key)) in fetched.into_iter().zip(chunk) {
-                let what = format!("{}/{key}", repo.storage.location());
+                let what = repo.object_name(key);
                 let seg = Segment::decode(&raw.expect("every key fetched"), &what)?;
                 if (seg.first_txid, seg.last_txid) != (*first, *last) || seg.page_size != page_size {
                     return Err(Error::damaged(

@@ -28,11 +28,12 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::mark::{Mark, mark_key};
-use crate::repo::pack::{Member, pack_key};
+use crate::repo::keys;
+use crate::repo::mark::Mark;
+use crate::repo::pack::Member;
 use crate::repo::references::{MISSING, Walker};
 use crate::repo::writer::BlobWriter;
-use crate::repo::{Repository, SnapshotRef, writer_view_limit};
+use crate::repo::{Opened, Repository, SnapshotRef, writer_view_limit};
 
 /// Index records per rewritten index file (as a snapshot writes them).
 const INDEX_BLOBS: usize = 65536;
@@ -151,7 +152,7 @@ impl Referenced {
 /// Refuses (bad data) when a snapshot needs a blob no index lists: deleting
 /// anything from a damaged repository could only make it worse.
 pub fn referenced(repo: &Repository, snaps: &[SnapshotRef], progress: &dyn Progress) -> Result<Referenced> {
-    let mut refs = Referenced::new(repo.index.blob_count());
+    let mut refs = Referenced::new(repo.index().blob_count());
     let mut walker = Walker::new(repo)?;
     progress.begin_items("reading snapshots", snaps.len() as u64);
     for (s, snap) in snaps.iter().enumerate() {
@@ -198,7 +199,7 @@ enum Fate {
 /// `lock` only for the changes, so a snapshot here waits seconds, not for
 /// the whole prune.
 pub fn prune(
-    repo: &mut Repository,
+    repo: &Repository<Opened>,
     opts: &PruneOptions,
     progress: &dyn Progress,
     lock: &mut dyn FnMut(&Repository) -> Result<Box<dyn crate::storage::LockGuard>>,
@@ -214,7 +215,7 @@ pub fn prune(
     // its manifest, so every manifest listed here has its index files in
     // the listing that follows.
     let snaps = repo.snapshots_whole()?;
-    repo.load_index_then_marks()?;
+    let repo = &mut repo.indexed_then_marks()?;
     repo.require_whole_index()?;
     report.snapshots = snaps.len();
     let refs = referenced(repo, &snaps, progress)?;
@@ -222,37 +223,37 @@ pub fn prune(
 
     // Which index files list which packs, and each pack's total raw bytes
     // over every record (duplicates included).
-    let n_packs = repo.index.packs().len();
+    let n_packs = repo.index().packs().len();
     let mut total_raw = vec![0u64; n_packs];
-    let mut listed_by: Vec<Vec<u32>> = Vec::with_capacity(repo.index_keys.len());
-    let keys: Vec<(usize, String)> = repo.index_keys.iter().cloned().enumerate().collect();
+    let mut listed_by: Vec<Vec<u32>> = Vec::with_capacity(repo.index_keys().len());
+    let keys: Vec<(usize, String)> = repo.index_keys().iter().cloned().enumerate().collect();
     listed_by.resize(keys.len(), Vec::new());
-    crate::storage::read_parallel(repo.storage.as_ref(), keys, |i, key, raw| {
+    repo.read_objects(keys, |i, key, raw| {
         let file = repo.parse_index_file(&key, &raw?)?;
         for p in &file.packs {
-            let pos = repo.index.pack_position(&p.id).expect("loaded from this file");
+            let pos = repo.index().pack_position(&p.id).expect("loaded from this file");
             total_raw[pos as usize] += p.blobs.iter().map(|b| b.raw_length as u64).sum::<u64>();
             listed_by[i].push(pos);
         }
         Ok(())
     })?;
-    for (_, mark) in &repo.marks {
+    for (_, mark) in repo.marks() {
         for p in &mark.packs.packs {
-            let pos = repo.index.pack_position(&p.id).expect("loaded from the mark") as usize;
-            if repo.index.is_marked(pos as u32) {
+            let pos = repo.index().pack_position(&p.id).expect("loaded from the mark") as usize;
+            if repo.index().is_marked(pos as u32) {
                 total_raw[pos] = total_raw[pos].max(p.blobs.iter().map(|b| b.raw_length as u64).sum());
             }
         }
     }
     let mut used_raw = vec![0u64; n_packs];
     for pos in refs.positions() {
-        let (_, loc) = repo.index.at(pos);
+        let (_, loc) = repo.index().at(pos);
         used_raw[loc.pack as usize] += loc.raw_length as u64;
     }
 
     let mut fates = vec![Fate::Keep; n_packs];
     for (p, fate) in fates.iter_mut().enumerate() {
-        let marked = repo.index.is_marked(p as u32);
+        let marked = repo.index().is_marked(p as u32);
         *fate = match (marked, used_raw[p]) {
             (true, 0) => Fate::Marked,
             (true, _) => Fate::Recover,
@@ -277,12 +278,12 @@ pub fn prune(
     // lets finish).
     let mut present: HashSet<Id> = HashSet::new();
     let mut unindexed: Vec<IndexedPack> = Vec::new();
-    for (key, size) in repo.storage.list("data")? {
+    for (key, size) in repo.list_objects(keys::Kind::Pack)? {
         let Some(id) = key.rsplit('/').next().and_then(Id::parse) else {
             continue;
         };
         present.insert(id);
-        if repo.index.pack_position(&id).is_none() {
+        if repo.index().pack_position(&id).is_none() {
             unindexed.push(IndexedPack {
                 id,
                 size,
@@ -291,9 +292,9 @@ pub fn prune(
         }
     }
     for (p, fate) in fates.iter().enumerate() {
-        if *fate != Fate::Marked && !present.contains(&repo.index.pack(p as u32).0) {
+        if *fate != Fate::Marked && !present.contains(&repo.index().pack(p as u32).0) {
             report.missing_packs += 1;
-            tracing::warn!(event = "prune.pack_missing", pack = %repo.index.pack(p as u32).0.short());
+            tracing::warn!(event = "prune.pack_missing", pack = %repo.index().pack(p as u32).0.short());
         }
     }
 
@@ -303,11 +304,11 @@ pub fn prune(
 
     // Recovery first: a snapshot needs these now.
     let recover: Vec<IndexedPack> = repo
-        .marks
+        .marks()
         .iter()
         .flat_map(|(_, m)| m.packs.packs.iter())
         .filter(|p| {
-            let pos = repo.index.pack_position(&p.id).expect("loaded") as usize;
+            let pos = repo.index().pack_position(&p.id).expect("loaded") as usize;
             fates[pos] == Fate::Recover && !p.blobs.is_empty()
         })
         .cloned()
@@ -348,10 +349,10 @@ pub fn prune(
     let mut kept_records: Vec<IndexedPack> = Vec::new();
     let mut kept_seen: HashSet<Id> = HashSet::new();
     for &i in &affected {
-        let key = &repo.index_keys[i];
+        let key = &repo.index_keys()[i];
         let file = repo.read_index_file(key)?;
         for p in file.packs {
-            let pos = repo.index.pack_position(&p.id).expect("loaded");
+            let pos = repo.index().pack_position(&p.id).expect("loaded");
             if to_mark.contains(&pos) {
                 marked_records.entry(p.id).or_insert(p);
             } else if kept_seen.insert(p.id) {
@@ -380,7 +381,7 @@ pub fn prune(
         report.index_files_written += 1;
     }
     for &i in &affected {
-        repo.storage.delete(&repo.index_keys[i])?;
+        repo.delete_object(&repo.index_keys()[i])?;
         report.index_files_deleted += 1;
     }
     Ok(report)
@@ -400,14 +401,14 @@ fn sweep(
     let is_old = |m: &Mark| listed_at.duration_since(m.time) >= grace;
     // A pack named by a young mark too waits for that one.
     let young: HashSet<Id> = repo
-        .marks
+        .marks()
         .iter()
         .filter(|(_, m)| !is_old(m))
         .flat_map(|(_, m)| m.packs.packs.iter().map(|p| p.id))
         .collect();
     let recovered: HashSet<Id> = recovered.iter().map(|p| p.id).collect();
     let mut deleted: HashSet<Id> = HashSet::new();
-    for (id, mark) in &repo.marks {
+    for (id, mark) in repo.marks() {
         if !is_old(mark) {
             for p in &mark.packs.packs {
                 report.waiting_packs += 1;
@@ -416,19 +417,19 @@ fn sweep(
             continue;
         }
         for p in &mark.packs.packs {
-            let pos = repo.index.pack_position(&p.id).expect("loaded") as usize;
+            let pos = repo.index().pack_position(&p.id).expect("loaded") as usize;
             let deletable = fates[pos] == Fate::Marked && !young.contains(&p.id) && !recovered.contains(&p.id);
             if deletable && deleted.insert(p.id) {
                 report.deleted_packs += 1;
                 report.deleted_bytes += p.size;
                 if !opts.dry_run {
-                    repo.storage.delete(&pack_key(&p.id))?;
+                    repo.delete_object(&keys::pack(&p.id))?;
                 }
             }
         }
         report.deleted_marks += 1;
         if !opts.dry_run {
-            repo.storage.delete(&mark_key(id))?;
+            repo.delete_object(&keys::mark(id))?;
             tracing::info!(event = "prune.swept", mark = %id.short());
         }
     }
@@ -445,14 +446,14 @@ fn repack_packs(
 ) -> Result<(u64, u64)> {
     // Their blobs must be stored anew, not found "already stored" in them.
     for &p in packs {
-        repo.index.set_marked(p);
+        repo.set_pack_marked(p);
     }
     let wanted: HashSet<u32> = packs.iter().copied().collect();
     // Referenced blobs of those packs, by pack and frame.
     let mut by_frame: Vec<(u32, u32, u32, usize)> = refs
         .positions()
         .filter_map(|pos| {
-            let (_, loc) = repo.index.at(pos);
+            let (_, loc) = repo.index().at(pos);
             wanted
                 .contains(&loc.pack)
                 .then_some((loc.pack, loc.offset, loc.length, pos))
@@ -464,7 +465,7 @@ fn repack_packs(
     let repo = &*repo;
     let mut writer = BlobWriter::new(repo);
     let mut decoder = Decoder::default();
-    let mut encoder = Encoder::new(repo.config.compression.level);
+    let mut encoder = Encoder::new(repo.config().compression.level);
     let mut pending: Vec<u8> = Vec::new();
     let mut members: Vec<Member> = Vec::new();
     let mut flush = |pending: &mut Vec<u8>, members: &mut Vec<Member>, writer: &mut BlobWriter| -> Result<()> {
@@ -480,18 +481,18 @@ fn repack_packs(
     let mut i = 0;
     while i < by_frame.len() {
         let (pack, offset, length, _) = by_frame[i];
-        let key = pack_key(&repo.index.pack(pack).0);
-        let raw = repo.storage.read_range(&key, offset as u64, length as u64)?;
+        let key = keys::pack(&repo.index().pack(pack).0);
+        let raw = repo.read_object_range(&key, offset as u64, length as u64)?;
         let frame = decoder.decode_vec(raw, &key)?;
         while i < by_frame.len() && by_frame[i].0 == pack && by_frame[i].1 == offset {
-            let (id, loc) = repo.index.at(by_frame[i].3);
+            let (id, loc) = repo.index().at(by_frame[i].3);
             let start = loc.blob_offset as usize;
             let data = frame
                 .get(start..start + loc.raw_length as usize)
                 .filter(|d| Id::of(d) == *id)
                 .ok_or_else(|| {
                     Error::bad_data(
-                        format!("{}/{key}", repo.storage.location()),
+                        repo.object_name(&key),
                         format!("blob {} does not match its hash", id.short()),
                     )
                     .fix("run `lifeboat verify --read-data`")

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::manifest::snapshot_key;
+use crate::repo::keys;
 use crate::repo::pack::{header_tail_len, parse_header_tail};
 
 /// What `repair index` found and did.
@@ -45,43 +45,30 @@ pub struct SnapshotRepair {
     pub dry_run: bool,
 }
 
-/// Where a damaged object's bytes are kept.
-fn aside_key(key: &str) -> String {
-    format!("damaged/{key}")
-}
-
 /// Whether `e` says the object itself is wrong, not that reading it failed
 /// for now.
 fn is_damage(e: &Error) -> bool {
     matches!(e.kind, ErrorKind::BadData | ErrorKind::Config) && !e.temporary
 }
 
-/// Copy what can be read of `key` under `damaged/`.
-fn keep_copy(repo: &Repository, key: &str) -> Result<()> {
-    if let Ok(raw) = repo.storage.read(key) {
-        repo.storage.write(&aside_key(key), &raw)?;
-    }
-    Ok(())
-}
-
 /// Copy what can be read of `key` under `damaged/`, then delete it.
 fn set_aside(repo: &Repository, key: &str) -> Result<()> {
-    keep_copy(repo, key)?;
-    repo.storage.delete(key)
+    repo.copy_aside(key)?;
+    repo.delete_object(key)
 }
 
 /// Rebuild the index from the packs themselves: every pack that no readable
 /// index file lists is indexed again from its header, in one new index file,
 /// written before the damaged index files are set aside. `repo` must be
-/// opened locked (`Repository::open_locked`).
+/// locked (`Repository::locked`).
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
     let mut report = IndexRepair {
         dry_run,
         ..Default::default()
     };
-    let indexed: HashSet<Id> = repo.index.packs().iter().map(|(id, _)| *id).collect();
+    let indexed: HashSet<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
     let mut file = IndexFile::default();
-    for (key, size) in repo.storage.list("data")? {
+    for (key, size) in repo.list_objects(keys::Kind::Pack)? {
         let Some(id) = key.rsplit('/').next().and_then(Id::parse) else {
             tracing::warn!(event = "repo.stray_file", key = %key, "ignored");
             continue;
@@ -98,24 +85,24 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
         }
     }
     if dry_run {
-        report.index_files_set_aside = repo.index_damage.iter().map(|(k, _)| k.clone()).collect();
+        report.index_files_set_aside = repo.index_damage().iter().map(|(k, _)| k.clone()).collect();
         return Ok(report);
     }
     // Copies first, then the new index, then the deletions: until the new
     // index is written, the damaged files are what keeps a prune from taking
     // their packs for garbage. The new file may even take a damaged one's
     // name (same packs, same bytes), replacing it.
-    for (key, _) in &repo.index_damage {
-        keep_copy(repo, key)?;
+    for (key, _) in repo.index_damage() {
+        repo.copy_aside(key)?;
     }
     if !file.packs.is_empty() {
         let id = repo.write_index(&file)?;
-        report.index_written = Some(format!("index/{}", id.hex()));
+        report.index_written = Some(keys::index(&id));
         tracing::info!(event = "repair.index_written", packs = file.packs.len());
     }
-    for (key, _) in &repo.index_damage {
+    for (key, _) in repo.index_damage() {
         if report.index_written.as_ref() != Some(key) {
-            repo.storage.delete(key)?;
+            repo.delete_object(key)?;
         }
         tracing::info!(event = "repair.index_set_aside", key = %key);
         report.index_files_set_aside.push(key.clone());
@@ -125,16 +112,16 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
 
 /// A pack's blob list, from the end of the pack only.
 fn read_pack_header(repo: &Repository, key: &str, size: u64) -> Result<Vec<crate::repo::pack::BlobEntry>> {
-    let what = format!("{}/{key}", repo.storage.location());
+    let what = repo.object_name(key);
     if size < 8 {
         return Err(Error::damaged(&what, "too short to be a pack"));
     }
-    let trailer = repo.storage.read_range(key, size - 8, 8)?;
+    let trailer = repo.read_object_range(key, size - 8, 8)?;
     let tail_len = header_tail_len(&trailer, &what)?;
     if tail_len > size {
         return Err(Error::damaged(&what, "pack header length exceeds the file"));
     }
-    let tail = repo.storage.read_range(key, size - tail_len, tail_len)?;
+    let tail = repo.read_object_range(key, size - tail_len, tail_len)?;
     parse_header_tail(&tail, size, &what)
 }
 
@@ -163,7 +150,7 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<SnapshotRepa
     }
     for (id, why) in doomed {
         if !dry_run {
-            set_aside(repo, &snapshot_key(&id))?;
+            set_aside(repo, &keys::snapshot(&id))?;
             tracing::info!(event = "repair.snapshot_set_aside", snapshot = %id.short(), problem = %why);
         }
         report.set_aside.push((id.hex(), why));

@@ -34,10 +34,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::index::Index;
+use crate::repo::keys;
 use crate::repo::manifest::Source;
 use crate::repo::references::{MISSING, Walker};
-use crate::repo::segment::{self, Segment};
-use crate::repo::{Repository, SnapshotRef};
+use crate::repo::segment::Segment;
+use crate::repo::{Opened, Repository, SnapshotRef};
 
 /// Objects and their total size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -172,7 +173,7 @@ pub struct RepoStats {
 /// Blob state: referred to by two snapshots or more.
 const SHARED: u32 = u32::MAX;
 
-/// Open `repo` without its index (`Repository::open_unindexed`): it is loaded
+/// `repo` is opened without its index (`Repository::open`): it is loaded
 /// here, after the listing and the manifests, because a snapshot published
 /// in between would otherwise refer to blobs the index does not have yet
 /// (a writer publishes index files before its manifest).
@@ -184,14 +185,14 @@ const SHARED: u32 = u32::MAX;
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
-/// let repo = Repository::init(&location)?;
+/// let repo = Repository::init(&location)?.indexed()?;
 /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
 /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
 /// for _ in 0..2 {
 ///     lifeboat::snapshot::take(&repo, &[source.clone()], &options, &lifeboat::progress::Silent)?;
 /// }
 ///
-/// let stats = lifeboat::stats::compute(&mut Repository::open_unindexed(&location)?, &lifeboat::progress::Silent)?;
+/// let stats = lifeboat::stats::compute(&Repository::open(&location)?, &lifeboat::progress::Silent)?;
 /// assert_eq!(stats.snapshot_count, 2);
 /// // The unchanged file is stored once, and both snapshots refer to it.
 /// assert_eq!(stats.referenced.blobs, 1);
@@ -200,12 +201,11 @@ const SHARED: u32 = u32::MAX;
 /// # Ok(())
 /// # }
 /// ```
-pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoStats> {
-    let listing = repo.storage.list("")?;
+pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<RepoStats> {
+    let listing = repo.list_everything()?;
     let snaps = repo.snapshots()?;
-    repo.load_index()?;
-    let repo = &*repo;
-    let index = &repo.index;
+    let repo = &repo.indexed()?;
+    let index = repo.index();
 
     let mut objects = Objects::default();
     let indexed_packs: HashSet<Id> = index.packs().iter().map(|(id, _)| *id).collect();
@@ -213,25 +213,24 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
     let mut wal_keys: BTreeMap<String, Vec<(u64, u64, String, u64)>> = BTreeMap::new();
     let mut wal_other: BTreeMap<String, ObjectCount> = BTreeMap::new();
     for (key, size) in &listing {
-        // The local writer's lock file and staging area are not repository
-        // objects (in a bucket both live in the host's working directory).
-        if key == "lock" || key.starts_with("tmp/") {
-            continue;
-        }
-        let (top, rest) = key.split_once('/').unwrap_or((key.as_str(), ""));
-        let kind = match top {
-            "data" => {
-                let id = rest.rsplit('/').next().and_then(Id::parse);
+        let rest = key.split_once('/').map_or("", |(_, rest)| rest);
+        let kind = match keys::Kind::of(key) {
+            // The local writer's lock file and staging area are not
+            // repository objects (in a bucket both live in the host's
+            // working directory).
+            Some(keys::Kind::Lock | keys::Kind::Staging) => continue,
+            Some(keys::Kind::Pack) => {
+                let id = keys::object_id(key);
                 if !id.is_some_and(|id| indexed_packs.contains(&id)) {
                     unindexed_packs.add(*size);
                 }
                 &mut objects.packs
             }
-            "index" => &mut objects.index,
-            "snapshots" => &mut objects.snapshots,
-            "wal" => {
+            Some(keys::Kind::Index) => &mut objects.index,
+            Some(keys::Kind::Snapshot) => &mut objects.snapshots,
+            Some(keys::Kind::Segment) => {
                 let stream = rest.split('/').next().unwrap_or_default().to_string();
-                match segment::parse_key(key) {
+                match keys::parse_segment(key) {
                     Some((first, last)) => wal_keys
                         .entry(stream)
                         .or_default()
@@ -248,7 +247,7 @@ pub fn compute(repo: &mut Repository, progress: &dyn Progress) -> Result<RepoSta
 
     let blobs = BlobSizes::new(index);
     if snaps.len() >= SHARED as usize {
-        return Err(Error::bad_data(repo.storage.location(), "too many snapshots to count"));
+        return Err(Error::bad_data(repo.location(), "too many snapshots to count"));
     }
     // One state per blob: 0 none, s + 1 only snapshot s so far, SHARED more.
     let mut state = vec![0u32; blobs.raw.len()];
@@ -414,8 +413,8 @@ fn wal_streams(
             let Some((_, _, key, _)) = seg else {
                 return Ok(None);
             };
-            let what = format!("{}/{key}", repo.storage.location());
-            let decoded = repo.storage.read(key).and_then(|raw| Segment::decode(&raw, &what));
+            let what = repo.object_name(key);
+            let decoded = repo.read_object(key).and_then(|raw| Segment::decode(&raw, &what));
             let seg = match decoded {
                 Ok(s) => s,
                 Err(e) if e.kind == ErrorKind::BadData || e.kind == ErrorKind::NoInput => {

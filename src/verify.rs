@@ -10,9 +10,10 @@ use crate::codec::Decoder;
 use crate::error::Result;
 use crate::id::Id;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::keys;
 use crate::repo::manifest::Source;
-use crate::repo::pack::{pack_key, parse_header};
+use crate::repo::pack::parse_header;
+use crate::repo::{Opened, Repository};
 
 /// One piece of damage [`verify`] found.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,13 +39,13 @@ pub struct Problem {
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
-/// let repo = Repository::init(&location)?;
+/// let repo = Repository::init(&location)?.indexed()?;
 /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
 /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
 /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
 ///
-/// let mut repo = Repository::open_unindexed(&location)?;
-/// let report = lifeboat::verify::verify(&mut repo, DataCheck::Subset(0.1), &lifeboat::progress::Silent)?;
+/// let repo = Repository::open(&location)?;
+/// let report = lifeboat::verify::verify(&repo, DataCheck::Subset(0.1), &lifeboat::progress::Silent)?;
 /// assert!(report.packs_read <= report.packs);
 /// assert!(report.problems.is_empty(), "damage: {:?}", report.problems);
 /// # Ok(())
@@ -116,24 +117,23 @@ pub struct VerifyReport {
 /// let dir = tempfile::tempdir().unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
 /// Repository::init(&location)?;
-/// let mut repo = Repository::open_unindexed(&location)?;
-/// let report = lifeboat::verify::verify(&mut repo, DataCheck::All, &lifeboat::progress::Silent)?;
+/// let repo = Repository::open(&location)?;
+/// let report = lifeboat::verify::verify(&repo, DataCheck::All, &lifeboat::progress::Silent)?;
 /// assert!(report.problems.is_empty());
 /// # Ok(())
 /// # }
 /// ```
-pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
+pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
     let read_data = data.reads();
     let seed = jiff::Timestamp::now().as_nanosecond() as u64;
     // Segments listed before the bases: a replicator publishing a new base
     // and segments meanwhile cannot leave a hole that only looks missing.
-    let wal_keys = repo.storage.list("wal")?;
+    let wal_keys = repo.list_objects(keys::Kind::Segment)?;
     let (snaps, damaged_manifests) = repo.snapshots_and_damage()?;
-    repo.load_index_then_marks()?;
-    let repo = &*repo;
+    let repo = &repo.indexed_then_marks()?;
     let mut report = VerifyReport {
-        packs: repo.index.packs().len(),
-        blobs: repo.index.blob_count(),
+        packs: repo.index().packs().len(),
+        blobs: repo.index().blob_count(),
         ..Default::default()
     };
     // Every problem is reported, not the first: each damaged object costs
@@ -145,7 +145,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
             problem: format!("manifest unreadable: {}", e.problem),
         });
     }
-    for (_, e) in &repo.index_damage {
+    for (_, e) in repo.index_damage() {
         // The snapshots it costs are named below, by the blobs they miss.
         report.problems.push(Problem {
             snapshot: String::new(),
@@ -156,21 +156,21 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
 
     // Packs: present, right size; with read_data, hashed and decoded.
     let mut bad_blobs: HashMap<Id, String> = HashMap::new();
-    let stored: HashMap<String, u64> = repo.storage.list("data")?.into_iter().collect();
+    let stored: HashMap<String, u64> = repo.list_objects(keys::Kind::Pack)?.into_iter().collect();
     let mut indexed_keys = HashSet::new();
     let mut blobs_by_pack: HashMap<u32, Vec<(Id, crate::repo::index::Location)>> = HashMap::new();
     if read_data {
-        for (id, loc) in repo.index.iter() {
+        for (id, loc) in repo.index().iter() {
             blobs_by_pack.entry(loc.pack).or_default().push((*id, *loc));
         }
     }
     let mut dec = Decoder::default();
     let mut to_read = Vec::new();
-    for (n, (pack_id, size)) in repo.index.packs().iter().enumerate() {
-        let key = pack_key(pack_id);
+    for (n, (pack_id, size)) in repo.index().packs().iter().enumerate() {
+        let key = keys::pack(pack_id);
         indexed_keys.insert(key.clone());
         let damage = |bad: &mut HashMap<Id, String>, why: String| {
-            for (id, _) in repo.index.iter().filter(|(_, l)| l.pack as usize == n) {
+            for (id, _) in repo.index().iter().filter(|(_, l)| l.pack as usize == n) {
                 bad.entry(*id).or_insert_with(|| why.clone());
             }
         };
@@ -202,7 +202,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
     }
     // Packs are read several at a time (an object store's latency), and
     // checked here as they arrive.
-    crate::storage::read_parallel(repo.storage.as_ref(), to_read, |(n, pack_id), key, data| {
+    repo.read_objects(to_read, |(n, pack_id), key, data| {
         let data = match data {
             Ok(data) => data,
             // Unreadable (damaged where it lies, not a file, an I/O error):
@@ -226,7 +226,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
         // damaged in transit is not damage in the repository.
         let data = match Id::of(&data) == pack_id {
             true => data,
-            false => repo.storage.read(&key).unwrap_or(data),
+            false => repo.read_object(&key).unwrap_or(data),
         };
         if Id::of(&data) != pack_id {
             // Still check blobs one by one: the damage may spare most of them.
@@ -305,7 +305,7 @@ pub fn verify(repo: &mut Repository, data: DataCheck, progress: &dyn Progress) -
                         if !seen.insert(*id) {
                             continue;
                         }
-                        if !repo.index.contains(id) {
+                        if !repo.index().contains(id) {
                             add(
                                 db.name.clone(),
                                 format!("page {} (blob {}) is missing", i + 1, id.short()),
@@ -346,7 +346,7 @@ fn check_chunks(
     add: &mut dyn FnMut(String, String),
 ) {
     for id in chunks {
-        if !repo.index.contains(id) {
+        if !repo.index().contains(id) {
             add(file.to_string(), format!("chunk {} is missing", id.short()));
         } else if let Some(why) = bad.get(id) {
             add(file.to_string(), why.clone());
@@ -367,7 +367,7 @@ fn verify_segments(
     report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    use crate::repo::segment::{Segment, parse_key};
+    use crate::repo::segment::Segment;
     // Per stream: the database's name and its bases (txid, after a gap).
     let mut streams: HashMap<String, (String, Vec<(u64, bool)>)> = HashMap::new();
     for s in snaps {
@@ -382,15 +382,11 @@ fn verify_segments(
     }
     let mut segments: HashMap<String, Vec<(u64, u64, String)>> = HashMap::new();
     for (key, _) in wal_keys {
-        let Some(stream) = key
-            .strip_prefix("wal/")
-            .and_then(|k| k.split_once('/'))
-            .map(|(s, _)| s.to_string())
-        else {
+        let Some(stream) = keys::segment_stream(&key) else {
             continue;
         };
-        if let Some((first, last)) = parse_key(&key) {
-            segments.entry(stream).or_default().push((first, last, key));
+        if let Some((first, last)) = keys::parse_segment(&key) {
+            segments.entry(stream.to_string()).or_default().push((first, last, key));
         }
     }
     let name_of = |stream: &str| {
@@ -442,11 +438,11 @@ fn verify_segments(
         .collect();
     report.segments_read = wanted.len();
     progress.begin("verify segments", wanted.len() as u64);
-    crate::storage::read_parallel(repo.storage.as_ref(), wanted, |(first, last, stream), key, raw| {
+    repo.read_objects(wanted, |(first, last, stream), key, raw| {
         progress.advance(1);
         let checked = raw.and_then(|raw| {
             report.bytes_read += raw.len() as u64;
-            let what = format!("{}/{key}", repo.storage.location());
+            let what = repo.object_name(&key);
             let seg = Segment::decode(&raw, &what)?;
             if (seg.first_txid, seg.last_txid) != (first, last) {
                 return Err(crate::error::Error::damaged(

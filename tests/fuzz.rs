@@ -157,7 +157,7 @@ fn seeds(env: &Env) -> Seeds {
     // Page maps are blobs inside packs: read them back through the
     // library, by the manifests' ids.
     let loc = lifeboat::repo::RepoLocation::parse(&env.repo_arg, &Default::default()).unwrap();
-    let repo = lifeboat::repo::Repository::open(&loc).unwrap();
+    let repo = lifeboat::repo::Repository::open(&loc).unwrap().indexed().unwrap();
     let mut pagemaps = Vec::new();
     for snap in repo.snapshots().unwrap() {
         for src in &snap.manifest.sources {

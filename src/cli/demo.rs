@@ -172,10 +172,7 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         time: None,
     };
     let before = committed.load(Ordering::Relaxed);
-    let (id1, m1) = {
-        let _lock = repo.lock("demo")?;
-        lifeboat::snapshot::take(&repo, &specs, &opts, &progress)?
-    };
+    let (id1, m1) = lifeboat::snapshot::take(&*repo.locked("demo")?, &specs, &opts, &progress)?;
     steps.step(&format!(
         "snapshot {} taken under load (the writer at row {before} as it began): {} read, {} stored",
         id1.short(),
@@ -183,15 +180,10 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         bytes(m1.summary.added_stored_bytes)
     ));
     std::thread::sleep(Duration::from_millis(300));
-    let mut repo = repo;
-    repo.load_index()?;
     // The writer's count read on both sides of the capture: the snapshot
     // holds the database as of one instant between them.
     let before_second = committed.load(Ordering::Relaxed);
-    let (id2, m2) = {
-        let _lock = repo.lock("demo")?;
-        lifeboat::snapshot::take(&repo, &specs, &opts, &progress)?
-    };
+    let (id2, m2) = lifeboat::snapshot::take(&*repo.locked("demo")?, &specs, &opts, &progress)?;
     let after_second = committed.load(Ordering::Relaxed);
     steps.step(&format!(
         "second snapshot {} while the writer went from row {before_second} to {after_second}: only changed pages stored ({} new of {})",
@@ -209,10 +201,9 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
     ));
     io(&data, std::fs::remove_dir_all(&data))?;
 
-    repo.load_index()?;
     let snap = repo.find_snapshot(&id2.hex())?;
     let report = lifeboat::restore::restore_snapshot(
-        &repo,
+        &repo.indexed()?,
         &snap,
         &RestoreOptions {
             target: Target::Original,
@@ -258,10 +249,10 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         ));
     }
     steps.step("server.toml and uploads/ (20 files and a symlink) restored byte for byte");
-    let v = lifeboat::verify::verify(&mut repo, lifeboat::verify::DataCheck::All, &lifeboat::progress::Silent)?;
+    let v = lifeboat::verify::verify(&repo, lifeboat::verify::DataCheck::All, &lifeboat::progress::Silent)?;
     if !v.problems.is_empty() {
         return Err(Error::bad_data(
-            repo.storage.location(),
+            repo.location(),
             "demo check failed: verify found damage",
         ));
     }
@@ -322,7 +313,7 @@ fn point_in_time(steps: &mut Steps, scratch: &Path, db: &Path, loc: &RepoLocatio
     ));
     let out = scratch.join("state-at.db");
     // The replicator added packs since `repo` loaded its index.
-    let repo = &Repository::open(&replicas[0].location)?;
+    let repo = &Repository::open(&replicas[0].location)?.indexed()?;
     let selection = lifeboat::restore::Selection::newest(repo, &[], Some(at))?;
     let report = lifeboat::restore::restore(
         repo,

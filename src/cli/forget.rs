@@ -169,7 +169,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     // No lock: forget deletes only manifests and segments, which no writer
     // of this host stages or rewrites.
-    let mut repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let opts = ForgetOptions {
         policy,
         keep_wal,
@@ -184,7 +184,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     let pruned = match prune_opts {
         Some(p) => Some(lifeboat::prune::prune(
-            &mut repo,
+            &repo,
             &p,
             &ctx.progress(),
             &mut super::prune::lock_for("forget"),

@@ -14,12 +14,12 @@ pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
     let repo = Repository::init(&loc)?;
     if ctx.json {
         print_json_with_requests(
-            &serde_json::json!({"repository": repo.storage.location(), "id": repo.config.id, "format_version": repo.config.format_version}),
+            &serde_json::json!({"repository": repo.location(), "id": repo.config().id, "format_version": repo.config().format_version}),
             &repo,
         );
     } else {
         log_requests(&repo);
-        println!("created repository {}", repo.storage.location());
+        println!("created repository {}", repo.location());
     }
     Ok(0)
 }

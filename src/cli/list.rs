@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let every = repo.snapshots()?;
     let bases = every
         .iter()
@@ -74,7 +74,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         String::new()
     };
     if snaps.is_empty() {
-        eprintln!("no snapshots in {}{hint}", repo.storage.location());
+        eprintln!("no snapshots in {}{hint}", repo.location());
         return Ok(0);
     }
     println!(

@@ -81,8 +81,8 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
     let since = since
         .map(|s| oplog::parse_when("--since", s, jiff::Timestamp::now()))
         .transpose()?;
-    let repo = ctx.open_repo_unindexed()?;
-    let records = oplog::list(repo.storage.as_ref(), since)?;
+    let repo = ctx.open_repo()?;
+    let records = oplog::list(&repo, since)?;
     log_requests(&repo);
     if ctx.json {
         let rows: Vec<serde_json::Value> = records
@@ -99,7 +99,7 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
         return Ok(0);
     }
     if records.is_empty() {
-        eprintln!("no operations logged in {}", repo.storage.location());
+        eprintln!("no operations logged in {}", repo.location());
         return Ok(0);
     }
     println!(
@@ -141,8 +141,8 @@ fn took(ms: u64) -> String {
 
 fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
     let before = oplog::parse_when("--before", &args.before, jiff::Timestamp::now())?;
-    let repo = ctx.open_repo_unindexed()?;
-    let keys = oplog::prune(repo.storage.as_ref(), before, args.dry_run)?;
+    let repo = ctx.open_repo()?;
+    let keys = oplog::prune(&repo, before, args.dry_run)?;
     if ctx.json {
         print_json_with_requests(
             &serde_json::json!({

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use config::Config;
 use lifeboat::fsutil::HostDirs;
-use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::repo::{LockedRepository, Opened, RepoLocation, Repository};
 use lifeboat::storage::StorageOptions;
 use lifeboat::storage::metered::Meter;
 use lifeboat::{Error, Result};
@@ -173,19 +173,16 @@ impl Ctx {
         self.repo_flag.as_deref()
     }
 
-    pub fn open_repo(&self) -> Result<Repository> {
+    /// For commands that read manifests only (list, show), or load the
+    /// index themselves after a listing (stats, verify, prune).
+    pub fn open_repo(&self) -> Result<Repository<Opened>> {
         Repository::open(&self.repo_location()?)
-    }
-
-    /// For commands that read manifests only (list, show).
-    pub fn open_repo_unindexed(&self) -> Result<Repository> {
-        Repository::open_unindexed(&self.repo_location()?)
     }
 
     /// For commands that write: locked, and the default repository is
     /// created on first use.
-    pub fn open_repo_locked(&self, command: &str) -> Result<(Repository, Box<dyn lifeboat::storage::LockGuard>)> {
-        Repository::open_locked(&self.repo_location()?, command)
+    pub fn open_repo_locked(&self, command: &str) -> Result<LockedRepository> {
+        Repository::open_or_init_default(&self.repo_location()?)?.locked(command)
     }
 
     pub fn progress(&self) -> progress::CliProgress {

@@ -30,7 +30,7 @@ pub fn when(rfc3339: &str) -> String {
 /// Print a command's JSON result with the requests it sent to the store
 /// (`"requests": {"put": …, "get": …, "list": …, "head": …, "delete": …}`),
 /// after logging them (`-v`).
-pub fn print_json_with_requests(v: &impl serde::Serialize, repo: &lifeboat::repo::Repository) {
+pub fn print_json_with_requests<S>(v: &impl serde::Serialize, repo: &lifeboat::repo::Repository<S>) {
     let counts = log_requests(repo);
     let mut v = serde_json::to_value(v).expect("serializable");
     if let Some(obj) = v.as_object_mut() {
@@ -40,8 +40,8 @@ pub fn print_json_with_requests(v: &impl serde::Serialize, repo: &lifeboat::repo
 }
 
 /// Log the requests sent so far (shown with `-v`); returns them.
-pub fn log_requests(repo: &lifeboat::repo::Repository) -> lifeboat::storage::RequestCounts {
-    let c = repo.storage.requests();
+pub fn log_requests<S>(repo: &lifeboat::repo::Repository<S>) -> lifeboat::storage::RequestCounts {
+    let c = repo.requests();
     tracing::info!(
         event = "storage.requests",
         put = c.put,

@@ -40,8 +40,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let opts = options(ctx, &args)?;
-    let mut repo = ctx.open_repo_unindexed()?;
-    let report = prune::prune(&mut repo, &opts, &ctx.progress(), &mut lock_for("prune"))?;
+    let repo = ctx.open_repo()?;
+    let report = prune::prune(&repo, &opts, &ctx.progress(), &mut lock_for("prune"))?;
     if ctx.json {
         print_json_with_requests(&report, &repo);
     } else {

@@ -52,7 +52,7 @@ impl Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let (repo, _lock) = ctx.open_repo_locked("repair")?;
+    let repo = ctx.open_repo_locked("repair")?;
     match args.what {
         What::Index(f) => {
             let report = repair::repair_index(&repo, f.dry_run)?;

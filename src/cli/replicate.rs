@@ -174,7 +174,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let replicas = replica_locations(ctx, &args.replicas, &section.replicas)?;
     // Each must exist; the default repository is created on first use.
     for loc in replicas.iter().filter(|l| l.is_default) {
-        drop(Repository::open_locked(loc, "replicate")?);
+        drop(Repository::open_or_init_default(loc)?.locked("replicate")?);
     }
     // One handle per repository for every database: uploads share it, and
     // bases take turns at it rather than refuse each other.
@@ -277,7 +277,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     });
     let mut requests = Vec::new();
     for t in &targets {
-        let r = t.storage.requests();
+        let r = t.segments.requests();
         tracing::info!(event = "replicate.requests", replica = %t.name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
         requests.push(serde_json::json!({"replica": t.name, "requests": r}));
     }

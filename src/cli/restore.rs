@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use lifeboat::pitr;
-use lifeboat::repo::Repository;
 use lifeboat::restore::{self, RestoreOptions, Selection, Target};
 use lifeboat::{Error, ErrorCode, Result};
 
@@ -117,13 +116,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             .fix("--at and --txid choose the points themselves; drop the id"));
     }
     // A snapshot id is looked up while the index loads.
-    let opened = if exact {
-        ctx.repo_location()
-            .and_then(|loc| Repository::open_and_find(&loc, &args.id))
-            .map(|(repo, found)| (repo, Some(found)))
-    } else {
-        ctx.open_repo().map(|repo| (repo, None))
-    };
+    let opened = ctx.open_repo().and_then(|repo| match exact {
+        true => repo.indexed_and_find(&args.id).map(|(repo, found)| (repo, Some(found))),
+        false => repo.indexed().map(|repo| (repo, None)),
+    });
     let nothing_yet = |e: &Error| {
         args.if_replica_exists
             && e.kind == lifeboat::ErrorKind::NoInput
@@ -149,7 +145,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             .collect()
     });
     let selection = match (found, point) {
-        (Some(found), _) => found.and_then(|snap| Selection::of_snapshot(&snap, &args.only)),
+        (Some(snap), _) => Selection::of_snapshot(&snap, &args.only),
         (None, Some(pitr::Target::Txid(n))) => Selection::at_txid(&repo, &args.only, n),
         (None, Some(pitr::Target::Time(t))) => Selection::newest_of(&repo, &args.only, Some(t), service.as_deref()),
         (None, _) => Selection::newest_of(&repo, &args.only, None, service.as_deref()),

@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let s = repo.find_snapshot(&args.id)?;
     let m = &s.manifest;
     if ctx.json {

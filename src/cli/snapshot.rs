@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for s in &specs {
         require_exists(&s.path)?;
     }
-    let (repo, _lock) = ctx.open_repo_locked("snapshot")?;
+    let repo = ctx.open_repo_locked("snapshot")?;
     let progress = ctx.progress();
     let opts = SnapshotOptions {
         kind: args.kind,

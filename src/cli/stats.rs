@@ -35,15 +35,15 @@ pages themselves. --json prints all of it, sizes in bytes.")]
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _: Args) -> Result<i32> {
-    let mut repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let progress = ctx.progress();
-    let st = lifeboat::stats::compute(&mut repo, &progress)?;
+    let st = lifeboat::stats::compute(&repo, &progress)?;
     if ctx.json {
         print_json_with_requests(&st, &repo);
         return Ok(0);
     }
     log_requests(&repo);
-    print_text(&repo.storage.location(), &st);
+    print_text(&repo.location(), &st);
     Ok(0)
 }
 

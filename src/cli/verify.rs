@@ -38,14 +38,14 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     use lifeboat::verify::DataCheck;
-    let mut repo = ctx.open_repo_unindexed()?;
+    let repo = ctx.open_repo()?;
     let progress = ctx.progress();
     let data = match (args.read_data, args.read_data_subset) {
         (true, _) => DataCheck::All,
         (_, Some(f)) => DataCheck::Subset(f),
         _ => DataCheck::Structure,
     };
-    let report = lifeboat::verify::verify(&mut repo, data, &progress)?;
+    let report = lifeboat::verify::verify(&repo, data, &progress)?;
     let code = if report.problems.is_empty() {
         0
     } else {

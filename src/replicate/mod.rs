@@ -407,7 +407,7 @@ pub fn request_stop(stop: &AtomicBool) {
 ///     replicator.join().unwrap().map(|()| base_txid)
 /// })?;
 ///
-/// let repo = Repository::open(&location)?;
+/// let repo = Repository::open(&location)?.indexed()?;
 /// let out = dir.path().join("second-commit.db");
 /// let selection = Selection::at_txid(&repo, &[], base_txid + 2)?;
 /// let options = RestoreOptions { target: Target::File(out.clone()), force: false, max_schema_version: None, keep: vec![], skip_integrity_check: false };

@@ -7,8 +7,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::repo::segment::segment_key;
-
 use super::spool::Spool;
 use super::target::Target;
 
@@ -173,12 +171,7 @@ fn ship(target: &Target, stream: &str, spool: &Spool, shared: &Shared) {
         let started = Instant::now();
         let result = std::fs::read(&path)
             .map_err(|e| crate::Error::io(&path, e))
-            .and_then(|bytes| {
-                target
-                    .storage
-                    .write(&segment_key(stream, first, last), &bytes)
-                    .map(|()| bytes.len())
-            });
+            .and_then(|bytes| target.segments.write(stream, first, last, &bytes).map(|()| bytes.len()));
         match result {
             Ok(bytes) => {
                 let ms = started.elapsed().as_millis() as u64;

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::repo::segment::{self, Segment};
+use crate::repo::keys;
+use crate::repo::segment::Segment;
 use crate::sqlite::wal::WalPosition;
 
 use super::wake;
@@ -227,7 +228,7 @@ impl Spool {
                 let _ = std::fs::remove_file(e.path());
                 continue;
             }
-            if let Some((first, last)) = segment::parse_key(&name) {
+            if let Some((first, last)) = keys::parse_segment(&name) {
                 entries.insert(first, (last, e.path()));
             }
         }
@@ -310,11 +311,7 @@ impl Spool {
 
     /// Durably spool an encoded segment.
     pub fn put(&self, first: u64, last: u64, bytes: &[u8]) -> Result<()> {
-        let name = segment::segment_key("x", first, last)
-            .rsplit('/')
-            .next()
-            .expect("key has a name")
-            .to_string();
+        let name = keys::segment_name(first, last);
         let path = self.dir.join("spool").join(name);
         fsutil::write_atomic(&path, bytes)?;
         self.entries.lock().expect("spool").insert(first, (last, path));

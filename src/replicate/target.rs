@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, Result};
 use crate::repo::manifest::Source;
-use crate::repo::segment::{self, parse_key};
-use crate::repo::{RepoLocation, Repository};
-use crate::storage::{LockGuard, Storage};
+use crate::repo::{Opened, RepoLocation, Repository, SegmentStore};
+use crate::storage::LockGuard;
 
 /// How long a base waits for another process (a snapshot, a prune) holding
 /// the repository's writer lock before it counts as failed and is tried
@@ -28,10 +27,14 @@ pub struct Target {
     /// For messages: the location as the operator wrote it.
     pub name: String,
     /// Every upload of every database goes through this one handle.
-    pub storage: Arc<dyn Storage>,
-    /// The writers' view, indexed; the mutex makes this process's bases and
-    /// folds take turns before any of them asks for the writer lock.
-    writer: Mutex<Repository>,
+    pub segments: SegmentStore,
+    /// The repository as opened, for reads that need no index.
+    opened: Repository<Opened>,
+    /// The writers' view, indexed once a write has loaded it (`None`
+    /// before, and after a refresh that failed: the next write loads all
+    /// again); the mutex makes this process's bases and folds take turns
+    /// before any of them asks for the writer lock.
+    writer: Mutex<Option<Repository>>,
     /// The newest base of each stream when the replicator started, from one
     /// reading of the manifests for all its databases.
     bases_at_start: Mutex<Option<HashMap<String, u64>>>,
@@ -44,12 +47,13 @@ impl Target {
     /// Open an existing repository (the default one is created by the
     /// caller first, under the lock).
     pub fn open(location: &RepoLocation) -> Result<Arc<Target>> {
-        let repo = Repository::open_unindexed(location)?;
+        let opened = Repository::open(location)?;
         Ok(Arc::new(Target {
             location: location.clone(),
             name: location.display(),
-            storage: Arc::clone(&repo.storage),
-            writer: Mutex::new(repo),
+            segments: opened.segment_store(),
+            opened,
+            writer: Mutex::new(None),
             bases_at_start: Mutex::new(None),
             waiting: AtomicBool::new(false),
         }))
@@ -58,15 +62,20 @@ impl Target {
     /// Run `f` as the repository's one writer: after this process's other
     /// writers, holding the writer lock, with the index up to date.
     pub fn write<T>(&self, f: impl FnOnce(&Repository) -> Result<T>) -> Result<T> {
-        let mut repo = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let _lock = self.lock(&repo)?;
-        repo.refresh_locked()?;
-        f(&repo)
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.lock(&self.opened)?;
+        let repo = match writer.take() {
+            Some(kept) => kept.into_locked(guard)?,
+            None => self.opened.clone().into_locked(guard)?,
+        };
+        let done = f(&repo);
+        *writer = Some(repo.unlocked());
+        done
     }
 
     /// The writer lock, waiting up to [`LOCK_PATIENCE`] for another process
     /// (this one's threads queue in `write` and in the lock itself).
-    fn lock(&self, repo: &Repository) -> Result<Box<dyn LockGuard>> {
+    fn lock(&self, repo: &Repository<Opened>) -> Result<Box<dyn LockGuard>> {
         let started = Instant::now();
         loop {
             match repo.lock("replicate") {
@@ -91,21 +100,14 @@ impl Target {
     /// its last segment or its newest base, 0 when it holds neither. One
     /// LIST for the stream; the manifests are read once for every stream.
     pub fn last_txid(&self, stream: &str) -> Result<u64> {
-        let segs = self
-            .storage
-            .list(&segment::stream_prefix(stream))?
-            .into_iter()
-            .filter_map(|(k, _)| parse_key(&k))
-            .map(|(_, last)| last)
-            .max()
-            .unwrap_or(0);
+        let segs = self.segments.last_txid(stream)?;
         let mut bases = self.bases_at_start.lock().unwrap_or_else(|p| p.into_inner());
         if bases.is_none() {
             // Read as the replicator starts, before any of its own bases:
             // the streams are this host's, so nobody else adds to them.
-            let repo = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let mut newest: HashMap<String, u64> = HashMap::new();
-            for s in repo.snapshots()? {
+            for s in self.opened.snapshots()? {
                 for src in s.manifest.sources {
                     if let Source::Sqlite(d) = src
                         && let Some(r) = d.replication

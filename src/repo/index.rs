@@ -18,18 +18,23 @@ const VERSION: u8 = 1;
 /// One pack as an index file describes it.
 #[derive(Debug, Clone)]
 pub struct IndexedPack {
+    /// The pack id.
     pub id: Id,
+    /// The pack file's size.
     pub size: u64,
+    /// Its blobs.
     pub blobs: Vec<BlobEntry>,
 }
 
 /// The contents of one `index/<id>` object.
 #[derive(Debug, Clone, Default)]
 pub struct IndexFile {
+    /// The packs it lists.
     pub packs: Vec<IndexedPack>,
 }
 
 impl IndexFile {
+    /// The index file as stored, before the envelope.
     pub fn to_bytes(&self) -> Vec<u8> {
         let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
         let mut out = Vec::with_capacity(9 + self.packs.len() * 44 + blobs * ENTRY_LEN);
@@ -47,6 +52,7 @@ impl IndexFile {
         out
     }
 
+    /// Parse an index file; `what` names it in errors.
     pub fn from_bytes(b: &[u8], what: &str) -> Result<IndexFile> {
         let bad = |m: &str| Error::damaged(what, format!("index: {m}"));
         if b.len() < 9 || &b[..4] != MAGIC {
@@ -88,11 +94,17 @@ impl IndexFile {
 /// decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
+    /// The pack, as a position in [`Index::packs`].
     pub pack: u32,
+    /// The blob's type as first stored.
     pub kind: BlobType,
+    /// Offset of the frame in the pack.
     pub offset: u32,
+    /// Stored length of the frame.
     pub length: u32,
+    /// Offset of the blob in the decoded frame.
     pub blob_offset: u32,
+    /// Length of the blob.
     pub raw_length: u32,
 }
 
@@ -266,6 +278,7 @@ impl Index {
         p
     }
 
+    /// Where blob `id` can be read, marked packs included.
     pub fn get(&self, id: &Id) -> Option<Location> {
         debug_assert!(self.sorted || self.blobs.is_empty(), "index used before seal()");
         if self.buckets.is_empty() {
@@ -325,6 +338,7 @@ impl Index {
         true
     }
 
+    /// Whether blob `id` can be read, marked packs included.
     pub fn contains(&self, id: &Id) -> bool {
         self.get(id).is_some()
     }
@@ -335,6 +349,7 @@ impl Index {
         self.marked[pack as usize] = true;
     }
 
+    /// Whether a prune marked pack `pack` (readable, never reused).
     pub fn is_marked(&self, pack: u32) -> bool {
         self.marked[pack as usize]
     }
@@ -346,22 +361,27 @@ impl Index {
         (id, loc)
     }
 
+    /// The position of pack `id` in [`Index::packs`].
     pub fn pack_position(&self, id: &Id) -> Option<u32> {
         self.pack_pos.get(id).copied()
     }
 
+    /// The id and size of the pack at position `pack`.
     pub fn pack(&self, pack: u32) -> (Id, u64) {
         self.packs[pack as usize]
     }
 
+    /// Every pack, with its size.
     pub fn packs(&self) -> &[(Id, u64)] {
         &self.packs
     }
 
+    /// How many blobs it holds.
     pub fn blob_count(&self) -> usize {
         self.blobs.len()
     }
 
+    /// Every blob and where it is, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&Id, &Location)> {
         self.blobs.iter().map(|(id, loc)| (id, loc))
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 
+/// The manifest format written unless a newer field needs a newer one.
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Format 2 adds `ReplicationPoint::watched_until_ns`; written only by the
 /// manifests that carry it, so every other manifest stays readable by
@@ -39,15 +40,23 @@ pub fn format_for(sources: &[Source], incomplete: &[String]) -> u32 {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A snapshot manifest (docs/FORMAT.md section 9).
 pub struct Manifest {
+    /// Manifest format (see [`format_for`]).
     pub format: u32,
     /// RFC 3339, UTC.
     pub time: String,
+    /// The host the snapshot was taken on.
     pub host: String,
+    /// The Lifeboat version that took it.
     pub lifeboat_version: String,
+    /// What the snapshot is.
     pub kind: SnapshotKind,
+    /// Tags given when it was taken.
     pub tags: Vec<String>,
+    /// What it holds, source by source.
     pub sources: Vec<Source>,
+    /// What taking it read and stored.
     pub summary: Summary,
     /// Files that changed while they were read (`<source>/<path>`): what
     /// this snapshot holds of them may mix old and new bytes.
@@ -78,6 +87,7 @@ pub enum SnapshotKind {
 }
 
 impl SnapshotKind {
+    /// The stored name: `full`, `partial` or `base`.
     pub fn as_str(self) -> &'static str {
         match self {
             SnapshotKind::Full => "full",
@@ -107,13 +117,18 @@ impl std::str::FromStr for SnapshotKind {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// One source a snapshot holds.
 pub enum Source {
+    /// A SQLite database, page by page.
     Sqlite(SqliteSource),
+    /// A directory tree.
     Directory(DirectorySource),
+    /// One regular file.
     File(FileSource),
 }
 
 impl Source {
+    /// The source's name.
     pub fn name(&self) -> &str {
         match self {
             Source::Sqlite(s) => &s.name,
@@ -121,6 +136,7 @@ impl Source {
             Source::File(s) => &s.name,
         }
     }
+    /// Its absolute path at capture time.
     pub fn path(&self) -> &str {
         match self {
             Source::Sqlite(s) => &s.path,
@@ -128,6 +144,7 @@ impl Source {
             Source::File(s) => &s.path,
         }
     }
+    /// The stored name of its type: `sqlite`, `directory` or `file`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Source::Sqlite(_) => "sqlite",
@@ -139,25 +156,35 @@ impl Source {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A database as captured.
 pub struct SqliteSource {
+    /// The source's name.
     pub name: String,
     /// Absolute path at capture time; restore's default target.
     pub path: String,
+    /// Page size of the database.
     pub page_size: u32,
+    /// Pages in the database.
     pub page_count: u32,
     /// `page_size * page_count`: the restored file's exact length.
     pub size: u64,
     /// BLAKE3 of the whole restored database file.
     pub blake3: Id,
+    /// Its page map's blob id.
     pub pagemap: Id,
     /// Result of the schema-version query, when it returned an integer.
     pub schema_version: Option<i64>,
+    /// The query that gave `schema_version`.
     pub schema_query: String,
+    /// The SQLite library version that read it.
     pub sqlite_version: String,
+    /// Its journal mode (`wal`, `delete`, ...).
     pub journal_mode: String,
     /// Metadata of the database file itself.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// Set when this capture is a base of a replicated WAL stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,7 +196,9 @@ pub struct SqliteSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationPoint {
+    /// The WAL stream (`wal/<stream>/`).
     pub stream: String,
+    /// The commit the captured state is as of.
     pub txid: u64,
     /// Set when the stream lost continuity just before this base: commits
     /// between the previous point and this one are not recorded.
@@ -185,9 +214,13 @@ pub struct ReplicationPoint {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A directory tree as captured.
 pub struct DirectorySource {
+    /// The source's name.
     pub name: String,
+    /// Absolute path at capture time.
     pub path: String,
+    /// Exclude globs, relative to the root.
     pub exclude: Vec<String>,
     /// The directory itself first (path ""), then entries in depth-first,
     /// name-sorted order, parents before children.
@@ -196,29 +229,41 @@ pub struct DirectorySource {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A regular file as captured.
 pub struct FileSource {
+    /// The source's name.
     pub name: String,
+    /// Absolute path at capture time.
     pub path: String,
+    /// The file itself.
     pub entry: Entry,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A directory, file or symlink, with its metadata.
 pub struct Entry {
     /// Relative to the source root, `/`-separated; "" for the root itself.
     pub path: String,
     #[serde(rename = "type")]
+    /// What it is.
     pub kind: EntryKind,
+    /// Permission bits (`mode & 0o7777`).
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
     #[serde(default, skip_serializing_if = "is_zero")]
+    /// Size of a file, in bytes.
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// BLAKE3 of a file's whole content.
     pub blake3: Option<Id>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// A file's chunks, in order.
     pub chunks: Vec<Id>,
     /// Symlink target, stored verbatim and never followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,10 +279,15 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedDatabase {
+    /// Page size of the database.
     pub page_size: u32,
+    /// Pages in the database.
     pub page_count: u32,
+    /// Its page map's blob id.
     pub pagemap: Id,
+    /// The SQLite library version that read it.
     pub sqlite_version: String,
+    /// Its journal mode (`wal`, `delete`, ...).
     pub journal_mode: String,
 }
 
@@ -272,25 +322,34 @@ fn is_zero(n: &u64) -> bool {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// The type of an entry.
 pub enum EntryKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File,
+    /// A symbolic link.
     Symlink,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// What taking a snapshot read and stored.
 pub struct Summary {
     /// Bytes the sources hold (databases at their page size times count).
     pub logical_bytes: u64,
+    /// Regular files captured.
     pub files: u64,
     /// Blobs this snapshot stored that the repository did not have.
     pub new_blobs: u64,
-    /// Their size before and after compression.
+    /// The size of those blobs before compression.
     pub added_raw_bytes: u64,
+    /// The size of those blobs as stored.
     pub added_stored_bytes: u64,
+    /// How long taking it took.
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// What was skipped or changed while read, as warnings.
     pub warnings: Vec<String>,
 }
 
@@ -302,6 +361,8 @@ impl Manifest {
         (json, id)
     }
 
+    /// Parse a manifest, refusing a format this version does not read; `what`
+    /// names it in errors.
     pub fn from_json(json: &[u8], what: &str) -> Result<Manifest> {
         #[derive(Deserialize)]
         struct Format {
@@ -316,6 +377,7 @@ impl Manifest {
         serde_json::from_slice(json).map_err(|e| Error::damaged(what, format!("manifest: {e}")))
     }
 
+    /// `time`, parsed.
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
     }
@@ -424,8 +486,4 @@ fn check_entries(entries: &[Entry]) -> std::result::Result<(), String> {
         }
     }
     Ok(())
-}
-
-pub fn snapshot_key(id: &Id) -> String {
-    format!("snapshots/{}", id.hex())
 }

@@ -12,21 +12,25 @@
 
 use super::index::IndexFile;
 use crate::error::{Error, Result};
-use crate::id::Id;
 
 const MAGIC: &[u8; 4] = b"LBMK";
 const VERSION: u8 = 1;
 const HEADER_LEN: usize = 16;
 
 #[derive(Debug, Clone, Default)]
+/// A mark: packs a prune found unused, to be deleted once the mark is older
+/// than the grace period.
 pub struct Mark {
     /// When the marking prune listed the snapshots it decided from
     /// (wall clock of its host).
     pub time: jiff::Timestamp,
+    /// The packs marked, with their index records (so they stay readable
+    /// meanwhile).
     pub packs: IndexFile,
 }
 
 impl Mark {
+    /// The mark as stored, before the envelope.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN);
         out.extend_from_slice(MAGIC);
@@ -37,6 +41,7 @@ impl Mark {
         out
     }
 
+    /// Parse a stored mark; `what` names it in errors.
     pub fn from_bytes(b: &[u8], what: &str) -> Result<Mark> {
         if b.len() < HEADER_LEN || &b[..4] != MAGIC {
             return Err(Error::damaged(what, "mark: missing LBMK magic"));
@@ -54,13 +59,10 @@ impl Mark {
     }
 }
 
-pub fn mark_key(id: &Id) -> String {
-    format!("marks/{}", id.hex())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Id;
     use crate::repo::index::IndexedPack;
 
     #[test]

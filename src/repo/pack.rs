@@ -14,13 +14,16 @@ use crate::codec;
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 
+/// The last four bytes of every pack file.
 pub const PACK_MAGIC: &[u8; 4] = b"LBPK";
 const HEADER_MAGIC: &[u8; 4] = b"LBPH";
 const HEADER_VERSION: u8 = 1;
+/// Length of a blob entry, in pack headers and index files.
 pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4 + 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+/// What a blob holds (docs/FORMAT.md section 5).
 pub enum BlobType {
     /// One SQLite page.
     Page = 0,
@@ -31,6 +34,7 @@ pub enum BlobType {
 }
 
 impl BlobType {
+    /// The type stored as `b`, `None` for one this version does not know.
     pub fn from_u8(b: u8) -> Option<BlobType> {
         match b {
             0 => Some(BlobType::Page),
@@ -45,7 +49,9 @@ impl BlobType {
 /// and its byte range inside the decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobEntry {
+    /// The blob's type.
     pub kind: BlobType,
+    /// The blob id.
     pub id: Id,
     /// Offset of the frame in the pack.
     pub offset: u32,
@@ -58,6 +64,7 @@ pub struct BlobEntry {
 }
 
 impl BlobEntry {
+    /// Append the 49-byte stored form.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
         out.extend_from_slice(&self.id.0);
@@ -67,6 +74,8 @@ impl BlobEntry {
         out.extend_from_slice(&self.raw_length.to_le_bytes());
     }
 
+    /// Parse the 49-byte stored form; `None` when too short or of an unknown
+    /// type.
     pub fn read_from(b: &[u8]) -> Option<BlobEntry> {
         if b.len() < ENTRY_LEN {
             return None;
@@ -92,9 +101,13 @@ impl BlobEntry {
 /// A blob placed in a frame: its type, id, and range in the decoded frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Member {
+    /// The blob's type.
     pub kind: BlobType,
+    /// The blob id.
     pub id: Id,
+    /// Offset of the blob in the decoded frame.
     pub blob_offset: u32,
+    /// Length of the blob.
     pub raw_length: u32,
 }
 
@@ -107,14 +120,20 @@ pub struct PackWriter {
     written: u64,
 }
 
+/// A sealed pack in the staging directory, named by its hash.
 pub struct FinishedPack {
+    /// The pack id: the BLAKE3 of the whole file.
     pub id: Id,
+    /// Where it is staged.
     pub path: PathBuf,
+    /// Its size.
     pub size: u64,
+    /// Its blobs.
     pub entries: Vec<BlobEntry>,
 }
 
 impl PackWriter {
+    /// Start a pack in a new file under `staging`.
     pub fn create(staging: &Path) -> Result<PackWriter> {
         crate::fsutil::create_private_dir_all(staging).at(staging)?;
         let path = staging.join(format!("pack-{}", crate::fsutil::unique_suffix()));
@@ -128,10 +147,12 @@ impl PackWriter {
         })
     }
 
+    /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.written
     }
 
+    /// Whether no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -218,6 +239,7 @@ impl PackWriter {
         })
     }
 
+    /// Drop the unfinished pack and its file.
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.path);
     }
@@ -301,12 +323,6 @@ pub fn parse_header_tail(pack: &[u8], pack_len: u64, what: &str) -> Result<Vec<B
 pub fn newer_blob_type(what: &str, t: u8) -> Error {
     Error::config(what, format!("unknown blob type {t}"))
         .fix("this repository was written by a newer Lifeboat; upgrade to read it")
-}
-
-/// Repository key of a pack.
-pub fn pack_key(id: &Id) -> String {
-    let h = id.hex();
-    format!("data/{}/{}", &h[..2], h)
 }
 
 #[cfg(test)]

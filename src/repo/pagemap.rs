@@ -28,24 +28,35 @@ pub const MAX_DEPTH: u32 = 16;
 /// One page that differs from the parent map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
+    /// Page number, from 1.
     pub pgno: u32,
+    /// The page's blob id.
     pub id: Id,
     /// Chaining value; `Id::ZERO` in maps without them.
     pub cv: Id,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// The pages a map lists: all of them, or what changed since its parent.
 pub enum Pages {
     /// Every page's blob id, page 1 first, and (if the map has them) every
     /// page's chaining value; `cvs` is empty otherwise.
-    Full { ids: Vec<Id>, cvs: Vec<Id> },
+    Full {
+        /// Every page's blob id.
+        ids: Vec<Id>,
+        /// Every page's chaining value, or none.
+        cvs: Vec<Id>,
+    },
     /// Changed pages only, sorted by page number.
     Delta(Vec<Change>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A database's page list as stored: full, or a delta on a parent map.
 pub struct PageMap {
+    /// Page size of the database.
     pub page_size: u32,
+    /// Pages in the database.
     pub page_count: u32,
     /// 0 for a full map; parent's depth + 1 for a delta.
     pub depth: u32,
@@ -53,13 +64,16 @@ pub struct PageMap {
     pub parent: Id,
     /// Whether entries carry chaining values.
     pub has_cvs: bool,
+    /// The pages listed.
     pub pages: Pages,
 }
 
 /// A page list with its chaining values (empty when not kept).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageList {
+    /// Every page's blob id, page 1 first.
     pub ids: Vec<Id>,
+    /// Every page's chaining value, or none.
     pub cvs: Vec<Id>,
 }
 
@@ -88,6 +102,8 @@ impl PageList {
 }
 
 impl PageMap {
+    /// A full map of `list`, keeping chaining values only when every page has
+    /// one and the page size allows them.
     pub fn full(page_size: u32, mut list: PageList) -> PageMap {
         let has_cvs = list.cvs.len() == list.ids.len() && crate::treehash::supported(page_size);
         if !has_cvs {
@@ -130,6 +146,7 @@ impl PageMap {
         }
     }
 
+    /// Whether it is a delta on a parent map.
     pub fn is_delta(&self) -> bool {
         matches!(self.pages, Pages::Delta(_))
     }
@@ -144,6 +161,7 @@ impl PageMap {
             }
     }
 
+    /// The map as stored.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         self.write_to(&mut out).expect("writing to a Vec cannot fail");
@@ -198,6 +216,7 @@ impl PageMap {
         flush(&mut buf, true)
     }
 
+    /// Parse a stored map with its chaining values; `what` names it in errors.
     pub fn from_bytes(b: &[u8], what: &str) -> Result<PageMap> {
         PageMap::parse(b, what, true)
     }

@@ -68,6 +68,8 @@ fn head(id: &Id) -> u128 {
 }
 
 impl BlobPositions {
+    /// The positions of `index`'s blobs; refuses an index with more blobs than
+    /// positions can count.
     pub fn new(index: &Index) -> Result<BlobPositions> {
         let n = index.blob_count();
         if u32::try_from(n).is_err() {
@@ -202,7 +204,7 @@ impl<'r> Walker<'r> {
     /// HTTP client holds about twice a body while it reads it. Returns how
     /// many snapshots that covers.
     fn prefetch(&mut self, ahead: &[SnapshotRef]) -> usize {
-        let transfers = self.repo.storage.transfers();
+        let transfers = self.repo.transfers();
         if transfers <= 1 {
             return ahead.len();
         }

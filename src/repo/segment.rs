@@ -34,6 +34,7 @@ const COMMIT_LEN_V1: usize = 8 + 8 + 4 + 4;
 /// One commit (or, compacted, the last commit of a merged span).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentCommit {
+    /// Transaction id of the commit.
     pub txid: u64,
     /// Wall-clock time the replicator saw the commit, ns since the epoch:
     /// the commit was made at or before it.
@@ -51,41 +52,28 @@ pub struct SegmentCommit {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A WAL segment: consecutive commits of one replicated database's stream, with
+/// their page images.
 pub struct Segment {
+    /// Page size of the database.
     pub page_size: u32,
+    /// Whether commits were merged (each listing the last of its span), keeping
+    /// only the last image of a page.
     pub compacted: bool,
+    /// The first transaction it holds.
     pub first_txid: u64,
+    /// The last transaction it holds.
     pub last_txid: u64,
     /// Where the replicator's WAL reading stood after `last_txid`: salt-1,
     /// salt-2, frame, checksum-1, checksum-2; all zero when not known. Lets a
     /// replicator that lost its local state resume without a new base.
     pub wal_end: [u32; 5],
+    /// The commits, in order.
     pub commits: Vec<SegmentCommit>,
     /// Page number of every image, commit by commit.
     pub pgnos: Vec<u32>,
     /// Page images back to back.
     pub data: Vec<u8>,
-}
-
-pub fn stream_prefix(stream: &str) -> String {
-    format!("wal/{stream}/")
-}
-
-pub fn segment_key(stream: &str, first_txid: u64, last_txid: u64) -> String {
-    format!("wal/{stream}/{first_txid:016x}-{last_txid:016x}")
-}
-
-/// `(first_txid, last_txid)` from a key's last component; `None` for keys
-/// that are not segments (a reader skips them).
-pub fn parse_key(key: &str) -> Option<(u64, u64)> {
-    let name = key.rsplit('/').next()?;
-    let (a, b) = name.split_once('-')?;
-    if a.len() != 16 || b.len() != 16 {
-        return None;
-    }
-    let first = u64::from_str_radix(a, 16).ok()?;
-    let last = u64::from_str_radix(b, 16).ok()?;
-    (first <= last).then_some((first, last))
 }
 
 impl Segment {
@@ -95,6 +83,7 @@ impl Segment {
         &self.data[i * ps..(i + 1) * ps]
     }
 
+    /// The segment as stored, compressed at `level`.
     pub fn encode(&self, level: i32) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_with(&mut Encoder::new(level), &mut Vec::new(), &mut out);
@@ -387,7 +376,5 @@ mod tests {
         body[HEADER_LEN + 3] ^= 1;
         let err = Segment::decode(&codec::encode_raw(&body), "t").unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
-        assert_eq!(parse_key(&segment_key("ab", 7, 8)), Some((7, 8)));
-        assert_eq!(parse_key("wal/ab/junk"), None);
     }
 }

@@ -20,19 +20,27 @@ use std::thread::JoinHandle;
 
 use super::Repository;
 use super::index::{IndexFile, IndexedPack};
-use super::pack::{BlobType, FinishedPack, Member, PackWriter, pack_key};
+use super::keys;
+use super::pack::{BlobType, FinishedPack, Member, PackWriter};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
-use crate::storage::Storage;
+use crate::storage::Store;
 
 #[derive(Debug, Default, Clone, Copy)]
+/// What a `BlobWriter` stored.
 pub struct WriteStats {
+    /// Blobs stored that the repository did not have.
     pub new_blobs: u64,
+    /// Their size before compression.
     pub raw_bytes: u64,
+    /// Their size as stored.
     pub stored_bytes: u64,
+    /// Packs sealed.
     pub packs: u64,
 }
 
+/// Stores new blobs in packs and publishes them in index files (see the module
+/// comment).
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     current: Option<PackWriter>,
@@ -43,6 +51,7 @@ pub struct BlobWriter<'r> {
     sealed: Vec<FinishedPack>,
     sealed_blobs: usize,
     transfers: Transfers,
+    /// What it stored so far.
     pub stats: WriteStats,
 }
 
@@ -54,6 +63,8 @@ pub const PENDING_EXT: &str = "pending";
 const INDEX_EVERY: usize = 65536;
 
 impl<'r> BlobWriter<'r> {
+    /// A writer into `repo`, staging packs in its staging directory; transfers
+    /// start with the first sealed pack.
     pub fn new(repo: &'r Repository) -> Self {
         BlobWriter {
             repo,
@@ -171,7 +182,7 @@ impl<'r> BlobWriter<'r> {
         crate::fsutil::create_private_file(&pending_path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, &pending.to_bytes()))
             .at(&pending_path)?;
-        self.transfers.submit(pack_key(&done.id), done.path.clone())?;
+        self.transfers.submit(keys::pack(&done.id), done.path.clone())?;
         self.stats.packs += 1;
         self.sealed_blobs += done.entries.len();
         self.sealed.push(done);
@@ -245,7 +256,7 @@ fn pending_path(pack: &std::path::Path) -> PathBuf {
 /// Background threads moving sealed packs into the store, started on first
 /// use. At most `2 × transfers` packs wait in staging at once.
 struct Transfers {
-    storage: Arc<dyn Storage>,
+    storage: Store,
     tx: Option<SyncSender<(String, PathBuf)>>,
     done: Option<Receiver<Result<()>>>,
     workers: Vec<JoinHandle<()>>,
@@ -253,7 +264,7 @@ struct Transfers {
 }
 
 impl Transfers {
-    fn new(storage: Arc<dyn Storage>) -> Transfers {
+    fn new(storage: Store) -> Transfers {
         Transfers {
             storage,
             tx: None,

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::index::Location;
-use crate::repo::pack::pack_key;
+use crate::repo::keys;
 
 /// Frames closer than this are read as one span: the bytes between cost
 /// less than another range.
@@ -43,12 +43,10 @@ pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
     // Frames by pack and offset.
     let mut packs: BTreeMap<u32, BTreeMap<u32, Frame>> = BTreeMap::new();
     for id in ids {
-        let loc = repo.index.get(id).ok_or_else(|| {
-            Error::damaged(
-                repo.storage.location(),
-                format!("blob {} is not in the index", id.short()),
-            )
-        })?;
+        let loc = repo
+            .index()
+            .get(id)
+            .ok_or_else(|| Error::damaged(repo.location(), format!("blob {} is not in the index", id.short())))?;
         let frame = packs.entry(loc.pack).or_default().entry(loc.offset).or_insert(Frame {
             offset: loc.offset,
             length: loc.length,
@@ -65,7 +63,7 @@ pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
     let queue = Mutex::new(jobs.into_iter());
     let out = Mutex::new(HashMap::with_capacity(ids.len()));
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = repo.storage.transfers().max(1);
+    let workers = repo.transfers().max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -100,8 +98,8 @@ fn fetch_pack(
     dec: &mut Decoder,
     out: &Mutex<HashMap<Id, Vec<u8>>>,
 ) -> Result<()> {
-    let key = pack_key(&repo.index.pack(pack).0);
-    let what = format!("{}/{key}", repo.storage.location());
+    let key = keys::pack(&repo.index().pack(pack).0);
+    let what = repo.object_name(&key);
     // Spans: (start, end, first frame, end frame).
     let mut spans: Vec<(u64, u64, usize, usize)> = Vec::new();
     for (i, f) in frames.iter().enumerate() {
@@ -116,7 +114,7 @@ fn fetch_pack(
     }
     let ranges: Vec<(u64, u64)> = spans.iter().map(|&(s, e, _, _)| (s, e - s)).collect();
     let mut next = spans.iter();
-    let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
+    let read = repo.read_object_ranges(&key, &ranges, &mut |buf| {
         let &(start, _, first, end) = next.next().expect("one buffer per range");
         for Frame { offset, length, blobs } in &frames[first..end] {
             let at = (*offset as u64 - start) as usize;

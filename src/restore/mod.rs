@@ -19,8 +19,8 @@ use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::fsutil::{compact_timestamp, sync_dir};
 use crate::id::Id;
 use crate::progress::Progress;
+use crate::repo::keys;
 use crate::repo::manifest::{Entry, EntryKind, Source, SqliteSource};
-use crate::repo::pack::pack_key;
 use crate::repo::{Repository, SnapshotRef};
 
 mod blobs;
@@ -136,13 +136,13 @@ pub fn restore_snapshot(
 ///     .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (42);"))
 ///     .unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
-/// let repo = Repository::init(&location)?;
+/// let repo = Repository::init(&location)?.locked("my-service")?;
 /// let source = SourceSpec { name: "app.db".into(), path: db, kind: SourceKind::Sqlite { schema_query: "PRAGMA user_version".into() } };
 /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
 /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
 ///
 /// // The service as of its newest point, as a plain SQLite file.
-/// let repo = Repository::open(&location)?;
+/// let repo = Repository::open(&location)?.indexed()?;
 /// let out = dir.path().join("copy.db");
 /// let report = lifeboat::restore::restore(
 ///     &repo,
@@ -813,7 +813,7 @@ fn restore_database(
     }
     let mut rows = Vec::with_capacity(pages.len());
     for (i, id) in pages.iter().enumerate() {
-        let loc = repo.index.get(id).ok_or_else(|| {
+        let loc = repo.index().get(id).ok_or_else(|| {
             Error::damaged(
                 &db.name,
                 format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
@@ -933,7 +933,7 @@ fn restore_database(
         // transfers: one for a local disk, several for an object store,
         // where latency dominates. Each span goes to the workers as soon as
         // it is in.
-        let fetchers = repo.storage.transfers().clamp(1, batches.len().max(1));
+        let fetchers = repo.transfers().clamp(1, batches.len().max(1));
         let fetch = |tx: std::sync::mpsc::SyncSender<_>| {
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -942,10 +942,10 @@ fn restore_database(
                     return;
                 }
                 let batch = &spans[batch.clone()];
-                let key = pack_key(&repo.index.pack(rows[batch[0].0].pack).0);
+                let key = keys::pack(&repo.index().pack(rows[batch[0].0].pack).0);
                 let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
                 let mut queued = batch.iter();
-                let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
+                let read = repo.read_object_ranges(&key, &ranges, &mut |buf| {
                     let &(i, j, base, _) = queued.next().expect("one buffer per range");
                     // Stops the read; the failure already recorded is the
                     // one reported.
@@ -956,7 +956,7 @@ fn restore_database(
                     tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
                 });
                 if let Err(e) = read {
-                    let e = blobs::missing_is_damage(e, &format!("{}/{key}", repo.storage.location()));
+                    let e = blobs::missing_is_damage(e, &repo.object_name(&key));
                     failure.lock().expect("failure slot").get_or_insert(e);
                     return;
                 }

@@ -132,12 +132,12 @@ impl Selection {
     /// let dir = tempfile::tempdir().unwrap();
     /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
     /// let location = RepoLocation::local(dir.path().join("backups"));
-    /// let repo = Repository::init(&location)?;
+    /// let repo = Repository::init(&location)?.locked("my-service")?;
     /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
     /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
     /// let (id, _) = lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
     ///
-    /// let selection = Selection::newest(&Repository::open(&location)?, &[], None)?;
+    /// let selection = Selection::newest(&Repository::open(&location)?.indexed()?, &[], None)?;
     /// assert_eq!(selection.picks.len(), 1);
     /// assert_eq!(selection.picks[0].snapshot, id);
     /// # Ok(())
@@ -154,7 +154,7 @@ impl Selection {
     /// let dir = tempfile::tempdir().unwrap();
     /// let file = dir.path().join("server.toml");
     /// let location = RepoLocation::local(dir.path().join("backups"));
-    /// let repo = Repository::init(&location)?;
+    /// let repo = Repository::init(&location)?.indexed()?;
     /// let source = SourceSpec { name: "server.toml".into(), path: file.clone(), kind: SourceKind::File };
     /// for (content, time) in [("listen = 80\n", "2026-01-01T00:00:00Z"), ("listen = 8443\n", "2026-02-01T00:00:00Z")] {
     ///     std::fs::write(&file, content).unwrap();
@@ -162,7 +162,7 @@ impl Selection {
     ///     lifeboat::snapshot::take(&repo, &[source.clone()], &options, &lifeboat::progress::Silent)?;
     /// }
     ///
-    /// let repo = Repository::open(&location)?;
+    /// let repo = Repository::open(&location)?.indexed()?;
     /// let at: jiff::Timestamp = "2026-01-15T00:00:00Z".parse().unwrap();
     /// let selection = Selection::newest(&repo, &[], Some(at))?;
     /// assert_eq!(selection.picks[0].snapshot_time, "2026-01-01T00:00:00Z");
@@ -190,11 +190,9 @@ impl Selection {
     ) -> Result<Selection> {
         let snaps = repo.snapshots()?;
         if snaps.is_empty() {
-            return Err(
-                Error::no_input(repo.storage.location(), "the repository holds no snapshot yet")
-                    .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
-                    .code(ErrorCode::RestoreNoSnapshot),
-            );
+            return Err(Error::no_input(repo.location(), "the repository holds no snapshot yet")
+                .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
+                .code(ErrorCode::RestoreNoSnapshot));
         }
         let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
         // Every name stored, the newest snapshot's order first...
@@ -323,7 +321,7 @@ impl Selection {
         if picks.is_empty() {
             let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
             return Err(Error::no_input(
-                repo.storage.location(),
+                repo.location(),
                 format!(
                     "no snapshot{when} holds {}",
                     if only.is_empty() {
@@ -381,13 +379,13 @@ impl Selection {
     ///     std::fs::write(tenants.join(t).join("config.toml"), t).unwrap();
     /// }
     /// let location = RepoLocation::local(dir.path().join("backups"));
-    /// let repo = Repository::init(&location)?;
+    /// let repo = Repository::init(&location)?.locked("my-service")?;
     /// let source = SourceSpec { name: "tenants".into(), path: tenants, kind: SourceKind::Directory { exclude: vec![] } };
     /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
     /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;
     ///
     /// // One tenant's folder, as a source of its own.
-    /// let all = Selection::newest(&Repository::open(&location)?, &[], None)?;
+    /// let all = Selection::newest(&Repository::open(&location)?.indexed()?, &[], None)?;
     /// let one = all.narrow(&["42".into()], &[])?;
     /// assert_eq!(one.picks.len(), 1);
     /// assert!(one.picks[0].source.path().ends_with("/tenants/42"));

@@ -155,7 +155,7 @@ fn take_with(
 
     let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo);
-    let mut encoder = Encoder::new(repo.config.compression.level);
+    let mut encoder = Encoder::new(repo.config().compression.level);
     let mut sources = Vec::new();
     let mut logical = 0u64;
     let mut files_count = 0u64;
@@ -417,7 +417,7 @@ fn capture_database(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
-    let level = repo.config.compression.level;
+    let level = repo.config().compression.level;
     // Without a parent every page lands here; with one, only changes do.
     let mut list = PageList::default();
     if parent.is_none() {
@@ -670,7 +670,7 @@ fn capture_entry(
     let mut changed_twice = false;
     for attempt in 0..2 {
         let mut chunks = Vec::new();
-        let read = files::read_chunks(&w.abs, repo.config.chunker, &mut |data| {
+        let read = files::read_chunks(&w.abs, repo.config().chunker, &mut |data| {
             let id = Id::of(data);
             if !writer.has(&id) {
                 writer.add(BlobType::Chunk, id, &enc.encode(data), data.len())?;

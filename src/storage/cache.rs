@@ -1,6 +1,7 @@
-//! A local copy of the repository's immutable metadata (index files,
-//! snapshot manifests and operations log records), so each command downloads
-//! only what is new: one LIST tells what exists, and only names missing here
+//! A local copy of the objects the layer above calls immutable (the
+//! repository's index files, manifests and operations log records; which
+//! keys those are is its knowledge, handed in as a [`Cacheable`]), so each
+//! command downloads only what is new: one LIST tells what exists, and only names missing here
 //! are fetched. Entries are content-addressed and checked against their
 //! names by the repository on every read, so a stale or damaged cache cannot
 //! produce wrong data; entries whose objects are gone from the store are
@@ -14,29 +15,42 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use super::Storage;
 use crate::error::Result;
 
+/// Whether the object at a key never changes once written, so a local
+/// copy of it is never stale. A key it accepts must not contain `..`; a
+/// listed prefix's copies are checked with the key `<prefix>/`.
+pub type Cacheable = fn(&str) -> bool;
+
+/// Keeps a local copy of every object `cacheable` accepts.
 pub struct CachedStorage {
     inner: Arc<dyn Storage>,
     dir: PathBuf,
+    cacheable: Cacheable,
 }
 
-/// Operations log records (`log/`) are immutable too, and `lifeboat log`
-/// would otherwise download every one on every run.
-const CACHED_PREFIXES: [&str; 3] = ["index/", "snapshots/", "log/"];
-
 impl CachedStorage {
-    pub fn new(inner: Arc<dyn Storage>, local_dir: &Path) -> CachedStorage {
+    /// Cache `inner`'s objects that `cacheable` accepts under
+    /// `<local_dir>/cache`.
+    pub fn new(inner: Arc<dyn Storage>, local_dir: &Path, cacheable: Cacheable) -> CachedStorage {
         CachedStorage {
             inner,
             dir: local_dir.join("cache"),
+            cacheable,
         }
     }
 
     fn cached_path(&self, key: &str) -> Option<PathBuf> {
-        let cacheable = CACHED_PREFIXES.iter().any(|p| key.starts_with(p)) && !key.contains("..");
-        cacheable.then(|| self.dir.join(key))
+        ((self.cacheable)(key) && !key.contains("..")).then(|| self.dir.join(key))
+    }
+
+    /// Drop the local copy of `key`, if any, so the next read fetches the
+    /// object from the store itself.
+    pub fn forget(&self, key: &str) {
+        if let Some(path) = self.cached_path(key) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Best effort: a cache that cannot be written only costs downloads.
@@ -54,9 +68,6 @@ impl CachedStorage {
 }
 
 impl Storage for CachedStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         let Some(path) = self.cached_path(key) else {
             return self.inner.read(key);
@@ -86,13 +97,6 @@ impl Storage for CachedStorage {
         }
         let data = self.inner.read(key)?;
         self.remember(&path, &data);
-        Ok(data)
-    }
-    fn reread(&self, key: &str) -> Result<Vec<u8>> {
-        let data = self.inner.read(key)?;
-        if let Some(path) = self.cached_path(key) {
-            self.remember(&path, &data);
-        }
         Ok(data)
     }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -139,18 +143,6 @@ impl Storage for CachedStorage {
         }
         Ok(())
     }
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        self.inner.lock(holder)
-    }
-    fn staging_dir(&self) -> &Path {
-        self.inner.staging_dir()
-    }
-    fn requests(&self) -> RequestCounts {
-        self.inner.requests()
-    }
-    fn transfers(&self) -> usize {
-        self.inner.transfers()
-    }
 }
 
 #[cfg(test)]
@@ -164,7 +156,7 @@ mod tests {
         let (store, work) = (dir.path().join("store"), dir.path().join("work"));
         std::fs::create_dir_all(&store).unwrap();
         let inner: Arc<dyn Storage> = Arc::new(LocalStorage::new(&store));
-        let cached = CachedStorage::new(inner.clone(), &work);
+        let cached = CachedStorage::new(inner.clone(), &work, crate::repo::keys::is_immutable);
         cached.write("index/aa", b"index bytes").unwrap();
         let copy = work.join("cache/index/aa");
         assert_eq!(std::fs::read(&copy).unwrap().len(), 11 + 32, "bytes plus their BLAKE3");

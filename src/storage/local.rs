@@ -5,13 +5,13 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{LockGuard, LockHolder, Storage};
+use super::Storage;
 use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::fsutil::{sync_dir, write_atomic};
 
+/// Objects as files under a directory.
 pub struct LocalStorage {
     root: PathBuf,
-    staging: PathBuf,
 }
 
 impl LocalStorage {
@@ -19,8 +19,12 @@ impl LocalStorage {
     pub fn new(root: &Path) -> LocalStorage {
         LocalStorage {
             root: root.to_path_buf(),
-            staging: root.join("tmp"),
         }
+    }
+
+    /// The directory, for messages.
+    pub fn location(&self) -> String {
+        self.root.display().to_string()
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -60,10 +64,6 @@ pub(crate) fn open_object(p: &Path) -> Result<File> {
 }
 
 impl Storage for LocalStorage {
-    fn location(&self) -> String {
-        self.root.display().to_string()
-    }
-
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         let p = self.path(key);
         let mut f = open_object(&p)?;
@@ -160,30 +160,5 @@ impl Storage for LocalStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&p, e)),
         }
-    }
-
-    /// A `flock` on `<repo>/lock` (see [`super::flock`]). Taking it also
-    /// clears unfinished atomic writes left by a writer that died holding it.
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        let guard = super::flock(&self.path("lock"), holder, &self.location())?;
-        // Nobody else can be writing now: unfinished atomic writes (`.<name>.tmp-*`) of index files,
-        // manifests, marks and the config. (Not `log/`: records are appended
-        // after a command ends, without the lock, and a stale one is ignored.)
-        for dir in ["", "index", "snapshots", "marks"] {
-            if let Ok(entries) = fs::read_dir(self.root.join(dir)) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with('.')
-                        && e.file_name().to_string_lossy().contains(".tmp-")
-                    {
-                        let _ = fs::remove_file(e.path());
-                    }
-                }
-            }
-        }
-        Ok(guard)
-    }
-
-    fn staging_dir(&self) -> &Path {
-        &self.staging
     }
 }

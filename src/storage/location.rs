@@ -10,17 +10,23 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::fsutil::HostDirs;
 
 #[derive(Debug, Clone)]
+/// Where a repository lives, resolved once, with its storage settings.
 pub struct RepoLocation {
+    /// The directory or bucket.
     pub backend: Backend,
     /// True when nothing named it and the per-user default is used; only then
     /// is it created on first write.
     pub is_default: bool,
+    /// The `[repository]` settings to open it with.
     pub options: StorageOptions,
 }
 
 #[derive(Debug, Clone)]
+/// The kind of place a repository lives in.
 pub enum Backend {
+    /// A local (or mounted) directory.
     Local(PathBuf),
+    /// A bucket and prefix on an S3-compatible endpoint.
     S3(S3Target),
 }
 
@@ -34,6 +40,7 @@ pub struct StorageOptions {
     /// (default 60 s; the binary's `LIFEBOAT_RETRY_SECONDS` overrides).
     pub retry_seconds: Option<u64>,
     #[serde(default)]
+    /// `[repository.s3]`.
     pub s3: S3Options,
     /// The per-user cache directory an S3 repository's per-host working
     /// directory goes in ([`HostDirs::cache`]); required for a bucket, unused
@@ -54,10 +61,15 @@ pub struct StorageOptions {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Options {
+    /// Endpoint URL, when neither the URL nor the environment gives one.
     pub endpoint: Option<String>,
+    /// Region, when neither the URL nor the environment gives one.
     pub region: Option<String>,
+    /// Static access key id.
     pub access_key_id: Option<String>,
+    /// Static secret access key.
     pub secret_access_key: Option<String>,
+    /// Session token that goes with temporary static keys.
     pub session_token: Option<String>,
     /// A profile of the shared AWS config and credentials files.
     pub profile: Option<String>,
@@ -80,6 +92,7 @@ pub struct S3Options {
 }
 
 impl StorageOptions {
+    /// Uploads and downloads in flight at once: 8 unless set, clamped to 1–64.
     pub fn transfers(&self) -> usize {
         self.transfers.unwrap_or(8).clamp(1, 64)
     }
@@ -105,11 +118,13 @@ impl StorageOptions {
 /// A bucket and key prefix on an S3-compatible endpoint.
 #[derive(Debug, Clone)]
 pub struct S3Target {
+    /// The bucket name.
     pub bucket: String,
     /// Without leading or trailing `/`; may be empty.
     pub prefix: String,
     /// Full URL; `None` means AWS's regional endpoint.
     pub endpoint: Option<String>,
+    /// The region requests are signed for.
     pub region: String,
 }
 
@@ -136,6 +151,7 @@ impl S3Target {
         }
     }
 
+    /// The endpoint, or AWS's regional one when none is set.
     pub fn endpoint_or_aws(&self) -> String {
         self.endpoint
             .clone()
@@ -203,6 +219,7 @@ impl RepoLocation {
         }
     }
 
+    /// The location for messages: a path, or the bucket URL and endpoint.
     pub fn display(&self) -> String {
         match &self.backend {
             Backend::Local(p) => p.display().to_string(),

@@ -16,13 +16,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use super::{RequestCounter, RequestCounts, Storage};
 use crate::error::Result;
 
 #[derive(Default)]
 struct Registry {
     next: u64,
-    live: Vec<(u64, Weak<dyn Storage>)>,
+    live: Vec<(u64, Weak<RequestCounter>)>,
     retired: RequestCounts,
 }
 
@@ -76,7 +76,7 @@ impl Meter {
             // Always upgradable: an instance leaves `live` in its `drop`,
             // under this lock, before its inner storage can go.
             if let Some(s) = s.upgrade() {
-                add(&mut requests, s.requests());
+                add(&mut requests, s.snapshot());
             }
         }
         Totals {
@@ -92,18 +92,23 @@ impl Meter {
 pub struct MeteredStorage {
     inner: Arc<dyn Storage>,
     meter: Arc<Meter>,
-    slot: u64,
+    /// The backend's request counter and its place in the meter's registry,
+    /// for a backend that counts requests.
+    requests: Option<(Arc<RequestCounter>, u64)>,
 }
 
 impl MeteredStorage {
-    /// `inner`, counted into `meter`.
-    pub fn new(inner: Arc<dyn Storage>, meter: Arc<Meter>) -> MeteredStorage {
-        let mut reg = meter.registry();
-        let slot = reg.next;
-        reg.next += 1;
-        reg.live.push((slot, Arc::downgrade(&inner)));
-        drop(reg);
-        MeteredStorage { inner, meter, slot }
+    /// `inner`, counted into `meter`; its backend counts its requests in
+    /// `requests` (none for a directory).
+    pub fn new(inner: Arc<dyn Storage>, meter: Arc<Meter>, requests: Option<Arc<RequestCounter>>) -> MeteredStorage {
+        let requests = requests.map(|counter| {
+            let mut reg = meter.registry();
+            let slot = reg.next;
+            reg.next += 1;
+            reg.live.push((slot, Arc::downgrade(&counter)));
+            (counter, slot)
+        });
+        MeteredStorage { inner, meter, requests }
     }
 
     fn count_written(&self, n: u64) {
@@ -113,21 +118,17 @@ impl MeteredStorage {
 
 impl Drop for MeteredStorage {
     fn drop(&mut self) {
-        let mut reg = self.meter.registry();
-        reg.live.retain(|(slot, _)| *slot != self.slot);
-        add(&mut reg.retired, self.inner.requests());
+        if let Some((counter, slot)) = &self.requests {
+            let mut reg = self.meter.registry();
+            reg.live.retain(|(s, _)| s != slot);
+            add(&mut reg.retired, counter.snapshot());
+        }
     }
 }
 
 impl Storage for MeteredStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         self.inner.read(key)
-    }
-    fn reread(&self, key: &str) -> Result<Vec<u8>> {
-        self.inner.reread(key)
     }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(key, offset, len)
@@ -165,18 +166,6 @@ impl Storage for MeteredStorage {
         self.meter.objects_deleted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        self.inner.lock(holder)
-    }
-    fn staging_dir(&self) -> &Path {
-        self.inner.staging_dir()
-    }
-    fn requests(&self) -> RequestCounts {
-        self.inner.requests()
-    }
-    fn transfers(&self) -> usize {
-        self.inner.transfers()
-    }
 }
 
 #[cfg(test)]
@@ -189,8 +178,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meter = Arc::new(Meter::default());
         let other = Arc::new(Meter::default());
-        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), meter.clone());
-        let elsewhere = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), other.clone());
+        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), meter.clone(), None);
+        let elsewhere = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), other.clone(), None);
         store.write("a/x", b"12345").unwrap();
         assert!(store.create("a/y", b"123").unwrap());
         assert!(!store.create("a/y", b"123").unwrap(), "not created: not counted");

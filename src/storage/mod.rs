@@ -1,13 +1,17 @@
-//! Where repository objects live. The trait is deliberately small: whole-object
-//! reads and writes by key, ranged reads for pack files, listing and deletion,
-//! plus the writer lock. Everything above it (packs, index, manifests) is
-//! backend-agnostic.
+//! Where repository objects live. The [`Storage`] trait is object-store verbs
+//! only: whole-object reads and writes by key, ranged reads for pack files,
+//! listing and deletion. What lives beside the objects on this host (the
+//! writer lock, the staging directory, request counts, how many transfers to
+//! run, the cache to bypass for a second read) is the [`Store`] that
+//! [`open`] returns, so wrappers implement the verbs and nothing else.
+//! Everything above (packs, index, manifests) is backend-agnostic, and the
+//! key layout is the repository's: it hands [`open`] a [`Layout`].
 //!
 //! Backends: [`local::LocalStorage`] (a directory) and [`s3::S3Storage`] (any
 //! S3-compatible bucket). Wrappers add behaviour without the backends knowing:
 //! [`retry::RetryStorage`] retries temporary failures with backoff,
-//! [`cache::CachedStorage`] keeps immutable metadata (index files, manifests,
-//! operations log records) on local disk so a command does not download them
+//! [`cache::CachedStorage`] keeps the objects the layout calls immutable
+//! (index files, manifests, operations log records) on local disk so a command does not download them
 //! again, and [`metered::MeteredStorage`], outermost on every backend, adds
 //! up what the whole process stored, deleted and sent (for the operations log).
 //!
@@ -22,7 +26,7 @@ pub mod s3;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,27 +36,26 @@ pub use location::{Backend, RepoLocation, StorageOptions};
 /// Who holds the writer lock; recorded so a refused writer can name it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LockHolder {
+    /// The holder's host name.
     pub host: String,
+    /// The holder's process id.
     pub pid: u32,
+    /// The command that took the lock.
     pub command: String,
+    /// When it took the lock (RFC 3339).
     pub since: String,
 }
 
 /// Releases the lock when dropped.
 pub trait LockGuard: Send {}
 
+/// An object store: bytes by key, and nothing else. What lives beside the
+/// objects on this host (the writer lock, the staging directory, request
+/// counts, how many transfers to run) belongs to the [`Store`] that
+/// [`open`] returns with it, so a wrapper implements only these verbs.
 pub trait Storage: Send + Sync {
-    /// Human-readable location for messages (path or URL, never credentials).
-    fn location(&self) -> String;
     /// Whole object; `ErrorKind::NoInput` when absent.
     fn read(&self, key: &str) -> Result<Vec<u8>>;
-    /// The object again, from the store itself past any local copy: for a
-    /// caller whose check of what `read` gave failed, before it calls the
-    /// object damaged (a body damaged in transit, or a cached copy that
-    /// was).
-    fn reread(&self, key: &str) -> Result<Vec<u8>> {
-        self.read(key)
-    }
     /// `len` bytes at `offset`.
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Several `(offset, len)` ranges of one object, sorted and apart, each
@@ -80,18 +83,124 @@ pub trait Storage: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     /// Size of an object, `None` when absent.
     fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// Delete an object; deleting one already gone succeeds.
     fn delete(&self, key: &str) -> Result<()>;
-    /// Exclusive writer lock; `ErrorKind::Busy` naming the holder if taken.
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>>;
-    /// A local directory for staging files before `put_file`.
-    fn staging_dir(&self) -> &Path;
-    /// Requests sent so far, by kind (zero for backends that send none).
-    fn requests(&self) -> RequestCounts {
-        RequestCounts::default()
+}
+
+/// What the layer above tells storage of its layout, so that storage itself
+/// knows keys only as strings.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// The keys whose objects never change, which a remote store keeps a
+    /// local copy of.
+    pub cacheable: cache::Cacheable,
+    /// A directory repository's staging directory, relative to its root.
+    pub staging: &'static str,
+    /// A directory repository's writer lock file, relative to its root.
+    pub lock: &'static str,
+    /// The directories of a directory repository (relative to its root,
+    /// `""` for the root) where a writer that died holding the lock may
+    /// have left unfinished atomic writes; cleared when the lock is taken.
+    pub locked_writes: &'static [&'static str],
+}
+
+/// A repository's store as [`open`] built it: the objects, wrapped, and
+/// what lives beside them on this host. Dereferences to the objects.
+#[derive(Clone)]
+pub struct Store {
+    objects: Arc<dyn Storage>,
+    site: Arc<Site>,
+}
+
+/// What lives beside a store's objects on this host.
+struct Site {
+    location: String,
+    staging: PathBuf,
+    lock_file: PathBuf,
+    /// Cleared of unfinished atomic writes when the lock is taken.
+    locked_writes: Vec<PathBuf>,
+    transfers: usize,
+    requests: Option<Arc<RequestCounter>>,
+    cache: Option<Arc<cache::CachedStorage>>,
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Storage;
+    fn deref(&self) -> &(dyn Storage + 'static) {
+        self.objects.as_ref()
     }
+}
+
+impl Store {
+    /// The objects, for a thread that outlives this borrow.
+    pub fn objects(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.objects)
+    }
+
+    /// Human-readable location for messages (path or URL, never
+    /// credentials).
+    pub fn location(&self) -> String {
+        self.site.location.clone()
+    }
+
+    /// A local directory for staging files before `put_file`.
+    pub fn staging_dir(&self) -> &Path {
+        &self.site.staging
+    }
+
     /// How many transfers callers should run at once.
-    fn transfers(&self) -> usize {
-        1
+    pub fn transfers(&self) -> usize {
+        self.site.transfers
+    }
+
+    /// Requests sent so far, by kind (zero for a directory).
+    pub fn requests(&self) -> RequestCounts {
+        self.site.requests.as_ref().map(|c| c.snapshot()).unwrap_or_default()
+    }
+
+    /// The object again, from the store itself past any local copy: for a
+    /// caller whose check of what `read` gave failed, before it calls the
+    /// object damaged (a body damaged in transit, or a cached copy that
+    /// was).
+    pub fn reread(&self, key: &str) -> Result<Vec<u8>> {
+        if let Some(cache) = &self.site.cache {
+            cache.forget(key);
+        }
+        self.objects.read(key)
+    }
+
+    /// The exclusive writer lock of this host: an `flock` (see `flock`) on
+    /// the repository's lock file for a directory, on one in the host's
+    /// working directory for a bucket. `ErrorKind::Busy` naming the holder
+    /// if taken. Taking it also clears the unfinished atomic writes a writer
+    /// that died holding it left (`Layout::locked_writes`).
+    pub fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
+        let guard = flock(&self.site.lock_file, holder, &self.site.location)?;
+        // Nobody else can be writing now.
+        for dir in &self.site.locked_writes {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with('.')
+                        && e.file_name().to_string_lossy().contains(".tmp-")
+                    {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Read `keys` with up to [`Store::transfers`] reads in flight, handing
+    /// each result to `each` on the calling thread as it arrives (in any
+    /// order). At most twice that many objects are held in memory at once.
+    /// Stops at the first error `each` returns.
+    pub fn read_parallel<T: Send>(
+        &self,
+        keys: Vec<(T, String)>,
+        each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        read_and_decode_parallel(&*self.objects, keys, self.transfers(), |_, raw| raw, each)
     }
 }
 
@@ -99,14 +208,20 @@ pub trait Storage: Send + Sync {
 /// multipart part included), because requests are what the provider bills.
 #[derive(Debug, Default)]
 pub struct RequestCounter {
+    /// PUT and POST requests.
     pub put: AtomicU64,
+    /// GET requests of object bytes.
     pub get: AtomicU64,
+    /// LIST requests.
     pub list: AtomicU64,
+    /// HEAD requests.
     pub head: AtomicU64,
+    /// DELETE requests.
     pub delete: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Requests sent to an object store, by kind, at one moment.
 pub struct RequestCounts {
     /// PUT and POST (object writes, multipart parts, multipart start/finish).
     pub put: u64,
@@ -114,11 +229,14 @@ pub struct RequestCounts {
     pub get: u64,
     /// GET on the bucket (ListObjectsV2).
     pub list: u64,
+    /// HEAD (object size and upload checks).
     pub head: u64,
+    /// DELETE (aborted multipart uploads only, in version 1).
     pub delete: u64,
 }
 
 impl RequestCounter {
+    /// The counts as they stand now.
     pub fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             put: self.put.load(Ordering::Relaxed),
@@ -131,25 +249,70 @@ impl RequestCounter {
 }
 
 impl RequestCounts {
+    /// Every request, whatever its kind.
     pub fn total(&self) -> u64 {
         self.put + self.get + self.list + self.head + self.delete
     }
 }
 
-/// Open the backend for `loc`, wrapped for retries (and a metadata cache for
-/// remote stores), and metered into `loc.options.meter` (a meter of its own
-/// when none is given).
-pub fn open(loc: &RepoLocation) -> Result<Arc<dyn Storage>> {
-    let backend: Arc<dyn Storage> = match &loc.backend {
-        Backend::Local(path) => Arc::new(local::LocalStorage::new(path)),
+/// Open the backend for `loc`, wrapped for retries (and, for remote stores,
+/// a local cache of the objects `layout.cacheable` accepts), and metered
+/// into `loc.options.meter` (a meter of its own when none is given).
+pub fn open(loc: &RepoLocation, layout: &Layout) -> Result<Store> {
+    let meter = loc.options.meter.clone().unwrap_or_default();
+    let (objects, site): (Arc<dyn Storage>, Site) = match &loc.backend {
+        Backend::Local(root) => {
+            let local = local::LocalStorage::new(root);
+            let site = Site {
+                location: local.location(),
+                staging: root.join(layout.staging),
+                lock_file: root.join(layout.lock),
+                locked_writes: layout.locked_writes.iter().map(|d| root.join(d)).collect(),
+                transfers: 1,
+                requests: None,
+                cache: None,
+            };
+            (
+                Arc::new(metered::MeteredStorage::new(Arc::new(local), meter, None)),
+                site,
+            )
+        }
         Backend::S3(target) => {
-            let s3: Arc<dyn Storage> = Arc::new(s3::S3Storage::connect(target, &loc.options)?);
-            let retried: Arc<dyn Storage> = Arc::new(retry::RetryStorage::new(s3, loc.options.retry_budget()));
-            Arc::new(cache::CachedStorage::new(retried, &loc.options.s3_work_dir(target)?))
+            let s3 = s3::S3Storage::connect(target, &loc.options)?;
+            let (location, staging, lock_file, transfers, counter) = (
+                s3.location(),
+                s3.staging_dir(),
+                s3.lock_file(),
+                s3.transfers(),
+                s3.counter(),
+            );
+            let retried: Arc<dyn Storage> =
+                Arc::new(retry::RetryStorage::new(Arc::new(s3), loc.options.retry_budget()));
+            let cached = Arc::new(cache::CachedStorage::new(
+                retried,
+                &loc.options.s3_work_dir(target)?,
+                layout.cacheable,
+            ));
+            let site = Site {
+                location,
+                staging,
+                lock_file,
+                // No lock in the bucket, and nothing of its own to clear.
+                locked_writes: Vec::new(),
+                transfers,
+                requests: Some(Arc::clone(&counter)),
+                cache: Some(Arc::clone(&cached)),
+            };
+            (
+                Arc::new(metered::MeteredStorage::new(cached, meter, Some(counter))),
+                site,
+            )
         }
     };
-    let meter = loc.options.meter.clone().unwrap_or_default();
-    Ok(Arc::new(metered::MeteredStorage::new(backend, meter)))
+    Ok(Store {
+        objects,
+        site: Arc::new(site),
+    })
 }
 
 struct FileLock {
@@ -257,19 +420,7 @@ pub(crate) fn flock(path: &Path, holder: &LockHolder, location: &str) -> Result<
     }))
 }
 
-/// Read `keys` with up to `storage.transfers()` reads in flight, handing each
-/// result to `each` on the calling thread as it arrives (in any order). At
-/// most twice that many objects are held in memory at once. Stops at the
-/// first error `each` returns.
-pub fn read_parallel<T: Send>(
-    storage: &dyn Storage,
-    keys: Vec<(T, String)>,
-    each: impl FnMut(T, String, Result<Vec<u8>>) -> Result<()>,
-) -> Result<()> {
-    read_and_decode_parallel(storage, keys, storage.transfers(), |_, raw| raw, each)
-}
-
-/// [`read_parallel`] with `threads` readers that also run `decode` on what
+/// [`Store::read_parallel`] with `threads` readers that also run `decode` on what
 /// they read (hash checks, decompression, parsing), so only `each` is left
 /// to the calling thread.
 pub fn read_and_decode_parallel<T: Send, U: Send>(

@@ -10,15 +10,18 @@ use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
 
-use super::{LockGuard, LockHolder, RequestCounts, Storage};
+use super::Storage;
 use crate::error::{Error, Result};
 
+/// Retries the temporary failures of the storage it wraps, within a time budget
+/// per call.
 pub struct RetryStorage {
     inner: Arc<dyn Storage>,
     budget: Duration,
 }
 
 impl RetryStorage {
+    /// Retry `inner` for up to `budget` of waits per call.
     pub fn new(inner: Arc<dyn Storage>, budget: Duration) -> RetryStorage {
         RetryStorage { inner, budget }
     }
@@ -46,9 +49,6 @@ impl RetryStorage {
 }
 
 impl Storage for RetryStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         self.run("read", key, || self.inner.read(key))
     }
@@ -99,18 +99,6 @@ impl Storage for RetryStorage {
     fn delete(&self, key: &str) -> Result<()> {
         self.run("delete", key, || self.inner.delete(key))
     }
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        self.inner.lock(holder)
-    }
-    fn staging_dir(&self) -> &Path {
-        self.inner.staging_dir()
-    }
-    fn requests(&self) -> RequestCounts {
-        self.inner.requests()
-    }
-    fn transfers(&self) -> usize {
-        self.inner.transfers()
-    }
 }
 
 #[cfg(test)]
@@ -129,9 +117,6 @@ mod tests {
     }
 
     impl Storage for CutOnce {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
         fn read(&self, key: &str) -> Result<Vec<u8>> {
             self.inner.read(key)
         }
@@ -170,12 +155,6 @@ mod tests {
         }
         fn delete(&self, key: &str) -> Result<()> {
             self.inner.delete(key)
-        }
-        fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-            self.inner.lock(holder)
-        }
-        fn staging_dir(&self) -> &Path {
-            self.inner.staging_dir()
         }
     }
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 use opendal::{HttpTransport, HttpTransporter, OperationContext, Operator};
 
 use super::location::{S3Options, S3Target, StorageOptions};
-use super::{LockGuard, LockHolder, RequestCounter, RequestCounts, Storage};
+use super::{RequestCounter, Storage};
 use crate::error::{Error, ErrorCode, ErrorKind, IoContext, Result};
 
+/// Objects in an S3-compatible bucket, through OpenDAL.
 pub struct S3Storage {
     op: Operator,
     rt: tokio::runtime::Runtime,
@@ -42,6 +43,8 @@ const READ_PART: u64 = 4 << 20;
 const MERGE_GAP: u64 = 1 << 20;
 
 impl S3Storage {
+    /// Build the client for `target` (no request is sent) and create this
+    /// host's working directory for it.
     pub fn connect(target: &S3Target, options: &StorageOptions) -> Result<S3Storage> {
         let opts = &options.s3;
         let display = target.display();
@@ -432,11 +435,38 @@ impl HttpTransport for CountingTransport {
     }
 }
 
-impl Storage for S3Storage {
-    fn location(&self) -> String {
+impl S3Storage {
+    /// The bucket and prefix, for messages.
+    pub fn location(&self) -> String {
         self.target.display()
     }
 
+    /// Where writers on this host stage files before uploading them: in
+    /// the host's working directory for the repository.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.staging.clone()
+    }
+
+    /// The writer lock file of this host, in its working directory for the
+    /// repository. Writers on other hosts are not excluded, and need not
+    /// be: every object they write is named by its content (docs/FORMAT.md,
+    /// "Concurrent writers").
+    pub fn lock_file(&self) -> PathBuf {
+        self.local_dir.join("lock")
+    }
+
+    /// The requests this backend sends, counted on the wire.
+    pub fn counter(&self) -> Arc<RequestCounter> {
+        Arc::clone(&self.counter)
+    }
+
+    /// How many transfers callers should run at once.
+    pub fn transfers(&self) -> usize {
+        self.transfers
+    }
+}
+
+impl Storage for S3Storage {
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         let (op, path) = (self.op.clone(), key.to_string());
         self.on_runtime(key, async move { Ok(op.read(&path).await?.to_vec()) })
@@ -560,24 +590,5 @@ impl Storage for S3Storage {
         crate::crashpoint::step("s3: delete")
             .map_err(|e| Error::new(ErrorKind::Io, self.subject(key), e.to_string()))?;
         self.block_on(key, self.op.delete(key))
-    }
-
-    /// A `flock` in this host's working directory for the repository. Writers
-    /// on other hosts are not excluded, and need not be: every object they
-    /// write is named by its content (docs/FORMAT.md, "Concurrent writers").
-    fn lock(&self, holder: &LockHolder) -> Result<Box<dyn LockGuard>> {
-        super::flock(&self.local_dir.join("lock"), holder, &self.location())
-    }
-
-    fn staging_dir(&self) -> &Path {
-        &self.staging
-    }
-
-    fn requests(&self) -> RequestCounts {
-        self.counter.snapshot()
-    }
-
-    fn transfers(&self) -> usize {
-        self.transfers
     }
 }
