@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::Storage;
+use super::{Layer, Storage};
 use crate::error::Result;
 
 /// Whether the object at a key never changes once written, so a local
@@ -67,7 +67,10 @@ impl CachedStorage {
     }
 }
 
-impl Storage for CachedStorage {
+impl Layer for CachedStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
+    }
     fn read(&self, key: &str) -> Result<Vec<u8>> {
         let Some(path) = self.cached_path(key) else {
             return self.inner.read(key);
@@ -99,24 +102,12 @@ impl Storage for CachedStorage {
         self.remember(&path, &data);
         Ok(data)
     }
-    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(key, offset, len)
-    }
-    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
-        self.inner.read_ranges(key, ranges, each)
-    }
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         self.inner.write(key, data)?;
         if let Some(path) = self.cached_path(key) {
             self.remember(&path, data);
         }
         Ok(())
-    }
-    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
-        self.inner.create(key, data)
-    }
-    fn put_file(&self, key: &str, file: &Path) -> Result<()> {
-        self.inner.put_file(key, file)
     }
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let listed = self.inner.list(prefix)?;
@@ -132,9 +123,6 @@ impl Storage for CachedStorage {
             }
         }
         Ok(listed)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.inner.size(key)
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)?;
@@ -156,7 +144,11 @@ mod tests {
         let (store, work) = (dir.path().join("store"), dir.path().join("work"));
         std::fs::create_dir_all(&store).unwrap();
         let inner: Arc<dyn Storage> = Arc::new(LocalStorage::new(&store));
-        let cached = CachedStorage::new(inner.clone(), &work, crate::repo::keys::is_immutable);
+        let cached: Arc<dyn Storage> = Arc::new(CachedStorage::new(
+            inner.clone(),
+            &work,
+            crate::repo::keys::is_immutable,
+        ));
         cached.write("index/aa", b"index bytes").unwrap();
         let copy = work.join("cache/index/aa");
         assert_eq!(std::fs::read(&copy).unwrap().len(), 11 + 32, "bytes plus their BLAKE3");

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{RequestCounter, RequestCounts, Storage};
+use super::{Layer, RequestCounter, RequestCounts, Storage};
 use crate::error::Result;
 
 #[derive(Default)]
@@ -126,15 +126,9 @@ impl Drop for MeteredStorage {
     }
 }
 
-impl Storage for MeteredStorage {
-    fn read(&self, key: &str) -> Result<Vec<u8>> {
-        self.inner.read(key)
-    }
-    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(key, offset, len)
-    }
-    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
-        self.inner.read_ranges(key, ranges, each)
+impl Layer for MeteredStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
         self.inner.write(key, data)?;
@@ -155,12 +149,6 @@ impl Storage for MeteredStorage {
         self.count_written(size);
         Ok(())
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        self.inner.list(prefix)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.inner.size(key)
-    }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)?;
         self.meter.objects_deleted.fetch_add(1, Ordering::Relaxed);
@@ -178,8 +166,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meter = Arc::new(Meter::default());
         let other = Arc::new(Meter::default());
-        let store = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), meter.clone(), None);
-        let elsewhere = MeteredStorage::new(Arc::new(LocalStorage::new(dir.path())), other.clone(), None);
+        let store: Arc<dyn Storage> = Arc::new(MeteredStorage::new(
+            Arc::new(LocalStorage::new(dir.path())),
+            meter.clone(),
+            None,
+        ));
+        let elsewhere: Arc<dyn Storage> = Arc::new(MeteredStorage::new(
+            Arc::new(LocalStorage::new(dir.path())),
+            other.clone(),
+            None,
+        ));
         store.write("a/x", b"12345").unwrap();
         assert!(store.create("a/y", b"123").unwrap());
         assert!(!store.create("a/y", b"123").unwrap(), "not created: not counted");

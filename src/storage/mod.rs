@@ -87,6 +87,81 @@ pub trait Storage: Send + Sync {
     fn delete(&self, key: &str) -> Result<()>;
 }
 
+/// A wrapper around another storage that changes only the verbs it is
+/// about (the cache its reads, the meter its writes); every other verb goes
+/// to [`Layer::inner`] untouched. Each `Layer` is a [`Storage`] through the
+/// one blanket implementation below, so no wrapper forwards by hand.
+pub trait Layer: Send + Sync {
+    /// The storage this one wraps.
+    fn inner(&self) -> &dyn Storage;
+    /// See [`Storage::read`].
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner().read(key)
+    }
+    /// See [`Storage::read_range`].
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.inner().read_range(key, offset, len)
+    }
+    /// See [`Storage::read_ranges`].
+    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        self.inner().read_ranges(key, ranges, each)
+    }
+    /// See [`Storage::write`].
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.inner().write(key, data)
+    }
+    /// See [`Storage::create`].
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+        self.inner().create(key, data)
+    }
+    /// See [`Storage::put_file`].
+    fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+        self.inner().put_file(key, file)
+    }
+    /// See [`Storage::list`].
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.inner().list(prefix)
+    }
+    /// See [`Storage::size`].
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner().size(key)
+    }
+    /// See [`Storage::delete`].
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner().delete(key)
+    }
+}
+
+impl<L: Layer> Storage for L {
+    fn read(&self, key: &str) -> Result<Vec<u8>> {
+        Layer::read(self, key)
+    }
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Layer::read_range(self, key, offset, len)
+    }
+    fn read_ranges(&self, key: &str, ranges: &[(u64, u64)], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        Layer::read_ranges(self, key, ranges, each)
+    }
+    fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        Layer::write(self, key, data)
+    }
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+        Layer::create(self, key, data)
+    }
+    fn put_file(&self, key: &str, file: &Path) -> Result<()> {
+        Layer::put_file(self, key, file)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        Layer::list(self, prefix)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        Layer::size(self, key)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        Layer::delete(self, key)
+    }
+}
+
 /// What the layer above tells storage of its layout, so that storage itself
 /// knows keys only as strings.
 #[derive(Debug, Clone, Copy)]
