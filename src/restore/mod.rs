@@ -11,8 +11,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::codec::Decoder;
 use crate::error::{Error, IoContext, Result};
@@ -770,6 +769,10 @@ fn batches(spans: &[(usize, usize, u64, u64)], rows: &[Row]) -> Vec<std::ops::Ra
     out
 }
 
+/// A span read from a pack: its bytes, their offset in the pack, the rows
+/// they hold and the pack's key.
+type Span<'a> = (Vec<u8>, u64, &'a [Row], String);
+
 fn restore_database(
     repo: &Repository,
     db: &SqliteSource,
@@ -789,175 +792,18 @@ fn restore_database(
                 .fix("the snapshot holds a damaged database: restore an older snapshot, or get its bytes out for forensics with --no-integrity-check")
         })
     };
-    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
-    if page_size != db.page_size || pages.len() as u32 != db.page_count {
-        return Err(Error::damaged(
-            &db.name,
-            "page map disagrees with the manifest's page size or count",
-        ));
-    }
-    let mut rows = Vec::with_capacity(pages.len());
-    for (i, id) in pages.iter().enumerate() {
-        let loc = repo.index.get(id).ok_or_else(|| {
-            Error::damaged(
-                &db.name,
-                format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
-            )
-            .fix("run `lifeboat verify` to see which snapshots are damaged")
-        })?;
-        rows.push(Row {
-            pack: loc.pack,
-            offset: loc.offset,
-            length: loc.length,
-            blob_offset: loc.blob_offset,
-            pgno: i as u32 + 1,
-        });
-    }
-    rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
-
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Read too: the point-in-time replay reads pages back.
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode((db.mode & 0o777) | 0o600)
-            .open(stage)
-            .at(stage)?
-    };
+    let (page_size, pages, rows) = page_rows(repo, db)?;
+    let file = create_stage_file(db, stage)?;
     file.set_len(db.size).at(stage)?;
     progress.begin(&format!("restore {}", db.name), db.size);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
-    // Bounded: at most `workers` spans queued, so memory stays a few MiB.
-    let (tx, rx) = sync_channel::<(Vec<u8>, u64, &[Row], String)>(workers);
-    let rx = Mutex::new(rx);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let ps = page_size as u64;
-    let spans = spans(&rows);
-    let batches = batches(&spans, &rows);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let (rx, failure, file, pages) = (&rx, &failure, &file, &pages);
-            scope.spawn(move || {
-                let mut dec = Decoder::default();
-                // Consecutive pages are gathered into one run and written
-                // with a single pwrite; the buffer is the worker's, reused.
-                let mut run: Vec<u8> = Vec::new();
-                loop {
-                    let job = rx.lock().expect("queue").recv();
-                    let Ok((buf, base, rows, key)) = job else { return };
-                    // After a failure the queue is only drained: a reader
-                    // blocked on a full queue must get to see the failure.
-                    if failure.lock().expect("failure slot").is_some() {
-                        continue;
-                    }
-                    run.clear();
-                    let mut run_start = 0u32;
-                    let mut frame: Vec<u8> = Vec::new();
-                    let mut decoded_at = None;
-                    let mut verified_at = None;
-                    let flush = |run: &mut Vec<u8>, first: u32| -> Result<()> {
-                        if !run.is_empty() {
-                            file.write_all_at(run, (first as u64 - 1) * ps).at(stage)?;
-                            progress.advance(run.len() as u64);
-                            run.clear();
-                        }
-                        Ok(())
-                    };
-                    let result = (|| {
-                        for r in rows {
-                            if decoded_at != Some(r.offset) {
-                                let start = (r.offset as u64 - base) as usize;
-                                frame = dec.decode(&buf[start..start + r.length as usize], &key)?;
-                                decoded_at = Some(r.offset);
-                            }
-                            let at = r.blob_offset as usize;
-                            let page = frame.get(at..at + ps as usize).ok_or_else(|| {
-                                Error::damaged(
-                                    &key,
-                                    format!(
-                                        "page blob {} lies outside its frame",
-                                        pages[r.pgno as usize - 1].short()
-                                    ),
-                                )
-                            })?;
-                            if verified_at != Some((r.offset, r.blob_offset)) {
-                                if Id::of(page) != pages[r.pgno as usize - 1] {
-                                    return Err(Error::damaged(
-                                        &key,
-                                        format!(
-                                            "page blob {} does not match its hash",
-                                            pages[r.pgno as usize - 1].short()
-                                        ),
-                                    ));
-                                }
-                                verified_at = Some((r.offset, r.blob_offset));
-                            }
-                            let contiguous = run_start as u64 + run.len() as u64 / ps == r.pgno as u64;
-                            if !contiguous || run.len() >= RUN_BYTES {
-                                flush(&mut run, run_start)?;
-                                run_start = r.pgno;
-                            }
-                            run.extend_from_slice(page);
-                        }
-                        flush(&mut run, run_start)
-                    })();
-                    if let Err(e) = result {
-                        failure.lock().expect("failure slot").get_or_insert(e);
-                    }
-                }
-            });
-        }
-        // Readers take batches in turn, as many at once as the store wants
-        // transfers: one for a local disk, several for an object store,
-        // where latency dominates. Each span goes to the workers as soon as
-        // it is in.
-        let fetchers = repo.storage.transfers().clamp(1, batches.len().max(1));
-        let fetch = |tx: std::sync::mpsc::SyncSender<_>| {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(batch) = batches.get(n) else { return };
-                if failure.lock().expect("failure slot").is_some() {
-                    return;
-                }
-                let batch = &spans[batch.clone()];
-                let key = pack_key(&repo.index.pack(rows[batch[0].0].pack).0);
-                let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
-                let mut queued = batch.iter();
-                let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
-                    let &(i, j, base, _) = queued.next().expect("one buffer per range");
-                    // Stops the read; the failure already recorded is the
-                    // one reported.
-                    let stopped = || Error::damaged(&key, "restore stopped after an earlier failure");
-                    if failure.lock().expect("failure slot").is_some() {
-                        return Err(stopped());
-                    }
-                    tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
-                });
-                if let Err(e) = read {
-                    let e = blobs::missing_is_damage(e, &format!("{}/{key}", repo.storage.location()));
-                    failure.lock().expect("failure slot").get_or_insert(e);
-                    return;
-                }
-            }
-        };
-        // One fetch loop runs on this thread (all of them, for a local
-        // disk), the others on their own.
-        for _ in 1..fetchers {
-            let tx = tx.clone();
-            scope.spawn(move || fetch(tx));
-        }
-        fetch(tx);
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    let sink = PageSink {
+        file: &file,
+        stage,
+        pages: &pages,
+        page_size: page_size as u64,
+        progress,
+    };
+    write_pages(repo, &sink, &rows)?;
     progress.end();
 
     // Writeback starts only now, with every page in place, so the kernel's
@@ -997,6 +843,182 @@ fn restore_database(
     set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
     file.sync_all().at(stage)?;
     Ok(db.size)
+}
+
+/// The database's page size, its page ids, and a row per page saying where
+/// its blob lies, sorted by (pack, offset) so a pack is read front to back.
+fn page_rows(repo: &Repository, db: &SqliteSource) -> Result<(u32, Vec<Id>, Vec<Row>)> {
+    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
+    if page_size != db.page_size || pages.len() as u32 != db.page_count {
+        return Err(Error::damaged(
+            &db.name,
+            "page map disagrees with the manifest's page size or count",
+        ));
+    }
+    let mut rows = Vec::with_capacity(pages.len());
+    for (i, id) in pages.iter().enumerate() {
+        let loc = repo.index.get(id).ok_or_else(|| {
+            Error::damaged(
+                &db.name,
+                format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
+            )
+            .fix("run `lifeboat verify` to see which snapshots are damaged")
+        })?;
+        rows.push(Row {
+            pack: loc.pack,
+            offset: loc.offset,
+            length: loc.length,
+            blob_offset: loc.blob_offset,
+            pgno: i as u32 + 1,
+        });
+    }
+    rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
+    Ok((page_size, pages, rows))
+}
+
+/// The staged database file, created afresh, never through a symlink, with
+/// permissions no wider than its final ones.
+fn create_stage_file(db: &SqliteSource, stage: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Read too: the point-in-time replay reads pages back.
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode((db.mode & 0o777) | 0o600)
+        .open(stage)
+        .at(stage)
+}
+
+/// Where the page writers put pages, and what each page must hash to.
+struct PageSink<'a> {
+    file: &'a File,
+    stage: &'a Path,
+    pages: &'a [Id],
+    page_size: u64,
+    progress: &'a dyn Progress,
+}
+
+/// Every page of `rows` into the sink's file: readers fetch spans, as many
+/// at once as the store wants transfers, and hand each to the workers as
+/// soon as it is in; the workers decode, check and write.
+fn write_pages(repo: &Repository, sink: &PageSink, rows: &[Row]) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    // Bounded: at most `workers` spans queued, so memory stays a few MiB.
+    let (tx, rx) = sync_channel::<Span>(workers);
+    let spans = spans(rows);
+    let batches = batches(&spans, rows);
+    // Readers take batches in turn, as many at once as the store wants
+    // transfers: one for a local disk, several for an object store,
+    // where latency dominates.
+    let fetchers = repo.storage.transfers().clamp(1, batches.len().max(1));
+    let (written, fetched) = std::thread::scope(|scope| {
+        // When the workers stop (a damaged page, say), the queue goes with
+        // them and a reader's next send fails.
+        let written = scope.spawn(|| {
+            crate::workers::for_each(workers, rx, <(Decoder, Vec<u8>)>::default, |(dec, run), span| {
+                sink.write_span(dec, run, span)
+            })
+        });
+        let fetched = crate::workers::for_each(
+            fetchers,
+            &batches,
+            || tx.clone(),
+            |tx, batch| read_batch(repo, &spans[batch.clone()], rows, tx),
+        );
+        drop(tx);
+        (written.join().expect("page writers"), fetched)
+    });
+    // A worker's failure is the root cause of a read that merely saw the
+    // restore stop.
+    written.and(fetched)
+}
+
+/// One batch of spans of a pack, read with one `read_ranges`; each span
+/// goes to the workers as soon as it is in.
+fn read_batch<'r>(
+    repo: &Repository,
+    batch: &[(usize, usize, u64, u64)],
+    rows: &'r [Row],
+    tx: &SyncSender<Span<'r>>,
+) -> Result<()> {
+    let key = pack_key(&repo.index.pack(rows[batch[0].0].pack).0);
+    let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
+    let mut queued = batch.iter();
+    let read = repo.storage.read_ranges(&key, &ranges, &mut |buf| {
+        let &(i, j, base, _) = queued.next().expect("one buffer per range");
+        // Stops the read; the workers' failure is the one reported.
+        let stopped = || Error::damaged(&key, "restore stopped after an earlier failure");
+        tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
+    });
+    read.map_err(|e| blobs::missing_is_damage(e, &format!("{}/{key}", repo.storage.location())))
+}
+
+impl PageSink<'_> {
+    /// Decode the frames of one span, check each page against its id and
+    /// write the pages. Consecutive pages are gathered into one run and
+    /// written with a single pwrite; `dec` and `run` are the worker's,
+    /// reused.
+    fn write_span(&self, dec: &mut Decoder, run: &mut Vec<u8>, (buf, base, rows, key): Span) -> Result<()> {
+        let (pages, ps) = (self.pages, self.page_size);
+        run.clear();
+        let mut run_start = 0u32;
+        let mut frame: Vec<u8> = Vec::new();
+        let mut decoded_at = None;
+        let mut verified_at = None;
+        for r in rows {
+            if decoded_at != Some(r.offset) {
+                let start = (r.offset as u64 - base) as usize;
+                frame = dec.decode(&buf[start..start + r.length as usize], &key)?;
+                decoded_at = Some(r.offset);
+            }
+            let at = r.blob_offset as usize;
+            let page = frame.get(at..at + ps as usize).ok_or_else(|| {
+                Error::damaged(
+                    &key,
+                    format!(
+                        "page blob {} lies outside its frame",
+                        pages[r.pgno as usize - 1].short()
+                    ),
+                )
+            })?;
+            if verified_at != Some((r.offset, r.blob_offset)) {
+                if Id::of(page) != pages[r.pgno as usize - 1] {
+                    return Err(Error::damaged(
+                        &key,
+                        format!(
+                            "page blob {} does not match its hash",
+                            pages[r.pgno as usize - 1].short()
+                        ),
+                    ));
+                }
+                verified_at = Some((r.offset, r.blob_offset));
+            }
+            let contiguous = run_start as u64 + run.len() as u64 / ps == r.pgno as u64;
+            if !contiguous || run.len() >= RUN_BYTES {
+                self.flush(run, run_start)?;
+                run_start = r.pgno;
+            }
+            run.extend_from_slice(page);
+        }
+        self.flush(run, run_start)
+    }
+
+    /// Write a run of consecutive pages starting at page `first`.
+    fn flush(&self, run: &mut Vec<u8>, first: u32) -> Result<()> {
+        if !run.is_empty() {
+            self.file
+                .write_all_at(run, (first as u64 - 1) * self.page_size)
+                .at(self.stage)?;
+            self.progress.advance(run.len() as u64);
+            run.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Bytes of file content fetched at a time: the chunks of this many bytes
