@@ -150,102 +150,19 @@ pub fn restore(
 
     // Refusals first: nothing on disk changes before all of them pass.
     if let Some(max) = opts.max_schema_version {
-        for s in &chosen {
-            if let Source::Sqlite(db) = &s.source
-                && let Some(v) = db.schema_version.filter(|v| *v > max)
-            {
-                return Err(Error::config(
-                    &db.name,
-                    format!("backup schema version {v} is newer than the maximum {max} this service supports"),
-                )
-                .fix("restore an older snapshot, or upgrade the service before restoring")
-                .event("restore.schema_version_too_new"));
-            }
-        }
+        refuse_newer_schema(&chosen, max)?;
     }
     let mut plans = plan(&chosen, &opts.target)?;
     plans.sort_by_key(|p| p.dest.components().count());
-    // Staging a killed restore left is neither in the way nor content.
-    let mut swept = std::collections::BTreeSet::new();
-    for p in &plans {
-        let parent = staging_parent(p, &plans);
-        if swept.insert(parent.clone()) {
-            staging::sweep(&parent);
-        }
-    }
-    // What belongs to other sources, inside directories about to be
-    // replaced in place: carried over into the new directory, never moved.
-    let kept: Vec<PathBuf> = match opts.target {
-        Target::Original => opts
-            .keep
-            .iter()
-            .chain(&selection.others)
-            .map(|k| crate::fsutil::absolute_normalized(k))
-            .filter(|k| !plans.iter().any(|p| k == &p.dest))
-            .collect(),
-        _ => Vec::new(),
-    };
+    sweep_staging(&plans);
+    let kept = kept_paths(selection, opts, &plans);
     preflight(&plans, &opts.target, opts.force, &kept)?;
 
     let stamp = compact_timestamp(jiff::Timestamp::now());
     // Dropped (and so removed) on every way out of this function.
     let mut staged: Vec<(StagingDir, PathBuf, &Plan)> = Vec::new();
     let mut created_dirs = Vec::new();
-    let result = (|| -> Result<Vec<Restored>> {
-        let mut out = Vec::new();
-        for p in &plans {
-            let parent = staging_parent(p, &plans);
-            create_dirs(&parent, &mut created_dirs)?;
-            let dir = StagingDir::create(&parent)?;
-            let stage = dir.path().join(p.source.name());
-            staged.push((dir, stage.clone(), p));
-            let bytes = match p.source {
-                Source::Sqlite(db) => {
-                    let replay = p.pick.replay.as_deref();
-                    let once = || restore_database(repo, db, &stage, progress, replay, opts.skip_integrity_check);
-                    match once() {
-                        // A page damaged in transit is not damage in the
-                        // repository: everything is read again, once.
-                        Err(e) if read_again(&e) => {
-                            tracing::warn!(event = "repo.read_again", db = %db.name, error = %e, "restoring the database again before calling it damaged");
-                            let _ = fs::remove_file(&stage);
-                            once()?
-                        }
-                        other => other?,
-                    }
-                }
-                Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress, opts.skip_integrity_check)?,
-                Source::File(f) => restore_tree(
-                    repo,
-                    std::slice::from_ref(&f.entry),
-                    &stage,
-                    progress,
-                    opts.skip_integrity_check,
-                )?,
-            };
-            let point = p
-                .pick
-                .replay
-                .as_ref()
-                .and_then(|r| r.landed.lock().expect("landed").clone());
-            let as_of = point.as_ref().map_or(&p.pick.snapshot_time, |l| &l.time);
-            let age_seconds = as_of
-                .parse::<jiff::Timestamp>()
-                .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
-                .unwrap_or(0);
-            out.push(Restored {
-                name: p.source.name().into(),
-                path: p.dest.display().to_string(),
-                kind: p.source.kind_name(),
-                bytes,
-                snapshot: p.pick.snapshot.hex(),
-                snapshot_time: p.pick.snapshot_time.clone(),
-                point,
-                age_seconds,
-            });
-        }
-        Ok(out)
-    })();
+    let result = stage_all(repo, &plans, opts, progress, &mut staged, &mut created_dirs);
     let restored = match result {
         Ok(r) => r,
         Err(e) => {
@@ -262,63 +179,20 @@ pub fn restore(
     // beside the new database would be replayed into it. A database kept
     // inside a restored directory is thus placed into the new directory, not
     // moved aside with the old one.
-    let mut undo: Vec<swap::Undo> = Vec::new();
-    let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
-    let mut carried_names: Vec<(PathBuf, (u64, u64))> = Vec::new();
+    let mut swaps = Swaps::default();
     let hold = staging::hold_off_signals();
     // Staging may have taken minutes: a service started meanwhile is
     // refused now, before anything moves.
-    let commit = (|| -> Result<()> {
-        check_not_open(&plans, &kept)?;
-        for (dir, stage, p) in &staged {
-            let mut aside_of = |path: &Path| -> Result<PathBuf> {
-                let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
-                    Some((_, a)) => a.clone(),
-                    None => {
-                        let a = swap::fresh_aside_dir(&p.root, &stamp);
-                        aside_dirs.push((p.root.clone(), a.clone()));
-                        a
-                    }
-                };
-                let rel = path
-                    .strip_prefix(&p.root)
-                    .unwrap_or(Path::new(path.file_name().unwrap_or_default()));
-                let to = aside.join(rel);
-                if let Some(d) = to.parent() {
-                    fs::create_dir_all(d).at(d)?;
-                }
-                Ok(to)
-            };
-            for path in in_the_way(p).into_iter().filter(|q| q != &p.dest) {
-                if fs::symlink_metadata(&path).is_err() {
-                    continue;
-                }
-                let to = aside_of(&path)?;
-                crate::crashpoint::step("restore: move a sidecar aside").at(&path)?;
-                fs::rename(&path, &to).at(&path)?;
-                undo.push(swap::Undo::Renamed { from: path.clone(), to });
-            }
-            let aside = if fs::symlink_metadata(&p.dest).is_ok() {
-                aside_of(&p.dest)?
-            } else {
-                PathBuf::new()
-            };
-            let carried = match p.source {
-                Source::Directory(_) if !aside.as_os_str().is_empty() => {
-                    carry_over(&p.dest, stage, &kept_inside(&p.dest, &kept, &plans), &mut undo)?
-                }
-                _ => Vec::new(),
-            };
-            swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut undo)?;
-            // The old directory, now aside, still names the carried files
-            // (second hard links of the live ones). Those names go only once
-            // the whole commit stands: undoing a swap puts the old
-            // directory back, and with it the only other name of each.
-            carried_names.extend(carried.into_iter().map(|(rel, ino)| (aside.join(rel), ino)));
-            sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
-        }
-        Ok(())
-    })();
+    let commit = check_not_open(&plans, &kept).and_then(|()| {
+        staged
+            .iter()
+            .try_for_each(|(dir, stage, p)| swaps.commit_one(dir, stage, p, &plans, &kept, &stamp))
+    });
+    let Swaps {
+        undo,
+        aside_dirs,
+        carried_names,
+    } = swaps;
     let aside_dirs: Vec<PathBuf> = aside_dirs.into_iter().map(|(_, a)| a).collect();
     if let Err(e) = commit {
         for step in undo.into_iter().rev() {
@@ -348,6 +222,207 @@ pub fn restore(
     for d in &aside_dirs {
         tracing::info!(event = "restore.moved_aside", dir = %d.display());
     }
+    Ok(report(restored, &aside_dirs))
+}
+
+/// Refuse a database whose schema version is above what the service
+/// supports.
+fn refuse_newer_schema(chosen: &[&Pick], max: i64) -> Result<()> {
+    for s in chosen {
+        if let Source::Sqlite(db) = &s.source
+            && let Some(v) = db.schema_version.filter(|v| *v > max)
+        {
+            return Err(Error::config(
+                &db.name,
+                format!("backup schema version {v} is newer than the maximum {max} this service supports"),
+            )
+            .fix("restore an older snapshot, or upgrade the service before restoring")
+            .event("restore.schema_version_too_new"));
+        }
+    }
+    Ok(())
+}
+
+/// Staging a killed restore left is neither in the way nor content.
+fn sweep_staging(plans: &[Plan]) {
+    let mut swept = std::collections::BTreeSet::new();
+    for p in plans {
+        let parent = staging_parent(p, plans);
+        if swept.insert(parent.clone()) {
+            staging::sweep(&parent);
+        }
+    }
+}
+
+/// What belongs to other sources, inside directories about to be
+/// replaced in place: carried over into the new directory, never moved.
+fn kept_paths(selection: &Selection, opts: &RestoreOptions, plans: &[Plan]) -> Vec<PathBuf> {
+    match opts.target {
+        Target::Original => opts
+            .keep
+            .iter()
+            .chain(&selection.others)
+            .map(|k| crate::fsutil::absolute_normalized(k))
+            .filter(|k| !plans.iter().any(|p| k == &p.dest))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Stage every planned source beside its destination and verify it; each
+/// staging directory joins `staged` as soon as it exists, so the caller
+/// removes it on every way out.
+fn stage_all<'p>(
+    repo: &Repository,
+    plans: &'p [Plan],
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+    staged: &mut Vec<(StagingDir, PathBuf, &'p Plan<'p>)>,
+    created_dirs: &mut Vec<PathBuf>,
+) -> Result<Vec<Restored>> {
+    let mut out = Vec::new();
+    for p in plans {
+        let parent = staging_parent(p, plans);
+        create_dirs(&parent, created_dirs)?;
+        let dir = StagingDir::create(&parent)?;
+        let stage = dir.path().join(p.source.name());
+        staged.push((dir, stage.clone(), p));
+        out.push(stage_one(repo, p, &stage, opts, progress)?);
+    }
+    Ok(out)
+}
+
+/// Write and verify one source at `stage`.
+fn stage_one(
+    repo: &Repository,
+    p: &Plan,
+    stage: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<Restored> {
+    let bytes = match p.source {
+        Source::Sqlite(db) => {
+            let replay = p.pick.replay.as_deref();
+            let once = || restore_database(repo, db, stage, progress, replay, opts.skip_integrity_check);
+            match once() {
+                // A page damaged in transit is not damage in the
+                // repository: everything is read again, once.
+                Err(e) if read_again(&e) => {
+                    tracing::warn!(event = "repo.read_again", db = %db.name, error = %e, "restoring the database again before calling it damaged");
+                    let _ = fs::remove_file(stage);
+                    once()?
+                }
+                other => other?,
+            }
+        }
+        Source::Directory(d) => restore_tree(repo, &d.entries, stage, progress, opts.skip_integrity_check)?,
+        Source::File(f) => restore_tree(
+            repo,
+            std::slice::from_ref(&f.entry),
+            stage,
+            progress,
+            opts.skip_integrity_check,
+        )?,
+    };
+    let point = p
+        .pick
+        .replay
+        .as_ref()
+        .and_then(|r| r.landed.lock().expect("landed").clone());
+    let as_of = point.as_ref().map_or(&p.pick.snapshot_time, |l| &l.time);
+    let age_seconds = as_of
+        .parse::<jiff::Timestamp>()
+        .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
+        .unwrap_or(0);
+    Ok(Restored {
+        name: p.source.name().into(),
+        path: p.dest.display().to_string(),
+        kind: p.source.kind_name(),
+        bytes,
+        snapshot: p.pick.snapshot.hex(),
+        snapshot_time: p.pick.snapshot_time.clone(),
+        point,
+        age_seconds,
+    })
+}
+
+/// The commit's record: what to undo, the aside folder of each root, and
+/// the second names of carried files, removed once the whole commit stands.
+#[derive(Default)]
+struct Swaps {
+    undo: Vec<swap::Undo>,
+    aside_dirs: Vec<(PathBuf, PathBuf)>, // (root, aside)
+    carried_names: Vec<(PathBuf, (u64, u64))>,
+}
+
+impl Swaps {
+    /// Where `path`, under the plan's root, goes aside; the root's aside
+    /// folder is made on first use.
+    fn aside_of(&mut self, p: &Plan, stamp: &str, path: &Path) -> Result<PathBuf> {
+        let aside_dirs = &mut self.aside_dirs;
+        let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
+            Some((_, a)) => a.clone(),
+            None => {
+                let a = swap::fresh_aside_dir(&p.root, stamp);
+                aside_dirs.push((p.root.clone(), a.clone()));
+                a
+            }
+        };
+        let rel = path
+            .strip_prefix(&p.root)
+            .unwrap_or(Path::new(path.file_name().unwrap_or_default()));
+        let to = aside.join(rel);
+        if let Some(d) = to.parent() {
+            fs::create_dir_all(d).at(d)?;
+        }
+        Ok(to)
+    }
+
+    /// Put one staged copy in place: its sidecars aside, what it replaces
+    /// aside, other sources' paths carried over, then the swap.
+    fn commit_one(
+        &mut self,
+        dir: &StagingDir,
+        stage: &Path,
+        p: &Plan,
+        plans: &[Plan],
+        kept: &[PathBuf],
+        stamp: &str,
+    ) -> Result<()> {
+        for path in in_the_way(p).into_iter().filter(|q| q != &p.dest) {
+            if fs::symlink_metadata(&path).is_err() {
+                continue;
+            }
+            let to = self.aside_of(p, stamp, &path)?;
+            crate::crashpoint::step("restore: move a sidecar aside").at(&path)?;
+            fs::rename(&path, &to).at(&path)?;
+            self.undo.push(swap::Undo::Renamed { from: path.clone(), to });
+        }
+        let aside = if fs::symlink_metadata(&p.dest).is_ok() {
+            self.aside_of(p, stamp, &p.dest)?
+        } else {
+            PathBuf::new()
+        };
+        let carried = match p.source {
+            Source::Directory(_) if !aside.as_os_str().is_empty() => {
+                carry_over(&p.dest, stage, &kept_inside(&p.dest, kept, plans), &mut self.undo)?
+            }
+            _ => Vec::new(),
+        };
+        swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut self.undo)?;
+        // The old directory, now aside, still names the carried files
+        // (second hard links of the live ones). Those names go only once
+        // the whole commit stands: undoing a swap puts the old
+        // directory back, and with it the only other name of each.
+        self.carried_names
+            .extend(carried.into_iter().map(|(rel, ino)| (aside.join(rel), ino)));
+        sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
+        Ok(())
+    }
+}
+
+/// The report of a restore that stands.
+fn report(restored: Vec<Restored>, aside_dirs: &[PathBuf]) -> RestoreReport {
     let mut snapshots: Vec<&str> = restored.iter().map(|r| r.snapshot.as_str()).collect();
     snapshots.dedup();
     let mut points = restored.iter().filter_map(|r| r.point.clone());
@@ -355,12 +430,12 @@ pub fn restore(
         (Some(p), None) => Some(p),
         _ => None,
     };
-    Ok(RestoreReport {
+    RestoreReport {
         snapshot: (snapshots.len() == 1).then(|| snapshots[0].to_string()),
         moved_aside: aside_dirs.iter().map(|d| d.display().to_string()).collect(),
         point,
         restored,
-    })
+    }
 }
 
 fn plan<'a>(chosen: &[&'a Pick], target: &Target) -> Result<Vec<Plan<'a>>> {
