@@ -8,6 +8,7 @@
 //! a failure at any point undoes what was done, so the target ends as it
 //! began.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -1162,50 +1163,67 @@ fn restore_tree(
                         .ok_or_else(|| Error::damaged(&e.path, "database entry without a BLAKE3"))?;
                     bytes += restore_database(repo, &db, &path, progress, None, skip_integrity_check)?;
                 }
-                EntryKind::File => {
-                    let mut f = create_new_file(&path, e.mode)?;
-                    let mut hasher = blake3::Hasher::new();
-                    let mut written = 0u64;
-                    let mut write = |data: &[u8]| -> Result<()> {
-                        hasher.update(data);
-                        std::io::Write::write_all(&mut f, data).at(&path)?;
-                        written += data.len() as u64;
-                        progress.advance(data.len() as u64);
-                        Ok(())
-                    };
-                    if e.size <= TREE_BATCH {
-                        for id in &e.chunks {
-                            write(fetched.get(id).expect("fetched with its batch"))?;
-                        }
-                    } else {
-                        for window in e.chunks.chunks(FILE_WINDOW) {
-                            let got = blobs::fetch_checked(repo, window)?;
-                            for id in window {
-                                write(got.get(id).expect("fetched with its window"))?;
-                            }
-                        }
-                    }
-                    f.sync_all().at(&path)?;
-                    if written != e.size {
-                        return Err(Error::damaged(
-                            &e.path,
-                            format!("restored {written} bytes where the snapshot says {}", e.size),
-                        ));
-                    }
-                    if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
-                        return Err(Error::damaged(
-                            &e.path,
-                            "restored content does not match the snapshot's BLAKE3",
-                        ));
-                    }
-                    bytes += e.size;
-                }
+                EntryKind::File => bytes += restore_file(repo, e, &path, &fetched, progress)?,
             }
         }
         i = j;
     }
-    // Metadata last, deepest first, so writing children does not disturb a
-    // directory's restored mtime.
+    set_tree_meta(entries, stage)?;
+    progress.end();
+    Ok(bytes)
+}
+
+/// Write one regular file from its chunks (those of a small file come with
+/// its batch, a large file's are fetched a window at a time) and check its
+/// size and BLAKE3; returns its size.
+fn restore_file(
+    repo: &Repository,
+    e: &Entry,
+    path: &Path,
+    fetched: &HashMap<Id, Vec<u8>>,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let mut f = create_new_file(path, e.mode)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    let mut write = |data: &[u8]| -> Result<()> {
+        hasher.update(data);
+        std::io::Write::write_all(&mut f, data).at(path)?;
+        written += data.len() as u64;
+        progress.advance(data.len() as u64);
+        Ok(())
+    };
+    if e.size <= TREE_BATCH {
+        for id in &e.chunks {
+            write(fetched.get(id).expect("fetched with its batch"))?;
+        }
+    } else {
+        for window in e.chunks.chunks(FILE_WINDOW) {
+            let got = blobs::fetch_checked(repo, window)?;
+            for id in window {
+                write(got.get(id).expect("fetched with its window"))?;
+            }
+        }
+    }
+    f.sync_all().at(path)?;
+    if written != e.size {
+        return Err(Error::damaged(
+            &e.path,
+            format!("restored {written} bytes where the snapshot says {}", e.size),
+        ));
+    }
+    if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
+        return Err(Error::damaged(
+            &e.path,
+            "restored content does not match the snapshot's BLAKE3",
+        ));
+    }
+    Ok(e.size)
+}
+
+/// Metadata last, deepest first, so writing children does not disturb a
+/// directory's restored mtime; then every directory is synced.
+fn set_tree_meta(entries: &[Entry], stage: &Path) -> Result<()> {
     for e in entries.iter().rev() {
         let path = if e.path.is_empty() {
             stage.to_path_buf()
@@ -1233,8 +1251,7 @@ fn restore_tree(
         };
         sync_dir(&path)?;
     }
-    progress.end();
-    Ok(bytes)
+    Ok(())
 }
 
 /// A file that did not exist, never reached through a symlink, created with
