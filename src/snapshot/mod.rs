@@ -120,154 +120,37 @@ fn take_with(
     };
     let mut dbs: Vec<Option<Db>> = dbs.into_iter().map(Some).collect();
 
-    let previous = repo.snapshots()?;
-    let mut writer = BlobWriter::new(repo);
-    let mut encoder = Encoder::new(repo.config.compression.level);
+    let mut cap = Capture {
+        repo,
+        progress,
+        previous: repo.snapshots()?,
+        writer: BlobWriter::new(repo),
+        encoder: Encoder::new(repo.config.compression.level),
+        logical: 0,
+        files_count: 0,
+        incomplete: Vec::new(),
+    };
     let mut sources = Vec::new();
-    let mut logical = 0u64;
-    let mut files_count = 0u64;
     let mut db_i = 0;
-    let mut incomplete: Vec<String> = Vec::new();
-
     for spec in specs {
         let src = match &spec.kind {
             SourceKind::Sqlite { .. } => {
                 let handle = dbs[db_i].take().expect("each database captured once");
                 db_i += 1;
-                let db = handle.get();
-                if db.journal_mode != "wal" {
-                    warn(format!(
-                        "{}: journal_mode is {} (not WAL): captured correctly, but writers waited while it was read and `replicate` will refuse it",
-                        spec.path.display(),
-                        db.journal_mode
-                    ));
-                }
-                if let Some(fs) = crate::fsutil::unreliable_filesystem(&spec.path) {
-                    warn(format!(
-                        "{}: on {fs}; snapshots work, `replicate` will refuse it",
-                        spec.path.display()
-                    ));
-                }
-                let path = abs_string(&spec.path);
-                let parent = previous.iter().rev().find_map(|s| {
-                    s.manifest.sources.iter().find_map(|src| match src {
-                        Source::Sqlite(d) if d.name == spec.name && d.path == path => Some(d.pagemap),
-                        _ => None,
-                    })
-                });
-                let mut s = capture_database(repo, &mut writer, spec, db, parent, progress)?;
-                if let Db::Owned(db) = handle {
-                    db.finish()?;
-                }
-                s.replication = opts.replication.clone();
-                logical += s.size;
-                files_count += 1;
-                Source::Sqlite(s)
+                Source::Sqlite(cap.database(spec, handle, opts, &mut warn)?)
             }
-            SourceKind::Directory { exclude } => {
-                let globs = files::build_excludes(exclude, &spec.path.display().to_string())?;
-                // Every other source inside this directory is captured as
-                // that source, once: never also copied raw here.
-                let mut skip = Vec::new();
-                for other in specs.iter().filter(|o| o.path != spec.path) {
-                    // Sidecars may not exist, so canonicalize via the database.
-                    let p = std::fs::canonicalize(&other.path).unwrap_or_else(|_| other.path.clone());
-                    if matches!(other.kind, SourceKind::Sqlite { .. }) {
-                        skip.extend(crate::sqlite::sidecar_paths(&p));
-                    }
-                    skip.push(p);
-                }
-                let walked = files::walk(&spec.path, &globs, &skip, &mut warn)?;
-                // The same files reached by another name (a hard link, a
-                // bind mount) are the other sources too; opening a database
-                // this process holds a read transaction on, and closing
-                // that descriptor, would drop SQLite's locks on it.
-                let others = embedded::inodes_of(&skip);
-                let walked = embedded::find_databases(walked, &others);
-                let mut captured_dbs: HashSet<String> = HashSet::new();
-                let total: u64 = walked.iter().map(|(w, _)| w.entry.size).sum();
-                progress.begin(&format!("files {}", spec.name), total);
-                let mut entries = Vec::with_capacity(walked.len());
-                for (w, is_db) in walked {
-                    if embedded::sidecar_of(&w.entry.path).is_some_and(|db| captured_dbs.contains(db)) {
-                        continue; // its database was captured by pages
-                    }
-                    let label = format!("{}/{}", spec.name, w.entry.path);
-                    let e = match is_db {
-                        true => {
-                            let parent = embedded::previous_pagemap(&previous, &spec.name, &w.entry.path);
-                            let captured = embedded::open(&w.abs, &mut warn)?
-                                .map(|db| {
-                                    let sub = SourceSpec {
-                                        name: label.clone(),
-                                        path: w.abs.clone(),
-                                        kind: SourceKind::Sqlite {
-                                            schema_query: String::new(),
-                                        },
-                                    };
-                                    let s = capture_database(repo, &mut writer, &sub, &db, parent, progress);
-                                    db.finish().and(s)
-                                })
-                                .transpose()?;
-                            match captured {
-                                Some(s) => {
-                                    captured_dbs.insert(w.entry.path.clone());
-                                    (embedded::entry(w.entry, &s), false)
-                                }
-                                None => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
-                            }
-                        }
-                        false => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
-                    };
-                    let (e, changed) = e;
-                    if changed {
-                        incomplete.push(label);
-                    }
-                    logical += e.size;
-                    files_count += u64::from(e.kind == EntryKind::File);
-                    entries.push(e);
-                }
-                progress.end();
-                Source::Directory(DirectorySource {
-                    name: spec.name.clone(),
-                    path: abs_string(&spec.path),
-                    exclude: exclude.clone(),
-                    entries,
-                })
-            }
-            SourceKind::File => {
-                // A file named through a symlink means what it points at.
-                let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
-                let entry = files::entry_for("", &meta, &spec.path)?
-                    .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
-                progress.begin(&format!("file {}", spec.name), entry.size);
-                let e = capture_entry(
-                    &mut encoder,
-                    repo,
-                    &mut writer,
-                    files::Walked {
-                        abs: spec.path.clone(),
-                        entry,
-                    },
-                    &mut warn,
-                    progress,
-                )?;
-                if e.1 {
-                    incomplete.push(spec.name.clone());
-                }
-                let e = e.0;
-                progress.end();
-                logical += e.size;
-                files_count += 1;
-                Source::File(FileSource {
-                    name: spec.name.clone(),
-                    path: abs_string(&spec.path),
-                    entry: e,
-                })
-            }
+            SourceKind::Directory { exclude } => Source::Directory(cap.directory(spec, exclude, specs, &mut warn)?),
+            SourceKind::File => Source::File(cap.file(spec, &mut warn)?),
         };
         sources.push(src);
     }
+    let Capture {
+        writer,
+        logical,
+        files_count,
+        incomplete,
+        ..
+    } = cap;
 
     let stats = writer.finish()?;
     let manifest = Manifest {
@@ -292,6 +175,196 @@ fn take_with(
     let id = repo.write_manifest(&manifest)?;
     tracing::info!(event = "snapshot.done", id = %id.short(), new_blobs = stats.new_blobs, stored = stats.stored_bytes, packs = stats.packs);
     Ok((id, manifest))
+}
+
+/// What a snapshot gathers while it captures its sources one by one: the
+/// writer every blob goes through, and the totals for the manifest.
+struct Capture<'r> {
+    repo: &'r Repository,
+    progress: &'r dyn Progress,
+    /// The snapshots already published: each source's parent is found here.
+    previous: Vec<crate::repo::SnapshotRef>,
+    writer: BlobWriter<'r>,
+    encoder: Encoder,
+    logical: u64,
+    files_count: u64,
+    /// Files that changed on both reads.
+    incomplete: Vec<String>,
+}
+
+impl Capture<'_> {
+    /// A configured database, by pages, on top of the newest earlier
+    /// capture of the same name and path.
+    fn database(
+        &mut self,
+        spec: &SourceSpec,
+        handle: Db,
+        opts: &SnapshotOptions,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<SqliteSource> {
+        let db = handle.get();
+        if db.journal_mode != "wal" {
+            warn(format!(
+                "{}: journal_mode is {} (not WAL): captured correctly, but writers waited while it was read and `replicate` will refuse it",
+                spec.path.display(),
+                db.journal_mode
+            ));
+        }
+        if let Some(fs) = crate::fsutil::unreliable_filesystem(&spec.path) {
+            warn(format!(
+                "{}: on {fs}; snapshots work, `replicate` will refuse it",
+                spec.path.display()
+            ));
+        }
+        let path = abs_string(&spec.path);
+        let parent = self.previous.iter().rev().find_map(|s| {
+            s.manifest.sources.iter().find_map(|src| match src {
+                Source::Sqlite(d) if d.name == spec.name && d.path == path => Some(d.pagemap),
+                _ => None,
+            })
+        });
+        let mut s = capture_database(self.repo, &mut self.writer, spec, db, parent, self.progress)?;
+        if let Db::Owned(db) = handle {
+            db.finish()?;
+        }
+        s.replication = opts.replication.clone();
+        self.logical += s.size;
+        self.files_count += 1;
+        Ok(s)
+    }
+
+    /// A directory tree; a database found inside is captured by pages.
+    fn directory(
+        &mut self,
+        spec: &SourceSpec,
+        exclude: &[String],
+        specs: &[SourceSpec],
+        warn: &mut dyn FnMut(String),
+    ) -> Result<DirectorySource> {
+        let progress = self.progress;
+        let globs = files::build_excludes(exclude, &spec.path.display().to_string())?;
+        let skip = others_inside(spec, specs);
+        let walked = files::walk(&spec.path, &globs, &skip, warn)?;
+        // The same files reached by another name (a hard link, a
+        // bind mount) are the other sources too; opening a database
+        // this process holds a read transaction on, and closing
+        // that descriptor, would drop SQLite's locks on it.
+        let others = embedded::inodes_of(&skip);
+        let walked = embedded::find_databases(walked, &others);
+        let mut captured_dbs: HashSet<String> = HashSet::new();
+        let total: u64 = walked.iter().map(|(w, _)| w.entry.size).sum();
+        progress.begin(&format!("files {}", spec.name), total);
+        let mut entries = Vec::with_capacity(walked.len());
+        for (w, is_db) in walked {
+            if embedded::sidecar_of(&w.entry.path).is_some_and(|db| captured_dbs.contains(db)) {
+                continue; // its database was captured by pages
+            }
+            let label = format!("{}/{}", spec.name, w.entry.path);
+            let (e, changed) = self.dir_entry(spec, w, is_db, &label, &mut captured_dbs, warn)?;
+            if changed {
+                self.incomplete.push(label);
+            }
+            self.logical += e.size;
+            self.files_count += u64::from(e.kind == EntryKind::File);
+            entries.push(e);
+        }
+        progress.end();
+        Ok(DirectorySource {
+            name: spec.name.clone(),
+            path: abs_string(&spec.path),
+            exclude: exclude.to_vec(),
+            entries,
+        })
+    }
+
+    /// One walked entry of a directory source: a database by pages when
+    /// it is one and opens as one, anything else as content.
+    fn dir_entry(
+        &mut self,
+        spec: &SourceSpec,
+        w: files::Walked,
+        is_db: bool,
+        label: &str,
+        captured_dbs: &mut HashSet<String>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<(Entry, bool)> {
+        Ok(match is_db {
+            true => {
+                let parent = embedded::previous_pagemap(&self.previous, &spec.name, &w.entry.path);
+                let captured = embedded::open(&w.abs, warn)?
+                    .map(|db| {
+                        let sub = SourceSpec {
+                            name: label.to_string(),
+                            path: w.abs.clone(),
+                            kind: SourceKind::Sqlite {
+                                schema_query: String::new(),
+                            },
+                        };
+                        let s = capture_database(self.repo, &mut self.writer, &sub, &db, parent, self.progress);
+                        db.finish().and(s)
+                    })
+                    .transpose()?;
+                match captured {
+                    Some(s) => {
+                        captured_dbs.insert(w.entry.path.clone());
+                        (embedded::entry(w.entry, &s), false)
+                    }
+                    None => self.content(w, warn)?,
+                }
+            }
+            false => self.content(w, warn)?,
+        })
+    }
+
+    /// A single file source.
+    fn file(&mut self, spec: &SourceSpec, warn: &mut dyn FnMut(String)) -> Result<FileSource> {
+        let progress = self.progress;
+        // A file named through a symlink means what it points at.
+        let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
+        let entry = files::entry_for("", &meta, &spec.path)?
+            .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
+        progress.begin(&format!("file {}", spec.name), entry.size);
+        let e = self.content(
+            files::Walked {
+                abs: spec.path.clone(),
+                entry,
+            },
+            warn,
+        )?;
+        if e.1 {
+            self.incomplete.push(spec.name.clone());
+        }
+        let e = e.0;
+        progress.end();
+        self.logical += e.size;
+        self.files_count += 1;
+        Ok(FileSource {
+            name: spec.name.clone(),
+            path: abs_string(&spec.path),
+            entry: e,
+        })
+    }
+
+    /// One walked entry's content, through [`capture_entry`].
+    fn content(&mut self, w: files::Walked, warn: &mut dyn FnMut(String)) -> Result<(Entry, bool)> {
+        capture_entry(&mut self.encoder, self.repo, &mut self.writer, w, warn, self.progress)
+    }
+}
+
+/// Every other source inside this directory is captured as that source,
+/// once: never also copied raw here. Their paths (and a database's
+/// sidecars), for the walk to skip.
+fn others_inside(spec: &SourceSpec, specs: &[SourceSpec]) -> Vec<PathBuf> {
+    let mut skip = Vec::new();
+    for other in specs.iter().filter(|o| o.path != spec.path) {
+        // Sidecars may not exist, so canonicalize via the database.
+        let p = std::fs::canonicalize(&other.path).unwrap_or_else(|_| other.path.clone());
+        if matches!(other.kind, SourceKind::Sqlite { .. }) {
+            skip.extend(crate::sqlite::sidecar_paths(&p));
+        }
+        skip.push(p);
+    }
+    skip
 }
 
 fn check_names(specs: &[SourceSpec]) -> Result<()> {
