@@ -494,18 +494,7 @@ fn repack_packs(
     for &p in packs {
         repo.index.set_marked(p);
     }
-    let wanted: HashSet<u32> = packs.iter().copied().collect();
-    // Referenced blobs of those packs, by pack and frame.
-    let mut by_frame: Vec<(u32, u32, u32, usize)> = refs
-        .positions()
-        .filter_map(|pos| {
-            let (_, loc) = repo.index.at(pos);
-            wanted
-                .contains(&loc.pack)
-                .then_some((loc.pack, loc.offset, loc.length, pos))
-        })
-        .collect();
-    by_frame.sort_unstable();
+    let by_frame = referenced_frames(repo, packs, refs);
     let total: u64 = by_frame.len() as u64;
     progress.begin_items("repacking blobs", total);
     let repo = &*repo;
@@ -567,6 +556,23 @@ fn repack_packs(
         stored = stats.stored_bytes
     );
     Ok((total, stats.stored_bytes))
+}
+
+/// The referenced blobs of `packs` as (pack, frame offset, frame length,
+/// index position), sorted by pack and frame.
+fn referenced_frames(repo: &Repository, packs: &[u32], refs: &Referenced) -> Vec<(u32, u32, u32, usize)> {
+    let wanted: HashSet<u32> = packs.iter().copied().collect();
+    let mut by_frame: Vec<(u32, u32, u32, usize)> = refs
+        .positions()
+        .filter_map(|pos| {
+            let (_, loc) = repo.index.at(pos);
+            wanted
+                .contains(&loc.pack)
+                .then_some((loc.pack, loc.offset, loc.length, pos))
+        })
+        .collect();
+    by_frame.sort_unstable();
+    by_frame
 }
 
 fn dedup_packs(packs: Vec<IndexedPack>) -> Vec<IndexedPack> {
