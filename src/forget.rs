@@ -193,17 +193,7 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
             .fix("give rules such as --keep-daily 7 --keep-weekly 4 --keep-wal 24h, or a [retention] section"));
     }
     let snaps = repo.snapshots_whole()?;
-    let times: Vec<jiff::Timestamp> = snaps
-        .iter()
-        .map(|s| {
-            s.manifest.timestamp().ok_or_else(|| {
-                Error::bad_data(
-                    format!("snapshot {}", s.id.short()),
-                    format!("time `{}` is not RFC 3339", s.manifest.time),
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
+    let times = snapshot_times(&snaps)?;
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in snaps.iter().enumerate() {
         groups.entry(group_key(s)).or_default().push(i);
@@ -215,25 +205,77 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
         WalWindow::Unlimited => None,
     };
     let window_start = window.map(|w| opts.now - w);
+    let judge = Judge {
+        snaps: &snaps,
+        times: &times,
+        opts,
+        window,
+        window_start,
+    };
     for (group, members) in &groups {
+        judge.group(group, members, &mut verdicts)?;
+    }
+    let verdicts: Vec<Verdict> = verdicts
+        .into_iter()
+        .map(|v| v.expect("every snapshot is in a group"))
+        .collect();
+    let wal = plan_wal(repo, &snaps, &times, &verdicts, window_start)?;
+    Ok(ForgetPlan {
+        verdicts,
+        wal,
+        wal_window,
+        wal_window_default: opts.keep_wal.is_none(),
+    })
+}
+
+/// Each snapshot's time, refusing one that does not parse.
+fn snapshot_times(snaps: &[SnapshotRef]) -> Result<Vec<jiff::Timestamp>> {
+    snaps
+        .iter()
+        .map(|s| {
+            s.manifest.timestamp().ok_or_else(|| {
+                Error::bad_data(
+                    format!("snapshot {}", s.id.short()),
+                    format!("time `{}` is not RFC 3339", s.manifest.time),
+                )
+            })
+        })
+        .collect::<Result<_>>()
+}
+
+/// What every group's verdicts are decided from.
+struct Judge<'a> {
+    snaps: &'a [SnapshotRef],
+    times: &'a [jiff::Timestamp],
+    opts: &'a ForgetOptions,
+    /// The WAL window, unless unlimited, and its start.
+    window: Option<jiff::SignedDuration>,
+    window_start: Option<jiff::Timestamp>,
+}
+
+impl Judge<'_> {
+    /// The verdicts of one group's snapshots (`members`, indexes into
+    /// `snaps`): the retention policy's reasons, and for a stream's bases
+    /// the WAL rules'. Refuses rules that would keep none of a group.
+    fn group(&self, group: &str, members: &[usize], verdicts: &mut [Option<Verdict>]) -> Result<()> {
         let candidates: Vec<Candidate> = members
             .iter()
             .map(|&i| Candidate {
-                time: times[i],
-                tags: &snaps[i].manifest.tags,
+                time: self.times[i],
+                tags: &self.snaps[i].manifest.tags,
             })
             .collect();
-        let decisions = if opts.policy.is_empty() {
+        let decisions = if self.opts.policy.is_empty() {
             None
         } else {
             Some(crate::retention::apply_at(
-                &opts.policy,
+                &self.opts.policy,
                 &candidates,
-                &opts.tz,
-                opts.now,
+                &self.opts.tz,
+                self.opts.now,
             ))
         };
-        let bases = members.iter().any(|&i| stream_of(&snaps[i]).is_some());
+        let bases = members.iter().any(|&i| stream_of(&self.snaps[i]).is_some());
         // (A stream's newest base is always kept, so its group never empties.)
         if let Some(d) = &decisions
             && !bases
@@ -243,7 +285,7 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
             // almost always a mistake (a misspelt tag, say).
             return Err(Error::usage(format!(
                 "the rules ({}) would remove every snapshot of group `{group}`",
-                opts.policy
+                self.opts.policy
             ))
             .fix("add a rule that keeps at least one of them, e.g. --keep-last 1"));
         }
@@ -251,16 +293,16 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
         let head = members
             .iter()
             .copied()
-            .max_by_key(|&i| stream_of(&snaps[i]).map(|(_, t)| t));
-        let anchor = window_start.and_then(|start| {
+            .max_by_key(|&i| stream_of(&self.snaps[i]).map(|(_, t)| t));
+        let anchor = self.window_start.and_then(|start| {
             members
                 .iter()
                 .copied()
-                .filter(|&i| times[i] < start)
-                .max_by_key(|&i| stream_of(&snaps[i]).map(|(_, t)| t))
+                .filter(|&i| self.times[i] < start)
+                .max_by_key(|&i| stream_of(&self.snaps[i]).map(|(_, t)| t))
         });
         for (k, &i) in members.iter().enumerate() {
-            let s = &snaps[i];
+            let s = &self.snaps[i];
             let mut reasons: Vec<String> = match &decisions {
                 Some(d) => d[k].reasons.iter().map(|r| r.to_string()).collect(),
                 // No snapshot rule: only the WAL rules decide about bases.
@@ -271,8 +313,8 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
                 if Some(i) == head {
                     reasons.push("newest base of its stream".into());
                 }
-                if let (Some(start), Some(w)) = (window_start, window)
-                    && times[i] >= start
+                if let (Some(start), Some(w)) = (self.window_start, self.window)
+                    && self.times[i] >= start
                 {
                     reasons.push(format!("within WAL window {}", human(w)));
                 }
@@ -286,23 +328,13 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
                 host: s.manifest.host.clone(),
                 kind: s.manifest.kind,
                 tags: s.manifest.tags.clone(),
-                group: group.clone(),
+                group: group.to_string(),
                 keep: !reasons.is_empty(),
                 reasons,
             });
         }
+        Ok(())
     }
-    let verdicts: Vec<Verdict> = verdicts
-        .into_iter()
-        .map(|v| v.expect("every snapshot is in a group"))
-        .collect();
-    let wal = plan_wal(repo, &snaps, &times, &verdicts, window_start)?;
-    Ok(ForgetPlan {
-        verdicts,
-        wal,
-        wal_window,
-        wal_window_default: opts.keep_wal.is_none(),
-    })
 }
 
 /// Per stream: the segments no kept base leads to, or wholly before the

@@ -68,3 +68,4 @@ pub mod reset;
 pub mod retention;
 pub mod stats;
 pub mod verify;
+pub(crate) mod workers;

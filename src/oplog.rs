@@ -409,16 +409,7 @@ pub fn prune<S>(repo: &Repository<S>, before: jiff::Timestamp, dry_run: bool) ->
     }
     // One request per record on a bucket: as many in flight as transfers.
     let workers = repo.transfers().clamp(1, doomed.len());
-    let chunk = doomed.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = doomed
-            .chunks(chunk)
-            .map(|keys| scope.spawn(move || keys.iter().try_for_each(|k| repo.delete_object(k))))
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("a delete thread panicked"))
-    })?;
+    crate::workers::for_each(workers, &doomed, || (), |_, k| repo.delete_object(k))?;
     tracing::info!(event = "oplog.pruned", records = doomed.len(), before = %before);
     Ok(doomed)
 }

@@ -84,7 +84,76 @@ pub fn plan_among(
     name: Option<&str>,
     target: Target,
 ) -> Result<(SnapshotRef, Replay)> {
-    let mut bases: Vec<(&SnapshotRef, String, ReplicationPoint)> = snaps
+    let (name, stream, mut bases) = stream_bases(repo, snaps, name)?;
+    let chosen = match target {
+        Target::Newest => Some(bases.len() - 1),
+        Target::Txid(n) => bases.iter().rposition(|(_, _, r)| r.txid <= n),
+        Target::Time(t) => bases
+            .iter()
+            .rposition(|(s, _, _)| s.manifest.timestamp().is_some_and(|bt| bt <= t)),
+    };
+    let Some(i) = chosen else {
+        let first = &bases[0];
+        return Err(Error::no_input(
+            &name,
+            format!(
+                "the target is before the oldest base (txid {}, {})",
+                first.2.txid, first.0.manifest.time
+            ),
+        )
+        .fix("choose a later --at / --txid; `lifeboat list` shows the bases")
+        .code(ErrorCode::RestoreBeforeHistory));
+    };
+    let next_base = bases
+        .get(i + 1)
+        .map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time.clone()));
+    let next_watched = bases.get(i + 1).and_then(|(_, _, r)| r.watched_until_ns);
+    let (snap, _, point) = bases.swap_remove(i);
+    let snap = snap.clone();
+    let (segments, next) = chain(repo, &stream, point.txid)?;
+    // A later base that the chain does not reach, or that follows a loss of
+    // continuity, marks a gap: commits between the chain's end and that
+    // base are not in the repository (and some may not be numbered at all).
+    let gap_after = next_base
+        .filter(|(b, after_gap, _)| *b > next || (*after_gap && *b == next))
+        .map(|(b, _, time)| (next, b, time));
+    // Only a chain that reaches the gap's base shipped everything the
+    // replicator had read: then its watch stands for the stretch after it.
+    let watched_until_ns = match &gap_after {
+        Some((from, b, _)) if b == from => next_watched,
+        _ => None,
+    };
+    let base_time = snap.manifest.timestamp().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    refuse_past_reach(&name, target, next, &gap_after)?;
+    let replay = Replay {
+        name,
+        target,
+        base_point: point,
+        base_time,
+        segments,
+        gap_after,
+        watched_until_ns,
+        landed: Mutex::new(None),
+    };
+    Ok((snap, replay))
+}
+
+/// A base: its snapshot, the database's name and its replication point.
+type Base<'s> = (&'s SnapshotRef, String, ReplicationPoint);
+
+/// A segment: its first and last txid, and its key.
+type SegmentKey = (u64, u64, String);
+
+/// A replicated database's bases, as (snapshot, database name, point):
+/// `name`'s, or the only replicated database's. Only its current stream's
+/// (a stream per host and path; the newest base says which is current),
+/// oldest first. Returns the name, the stream and the bases.
+fn stream_bases<'s>(
+    repo: &Repository,
+    snaps: &'s [SnapshotRef],
+    name: Option<&str>,
+) -> Result<(String, String, Vec<Base<'s>>)> {
+    let mut bases: Vec<Base> = snaps
         .iter()
         .filter_map(|s| replication_of(s, name).map(|(n, r)| (s, n, r)))
         .collect();
@@ -111,65 +180,38 @@ pub fn plan_among(
         .fix("pick one with --only NAME"));
     }
     let name = names[0].clone();
-    // A stream per host and path; the newest base says which is current.
     bases.sort_by_key(|(s, _, r)| (r.txid, s.manifest.timestamp()));
     let stream = bases.last().expect("not empty").2.stream.clone();
     bases.retain(|(_, _, r)| r.stream == stream);
-    let chosen = match target {
-        Target::Newest => Some(bases.len() - 1),
-        Target::Txid(n) => bases.iter().rposition(|(_, _, r)| r.txid <= n),
-        Target::Time(t) => bases
-            .iter()
-            .rposition(|(s, _, _)| s.manifest.timestamp().is_some_and(|bt| bt <= t)),
-    };
-    let Some(i) = chosen else {
-        let first = &bases[0];
-        return Err(Error::no_input(
-            &name,
-            format!(
-                "the target is before the oldest base (txid {}, {})",
-                first.2.txid, first.0.manifest.time
-            ),
-        )
-        .fix("choose a later --at / --txid; `lifeboat list` shows the bases")
-        .code(ErrorCode::RestoreBeforeHistory));
-    };
-    let next_base = bases
-        .get(i + 1)
-        .map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time.clone()));
-    let next_watched = bases.get(i + 1).and_then(|(_, _, r)| r.watched_until_ns);
-    let (snap, _, point) = bases.swap_remove(i);
-    let snap = snap.clone();
-    let mut keys = repo.segments(&stream)?;
+    Ok((name, stream, bases))
+}
+
+/// The stream's segments that follow on from the base at `base_txid`
+/// without a hole, and the first txid after them.
+fn chain(repo: &Repository, stream: &str, base_txid: u64) -> Result<(Vec<SegmentKey>, u64)> {
+    let mut keys: Vec<SegmentKey> = repo.segments(stream)?;
     keys.sort();
     let mut segments = Vec::new();
-    let mut next = point.txid + 1;
+    let mut next = base_txid + 1;
     for (f, l, k) in keys {
         if f == next {
             segments.push((f, l, k));
             next = l + 1;
         }
     }
-    // A later base that the chain does not reach, or that follows a loss of
-    // continuity, marks a gap: commits between the chain's end and that
-    // base are not in the repository (and some may not be numbered at all).
-    let gap_after = next_base
-        .filter(|(b, after_gap, _)| *b > next || (*after_gap && *b == next))
-        .map(|(b, _, time)| (next, b, time));
-    // Only a chain that reaches the gap's base shipped everything the
-    // replicator had read: then its watch stands for the stretch after it.
-    let watched_until_ns = match &gap_after {
-        Some((from, b, _)) if b == from => next_watched,
-        _ => None,
-    };
-    let base_time = snap.manifest.timestamp().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    Ok((segments, next))
+}
+
+/// A txid past what the chain reaches is refused: inside a gap it is
+/// damage, beyond the newest commit it is not in the repository.
+fn refuse_past_reach(name: &str, target: Target, next: u64, gap_after: &Option<(u64, u64, String)>) -> Result<()> {
     if let Target::Txid(n) = target
         && n >= next
     {
         let reach = next - 1;
-        return Err(match gap_after {
-            Some((from, to, to_time)) if n >= from => Error::damaged(
-                &name,
+        return Err(match *gap_after {
+            Some((from, to, ref to_time)) if n >= from => Error::damaged(
+                name,
                 format!(
                     "commits {from} to {} are missing from the stream (a gap, until the base of {to_time}); txid {n} cannot be restored",
                     to - 1
@@ -178,24 +220,14 @@ pub fn plan_among(
             .fix(format!("restore txid {} (before the gap) or {to} or later", from - 1))
             .code(ErrorCode::RestoreGap),
             _ => Error::no_input(
-                &name,
+                name,
                 format!("txid {n} is not in the repository; the newest is {reach}"),
             )
             .fix(format!("restore --txid {reach} or earlier"))
             .code(ErrorCode::RestoreAfterHistory),
         });
     }
-    let replay = Replay {
-        name,
-        target,
-        base_point: point,
-        base_time,
-        segments,
-        gap_after,
-        watched_until_ns,
-        landed: Mutex::new(None),
-    };
-    Ok((snap, replay))
+    Ok(())
 }
 
 /// How wide a commit's interval (`SegmentCommit::not_before_ns` to
@@ -297,54 +329,87 @@ impl Replay {
                         "segment does not match its name or the base's page size",
                     ));
                 }
-                // The last image of each page among the commits to apply.
-                let mut latest: HashMap<u32, usize> = HashMap::new();
-                let mut image = 0usize;
-                let mut applied_any = false;
-                for (k, c) in seg.commits.iter().enumerate() {
-                    let stop = match self.target {
-                        Target::Newest => false,
-                        Target::Txid(n) => c.txid > n,
-                        Target::Time(t) => {
-                            let t = t.as_nanosecond() as i64;
-                            if c.not_before_ns < t && t < c.time_ns && c.time_ns - c.not_before_ns > UNCERTAIN_NS {
-                                return Err(self.uncertain(t, &landed, &seg.commits[k..]));
-                            }
-                            c.time_ns > t
-                        }
-                    };
-                    if stop {
-                        reached_target = true;
-                        break;
-                    }
-                    for k in 0..c.pages as usize {
-                        latest.insert(seg.pgnos[image + k], image + k);
-                    }
-                    image += c.pages as usize;
-                    size = c.db_pages as u64 * ps;
-                    landed.txid = c.txid;
-                    landed.time = jiff::Timestamp::from_nanosecond(c.time_ns as i128)
-                        .map(|t| t.to_string())
-                        .unwrap_or_default();
-                    landed.commits_applied += 1;
-                    applied_any = true;
-                }
-                let mut order: Vec<(u32, usize)> = latest.into_iter().collect();
-                order.sort_unstable();
-                for (pgno, i) in order {
-                    file.write_all_at(seg.image(i), (pgno as u64 - 1) * ps).at(path)?;
-                }
-                if applied_any {
-                    landed.segments += 1;
-                }
+                reached_target = self.apply_segment(&seg, file, path, ps, &mut landed, &mut size)?;
                 if reached_target {
                     break 'chunks;
                 }
             }
         }
+        if !reached_target {
+            self.refuse_in_gap(&landed)?;
+        }
+        file.set_len(size).at(path)?;
+        tracing::info!(
+            event = "restore.replayed",
+            txid = landed.txid,
+            commits = landed.commits_applied,
+            segments = landed.segments
+        );
+        *self.landed.lock().expect("landed") = Some(landed);
+        Ok(size)
+    }
+
+    /// Apply one segment's commits up to the target: the last image of
+    /// each page among them, written in page order. `landed` and `size`
+    /// follow the last commit applied. Whether the target was reached.
+    fn apply_segment(
+        &self,
+        seg: &Segment,
+        file: &File,
+        path: &Path,
+        ps: u64,
+        landed: &mut Landed,
+        size: &mut u64,
+    ) -> Result<bool> {
+        let mut reached_target = false;
+        // The last image of each page among the commits to apply.
+        let mut latest: HashMap<u32, usize> = HashMap::new();
+        let mut image = 0usize;
+        let mut applied_any = false;
+        for (k, c) in seg.commits.iter().enumerate() {
+            let stop = match self.target {
+                Target::Newest => false,
+                Target::Txid(n) => c.txid > n,
+                Target::Time(t) => {
+                    let t = t.as_nanosecond() as i64;
+                    if c.not_before_ns < t && t < c.time_ns && c.time_ns - c.not_before_ns > UNCERTAIN_NS {
+                        return Err(self.uncertain(t, landed, &seg.commits[k..]));
+                    }
+                    c.time_ns > t
+                }
+            };
+            if stop {
+                reached_target = true;
+                break;
+            }
+            for k in 0..c.pages as usize {
+                latest.insert(seg.pgnos[image + k], image + k);
+            }
+            image += c.pages as usize;
+            *size = c.db_pages as u64 * ps;
+            landed.txid = c.txid;
+            landed.time = jiff::Timestamp::from_nanosecond(c.time_ns as i128)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            landed.commits_applied += 1;
+            applied_any = true;
+        }
+        let mut order: Vec<(u32, usize)> = latest.into_iter().collect();
+        order.sort_unstable();
+        for (pgno, i) in order {
+            file.write_all_at(seg.image(i), (pgno as u64 - 1) * ps).at(path)?;
+        }
+        if applied_any {
+            landed.segments += 1;
+        }
+        Ok(reached_target)
+    }
+
+    /// A time inside a gap the replicator did not watch is refused: the
+    /// state there is not known.
+    fn refuse_in_gap(&self, landed: &Landed) -> Result<()> {
         let watched = |t: jiff::Timestamp| self.watched_until_ns.is_some_and(|w| t.as_nanosecond() as i64 <= w);
-        if !reached_target
-            && let (Target::Time(t), Some((from, to, to_time))) = (self.target, &self.gap_after)
+        if let (Target::Time(t), Some((from, to, to_time))) = (self.target, &self.gap_after)
             && !watched(t)
         {
             // Known up to the last commit, or as long as the replicator
@@ -366,14 +431,6 @@ impl Replay {
             ))
             .code(ErrorCode::RestoreGap));
         }
-        file.set_len(size).at(path)?;
-        tracing::info!(
-            event = "restore.replayed",
-            txid = landed.txid,
-            commits = landed.commits_applied,
-            segments = landed.segments
-        );
-        *self.landed.lock().expect("landed") = Some(landed);
-        Ok(size)
+        Ok(())
     }
 }

@@ -221,8 +221,55 @@ pub fn prune(
     let refs = referenced(repo, &snaps, progress)?;
     report.referenced_blobs = refs.count;
 
-    // Which index files list which packs, and each pack's total raw bytes
-    // over every record (duplicates included).
+    let usage = pack_usage(repo, &refs)?;
+    let fates = fates(repo, &usage, opts);
+    let n_packs = fates.len();
+    report.packs = fates
+        .iter()
+        .filter(|f| !matches!(f, Fate::Marked | Fate::Recover))
+        .count() as u64;
+    let unindexed = unindexed_packs(repo, &fates, &mut report)?;
+
+    // From here on the repository changes: the staging directory this
+    // host's writers share is used by repacking.
+    let _guard = if opts.dry_run { None } else { Some(lock(repo)?) };
+
+    // Recovery first: a snapshot needs these now.
+    let recover = recover_marked(repo, opts, &fates, &mut report)?;
+
+    sweep(repo, opts, listed_at, &fates, &recover, &mut report)?;
+
+    // Phase 1: repack, then mark.
+    let repack: Vec<u32> = (0..n_packs as u32)
+        .filter(|&p| fates[p as usize] == Fate::Repack)
+        .collect();
+    report.repacked_packs = repack.len() as u64;
+    if !repack.is_empty() && !opts.dry_run {
+        let (blobs, written) = repack_packs(repo, &repack, &refs, progress)?;
+        report.repacked_blobs = blobs;
+        report.repack_written_bytes = written;
+        report.index_files_written += 1;
+    }
+    let to_mark: HashSet<u32> = (0..n_packs as u32)
+        .filter(|&p| matches!(fates[p as usize], Fate::Unused | Fate::Repack))
+        .collect();
+    if to_mark.is_empty() && unindexed.is_empty() {
+        return Ok(report);
+    }
+    mark_and_unlist(repo, opts, &to_mark, unindexed, &usage.listed_by, &mut report)?;
+    Ok(report)
+}
+
+/// Which index files list which packs, and each pack's raw bytes: in total
+/// over every record (duplicates included), and referenced.
+struct Usage {
+    /// By index file (in `repo.index_keys` order): the packs it lists.
+    listed_by: Vec<Vec<u32>>,
+    total_raw: Vec<u64>,
+    used_raw: Vec<u64>,
+}
+
+fn pack_usage(repo: &Repository, refs: &Referenced) -> Result<Usage> {
     let n_packs = repo.index().packs().len();
     let mut total_raw = vec![0u64; n_packs];
     let mut listed_by: Vec<Vec<u32>> = Vec::with_capacity(repo.index_keys().len());
@@ -250,7 +297,20 @@ pub fn prune(
         let (_, loc) = repo.index().at(pos);
         used_raw[loc.pack as usize] += loc.raw_length as u64;
     }
+    Ok(Usage {
+        listed_by,
+        total_raw,
+        used_raw,
+    })
+}
 
+/// What becomes of each pack: kept, marked (unused, or repacked first when
+/// mostly unused), recovered (marked but needed), or left marked.
+fn fates(repo: &Repository, usage: &Usage, opts: &PruneOptions) -> Vec<Fate> {
+    let Usage {
+        total_raw, used_raw, ..
+    } = usage;
+    let n_packs = total_raw.len();
     let mut fates = vec![Fate::Keep; n_packs];
     for (p, fate) in fates.iter_mut().enumerate() {
         let marked = repo.index().is_marked(p as u32);
@@ -268,14 +328,13 @@ pub fn prune(
             }
         };
     }
-    report.packs = fates
-        .iter()
-        .filter(|f| !matches!(f, Fate::Marked | Fate::Recover))
-        .count() as u64;
+    fates
+}
 
-    // Packs in the store that nothing indexes: left by writers that died
-    // before indexing, or being written right now (which the grace period
-    // lets finish).
+/// Packs in the store that nothing indexes: left by writers that died
+/// before indexing, or being written right now (which the grace period
+/// lets finish). Indexed packs missing from the store are counted.
+fn unindexed_packs(repo: &Repository, fates: &[Fate], report: &mut PruneReport) -> Result<Vec<IndexedPack>> {
     let mut present: HashSet<Id> = HashSet::new();
     let mut unindexed: Vec<IndexedPack> = Vec::new();
     for (key, size) in repo.list_objects(keys::Kind::Pack)? {
@@ -297,12 +356,17 @@ pub fn prune(
             tracing::warn!(event = "prune.pack_missing", pack = %repo.index().pack(p as u32).0.short());
         }
     }
+    Ok(unindexed)
+}
 
-    // From here on the repository changes: the staging directory this
-    // host's writers share is used by repacking.
-    let _guard = if opts.dry_run { None } else { Some(lock(repo)?) };
-
-    // Recovery first: a snapshot needs these now.
+/// Index again the marked packs a snapshot needs (not in a dry run);
+/// returns them.
+fn recover_marked(
+    repo: &Repository,
+    opts: &PruneOptions,
+    fates: &[Fate],
+    report: &mut PruneReport,
+) -> Result<Vec<IndexedPack>> {
     let recover: Vec<IndexedPack> = repo
         .marks()
         .iter()
@@ -320,46 +384,26 @@ pub fn prune(
         report.index_files_written += 1;
         tracing::info!(event = "prune.recovered", packs = recover.len());
     }
+    Ok(recover)
+}
 
-    sweep(repo, opts, listed_at, &fates, &recover, &mut report)?;
-
-    // Phase 1: repack, then mark.
-    let repack: Vec<u32> = (0..n_packs as u32)
-        .filter(|&p| fates[p as usize] == Fate::Repack)
-        .collect();
-    report.repacked_packs = repack.len() as u64;
-    if !repack.is_empty() && !opts.dry_run {
-        let (blobs, written) = repack_packs(repo, &repack, &refs, progress)?;
-        report.repacked_blobs = blobs;
-        report.repack_written_bytes = written;
-        report.index_files_written += 1;
-    }
-    let to_mark: HashSet<u32> = (0..n_packs as u32)
-        .filter(|&p| matches!(fates[p as usize], Fate::Unused | Fate::Repack))
-        .collect();
-    if to_mark.is_empty() && unindexed.is_empty() {
-        return Ok(report);
-    }
+/// Phase 1's end: one mark holding the records of the packs to mark and
+/// of the unindexed ones, written before the index files that list those
+/// packs are rewritten without them (not in a dry run).
+fn mark_and_unlist(
+    repo: &mut Repository,
+    opts: &PruneOptions,
+    to_mark: &HashSet<u32>,
+    unindexed: Vec<IndexedPack>,
+    listed_by: &[Vec<u32>],
+    report: &mut PruneReport,
+) -> Result<()> {
     // The records to keep in the mark come from the index files that list
     // the packs; those files are the ones to rewrite.
     let affected: Vec<usize> = (0..listed_by.len())
         .filter(|&i| listed_by[i].iter().any(|p| to_mark.contains(p)))
         .collect();
-    let mut marked_records: HashMap<Id, IndexedPack> = HashMap::new();
-    let mut kept_records: Vec<IndexedPack> = Vec::new();
-    let mut kept_seen: HashSet<Id> = HashSet::new();
-    for &i in &affected {
-        let key = &repo.index_keys()[i];
-        let file = repo.read_index_file(key)?;
-        for p in file.packs {
-            let pos = repo.index().pack_position(&p.id).expect("loaded");
-            if to_mark.contains(&pos) {
-                marked_records.entry(p.id).or_insert(p);
-            } else if kept_seen.insert(p.id) {
-                kept_records.push(p);
-            }
-        }
-    }
+    let (marked_records, kept_records) = split_records(repo, &affected, to_mark)?;
     report.unindexed_packs = unindexed.len() as u64;
     let mut mark = Mark {
         time: jiff::Timestamp::now(),
@@ -371,7 +415,7 @@ pub fn prune(
     report.marked_packs = mark.packs.packs.len() as u64;
     report.marked_bytes = mark.packs.packs.iter().map(|p| p.size).sum();
     if opts.dry_run {
-        return Ok(report);
+        return Ok(());
     }
     let mark_id = repo.write_mark(mark)?;
     tracing::info!(event = "prune.marked", mark = %mark_id.short(), packs = report.marked_packs, bytes = report.marked_bytes);
@@ -384,7 +428,32 @@ pub fn prune(
         repo.delete_object(&repo.index_keys()[i])?;
         report.index_files_deleted += 1;
     }
-    Ok(report)
+    Ok(())
+}
+
+/// The records of the `affected` index files: those of packs to mark, and
+/// (once each) those to keep.
+fn split_records(
+    repo: &Repository,
+    affected: &[usize],
+    to_mark: &HashSet<u32>,
+) -> Result<(HashMap<Id, IndexedPack>, Vec<IndexedPack>)> {
+    let mut marked_records: HashMap<Id, IndexedPack> = HashMap::new();
+    let mut kept_records: Vec<IndexedPack> = Vec::new();
+    let mut kept_seen: HashSet<Id> = HashSet::new();
+    for &i in affected {
+        let key = &repo.index_keys()[i];
+        let file = repo.read_index_file(key)?;
+        for p in file.packs {
+            let pos = repo.index().pack_position(&p.id).expect("loaded");
+            if to_mark.contains(&pos) {
+                marked_records.entry(p.id).or_insert(p);
+            } else if kept_seen.insert(p.id) {
+                kept_records.push(p);
+            }
+        }
+    }
+    Ok((marked_records, kept_records))
 }
 
 /// Phase 2: delete the packs of marks older than the grace period that
@@ -448,18 +517,7 @@ fn repack_packs(
     for &p in packs {
         repo.set_pack_marked(p);
     }
-    let wanted: HashSet<u32> = packs.iter().copied().collect();
-    // Referenced blobs of those packs, by pack and frame.
-    let mut by_frame: Vec<(u32, u32, u32, usize)> = refs
-        .positions()
-        .filter_map(|pos| {
-            let (_, loc) = repo.index().at(pos);
-            wanted
-                .contains(&loc.pack)
-                .then_some((loc.pack, loc.offset, loc.length, pos))
-        })
-        .collect();
-    by_frame.sort_unstable();
+    let by_frame = referenced_frames(repo, packs, refs);
     let total: u64 = by_frame.len() as u64;
     progress.begin_items("repacking blobs", total);
     let repo = &*repo;
@@ -521,6 +579,23 @@ fn repack_packs(
         stored = stats.stored_bytes
     );
     Ok((total, stats.stored_bytes))
+}
+
+/// The referenced blobs of `packs` as (pack, frame offset, frame length,
+/// index position), sorted by pack and frame.
+fn referenced_frames(repo: &Repository, packs: &[u32], refs: &Referenced) -> Vec<(u32, u32, u32, usize)> {
+    let wanted: HashSet<u32> = packs.iter().copied().collect();
+    let mut by_frame: Vec<(u32, u32, u32, usize)> = refs
+        .positions()
+        .filter_map(|pos| {
+            let (_, loc) = repo.index().at(pos);
+            wanted
+                .contains(&loc.pack)
+                .then_some((loc.pack, loc.offset, loc.length, pos))
+        })
+        .collect();
+    by_frame.sort_unstable();
+    by_frame
 }
 
 fn dedup_packs(packs: Vec<IndexedPack>) -> Vec<IndexedPack> {

@@ -38,7 +38,27 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
         return Err(Error::usage(format!("{} is not a directory", data_dir.display()))
             .fix("--data-dir takes the service's data directory"));
     }
-    let candidates: Vec<PathBuf> = if let Some(databases) = databases {
+    let candidates = candidates(data_dir, databases)?;
+    let (mut files, in_use) = check_candidates(&candidates, confirm)?;
+    let mut report = ResetReport {
+        data_dir: data_dir.display().to_string(),
+        dry_run: !confirm,
+        files: files.iter().map(|p| p.display().to_string()).collect(),
+        moved_to: None,
+        in_use,
+    };
+    if !confirm || files.is_empty() {
+        return Ok(report);
+    }
+    let aside = move_aside(data_dir, &mut files)?;
+    report.moved_to = Some(aside.display().to_string());
+    Ok(report)
+}
+
+/// The configured databases inside `data_dir`, or without a configuration
+/// every top-level file there named like a database.
+fn candidates(data_dir: &Path, databases: Option<&[PathBuf]>) -> Result<Vec<PathBuf>> {
+    Ok(if let Some(databases) = databases {
         databases.iter().filter(|p| p.starts_with(data_dir)).cloned().collect()
     } else {
         let mut v: Vec<PathBuf> = fs::read_dir(data_dir)
@@ -54,12 +74,16 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
             .collect();
         v.sort();
         v
-    };
+    })
+}
 
-    // Check every database before touching any.
+/// Every candidate checked before any is touched: each must be a SQLite
+/// database, and with `confirm` none may be open in another process. The
+/// files to move (databases and their sidecars), and the databases in use.
+fn check_candidates(candidates: &[PathBuf], confirm: bool) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let mut files = Vec::new();
     let mut in_use = Vec::new();
-    for db in &candidates {
+    for db in candidates {
         let exists = db.exists();
         if exists && !crate::sqlite::has_header(db)? {
             return Err(Error::bad_data(
@@ -88,16 +112,12 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
         }
         files.extend(crate::sqlite::sidecar_paths(db).into_iter().filter(|p| p.exists()));
     }
-    let mut report = ResetReport {
-        data_dir: data_dir.display().to_string(),
-        dry_run: !confirm,
-        files: files.iter().map(|p| p.display().to_string()).collect(),
-        moved_to: None,
-        in_use,
-    };
-    if !confirm || files.is_empty() {
-        return Ok(report);
-    }
+    Ok((files, in_use))
+}
+
+/// Move `files` into a fresh `.lifeboat-reset-<time>/` in `data_dir`,
+/// sidecars first; returns that folder.
+fn move_aside(data_dir: &Path, files: &mut [PathBuf]) -> Result<PathBuf> {
     let aside = data_dir.join(format!(".lifeboat-reset-{}", compact_timestamp(jiff::Timestamp::now())));
     fs::create_dir_all(&aside).at(&aside)?;
     // Sidecars before their database: interrupted in between, the data dir
@@ -107,7 +127,7 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
     let sidecars: std::collections::HashSet<PathBuf> =
         files.iter().flat_map(|d| crate::sqlite::sidecar_paths(d)).collect();
     files.sort_by_key(|f| !sidecars.contains(f));
-    for f in &files {
+    for f in files.iter() {
         let rel = f.strip_prefix(data_dir).expect("under data dir");
         let to = aside.join(rel);
         if let Some(parent) = to.parent() {
@@ -118,6 +138,5 @@ pub fn reset(data_dir: &Path, databases: Option<&[PathBuf]>, confirm: bool) -> R
         tracing::info!(event = "reset.moved", from = %f.display(), to = %to.display());
     }
     sync_dir(data_dir)?;
-    report.moved_to = Some(aside.display().to_string());
-    Ok(report)
+    Ok(aside)
 }

@@ -207,12 +207,71 @@ pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<Rep
     let repo = &repo.indexed()?;
     let index = repo.index();
 
+    let Listing {
+        objects,
+        unindexed_packs,
+        wal_keys,
+        wal_other,
+    } = sort_listing(&listing, index);
+
+    let blobs = BlobSizes::new(index);
+    if snaps.len() >= SHARED as usize {
+        return Err(Error::bad_data(repo.location(), "too many snapshots to count"));
+    }
+    let logical_total: u64 = snaps.iter().map(|s| s.manifest.summary.logical_bytes).sum();
+    let (state, missing) = reference_states(repo, &snaps, blobs.raw.len(), logical_total, progress)?;
+
+    let (referenced, unreferenced, unique, shares_total) = tally(&state, &blobs, snaps.len());
+    let pack_bytes: u64 = index.packs().iter().map(|(_, size)| size).sum();
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+
+    let snapshots = snaps
+        .iter()
+        .zip(unique)
+        .map(|(s, unique)| SnapshotStats {
+            id: s.id,
+            time: s.manifest.time.clone(),
+            kind: s.manifest.kind,
+            host: s.manifest.host.clone(),
+            logical_bytes: s.manifest.summary.logical_bytes,
+            added_stored_bytes: s.manifest.summary.added_stored_bytes,
+            unique,
+        })
+        .collect();
+
+    Ok(RepoStats {
+        repository: objects,
+        snapshot_count: snaps.len() as u64,
+        logical_bytes: logical_total,
+        referenced,
+        unreferenced,
+        dedup_ratio: ratio(logical_total, referenced.raw_bytes),
+        compression_ratio: ratio(referenced.raw_bytes, referenced.stored_bytes),
+        pack_overhead_bytes: pack_bytes.saturating_sub(shares_total),
+        unindexed_packs,
+        missing_references: missing,
+        snapshots,
+        wal_streams: wal_streams(repo, &snaps, wal_keys, wal_other, progress)?,
+    })
+}
+
+/// The whole repository's listing, sorted: objects and bytes by prefix,
+/// packs no index lists, and per WAL stream its segments and other files.
+struct Listing {
+    objects: Objects,
+    unindexed_packs: ObjectCount,
+    /// Per stream: (first txid, last txid, key, size) of each segment.
+    wal_keys: BTreeMap<String, Vec<(u64, u64, String, u64)>>,
+    wal_other: BTreeMap<String, ObjectCount>,
+}
+
+fn sort_listing(listing: &[(String, u64)], index: &crate::repo::index::Index) -> Listing {
     let mut objects = Objects::default();
     let indexed_packs: HashSet<Id> = index.packs().iter().map(|(id, _)| *id).collect();
     let mut unindexed_packs = ObjectCount::default();
     let mut wal_keys: BTreeMap<String, Vec<(u64, u64, String, u64)>> = BTreeMap::new();
     let mut wal_other: BTreeMap<String, ObjectCount> = BTreeMap::new();
-    for (key, size) in &listing {
+    for (key, size) in listing {
         let rest = key.split_once('/').map_or("", |(_, rest)| rest);
         let kind = match keys::Kind::of(key) {
             // The local writer's lock file and staging area are not
@@ -244,17 +303,29 @@ pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<Rep
         kind.add(*size);
         objects.total.add(*size);
     }
-
-    let blobs = BlobSizes::new(index);
-    if snaps.len() >= SHARED as usize {
-        return Err(Error::bad_data(repo.location(), "too many snapshots to count"));
+    Listing {
+        objects,
+        unindexed_packs,
+        wal_keys,
+        wal_other,
     }
+}
+
+/// Every snapshot's references walked, one state per blob (0 none, s + 1
+/// only snapshot s, SHARED more); and the references that could not be
+/// counted.
+fn reference_states(
+    repo: &Repository,
+    snaps: &[SnapshotRef],
+    blobs: usize,
+    logical_total: u64,
+    progress: &dyn Progress,
+) -> Result<(Vec<u32>, u64)> {
     // One state per blob: 0 none, s + 1 only snapshot s so far, SHARED more.
-    let mut state = vec![0u32; blobs.raw.len()];
+    let mut state = vec![0u32; blobs];
     let mut missing = 0u64;
     let mut unreadable_maps = 0u64;
     let mut walker = Walker::new(repo)?;
-    let logical_total: u64 = snaps.iter().map(|s| s.manifest.summary.logical_bytes).sum();
     progress.begin("counting references", logical_total);
     for (s, snap) in snaps.iter().enumerate() {
         let tag = s as u32 + 1;
@@ -283,14 +354,19 @@ pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<Rep
             unreadable_maps += 1;
             Ok(())
         };
-        walker.visit(&snaps, s, &mut visit, &mut unreadable)?;
+        walker.visit(snaps, s, &mut visit, &mut unreadable)?;
         progress.advance(snap.manifest.summary.logical_bytes);
     }
     progress.end();
+    Ok((state, missing + unreadable_maps))
+}
 
+/// Referenced and unreferenced blobs, each snapshot's unique ones, and the
+/// stored bytes of every blob together.
+fn tally(state: &[u32], blobs: &BlobSizes, snapshots: usize) -> (Blobs, Blobs, Vec<Blobs>, u64) {
     let mut referenced = Blobs::default();
     let mut unreferenced = Blobs::default();
-    let mut unique = vec![Blobs::default(); snaps.len()];
+    let mut unique = vec![Blobs::default(); snapshots];
     let mut shares_total = 0u64;
     for (pos, st) in state.iter().enumerate() {
         let (raw, stored) = (blobs.raw[pos], blobs.share[pos]);
@@ -304,37 +380,7 @@ pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<Rep
             }
         }
     }
-    let pack_bytes: u64 = index.packs().iter().map(|(_, size)| size).sum();
-    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-
-    let snapshots = snaps
-        .iter()
-        .zip(unique)
-        .map(|(s, unique)| SnapshotStats {
-            id: s.id,
-            time: s.manifest.time.clone(),
-            kind: s.manifest.kind,
-            host: s.manifest.host.clone(),
-            logical_bytes: s.manifest.summary.logical_bytes,
-            added_stored_bytes: s.manifest.summary.added_stored_bytes,
-            unique,
-        })
-        .collect();
-
-    Ok(RepoStats {
-        repository: objects,
-        snapshot_count: snaps.len() as u64,
-        logical_bytes: logical_total,
-        referenced,
-        unreferenced,
-        dedup_ratio: ratio(logical_total, referenced.raw_bytes),
-        compression_ratio: ratio(referenced.raw_bytes, referenced.stored_bytes),
-        pack_overhead_bytes: pack_bytes.saturating_sub(shares_total),
-        unindexed_packs,
-        missing_references: missing + unreadable_maps,
-        snapshots,
-        wal_streams: wal_streams(repo, &snaps, wal_keys, wal_other, progress)?,
-    })
+    (referenced, unreferenced, unique, shares_total)
 }
 
 /// Raw and stored bytes of every blob, in the index's id order.

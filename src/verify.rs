@@ -124,7 +124,6 @@ pub struct VerifyReport {
 /// # }
 /// ```
 pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progress) -> Result<VerifyReport> {
-    let read_data = data.reads();
     let seed = jiff::Timestamp::now().as_nanosecond() as u64;
     // Segments listed before the bases: a replicator publishing a new base
     // and segments meanwhile cannot leave a hole that only looks missing.
@@ -154,8 +153,42 @@ pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progres
         });
     }
 
-    // Packs: present, right size; with read_data, hashed and decoded.
-    let mut bad_blobs: HashMap<Id, String> = HashMap::new();
+    let bad_blobs = check_packs(repo, data, seed, &mut report, progress)?;
+
+    // Snapshots: every reference resolves and is undamaged.
+    report.snapshots = snaps.len();
+    for s in &snaps {
+        check_snapshot(repo, s, &bad_blobs, &mut report);
+    }
+    verify_segments(repo, &snaps, wal_keys, data, seed, &mut report, progress)?;
+    if report.problems.is_empty() {
+        tracing::info!(event = "verify.ok", snapshots = report.snapshots, packs = report.packs);
+    } else {
+        tracing::warn!(event = "verify.damaged", problems = report.problems.len());
+    }
+    Ok(report)
+}
+
+/// What the pack pass keeps: the blobs found damaged so far, with why, and
+/// (reading data) each pack's blobs by the pack's place in the index.
+struct PackCheck<'a> {
+    repo: &'a Repository,
+    report: &'a mut VerifyReport,
+    bad_blobs: HashMap<Id, String>,
+    blobs_by_pack: HashMap<u32, Vec<(Id, crate::repo::index::Location)>>,
+    dec: Decoder,
+}
+
+/// Packs: present, right size; with read_data, hashed and decoded. Returns
+/// the damaged blobs, with why.
+fn check_packs(
+    repo: &Repository,
+    data: DataCheck,
+    seed: u64,
+    report: &mut VerifyReport,
+    progress: &dyn Progress,
+) -> Result<HashMap<Id, String>> {
+    let read_data = data.reads();
     let stored: HashMap<String, u64> = repo.list_objects(keys::Kind::Pack)?.into_iter().collect();
     let mut indexed_keys = HashSet::new();
     let mut blobs_by_pack: HashMap<u32, Vec<(Id, crate::repo::index::Location)>> = HashMap::new();
@@ -164,35 +197,15 @@ pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progres
             blobs_by_pack.entry(loc.pack).or_default().push((*id, *loc));
         }
     }
-    let mut dec = Decoder::default();
-    let mut to_read = Vec::new();
-    for (n, (pack_id, size)) in repo.index().packs().iter().enumerate() {
-        let key = keys::pack(pack_id);
-        indexed_keys.insert(key.clone());
-        let damage = |bad: &mut HashMap<Id, String>, why: String| {
-            for (id, _) in repo.index().iter().filter(|(_, l)| l.pack as usize == n) {
-                bad.entry(*id).or_insert_with(|| why.clone());
-            }
-        };
-        match stored.get(&key) {
-            None => {
-                damage(&mut bad_blobs, format!("pack {} is missing", pack_id.short()));
-                continue;
-            }
-            Some(s) if s != size => {
-                damage(
-                    &mut bad_blobs,
-                    format!("pack {} has {s} bytes, index says {size}", pack_id.short()),
-                );
-                continue;
-            }
-            _ => {}
-        }
-        if data.picks(seed, &key) {
-            to_read.push(((n, *pack_id), key));
-        }
-    }
-    report.packs_read = to_read.len();
+    let mut check = PackCheck {
+        repo,
+        report,
+        bad_blobs: HashMap::new(),
+        blobs_by_pack,
+        dec: Decoder::default(),
+    };
+    let to_read = check.listed(&stored, &mut indexed_keys, data, seed);
+    check.report.packs_read = to_read.len();
     if read_data {
         let sizes: HashMap<&String, u64> = stored.iter().map(|(k, v)| (k, *v)).collect();
         progress.begin(
@@ -203,23 +216,83 @@ pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progres
     // Packs are read several at a time (an object store's latency), and
     // checked here as they arrive.
     repo.read_objects(to_read, |(n, pack_id), key, data| {
-        let data = match data {
-            Ok(data) => data,
-            // Unreadable (damaged where it lies, not a file, an I/O error):
-            // every blob in it is lost to the snapshots that use it.
-            Err(e) => {
-                let why = format!("pack {} unreadable: {}", pack_id.short(), e.problem);
-                for (id, _) in blobs_by_pack.get(&(n as u32)).map(|v| v.as_slice()).unwrap_or(&[]) {
-                    bad_blobs.entry(*id).or_insert_with(|| why.clone());
+        match data {
+            Ok(data) => check.read(n, pack_id, key, data, progress),
+            Err(e) => check.unreadable(n, pack_id, key, e),
+        }
+        Ok(())
+    })?;
+    if read_data {
+        progress.end();
+    }
+    let report = check.report;
+    for key in stored.keys() {
+        if !indexed_keys.contains(key) {
+            report.unreferenced_packs.push(key.clone());
+        }
+    }
+    report.unreferenced_packs.sort();
+    Ok(check.bad_blobs)
+}
+
+impl PackCheck<'_> {
+    /// Every indexed pack against the listing of `data/`: a pack missing or
+    /// of the wrong size damages all its blobs. Returns the packs to read.
+    fn listed(
+        &mut self,
+        stored: &HashMap<String, u64>,
+        indexed_keys: &mut HashSet<String>,
+        data: DataCheck,
+        seed: u64,
+    ) -> Vec<((usize, Id), String)> {
+        let (repo, bad_blobs) = (self.repo, &mut self.bad_blobs);
+        let mut to_read = Vec::new();
+        for (n, (pack_id, size)) in repo.index().packs().iter().enumerate() {
+            let key = keys::pack(pack_id);
+            indexed_keys.insert(key.clone());
+            let damage = |bad: &mut HashMap<Id, String>, why: String| {
+                for (id, _) in repo.index().iter().filter(|(_, l)| l.pack as usize == n) {
+                    bad.entry(*id).or_insert_with(|| why.clone());
                 }
-                report.problems.push(Problem {
-                    snapshot: String::new(),
-                    file: key,
-                    problem: why,
-                });
-                return Ok(());
+            };
+            match stored.get(&key) {
+                None => {
+                    damage(bad_blobs, format!("pack {} is missing", pack_id.short()));
+                    continue;
+                }
+                Some(s) if s != size => {
+                    damage(
+                        bad_blobs,
+                        format!("pack {} has {s} bytes, index says {size}", pack_id.short()),
+                    );
+                    continue;
+                }
+                _ => {}
             }
-        };
+            if data.picks(seed, &key) {
+                to_read.push(((n, *pack_id), key));
+            }
+        }
+        to_read
+    }
+
+    /// Unreadable (damaged where it lies, not a file, an I/O error): every
+    /// blob in it is lost to the snapshots that use it.
+    fn unreadable(&mut self, n: usize, pack_id: Id, key: String, e: crate::error::Error) {
+        let why = format!("pack {} unreadable: {}", pack_id.short(), e.problem);
+        for (id, _) in self.blobs_by_pack.get(&(n as u32)).map(|v| v.as_slice()).unwrap_or(&[]) {
+            self.bad_blobs.entry(*id).or_insert_with(|| why.clone());
+        }
+        self.report.problems.push(Problem {
+            snapshot: String::new(),
+            file: key,
+            problem: why,
+        });
+    }
+
+    /// A pack read whole: its name, its header, and every blob's hash.
+    fn read(&mut self, n: usize, pack_id: Id, key: String, data: Vec<u8>, progress: &dyn Progress) {
+        let (repo, report, bad_blobs, dec) = (self.repo, &mut *self.report, &mut self.bad_blobs, &mut self.dec);
         report.bytes_read += data.len() as u64;
         progress.advance(data.len() as u64);
         // A pack that does not match its name is read again once: a body
@@ -243,7 +316,8 @@ pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progres
                 problem: e.problem,
             });
         }
-        let mine = blobs_by_pack
+        let mine = self
+            .blobs_by_pack
             .get_mut(&(n as u32))
             .map(|v| v.as_mut_slice())
             .unwrap_or(&mut []);
@@ -269,73 +343,61 @@ pub fn verify(repo: &Repository<Opened>, data: DataCheck, progress: &dyn Progres
                 );
             }
         }
-        Ok(())
-    })?;
-    if read_data {
-        progress.end();
     }
-    for key in stored.keys() {
-        if !indexed_keys.contains(key) {
-            report.unreferenced_packs.push(key.clone());
-        }
-    }
-    report.unreferenced_packs.sort();
+}
 
-    // Snapshots: every reference resolves and is undamaged.
-    report.snapshots = snaps.len();
-    for s in &snaps {
-        let sid = s.id.hex();
-        let mut add = |file: String, problem: String| {
-            report.problems.push(Problem {
-                snapshot: sid.clone(),
-                file,
-                problem,
-            })
-        };
-        if let Err(e) = s.manifest.check_layout(&sid) {
-            add(String::new(), e.problem);
-        }
-        for db in s.manifest.databases() {
-            match repo.resolve_pagemap(&db.pagemap, false) {
-                Err(e) => add(db.name.clone(), format!("page map unreadable: {}", e.problem)),
-                Ok(resolved) => {
-                    let pages = resolved.pages;
-                    let mut seen = HashSet::new();
-                    for (i, id) in pages.iter().enumerate() {
-                        if !seen.insert(*id) {
-                            continue;
-                        }
-                        if !repo.index().contains(id) {
-                            add(
-                                db.name.clone(),
-                                format!("page {} (blob {}) is missing", i + 1, id.short()),
-                            );
-                        } else if let Some(why) = bad_blobs.get(id) {
-                            add(db.name.clone(), format!("page {}: {why}", i + 1));
-                        }
+/// One snapshot: a safe layout, and every page and chunk it references
+/// indexed and undamaged.
+fn check_snapshot(
+    repo: &Repository,
+    s: &crate::repo::SnapshotRef,
+    bad_blobs: &HashMap<Id, String>,
+    report: &mut VerifyReport,
+) {
+    let sid = s.id.hex();
+    let mut add = |file: String, problem: String| {
+        report.problems.push(Problem {
+            snapshot: sid.clone(),
+            file,
+            problem,
+        })
+    };
+    if let Err(e) = s.manifest.check_layout(&sid) {
+        add(String::new(), e.problem);
+    }
+    for db in s.manifest.databases() {
+        match repo.resolve_pagemap(&db.pagemap, false) {
+            Err(e) => add(db.name.clone(), format!("page map unreadable: {}", e.problem)),
+            Ok(resolved) => {
+                let pages = resolved.pages;
+                let mut seen = HashSet::new();
+                for (i, id) in pages.iter().enumerate() {
+                    if !seen.insert(*id) {
+                        continue;
+                    }
+                    if !repo.index().contains(id) {
+                        add(
+                            db.name.clone(),
+                            format!("page {} (blob {}) is missing", i + 1, id.short()),
+                        );
+                    } else if let Some(why) = bad_blobs.get(id) {
+                        add(db.name.clone(), format!("page {}: {why}", i + 1));
                     }
                 }
             }
         }
-        for src in &s.manifest.sources {
-            match src {
-                Source::Sqlite(_) => {}
-                Source::Directory(d) => {
-                    for e in &d.entries {
-                        check_chunks(repo, &bad_blobs, &format!("{}/{}", d.name, e.path), &e.chunks, &mut add);
-                    }
+    }
+    for src in &s.manifest.sources {
+        match src {
+            Source::Sqlite(_) => {}
+            Source::Directory(d) => {
+                for e in &d.entries {
+                    check_chunks(repo, bad_blobs, &format!("{}/{}", d.name, e.path), &e.chunks, &mut add);
                 }
-                Source::File(f) => check_chunks(repo, &bad_blobs, &f.name, &f.entry.chunks, &mut add),
             }
+            Source::File(f) => check_chunks(repo, bad_blobs, &f.name, &f.entry.chunks, &mut add),
         }
     }
-    verify_segments(repo, &snaps, wal_keys, data, seed, &mut report, progress)?;
-    if report.problems.is_empty() {
-        tracing::info!(event = "verify.ok", snapshots = report.snapshots, packs = report.packs);
-    } else {
-        tracing::warn!(event = "verify.damaged", problems = report.problems.len());
-    }
-    Ok(report)
 }
 
 fn check_chunks(
@@ -358,6 +420,12 @@ fn check_chunks(
 /// without a hole (a hole is allowed only where a later base says
 /// continuity was lost there), and, reading data, each segment read is
 /// whole (its BLAKE3, its commit order, the txids its name gives).
+/// Per stream: the database's name and its bases (txid, after a gap).
+type Streams = HashMap<String, (String, Vec<(u64, bool)>)>;
+
+/// Per stream: its segments as (first txid, last txid, key).
+type Segments = HashMap<String, Vec<(u64, u64, String)>>;
+
 fn verify_segments(
     repo: &Repository,
     snaps: &[crate::repo::SnapshotRef],
@@ -367,9 +435,25 @@ fn verify_segments(
     report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    use crate::repo::segment::Segment;
-    // Per stream: the database's name and its bases (txid, after a gap).
-    let mut streams: HashMap<String, (String, Vec<(u64, bool)>)> = HashMap::new();
+    let streams = stream_bases(snaps);
+    let mut segments = segments_by_stream(wal_keys);
+    let name_of = |stream: &str| {
+        streams
+            .get(stream)
+            .map(|(n, _)| format!("database {n} (stream {stream})"))
+            .unwrap_or_else(|| format!("stream {stream}"))
+    };
+    for (stream, segs) in &mut segments {
+        check_continuity(stream, segs, &streams, &name_of, report);
+    }
+    if !data.reads() {
+        return Ok(());
+    }
+    read_segments(repo, &segments, data, seed, &name_of, report, progress)
+}
+
+fn stream_bases(snaps: &[crate::repo::SnapshotRef]) -> Streams {
+    let mut streams: Streams = HashMap::new();
     for s in snaps {
         for db in s.manifest.databases() {
             if let Some(r) = &db.replication {
@@ -380,7 +464,11 @@ fn verify_segments(
             }
         }
     }
-    let mut segments: HashMap<String, Vec<(u64, u64, String)>> = HashMap::new();
+    streams
+}
+
+fn segments_by_stream(wal_keys: Vec<(String, u64)>) -> Segments {
+    let mut segments: Segments = HashMap::new();
     for (key, _) in wal_keys {
         let Some(stream) = keys::segment_stream(&key) else {
             continue;
@@ -389,48 +477,61 @@ fn verify_segments(
             segments.entry(stream.to_string()).or_default().push((first, last, key));
         }
     }
-    let name_of = |stream: &str| {
-        streams
-            .get(stream)
-            .map(|(n, _)| format!("database {n} (stream {stream})"))
-            .unwrap_or_else(|| format!("stream {stream}"))
+    segments
+}
+
+/// Continuity: from each base, segment after segment; a hole is damage
+/// unless a base stands at its end.
+fn check_continuity(
+    stream: &str,
+    segs: &mut [(u64, u64, String)],
+    streams: &Streams,
+    name_of: &dyn Fn(&str) -> String,
+    report: &mut VerifyReport,
+) {
+    segs.sort();
+    report.segments += segs.len();
+    let bases = streams.get(stream).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+    let Some(&(first_base, _)) = bases.iter().min_by_key(|(t, _)| *t) else {
+        return; // no base left: prune removes such segments
     };
-    for (stream, segs) in &mut segments {
-        segs.sort();
-        report.segments += segs.len();
-        // Continuity: from each base, segment after segment; a hole is
-        // damage unless a base stands at its end.
-        let bases = streams.get(stream.as_str()).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
-        let Some(&(first_base, _)) = bases.iter().min_by_key(|(t, _)| *t) else {
-            continue; // no base left: prune removes such segments
-        };
-        let mut next = first_base + 1;
-        for (first, last, _) in segs.iter() {
-            if *last < next {
-                continue; // before the chain's start, or covered already
-            }
-            // Excused: a base after lost continuity stands at the hole's
-            // end, or bases stand at both ends (an interval retention let
-            // go). A hole before a fold base is damage: the fold was made
-            // from segments that are gone.
-            let base_at = |t: u64, gap: bool| bases.iter().any(|(b, g)| *b == t && (*g || !gap));
-            let excused = base_at(first - 1, true) || (base_at(next - 1, false) && base_at(first - 1, false));
-            if *first > next && !excused {
-                report.problems.push(Problem {
-                    snapshot: String::new(),
-                    file: name_of(stream),
-                    problem: format!(
-                        "commits {next} to {} are missing from the stream: restores between them fail",
-                        first - 1
-                    ),
-                });
-            }
-            next = next.max(last + 1);
+    let mut next = first_base + 1;
+    for (first, last, _) in segs.iter() {
+        if *last < next {
+            continue; // before the chain's start, or covered already
         }
+        // Excused: a base after lost continuity stands at the hole's
+        // end, or bases stand at both ends (an interval retention let
+        // go). A hole before a fold base is damage: the fold was made
+        // from segments that are gone.
+        let base_at = |t: u64, gap: bool| bases.iter().any(|(b, g)| *b == t && (*g || !gap));
+        let excused = base_at(first - 1, true) || (base_at(next - 1, false) && base_at(first - 1, false));
+        if *first > next && !excused {
+            report.problems.push(Problem {
+                snapshot: String::new(),
+                file: name_of(stream),
+                problem: format!(
+                    "commits {next} to {} are missing from the stream: restores between them fail",
+                    first - 1
+                ),
+            });
+        }
+        next = next.max(last + 1);
     }
-    if !data.reads() {
-        return Ok(());
-    }
+}
+
+/// Reading data: each segment picked is decoded whole (its BLAKE3, its
+/// commit order) and must hold the commits its name gives.
+fn read_segments(
+    repo: &Repository,
+    segments: &Segments,
+    data: DataCheck,
+    seed: u64,
+    name_of: &dyn Fn(&str) -> String,
+    report: &mut VerifyReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    use crate::repo::segment::Segment;
     let wanted: Vec<((u64, u64, String), String)> = segments
         .iter()
         .flat_map(|(stream, segs)| segs.iter().map(move |(f, l, k)| ((*f, *l, stream.clone()), k.clone())))

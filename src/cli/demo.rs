@@ -3,12 +3,12 @@
 //! state is destroyed and restored; the restored database must pass
 //! integrity_check and hold exactly rows 1..=k for a k the writer had reached.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::repo::{Opened, RepoLocation, Repository};
 use lifeboat::restore::{RestoreOptions, Target};
 use lifeboat::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::{Error, Result};
@@ -82,87 +82,161 @@ fn sql<T>(p: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::sqlite(p, e))
 }
 
-fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
-    let data = scratch.join("service");
-    let db = data.join("state.db");
-    let cfg = data.join("server.toml");
-    let files = data.join("uploads");
-    io(&files, std::fs::create_dir_all(files.join("avatars")))?;
-    io(
-        &cfg,
-        std::fs::write(&cfg, "listen = \"127.0.0.1:8443\"\nlog_level = \"info\"\n"),
-    )?;
-    for i in 0..20 {
-        let p = files.join("avatars").join(format!("user{i}.txt"));
-        io(&p, std::fs::write(&p, format!("avatar of user {i}\n").repeat(200)))?;
-    }
-    io(
-        &files,
-        std::os::unix::fs::symlink("avatars/user0.txt", files.join("default-avatar")),
-    )?;
+/// The scratch service: a WAL database, a config file and a tree of uploads.
+struct Service {
+    data: PathBuf,
+    db: PathBuf,
+    cfg: PathBuf,
+    files: PathBuf,
+}
 
-    steps.step(&format!(
-        "service in {}: a WAL database, server.toml, uploads/",
-        data.display()
-    ));
-    {
-        let c = sql(&db, rusqlite::Connection::open(&db))?;
-        sql(
-            &db,
-            c.execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA user_version=7;
+impl Service {
+    fn create(steps: &mut Steps, scratch: &Path) -> Result<Service> {
+        let data = scratch.join("service");
+        let db = data.join("state.db");
+        let cfg = data.join("server.toml");
+        let files = data.join("uploads");
+        io(&files, std::fs::create_dir_all(files.join("avatars")))?;
+        io(
+            &cfg,
+            std::fs::write(&cfg, "listen = \"127.0.0.1:8443\"\nlog_level = \"info\"\n"),
+        )?;
+        for i in 0..20 {
+            let p = files.join("avatars").join(format!("user{i}.txt"));
+            io(&p, std::fs::write(&p, format!("avatar of user {i}\n").repeat(200)))?;
+        }
+        io(
+            &files,
+            std::os::unix::fs::symlink("avatars/user0.txt", files.join("default-avatar")),
+        )?;
+
+        steps.step(&format!(
+            "service in {}: a WAL database, server.toml, uploads/",
+            data.display()
+        ));
+        {
+            let c = sql(&db, rusqlite::Connection::open(&db))?;
+            sql(
+                &db,
+                c.execute_batch(
+                    "PRAGMA journal_mode=WAL; PRAGMA user_version=7;
              CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100000)
              INSERT INTO events SELECT i, printf('event %d %s', i, hex(randomblob(24))) FROM n;",
-            ),
-        )?;
+                ),
+            )?;
+        }
+        Ok(Service { data, db, cfg, files })
     }
 
-    // The writer: one row per commit, counting what has committed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicI64::new(100000));
-    let writer = {
-        let (stop, committed, db) = (stop.clone(), committed.clone(), db.clone());
-        std::thread::spawn(move || -> rusqlite::Result<()> {
-            let c = rusqlite::Connection::open(&db)?;
-            c.busy_timeout(Duration::from_secs(5))?;
-            while !stop.load(Ordering::Relaxed) {
-                let next = committed.load(Ordering::Relaxed) + 1;
-                c.execute(
-                    "INSERT INTO events(id, payload) VALUES (?1, printf('event %d', ?1))",
-                    [next],
-                )?;
-                committed.store(next, Ordering::Relaxed);
-            }
-            Ok(())
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    steps.step(&format!(
-        "writer running: {} rows committed so far",
-        committed.load(Ordering::Relaxed)
-    ));
-
-    let repo = Repository::init(loc)?;
-    let specs = vec![
-        SourceSpec {
-            name: "state.db".into(),
-            path: db.clone(),
-            kind: SourceKind::Sqlite {
-                schema_query: "PRAGMA user_version".into(),
+    /// What the demo backs up: the database, the config and the uploads.
+    fn sources(&self) -> Vec<SourceSpec> {
+        vec![
+            SourceSpec {
+                name: "state.db".into(),
+                path: self.db.clone(),
+                kind: SourceKind::Sqlite {
+                    schema_query: "PRAGMA user_version".into(),
+                },
             },
-        },
-        SourceSpec {
-            name: "server.toml".into(),
-            path: cfg.clone(),
-            kind: SourceKind::File,
-        },
-        SourceSpec {
-            name: "uploads".into(),
-            path: files.clone(),
-            kind: SourceKind::Directory { exclude: vec![] },
-        },
-    ];
+            SourceSpec {
+                name: "server.toml".into(),
+                path: self.cfg.clone(),
+                kind: SourceKind::File,
+            },
+            SourceSpec {
+                name: "uploads".into(),
+                path: self.files.clone(),
+                kind: SourceKind::Directory { exclude: vec![] },
+            },
+        ]
+    }
+}
+
+/// The writer: one row per commit, counting what has committed.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicI64>,
+    thread: std::thread::JoinHandle<rusqlite::Result<()>>,
+}
+
+impl Writer {
+    fn start(db: &Path) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicI64::new(100000));
+        let thread = {
+            let (stop, committed, db) = (stop.clone(), committed.clone(), db.to_path_buf());
+            std::thread::spawn(move || -> rusqlite::Result<()> {
+                let c = rusqlite::Connection::open(&db)?;
+                c.busy_timeout(Duration::from_secs(5))?;
+                while !stop.load(Ordering::Relaxed) {
+                    let next = committed.load(Ordering::Relaxed) + 1;
+                    c.execute(
+                        "INSERT INTO events(id, payload) VALUES (?1, printf('event %d', ?1))",
+                        [next],
+                    )?;
+                    committed.store(next, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        };
+        Writer {
+            stop,
+            committed,
+            thread,
+        }
+    }
+
+    fn committed(&self) -> i64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Stop the writer; the last row it committed.
+    fn stop(self, db: &Path) -> Result<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let writer_result = self.thread.join().expect("writer thread");
+        sql(db, writer_result)?;
+        Ok(self.committed.load(Ordering::Relaxed))
+    }
+}
+
+/// The writer's count read on both sides of the second capture.
+struct Window {
+    before: i64,
+    after: i64,
+}
+
+fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
+    let service = Service::create(steps, scratch)?;
+    let writer = Writer::start(&service.db);
+    std::thread::sleep(Duration::from_millis(300));
+    steps.step(&format!("writer running: {} rows committed so far", writer.committed()));
+
+    let (repo, id2, window) = snapshot_twice(steps, loc, &service, &writer)?;
+    let final_rows = writer.stop(&service.db)?;
+    steps.step(&format!(
+        "writer stopped at row {final_rows}; disaster: the whole service directory is deleted"
+    ));
+    let data = &service.data;
+    io(data, std::fs::remove_dir_all(data))?;
+
+    restore_service(steps, &repo, &id2, &service)?;
+    check_restored(steps, &service, &window, final_rows)?;
+    verify_all(steps, &repo)?;
+    point_in_time(steps, scratch, &service.db, loc)
+}
+
+/// A snapshot under load, then a second one storing only changed pages;
+/// the repository, the second snapshot's id, and the writer's counts
+/// around it.
+fn snapshot_twice(
+    steps: &mut Steps,
+    loc: &RepoLocation,
+    service: &Service,
+    writer: &Writer,
+) -> Result<(Repository<Opened>, lifeboat::id::Id, Window)> {
+    let repo = Repository::init(loc)?;
+    let specs = service.sources();
     // Step lines tell the story; byte-level progress would only interleave.
     let progress = lifeboat::progress::Silent;
     let opts = SnapshotOptions {
@@ -171,7 +245,7 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         replication: None,
         time: None,
     };
-    let before = committed.load(Ordering::Relaxed);
+    let before = writer.committed();
     let (id1, m1) = lifeboat::snapshot::take(&*repo.locked("demo")?, &specs, &opts, &progress)?;
     steps.step(&format!(
         "snapshot {} taken under load (the writer at row {before} as it began): {} read, {} stored",
@@ -182,25 +256,30 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     // The writer's count read on both sides of the capture: the snapshot
     // holds the database as of one instant between them.
-    let before_second = committed.load(Ordering::Relaxed);
+    let before_second = writer.committed();
     let (id2, m2) = lifeboat::snapshot::take(&*repo.locked("demo")?, &specs, &opts, &progress)?;
-    let after_second = committed.load(Ordering::Relaxed);
+    let after_second = writer.committed();
     steps.step(&format!(
         "second snapshot {} while the writer went from row {before_second} to {after_second}: only changed pages stored ({} new of {})",
         id2.short(),
         bytes(m2.summary.added_stored_bytes),
         bytes(m2.summary.logical_bytes)
     ));
+    let window = Window {
+        before: before_second,
+        after: after_second,
+    };
+    Ok((repo, id2, window))
+}
 
-    stop.store(true, Ordering::Relaxed);
-    let writer_result = writer.join().expect("writer thread");
-    sql(&db, writer_result)?;
-    let final_rows = committed.load(Ordering::Relaxed);
-    steps.step(&format!(
-        "writer stopped at row {final_rows}; disaster: the whole service directory is deleted"
-    ));
-    io(&data, std::fs::remove_dir_all(&data))?;
-
+/// Restore snapshot `id2` over the deleted service, in place.
+fn restore_service(
+    steps: &mut Steps,
+    repo: &Repository<Opened>,
+    id2: &lifeboat::id::Id,
+    service: &Service,
+) -> Result<()> {
+    let progress = lifeboat::progress::Silent;
     let snap = repo.find_snapshot(&id2.hex())?;
     let report = lifeboat::restore::restore_snapshot(
         &repo.indexed()?,
@@ -217,13 +296,20 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
     steps.step(&format!(
         "restored {} sources into {} (hashes and integrity_check passed)",
         report.restored.len(),
-        data.display()
+        service.data.display()
     ));
+    Ok(())
+}
 
-    let c = sql(&db, rusqlite::Connection::open(&db))?;
-    let ok: String = sql(&db, c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))?;
+/// The restored database holds rows 1..=k for a k the writer reached while
+/// the second snapshot was taken, and the files are as they were.
+fn check_restored(steps: &mut Steps, service: &Service, window: &Window, final_rows: i64) -> Result<()> {
+    let Service { data, db, cfg, files } = service;
+    let (before_second, after_second) = (window.before, window.after);
+    let c = sql(db, rusqlite::Connection::open(db))?;
+    let ok: String = sql(db, c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))?;
     let (n, max): (i64, i64) = sql(
-        &db,
+        db,
         c.query_row("SELECT count(*), max(id) FROM events", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         }),
@@ -240,8 +326,8 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         "restored database: integrity_check ok, rows 1..={n} exactly: the state at one instant of the second snapshot (the writer was between rows {before_second} and {after_second}; the {} committed after it are not in that snapshot)",
         final_rows - n
     ));
-    let restored_cfg = io(&cfg, std::fs::read_to_string(&cfg))?;
-    let link = io(&files, std::fs::read_link(files.join("default-avatar")))?;
+    let restored_cfg = io(cfg, std::fs::read_to_string(cfg))?;
+    let link = io(files, std::fs::read_link(files.join("default-avatar")))?;
     if !restored_cfg.contains("8443") || link != Path::new("avatars/user0.txt") {
         return Err(Error::bad_data(
             data.display(),
@@ -249,7 +335,12 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         ));
     }
     steps.step("server.toml and uploads/ (20 files and a symlink) restored byte for byte");
-    let v = lifeboat::verify::verify(&repo, lifeboat::verify::DataCheck::All, &lifeboat::progress::Silent)?;
+    Ok(())
+}
+
+/// verify --read-data over everything the demo stored.
+fn verify_all(steps: &mut Steps, repo: &Repository<Opened>) -> Result<()> {
+    let v = lifeboat::verify::verify(repo, lifeboat::verify::DataCheck::All, &lifeboat::progress::Silent)?;
     if !v.problems.is_empty() {
         return Err(Error::bad_data(
             repo.location(),
@@ -260,7 +351,7 @@ fn run_in(steps: &mut Steps, scratch: &Path, loc: &RepoLocation) -> Result<()> {
         "verify --read-data: {} snapshots, {} packs, every byte checked",
         v.snapshots, v.packs
     ));
-    point_in_time(steps, scratch, &db, loc)
+    Ok(())
 }
 
 /// Replicate while the service writes, then restore the database as it was

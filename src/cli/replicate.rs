@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::config::file_name;
+use super::config::{Config, ReplicateConfig, file_name};
 use lifeboat::duration::parse_duration;
 use lifeboat::replicate::{self, DbSpec, Notice, Notify, Options, Target};
 use lifeboat::repo::{RepoLocation, Repository};
@@ -100,8 +100,61 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     replicate::lean_page_cache();
     let config = ctx.config()?;
     let section = config.map(|c| c.replicate.clone()).unwrap_or_default();
-    let dbs: Vec<DbSpec> = if args.dbs.is_empty() {
-        let c = config.ok_or_else(super::config::Config::not_found_error)?;
+    let dbs = databases(config, &args.dbs)?;
+    for d in &dbs {
+        super::require_exists(&d.path)?;
+        replicate::follower::check_supported(&d.path)?;
+    }
+
+    let mut opts = options(&args, &section, ctx.dirs().replication_state_dir())?;
+
+    let replicas = replica_locations(ctx, &args.replicas, &section.replicas)?;
+    // Each must exist; the default repository is created on first use.
+    for loc in replicas.iter().filter(|l| l.is_default) {
+        drop(Repository::open_or_init_default(loc)?.locked("replicate")?);
+    }
+    // One handle per repository for every database: uploads share it, and
+    // bases take turns at it rather than refuse each other.
+    let targets: Vec<Arc<Target>> = replicas.iter().map(Target::open).collect::<Result<_>>()?;
+    let stopped: Arc<Mutex<Vec<Notice>>> = Arc::default();
+    if ctx.json {
+        opts.notify = json_notices(&dbs, &targets, &opts, Arc::clone(&stopped));
+    }
+    install_handlers();
+    let mut child = start_child(args.exec.as_deref())?;
+    if !ctx.quiet && !ctx.json {
+        let names: Vec<String> = replicas.iter().map(|r| r.display()).collect();
+        for d in &dbs {
+            eprintln!("replicating {} to {}", d.path.display(), names.join(", "));
+        }
+    }
+
+    let (failure, status) = replicate_all(dbs, &targets, &opts, &mut child);
+    let mut requests = Vec::new();
+    for t in &targets {
+        let r = t.segments.requests();
+        tracing::info!(event = "replicate.requests", replica = %t.name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
+        requests.push(serde_json::json!({"replica": t.name, "requests": r}));
+    }
+    if let Some(e) = failure {
+        if let Some(mut c) = child {
+            // SAFETY: as above.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        return Err(e);
+    }
+    if ctx.json {
+        print_stopped(&stopped, requests, status);
+    }
+    Ok(status)
+}
+
+/// The databases to follow: those named, else every [[sqlite]] of the
+/// config, with the config's schema query where it gives one.
+fn databases(config: Option<&Config>, paths: &[PathBuf]) -> Result<Vec<DbSpec>> {
+    Ok(if paths.is_empty() {
+        let c = config.ok_or_else(Config::not_found_error)?;
         let dbs: Vec<DbSpec> = c
             .sqlite
             .iter()
@@ -117,7 +170,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         dbs
     } else {
-        args.dbs
+        paths
             .iter()
             .map(|p| {
                 let schema_query = config
@@ -131,14 +184,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 }
             })
             .collect()
-    };
-    for d in &dbs {
-        super::require_exists(&d.path)?;
-        replicate::follower::check_supported(&d.path)?;
-    }
+    })
+}
 
+/// The replication options: flags, else the config's [replicate] section,
+/// else the defaults.
+fn options(args: &Args, section: &ReplicateConfig, state_dir: PathBuf) -> Result<Options> {
     let mut opts = Options {
-        state_dir: ctx.dirs().replication_state_dir(),
+        state_dir,
         ..Options::default()
     };
     if let Some(d) = flag_or_config(
@@ -170,53 +223,50 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // Commits are stamped with the time they are seen, so the poll interval
     // bounds how late a stamp can be; a poll costs two small reads.
     opts.poll_interval = (opts.sync_interval / 100).clamp(Duration::from_millis(2), Duration::from_millis(20));
+    Ok(opts)
+}
 
-    let replicas = replica_locations(ctx, &args.replicas, &section.replicas)?;
-    // Each must exist; the default repository is created on first use.
-    for loc in replicas.iter().filter(|l| l.is_default) {
-        drop(Repository::open_or_init_default(loc)?.locked("replicate")?);
-    }
-    // One handle per repository for every database: uploads share it, and
-    // bases take turns at it rather than refuse each other.
-    let targets: Vec<Arc<Target>> = replicas.iter().map(Target::open).collect::<Result<_>>()?;
-    let stopped: Arc<Mutex<Vec<Notice>>> = Arc::default();
-    if ctx.json {
-        let started = serde_json::json!({
-            "event": "replicate.started",
-            "pid": std::process::id(),
-            "databases": dbs.iter().map(|d| serde_json::json!({"name": d.name, "path": d.path})).collect::<Vec<_>>(),
-            "replicas": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-            "sync_interval_ms": opts.sync_interval.as_millis() as u64,
-        });
-        let stopped = Arc::clone(&stopped);
-        // Held back until every database is followed: a refusal at start
-        // (not WAL, already replicated) is then the only JSON printed, as
-        // for every other command.
-        let early = Mutex::new((dbs.len(), Some(started), Vec::new()));
-        opts.notify = Notify::new(move |n| {
-            if let Notice::Stopped { .. } = n {
-                stopped.lock().expect("stopped").push(n);
-                return;
+/// With --json: one line per notice, the start held back until every
+/// database is followed; the stop notices kept in `stopped` for the last
+/// line.
+fn json_notices(dbs: &[DbSpec], targets: &[Arc<Target>], opts: &Options, stopped: Arc<Mutex<Vec<Notice>>>) -> Notify {
+    let started = serde_json::json!({
+        "event": "replicate.started",
+        "pid": std::process::id(),
+        "databases": dbs.iter().map(|d| serde_json::json!({"name": d.name, "path": d.path})).collect::<Vec<_>>(),
+        "replicas": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        "sync_interval_ms": opts.sync_interval.as_millis() as u64,
+    });
+    // Held back until every database is followed: a refusal at start
+    // (not WAL, already replicated) is then the only JSON printed, as
+    // for every other command.
+    let early = Mutex::new((dbs.len(), Some(started), Vec::new()));
+    Notify::new(move |n| {
+        if let Notice::Stopped { .. } = n {
+            stopped.lock().expect("stopped").push(n);
+            return;
+        }
+        let mut early = early.lock().expect("json lines");
+        let (waiting, started, held) = &mut *early;
+        if started.is_none() {
+            return json_line(&n);
+        }
+        if let Notice::Following { .. } = n {
+            *waiting -= 1;
+        }
+        held.push(n);
+        if *waiting == 0 {
+            json_line(&started.take());
+            for n in held.drain(..) {
+                json_line(&n);
             }
-            let mut early = early.lock().expect("json lines");
-            let (waiting, started, held) = &mut *early;
-            if started.is_none() {
-                return json_line(&n);
-            }
-            if let Notice::Following { .. } = n {
-                *waiting -= 1;
-            }
-            held.push(n);
-            if *waiting == 0 {
-                json_line(&started.take());
-                for n in held.drain(..) {
-                    json_line(&n);
-                }
-            }
-        });
-    }
-    install_handlers();
-    let mut child = match &args.exec {
+        }
+    })
+}
+
+/// The --exec child, started through /bin/sh.
+fn start_child(exec: Option<&str>) -> Result<Option<std::process::Child>> {
+    Ok(match exec {
         Some(cmd) => Some(
             std::process::Command::new("/bin/sh")
                 .arg("-c")
@@ -225,19 +275,23 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 .map_err(|e| Error::no_input(cmd, format!("cannot start: {e}")).fix("check the --exec command"))?,
         ),
         None => None,
-    };
-    if !ctx.quiet && !ctx.json {
-        let names: Vec<String> = replicas.iter().map(|r| r.display()).collect();
-        for d in &dbs {
-            eprintln!("replicating {} to {}", d.path.display(), names.join(", "));
-        }
-    }
+    })
+}
 
+/// Follow every database on a thread of its own until the stop; the first
+/// failure stops the others. The failure, and the child's exit status (0
+/// without one).
+fn replicate_all(
+    dbs: Vec<DbSpec>,
+    targets: &[Arc<Target>],
+    opts: &Options,
+    child: &mut Option<std::process::Child>,
+) -> (Option<Error>, i32) {
     let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let mut status = 0;
     std::thread::scope(|scope| {
         for d in dbs {
-            let (targets, opts, failure) = (&targets, opts.clone(), &failure);
+            let (opts, failure) = (opts.clone(), &failure);
             scope.spawn(move || {
                 if let Err(e) = replicate::run(d, targets, opts, &STOP) {
                     failure.lock().expect("failure").get_or_insert(e);
@@ -246,70 +300,67 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             });
         }
         // The main thread forwards signals to the child and notices its exit.
-        let mut forwarded = 0;
-        let mut woken = false;
-        loop {
-            if !woken && STOP.load(Ordering::SeqCst) {
-                // Idle followers sleep until their log is written: end
-                // their waits now rather than at their next look.
-                replicate::wake::wake_all();
-                woken = true;
-            }
-            if let Some(c) = child.as_mut() {
-                let sig = SIGNAL.load(Ordering::SeqCst);
-                if sig != 0 && sig != forwarded {
-                    // SAFETY: kill with a valid pid and signal number.
-                    unsafe { libc::kill(c.id() as libc::pid_t, sig) };
-                    forwarded = sig;
-                }
-                if let Ok(Some(st)) = c.try_wait() {
-                    use std::os::unix::process::ExitStatusExt;
-                    status = st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
-                    tracing::info!(event = "replicate.child_exited", status);
-                    STOP.store(true, Ordering::SeqCst);
-                    child = None;
-                }
-            } else if STOP.load(Ordering::SeqCst) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        status = supervise(child);
     });
-    let mut requests = Vec::new();
-    for t in &targets {
-        let r = t.segments.requests();
-        tracing::info!(event = "replicate.requests", replica = %t.name, put = r.put, get = r.get, list = r.list, head = r.head, delete = r.delete);
-        requests.push(serde_json::json!({"replica": t.name, "requests": r}));
-    }
-    if let Some(e) = failure.into_inner().expect("failure") {
-        if let Some(mut c) = child {
-            // SAFETY: as above.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-            let _ = c.wait();
+    (failure.into_inner().expect("failure"), status)
+}
+
+/// Until the stop: forward signals to the child and notice its exit, and
+/// wake idle followers once stopping. The child's exit status, or 0.
+fn supervise(child: &mut Option<std::process::Child>) -> i32 {
+    let mut status = 0;
+    let mut forwarded = 0;
+    let mut woken = false;
+    loop {
+        if !woken && STOP.load(Ordering::SeqCst) {
+            // Idle followers sleep until their log is written: end
+            // their waits now rather than at their next look.
+            replicate::wake::wake_all();
+            woken = true;
         }
-        return Err(e);
+        if let Some(c) = child.as_mut() {
+            let sig = SIGNAL.load(Ordering::SeqCst);
+            if sig != 0 && sig != forwarded {
+                // SAFETY: kill with a valid pid and signal number.
+                unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+                forwarded = sig;
+            }
+            if let Ok(Some(st)) = c.try_wait() {
+                use std::os::unix::process::ExitStatusExt;
+                status = st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
+                tracing::info!(event = "replicate.child_exited", status);
+                STOP.store(true, Ordering::SeqCst);
+                *child = None;
+            }
+        } else if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    if ctx.json {
-        let databases: Vec<serde_json::Value> = stopped
-            .lock()
-            .expect("stopped")
-            .iter()
-            .map(|n| {
-                let mut v = serde_json::to_value(n).expect("serializable");
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("event");
-                }
-                v
-            })
-            .collect();
-        json_line(&serde_json::json!({
-            "event": "replicate.stopped",
-            "databases": databases,
-            "replicas": requests,
-            "exit_code": status,
-        }));
-    }
-    Ok(status)
+    status
+}
+
+/// The last --json line: every database's stop notice and each replica's
+/// requests.
+fn print_stopped(stopped: &Mutex<Vec<Notice>>, requests: Vec<serde_json::Value>, status: i32) {
+    let databases: Vec<serde_json::Value> = stopped
+        .lock()
+        .expect("stopped")
+        .iter()
+        .map(|n| {
+            let mut v = serde_json::to_value(n).expect("serializable");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("event");
+            }
+            v
+        })
+        .collect();
+    json_line(&serde_json::json!({
+        "event": "replicate.stopped",
+        "databases": databases,
+        "replicas": requests,
+        "exit_code": status,
+    }));
 }
 
 /// One JSON object on a line of its own, written whole (several database

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use lifeboat::pitr;
 use lifeboat::restore::{self, RestoreOptions, Selection, Target};
-use lifeboat::{Error, ErrorCode, Result};
+use lifeboat::{Error, ErrorCode, Repository, Result};
 
 use super::Ctx;
 use super::output::{bytes, log_requests, print_json_with_requests};
@@ -77,7 +77,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // An interrupted restore leaves nothing behind: its staging goes with it.
     restore::staging::remove_all_on_signals()?;
-    let target = match (args.to, args.output) {
+    let target = match (args.to.clone(), args.output.clone()) {
         (Some(d), _) => Target::Dir(d),
         (_, Some(f)) => Target::File(f),
         _ => Target::Original,
@@ -115,51 +115,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Err(Error::usage("a snapshot id and --at/--txid exclude each other")
             .fix("--at and --txid choose the points themselves; drop the id"));
     }
-    // A snapshot id is looked up while the index loads.
-    let opened = ctx.open_repo().and_then(|repo| match exact {
-        true => repo.indexed_and_find(&args.id).map(|(repo, found)| (repo, Some(found))),
-        false => repo.indexed().map(|repo| (repo, None)),
-    });
-    let nothing_yet = |e: &Error| {
-        args.if_replica_exists
-            && e.kind == lifeboat::ErrorKind::NoInput
-            && matches!(
-                e.code,
-                ErrorCode::RepoNotFound | ErrorCode::RestoreNoSnapshot | ErrorCode::RestoreNoReplica
-            )
+    let Some((repo, selection)) = select(ctx, &args, point, exact)? else {
+        return Ok(0);
     };
-    let (repo, found) = match opened {
-        Err(e) if nothing_yet(&e) => {
-            if !ctx.quiet {
-                eprintln!("no repository yet; nothing restored (--if-replica-exists)");
-            }
-            return Ok(0);
-        }
-        r => r?,
-    };
-    // The configuration, when there is one, says what the service is.
-    let service: Option<Vec<String>> = ctx.config()?.map(|c| {
-        c.sources(lifeboat::repo::manifest::SnapshotKind::Full)
-            .into_iter()
-            .map(|s| s.name)
-            .collect()
-    });
-    let selection = match (found, point) {
-        (Some(snap), _) => Selection::of_snapshot(&snap, &args.only),
-        (None, Some(pitr::Target::Txid(n))) => Selection::at_txid(&repo, &args.only, n),
-        (None, Some(pitr::Target::Time(t))) => Selection::newest_of(&repo, &args.only, Some(t), service.as_deref()),
-        (None, _) => Selection::newest_of(&repo, &args.only, None, service.as_deref()),
-    };
-    let selection = match selection {
-        Err(e) if nothing_yet(&e) => {
-            if !ctx.quiet {
-                eprintln!("no backup yet; nothing restored (--if-replica-exists)");
-            }
-            return Ok(0);
-        }
-        r => r?,
-    };
-    let selection = selection.narrow(&args.include, &args.only)?;
     let progress = ctx.progress();
     // Every configured source is another source's to keep.
     let keep = ctx
@@ -194,6 +152,64 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if ctx.quiet {
         return Ok(0);
     }
+    print_report(&report);
+    Ok(0)
+}
+
+/// The repository and what to restore from it: the snapshot named, or
+/// each source's newest point (at `point`). None when there is nothing to
+/// restore yet and --if-replica-exists says that is fine.
+fn select(ctx: &Ctx, args: &Args, point: Option<pitr::Target>, exact: bool) -> Result<Option<(Repository, Selection)>> {
+    // A snapshot id is looked up while the index loads.
+    let opened = ctx.open_repo().and_then(|repo| match exact {
+        true => repo.indexed_and_find(&args.id).map(|(repo, found)| (repo, Some(found))),
+        false => repo.indexed().map(|repo| (repo, None)),
+    });
+    let nothing_yet = |e: &Error| {
+        args.if_replica_exists
+            && e.kind == lifeboat::ErrorKind::NoInput
+            && matches!(
+                e.code,
+                ErrorCode::RepoNotFound | ErrorCode::RestoreNoSnapshot | ErrorCode::RestoreNoReplica
+            )
+    };
+    let (repo, found) = match opened {
+        Err(e) if nothing_yet(&e) => {
+            if !ctx.quiet {
+                eprintln!("no repository yet; nothing restored (--if-replica-exists)");
+            }
+            return Ok(None);
+        }
+        r => r?,
+    };
+    // The configuration, when there is one, says what the service is.
+    let service: Option<Vec<String>> = ctx.config()?.map(|c| {
+        c.sources(lifeboat::repo::manifest::SnapshotKind::Full)
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    });
+    let selection = match (found, point) {
+        (Some(snap), _) => Selection::of_snapshot(&snap, &args.only),
+        (None, Some(pitr::Target::Txid(n))) => Selection::at_txid(&repo, &args.only, n),
+        (None, Some(pitr::Target::Time(t))) => Selection::newest_of(&repo, &args.only, Some(t), service.as_deref()),
+        (None, _) => Selection::newest_of(&repo, &args.only, None, service.as_deref()),
+    };
+    let selection = match selection {
+        Err(e) if nothing_yet(&e) => {
+            if !ctx.quiet {
+                eprintln!("no backup yet; nothing restored (--if-replica-exists)");
+            }
+            return Ok(None);
+        }
+        r => r?,
+    };
+    let selection = selection.narrow(&args.include, &args.only)?;
+    Ok(Some((repo, selection)))
+}
+
+/// What was restored, from where, and where the files in the way went.
+fn print_report(report: &lifeboat::restore::RestoreReport) {
     for r in &report.restored {
         println!("restored {} {} -> {} ({})", r.kind, r.name, r.path, bytes(r.bytes));
         let age = age(r.age_seconds);
@@ -212,7 +228,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for d in &report.moved_aside {
         println!("previous files moved to {d}");
     }
-    Ok(0)
 }
 
 /// A duration for people: `3 s`, `4 min`, `2 h`, `3 d`.

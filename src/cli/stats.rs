@@ -96,6 +96,12 @@ fn print_text(location: &str, st: &RepoStats) {
             st.missing_references
         );
     }
+    print_snapshots(st);
+    print_wal_streams(st);
+}
+
+/// One line per snapshot: what it holds, added and alone references.
+fn print_snapshots(st: &RepoStats) {
     if !st.snapshots.is_empty() {
         println!();
         println!(
@@ -114,6 +120,10 @@ fn print_text(location: &str, st: &RepoStats) {
             );
         }
     }
+}
+
+/// One line per WAL stream: its segments, txids, commit times and bases.
+fn print_wal_streams(st: &RepoStats) {
     if !st.wal_streams.is_empty() {
         println!();
         println!(

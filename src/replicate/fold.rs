@@ -133,18 +133,7 @@ impl Fold {
     /// does not hold that base (a replica that joined later).
     pub fn write_base(&self, repo: &Repository, stream: &str, level: i32) -> Result<Option<Id>> {
         let started = Instant::now();
-        let Some(parent) = repo.snapshots()?.into_iter().rev().find_map(|s| {
-            s.manifest.sources.into_iter().find_map(|src| match src {
-                Source::Sqlite(d)
-                    if d.replication
-                        .as_ref()
-                        .is_some_and(|r| r.stream == stream && r.txid == self.base_txid) =>
-                {
-                    Some(d)
-                }
-                _ => None,
-            })
-        }) else {
+        let Some(parent) = self.base_source(repo, stream)? else {
             return Ok(None);
         };
         let ps = self.page_size;
@@ -163,30 +152,7 @@ impl Fold {
             cvs: resolved.cvs,
         };
         let mut writer = BlobWriter::new(repo);
-        let mut enc = Encoder::new(level);
-        let mut changes = Vec::new();
-        let mut page = vec![0u8; ps as usize];
-        let mut page1: Option<Vec<u8>> = None;
-        for &pgno in self.dirty.range(1..=self.db_pages) {
-            self.file
-                .read_exact_at(&mut page, (pgno as u64 - 1) * ps as u64)
-                .at(&self.path)?;
-            let id = Id::of(&page);
-            if pgno == 1 {
-                page1 = Some(page.clone());
-            }
-            if list.ids.get(pgno as usize - 1) == Some(&id) {
-                continue;
-            }
-            if !writer.has(&id) {
-                writer.add(BlobType::Page, id, &enc.encode(&page), page.len())?;
-            }
-            changes.push(Change {
-                pgno,
-                id,
-                cv: crate::treehash::page_cv(&page, pgno),
-            });
-        }
+        let (changes, page1) = self.store_dirty_pages(&mut writer, level, &list)?;
         let parent_list_len = list.ids.len() as u32;
         list.apply_changes(self.db_pages, &changes);
         if list.ids.iter().any(|id| id.is_zero()) {
@@ -249,5 +215,59 @@ impl Fold {
             incomplete: Vec::new(),
         };
         repo.write_manifest(&manifest).map(Some)
+    }
+
+    /// The base this fold was started on (`base_txid` of `stream`), as the
+    /// repository holds it; None when it does not.
+    fn base_source(&self, repo: &Repository, stream: &str) -> Result<Option<SqliteSource>> {
+        Ok(repo.snapshots()?.into_iter().rev().find_map(|s| {
+            s.manifest.sources.into_iter().find_map(|src| match src {
+                Source::Sqlite(d)
+                    if d.replication
+                        .as_ref()
+                        .is_some_and(|r| r.stream == stream && r.txid == self.base_txid) =>
+                {
+                    Some(d)
+                }
+                _ => None,
+            })
+        }))
+    }
+
+    /// Store the pages the fold wrote that differ from the base's `list`,
+    /// and return them as changes, with page 1's content when the fold
+    /// wrote it (its header holds `user_version`).
+    fn store_dirty_pages(
+        &self,
+        writer: &mut BlobWriter,
+        level: i32,
+        list: &PageList,
+    ) -> Result<(Vec<Change>, Option<Vec<u8>>)> {
+        let mut enc = Encoder::new(level);
+        let mut changes = Vec::new();
+        let ps = self.page_size;
+        let mut page = vec![0u8; ps as usize];
+        let mut page1: Option<Vec<u8>> = None;
+        for &pgno in self.dirty.range(1..=self.db_pages) {
+            self.file
+                .read_exact_at(&mut page, (pgno as u64 - 1) * ps as u64)
+                .at(&self.path)?;
+            let id = Id::of(&page);
+            if pgno == 1 {
+                page1 = Some(page.clone());
+            }
+            if list.ids.get(pgno as usize - 1) == Some(&id) {
+                continue;
+            }
+            if !writer.has(&id) {
+                writer.add(BlobType::Page, id, &enc.encode(&page), page.len())?;
+            }
+            changes.push(Change {
+                pgno,
+                id,
+                cv: crate::treehash::page_cv(&page, pgno),
+            });
+        }
+        Ok((changes, page1))
     }
 }

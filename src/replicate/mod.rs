@@ -426,30 +426,7 @@ pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBoo
     let stream = stream_id(&follower.path);
     let spool = Arc::new(Spool::open(&opts.state_dir.join(&stream))?);
     let state = spool.load_state()?;
-
-    // Where the stream stands: the saved state, or a segment spooled after
-    // it was saved.
-    let mut txid = state.as_ref().map(|s| s.txid).unwrap_or(0);
-    let mut resume = state
-        .as_ref()
-        .filter(|s| s.stream == stream)
-        .and_then(|s| s.pos.map(|p| (p, (s.dev, s.ino), s.page_size)));
-    // Commits found in the log now were made after the last moment a run
-    // is known to have watched it: its clean stop, or its last commit.
-    let mut last_look_ns = state
-        .as_ref()
-        .filter(|s| s.stream == stream)
-        .map(|s| s.seen_ns)
-        .unwrap_or(0)
-        .max(spool.load_seen(&stream));
-    if let Some(seg) = spool.newest()? {
-        last_look_ns = last_look_ns.max(seg.commits.last().map(|c| c.time_ns).unwrap_or(0));
-        if seg.last_txid > txid {
-            txid = seg.last_txid;
-            let end = crate::sqlite::wal::WalPosition::from_words(seg.wal_end);
-            resume = resume.map(|(_, ident, ps)| (end, ident, ps));
-        }
-    }
+    let (txid, resume, last_look_ns) = resume_point(&spool, state.as_ref(), &stream)?;
 
     let mut opened = Vec::new();
     let mut highest = txid;
@@ -490,23 +467,7 @@ pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBoo
         db,
         opts,
     };
-    let mut continuing = false;
-    if highest > txid {
-        // A replica holds commits this host does not know of (its state was
-        // lost or is stale): never give out those ids again.
-        tracing::warn!(event = "replicate.state_behind", local = txid, replica = highest);
-        s.txid = highest;
-    } else if let Some((pos, ident, ps)) = resume {
-        continuing = s.follower.resume(pos, ident, ps)?;
-    }
-    for (r, last) in starting {
-        let next = last + 1;
-        let can_stream = continuing && next <= s.txid + 1 && (next == s.txid + 1 || spool.get(next).is_some());
-        if !can_stream {
-            r.with(|p| p.needs_base = true);
-        }
-        s.replicas.push(r);
-    }
+    let continuing = s.resume_or_not(starting, highest, resume)?;
     tracing::info!(event = "replicate.started", db = %s.follower.path.display(), stream = %stream, txid = s.txid, resumed = continuing);
     s.opts.notify.send(Notice::Following {
         db: s.db.name.clone(),
@@ -527,38 +488,105 @@ pub fn run(db: DbSpec, replicas: &[Arc<Target>], opts: Options, stop: &AtomicBoo
         // `--exec` promises after the service exits).
         result = s.catch_up();
     }
-    // Whatever happened, what was read is shipped if it can be.
-    let sealed = s.seal().and_then(|()| s.sealer.flush());
-    let saved = if result.is_ok() && sealed.is_ok() {
-        // Everything is read and spooled: the next run knows the log was
-        // watched until now, and dates what it finds from here.
-        s.save_state()
-    } else {
-        Ok(())
-    };
-    let based = s.finish_base(true);
-    let drain = s.opts.drain;
-    let mut unshipped = Vec::new();
-    for r in s.replicas.drain(..) {
-        let name = r.name.clone();
-        let next = r.drain(drain);
-        if next <= s.txid {
-            tracing::warn!(event = "replicate.unshipped", db = %s.db.name, replica = %name, from_txid = next, to_txid = s.txid);
-            unshipped.push(Unshipped {
-                replica: name,
-                from_txid: next,
-            });
+    s.ship_and_stop(result)
+}
+
+impl Stream {
+    /// Resume reading where the saved state says, unless a replica is ahead
+    /// of it; each replica the stream can continue for gets segments, the
+    /// others need a base. Whether reading continues.
+    fn resume_or_not(&mut self, starting: Vec<(Replica, u64)>, highest: u64, resume: Option<Resume>) -> Result<bool> {
+        let mut continuing = false;
+        if highest > self.txid {
+            // A replica holds commits this host does not know of (its state was
+            // lost or is stale): never give out those ids again.
+            tracing::warn!(event = "replicate.state_behind", local = self.txid, replica = highest);
+            self.txid = highest;
+        } else if let Some((pos, ident, ps)) = resume {
+            continuing = self.follower.resume(pos, ident, ps)?;
+        }
+        for (r, last) in starting {
+            let next = last + 1;
+            let can_stream =
+                continuing && next <= self.txid + 1 && (next == self.txid + 1 || self.spool.get(next).is_some());
+            if !can_stream {
+                r.with(|p| p.needs_base = true);
+            }
+            self.replicas.push(r);
+        }
+        Ok(continuing)
+    }
+}
+
+/// A log position to resume reading from, with the database's identity
+/// (device, inode) and page size.
+type Resume = (crate::sqlite::wal::WalPosition, (u64, u64), u32);
+
+/// Where a resumed stream stands: the saved state, or a segment spooled
+/// after it was saved. Returns the last txid given out, the log position to
+/// resume reading from (with the database's identity and page size), and
+/// when the log was last known to be watched.
+fn resume_point(spool: &Spool, state: Option<&ReplicaState>, stream: &str) -> Result<(u64, Option<Resume>, i64)> {
+    let mut txid = state.map(|s| s.txid).unwrap_or(0);
+    let mut resume = state
+        .filter(|s| s.stream == stream)
+        .and_then(|s| s.pos.map(|p| (p, (s.dev, s.ino), s.page_size)));
+    // Commits found in the log now were made after the last moment a run
+    // is known to have watched it: its clean stop, or its last commit.
+    let mut last_look_ns = state
+        .filter(|s| s.stream == stream)
+        .map(|s| s.seen_ns)
+        .unwrap_or(0)
+        .max(spool.load_seen(stream));
+    if let Some(seg) = spool.newest()? {
+        last_look_ns = last_look_ns.max(seg.commits.last().map(|c| c.time_ns).unwrap_or(0));
+        if seg.last_txid > txid {
+            txid = seg.last_txid;
+            let end = crate::sqlite::wal::WalPosition::from_words(seg.wal_end);
+            resume = resume.map(|(_, ident, ps)| (end, ident, ps));
         }
     }
-    s.opts.notify.send(Notice::Stopped {
-        db: s.db.name.clone(),
-        txid: s.txid,
-        commits: s.commits,
-        bases: s.bases,
-        gaps: s.gaps,
-        unshipped,
-    });
-    result.and(sealed).and(based).and(saved)
+    Ok((txid, resume, last_look_ns))
+}
+
+impl Stream {
+    /// After the follow loop: everything read is sealed and shipped if it
+    /// can be, the state saved, each replica drained, and the stop
+    /// announced. The follow loop's outcome comes first.
+    fn ship_and_stop(&mut self, result: Result<()>) -> Result<()> {
+        // Whatever happened, what was read is shipped if it can be.
+        let sealed = self.seal().and_then(|()| self.sealer.flush());
+        let saved = if result.is_ok() && sealed.is_ok() {
+            // Everything is read and spooled: the next run knows the log was
+            // watched until now, and dates what it finds from here.
+            self.save_state()
+        } else {
+            Ok(())
+        };
+        let based = self.finish_base(true);
+        let drain = self.opts.drain;
+        let mut unshipped = Vec::new();
+        for r in self.replicas.drain(..) {
+            let name = r.name.clone();
+            let next = r.drain(drain);
+            if next <= self.txid {
+                tracing::warn!(event = "replicate.unshipped", db = %self.db.name, replica = %name, from_txid = next, to_txid = self.txid);
+                unshipped.push(Unshipped {
+                    replica: name,
+                    from_txid: next,
+                });
+            }
+        }
+        self.opts.notify.send(Notice::Stopped {
+            db: self.db.name.clone(),
+            txid: self.txid,
+            commits: self.commits,
+            bases: self.bases,
+            gaps: self.gaps,
+            unshipped,
+        });
+        result.and(sealed).and(based).and(saved)
+    }
 }
 
 impl Stream {
@@ -570,168 +598,218 @@ impl Stream {
             // Read before the look: no event since means nothing was written
             // after it began (see `wake::sync`).
             let events_before = self.watch.as_ref().map(wake::Watch::count);
-            let polled = self.look()?;
-            pace.read(self.follower.frames_read);
-            match polled {
-                Polled::Ok => {
-                    if self.pending.wal.commits.len() > before {
-                        // Make sure a read mark holds the log, so the
-                        // service's own checkpoints cannot restart it while
-                        // we are not looking (an anchor begun on a fully
-                        // checkpointed log holds nothing; see `advance`).
-                        self.follower.advance()?;
-                    }
-                }
-                Polled::Lost(reason) => {
-                    // The base seals what was read before the loss first.
-                    self.lost(reason)?;
-                    continue;
-                }
+            if !self.read_on(before, &mut pace)? {
+                continue;
             }
             if self.pending.wal.too_large {
                 self.base(&self.all_replicas(), BaseKind::Coarse)?;
                 continue;
             }
-            if self.pending.wal.commits.is_empty() && heartbeat.elapsed() >= HEARTBEAT {
-                // Idle, everything read is sealed: a run killed from here on
-                // dates what the next finds from this moment, not from its
-                // last commit.
-                heartbeat = Instant::now();
-                self.sealer.flush()?;
-                self.spool.save_seen(&self.stream, self.last_look_ns);
-            }
+            self.beat_if_idle(&mut heartbeat)?;
             if self.follower.hold_while_idle(Duration::from_millis(20))? {
                 tracing::debug!(event = "replicate.hold_idle", db = %self.follower.path.display());
             }
-            if let Some(waited) = self.follower.awaiting_restart() {
-                // The log is unguarded until the service restarts it: only
-                // reading matters now. A service held from restarting by a
-                // reader of its own keeps writing; after a while the usual
-                // work resumes, looking often.
-                if waited < Duration::from_millis(200) {
-                    // Handing a batch to the sealer takes microseconds (unless
-                    // it is still sealing the last): do not let the wait
-                    // delay commits past `sync_interval`, and never leave a
-                    // full buffer, which stops reading and leaves the new
-                    // generation unanchored.
-                    if self.pending.wal.full || self.due() {
-                        self.seal()?;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-            } else if self.follower.restart_due(
-                self.opts.restart_frames,
-                pace.frames_in(self.follower.release_checkpoint_time()),
-            ) {
-                if self.pending.wal.data.len() > self.opts.segment_bytes / 2 && self.seals_for_restart < 4 {
-                    // Seal while the anchor still holds the log. Let go with
-                    // a buffer this full, and the commits the service makes
-                    // before it restarts may not fit: reading stops, the new
-                    // generation is not anchored, and a busy service fills
-                    // and restarts it again (a gap, and a new base). Then
-                    // read once more before letting go.
-                    self.seal()?;
-                    self.seals_for_restart += 1;
-                    continue;
-                }
-                // Just read to the end: let the log restart.
-                self.seals_for_restart = 0;
-                self.follower.release_for_restart(self.opts.restart_frames)?;
+            if self.around_restart(&pace)? {
                 continue;
             }
-            if self.due() {
-                self.seal()?;
-                self.follower.advance()?;
-                if let Polled::Lost(reason) = self.follower.checkpoint(
-                    self.opts.checkpoint_interval,
-                    self.opts.truncate_frames,
-                    self.opts.truncate_busy,
-                )? {
-                    self.lost(reason)?;
-                }
+            self.seal_if_due()?;
+            self.bases_and_folds()?;
+            if self.sleep_while_quiet(before, events_before, &mut heartbeat) {
+                continue;
             }
-            let fold_due = {
-                let f = self.fold.lock().expect("fold");
-                f.has_work() && f.since.elapsed() >= self.opts.snapshot_interval
-            };
-            if fold_due {
-                self.fold_base()?;
-            }
-            self.finish_base(false)?;
-            let waiting: Vec<usize> = (0..self.replicas.len())
-                .filter(|&i| {
-                    self.replicas[i].peek(|p| {
-                        p.needs_base && p.inflight.is_none() && p.base_retry_at.is_none_or(|t| t <= Instant::now())
-                    })
-                })
-                .collect();
-            if !waiting.is_empty() && self.base_job.is_none() {
-                self.base(&waiting, BaseKind::Exact)?;
-            }
-            self.trim_spool();
-            // Nothing new at this look: sleep until the log is written or
-            // the pending commits are due, not a poll interval. Looking every
-            // 10 ms cost a hundred databases a third of a core while idle,
-            // and as much again while each waited a second to seal one commit.
-            // A log that grew is looked at again after the usual nap.
-            let quiet = self.pending.wal.commits.len() == before
-                && !self.pending.wal.full
-                && self.base_job.is_none()
-                && self.follower.awaiting_restart().is_none();
-            if quiet {
-                match &self.watch {
-                    Some(w) => {
-                        // With everything read spooled, the process's
-                        // heartbeat records for this stream while it sleeps,
-                        // and it sleeps until something happens: a hundred
-                        // idle followers each looking even once a second
-                        // cost 1.5 % of a core.
-                        let leave_beat = self.pending.wal.commits.is_empty()
-                            && events_before.is_some()
-                            && wake::can_sync()
-                            && self.sealer.flush().is_ok();
-                        let most = if leave_beat { wake::QUIET_LOOK } else { wake::IDLE_LOOK };
-                        let timeout = [self.until_due(), self.until_work()]
-                            .into_iter()
-                            .flatten()
-                            .fold(most, Duration::min);
-                        if let (true, Some(at)) = (leave_beat, events_before) {
-                            self.spool.quiet(&self.stream, Some((w.events(), at)));
-                        }
-                        let same = w.wait(timeout);
-                        if leave_beat {
-                            self.spool.quiet(&self.stream, None);
-                            // Its own heartbeat is due again from now.
-                            heartbeat = Instant::now();
-                        }
-                        if same {
-                            continue;
-                        }
-                        // The log was moved or removed: a replacement under
-                        // way (a restore moves the sidecars aside first).
-                        // Looked at after the usual nap, not in its middle,
-                        // where the database would look merely truncated.
-                        self.watch = None;
-                    }
-                    // Looked at once more after the watch is in place, so
-                    // a write just before it is not left for IDLE_LOOK.
-                    None => self.watch = wake::Watch::new(&self.follower.path, self.follower.wal_path()),
-                }
-            }
-            let nap = match self.follower.awaiting_restart() {
-                Some(_) => self.opts.poll_interval.min(Duration::from_millis(1)),
-                None => pace.nap(
-                    self.opts.poll_interval,
-                    self.follower.frames_to_release(
-                        self.opts.restart_frames,
-                        pace.frames_in(self.follower.release_checkpoint_time()),
-                    ),
-                ),
-            };
-            std::thread::sleep(nap);
+            std::thread::sleep(self.nap(&pace));
         }
         Ok(())
+    }
+
+    /// One look at the log; false when continuity was lost (a base was
+    /// taken for it) and the follower must look again.
+    fn read_on(&mut self, before: usize, pace: &mut Pace) -> Result<bool> {
+        let polled = self.look()?;
+        pace.read(self.follower.frames_read);
+        match polled {
+            Polled::Ok => {
+                if self.pending.wal.commits.len() > before {
+                    // Make sure a read mark holds the log, so the
+                    // service's own checkpoints cannot restart it while
+                    // we are not looking (an anchor begun on a fully
+                    // checkpointed log holds nothing; see `advance`).
+                    self.follower.advance()?;
+                }
+            }
+            Polled::Lost(reason) => {
+                // The base seals what was read before the loss first.
+                self.lost(reason)?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn beat_if_idle(&mut self, heartbeat: &mut Instant) -> Result<()> {
+        if self.pending.wal.commits.is_empty() && heartbeat.elapsed() >= HEARTBEAT {
+            // Idle, everything read is sealed: a run killed from here on
+            // dates what the next finds from this moment, not from its
+            // last commit.
+            *heartbeat = Instant::now();
+            self.sealer.flush()?;
+            self.spool.save_seen(&self.stream, self.last_look_ns);
+        }
+        Ok(())
+    }
+
+    /// While the log waits to restart, only reading matters; near the
+    /// point where the service's checkpoint will restart it, the anchor is
+    /// let go. True when the follower must look again at once.
+    fn around_restart(&mut self, pace: &Pace) -> Result<bool> {
+        if let Some(waited) = self.follower.awaiting_restart() {
+            // The log is unguarded until the service restarts it: only
+            // reading matters now. A service held from restarting by a
+            // reader of its own keeps writing; after a while the usual
+            // work resumes, looking often.
+            if waited < Duration::from_millis(200) {
+                // Handing a batch to the sealer takes microseconds (unless
+                // it is still sealing the last): do not let the wait
+                // delay commits past `sync_interval`, and never leave a
+                // full buffer, which stops reading and leaves the new
+                // generation unanchored.
+                if self.pending.wal.full || self.due() {
+                    self.seal()?;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                return Ok(true);
+            }
+        } else if self.follower.restart_due(
+            self.opts.restart_frames,
+            pace.frames_in(self.follower.release_checkpoint_time()),
+        ) {
+            if self.pending.wal.data.len() > self.opts.segment_bytes / 2 && self.seals_for_restart < 4 {
+                // Seal while the anchor still holds the log. Let go with
+                // a buffer this full, and the commits the service makes
+                // before it restarts may not fit: reading stops, the new
+                // generation is not anchored, and a busy service fills
+                // and restarts it again (a gap, and a new base). Then
+                // read once more before letting go.
+                self.seal()?;
+                self.seals_for_restart += 1;
+                return Ok(true);
+            }
+            // Just read to the end: let the log restart.
+            self.seals_for_restart = 0;
+            self.follower.release_for_restart(self.opts.restart_frames)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Seal the pending commits when due, then move the anchor and
+    /// checkpoint.
+    fn seal_if_due(&mut self) -> Result<()> {
+        if self.due() {
+            self.seal()?;
+            self.follower.advance()?;
+            if let Polled::Lost(reason) = self.follower.checkpoint(
+                self.opts.checkpoint_interval,
+                self.opts.truncate_frames,
+                self.opts.truncate_busy,
+            )? {
+                self.lost(reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A fold base when due, a finished base job collected, a base for the
+    /// replicas waiting for one, and the spool trimmed.
+    fn bases_and_folds(&mut self) -> Result<()> {
+        let fold_due = {
+            let f = self.fold.lock().expect("fold");
+            f.has_work() && f.since.elapsed() >= self.opts.snapshot_interval
+        };
+        if fold_due {
+            self.fold_base()?;
+        }
+        self.finish_base(false)?;
+        let waiting: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| {
+                self.replicas[i].peek(|p| {
+                    p.needs_base && p.inflight.is_none() && p.base_retry_at.is_none_or(|t| t <= Instant::now())
+                })
+            })
+            .collect();
+        if !waiting.is_empty() && self.base_job.is_none() {
+            self.base(&waiting, BaseKind::Exact)?;
+        }
+        self.trim_spool();
+        Ok(())
+    }
+
+    /// True when the follower should look again without a nap.
+    fn sleep_while_quiet(&mut self, before: usize, events_before: Option<u64>, heartbeat: &mut Instant) -> bool {
+        // Nothing new at this look: sleep until the log is written or
+        // the pending commits are due, not a poll interval. Looking every
+        // 10 ms cost a hundred databases a third of a core while idle,
+        // and as much again while each waited a second to seal one commit.
+        // A log that grew is looked at again after the usual nap.
+        let quiet = self.pending.wal.commits.len() == before
+            && !self.pending.wal.full
+            && self.base_job.is_none()
+            && self.follower.awaiting_restart().is_none();
+        if quiet {
+            match &self.watch {
+                Some(w) => {
+                    // With everything read spooled, the process's
+                    // heartbeat records for this stream while it sleeps,
+                    // and it sleeps until something happens: a hundred
+                    // idle followers each looking even once a second
+                    // cost 1.5 % of a core.
+                    let leave_beat = self.pending.wal.commits.is_empty()
+                        && events_before.is_some()
+                        && wake::can_sync()
+                        && self.sealer.flush().is_ok();
+                    let most = if leave_beat { wake::QUIET_LOOK } else { wake::IDLE_LOOK };
+                    let timeout = [self.until_due(), self.until_work()]
+                        .into_iter()
+                        .flatten()
+                        .fold(most, Duration::min);
+                    if let (true, Some(at)) = (leave_beat, events_before) {
+                        self.spool.quiet(&self.stream, Some((w.events(), at)));
+                    }
+                    let same = w.wait(timeout);
+                    if leave_beat {
+                        self.spool.quiet(&self.stream, None);
+                        // Its own heartbeat is due again from now.
+                        *heartbeat = Instant::now();
+                    }
+                    if same {
+                        return true;
+                    }
+                    // The log was moved or removed: a replacement under
+                    // way (a restore moves the sidecars aside first).
+                    // Looked at after the usual nap, not in its middle,
+                    // where the database would look merely truncated.
+                    self.watch = None;
+                }
+                // Looked at once more after the watch is in place, so
+                // a write just before it is not left for IDLE_LOOK.
+                None => self.watch = wake::Watch::new(&self.follower.path, self.follower.wal_path()),
+            }
+        }
+        false
+    }
+
+    /// How long to wait before the next look.
+    fn nap(&self, pace: &Pace) -> Duration {
+        match self.follower.awaiting_restart() {
+            Some(_) => self.opts.poll_interval.min(Duration::from_millis(1)),
+            None => pace.nap(
+                self.opts.poll_interval,
+                self.follower.frames_to_release(
+                    self.opts.restart_frames,
+                    pace.frames_in(self.follower.release_checkpoint_time()),
+                ),
+            ),
+        }
     }
 
     /// Read to the end of the log as it stands now, sealing segments as
@@ -907,39 +985,12 @@ impl Stream {
         if kind == BaseKind::Exact {
             self.catch_up()?;
         }
-        let read = (kind == BaseKind::Exact && !self.pending.wal.too_large).then_some(&mut self.pending.wal);
-        let mut read = read;
-        let mut attempt = 0;
-        let mut missing_since: Option<Instant> = None;
+        let read = kind == BaseKind::Exact && !self.pending.wal.too_large;
         let pin_started = now_ns();
         // Until here every commit read is shipped or about to be: if
         // continuity is lost, the state is known up to this moment.
         let watched = self.last_look_ns;
-        let (db, exact) = loop {
-            match self.follower.pin(read.as_deref_mut(), Duration::from_secs(2)) {
-                Ok(p) => break p,
-                // A database replaced by hand (moved aside, then another
-                // moved in) may be missing for a while.
-                Err(e)
-                    if e.code == ErrorCode::ReplicateDbMissing
-                        && missing_since.is_none_or(|t| t.elapsed() < DB_MISSING_PATIENCE) =>
-                {
-                    if missing_since.is_none() {
-                        missing_since = Some(Instant::now());
-                        tracing::warn!(event = "replicate.db_missing", db = %self.follower.path.display(), "waiting for the database file to come back");
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if e.temporary && attempt < 20 => {
-                    // The service held its write lock, or the log moved
-                    // while we looked: try again shortly.
-                    attempt += 1;
-                    tracing::info!(event = "replicate.pin_retry", error = %e, attempt);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (db, exact) = self.pin(read)?;
         // What was read while pinning was committed before the pin; what
         // comes after it, after the pin began.
         self.stamp();
@@ -961,19 +1012,7 @@ impl Stream {
             after_gap: kind == BaseKind::Gap,
             watched_until_ns: (kind == BaseKind::Gap && watched > 0).then_some(watched),
         };
-        let spec = SourceSpec {
-            name: self.db.name.clone(),
-            path: self.db.path.clone(),
-            kind: SourceKind::Sqlite {
-                schema_query: self.db.schema_query.clone(),
-            },
-        };
-        let snap_opts = SnapshotOptions {
-            kind: crate::repo::manifest::SnapshotKind::Base,
-            tags: vec!["replicate".into()],
-            replication: Some(point.clone()),
-            time: Some(jiff::Timestamp::now()),
-        };
+        let time = jiff::Timestamp::now();
         // Every replica that is not taking this base must get it too when
         // continuity broke, or its stream would have a hole.
         let targets: Vec<usize> = if kind == BaseKind::Exact {
@@ -998,11 +1037,76 @@ impl Stream {
         // (and holding it) meanwhile: a base of a large database takes
         // seconds, and a log left unwatched that long under heavy writes
         // could restart twice.
+        let handle = self.start_capture(&targets, &point, time, db);
+        self.base_job = Some(BaseJob { handle, point, started });
+        self.save_state()
+    }
+
+    /// Pin the database for a base (with `read`, the commits before the
+    /// pin are read into the pending buffer), retrying while the service
+    /// holds its write lock and waiting a while for a database file that
+    /// is being replaced. The capture's read transaction, and whether the
+    /// base stands exactly at the last commit read.
+    fn pin(&mut self, read: bool) -> Result<(crate::sqlite::capture::OpenDatabase, bool)> {
+        let mut attempt = 0;
+        let mut missing_since: Option<Instant> = None;
+        loop {
+            match self
+                .follower
+                .pin(read.then_some(&mut self.pending.wal), Duration::from_secs(2))
+            {
+                Ok(p) => return Ok(p),
+                // A database replaced by hand (moved aside, then another
+                // moved in) may be missing for a while.
+                Err(e)
+                    if e.code == ErrorCode::ReplicateDbMissing
+                        && missing_since.is_none_or(|t| t.elapsed() < DB_MISSING_PATIENCE) =>
+                {
+                    if missing_since.is_none() {
+                        missing_since = Some(Instant::now());
+                        tracing::warn!(event = "replicate.db_missing", db = %self.follower.path.display(), "waiting for the database file to come back");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.temporary && attempt < 20 => {
+                    // The service held its write lock, or the log moved
+                    // while we looked: try again shortly.
+                    attempt += 1;
+                    tracing::info!(event = "replicate.pin_retry", error = %e, attempt);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Capture the base for the replicas at `targets` on its own thread,
+    /// one replica after another; `time` is the base's recorded time.
+    fn start_capture(
+        &self,
+        targets: &[usize],
+        point: &ReplicationPoint,
+        time: jiff::Timestamp,
+        db: crate::sqlite::capture::OpenDatabase,
+    ) -> std::thread::JoinHandle<BaseOutcomes> {
+        let spec = SourceSpec {
+            name: self.db.name.clone(),
+            path: self.db.path.clone(),
+            kind: SourceKind::Sqlite {
+                schema_query: self.db.schema_query.clone(),
+            },
+        };
+        let snap_opts = SnapshotOptions {
+            kind: crate::repo::manifest::SnapshotKind::Base,
+            tags: vec!["replicate".into()],
+            replication: Some(point.clone()),
+            time: Some(time),
+        };
         let writes: Vec<(usize, Arc<Target>)> = targets
             .iter()
             .map(|&i| (i, Arc::clone(&self.replicas[i].target)))
             .collect();
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("base".into())
             .spawn(move || {
                 let mut out = Vec::new();
@@ -1025,9 +1129,7 @@ impl Stream {
                 let _ = db.finish();
                 out
             })
-            .expect("spawn base thread");
-        self.base_job = Some(BaseJob { handle, point, started });
-        self.save_state()
+            .expect("spawn base thread")
     }
 
     /// Wait for the base being captured, if any (`block`), or only collect

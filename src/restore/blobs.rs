@@ -60,32 +60,11 @@ pub fn fetch(repo: &Repository, ids: &[Id]) -> Result<HashMap<Id, Vec<u8>>> {
         .into_iter()
         .map(|(pack, frames)| (pack, frames.into_values().collect()))
         .collect();
-    let queue = Mutex::new(jobs.into_iter());
     let out = Mutex::new(HashMap::with_capacity(ids.len()));
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
     let workers = repo.transfers().max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                let mut dec = Decoder::default();
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let Some((pack, frames)) = queue.lock().expect("queue").next() else {
-                        return;
-                    };
-                    if let Err(e) = fetch_pack(repo, pack, &frames, &mut dec, &out) {
-                        failure.lock().expect("failure slot").get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    crate::workers::for_each(workers, jobs, Decoder::default, |dec, (pack, frames)| {
+        fetch_pack(repo, pack, &frames, dec, &out)
+    })?;
     Ok(out.into_inner().expect("blobs"))
 }
 

@@ -8,11 +8,11 @@
 //! a failure at any point undoes what was done, so the target ends as it
 //! began.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::codec::Decoder;
 use crate::error::{Error, ErrorCode, IoContext, Result};
@@ -166,102 +166,19 @@ pub fn restore(
 
     // Refusals first: nothing on disk changes before all of them pass.
     if let Some(max) = opts.max_schema_version {
-        for s in &chosen {
-            if let Source::Sqlite(db) = &s.source
-                && let Some(v) = db.schema_version.filter(|v| *v > max)
-            {
-                return Err(Error::config(
-                    &db.name,
-                    format!("backup schema version {v} is newer than the maximum {max} this service supports"),
-                )
-                .fix("restore an older snapshot, or upgrade the service before restoring")
-                .code(ErrorCode::RestoreSchemaVersionTooNew));
-            }
-        }
+        refuse_newer_schema(&chosen, max)?;
     }
     let mut plans = plan(&chosen, &opts.target)?;
     plans.sort_by_key(|p| p.dest.components().count());
-    // Staging a killed restore left is neither in the way nor content.
-    let mut swept = std::collections::BTreeSet::new();
-    for p in &plans {
-        let parent = staging_parent(p, &plans);
-        if swept.insert(parent.clone()) {
-            staging::sweep(&parent);
-        }
-    }
-    // What belongs to other sources, inside directories about to be
-    // replaced in place: carried over into the new directory, never moved.
-    let kept: Vec<PathBuf> = match opts.target {
-        Target::Original => opts
-            .keep
-            .iter()
-            .chain(&selection.others)
-            .map(|k| crate::fsutil::absolute_normalized(k))
-            .filter(|k| !plans.iter().any(|p| k == &p.dest))
-            .collect(),
-        _ => Vec::new(),
-    };
+    sweep_staging(&plans);
+    let kept = kept_paths(selection, opts, &plans);
     preflight(&plans, &opts.target, opts.force, &kept)?;
 
     let stamp = compact_timestamp(jiff::Timestamp::now());
     // Dropped (and so removed) on every way out of this function.
     let mut staged: Vec<(StagingDir, PathBuf, &Plan)> = Vec::new();
     let mut created_dirs = Vec::new();
-    let result = (|| -> Result<Vec<Restored>> {
-        let mut out = Vec::new();
-        for p in &plans {
-            let parent = staging_parent(p, &plans);
-            create_dirs(&parent, &mut created_dirs)?;
-            let dir = StagingDir::create(&parent)?;
-            let stage = dir.path().join(p.source.name());
-            staged.push((dir, stage.clone(), p));
-            let bytes = match p.source {
-                Source::Sqlite(db) => {
-                    let replay = p.pick.replay.as_deref();
-                    let once = || restore_database(repo, db, &stage, progress, replay, opts.skip_integrity_check);
-                    match once() {
-                        // A page damaged in transit is not damage in the
-                        // repository: everything is read again, once.
-                        Err(e) if read_again(&e) => {
-                            tracing::warn!(event = "repo.read_again", db = %db.name, error = %e, "restoring the database again before calling it damaged");
-                            let _ = fs::remove_file(&stage);
-                            once()?
-                        }
-                        other => other?,
-                    }
-                }
-                Source::Directory(d) => restore_tree(repo, &d.entries, &stage, progress, opts.skip_integrity_check)?,
-                Source::File(f) => restore_tree(
-                    repo,
-                    std::slice::from_ref(&f.entry),
-                    &stage,
-                    progress,
-                    opts.skip_integrity_check,
-                )?,
-            };
-            let point = p
-                .pick
-                .replay
-                .as_ref()
-                .and_then(|r| r.landed.lock().expect("landed").clone());
-            let as_of = point.as_ref().map_or(&p.pick.snapshot_time, |l| &l.time);
-            let age_seconds = as_of
-                .parse::<jiff::Timestamp>()
-                .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
-                .unwrap_or(0);
-            out.push(Restored {
-                name: p.source.name().into(),
-                path: p.dest.display().to_string(),
-                kind: p.source.kind_name(),
-                bytes,
-                snapshot: p.pick.snapshot.hex(),
-                snapshot_time: p.pick.snapshot_time.clone(),
-                point,
-                age_seconds,
-            });
-        }
-        Ok(out)
-    })();
+    let result = stage_all(repo, &plans, opts, progress, &mut staged, &mut created_dirs);
     let restored = match result {
         Ok(r) => r,
         Err(e) => {
@@ -278,63 +195,20 @@ pub fn restore(
     // beside the new database would be replayed into it. A database kept
     // inside a restored directory is thus placed into the new directory, not
     // moved aside with the old one.
-    let mut undo: Vec<swap::Undo> = Vec::new();
-    let mut aside_dirs: Vec<(PathBuf, PathBuf)> = Vec::new(); // (root, aside)
-    let mut carried_names: Vec<(PathBuf, (u64, u64))> = Vec::new();
+    let mut swaps = Swaps::default();
     let hold = staging::hold_off_signals();
     // Staging may have taken minutes: a service started meanwhile is
     // refused now, before anything moves.
-    let commit = (|| -> Result<()> {
-        check_not_open(&plans, &kept)?;
-        for (dir, stage, p) in &staged {
-            let mut aside_of = |path: &Path| -> Result<PathBuf> {
-                let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
-                    Some((_, a)) => a.clone(),
-                    None => {
-                        let a = swap::fresh_aside_dir(&p.root, &stamp);
-                        aside_dirs.push((p.root.clone(), a.clone()));
-                        a
-                    }
-                };
-                let rel = path
-                    .strip_prefix(&p.root)
-                    .unwrap_or(Path::new(path.file_name().unwrap_or_default()));
-                let to = aside.join(rel);
-                if let Some(d) = to.parent() {
-                    fs::create_dir_all(d).at(d)?;
-                }
-                Ok(to)
-            };
-            for path in in_the_way(p).into_iter().filter(|q| q != &p.dest) {
-                if fs::symlink_metadata(&path).is_err() {
-                    continue;
-                }
-                let to = aside_of(&path)?;
-                crate::crashpoint::step("restore: move a sidecar aside").at(&path)?;
-                fs::rename(&path, &to).at(&path)?;
-                undo.push(swap::Undo::Renamed { from: path.clone(), to });
-            }
-            let aside = if fs::symlink_metadata(&p.dest).is_ok() {
-                aside_of(&p.dest)?
-            } else {
-                PathBuf::new()
-            };
-            let carried = match p.source {
-                Source::Directory(_) if !aside.as_os_str().is_empty() => {
-                    carry_over(&p.dest, stage, &kept_inside(&p.dest, &kept, &plans), &mut undo)?
-                }
-                _ => Vec::new(),
-            };
-            swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut undo)?;
-            // The old directory, now aside, still names the carried files
-            // (second hard links of the live ones). Those names go only once
-            // the whole commit stands: undoing a swap puts the old
-            // directory back, and with it the only other name of each.
-            carried_names.extend(carried.into_iter().map(|(rel, ino)| (aside.join(rel), ino)));
-            sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
-        }
-        Ok(())
-    })();
+    let commit = check_not_open(&plans, &kept).and_then(|()| {
+        staged
+            .iter()
+            .try_for_each(|(dir, stage, p)| swaps.commit_one(dir, stage, p, &plans, &kept, &stamp))
+    });
+    let Swaps {
+        undo,
+        aside_dirs,
+        carried_names,
+    } = swaps;
     let aside_dirs: Vec<PathBuf> = aside_dirs.into_iter().map(|(_, a)| a).collect();
     if let Err(e) = commit {
         for step in undo.into_iter().rev() {
@@ -364,6 +238,207 @@ pub fn restore(
     for d in &aside_dirs {
         tracing::info!(event = "restore.moved_aside", dir = %d.display());
     }
+    Ok(report(restored, &aside_dirs))
+}
+
+/// Refuse a database whose schema version is above what the service
+/// supports.
+fn refuse_newer_schema(chosen: &[&Pick], max: i64) -> Result<()> {
+    for s in chosen {
+        if let Source::Sqlite(db) = &s.source
+            && let Some(v) = db.schema_version.filter(|v| *v > max)
+        {
+            return Err(Error::config(
+                &db.name,
+                format!("backup schema version {v} is newer than the maximum {max} this service supports"),
+            )
+            .fix("restore an older snapshot, or upgrade the service before restoring")
+            .code(ErrorCode::RestoreSchemaVersionTooNew));
+        }
+    }
+    Ok(())
+}
+
+/// Staging a killed restore left is neither in the way nor content.
+fn sweep_staging(plans: &[Plan]) {
+    let mut swept = std::collections::BTreeSet::new();
+    for p in plans {
+        let parent = staging_parent(p, plans);
+        if swept.insert(parent.clone()) {
+            staging::sweep(&parent);
+        }
+    }
+}
+
+/// What belongs to other sources, inside directories about to be
+/// replaced in place: carried over into the new directory, never moved.
+fn kept_paths(selection: &Selection, opts: &RestoreOptions, plans: &[Plan]) -> Vec<PathBuf> {
+    match opts.target {
+        Target::Original => opts
+            .keep
+            .iter()
+            .chain(&selection.others)
+            .map(|k| crate::fsutil::absolute_normalized(k))
+            .filter(|k| !plans.iter().any(|p| k == &p.dest))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Stage every planned source beside its destination and verify it; each
+/// staging directory joins `staged` as soon as it exists, so the caller
+/// removes it on every way out.
+fn stage_all<'p>(
+    repo: &Repository,
+    plans: &'p [Plan],
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+    staged: &mut Vec<(StagingDir, PathBuf, &'p Plan<'p>)>,
+    created_dirs: &mut Vec<PathBuf>,
+) -> Result<Vec<Restored>> {
+    let mut out = Vec::new();
+    for p in plans {
+        let parent = staging_parent(p, plans);
+        create_dirs(&parent, created_dirs)?;
+        let dir = StagingDir::create(&parent)?;
+        let stage = dir.path().join(p.source.name());
+        staged.push((dir, stage.clone(), p));
+        out.push(stage_one(repo, p, &stage, opts, progress)?);
+    }
+    Ok(out)
+}
+
+/// Write and verify one source at `stage`.
+fn stage_one(
+    repo: &Repository,
+    p: &Plan,
+    stage: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<Restored> {
+    let bytes = match p.source {
+        Source::Sqlite(db) => {
+            let replay = p.pick.replay.as_deref();
+            let once = || restore_database(repo, db, stage, progress, replay, opts.skip_integrity_check);
+            match once() {
+                // A page damaged in transit is not damage in the
+                // repository: everything is read again, once.
+                Err(e) if read_again(&e) => {
+                    tracing::warn!(event = "repo.read_again", db = %db.name, error = %e, "restoring the database again before calling it damaged");
+                    let _ = fs::remove_file(stage);
+                    once()?
+                }
+                other => other?,
+            }
+        }
+        Source::Directory(d) => restore_tree(repo, &d.entries, stage, progress, opts.skip_integrity_check)?,
+        Source::File(f) => restore_tree(
+            repo,
+            std::slice::from_ref(&f.entry),
+            stage,
+            progress,
+            opts.skip_integrity_check,
+        )?,
+    };
+    let point = p
+        .pick
+        .replay
+        .as_ref()
+        .and_then(|r| r.landed.lock().expect("landed").clone());
+    let as_of = point.as_ref().map_or(&p.pick.snapshot_time, |l| &l.time);
+    let age_seconds = as_of
+        .parse::<jiff::Timestamp>()
+        .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
+        .unwrap_or(0);
+    Ok(Restored {
+        name: p.source.name().into(),
+        path: p.dest.display().to_string(),
+        kind: p.source.kind_name(),
+        bytes,
+        snapshot: p.pick.snapshot.hex(),
+        snapshot_time: p.pick.snapshot_time.clone(),
+        point,
+        age_seconds,
+    })
+}
+
+/// The commit's record: what to undo, the aside folder of each root, and
+/// the second names of carried files, removed once the whole commit stands.
+#[derive(Default)]
+struct Swaps {
+    undo: Vec<swap::Undo>,
+    aside_dirs: Vec<(PathBuf, PathBuf)>, // (root, aside)
+    carried_names: Vec<(PathBuf, (u64, u64))>,
+}
+
+impl Swaps {
+    /// Where `path`, under the plan's root, goes aside; the root's aside
+    /// folder is made on first use.
+    fn aside_of(&mut self, p: &Plan, stamp: &str, path: &Path) -> Result<PathBuf> {
+        let aside_dirs = &mut self.aside_dirs;
+        let aside = match aside_dirs.iter().find(|(r, _)| r == &p.root) {
+            Some((_, a)) => a.clone(),
+            None => {
+                let a = swap::fresh_aside_dir(&p.root, stamp);
+                aside_dirs.push((p.root.clone(), a.clone()));
+                a
+            }
+        };
+        let rel = path
+            .strip_prefix(&p.root)
+            .unwrap_or(Path::new(path.file_name().unwrap_or_default()));
+        let to = aside.join(rel);
+        if let Some(d) = to.parent() {
+            fs::create_dir_all(d).at(d)?;
+        }
+        Ok(to)
+    }
+
+    /// Put one staged copy in place: its sidecars aside, what it replaces
+    /// aside, other sources' paths carried over, then the swap.
+    fn commit_one(
+        &mut self,
+        dir: &StagingDir,
+        stage: &Path,
+        p: &Plan,
+        plans: &[Plan],
+        kept: &[PathBuf],
+        stamp: &str,
+    ) -> Result<()> {
+        for path in in_the_way(p).into_iter().filter(|q| q != &p.dest) {
+            if fs::symlink_metadata(&path).is_err() {
+                continue;
+            }
+            let to = self.aside_of(p, stamp, &path)?;
+            crate::crashpoint::step("restore: move a sidecar aside").at(&path)?;
+            fs::rename(&path, &to).at(&path)?;
+            self.undo.push(swap::Undo::Renamed { from: path.clone(), to });
+        }
+        let aside = if fs::symlink_metadata(&p.dest).is_ok() {
+            self.aside_of(p, stamp, &p.dest)?
+        } else {
+            PathBuf::new()
+        };
+        let carried = match p.source {
+            Source::Directory(_) if !aside.as_os_str().is_empty() => {
+                carry_over(&p.dest, stage, &kept_inside(&p.dest, kept, plans), &mut self.undo)?
+            }
+            _ => Vec::new(),
+        };
+        swap::put_in_place(stage, &p.dest, &aside, dir.path(), &mut self.undo)?;
+        // The old directory, now aside, still names the carried files
+        // (second hard links of the live ones). Those names go only once
+        // the whole commit stands: undoing a swap puts the old
+        // directory back, and with it the only other name of each.
+        self.carried_names
+            .extend(carried.into_iter().map(|(rel, ino)| (aside.join(rel), ino)));
+        sync_dir(p.dest.parent().unwrap_or(Path::new("/")))?;
+        Ok(())
+    }
+}
+
+/// The report of a restore that stands.
+fn report(restored: Vec<Restored>, aside_dirs: &[PathBuf]) -> RestoreReport {
     let mut snapshots: Vec<&str> = restored.iter().map(|r| r.snapshot.as_str()).collect();
     snapshots.dedup();
     let mut points = restored.iter().filter_map(|r| r.point.clone());
@@ -371,12 +446,12 @@ pub fn restore(
         (Some(p), None) => Some(p),
         _ => None,
     };
-    Ok(RestoreReport {
+    RestoreReport {
         snapshot: (snapshots.len() == 1).then(|| snapshots[0].to_string()),
         moved_aside: aside_dirs.iter().map(|d| d.display().to_string()).collect(),
         point,
         restored,
-    })
+    }
 }
 
 fn plan<'a>(chosen: &[&'a Pick], target: &Target) -> Result<Vec<Plan<'a>>> {
@@ -785,6 +860,10 @@ fn batches(spans: &[(usize, usize, u64, u64)], rows: &[Row]) -> Vec<std::ops::Ra
     out
 }
 
+/// A span read from a pack: its bytes, their offset in the pack, the rows
+/// they hold and the pack's key.
+type Span<'a> = (Vec<u8>, u64, &'a [Row], String);
+
 fn restore_database(
     repo: &Repository,
     db: &SqliteSource,
@@ -804,175 +883,18 @@ fn restore_database(
                 .fix("the snapshot holds a damaged database: restore an older snapshot, or get its bytes out for forensics with --no-integrity-check")
         })
     };
-    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
-    if page_size != db.page_size || pages.len() as u32 != db.page_count {
-        return Err(Error::damaged(
-            &db.name,
-            "page map disagrees with the manifest's page size or count",
-        ));
-    }
-    let mut rows = Vec::with_capacity(pages.len());
-    for (i, id) in pages.iter().enumerate() {
-        let loc = repo.index().get(id).ok_or_else(|| {
-            Error::damaged(
-                &db.name,
-                format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
-            )
-            .fix("run `lifeboat verify` to see which snapshots are damaged")
-        })?;
-        rows.push(Row {
-            pack: loc.pack,
-            offset: loc.offset,
-            length: loc.length,
-            blob_offset: loc.blob_offset,
-            pgno: i as u32 + 1,
-        });
-    }
-    rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
-
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Read too: the point-in-time replay reads pages back.
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode((db.mode & 0o777) | 0o600)
-            .open(stage)
-            .at(stage)?
-    };
+    let (page_size, pages, rows) = page_rows(repo, db)?;
+    let file = create_stage_file(db, stage)?;
     file.set_len(db.size).at(stage)?;
     progress.begin(&format!("restore {}", db.name), db.size);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
-    // Bounded: at most `workers` spans queued, so memory stays a few MiB.
-    let (tx, rx) = sync_channel::<(Vec<u8>, u64, &[Row], String)>(workers);
-    let rx = Mutex::new(rx);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let ps = page_size as u64;
-    let spans = spans(&rows);
-    let batches = batches(&spans, &rows);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let (rx, failure, file, pages) = (&rx, &failure, &file, &pages);
-            scope.spawn(move || {
-                let mut dec = Decoder::default();
-                // Consecutive pages are gathered into one run and written
-                // with a single pwrite; the buffer is the worker's, reused.
-                let mut run: Vec<u8> = Vec::new();
-                loop {
-                    let job = rx.lock().expect("queue").recv();
-                    let Ok((buf, base, rows, key)) = job else { return };
-                    // After a failure the queue is only drained: a reader
-                    // blocked on a full queue must get to see the failure.
-                    if failure.lock().expect("failure slot").is_some() {
-                        continue;
-                    }
-                    run.clear();
-                    let mut run_start = 0u32;
-                    let mut frame: Vec<u8> = Vec::new();
-                    let mut decoded_at = None;
-                    let mut verified_at = None;
-                    let flush = |run: &mut Vec<u8>, first: u32| -> Result<()> {
-                        if !run.is_empty() {
-                            file.write_all_at(run, (first as u64 - 1) * ps).at(stage)?;
-                            progress.advance(run.len() as u64);
-                            run.clear();
-                        }
-                        Ok(())
-                    };
-                    let result = (|| {
-                        for r in rows {
-                            if decoded_at != Some(r.offset) {
-                                let start = (r.offset as u64 - base) as usize;
-                                frame = dec.decode(&buf[start..start + r.length as usize], &key)?;
-                                decoded_at = Some(r.offset);
-                            }
-                            let at = r.blob_offset as usize;
-                            let page = frame.get(at..at + ps as usize).ok_or_else(|| {
-                                Error::damaged(
-                                    &key,
-                                    format!(
-                                        "page blob {} lies outside its frame",
-                                        pages[r.pgno as usize - 1].short()
-                                    ),
-                                )
-                            })?;
-                            if verified_at != Some((r.offset, r.blob_offset)) {
-                                if Id::of(page) != pages[r.pgno as usize - 1] {
-                                    return Err(Error::damaged(
-                                        &key,
-                                        format!(
-                                            "page blob {} does not match its hash",
-                                            pages[r.pgno as usize - 1].short()
-                                        ),
-                                    ));
-                                }
-                                verified_at = Some((r.offset, r.blob_offset));
-                            }
-                            let contiguous = run_start as u64 + run.len() as u64 / ps == r.pgno as u64;
-                            if !contiguous || run.len() >= RUN_BYTES {
-                                flush(&mut run, run_start)?;
-                                run_start = r.pgno;
-                            }
-                            run.extend_from_slice(page);
-                        }
-                        flush(&mut run, run_start)
-                    })();
-                    if let Err(e) = result {
-                        failure.lock().expect("failure slot").get_or_insert(e);
-                    }
-                }
-            });
-        }
-        // Readers take batches in turn, as many at once as the store wants
-        // transfers: one for a local disk, several for an object store,
-        // where latency dominates. Each span goes to the workers as soon as
-        // it is in.
-        let fetchers = repo.transfers().clamp(1, batches.len().max(1));
-        let fetch = |tx: std::sync::mpsc::SyncSender<_>| {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(batch) = batches.get(n) else { return };
-                if failure.lock().expect("failure slot").is_some() {
-                    return;
-                }
-                let batch = &spans[batch.clone()];
-                let key = keys::pack(&repo.index().pack(rows[batch[0].0].pack).0);
-                let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
-                let mut queued = batch.iter();
-                let read = repo.read_object_ranges(&key, &ranges, &mut |buf| {
-                    let &(i, j, base, _) = queued.next().expect("one buffer per range");
-                    // Stops the read; the failure already recorded is the
-                    // one reported.
-                    let stopped = || Error::damaged(&key, "restore stopped after an earlier failure");
-                    if failure.lock().expect("failure slot").is_some() {
-                        return Err(stopped());
-                    }
-                    tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
-                });
-                if let Err(e) = read {
-                    let e = blobs::missing_is_damage(e, &repo.object_name(&key));
-                    failure.lock().expect("failure slot").get_or_insert(e);
-                    return;
-                }
-            }
-        };
-        // One fetch loop runs on this thread (all of them, for a local
-        // disk), the others on their own.
-        for _ in 1..fetchers {
-            let tx = tx.clone();
-            scope.spawn(move || fetch(tx));
-        }
-        fetch(tx);
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    let sink = PageSink {
+        file: &file,
+        stage,
+        pages: &pages,
+        page_size: page_size as u64,
+        progress,
+    };
+    write_pages(repo, &sink, &rows)?;
     progress.end();
 
     // Writeback starts only now, with every page in place, so the kernel's
@@ -1012,6 +934,182 @@ fn restore_database(
     set_meta_file(stage, db.mode, db.uid, db.gid, None)?;
     file.sync_all().at(stage)?;
     Ok(db.size)
+}
+
+/// The database's page size, its page ids, and a row per page saying where
+/// its blob lies, sorted by (pack, offset) so a pack is read front to back.
+fn page_rows(repo: &Repository, db: &SqliteSource) -> Result<(u32, Vec<Id>, Vec<Row>)> {
+    let crate::repo::ResolvedPages { page_size, pages, .. } = repo.resolve_pagemap(&db.pagemap, false)?;
+    if page_size != db.page_size || pages.len() as u32 != db.page_count {
+        return Err(Error::damaged(
+            &db.name,
+            "page map disagrees with the manifest's page size or count",
+        ));
+    }
+    let mut rows = Vec::with_capacity(pages.len());
+    for (i, id) in pages.iter().enumerate() {
+        let loc = repo.index().get(id).ok_or_else(|| {
+            Error::damaged(
+                &db.name,
+                format!("page {} (blob {}) is missing from the repository", i + 1, id.short()),
+            )
+            .fix("run `lifeboat verify` to see which snapshots are damaged")
+        })?;
+        rows.push(Row {
+            pack: loc.pack,
+            offset: loc.offset,
+            length: loc.length,
+            blob_offset: loc.blob_offset,
+            pgno: i as u32 + 1,
+        });
+    }
+    rows.sort_unstable_by_key(|r| (r.pack, r.offset, r.pgno));
+    Ok((page_size, pages, rows))
+}
+
+/// The staged database file, created afresh, never through a symlink, with
+/// permissions no wider than its final ones.
+fn create_stage_file(db: &SqliteSource, stage: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Read too: the point-in-time replay reads pages back.
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode((db.mode & 0o777) | 0o600)
+        .open(stage)
+        .at(stage)
+}
+
+/// Where the page writers put pages, and what each page must hash to.
+struct PageSink<'a> {
+    file: &'a File,
+    stage: &'a Path,
+    pages: &'a [Id],
+    page_size: u64,
+    progress: &'a dyn Progress,
+}
+
+/// Every page of `rows` into the sink's file: readers fetch spans, as many
+/// at once as the store wants transfers, and hand each to the workers as
+/// soon as it is in; the workers decode, check and write.
+fn write_pages(repo: &Repository, sink: &PageSink, rows: &[Row]) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    // Bounded: at most `workers` spans queued, so memory stays a few MiB.
+    let (tx, rx) = sync_channel::<Span>(workers);
+    let spans = spans(rows);
+    let batches = batches(&spans, rows);
+    // Readers take batches in turn, as many at once as the store wants
+    // transfers: one for a local disk, several for an object store,
+    // where latency dominates.
+    let fetchers = repo.transfers().clamp(1, batches.len().max(1));
+    let (written, fetched) = std::thread::scope(|scope| {
+        // When the workers stop (a damaged page, say), the queue goes with
+        // them and a reader's next send fails.
+        let written = scope.spawn(|| {
+            crate::workers::for_each(workers, rx, <(Decoder, Vec<u8>)>::default, |(dec, run), span| {
+                sink.write_span(dec, run, span)
+            })
+        });
+        let fetched = crate::workers::for_each(
+            fetchers,
+            &batches,
+            || tx.clone(),
+            |tx, batch| read_batch(repo, &spans[batch.clone()], rows, tx),
+        );
+        drop(tx);
+        (written.join().expect("page writers"), fetched)
+    });
+    // A worker's failure is the root cause of a read that merely saw the
+    // restore stop.
+    written.and(fetched)
+}
+
+/// One batch of spans of a pack, read with one `read_ranges`; each span
+/// goes to the workers as soon as it is in.
+fn read_batch<'r>(
+    repo: &Repository,
+    batch: &[(usize, usize, u64, u64)],
+    rows: &'r [Row],
+    tx: &SyncSender<Span<'r>>,
+) -> Result<()> {
+    let key = keys::pack(&repo.index().pack(rows[batch[0].0].pack).0);
+    let ranges: Vec<(u64, u64)> = batch.iter().map(|&(_, _, base, end)| (base, end - base)).collect();
+    let mut queued = batch.iter();
+    let read = repo.read_object_ranges(&key, &ranges, &mut |buf| {
+        let &(i, j, base, _) = queued.next().expect("one buffer per range");
+        // Stops the read; the workers' failure is the one reported.
+        let stopped = || Error::damaged(&key, "restore stopped after an earlier failure");
+        tx.send((buf, base, &rows[i..j], key.clone())).map_err(|_| stopped())
+    });
+    read.map_err(|e| blobs::missing_is_damage(e, &repo.object_name(&key)))
+}
+
+impl PageSink<'_> {
+    /// Decode the frames of one span, check each page against its id and
+    /// write the pages. Consecutive pages are gathered into one run and
+    /// written with a single pwrite; `dec` and `run` are the worker's,
+    /// reused.
+    fn write_span(&self, dec: &mut Decoder, run: &mut Vec<u8>, (buf, base, rows, key): Span) -> Result<()> {
+        let (pages, ps) = (self.pages, self.page_size);
+        run.clear();
+        let mut run_start = 0u32;
+        let mut frame: Vec<u8> = Vec::new();
+        let mut decoded_at = None;
+        let mut verified_at = None;
+        for r in rows {
+            if decoded_at != Some(r.offset) {
+                let start = (r.offset as u64 - base) as usize;
+                frame = dec.decode(&buf[start..start + r.length as usize], &key)?;
+                decoded_at = Some(r.offset);
+            }
+            let at = r.blob_offset as usize;
+            let page = frame.get(at..at + ps as usize).ok_or_else(|| {
+                Error::damaged(
+                    &key,
+                    format!(
+                        "page blob {} lies outside its frame",
+                        pages[r.pgno as usize - 1].short()
+                    ),
+                )
+            })?;
+            if verified_at != Some((r.offset, r.blob_offset)) {
+                if Id::of(page) != pages[r.pgno as usize - 1] {
+                    return Err(Error::damaged(
+                        &key,
+                        format!(
+                            "page blob {} does not match its hash",
+                            pages[r.pgno as usize - 1].short()
+                        ),
+                    ));
+                }
+                verified_at = Some((r.offset, r.blob_offset));
+            }
+            let contiguous = run_start as u64 + run.len() as u64 / ps == r.pgno as u64;
+            if !contiguous || run.len() >= RUN_BYTES {
+                self.flush(run, run_start)?;
+                run_start = r.pgno;
+            }
+            run.extend_from_slice(page);
+        }
+        self.flush(run, run_start)
+    }
+
+    /// Write a run of consecutive pages starting at page `first`.
+    fn flush(&self, run: &mut Vec<u8>, first: u32) -> Result<()> {
+        if !run.is_empty() {
+            self.file
+                .write_all_at(run, (first as u64 - 1) * self.page_size)
+                .at(self.stage)?;
+            self.progress.advance(run.len() as u64);
+            run.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Bytes of file content fetched at a time: the chunks of this many bytes
@@ -1080,50 +1178,67 @@ fn restore_tree(
                         .ok_or_else(|| Error::damaged(&e.path, "database entry without a BLAKE3"))?;
                     bytes += restore_database(repo, &db, &path, progress, None, skip_integrity_check)?;
                 }
-                EntryKind::File => {
-                    let mut f = create_new_file(&path, e.mode)?;
-                    let mut hasher = blake3::Hasher::new();
-                    let mut written = 0u64;
-                    let mut write = |data: &[u8]| -> Result<()> {
-                        hasher.update(data);
-                        std::io::Write::write_all(&mut f, data).at(&path)?;
-                        written += data.len() as u64;
-                        progress.advance(data.len() as u64);
-                        Ok(())
-                    };
-                    if e.size <= TREE_BATCH {
-                        for id in &e.chunks {
-                            write(fetched.get(id).expect("fetched with its batch"))?;
-                        }
-                    } else {
-                        for window in e.chunks.chunks(FILE_WINDOW) {
-                            let got = blobs::fetch_checked(repo, window)?;
-                            for id in window {
-                                write(got.get(id).expect("fetched with its window"))?;
-                            }
-                        }
-                    }
-                    f.sync_all().at(&path)?;
-                    if written != e.size {
-                        return Err(Error::damaged(
-                            &e.path,
-                            format!("restored {written} bytes where the snapshot says {}", e.size),
-                        ));
-                    }
-                    if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
-                        return Err(Error::damaged(
-                            &e.path,
-                            "restored content does not match the snapshot's BLAKE3",
-                        ));
-                    }
-                    bytes += e.size;
-                }
+                EntryKind::File => bytes += restore_file(repo, e, &path, &fetched, progress)?,
             }
         }
         i = j;
     }
-    // Metadata last, deepest first, so writing children does not disturb a
-    // directory's restored mtime.
+    set_tree_meta(entries, stage)?;
+    progress.end();
+    Ok(bytes)
+}
+
+/// Write one regular file from its chunks (those of a small file come with
+/// its batch, a large file's are fetched a window at a time) and check its
+/// size and BLAKE3; returns its size.
+fn restore_file(
+    repo: &Repository,
+    e: &Entry,
+    path: &Path,
+    fetched: &HashMap<Id, Vec<u8>>,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let mut f = create_new_file(path, e.mode)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    let mut write = |data: &[u8]| -> Result<()> {
+        hasher.update(data);
+        std::io::Write::write_all(&mut f, data).at(path)?;
+        written += data.len() as u64;
+        progress.advance(data.len() as u64);
+        Ok(())
+    };
+    if e.size <= TREE_BATCH {
+        for id in &e.chunks {
+            write(fetched.get(id).expect("fetched with its batch"))?;
+        }
+    } else {
+        for window in e.chunks.chunks(FILE_WINDOW) {
+            let got = blobs::fetch_checked(repo, window)?;
+            for id in window {
+                write(got.get(id).expect("fetched with its window"))?;
+            }
+        }
+    }
+    f.sync_all().at(path)?;
+    if written != e.size {
+        return Err(Error::damaged(
+            &e.path,
+            format!("restored {written} bytes where the snapshot says {}", e.size),
+        ));
+    }
+    if Some(Id(*hasher.finalize().as_bytes())) != e.blake3 {
+        return Err(Error::damaged(
+            &e.path,
+            "restored content does not match the snapshot's BLAKE3",
+        ));
+    }
+    Ok(e.size)
+}
+
+/// Metadata last, deepest first, so writing children does not disturb a
+/// directory's restored mtime; then every directory is synced.
+fn set_tree_meta(entries: &[Entry], stage: &Path) -> Result<()> {
     for e in entries.iter().rev() {
         let path = if e.path.is_empty() {
             stage.to_path_buf()
@@ -1151,8 +1266,7 @@ fn restore_tree(
         };
         sync_dir(&path)?;
     }
-    progress.end();
-    Ok(bytes)
+    Ok(())
 }
 
 /// A file that did not exist, never reached through a symlink, created with

@@ -194,31 +194,10 @@ impl Selection {
                 .fix("take one with `lifeboat snapshot`, or start `lifeboat replicate`")
                 .code(ErrorCode::RestoreNoSnapshot));
         }
-        let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
         // Every name stored, the newest snapshot's order first...
         let stored = stored_names(&snaps);
         unknown_names(only, &stored, "the repository")?;
-        // ...of which the service is: the configuration's sources, else
-        // what the newest full snapshot and everything since hold (a source
-        // renamed or dropped long ago does not come back).
-        let since = snaps
-            .iter()
-            .filter(|s| s.manifest.kind == crate::repo::manifest::SnapshotKind::Full)
-            .filter_map(|s| s.manifest.timestamp())
-            .next_back();
-        let current = |n: &String| match service {
-            Some(names) => names.contains(n),
-            None => snaps.iter().any(|s| {
-                since.is_none_or(|t| s.manifest.timestamp().is_some_and(|st| st >= t))
-                    && s.manifest.sources.iter().any(|x| x.name() == n)
-            }),
-        };
-        let names: Vec<String> = stored
-            .iter()
-            .filter(|n| only.contains(n) || (only.is_empty() && current(n)))
-            .cloned()
-            .collect();
-        let target = at.map(pitr::Target::Time).unwrap_or(pitr::Target::Newest);
+        let names = service_names(&snaps, &stored, only, service);
         let mut picks = Vec::new();
         let others = stored
             .iter()
@@ -233,91 +212,11 @@ impl Selection {
             .collect();
         let mut checked = HashSet::new();
         for name in &names {
-            let snapshot = snaps
-                .iter()
-                .filter(in_time)
-                .filter(|s| is_service_snapshot(s))
-                .rev()
-                .find_map(|s| s.manifest.sources.iter().find(|x| x.name() == name).map(|x| (s, x)));
-            let replicated = snaps.iter().any(|s| {
-                !is_service_snapshot(s)
-                    && s.manifest
-                        .sources
-                        .iter()
-                        .any(|x| x.name() == name && matches!(x, Source::Sqlite(d) if d.replication.is_some()))
-            });
-            let may_replay = replicated && snapshot.is_none_or(|(_, src)| matches!(src, Source::Sqlite(_)));
-            let replay = if may_replay {
-                match pitr::plan_among(repo, &snaps, Some(name), target) {
-                    Ok((base, replay)) => {
-                        // A last segment that cannot be read is the
-                        // restore's to report, if it needs it at all.
-                        let reach = replay.reach(repo).unwrap_or_else(|e| {
-                            tracing::warn!(event = "restore.reach_unknown", db = %name, error = %e);
-                            jiff::Timestamp::MAX
-                        });
-                        let point = at.map_or(reach, |t| reach.min(t));
-                        let newer = snapshot.is_none_or(|(s, _)| state_time(s).is_none_or(|st| point >= st));
-                        newer.then_some((base, replay))
-                    }
-                    // `T` before the stream's first base: only a snapshot
-                    // can give it (or, for the whole service, nothing).
-                    Err(e) if e.code == ErrorCode::RestoreBeforeHistory && (snapshot.is_some() || only.is_empty()) => {
-                        None
-                    }
-                    Err(e) => return Err(e),
-                }
-            } else {
-                None
-            };
-            let pick = match (replay, snapshot) {
-                (Some((base, replay)), _) => {
-                    if checked.insert(base.id) {
-                        base.manifest.check_layout(&format!("snapshot {}", base.id.short()))?;
-                    }
-                    let source = base
-                        .manifest
-                        .sources
-                        .iter()
-                        .find(|x| x.name() == name)
-                        .expect("a base holds its database");
-                    Pick {
-                        replay: Some(Arc::new(replay)),
-                        ..pick_of(&base, source)
-                    }
-                }
-                (None, Some((snap, source))) => {
-                    if checked.insert(snap.id) {
-                        snap.manifest.check_layout(&format!("snapshot {}", snap.id.short()))?;
-                    }
-                    pick_of(snap, source)
-                }
-                (None, None) if only.is_empty() => continue,
-                (None, None) => {
-                    let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
-                    return Err(Error::no_input(name, format!("no snapshot{when} holds this source"))
-                        .fix("choose a later --at; `lifeboat list --all` shows every point")
-                        .code(ErrorCode::RestoreBeforeHistory));
-                }
-            };
-            picks.push(pick);
-        }
-        // One source per path: the same file under two names (a source
-        // renamed in the configuration) is restored once, from the newest.
-        let mut by_path: Vec<Pick> = Vec::new();
-        for p in picks {
-            let path = crate::fsutil::absolute_normalized(std::path::Path::new(p.source.path()));
-            let newer = |q: &Pick| p.snapshot_time.parse::<jiff::Timestamp>().ok() > q.snapshot_time.parse().ok();
-            match by_path
-                .iter()
-                .position(|q| crate::fsutil::absolute_normalized(std::path::Path::new(q.source.path())) == path)
-            {
-                Some(i) if newer(&by_path[i]) => by_path[i] = p,
-                Some(_) => {}
-                None => by_path.push(p),
+            if let Some(pick) = pick_newest(repo, &snaps, name, at, only, &mut checked)? {
+                picks.push(pick);
             }
         }
-        let picks = by_path;
+        let picks = one_per_path(picks);
         if picks.is_empty() {
             let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
             return Err(Error::no_input(
@@ -336,7 +235,147 @@ impl Selection {
         }
         Ok(Selection { picks, others })
     }
+}
 
+/// The names the service is made of: those asked for in `only`, else the
+/// configuration's sources, else what the newest full snapshot and
+/// everything since hold (a source renamed or dropped long ago does not
+/// come back). In `stored` order.
+fn service_names(snaps: &[SnapshotRef], stored: &[String], only: &[String], service: Option<&[String]>) -> Vec<String> {
+    let since = snaps
+        .iter()
+        .filter(|s| s.manifest.kind == crate::repo::manifest::SnapshotKind::Full)
+        .filter_map(|s| s.manifest.timestamp())
+        .next_back();
+    let current = |n: &String| match service {
+        Some(names) => names.contains(n),
+        None => snaps.iter().any(|s| {
+            since.is_none_or(|t| s.manifest.timestamp().is_some_and(|st| st >= t))
+                && s.manifest.sources.iter().any(|x| x.name() == n)
+        }),
+    };
+    stored
+        .iter()
+        .filter(|n| only.contains(n) || (only.is_empty() && current(n)))
+        .cloned()
+        .collect()
+}
+
+/// Where source `name` comes back from: the newest service snapshot
+/// holding it (at or before `at`), or its replication stream when that
+/// reaches further. None when nothing holds it and the whole service is
+/// restored.
+fn pick_newest(
+    repo: &Repository,
+    snaps: &[SnapshotRef],
+    name: &str,
+    at: Option<jiff::Timestamp>,
+    only: &[String],
+    checked: &mut HashSet<Id>,
+) -> Result<Option<Pick>> {
+    let in_time = |s: &&SnapshotRef| at.is_none_or(|t| state_time(s).is_some_and(|st| st <= t));
+    let snapshot = snaps
+        .iter()
+        .filter(in_time)
+        .filter(|s| is_service_snapshot(s))
+        .rev()
+        .find_map(|s| s.manifest.sources.iter().find(|x| x.name() == name).map(|x| (s, x)));
+    let replay = replay_for(repo, snaps, name, at, only, snapshot)?;
+    let pick = match (replay, snapshot) {
+        (Some((base, replay)), _) => {
+            if checked.insert(base.id) {
+                base.manifest.check_layout(&format!("snapshot {}", base.id.short()))?;
+            }
+            let source = base
+                .manifest
+                .sources
+                .iter()
+                .find(|x| x.name() == name)
+                .expect("a base holds its database");
+            Pick {
+                replay: Some(Arc::new(replay)),
+                ..pick_of(&base, source)
+            }
+        }
+        (None, Some((snap, source))) => {
+            if checked.insert(snap.id) {
+                snap.manifest.check_layout(&format!("snapshot {}", snap.id.short()))?;
+            }
+            pick_of(snap, source)
+        }
+        (None, None) if only.is_empty() => return Ok(None),
+        (None, None) => {
+            let when = at.map(|t| format!(" at or before {t}")).unwrap_or_default();
+            return Err(Error::no_input(name, format!("no snapshot{when} holds this source"))
+                .fix("choose a later --at; `lifeboat list --all` shows every point")
+                .code(ErrorCode::RestoreBeforeHistory));
+        }
+    };
+    Ok(Some(pick))
+}
+
+/// The stream's base and replay for `name` when the database is replicated
+/// and its stream reaches past `snapshot` (the newest snapshot holding it).
+fn replay_for(
+    repo: &Repository,
+    snaps: &[SnapshotRef],
+    name: &str,
+    at: Option<jiff::Timestamp>,
+    only: &[String],
+    snapshot: Option<(&SnapshotRef, &Source)>,
+) -> Result<Option<(SnapshotRef, Replay)>> {
+    let target = at.map(pitr::Target::Time).unwrap_or(pitr::Target::Newest);
+    let replicated = snaps.iter().any(|s| {
+        !is_service_snapshot(s)
+            && s.manifest
+                .sources
+                .iter()
+                .any(|x| x.name() == name && matches!(x, Source::Sqlite(d) if d.replication.is_some()))
+    });
+    let may_replay = replicated && snapshot.is_none_or(|(_, src)| matches!(src, Source::Sqlite(_)));
+    Ok(if may_replay {
+        match pitr::plan_among(repo, snaps, Some(name), target) {
+            Ok((base, replay)) => {
+                // A last segment that cannot be read is the
+                // restore's to report, if it needs it at all.
+                let reach = replay.reach(repo).unwrap_or_else(|e| {
+                    tracing::warn!(event = "restore.reach_unknown", db = %name, error = %e);
+                    jiff::Timestamp::MAX
+                });
+                let point = at.map_or(reach, |t| reach.min(t));
+                let newer = snapshot.is_none_or(|(s, _)| state_time(s).is_none_or(|st| point >= st));
+                newer.then_some((base, replay))
+            }
+            // `T` before the stream's first base: only a snapshot
+            // can give it (or, for the whole service, nothing).
+            Err(e) if e.code == ErrorCode::RestoreBeforeHistory && (snapshot.is_some() || only.is_empty()) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    })
+}
+
+/// One source per path: the same file under two names (a source renamed
+/// in the configuration) is restored once, from the newest.
+fn one_per_path(picks: Vec<Pick>) -> Vec<Pick> {
+    let mut by_path: Vec<Pick> = Vec::new();
+    for p in picks {
+        let path = crate::fsutil::absolute_normalized(std::path::Path::new(p.source.path()));
+        let newer = |q: &Pick| p.snapshot_time.parse::<jiff::Timestamp>().ok() > q.snapshot_time.parse().ok();
+        match by_path
+            .iter()
+            .position(|q| crate::fsutil::absolute_normalized(std::path::Path::new(q.source.path())) == path)
+        {
+            Some(i) if newer(&by_path[i]) => by_path[i] = p,
+            Some(_) => {}
+            None => by_path.push(p),
+        }
+    }
+    by_path
+}
+
+impl Selection {
     /// One replicated database right after commit `txid`.
     pub fn at_txid(repo: &Repository, only: &[String], txid: u64) -> Result<Selection> {
         if only.len() > 1 {

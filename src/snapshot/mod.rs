@@ -4,8 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use crate::codec::Encoder;
@@ -153,154 +152,37 @@ fn take_with(
     };
     let mut dbs: Vec<Option<Db>> = dbs.into_iter().map(Some).collect();
 
-    let previous = repo.snapshots()?;
-    let mut writer = BlobWriter::new(repo);
-    let mut encoder = Encoder::new(repo.config().compression.level);
+    let mut cap = Capture {
+        repo,
+        progress,
+        previous: repo.snapshots()?,
+        writer: BlobWriter::new(repo),
+        encoder: Encoder::new(repo.config().compression.level),
+        logical: 0,
+        files_count: 0,
+        incomplete: Vec::new(),
+    };
     let mut sources = Vec::new();
-    let mut logical = 0u64;
-    let mut files_count = 0u64;
     let mut db_i = 0;
-    let mut incomplete: Vec<String> = Vec::new();
-
     for spec in specs {
         let src = match &spec.kind {
             SourceKind::Sqlite { .. } => {
                 let handle = dbs[db_i].take().expect("each database captured once");
                 db_i += 1;
-                let db = handle.get();
-                if db.journal_mode != "wal" {
-                    warn(format!(
-                        "{}: journal_mode is {} (not WAL): captured correctly, but writers waited while it was read and `replicate` will refuse it",
-                        spec.path.display(),
-                        db.journal_mode
-                    ));
-                }
-                if let Some(fs) = crate::fsutil::unreliable_filesystem(&spec.path) {
-                    warn(format!(
-                        "{}: on {fs}; snapshots work, `replicate` will refuse it",
-                        spec.path.display()
-                    ));
-                }
-                let path = abs_string(&spec.path);
-                let parent = previous.iter().rev().find_map(|s| {
-                    s.manifest.sources.iter().find_map(|src| match src {
-                        Source::Sqlite(d) if d.name == spec.name && d.path == path => Some(d.pagemap),
-                        _ => None,
-                    })
-                });
-                let mut s = capture_database(repo, &mut writer, spec, db, parent, progress)?;
-                if let Db::Owned(db) = handle {
-                    db.finish()?;
-                }
-                s.replication = opts.replication.clone();
-                logical += s.size;
-                files_count += 1;
-                Source::Sqlite(s)
+                Source::Sqlite(cap.database(spec, handle, opts, &mut warn)?)
             }
-            SourceKind::Directory { exclude } => {
-                let globs = files::build_excludes(exclude, &spec.path.display().to_string())?;
-                // Every other source inside this directory is captured as
-                // that source, once: never also copied raw here.
-                let mut skip = Vec::new();
-                for other in specs.iter().filter(|o| o.path != spec.path) {
-                    // Sidecars may not exist, so canonicalize via the database.
-                    let p = std::fs::canonicalize(&other.path).unwrap_or_else(|_| other.path.clone());
-                    if matches!(other.kind, SourceKind::Sqlite { .. }) {
-                        skip.extend(crate::sqlite::sidecar_paths(&p));
-                    }
-                    skip.push(p);
-                }
-                let walked = files::walk(&spec.path, &globs, &skip, &mut warn)?;
-                // The same files reached by another name (a hard link, a
-                // bind mount) are the other sources too; opening a database
-                // this process holds a read transaction on, and closing
-                // that descriptor, would drop SQLite's locks on it.
-                let others = embedded::inodes_of(&skip);
-                let walked = embedded::find_databases(walked, &others);
-                let mut captured_dbs: HashSet<String> = HashSet::new();
-                let total: u64 = walked.iter().map(|(w, _)| w.entry.size).sum();
-                progress.begin(&format!("files {}", spec.name), total);
-                let mut entries = Vec::with_capacity(walked.len());
-                for (w, is_db) in walked {
-                    if embedded::sidecar_of(&w.entry.path).is_some_and(|db| captured_dbs.contains(db)) {
-                        continue; // its database was captured by pages
-                    }
-                    let label = format!("{}/{}", spec.name, w.entry.path);
-                    let e = match is_db {
-                        true => {
-                            let parent = embedded::previous_pagemap(&previous, &spec.name, &w.entry.path);
-                            let captured = embedded::open(&w.abs, &mut warn)?
-                                .map(|db| {
-                                    let sub = SourceSpec {
-                                        name: label.clone(),
-                                        path: w.abs.clone(),
-                                        kind: SourceKind::Sqlite {
-                                            schema_query: String::new(),
-                                        },
-                                    };
-                                    let s = capture_database(repo, &mut writer, &sub, &db, parent, progress);
-                                    db.finish().and(s)
-                                })
-                                .transpose()?;
-                            match captured {
-                                Some(s) => {
-                                    captured_dbs.insert(w.entry.path.clone());
-                                    (embedded::entry(w.entry, &s), false)
-                                }
-                                None => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
-                            }
-                        }
-                        false => capture_entry(&mut encoder, repo, &mut writer, w, &mut warn, progress)?,
-                    };
-                    let (e, changed) = e;
-                    if changed {
-                        incomplete.push(label);
-                    }
-                    logical += e.size;
-                    files_count += u64::from(e.kind == EntryKind::File);
-                    entries.push(e);
-                }
-                progress.end();
-                Source::Directory(DirectorySource {
-                    name: spec.name.clone(),
-                    path: abs_string(&spec.path),
-                    exclude: exclude.clone(),
-                    entries,
-                })
-            }
-            SourceKind::File => {
-                // A file named through a symlink means what it points at.
-                let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
-                let entry = files::entry_for("", &meta, &spec.path)?
-                    .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
-                progress.begin(&format!("file {}", spec.name), entry.size);
-                let e = capture_entry(
-                    &mut encoder,
-                    repo,
-                    &mut writer,
-                    files::Walked {
-                        abs: spec.path.clone(),
-                        entry,
-                    },
-                    &mut warn,
-                    progress,
-                )?;
-                if e.1 {
-                    incomplete.push(spec.name.clone());
-                }
-                let e = e.0;
-                progress.end();
-                logical += e.size;
-                files_count += 1;
-                Source::File(FileSource {
-                    name: spec.name.clone(),
-                    path: abs_string(&spec.path),
-                    entry: e,
-                })
-            }
+            SourceKind::Directory { exclude } => Source::Directory(cap.directory(spec, exclude, specs, &mut warn)?),
+            SourceKind::File => Source::File(cap.file(spec, &mut warn)?),
         };
         sources.push(src);
     }
+    let Capture {
+        writer,
+        logical,
+        files_count,
+        incomplete,
+        ..
+    } = cap;
 
     let stats = writer.finish()?;
     let manifest = Manifest {
@@ -325,6 +207,196 @@ fn take_with(
     let id = repo.write_manifest(&manifest)?;
     tracing::info!(event = "snapshot.done", id = %id.short(), new_blobs = stats.new_blobs, stored = stats.stored_bytes, packs = stats.packs);
     Ok((id, manifest))
+}
+
+/// What a snapshot gathers while it captures its sources one by one: the
+/// writer every blob goes through, and the totals for the manifest.
+struct Capture<'r> {
+    repo: &'r Repository,
+    progress: &'r dyn Progress,
+    /// The snapshots already published: each source's parent is found here.
+    previous: Vec<crate::repo::SnapshotRef>,
+    writer: BlobWriter<'r>,
+    encoder: Encoder,
+    logical: u64,
+    files_count: u64,
+    /// Files that changed on both reads.
+    incomplete: Vec<String>,
+}
+
+impl Capture<'_> {
+    /// A configured database, by pages, on top of the newest earlier
+    /// capture of the same name and path.
+    fn database(
+        &mut self,
+        spec: &SourceSpec,
+        handle: Db,
+        opts: &SnapshotOptions,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<SqliteSource> {
+        let db = handle.get();
+        if db.journal_mode != "wal" {
+            warn(format!(
+                "{}: journal_mode is {} (not WAL): captured correctly, but writers waited while it was read and `replicate` will refuse it",
+                spec.path.display(),
+                db.journal_mode
+            ));
+        }
+        if let Some(fs) = crate::fsutil::unreliable_filesystem(&spec.path) {
+            warn(format!(
+                "{}: on {fs}; snapshots work, `replicate` will refuse it",
+                spec.path.display()
+            ));
+        }
+        let path = abs_string(&spec.path);
+        let parent = self.previous.iter().rev().find_map(|s| {
+            s.manifest.sources.iter().find_map(|src| match src {
+                Source::Sqlite(d) if d.name == spec.name && d.path == path => Some(d.pagemap),
+                _ => None,
+            })
+        });
+        let mut s = capture_database(self.repo, &mut self.writer, spec, db, parent, self.progress)?;
+        if let Db::Owned(db) = handle {
+            db.finish()?;
+        }
+        s.replication = opts.replication.clone();
+        self.logical += s.size;
+        self.files_count += 1;
+        Ok(s)
+    }
+
+    /// A directory tree; a database found inside is captured by pages.
+    fn directory(
+        &mut self,
+        spec: &SourceSpec,
+        exclude: &[String],
+        specs: &[SourceSpec],
+        warn: &mut dyn FnMut(String),
+    ) -> Result<DirectorySource> {
+        let progress = self.progress;
+        let globs = files::build_excludes(exclude, &spec.path.display().to_string())?;
+        let skip = others_inside(spec, specs);
+        let walked = files::walk(&spec.path, &globs, &skip, warn)?;
+        // The same files reached by another name (a hard link, a
+        // bind mount) are the other sources too; opening a database
+        // this process holds a read transaction on, and closing
+        // that descriptor, would drop SQLite's locks on it.
+        let others = embedded::inodes_of(&skip);
+        let walked = embedded::find_databases(walked, &others);
+        let mut captured_dbs: HashSet<String> = HashSet::new();
+        let total: u64 = walked.iter().map(|(w, _)| w.entry.size).sum();
+        progress.begin(&format!("files {}", spec.name), total);
+        let mut entries = Vec::with_capacity(walked.len());
+        for (w, is_db) in walked {
+            if embedded::sidecar_of(&w.entry.path).is_some_and(|db| captured_dbs.contains(db)) {
+                continue; // its database was captured by pages
+            }
+            let label = format!("{}/{}", spec.name, w.entry.path);
+            let (e, changed) = self.dir_entry(spec, w, is_db, &label, &mut captured_dbs, warn)?;
+            if changed {
+                self.incomplete.push(label);
+            }
+            self.logical += e.size;
+            self.files_count += u64::from(e.kind == EntryKind::File);
+            entries.push(e);
+        }
+        progress.end();
+        Ok(DirectorySource {
+            name: spec.name.clone(),
+            path: abs_string(&spec.path),
+            exclude: exclude.to_vec(),
+            entries,
+        })
+    }
+
+    /// One walked entry of a directory source: a database by pages when
+    /// it is one and opens as one, anything else as content.
+    fn dir_entry(
+        &mut self,
+        spec: &SourceSpec,
+        w: files::Walked,
+        is_db: bool,
+        label: &str,
+        captured_dbs: &mut HashSet<String>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<(Entry, bool)> {
+        Ok(match is_db {
+            true => {
+                let parent = embedded::previous_pagemap(&self.previous, &spec.name, &w.entry.path);
+                let captured = embedded::open(&w.abs, warn)?
+                    .map(|db| {
+                        let sub = SourceSpec {
+                            name: label.to_string(),
+                            path: w.abs.clone(),
+                            kind: SourceKind::Sqlite {
+                                schema_query: String::new(),
+                            },
+                        };
+                        let s = capture_database(self.repo, &mut self.writer, &sub, &db, parent, self.progress);
+                        db.finish().and(s)
+                    })
+                    .transpose()?;
+                match captured {
+                    Some(s) => {
+                        captured_dbs.insert(w.entry.path.clone());
+                        (embedded::entry(w.entry, &s), false)
+                    }
+                    None => self.content(w, warn)?,
+                }
+            }
+            false => self.content(w, warn)?,
+        })
+    }
+
+    /// A single file source.
+    fn file(&mut self, spec: &SourceSpec, warn: &mut dyn FnMut(String)) -> Result<FileSource> {
+        let progress = self.progress;
+        // A file named through a symlink means what it points at.
+        let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
+        let entry = files::entry_for("", &meta, &spec.path)?
+            .ok_or_else(|| Error::usage(format!("{} is a socket, FIFO or device", spec.path.display())))?;
+        progress.begin(&format!("file {}", spec.name), entry.size);
+        let e = self.content(
+            files::Walked {
+                abs: spec.path.clone(),
+                entry,
+            },
+            warn,
+        )?;
+        if e.1 {
+            self.incomplete.push(spec.name.clone());
+        }
+        let e = e.0;
+        progress.end();
+        self.logical += e.size;
+        self.files_count += 1;
+        Ok(FileSource {
+            name: spec.name.clone(),
+            path: abs_string(&spec.path),
+            entry: e,
+        })
+    }
+
+    /// One walked entry's content, through [`capture_entry`].
+    fn content(&mut self, w: files::Walked, warn: &mut dyn FnMut(String)) -> Result<(Entry, bool)> {
+        capture_entry(&mut self.encoder, self.repo, &mut self.writer, w, warn, self.progress)
+    }
+}
+
+/// Every other source inside this directory is captured as that source,
+/// once: never also copied raw here. Their paths (and a database's
+/// sidecars), for the walk to skip.
+fn others_inside(spec: &SourceSpec, specs: &[SourceSpec]) -> Vec<PathBuf> {
+    let mut skip = Vec::new();
+    for other in specs.iter().filter(|o| o.path != spec.path) {
+        // Sidecars may not exist, so canonicalize via the database.
+        let p = std::fs::canonicalize(&other.path).unwrap_or_else(|_| other.path.clone());
+        if matches!(other.kind, SourceKind::Sqlite { .. }) {
+            skip.extend(crate::sqlite::sidecar_paths(&p));
+        }
+        skip.push(p);
+    }
+    skip
 }
 
 fn check_names(specs: &[SourceSpec]) -> Result<()> {
@@ -391,32 +463,8 @@ fn capture_database(
     // With chaining values the whole-file hash is assembled from the pages'
     // (treehash), so unchanged pages are hashed once, not twice.
     let use_cvs = crate::treehash::supported(page_size as u32);
-    // Resolved first, so workers skip the index for every unchanged page.
-    let parent = match parent.map(|p| repo.resolve_pagemap(&p, true).map(|r| (p, r))) {
-        Some(Ok((id, r)))
-            if r.page_size as usize == page_size && (!use_cvs || r.cvs.len() == r.pages.len()) && r.is_live(repo) =>
-        {
-            Some(Parent {
-                id,
-                depth: r.depth,
-                list: PageList {
-                    ids: r.pages,
-                    cvs: r.cvs,
-                },
-            })
-        }
-        Some(Err(e)) => {
-            // Never build on a parent we cannot read: a full map stands alone.
-            tracing::warn!(event = "snapshot.parent_unreadable", error = %e);
-            None
-        }
-        _ => None,
-    };
+    let parent = usable_parent(repo, parent, page_size, use_cvs);
     progress.begin(&format!("database {}", spec.name), total);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
     let level = repo.config().compression.level;
     // Without a parent every page lands here; with one, only changes do.
     let mut list = PageList::default();
@@ -429,89 +477,20 @@ fn capture_database(
     }
     let mut changes: Vec<Change> = Vec::new();
     let mut whole = blake3::Hasher::new();
-
-    let (work_tx, work_rx) = sync_channel::<Batch>(workers);
-    // Only the workers hold the queue's receiving end: when they have all
-    // stopped (the collector failed, say, on a full disk), the reader's next
-    // send fails instead of waiting forever on a queue nobody drains.
-    let work_rx = Arc::new(Mutex::new(work_rx));
-    let worker_queues: Vec<_> = (0..workers).map(|_| Arc::clone(&work_rx)).collect();
-    drop(work_rx);
-    let (done_tx, done_rx) = sync_channel::<Hashed>(workers);
-    // Batch buffers circulate between the reader and the workers instead of
-    // being allocated per batch: bounded memory, no allocator churn.
-    let pool = workers + 2;
-    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool);
-    for _ in 0..pool {
-        free_tx
-            .send(Vec::with_capacity(BATCH_PAGES * page_size))
-            .expect("pool has room");
-    }
-    let parent_pages: &[Id] = parent.as_ref().map(|p| p.list.ids.as_slice()).unwrap_or(&[]);
-    let has_parent = parent.is_some();
-    let (list_ref, changes_ref, writer_ref) = (&mut list, &mut changes, &mut *writer);
-
-    let outcome: Result<()> = std::thread::scope(|scope| {
-        for rx in worker_queues {
-            let tx = done_tx.clone();
-            let free = free_tx.clone();
-            let job = HashJob {
-                page_size,
-                level,
-                repo,
-                parent: parent_pages,
-                use_cvs,
-            };
-            scope.spawn(move || hash_worker(rx, tx, free, job));
-        }
-        drop(free_tx);
-        drop(done_tx);
-        // The collector runs beside the reader so packs are written while
-        // the database is still being read.
-        let collector = scope.spawn(move || -> Result<()> {
-            let (list, changes, writer) = (list_ref, changes_ref, writer_ref);
-            for h in done_rx {
-                if has_parent {
-                    changes.extend_from_slice(&h.changed);
-                } else {
-                    for c in &h.changed {
-                        list.ids[c.pgno as usize - 1] = c.id;
-                        if use_cvs {
-                            list.cvs[c.pgno as usize - 1] = c.cv;
-                        }
-                    }
-                }
-                for (start, len, members) in &h.frames {
-                    writer.add_frame(&[&h.encoded[*start..*start + *len]], members)?;
-                }
-                progress.advance((h.pages * page_size) as u64);
-            }
-            Ok(())
-        });
-        let stopped = || {
-            Error::new(
-                crate::error::ErrorKind::Io,
-                spec.path.display(),
-                "capture pipeline stopped",
-            )
-        };
-        let read = db.read_batches(
-            BATCH_PAGES as u32,
-            || free_rx.recv().map_err(|_| stopped()),
-            |first_pgno, data| {
-                if !use_cvs {
-                    whole.update(&data);
-                }
-                work_tx.send(Batch { first_pgno, data }).map_err(|_| stopped())
-            },
-        );
-        drop(work_tx);
-        let collected = collector.join().expect("collector thread");
-        // A collector failure (disk full, say) is the root cause of a read
-        // failure that merely saw the pipeline stop.
-        collected.and(read)
-    });
-    outcome?;
+    let job = HashJob {
+        page_size,
+        level,
+        repo,
+        parent: parent.as_ref().map(|p| p.list.ids.as_slice()).unwrap_or(&[]),
+        use_cvs,
+    };
+    let mut found = Found {
+        list: &mut list,
+        changes: &mut changes,
+        has_parent: parent.is_some(),
+        use_cvs,
+    };
+    read_pages(db, spec, &job, writer, &mut found, &mut whole, progress)?;
     progress.end();
 
     let schema_version = db.schema_version;
@@ -520,29 +499,8 @@ fn capture_database(
     let schema_query = db.schema_query.clone();
     let page_count = db.page_count;
 
-    let (parent_ref, list) = match parent {
-        None => (None, list),
-        Some(mut p) => {
-            changes.sort_unstable_by_key(|c| c.pgno);
-            p.list.apply_changes(page_count, &changes);
-            (Some((p.id, p.depth)), p.list)
-        }
-    };
-    let file_hash = if use_cvs {
-        crate::treehash::file_hash(&list.cvs, list.ids.first().copied().unwrap_or_default())
-    } else {
-        Id(*whole.finalize().as_bytes())
-    };
-    let map = match parent_ref {
-        None => PageMap::full(page_size as u32, list),
-        Some((id, depth)) => PageMap::from_changes(page_size as u32, id, depth, list, changes),
-    };
-    // Hashed in one pass and streamed into the pack in another: a full map
-    // of a 1 GiB database is 16 MiB, and is never held twice.
-    let mut hasher = blake3::Hasher::new();
-    map.write_to(&mut hasher).at(&spec.path)?;
-    let map_id = Id(*hasher.finalize().as_bytes());
-    writer.add_raw_streamed(BlobType::PageMap, map_id, map.encoded_len(), &mut |w| map.write_to(w))?;
+    let (file_hash, map) = page_map(parent, page_count, page_size as u32, list, changes, whole);
+    let map_id = store_page_map(writer, &map, spec)?;
     drop(map);
 
     let meta = std::fs::metadata(&spec.path).at(&spec.path)?;
@@ -566,6 +524,180 @@ fn capture_database(
     })
 }
 
+/// The earlier snapshot's page list this capture can build on: readable,
+/// same page size, chaining values when this capture uses them, and every
+/// page still in the index. Resolved first, so workers skip the index for
+/// every unchanged page.
+fn usable_parent(repo: &Repository, parent: Option<Id>, page_size: usize, use_cvs: bool) -> Option<Parent> {
+    match parent.map(|p| repo.resolve_pagemap(&p, true).map(|r| (p, r))) {
+        Some(Ok((id, r)))
+            if r.page_size as usize == page_size && (!use_cvs || r.cvs.len() == r.pages.len()) && r.is_live(repo) =>
+        {
+            Some(Parent {
+                id,
+                depth: r.depth,
+                list: PageList {
+                    ids: r.pages,
+                    cvs: r.cvs,
+                },
+            })
+        }
+        Some(Err(e)) => {
+            // Never build on a parent we cannot read: a full map stands alone.
+            tracing::warn!(event = "snapshot.parent_unreadable", error = %e);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Read every page inside the read transaction on this thread, hash and
+/// compress batches on workers, and store what they find on a collector
+/// thread, so packs are written while the database is still being read.
+fn read_pages(
+    db: &OpenDatabase,
+    spec: &SourceSpec,
+    job: &HashJob,
+    writer: &mut BlobWriter,
+    found: &mut Found,
+    whole: &mut blake3::Hasher,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let (page_size, use_cvs) = (job.page_size, job.use_cvs);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let (work_tx, work_rx) = sync_channel::<Batch>(workers);
+    // Batch buffers circulate between the reader and the workers instead of
+    // being allocated per batch: bounded memory, no allocator churn.
+    let pool = workers + 2;
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool);
+    for _ in 0..pool {
+        free_tx
+            .send(Vec::with_capacity(BATCH_PAGES * page_size))
+            .expect("pool has room");
+    }
+
+    std::thread::scope(|scope| {
+        // Only the workers hold the queue's receiving end, and the buffers'
+        // way back: when they have all stopped (the collector failed, say,
+        // on a full disk), the reader's next send or wait for a buffer
+        // fails instead of waiting forever on a queue nobody drains.
+        let collector = scope.spawn(move || -> Result<()> {
+            crate::workers::map_consume(
+                workers,
+                work_rx,
+                || job.worker(),
+                |hasher, batch| {
+                    let hashed = job.hash(hasher, &batch);
+                    // Returned as is: the reader overwrites it whole.
+                    let _ = free_tx.send(batch.data);
+                    hashed
+                },
+                |h| {
+                    found.record(&h);
+                    for (start, len, members) in &h.frames {
+                        writer.add_frame(&[&h.encoded[*start..*start + *len]], members)?;
+                    }
+                    progress.advance((h.pages * page_size) as u64);
+                    Ok(())
+                },
+            )
+        });
+        let stopped = || {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                spec.path.display(),
+                "capture pipeline stopped",
+            )
+        };
+        let read = db.read_batches(
+            BATCH_PAGES as u32,
+            || free_rx.recv().map_err(|_| stopped()),
+            |first_pgno, data| {
+                if !use_cvs {
+                    whole.update(&data);
+                }
+                work_tx.send(Batch { first_pgno, data }).map_err(|_| stopped())
+            },
+        );
+        drop(work_tx);
+        let collected = collector.join().expect("collector thread");
+        // A collector failure (disk full, say) is the root cause of a read
+        // failure that merely saw the pipeline stop.
+        collected.and(read)
+    })
+}
+
+/// Where the collector records the pages the workers hashed.
+struct Found<'a> {
+    list: &'a mut PageList,
+    changes: &'a mut Vec<Change>,
+    has_parent: bool,
+    use_cvs: bool,
+}
+
+impl Found<'_> {
+    /// The page ids of one hashed batch, or its changes when there is a
+    /// parent.
+    fn record(&mut self, h: &Hashed) {
+        if self.has_parent {
+            self.changes.extend_from_slice(&h.changed);
+        } else {
+            for c in &h.changed {
+                self.list.ids[c.pgno as usize - 1] = c.id;
+                if self.use_cvs {
+                    self.list.cvs[c.pgno as usize - 1] = c.cv;
+                }
+            }
+        }
+    }
+}
+
+/// The capture's page map (full, or the changes from its parent) and the
+/// whole file's hash: assembled from the pages' chaining values, or the
+/// reader's hash of every byte when pages carry none.
+fn page_map(
+    parent: Option<Parent>,
+    page_count: u32,
+    page_size: u32,
+    list: PageList,
+    mut changes: Vec<Change>,
+    whole: blake3::Hasher,
+) -> (Id, PageMap) {
+    let use_cvs = crate::treehash::supported(page_size);
+    let (parent_ref, list) = match parent {
+        None => (None, list),
+        Some(mut p) => {
+            changes.sort_unstable_by_key(|c| c.pgno);
+            p.list.apply_changes(page_count, &changes);
+            (Some((p.id, p.depth)), p.list)
+        }
+    };
+    let file_hash = if use_cvs {
+        crate::treehash::file_hash(&list.cvs, list.ids.first().copied().unwrap_or_default())
+    } else {
+        Id(*whole.finalize().as_bytes())
+    };
+    let map = match parent_ref {
+        None => PageMap::full(page_size, list),
+        Some((id, depth)) => PageMap::from_changes(page_size, id, depth, list, changes),
+    };
+    (file_hash, map)
+}
+
+/// Store the page map, hashed in one pass and streamed into the pack in
+/// another: a full map of a 1 GiB database is 16 MiB, and is never held
+/// twice.
+fn store_page_map(writer: &mut BlobWriter, map: &PageMap, spec: &SourceSpec) -> Result<Id> {
+    let mut hasher = blake3::Hasher::new();
+    map.write_to(&mut hasher).at(&spec.path)?;
+    let map_id = Id(*hasher.finalize().as_bytes());
+    writer.add_raw_streamed(BlobType::PageMap, map_id, map.encoded_len(), &mut |w| map.write_to(w))?;
+    Ok(map_id)
+}
+
 /// What every hashing worker of one database shares.
 struct HashJob<'a> {
     page_size: usize,
@@ -576,27 +708,33 @@ struct HashJob<'a> {
     use_cvs: bool,
 }
 
-fn hash_worker(
-    rx: Arc<Mutex<Receiver<Batch>>>,
-    tx: std::sync::mpsc::SyncSender<Hashed>,
-    free: std::sync::mpsc::SyncSender<Vec<u8>>,
-    job: HashJob,
-) {
-    let HashJob {
-        page_size,
-        level,
-        repo,
-        parent,
-        use_cvs,
-    } = job;
-    let mut enc = Encoder::new(level);
-    let mut pending: Vec<u8> = Vec::with_capacity(FRAME_PAGES * page_size);
-    let mut members: Vec<Member> = Vec::with_capacity(FRAME_PAGES);
-    loop {
-        let batch = match rx.lock().expect("work queue").recv() {
-            Ok(b) => b,
-            Err(_) => return,
-        };
+/// A hashing worker's own encoder and the frame it is filling.
+struct FrameBuilder {
+    enc: Encoder,
+    pending: Vec<u8>,
+    members: Vec<Member>,
+}
+
+impl HashJob<'_> {
+    fn worker(&self) -> FrameBuilder {
+        FrameBuilder {
+            enc: Encoder::new(self.level),
+            pending: Vec::with_capacity(FRAME_PAGES * self.page_size),
+            members: Vec::with_capacity(FRAME_PAGES),
+        }
+    }
+
+    /// The pages of `batch` that differ from the parent's, and those the
+    /// repository lacks packed into frames.
+    fn hash(&self, builder: &mut FrameBuilder, batch: &Batch) -> Hashed {
+        let HashJob {
+            page_size,
+            repo,
+            parent,
+            use_cvs,
+            ..
+        } = *self;
+        let FrameBuilder { enc, pending, members } = builder;
         let pages = batch.data.len() / page_size;
         let mut changed = Vec::new();
         let mut frames = Vec::new();
@@ -633,23 +771,16 @@ fn hash_worker(
                     raw_length: page_size as u32,
                 });
                 if members.len() == FRAME_PAGES {
-                    seal(&mut pending, &mut members, &mut encoded);
+                    seal(pending, members, &mut encoded);
                 }
             }
         }
-        seal(&mut pending, &mut members, &mut encoded);
-        // Returned as is: the reader overwrites it whole.
-        let _ = free.send(batch.data);
-        if tx
-            .send(Hashed {
-                pages,
-                changed,
-                frames,
-                encoded,
-            })
-            .is_err()
-        {
-            return;
+        seal(pending, members, &mut encoded);
+        Hashed {
+            pages,
+            changed,
+            frames,
+            encoded,
         }
     }
 }
