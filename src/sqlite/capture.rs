@@ -557,4 +557,52 @@ mod tests {
         }
         db.finish().unwrap();
     }
+
+    /// A transaction begun at a known header and read through the log
+    /// after later commits lengthened it (rewriting pages the snapshot has
+    /// frames for) gives the pages `sqlite_dbpage` gives in that same
+    /// transaction: frames past the header's `max_frame` are not its own.
+    #[test]
+    fn the_log_is_read_only_up_to_the_snapshots_last_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 200);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        insert(&c, 100);
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let header = frames::begin_at_known_header(&reader, &path).unwrap();
+        c.execute("UPDATE t SET v = randomblob(700)", []).unwrap();
+        insert(&c, 100);
+        let ps: u32 = reader.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let log = LogFrames::scan(&path, &header, ps).unwrap();
+        let wal_len = std::fs::metadata(dir.path().join("app.db-wal")).unwrap().len();
+        assert!(
+            wal_len > super::super::wal::HEADER_LEN + header.max_frame as u64 * (24 + ps as u64),
+            "the later commits are in the log"
+        );
+        let file = std::fs::read(&path).unwrap();
+        let mut stmt = reader.prepare("SELECT pgno, data FROM sqlite_dbpage('main')").unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let (mut from_log, mut pages) = (0, 0);
+        while let Some(row) = rows.next().unwrap() {
+            let pgno: u32 = row.get(0).unwrap();
+            let want: Vec<u8> = row.get(1).unwrap();
+            let mut page = vec![0u8; ps as usize];
+            match log.read(pgno, &mut page).unwrap() {
+                FromLog::Read => from_log += 1,
+                FromLog::NotInLog => {
+                    let at = (pgno as usize - 1) * ps as usize;
+                    page.copy_from_slice(&file[at..at + ps as usize]);
+                }
+                FromLog::Overwritten => panic!("nothing restarted the log"),
+            }
+            assert!(page == want, "page {pgno} differs from sqlite_dbpage's");
+            pages += 1;
+        }
+        assert!(
+            from_log > 0 && pages > from_log,
+            "{from_log} of {pages} pages from the log"
+        );
+    }
 }
