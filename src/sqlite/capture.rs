@@ -605,4 +605,34 @@ mod tests {
             "{from_log} of {pages} pages from the log"
         );
     }
+
+    /// A commit landing between BEGIN and the second header read makes the
+    /// header read before BEGIN useless (the snapshot may be either side of
+    /// the commit): the attempt is begun again, and the image is the
+    /// transaction's.
+    #[test]
+    fn a_commit_while_beginning_begins_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 100);
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let (seen, writer_path) = (calls.clone(), path.clone());
+        frames::tests::AFTER_BEGIN.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                seen.set(seen.get() + 1);
+                if seen.get() == 1 {
+                    insert(&Connection::open(&writer_path).unwrap(), 300);
+                }
+            }))
+        });
+        let db = begin(&path, PageSource::Log);
+        frames::tests::AFTER_BEGIN.with(|hook| hook.borrow_mut().take());
+        assert_eq!(calls.get(), 2, "the attempt a commit landed in was begun again");
+        let in_transaction: i64 = db.conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_transaction, 400);
+        assert_eq!(rows_of_image(dir.path(), &pages(&db)), in_transaction);
+        db.finish().unwrap();
+        drop(c);
+    }
 }

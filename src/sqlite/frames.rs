@@ -92,6 +92,12 @@ pub(super) fn begin_at_known_header(conn: &Connection, path: &Path) -> Result<In
         // A deferred transaction takes its snapshot at the first read.
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
             .at_db(path)?;
+        #[cfg(test)]
+        tests::AFTER_BEGIN.with(|hook| {
+            if let Some(f) = hook.borrow_mut().as_mut() {
+                f();
+            }
+        });
         let after = index_header_bytes(conn);
         if let (Some(b), Some(a)) = (before, after)
             && b[..48] == a[..48]
@@ -213,5 +219,17 @@ impl LogFrames {
         self.file_only.set(true);
         tracing::debug!(event = "snapshot.log_restarted", path = %self.wal_path.display(), frame);
         Ok(FromLog::Overwritten)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Run between a transaction's first read and the second header
+        /// read, where a commit must make the attempt start over: no test
+        /// can time a commit from another thread into that window.
+        pub(in crate::sqlite) static AFTER_BEGIN: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
     }
 }
