@@ -635,4 +635,78 @@ mod tests {
         db.finish().unwrap();
         drop(c);
     }
+
+    const HOLD_DB: &str = "LIFEBOAT_UNIT_TEST_HOLD_DB";
+
+    /// Not a test: the body of the child process of
+    /// [`a_wal_index_read_only_to_the_reader_is_read`], run when
+    /// `LIFEBOAT_UNIT_TEST_HOLD_DB` names a database. It keeps the database
+    /// open, its `-shm` mapped read-write, until its parent is gone.
+    #[test]
+    fn holder_child() {
+        let Some(db) = std::env::var_os(HOLD_DB) else {
+            return;
+        };
+        let parent = std::os::unix::process::parent_id();
+        let c = service(Path::new(&db));
+        insert(&c, 50);
+        // A read leaves a read mark at the log's end, which a reader that
+        // cannot write the index needs.
+        let _: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let mut ready = db.clone();
+        ready.push(".ready");
+        std::fs::write(ready, b"").unwrap();
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A child process, killed when dropped.
+    pub(super) struct Child(pub(super) std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Run the test `name` of this binary in a child process with `env`.
+    pub(super) fn spawn_test(name: &str, env: (&str, &Path)) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1", "--nocapture"])
+            .env(env.0, env.1)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A backup user who cannot write the `-shm` gets it mapped read-only
+    /// (SQLITE_READONLY from xShmMap, with the region): that is enough to
+    /// read the header, and must not read as "no mapping" (which ended in
+    /// a temporary error after every attempt, retried for ever).
+    #[test]
+    fn a_wal_index_read_only_to_the_reader_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        // Another process has the database open, so the index is live; this
+        // one opens it read-only (as without write permission: root ignores
+        // file modes, `readonly_shm` does not).
+        let _holder = Child(spawn_test("sqlite::capture::tests::holder_child", (HOLD_DB, &path)));
+        let ready = dir.path().join("app.db.ready");
+        let start = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed() < Duration::from_secs(60), "the holder never got ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let uri = format!("file:{}?readonly_shm=1", path.display());
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&uri, flags).unwrap();
+        let header = frames::begin_at_known_header(&conn, &path).unwrap();
+        assert!(header.max_frame > 0);
+        let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 50);
+        conn.execute_batch("COMMIT").unwrap();
+    }
 }

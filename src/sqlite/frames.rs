@@ -69,7 +69,11 @@ fn index_header_bytes(conn: &Connection) -> Option<[u8; 96]> {
         }
         let map = (*methods).xShmMap?;
         let mut region: *mut std::ffi::c_void = std::ptr::null_mut();
-        if map(file, 0, 32 * 1024, 0, &mut region) != ffi::SQLITE_OK || region.is_null() {
+        // SQLITE_READONLY with a region: the backup user may not write the
+        // `-shm`, so it is mapped read-only, and reading is all we do
+        // (SQLite's own WAL code takes it as success too).
+        let rc = map(file, 0, 32 * 1024, 0, &mut region);
+        if (rc != ffi::SQLITE_OK && rc != ffi::SQLITE_READONLY) || region.is_null() {
             return None;
         }
         let mut raw = [0u8; 96];
@@ -98,10 +102,23 @@ pub(super) fn begin_at_known_header(conn: &Connection, path: &Path) -> Result<In
                 f();
             }
         });
-        let after = index_header_bytes(conn);
-        if let (Some(b), Some(a)) = (before, after)
-            && b[..48] == a[..48]
-            && let Some(header) = IndexHeader::parse(&a)
+        let Some(after) = index_header_bytes(conn) else {
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(path)?;
+            conn.execute_batch("COMMIT").at_db(path)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(
+                    Error::busy(path.display(), "the database left WAL mode as its capture began")
+                        .temporary()
+                        .fix("snapshot again"),
+                );
+            }
+            // Inside a WAL transaction the index exists: not seeing it is
+            // no race, and no retry would see it.
+            return Err(unreadable_index(path));
+        };
+        if let Some(b) = before
+            && b[..48] == after[..48]
+            && let Some(header) = IndexHeader::parse(&after)
         {
             return Ok(header);
         }
@@ -116,6 +133,17 @@ pub(super) fn begin_at_known_header(conn: &Connection, path: &Path) -> Result<In
     )
     .temporary()
     .fix("snapshot again; building SQLite with SQLITE_ENABLE_DBPAGE_VTAB avoids this wait"))
+}
+
+/// The wal-index of `db` cannot be mapped through its connection.
+fn unreadable_index(db: &Path) -> Error {
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    Error::config(
+        Path::new(&shm).display(),
+        "SQLite cannot map the WAL index for this reader (the file is read-only to this user and no other process has the database open, or the VFS has no shared memory)",
+    )
+    .fix("run the backup as a user that can write the database's directory and its -shm file (usually the service's user), or build SQLite with SQLITE_ENABLE_DBPAGE_VTAB")
 }
 
 /// Where each page of a snapshot lies in the WAL.
