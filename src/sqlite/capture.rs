@@ -206,7 +206,7 @@ pub fn begin_all_reading(dbs: Vec<Pending>, source: PageSource) -> Result<Vec<Op
                         rusqlite::types::Value::Text(t) => t.trim().parse().ok(),
                         _ => None,
                     });
-                let direct = direct_reading(&path, file, page_size, &journal_mode, source, header.as_ref())?;
+                let direct = direct_reading(&conn, &path, file, page_size, &journal_mode, source, header.as_ref())?;
                 Ok(OpenDatabase {
                     path,
                     conn,
@@ -254,6 +254,7 @@ fn check_structure(path: &Path, file: &File, page_size: u32, page_count: u32, jo
 /// direct reading cannot be shown safe (then every page goes through
 /// `sqlite_dbpage`).
 fn direct_reading(
+    conn: &Connection,
     path: &Path,
     file: Arc<File>,
     page_size: u32,
@@ -272,7 +273,10 @@ fn direct_reading(
     if let Some(header) = header
         && journal_mode == "wal"
     {
-        return Ok(Some((file, Overlay::Log(LogFrames::scan(path, header, page_size)?))));
+        return Ok(Some((
+            file,
+            Overlay::Log(LogFrames::scan(conn, path, header, page_size)?),
+        )));
     }
     if source == PageSource::Log && journal_mode == "wal" {
         // Turned to WAL after it was asked: no header is known.
@@ -360,7 +364,7 @@ impl OpenDatabase {
                     }
                     Overlay::Dbpage(_) => {}
                     Overlay::Log(log) => {
-                        let from_file = match log.read(pgno, &mut buf[at..at + ps])? {
+                        let from_file = match log.read(&self.conn, pgno, &mut buf[at..at + ps])? {
                             FromLog::Read => false,
                             FromLog::NotInLog => past_end,
                             FromLog::Overwritten => true,
@@ -575,7 +579,7 @@ mod tests {
         c.execute("UPDATE t SET v = randomblob(700)", []).unwrap();
         insert(&c, 100);
         let ps: u32 = reader.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-        let log = LogFrames::scan(&path, &header, ps).unwrap();
+        let log = LogFrames::scan(&reader, &path, &header, ps).unwrap();
         let wal_len = std::fs::metadata(dir.path().join("app.db-wal")).unwrap().len();
         assert!(
             wal_len > super::super::wal::HEADER_LEN + header.max_frame as u64 * (24 + ps as u64),
@@ -589,7 +593,7 @@ mod tests {
             let pgno: u32 = row.get(0).unwrap();
             let want: Vec<u8> = row.get(1).unwrap();
             let mut page = vec![0u8; ps as usize];
-            match log.read(pgno, &mut page).unwrap() {
+            match log.read(&reader, pgno, &mut page).unwrap() {
                 FromLog::Read => from_log += 1,
                 FromLog::NotInLog => {
                     let at = (pgno as usize - 1) * ps as usize;
@@ -634,6 +638,74 @@ mod tests {
         assert_eq!(rows_of_image(dir.path(), &pages(&db)), in_transaction);
         db.finish().unwrap();
         drop(c);
+    }
+
+    /// A WAL database with frames in its log (some pages only there), and
+    /// a read-only connection with a transaction begun at a known header.
+    fn begun_at_header(dir: &Path) -> (PathBuf, Connection, Connection, IndexHeader, u32) {
+        let path = dir.join("app.db");
+        let c = service(&path);
+        insert(&c, 200);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        insert(&c, 100);
+        c.execute("UPDATE t SET v = randomblob(700) WHERE id % 5 = 0", [])
+            .unwrap();
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let header = frames::begin_at_known_header(&reader, &path).unwrap();
+        let ps = reader.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (path, c, reader, header, ps)
+    }
+
+    /// Frames missing while the index still names the snapshot's
+    /// generation: the `-wal` was removed or replaced by its path, and
+    /// SQLite reads on through its descriptor. The database file may then
+    /// hold pages newer than the snapshot, and lack commits only the log
+    /// held, so the capture fails instead of reading it.
+    #[test]
+    fn a_wal_removed_or_replaced_under_the_capture_is_an_error() {
+        for replaced in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _service, reader, header, ps) = begun_at_header(dir.path());
+            let wal = dir.path().join("app.db-wal");
+            if replaced {
+                let len = std::fs::metadata(&wal).unwrap().len();
+                let other = dir.path().join("other-wal");
+                std::fs::write(&other, vec![0u8; len as usize]).unwrap();
+                std::fs::rename(&other, &wal).unwrap();
+            } else {
+                std::fs::remove_file(&wal).unwrap();
+            }
+            let Err(e) = LogFrames::scan(&reader, &path, &header, ps) else {
+                panic!("a missing log was taken for a restarted one (replaced: {replaced})");
+            };
+            assert_eq!(e.code, ErrorCode::SnapshotWalReplaced, "{e:?}");
+            assert!(e.temporary);
+        }
+    }
+
+    /// A frame of the snapshot overwritten in place while the index still
+    /// names its generation is not a restart either: an error, not a page
+    /// read from the database file.
+    #[test]
+    fn a_frame_overwritten_without_a_restart_is_an_error() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _service, reader, header, ps) = begun_at_header(dir.path());
+        let log = LogFrames::scan(&reader, &path, &header, ps).unwrap();
+        // The last frame is its page's newest, so the one read for it.
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("app.db-wal"))
+            .unwrap();
+        let at = super::super::wal::HEADER_LEN + (header.max_frame as u64 - 1) * (24 + ps as u64);
+        let mut fh = [0u8; 24];
+        wal.read_exact_at(&mut fh, at).unwrap();
+        let pgno = u32::from_be_bytes(fh[..4].try_into().unwrap());
+        wal.write_all_at(&[0u8; 24], at).unwrap();
+        let mut page = vec![0u8; ps as usize];
+        let e = log.read(&reader, pgno, &mut page).unwrap_err();
+        assert_eq!(e.code, ErrorCode::SnapshotWalReplaced, "{e:?}");
     }
 
     const HOLD_DB: &str = "LIFEBOAT_UNIT_TEST_HOLD_DB";

@@ -15,8 +15,13 @@
 //! reader on read lock 0 began on a fully checkpointed log, whose every frame
 //! is already in the database file, which then does not change until the
 //! transaction ends (a checkpoint needs that lock exclusively). So a frame
-//! found overwritten (other salts, another page) proves the second case, and
-//! from then on every page is read from the database file.
+//! found overwritten (other salts, another page) means the second case,
+//! provided the log was restarted, which the index shows with other salts:
+//! from then on every page is read from the database file. Frames missing
+//! while the index still names the snapshot's generation happen only outside
+//! SQLite's protocol (the `-wal` removed or replaced by its path, while
+//! SQLite reads on through its open descriptor): the database file may then
+//! hold pages newer than the snapshot, so that is an error, never a fallback.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,7 +32,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::wal::{FRAME_HEADER_LEN, HEADER_LEN, IndexHeader};
-use crate::error::{Error, Result, SqlContext};
+use crate::error::{Error, ErrorCode, Result, SqlContext};
 
 /// Attempts at beginning a transaction with no commit landing in between
 /// before giving up (a commit lands within microseconds of a begin only on
@@ -146,8 +151,35 @@ fn unreadable_index(db: &Path) -> Error {
     .fix("run the backup as a user that can write the database's directory and its -shm file (usually the service's user), or build SQLite with SQLITE_ENABLE_DBPAGE_VTAB")
 }
 
+/// Whether the log has been restarted since the generation `salts` names,
+/// as the index shows it now: the one way frames of a snapshot can vanish
+/// under a read transaction, and then the database file holds the whole
+/// snapshot. An error otherwise (see the module's comment).
+fn check_restarted(conn: &Connection, db: &Path, wal_path: &Path, salts: (u32, u32)) -> Result<()> {
+    for attempt in 0..BEGIN_ATTEMPTS {
+        // A header caught mid-write has unequal copies: read it again.
+        if let Some(now) = index_header_bytes(conn).as_ref().and_then(IndexHeader::parse) {
+            if now.salts != salts {
+                return Ok(());
+            }
+            return Err(Error::busy(
+                wal_path.display(),
+                "the log no longer holds the frames of the snapshot being captured, yet SQLite has not restarted it: the -wal file was removed or replaced while the database was open",
+            )
+            .temporary()
+            .fix("snapshot again; never remove, move or replace a -wal file while its database is open")
+            .code(ErrorCode::SnapshotWalReplaced));
+        }
+        if attempt >= 10 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Err(unreadable_index(db))
+}
+
 /// Where each page of a snapshot lies in the WAL.
 pub struct LogFrames {
+    db: PathBuf,
     wal_path: PathBuf,
     wal: Option<File>,
     page_size: u32,
@@ -171,8 +203,9 @@ pub enum FromLog {
 }
 
 impl LogFrames {
-    /// Index the frames of `header`'s snapshot in the log beside `db`.
-    pub fn scan(db: &Path, header: &IndexHeader, page_size: u32) -> Result<LogFrames> {
+    /// Index the frames of `header`'s snapshot in the log beside `db`;
+    /// `conn` holds the read transaction begun at `header`.
+    pub fn scan(conn: &Connection, db: &Path, header: &IndexHeader, page_size: u32) -> Result<LogFrames> {
         let mut wal_path = db.as_os_str().to_owned();
         wal_path.push("-wal");
         let wal_path = PathBuf::from(wal_path);
@@ -203,9 +236,11 @@ impl LogFrames {
             }
         }
         if file_only {
+            check_restarted(conn, db, &wal_path, header.salts)?;
             frames.clear();
         }
         Ok(LogFrames {
+            db: db.to_path_buf(),
             wal_path,
             wal,
             page_size,
@@ -215,9 +250,10 @@ impl LogFrames {
         })
     }
 
-    /// Read page `pgno` of the snapshot into `out` if the log holds it.
+    /// Read page `pgno` of the snapshot into `out` if the log holds it;
+    /// `conn` holds the read transaction given to [`LogFrames::scan`].
     /// `out` is left alone unless the answer is `Read` or `Overwritten`.
-    pub fn read(&self, pgno: u32, out: &mut [u8]) -> Result<FromLog> {
+    pub fn read(&self, conn: &Connection, pgno: u32, out: &mut [u8]) -> Result<FromLog> {
         if self.file_only.get() {
             return Ok(FromLog::NotInLog);
         }
@@ -244,6 +280,7 @@ impl LogFrames {
         if before && page && read_at(&mut fh, at)? && ours(&fh) {
             return Ok(FromLog::Read);
         }
+        check_restarted(conn, &self.db, &self.wal_path, self.salts)?;
         self.file_only.set(true);
         tracing::debug!(event = "snapshot.log_restarted", path = %self.wal_path.display(), frame);
         Ok(FromLog::Overwritten)
