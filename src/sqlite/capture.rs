@@ -96,8 +96,8 @@ impl PageSource {
 pub struct Pending {
     path: PathBuf,
     /// Opened before the connection, so a file replaced in between is noticed.
-    /// Shared, so a long-running process can keep the descriptor open: closing
-    /// any descriptor of the database would drop every POSIX lock this process
+    /// Shared and never closed (`sqlite::open_for_reading`): closing any
+    /// descriptor of the database would drop every POSIX lock this process
     /// holds on it, SQLite's included.
     file: Arc<File>,
     conn: Connection,
@@ -118,7 +118,7 @@ pub fn open_with(path: &Path, schema_query: &str, file: Option<Arc<File>>) -> Re
     let canonical = std::fs::canonicalize(path).at(path)?;
     let file = match file {
         Some(f) => f,
-        None => Arc::new(File::open(&canonical).at(path)?),
+        None => super::open_for_reading(&canonical).at(path)?,
     };
     if !super::file_has_header(&file, path)? {
         return Err(
@@ -780,5 +780,82 @@ mod tests {
         let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 50);
         conn.execute_batch("COMMIT").unwrap();
+    }
+
+    const PROBE_DB: &str = "LIFEBOAT_UNIT_TEST_PROBE_DB";
+
+    /// Not a test: the body of the child process of
+    /// [`capture_leaves_the_processs_sqlite_locks_alone`], run when
+    /// `LIFEBOAT_UNIT_TEST_PROBE_DB` names a file. Exits 0 when another
+    /// process holds a lock where SQLite puts its SHARED lock on a database
+    /// file, or its DMS lock on a `-shm`, 3 when nobody does.
+    #[test]
+    fn lock_probe_child() {
+        use std::os::fd::AsRawFd;
+        let Some(db) = std::env::var_os(PROBE_DB) else {
+            return;
+        };
+        let shm = db.as_encoded_bytes().ends_with(b"-shm");
+        let f = File::open(db).unwrap();
+        // SAFETY: a zeroed flock is a valid value; F_GETLK fills it in.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as _;
+        lock.l_whence = libc::SEEK_SET as _;
+        // SQLite's unix VFS: PENDING_BYTE (1 GiB) + 2, 510 bytes; in the
+        // -shm, the byte after the eight WAL locks at 120.
+        (lock.l_start, lock.l_len) = if shm { (128, 1) } else { (0x4000_0002, 510) };
+        // SAFETY: a valid descriptor and a valid flock to fill in.
+        assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut lock) }, 0);
+        std::process::exit(if lock.l_type as i32 == libc::F_UNLCK { 3 } else { 0 });
+    }
+
+    /// Whether a process other than this one sees SQLite's SHARED lock on
+    /// `db` (or its DMS lock, on a `-shm`).
+    fn shared_lock_seen_from_outside(db: &Path) -> bool {
+        let mut probe = spawn_test("sqlite::capture::tests::lock_probe_child", (PROBE_DB, db));
+        match probe.wait().unwrap().code() {
+            Some(0) => true,
+            Some(3) => false,
+            other => panic!("the lock probe failed: {other:?}"),
+        }
+    }
+
+    /// A process embedding Lifeboat holds SQLite locks on its database; a
+    /// capture (and the checks a directory snapshot makes) must not close a
+    /// descriptor of the file, which would drop every one of them.
+    #[test]
+    fn capture_leaves_the_processs_sqlite_locks_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 100);
+        c.execute_batch("BEGIN; SELECT count(*) FROM t;").unwrap();
+        assert!(shared_lock_seen_from_outside(&path), "the service holds SHARED");
+        let mut shm = path.clone().into_os_string();
+        shm.push("-shm");
+        assert!(shared_lock_seen_from_outside(Path::new(&shm)), "the service holds DMS");
+        for source in [PageSource::Log, PageSource::Dbpage] {
+            let db = begin(&path, source);
+            assert_eq!(rows_of_image(dir.path(), &pages(&db)), 100);
+            db.finish().unwrap();
+            assert!(
+                shared_lock_seen_from_outside(&path),
+                "a capture ({source:?}) dropped it"
+            );
+        }
+        assert!(crate::sqlite::has_header(&path).unwrap());
+        let chunker = crate::repo::config::Chunker {
+            min_size: 4096,
+            avg_size: 16384,
+            max_size: 65536,
+        };
+        crate::files::read_chunks(&path, chunker, &mut |_| Ok(())).unwrap();
+        crate::files::read_chunks(Path::new(&shm), chunker, &mut |_| Ok(())).unwrap();
+        assert!(shared_lock_seen_from_outside(&path), "reading it as a file dropped it");
+        assert!(
+            shared_lock_seen_from_outside(Path::new(&shm)),
+            "reading the -shm dropped its lock"
+        );
+        c.execute_batch("COMMIT").unwrap();
     }
 }
