@@ -186,7 +186,8 @@ pub struct LogFrames {
     salts: (u32, u32),
     /// Page number to the frame (1-based) holding it in the snapshot.
     frames: HashMap<u32, u32>,
-    /// A frame was found overwritten: the database file holds the snapshot.
+    /// The log was found restarted over the snapshot's frames: the database
+    /// file holds the snapshot.
     pub(super) file_only: std::cell::Cell<bool>,
 }
 
@@ -197,8 +198,9 @@ pub enum FromLog {
     Read,
     /// The page has no frame in the snapshot: the database file holds it.
     NotInLog,
-    /// Its frame was overwritten while being read, and so was `out`: the
-    /// database file holds the page (see the module's comment).
+    /// Its frame was overwritten while being read, and so was `out`, by a
+    /// restart of the log (checked against the index): the database file
+    /// holds the page (see the module's comment).
     Overwritten,
 }
 
