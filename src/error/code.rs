@@ -160,6 +160,9 @@ error_codes! {
     SnapshotNoSuchSource = "snapshot.no_such_source", Usage;
     /// A `[[sqlite]]` source is not a SQLite database.
     SnapshotNotSqlite = "snapshot.not_sqlite", BadData;
+    /// A database's `-wal` was removed or replaced while it was open, so
+    /// its snapshot's frames are gone; temporary.
+    SnapshotWalReplaced = "snapshot.wal_replaced", Busy;
 
     /// The bucket refused the credentials (HTTP 403).
     StorageAccessDenied = "storage.access_denied", Config;

@@ -169,12 +169,16 @@ pub fn read_chunks(
     chunker: crate::repo::config::Chunker,
     chunk: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReadFile> {
-    let f = File::open(path).at(path)?;
+    // A database (stored as plain bytes when its capture fails) or a `-shm`
+    // may carry this process's SQLite locks: read through a descriptor that
+    // is never closed.
+    let f = crate::sqlite::open_for_reading(path).at(path)?;
     let before = f.metadata().at(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
     let reader = HashingReader {
         inner: &f,
+        at: 0,
         hasher: &mut hasher,
     };
     let cdc = fastcdc::v2020::StreamCDC::new(reader, chunker.min_size, chunker.avg_size, chunker.max_size);
@@ -200,14 +204,17 @@ pub fn read_chunks(
     })
 }
 
+/// Reads at its own offset: the descriptor may be shared.
 struct HashingReader<'a> {
     inner: &'a File,
+    at: u64,
     hasher: &'a mut blake3::Hasher,
 }
 
 impl Read for HashingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (&mut self.inner).read(buf)?;
+        let n = std::os::unix::fs::FileExt::read_at(self.inner, buf, self.at)?;
+        self.at += n as u64;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }

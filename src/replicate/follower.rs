@@ -361,8 +361,8 @@ impl Follower {
     /// kept open from then on.
     fn shm_file(&mut self) -> Result<std::sync::Arc<File>> {
         if self.shm_file.is_none() {
-            let f = File::open(&self.shm_path).at(&self.shm_path)?;
-            self.shm_file = Some(std::sync::Arc::new(f));
+            let f = crate::sqlite::open_for_reading(&self.shm_path).at(&self.shm_path)?;
+            self.shm_file = Some(f);
         }
         Ok(self.shm_file.clone().expect("set above"))
     }

@@ -96,8 +96,8 @@ impl PageSource {
 pub struct Pending {
     path: PathBuf,
     /// Opened before the connection, so a file replaced in between is noticed.
-    /// Shared, so a long-running process can keep the descriptor open: closing
-    /// any descriptor of the database would drop every POSIX lock this process
+    /// Shared and never closed (`sqlite::open_for_reading`): closing any
+    /// descriptor of the database would drop every POSIX lock this process
     /// holds on it, SQLite's included.
     file: Arc<File>,
     conn: Connection,
@@ -118,7 +118,7 @@ pub fn open_with(path: &Path, schema_query: &str, file: Option<Arc<File>>) -> Re
     let canonical = std::fs::canonicalize(path).at(path)?;
     let file = match file {
         Some(f) => f,
-        None => Arc::new(File::open(&canonical).at(path)?),
+        None => super::open_for_reading(&canonical).at(path)?,
     };
     if !super::file_has_header(&file, path)? {
         return Err(
@@ -206,7 +206,7 @@ pub fn begin_all_reading(dbs: Vec<Pending>, source: PageSource) -> Result<Vec<Op
                         rusqlite::types::Value::Text(t) => t.trim().parse().ok(),
                         _ => None,
                     });
-                let direct = direct_reading(&path, file, page_size, &journal_mode, source, header.as_ref())?;
+                let direct = direct_reading(&conn, &path, file, page_size, &journal_mode, source, header.as_ref())?;
                 Ok(OpenDatabase {
                     path,
                     conn,
@@ -254,6 +254,7 @@ fn check_structure(path: &Path, file: &File, page_size: u32, page_count: u32, jo
 /// direct reading cannot be shown safe (then every page goes through
 /// `sqlite_dbpage`).
 fn direct_reading(
+    conn: &Connection,
     path: &Path,
     file: Arc<File>,
     page_size: u32,
@@ -272,7 +273,10 @@ fn direct_reading(
     if let Some(header) = header
         && journal_mode == "wal"
     {
-        return Ok(Some((file, Overlay::Log(LogFrames::scan(path, header, page_size)?))));
+        return Ok(Some((
+            file,
+            Overlay::Log(LogFrames::scan(conn, path, header, page_size)?),
+        )));
     }
     if source == PageSource::Log && journal_mode == "wal" {
         // Turned to WAL after it was asked: no header is known.
@@ -360,7 +364,7 @@ impl OpenDatabase {
                     }
                     Overlay::Dbpage(_) => {}
                     Overlay::Log(log) => {
-                        let from_file = match log.read(pgno, &mut buf[at..at + ps])? {
+                        let from_file = match log.read(&self.conn, pgno, &mut buf[at..at + ps])? {
                             FromLog::Read => false,
                             FromLog::NotInLog => past_end,
                             FromLog::Overwritten => true,
@@ -556,5 +560,302 @@ mod tests {
             _ => unreachable!(),
         }
         db.finish().unwrap();
+    }
+
+    /// A transaction begun at a known header and read through the log
+    /// after later commits lengthened it (rewriting pages the snapshot has
+    /// frames for) gives the pages `sqlite_dbpage` gives in that same
+    /// transaction: frames past the header's `max_frame` are not its own.
+    #[test]
+    fn the_log_is_read_only_up_to_the_snapshots_last_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 200);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        insert(&c, 100);
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let header = frames::begin_at_known_header(&reader, &path).unwrap();
+        c.execute("UPDATE t SET v = randomblob(700)", []).unwrap();
+        insert(&c, 100);
+        let ps: u32 = reader.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let log = LogFrames::scan(&reader, &path, &header, ps).unwrap();
+        let wal_len = std::fs::metadata(dir.path().join("app.db-wal")).unwrap().len();
+        assert!(
+            wal_len > super::super::wal::HEADER_LEN + header.max_frame as u64 * (24 + ps as u64),
+            "the later commits are in the log"
+        );
+        let file = std::fs::read(&path).unwrap();
+        let mut stmt = reader.prepare("SELECT pgno, data FROM sqlite_dbpage('main')").unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let (mut from_log, mut pages) = (0, 0);
+        while let Some(row) = rows.next().unwrap() {
+            let pgno: u32 = row.get(0).unwrap();
+            let want: Vec<u8> = row.get(1).unwrap();
+            let mut page = vec![0u8; ps as usize];
+            match log.read(&reader, pgno, &mut page).unwrap() {
+                FromLog::Read => from_log += 1,
+                FromLog::NotInLog => {
+                    let at = (pgno as usize - 1) * ps as usize;
+                    page.copy_from_slice(&file[at..at + ps as usize]);
+                }
+                FromLog::Overwritten => panic!("nothing restarted the log"),
+            }
+            assert!(page == want, "page {pgno} differs from sqlite_dbpage's");
+            pages += 1;
+        }
+        assert!(
+            from_log > 0 && pages > from_log,
+            "{from_log} of {pages} pages from the log"
+        );
+    }
+
+    /// A commit landing between BEGIN and the second header read makes the
+    /// header read before BEGIN useless (the snapshot may be either side of
+    /// the commit): the attempt is begun again, and the image is the
+    /// transaction's.
+    #[test]
+    fn a_commit_while_beginning_begins_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 100);
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let (seen, writer_path) = (calls.clone(), path.clone());
+        frames::tests::AFTER_BEGIN.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                seen.set(seen.get() + 1);
+                if seen.get() == 1 {
+                    insert(&Connection::open(&writer_path).unwrap(), 300);
+                }
+            }))
+        });
+        let db = begin(&path, PageSource::Log);
+        frames::tests::AFTER_BEGIN.with(|hook| hook.borrow_mut().take());
+        assert_eq!(calls.get(), 2, "the attempt a commit landed in was begun again");
+        let in_transaction: i64 = db.conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_transaction, 400);
+        assert_eq!(rows_of_image(dir.path(), &pages(&db)), in_transaction);
+        db.finish().unwrap();
+        drop(c);
+    }
+
+    /// A WAL database with frames in its log (some pages only there), and
+    /// a read-only connection with a transaction begun at a known header.
+    fn begun_at_header(dir: &Path) -> (PathBuf, Connection, Connection, IndexHeader, u32) {
+        let path = dir.join("app.db");
+        let c = service(&path);
+        insert(&c, 200);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        insert(&c, 100);
+        c.execute("UPDATE t SET v = randomblob(700) WHERE id % 5 = 0", [])
+            .unwrap();
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let header = frames::begin_at_known_header(&reader, &path).unwrap();
+        let ps = reader.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (path, c, reader, header, ps)
+    }
+
+    /// Frames missing while the index still names the snapshot's
+    /// generation: the `-wal` was removed or replaced by its path, and
+    /// SQLite reads on through its descriptor. The database file may then
+    /// hold pages newer than the snapshot, and lack commits only the log
+    /// held, so the capture fails instead of reading it.
+    #[test]
+    fn a_wal_removed_or_replaced_under_the_capture_is_an_error() {
+        for replaced in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _service, reader, header, ps) = begun_at_header(dir.path());
+            let wal = dir.path().join("app.db-wal");
+            if replaced {
+                let len = std::fs::metadata(&wal).unwrap().len();
+                let other = dir.path().join("other-wal");
+                std::fs::write(&other, vec![0u8; len as usize]).unwrap();
+                std::fs::rename(&other, &wal).unwrap();
+            } else {
+                std::fs::remove_file(&wal).unwrap();
+            }
+            let Err(e) = LogFrames::scan(&reader, &path, &header, ps) else {
+                panic!("a missing log was taken for a restarted one (replaced: {replaced})");
+            };
+            assert_eq!(e.code, ErrorCode::SnapshotWalReplaced, "{e:?}");
+            assert!(e.temporary);
+        }
+    }
+
+    /// A frame of the snapshot overwritten in place while the index still
+    /// names its generation is not a restart either: an error, not a page
+    /// read from the database file.
+    #[test]
+    fn a_frame_overwritten_without_a_restart_is_an_error() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _service, reader, header, ps) = begun_at_header(dir.path());
+        let log = LogFrames::scan(&reader, &path, &header, ps).unwrap();
+        // The last frame is its page's newest, so the one read for it.
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("app.db-wal"))
+            .unwrap();
+        let at = super::super::wal::HEADER_LEN + (header.max_frame as u64 - 1) * (24 + ps as u64);
+        let mut fh = [0u8; 24];
+        wal.read_exact_at(&mut fh, at).unwrap();
+        let pgno = u32::from_be_bytes(fh[..4].try_into().unwrap());
+        wal.write_all_at(&[0u8; 24], at).unwrap();
+        let mut page = vec![0u8; ps as usize];
+        let e = log.read(&reader, pgno, &mut page).unwrap_err();
+        assert_eq!(e.code, ErrorCode::SnapshotWalReplaced, "{e:?}");
+    }
+
+    const HOLD_DB: &str = "LIFEBOAT_UNIT_TEST_HOLD_DB";
+
+    /// Not a test: the body of the child process of
+    /// [`a_wal_index_read_only_to_the_reader_is_read`], run when
+    /// `LIFEBOAT_UNIT_TEST_HOLD_DB` names a database. It keeps the database
+    /// open, its `-shm` mapped read-write, until its parent is gone.
+    #[test]
+    fn holder_child() {
+        let Some(db) = std::env::var_os(HOLD_DB) else {
+            return;
+        };
+        let parent = std::os::unix::process::parent_id();
+        let c = service(Path::new(&db));
+        insert(&c, 50);
+        // A read leaves a read mark at the log's end, which a reader that
+        // cannot write the index needs.
+        let _: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let mut ready = db.clone();
+        ready.push(".ready");
+        std::fs::write(ready, b"").unwrap();
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A child process, killed when dropped.
+    pub(super) struct Child(pub(super) std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Run the test `name` of this binary in a child process with `env`.
+    pub(super) fn spawn_test(name: &str, env: (&str, &Path)) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1", "--nocapture"])
+            .env(env.0, env.1)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A backup user who cannot write the `-shm` gets it mapped read-only
+    /// (SQLITE_READONLY from xShmMap, with the region): that is enough to
+    /// read the header, and must not read as "no mapping" (which ended in
+    /// a temporary error after every attempt, retried for ever).
+    #[test]
+    fn a_wal_index_read_only_to_the_reader_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        // Another process has the database open, so the index is live; this
+        // one opens it read-only (as without write permission: root ignores
+        // file modes, `readonly_shm` does not).
+        let _holder = Child(spawn_test("sqlite::capture::tests::holder_child", (HOLD_DB, &path)));
+        let ready = dir.path().join("app.db.ready");
+        let start = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed() < Duration::from_secs(60), "the holder never got ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let uri = format!("file:{}?readonly_shm=1", path.display());
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&uri, flags).unwrap();
+        let header = frames::begin_at_known_header(&conn, &path).unwrap();
+        assert!(header.max_frame > 0);
+        let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 50);
+        conn.execute_batch("COMMIT").unwrap();
+    }
+
+    const PROBE_DB: &str = "LIFEBOAT_UNIT_TEST_PROBE_DB";
+
+    /// Not a test: the body of the child process of
+    /// [`capture_leaves_the_processs_sqlite_locks_alone`], run when
+    /// `LIFEBOAT_UNIT_TEST_PROBE_DB` names a file. Exits 0 when another
+    /// process holds a lock where SQLite puts its SHARED lock on a database
+    /// file, or its DMS lock on a `-shm`, 3 when nobody does.
+    #[test]
+    fn lock_probe_child() {
+        use std::os::fd::AsRawFd;
+        let Some(db) = std::env::var_os(PROBE_DB) else {
+            return;
+        };
+        let shm = db.as_encoded_bytes().ends_with(b"-shm");
+        let f = File::open(db).unwrap();
+        // SAFETY: a zeroed flock is a valid value; F_GETLK fills it in.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as _;
+        lock.l_whence = libc::SEEK_SET as _;
+        // SQLite's unix VFS: PENDING_BYTE (1 GiB) + 2, 510 bytes; in the
+        // -shm, the byte after the eight WAL locks at 120.
+        (lock.l_start, lock.l_len) = if shm { (128, 1) } else { (0x4000_0002, 510) };
+        // SAFETY: a valid descriptor and a valid flock to fill in.
+        assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut lock) }, 0);
+        std::process::exit(if lock.l_type as i32 == libc::F_UNLCK { 3 } else { 0 });
+    }
+
+    /// Whether a process other than this one sees SQLite's SHARED lock on
+    /// `db` (or its DMS lock, on a `-shm`).
+    fn shared_lock_seen_from_outside(db: &Path) -> bool {
+        let mut probe = spawn_test("sqlite::capture::tests::lock_probe_child", (PROBE_DB, db));
+        match probe.wait().unwrap().code() {
+            Some(0) => true,
+            Some(3) => false,
+            other => panic!("the lock probe failed: {other:?}"),
+        }
+    }
+
+    /// A process embedding Lifeboat holds SQLite locks on its database; a
+    /// capture (and the checks a directory snapshot makes) must not close a
+    /// descriptor of the file, which would drop every one of them.
+    #[test]
+    fn capture_leaves_the_processs_sqlite_locks_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let c = service(&path);
+        insert(&c, 100);
+        c.execute_batch("BEGIN; SELECT count(*) FROM t;").unwrap();
+        assert!(shared_lock_seen_from_outside(&path), "the service holds SHARED");
+        let mut shm = path.clone().into_os_string();
+        shm.push("-shm");
+        assert!(shared_lock_seen_from_outside(Path::new(&shm)), "the service holds DMS");
+        for source in [PageSource::Log, PageSource::Dbpage] {
+            let db = begin(&path, source);
+            assert_eq!(rows_of_image(dir.path(), &pages(&db)), 100);
+            db.finish().unwrap();
+            assert!(
+                shared_lock_seen_from_outside(&path),
+                "a capture ({source:?}) dropped it"
+            );
+        }
+        assert!(crate::sqlite::has_header(&path).unwrap());
+        let chunker = crate::repo::config::Chunker {
+            min_size: 4096,
+            avg_size: 16384,
+            max_size: 65536,
+        };
+        crate::files::read_chunks(&path, chunker, &mut |_| Ok(())).unwrap();
+        crate::files::read_chunks(Path::new(&shm), chunker, &mut |_| Ok(())).unwrap();
+        assert!(shared_lock_seen_from_outside(&path), "reading it as a file dropped it");
+        assert!(
+            shared_lock_seen_from_outside(Path::new(&shm)),
+            "reading the -shm dropped its lock"
+        );
+        c.execute_batch("COMMIT").unwrap();
     }
 }

@@ -15,8 +15,13 @@
 //! reader on read lock 0 began on a fully checkpointed log, whose every frame
 //! is already in the database file, which then does not change until the
 //! transaction ends (a checkpoint needs that lock exclusively). So a frame
-//! found overwritten (other salts, another page) proves the second case, and
-//! from then on every page is read from the database file.
+//! found overwritten (other salts, another page) means the second case,
+//! provided the log was restarted, which the index shows with other salts:
+//! from then on every page is read from the database file. Frames missing
+//! while the index still names the snapshot's generation happen only outside
+//! SQLite's protocol (the `-wal` removed or replaced by its path, while
+//! SQLite reads on through its open descriptor): the database file may then
+//! hold pages newer than the snapshot, so that is an error, never a fallback.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,7 +32,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::wal::{FRAME_HEADER_LEN, HEADER_LEN, IndexHeader};
-use crate::error::{Error, Result, SqlContext};
+use crate::error::{Error, ErrorCode, Result, SqlContext};
 
 /// Attempts at beginning a transaction with no commit landing in between
 /// before giving up (a commit lands within microseconds of a begin only on
@@ -69,7 +74,11 @@ fn index_header_bytes(conn: &Connection) -> Option<[u8; 96]> {
         }
         let map = (*methods).xShmMap?;
         let mut region: *mut std::ffi::c_void = std::ptr::null_mut();
-        if map(file, 0, 32 * 1024, 0, &mut region) != ffi::SQLITE_OK || region.is_null() {
+        // SQLITE_READONLY with a region: the backup user may not write the
+        // `-shm`, so it is mapped read-only, and reading is all we do
+        // (SQLite's own WAL code takes it as success too).
+        let rc = map(file, 0, 32 * 1024, 0, &mut region);
+        if (rc != ffi::SQLITE_OK && rc != ffi::SQLITE_READONLY) || region.is_null() {
             return None;
         }
         let mut raw = [0u8; 96];
@@ -92,10 +101,29 @@ pub(super) fn begin_at_known_header(conn: &Connection, path: &Path) -> Result<In
         // A deferred transaction takes its snapshot at the first read.
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
             .at_db(path)?;
-        let after = index_header_bytes(conn);
-        if let (Some(b), Some(a)) = (before, after)
-            && b[..48] == a[..48]
-            && let Some(header) = IndexHeader::parse(&a)
+        #[cfg(test)]
+        tests::AFTER_BEGIN.with(|hook| {
+            if let Some(f) = hook.borrow_mut().as_mut() {
+                f();
+            }
+        });
+        let Some(after) = index_header_bytes(conn) else {
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).at_db(path)?;
+            conn.execute_batch("COMMIT").at_db(path)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(
+                    Error::busy(path.display(), "the database left WAL mode as its capture began")
+                        .temporary()
+                        .fix("snapshot again"),
+                );
+            }
+            // Inside a WAL transaction the index exists: not seeing it is
+            // no race, and no retry would see it.
+            return Err(unreadable_index(path));
+        };
+        if let Some(b) = before
+            && b[..48] == after[..48]
+            && let Some(header) = IndexHeader::parse(&after)
         {
             return Ok(header);
         }
@@ -112,15 +140,54 @@ pub(super) fn begin_at_known_header(conn: &Connection, path: &Path) -> Result<In
     .fix("snapshot again; building SQLite with SQLITE_ENABLE_DBPAGE_VTAB avoids this wait"))
 }
 
+/// The wal-index of `db` cannot be mapped through its connection.
+fn unreadable_index(db: &Path) -> Error {
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    Error::config(
+        Path::new(&shm).display(),
+        "SQLite cannot map the WAL index for this reader (the file is read-only to this user and no other process has the database open, or the VFS has no shared memory)",
+    )
+    .fix("run the backup as a user that can write the database's directory and its -shm file (usually the service's user), or build SQLite with SQLITE_ENABLE_DBPAGE_VTAB")
+}
+
+/// Whether the log has been restarted since the generation `salts` names,
+/// as the index shows it now: the one way frames of a snapshot can vanish
+/// under a read transaction, and then the database file holds the whole
+/// snapshot. An error otherwise (see the module's comment).
+fn check_restarted(conn: &Connection, db: &Path, wal_path: &Path, salts: (u32, u32)) -> Result<()> {
+    for attempt in 0..BEGIN_ATTEMPTS {
+        // A header caught mid-write has unequal copies: read it again.
+        if let Some(now) = index_header_bytes(conn).as_ref().and_then(IndexHeader::parse) {
+            if now.salts != salts {
+                return Ok(());
+            }
+            return Err(Error::busy(
+                wal_path.display(),
+                "the log no longer holds the frames of the snapshot being captured, yet SQLite has not restarted it: the -wal file was removed or replaced while the database was open",
+            )
+            .temporary()
+            .fix("snapshot again; never remove, move or replace a -wal file while its database is open")
+            .code(ErrorCode::SnapshotWalReplaced));
+        }
+        if attempt >= 10 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Err(unreadable_index(db))
+}
+
 /// Where each page of a snapshot lies in the WAL.
 pub struct LogFrames {
+    db: PathBuf,
     wal_path: PathBuf,
     wal: Option<File>,
     page_size: u32,
     salts: (u32, u32),
     /// Page number to the frame (1-based) holding it in the snapshot.
     frames: HashMap<u32, u32>,
-    /// A frame was found overwritten: the database file holds the snapshot.
+    /// The log was found restarted over the snapshot's frames: the database
+    /// file holds the snapshot.
     pub(super) file_only: std::cell::Cell<bool>,
 }
 
@@ -131,14 +198,16 @@ pub enum FromLog {
     Read,
     /// The page has no frame in the snapshot: the database file holds it.
     NotInLog,
-    /// Its frame was overwritten while being read, and so was `out`: the
-    /// database file holds the page (see the module's comment).
+    /// Its frame was overwritten while being read, and so was `out`, by a
+    /// restart of the log (checked against the index): the database file
+    /// holds the page (see the module's comment).
     Overwritten,
 }
 
 impl LogFrames {
-    /// Index the frames of `header`'s snapshot in the log beside `db`.
-    pub fn scan(db: &Path, header: &IndexHeader, page_size: u32) -> Result<LogFrames> {
+    /// Index the frames of `header`'s snapshot in the log beside `db`;
+    /// `conn` holds the read transaction begun at `header`.
+    pub fn scan(conn: &Connection, db: &Path, header: &IndexHeader, page_size: u32) -> Result<LogFrames> {
         let mut wal_path = db.as_os_str().to_owned();
         wal_path.push("-wal");
         let wal_path = PathBuf::from(wal_path);
@@ -169,9 +238,11 @@ impl LogFrames {
             }
         }
         if file_only {
+            check_restarted(conn, db, &wal_path, header.salts)?;
             frames.clear();
         }
         Ok(LogFrames {
+            db: db.to_path_buf(),
             wal_path,
             wal,
             page_size,
@@ -181,9 +252,10 @@ impl LogFrames {
         })
     }
 
-    /// Read page `pgno` of the snapshot into `out` if the log holds it.
+    /// Read page `pgno` of the snapshot into `out` if the log holds it;
+    /// `conn` holds the read transaction given to [`LogFrames::scan`].
     /// `out` is left alone unless the answer is `Read` or `Overwritten`.
-    pub fn read(&self, pgno: u32, out: &mut [u8]) -> Result<FromLog> {
+    pub fn read(&self, conn: &Connection, pgno: u32, out: &mut [u8]) -> Result<FromLog> {
         if self.file_only.get() {
             return Ok(FromLog::NotInLog);
         }
@@ -210,8 +282,21 @@ impl LogFrames {
         if before && page && read_at(&mut fh, at)? && ours(&fh) {
             return Ok(FromLog::Read);
         }
+        check_restarted(conn, &self.db, &self.wal_path, self.salts)?;
         self.file_only.set(true);
         tracing::debug!(event = "snapshot.log_restarted", path = %self.wal_path.display(), frame);
         Ok(FromLog::Overwritten)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Run between a transaction's first read and the second header
+        /// read, where a commit must make the attempt start over: no test
+        /// can time a commit from another thread into that window.
+        pub(in crate::sqlite) static AFTER_BEGIN: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
     }
 }

@@ -7,7 +7,12 @@ pub mod checkpoint;
 pub mod frames;
 pub mod wal;
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -23,10 +28,55 @@ pub const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".lock"];
 /// the database's state while it is open.
 pub const OWN_SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
-/// Whether the file's first 16 bytes are the SQLite header.
+/// Whether the file's first 16 bytes are the SQLite header. Read through
+/// [`open_for_reading`], so safe in a process with connections to it.
 pub fn has_header(path: &Path) -> Result<bool> {
-    let f = std::fs::File::open(path).at(path)?;
+    let f = open_for_reading(path).at(path)?;
     file_has_header(&f, path)
+}
+
+/// Descriptors of files that may carry this process's SQLite locks, by
+/// (device, inode), never closed. POSIX drops every lock a process holds on
+/// a file when it closes any descriptor of it, so closing one would silently
+/// end the SQLite transactions of whoever embeds Lifeboat (SQLite's unix VFS
+/// keeps its own descriptors open while locks are held for this reason); a
+/// library cannot know whether its embedder has a database open. One entry
+/// per distinct file read: a database replaced under its path (a new inode)
+/// adds one, and keeps the old file's space until the process exits.
+static KEPT: std::sync::Mutex<BTreeMap<Inode, Arc<File>>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// (device, inode number): a file, whatever its names.
+type Inode = (u64, u64);
+
+/// A read-only descriptor of `path` for positioned reads (`read_at`: it may
+/// be shared). A SQLite database (by its header) or a `-shm` is kept open
+/// for the life of the process and handed out again to later callers (see
+/// `KEPT`); any other file is the caller's alone.
+pub fn open_for_reading(path: &Path) -> std::io::Result<Arc<File>> {
+    // Held while opening: two threads must not both open a file that one
+    // of them would then close.
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(m) = std::fs::metadata(path)
+        && let Some(f) = kept.get(&(m.dev(), m.ino()))
+    {
+        return Ok(f.clone());
+    }
+    let f = File::open(path)?;
+    let m = f.metadata()?;
+    let key = (m.dev(), m.ino());
+    if let Some(known) = kept.get(&key) {
+        // Renamed onto the path between the two looks: ours is a descriptor
+        // of a kept file, and must not be closed either.
+        std::mem::forget(f);
+        return Ok(known.clone());
+    }
+    let is_shm = path.as_os_str().as_bytes().ends_with(b"-shm");
+    let keep = is_shm || (m.is_file() && file_has_header(&f, path).unwrap_or(false));
+    let f = Arc::new(f);
+    if keep {
+        kept.insert(key, f.clone());
+    }
+    Ok(f)
 }
 
 /// [`has_header`] through a descriptor already open. A process with SQLite
@@ -48,7 +98,6 @@ pub fn file_has_header(f: &std::fs::File, path: &Path) -> Result<bool> {
 
 /// Percent-encode what a SQLite URI filename cannot carry literally.
 fn uri_escape(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
     let mut out = String::new();
     for &b in path.as_os_str().as_bytes() {
         match b {
