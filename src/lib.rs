@@ -37,6 +37,7 @@
 //! ```
 
 pub mod codec;
+pub mod commands;
 pub mod crashpoint;
 pub mod duration;
 pub mod error;
@@ -44,14 +45,16 @@ pub mod files;
 pub mod fsutil;
 pub mod id;
 pub mod oplog;
+pub mod pitr;
 pub mod progress;
 pub mod repo;
-pub mod restore;
-pub mod snapshot;
+pub mod retention;
 pub mod sqlite;
 pub mod storage;
 pub mod treehash;
+pub(crate) mod workers;
 
+pub use commands::{forget, prune, repair, replicate, reset, restore, snapshot, stats, verify};
 pub use error::{Error, ErrorCode, ErrorKind, Result};
 pub use fsutil::HostDirs;
 pub use repo::manifest::SnapshotKind;
@@ -59,13 +62,3 @@ pub use repo::{LockedRepository, Opened, RepoLocation, Repository};
 pub use restore::{RestoreOptions, RestoreReport, Selection, Target};
 pub use snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 pub use verify::DataCheck;
-pub mod forget;
-pub mod pitr;
-pub mod prune;
-pub mod repair;
-pub mod replicate;
-pub mod reset;
-pub mod retention;
-pub mod stats;
-pub mod verify;
-pub(crate) mod workers;

@@ -645,7 +645,7 @@ mod tests {
     /// event, and none where there is no repository.
     #[test]
     fn operations_run_through_the_library_leave_records() {
-        use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
+        use crate::commands::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
         let c = rusqlite::Connection::open(&db).unwrap();
@@ -670,7 +670,7 @@ mod tests {
         };
         run("snapshot", &location, |loc| {
             let repo = Repository::open(loc)?.locked("test")?;
-            crate::snapshot::take(&repo, &sources, &options, &crate::progress::Silent)
+            crate::commands::snapshot::take(&repo, &sources, &options, &crate::progress::Silent)
         })
         .unwrap();
         let missing = [SourceSpec {
@@ -680,7 +680,7 @@ mod tests {
         }];
         let failed = run("snapshot", &location, |loc| {
             let repo = Repository::open(loc)?.indexed()?;
-            crate::snapshot::take(&repo, &missing, &options, &crate::progress::Silent)
+            crate::commands::snapshot::take(&repo, &missing, &options, &crate::progress::Silent)
         });
         let e = failed.unwrap_err();
 

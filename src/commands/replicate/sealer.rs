@@ -125,7 +125,7 @@ impl Sealer {
             self.shared.progress.lock().expect("sealer").in_flight -= 1;
             self.check()?;
             return Err(Error::new(
-                crate::ErrorKind::Io,
+                crate::error::ErrorKind::Io,
                 "replicate",
                 "the sealer thread stopped",
             ));

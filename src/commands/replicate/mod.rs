@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::commands::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use crate::error::{Error, ErrorCode, Result};
 use crate::repo::manifest::ReplicationPoint;
-use crate::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 use crate::sqlite::wal::WalCommits;
 use follower::{Follower, Polled};
 use sealer::{Batch, Sealer};
@@ -1114,7 +1114,7 @@ impl Stream {
                     // Behind this process's other bases and folds for the
                     // same repository, never refused by them.
                     let outcome = target.write(|repo| {
-                        crate::snapshot::take_opened(
+                        crate::commands::snapshot::take_opened(
                             repo,
                             std::slice::from_ref(&spec),
                             &snap_opts,
@@ -1186,7 +1186,7 @@ impl Stream {
                         error: e.to_string(),
                         retry_in_s: wait.as_secs(),
                     });
-                    if e.kind == crate::ErrorKind::Config {
+                    if e.kind == crate::error::ErrorKind::Config {
                         fatal.get_or_insert(e);
                     }
                 }

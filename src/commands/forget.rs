@@ -186,7 +186,7 @@ fn group_key(s: &SnapshotRef) -> String {
 /// ```
 ///
 /// The data only the removed snapshots used stays until
-/// [`prune`](crate::prune::prune) deletes it.
+/// [`prune`](crate::commands::prune::prune) deletes it.
 pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan> {
     if opts.policy.is_empty() && opts.keep_wal.is_none() {
         return Err(Error::usage("no retention rule given: forget would remove nothing")

@@ -170,7 +170,7 @@ fn ship(target: &Target, stream: &str, spool: &Spool, shared: &Shared) {
         let Some((first, last, path)) = job else { return };
         let started = Instant::now();
         let result = std::fs::read(&path)
-            .map_err(|e| crate::Error::io(&path, e))
+            .map_err(|e| crate::error::Error::io(&path, e))
             .and_then(|bytes| target.segments.write(stream, first, last, &bytes).map(|()| bytes.len()));
         match result {
             Ok(bytes) => {
