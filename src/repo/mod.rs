@@ -1225,13 +1225,16 @@ impl Repository<Indexed> {
             return self.index.all_live(ids);
         }
         let chunk = ids.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let checks: Vec<_> = ids
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || self.index.all_live(part)))
-                .collect();
-            checks.into_iter().all(|c| c.join().expect("liveness check panicked"))
-        })
+        // The first dead page stops the others: the answer is already no.
+        crate::workers::for_each(
+            threads,
+            ids.chunks(chunk),
+            || (),
+            |_, part| {
+                if self.index.all_live(part) { Ok(()) } else { Err(()) }
+            },
+        )
+        .is_ok()
     }
 }
 

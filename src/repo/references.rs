@@ -231,18 +231,18 @@ impl<'r> Walker<'r> {
         }
         // Whatever the last batch read and nobody took is not needed.
         self.fetched.clear();
-        let next = std::sync::atomic::AtomicUsize::new(0);
         let fetched = std::sync::Mutex::new(HashMap::new());
-        std::thread::scope(|scope| {
-            for _ in 0..transfers.min(want.len()) {
-                scope.spawn(|| {
-                    while let Some(id) = want.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                        let map = self.repo.read_pagemap(id, false);
-                        fetched.lock().expect("prefetch").insert(*id, map);
-                    }
-                });
-            }
-        });
+        let prefetched = crate::workers::for_each(
+            transfers.min(want.len()),
+            &want,
+            || (),
+            |_, id| {
+                let map = self.repo.read_pagemap(id, false);
+                fetched.lock().expect("prefetch").insert(*id, map);
+                Ok::<(), std::convert::Infallible>(())
+            },
+        );
+        let Ok(()) = prefetched;
         self.fetched = fetched.into_inner().expect("prefetch");
         covered
     }

@@ -506,41 +506,14 @@ pub fn read_and_decode_parallel<T: Send, U: Send>(
     mut each: impl FnMut(T, String, Result<U>) -> Result<()>,
 ) -> Result<()> {
     let fetchers = threads.clamp(1, keys.len().max(1));
-    if fetchers == 1 {
-        for (tag, key) in keys {
+    crate::workers::map_consume(
+        fetchers,
+        keys,
+        || (),
+        |_, (tag, key)| {
             let data = decode(&key, storage.read(&key));
-            each(tag, key, data)?;
-        }
-        return Ok(());
-    }
-    let queue = std::sync::Mutex::new(keys.into_iter());
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(fetchers);
-        for _ in 0..fetchers {
-            let (tx, queue, stop, decode) = (tx.clone(), &queue, &stop, &decode);
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let Some((tag, key)) = queue.lock().expect("read queue").next() else {
-                        return;
-                    };
-                    let data = decode(&key, storage.read(&key));
-                    if tx.send((tag, key, data)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut outcome = Ok(());
-        for (tag, key, data) in rx.iter() {
-            if outcome.is_ok() {
-                outcome = each(tag, key, data);
-                if outcome.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        outcome
-    })
+            (tag, key, data)
+        },
+        |(tag, key, data)| each(tag, key, data),
+    )
 }
