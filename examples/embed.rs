@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (id, _) = lifeboat::oplog::run("snapshot", &location, |location| {
         let repo = Repository::open(location)?;
-        lifeboat::snapshot::take(&*repo.locked("embed")?, &sources, &options, &Silent)
+        lifeboat::snapshot::take(&repo.locked("embed")?, &sources, &options, &Silent)
     })?;
     println!("snapshot {}", id.short());
 

@@ -679,7 +679,7 @@ mod tests {
             ..sources[0].clone()
         }];
         let failed = run("snapshot", &location, |loc| {
-            let repo = Repository::open(loc)?.indexed()?;
+            let repo = Repository::open(loc)?.locked("test")?;
             crate::commands::snapshot::take(&repo, &missing, &options, &crate::progress::Silent)
         });
         let e = failed.unwrap_err();

@@ -246,7 +246,7 @@ fn snapshot_twice(
         time: None,
     };
     let before = writer.committed();
-    let (id1, m1) = lifeboat::snapshot::take(&*repo.locked("demo")?, &specs, &opts, &progress)?;
+    let (id1, m1) = lifeboat::snapshot::take(&repo.locked("demo")?, &specs, &opts, &progress)?;
     steps.step(&format!(
         "snapshot {} taken under load (the writer at row {before} as it began): {} read, {} stored",
         id1.short(),
@@ -257,7 +257,7 @@ fn snapshot_twice(
     // The writer's count read on both sides of the capture: the snapshot
     // holds the database as of one instant between them.
     let before_second = writer.committed();
-    let (id2, m2) = lifeboat::snapshot::take(&*repo.locked("demo")?, &specs, &opts, &progress)?;
+    let (id2, m2) = lifeboat::snapshot::take(&repo.locked("demo")?, &specs, &opts, &progress)?;
     let after_second = writer.committed();
     steps.step(&format!(
         "second snapshot {} while the writer went from row {before_second} to {after_second}: only changed pages stored ({} new of {})",

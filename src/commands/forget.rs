@@ -161,7 +161,7 @@ fn group_key(s: &SnapshotRef) -> String {
 /// # fn main() -> lifeboat::Result<()> {
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
-/// let repo = Repository::init(&RepoLocation::local(dir.path().join("backups")))?.indexed()?;
+/// let repo = Repository::init(&RepoLocation::local(dir.path().join("backups")))?.locked("my-service")?;
 /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
 /// for day in ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"] {
 ///     let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: Some(day.parse().unwrap()) };

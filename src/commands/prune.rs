@@ -33,7 +33,7 @@ use crate::repo::mark::Mark;
 use crate::repo::pack::Member;
 use crate::repo::references::{MISSING, Walker};
 use crate::repo::writer::BlobWriter;
-use crate::repo::{Opened, Repository, SnapshotRef, writer_view_limit};
+use crate::repo::{LockedRepository, Opened, Repository, SnapshotRef, writer_view_limit};
 
 /// Index records per rewritten index file (as a snapshot writes them).
 const INDEX_BLOBS: usize = 65536;
@@ -215,37 +215,52 @@ pub fn prune(
     // its manifest, so every manifest listed here has its index files in
     // the listing that follows.
     let snaps = repo.snapshots_whole()?;
-    let repo = &mut repo.indexed_then_marks()?;
+    let repo = repo.indexed_then_marks()?;
     repo.require_whole_index()?;
     report.snapshots = snaps.len();
-    let refs = referenced(repo, &snaps, progress)?;
+    let refs = referenced(&repo, &snaps, progress)?;
     report.referenced_blobs = refs.count;
 
-    let usage = pack_usage(repo, &refs)?;
-    let fates = fates(repo, &usage, opts);
+    let usage = pack_usage(&repo, &refs)?;
+    let fates = fates(&repo, &usage, opts);
     let n_packs = fates.len();
     report.packs = fates
         .iter()
         .filter(|f| !matches!(f, Fate::Marked | Fate::Recover))
         .count() as u64;
-    let unindexed = unindexed_packs(repo, &fates, &mut report)?;
+    let unindexed = unindexed_packs(&repo, &fates, &mut report)?;
 
     // From here on the repository changes: the staging directory this
-    // host's writers share is used by repacking.
-    let _guard = if opts.dry_run { None } else { Some(lock(repo)?) };
+    // host's writers share is used by repacking. The lock keeps the view
+    // the decisions above were made from (no refresh).
+    let (plain, mut locked) = if opts.dry_run {
+        (Some(repo), None)
+    } else {
+        let guard = lock(&repo)?;
+        (None, Some(LockedRepository::holding(repo, guard)))
+    };
 
     // Recovery first: a snapshot needs these now.
-    let recover = recover_marked(repo, opts, &fates, &mut report)?;
+    let recover = recover_marked(viewed(&plain, &locked), &fates, &mut report);
+    if let Some(l) = &locked
+        && !recover.is_empty()
+    {
+        l.write_index(&IndexFile { packs: recover.clone() })?;
+        report.index_files_written += 1;
+        tracing::info!(event = "prune.recovered", packs = recover.len());
+    }
 
-    sweep(repo, opts, listed_at, &fates, &recover, &mut report)?;
+    sweep(viewed(&plain, &locked), opts, listed_at, &fates, &recover, &mut report)?;
 
     // Phase 1: repack, then mark.
     let repack: Vec<u32> = (0..n_packs as u32)
         .filter(|&p| fates[p as usize] == Fate::Repack)
         .collect();
     report.repacked_packs = repack.len() as u64;
-    if !repack.is_empty() && !opts.dry_run {
-        let (blobs, written) = repack_packs(repo, &repack, &refs, progress)?;
+    if let Some(l) = &mut locked
+        && !repack.is_empty()
+    {
+        let (blobs, written) = repack_packs(l, &repack, &refs, progress)?;
         report.repacked_blobs = blobs;
         report.repack_written_bytes = written;
         report.index_files_written += 1;
@@ -256,8 +271,26 @@ pub fn prune(
     if to_mark.is_empty() && unindexed.is_empty() {
         return Ok(report);
     }
-    mark_and_unlist(repo, opts, &to_mark, unindexed, &usage.listed_by, &mut report)?;
+    let marking = plan_mark(
+        viewed(&plain, &locked),
+        &to_mark,
+        unindexed,
+        &usage.listed_by,
+        &mut report,
+    )?;
+    if let Some(l) = &mut locked {
+        mark_and_unlist(l, marking, &mut report)?;
+    }
     Ok(report)
+}
+
+/// The repository as the decisions see it, locked or (a dry run) not.
+fn viewed<'a>(plain: &'a Option<Repository>, locked: &'a Option<LockedRepository>) -> &'a Repository {
+    match (plain, locked) {
+        (Some(r), _) => r,
+        (_, Some(l)) => l,
+        (None, None) => unreachable!("prune holds its repository one way or the other"),
+    }
 }
 
 /// Which index files list which packs, and each pack's raw bytes: in total
@@ -359,14 +392,9 @@ fn unindexed_packs(repo: &Repository, fates: &[Fate], report: &mut PruneReport) 
     Ok(unindexed)
 }
 
-/// Index again the marked packs a snapshot needs (not in a dry run);
-/// returns them.
-fn recover_marked(
-    repo: &Repository,
-    opts: &PruneOptions,
-    fates: &[Fate],
-    report: &mut PruneReport,
-) -> Result<Vec<IndexedPack>> {
+/// The marked packs a snapshot needs, to index again (prune writes them
+/// first, unless it is a dry run).
+fn recover_marked(repo: &Repository, fates: &[Fate], report: &mut PruneReport) -> Vec<IndexedPack> {
     let recover: Vec<IndexedPack> = repo
         .marks()
         .iter()
@@ -379,25 +407,25 @@ fn recover_marked(
         .collect::<Vec<_>>();
     let recover = dedup_packs(recover);
     report.recovered_packs = recover.len() as u64;
-    if !recover.is_empty() && !opts.dry_run {
-        repo.write_index(&IndexFile { packs: recover.clone() })?;
-        report.index_files_written += 1;
-        tracing::info!(event = "prune.recovered", packs = recover.len());
-    }
-    Ok(recover)
+    recover
 }
 
-/// Phase 1's end: one mark holding the records of the packs to mark and
-/// of the unindexed ones, written before the index files that list those
-/// packs are rewritten without them (not in a dry run).
-fn mark_and_unlist(
-    repo: &mut Repository,
-    opts: &PruneOptions,
+/// Phase 1's end, decided: the mark holding the records of the packs to
+/// mark and of the unindexed ones, the records the rewritten index files
+/// keep, and the index files they replace.
+struct Marking {
+    mark: Mark,
+    kept_records: Vec<IndexedPack>,
+    affected: Vec<usize>,
+}
+
+fn plan_mark(
+    repo: &Repository,
     to_mark: &HashSet<u32>,
     unindexed: Vec<IndexedPack>,
     listed_by: &[Vec<u32>],
     report: &mut PruneReport,
-) -> Result<()> {
+) -> Result<Marking> {
     // The records to keep in the mark come from the index files that list
     // the packs; those files are the ones to rewrite.
     let affected: Vec<usize> = (0..listed_by.len())
@@ -414,9 +442,21 @@ fn mark_and_unlist(
     mark.packs.packs.sort_by_key(|p| p.id);
     report.marked_packs = mark.packs.packs.len() as u64;
     report.marked_bytes = mark.packs.packs.iter().map(|p| p.size).sum();
-    if opts.dry_run {
-        return Ok(());
-    }
+    Ok(Marking {
+        mark,
+        kept_records,
+        affected,
+    })
+}
+
+/// Write the mark before the index files that list its packs are
+/// rewritten without them.
+fn mark_and_unlist(repo: &mut LockedRepository, marking: Marking, report: &mut PruneReport) -> Result<()> {
+    let Marking {
+        mark,
+        kept_records,
+        affected,
+    } = marking;
     let mark_id = repo.write_mark(mark)?;
     tracing::info!(event = "prune.marked", mark = %mark_id.short(), packs = report.marked_packs, bytes = report.marked_bytes);
     // Only now may the packs leave the index: the mark holds their records.
@@ -508,7 +548,7 @@ fn sweep(
 /// Copy the referenced blobs of `packs` into new packs (indexed when this
 /// returns). Returns blobs copied and stored bytes written.
 fn repack_packs(
-    repo: &mut Repository,
+    repo: &mut LockedRepository,
     packs: &[u32],
     refs: &Referenced,
     progress: &dyn Progress,

@@ -11,10 +11,10 @@ use std::collections::HashSet;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
-use crate::repo::Repository;
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::keys;
 use crate::repo::pack::{header_tail_len, parse_header_tail};
+use crate::repo::{LockedRepository, Repository};
 
 /// What `repair index` found and did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -61,7 +61,7 @@ fn set_aside(repo: &Repository, key: &str) -> Result<()> {
 /// index file lists is indexed again from its header, in one new index file,
 /// written before the damaged index files are set aside. `repo` must be
 /// locked (`Repository::locked`).
-pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
+pub fn repair_index(repo: &LockedRepository, dry_run: bool) -> Result<IndexRepair> {
     let mut report = IndexRepair {
         dry_run,
         ..Default::default()

@@ -185,7 +185,7 @@ const SHARED: u32 = u32::MAX;
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
-/// let repo = Repository::init(&location)?.indexed()?;
+/// let repo = Repository::init(&location)?.locked("my-service")?;
 /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
 /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
 /// for _ in 0..2 {

@@ -39,7 +39,7 @@ pub struct Problem {
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("server.toml"), "listen = 8443\n").unwrap();
 /// let location = RepoLocation::local(dir.path().join("backups"));
-/// let repo = Repository::init(&location)?.indexed()?;
+/// let repo = Repository::init(&location)?.locked("my-service")?;
 /// let source = SourceSpec { name: "server.toml".into(), path: dir.path().join("server.toml"), kind: SourceKind::File };
 /// let options = SnapshotOptions { kind: SnapshotKind::Full, tags: vec![], replication: None, time: None };
 /// lifeboat::snapshot::take(&repo, &[source], &options, &lifeboat::progress::Silent)?;

@@ -350,7 +350,7 @@ impl<S> Repository<S> {
     pub fn into_locked(self, guard: Box<dyn LockGuard>) -> Result<LockedRepository> {
         let mut repo: Repository = self.retype();
         repo.refresh()?;
-        Ok(LockedRepository { repo, _guard: guard })
+        Ok(LockedRepository::holding(repo, guard))
     }
 
     fn new(storage: Store, config: RepoConfig) -> Repository<S> {
@@ -989,7 +989,7 @@ impl Repository<Indexed> {
             }
         }
         if !index.packs.is_empty() {
-            self.write_index(&index)?;
+            self.store_index(&index)?;
             tracing::info!(event = "repo.recovered_packs", packs = index.packs.len());
         }
         // Only now: until the index is written, these say what to index.
@@ -1039,17 +1039,10 @@ impl Repository<Indexed> {
         Ok(())
     }
 
-    /// Store a mark; this repository's view includes it from now on.
-    pub fn write_mark(&mut self, mark: Mark) -> Result<Id> {
-        let bytes = codec::encode(&mark.to_bytes(), self.config.compression.level);
-        let id = Id::of(&bytes);
-        self.storage.write(&keys::mark(&id), &bytes)?;
-        self.marks.push((id, mark));
-        Ok(id)
-    }
-
-    /// Store an index file; its name is the hash of its stored bytes.
-    pub fn write_index(&self, file: &IndexFile) -> Result<Id> {
+    /// Store an index file; its name is the hash of its stored bytes. Only
+    /// under the writer lock: [`LockedRepository::write_index`], and the
+    /// recovery that runs as the lock is taken.
+    fn store_index(&self, file: &IndexFile) -> Result<Id> {
         self.check_view()?;
         let bytes = codec::encode(&file.to_bytes(), self.config.compression.level);
         let id = Id::of(&bytes);
@@ -1170,14 +1163,6 @@ impl Repository<Indexed> {
         })
     }
 
-    /// Publish a snapshot: store its manifest, named by the hash of its JSON.
-    pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
-        self.check_view()?;
-        let (json, id) = m.to_json();
-        self.storage.write(&keys::snapshot(&id), &codec::encode(&json, 3))?;
-        Ok(id)
-    }
-
     /// The loaded index: every blob of the index files read, and of the
     /// marked packs (readable, never reused). Empty until loaded.
     pub fn index(&self) -> &Index {
@@ -1199,12 +1184,6 @@ impl Repository<Indexed> {
     /// snapshots that use them. `require_whole_index` refuses them.
     pub fn index_damage(&self) -> &IndexDamage {
         &self.index_damage
-    }
-
-    /// Treat the index's pack `pack` as marked from now on: its blobs are
-    /// about to be copied elsewhere, so a writer must not find them stored.
-    pub(crate) fn set_pack_marked(&mut self, pack: u32) {
-        self.index.set_marked(pack);
     }
 
     /// Whether a writer may reuse `id` instead of storing it.
@@ -1243,10 +1222,52 @@ impl Repository<Indexed> {
 /// a [`Repository`] does, it does through `Deref`.
 pub struct LockedRepository {
     repo: Repository,
-    _guard: Box<dyn LockGuard>,
+    // In a mutex only so that the repository may be shared between the
+    // threads of one writer; nobody locks it.
+    _guard: std::sync::Mutex<Box<dyn LockGuard>>,
 }
 
 impl LockedRepository {
+    /// Store a mark; this repository's view includes it from now on.
+    pub fn write_mark(&mut self, mark: Mark) -> Result<Id> {
+        let repo = &mut self.repo;
+        let bytes = codec::encode(&mark.to_bytes(), repo.config.compression.level);
+        let id = Id::of(&bytes);
+        repo.storage.write(&keys::mark(&id), &bytes)?;
+        repo.marks.push((id, mark));
+        Ok(id)
+    }
+
+    /// Store an index file; its name is the hash of its stored bytes.
+    pub fn write_index(&self, file: &IndexFile) -> Result<Id> {
+        self.repo.store_index(file)
+    }
+
+    /// Publish a snapshot: store its manifest, named by the hash of its JSON.
+    pub fn write_manifest(&self, m: &Manifest) -> Result<Id> {
+        self.repo.check_view()?;
+        let (json, id) = m.to_json();
+        self.repo
+            .storage
+            .write(&keys::snapshot(&id), &codec::encode(&json, 3))?;
+        Ok(id)
+    }
+
+    /// Treat the index's pack `pack` as marked from now on: its blobs are
+    /// about to be copied elsewhere, so a writer must not find them stored.
+    pub(crate) fn set_pack_marked(&mut self, pack: u32) {
+        self.repo.index.set_marked(pack);
+    }
+
+    /// `repo` under `guard` as it is, without bringing its view up to date
+    /// (prune decides from the view it listed, then locks to act on it).
+    pub(crate) fn holding(repo: Repository, guard: Box<dyn LockGuard>) -> LockedRepository {
+        LockedRepository {
+            repo,
+            _guard: std::sync::Mutex::new(guard),
+        }
+    }
+
     /// Bring the index up to date with what other writers published since
     /// it was loaded, still holding the lock (see
     /// [`Repository::into_locked`]).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::Repository;
+use super::LockedRepository;
 use super::index::{IndexFile, IndexedPack};
 use super::keys;
 use super::pack::{BlobType, FinishedPack, Member, PackWriter};
@@ -42,7 +42,7 @@ pub struct WriteStats {
 /// Stores new blobs in packs and publishes them in index files (see the module
 /// comment).
 pub struct BlobWriter<'r> {
-    repo: &'r Repository,
+    repo: &'r LockedRepository,
     current: Option<PackWriter>,
     /// 128-bit id prefixes stored by this run: half the memory of full ids,
     /// and a false match needs a 2^-128 coincidence.
@@ -65,7 +65,7 @@ const INDEX_EVERY: usize = 65536;
 impl<'r> BlobWriter<'r> {
     /// A writer into `repo`, staging packs in its staging directory; transfers
     /// start with the first sealed pack.
-    pub fn new(repo: &'r Repository) -> Self {
+    pub fn new(repo: &'r LockedRepository) -> Self {
         BlobWriter {
             repo,
             current: None,

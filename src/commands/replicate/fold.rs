@@ -15,12 +15,12 @@ use std::time::Instant;
 use crate::codec::Encoder;
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
-use crate::repo::Repository;
 use crate::repo::manifest::{MANIFEST_FORMAT, Manifest, ReplicationPoint, Source, SqliteSource, Summary};
 use crate::repo::pack::BlobType;
 use crate::repo::pagemap::{Change, PageList, PageMap};
 use crate::repo::segment::Segment;
 use crate::repo::writer::BlobWriter;
+use crate::repo::{LockedRepository, Repository};
 
 /// The page images written since the last base, kept in a local sparse file
 /// (`fold.pages` in the stream's state directory), and what a folded base
@@ -131,7 +131,7 @@ impl Fold {
     /// Write the folded base into `repo` (locked by the caller) on top of
     /// its base at `base_txid` of `stream`. `Ok(None)` when the repository
     /// does not hold that base (a replica that joined later).
-    pub fn write_base(&self, repo: &Repository, stream: &str, level: i32) -> Result<Option<Id>> {
+    pub fn write_base(&self, repo: &LockedRepository, stream: &str, level: i32) -> Result<Option<Id>> {
         let started = Instant::now();
         let Some(parent) = self.base_source(repo, stream)? else {
             return Ok(None);

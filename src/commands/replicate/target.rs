@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, Result};
 use crate::repo::manifest::Source;
-use crate::repo::{Opened, RepoLocation, Repository, SegmentStore};
+use crate::repo::{LockedRepository, Opened, RepoLocation, Repository, SegmentStore};
 use crate::storage::LockGuard;
 
 /// How long a base waits for another process (a snapshot, a prune) holding
@@ -61,7 +61,7 @@ impl Target {
 
     /// Run `f` as the repository's one writer: after this process's other
     /// writers, holding the writer lock, with the index up to date.
-    pub fn write<T>(&self, f: impl FnOnce(&Repository) -> Result<T>) -> Result<T> {
+    pub fn write<T>(&self, f: impl FnOnce(&LockedRepository) -> Result<T>) -> Result<T> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let guard = self.lock(&self.opened)?;
         let repo = match writer.take() {

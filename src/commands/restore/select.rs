@@ -154,7 +154,7 @@ impl Selection {
     /// let dir = tempfile::tempdir().unwrap();
     /// let file = dir.path().join("server.toml");
     /// let location = RepoLocation::local(dir.path().join("backups"));
-    /// let repo = Repository::init(&location)?.indexed()?;
+    /// let repo = Repository::init(&location)?.locked("my-service")?;
     /// let source = SourceSpec { name: "server.toml".into(), path: file.clone(), kind: SourceKind::File };
     /// for (content, time) in [("listen = 80\n", "2026-01-01T00:00:00Z"), ("listen = 8443\n", "2026-02-01T00:00:00Z")] {
     ///     std::fs::write(&file, content).unwrap();

@@ -12,11 +12,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::files;
 use crate::id::Id;
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::repo::manifest::{DirectorySource, Entry, EntryKind, FileSource, Manifest, Source, SqliteSource, Summary};
 use crate::repo::pack::{BlobType, Member};
 use crate::repo::pagemap::{Change, PageList, PageMap};
 use crate::repo::writer::BlobWriter;
+use crate::repo::{LockedRepository, Repository};
 use crate::sqlite::capture::{self, OpenDatabase};
 
 mod embedded;
@@ -98,7 +98,7 @@ const BATCH_PAGES: usize = 256;
 /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when a database stays locked.
 /// Nothing is visible in the repository unless it succeeds.
 pub fn take(
-    repo: &Repository,
+    repo: &LockedRepository,
     specs: &[SourceSpec],
     opts: &SnapshotOptions,
     progress: &dyn Progress,
@@ -126,7 +126,7 @@ pub fn take(
 /// per SQLite source in `specs` order: a replication base pinned to a
 /// known WAL position.
 pub fn take_opened(
-    repo: &Repository,
+    repo: &LockedRepository,
     specs: &[SourceSpec],
     opts: &SnapshotOptions,
     progress: &dyn Progress,
@@ -138,7 +138,7 @@ pub fn take_opened(
 }
 
 fn take_with(
-    repo: &Repository,
+    repo: &LockedRepository,
     specs: &[SourceSpec],
     opts: &SnapshotOptions,
     progress: &dyn Progress,
@@ -212,7 +212,7 @@ fn take_with(
 /// What a snapshot gathers while it captures its sources one by one: the
 /// writer every blob goes through, and the totals for the manifest.
 struct Capture<'r> {
-    repo: &'r Repository,
+    repo: &'r LockedRepository,
     progress: &'r dyn Progress,
     /// The snapshots already published: each source's parent is found here.
     previous: Vec<crate::repo::SnapshotRef>,
