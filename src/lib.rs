@@ -36,12 +36,14 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod commands;
 pub mod crashpoint;
 pub mod duration;
 pub mod error;
-pub mod files;
+pub(crate) mod files;
 pub mod fsutil;
 pub mod id;
 pub mod oplog;
@@ -51,7 +53,7 @@ pub mod repo;
 pub mod retention;
 pub mod sqlite;
 pub mod storage;
-pub mod treehash;
+pub(crate) mod treehash;
 pub(crate) mod workers;
 
 pub use commands::{forget, prune, repair, replicate, reset, restore, snapshot, stats, verify};

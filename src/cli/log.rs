@@ -212,7 +212,7 @@ impl Pending {
 fn targets(ctx: &Ctx, command: &str, replicas: &[String]) -> Result<Vec<RepoLocation>> {
     if command == "replicate" {
         let configured = ctx.config()?.map(|c| c.replicate.replicas.clone()).unwrap_or_default();
-        return super::replicate::replica_locations(ctx, replicas, &configured);
+        return ctx.replica_locations(replicas, &configured);
     }
     Ok(vec![ctx.repo_location()?])
 }

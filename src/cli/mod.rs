@@ -137,6 +137,17 @@ impl Ctx {
         Ok(RepoLocation::default_location(&self.dirs, &options))
     }
 
+    /// Where `replicate` ships to: `--replica` flags, else `[replicate]
+    /// replicas`, else the repository.
+    pub fn replica_locations(&self, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
+        let options = self.storage_options()?;
+        let named = if flags.is_empty() { configured } else { flags };
+        if named.is_empty() {
+            return Ok(vec![self.repo_location()?]);
+        }
+        named.iter().map(|n| RepoLocation::parse(n, &options)).collect()
+    }
+
     /// `[repository]`'s storage settings with the environment's applied:
     /// the library reads no environment, so whatever the binary honours is
     /// read here. `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_REGION`

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::config::{Config, ReplicateConfig, file_name};
 use lifeboat::duration::parse_duration;
 use lifeboat::replicate::{self, DbSpec, Notice, Notify, Options, Target};
-use lifeboat::repo::{RepoLocation, Repository};
+use lifeboat::repo::Repository;
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, Result};
 
@@ -103,12 +103,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let dbs = databases(config, &args.dbs)?;
     for d in &dbs {
         super::require_exists(&d.path)?;
-        replicate::follower::check_supported(&d.path)?;
+        replicate::check_supported(&d.path)?;
     }
 
     let mut opts = options(&args, &section, ctx.dirs().replication_state_dir())?;
 
-    let replicas = replica_locations(ctx, &args.replicas, &section.replicas)?;
+    let replicas = ctx.replica_locations(&args.replicas, &section.replicas)?;
     // Each must exist; the default repository is created on first use.
     for loc in replicas.iter().filter(|l| l.is_default) {
         drop(Repository::open_or_init_default(loc)?.locked("replicate")?);
@@ -315,7 +315,7 @@ fn supervise(child: &mut Option<std::process::Child>) -> i32 {
         if !woken && STOP.load(Ordering::SeqCst) {
             // Idle followers sleep until their log is written: end
             // their waits now rather than at their next look.
-            replicate::wake::wake_all();
+            replicate::wake_all();
             woken = true;
         }
         if let Some(c) = child.as_mut() {
@@ -371,14 +371,4 @@ fn json_line(v: &impl serde::Serialize) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&line);
     let _ = out.flush();
-}
-
-/// `--replica` flags, else `[replicate] replicas`, else the repository.
-pub(super) fn replica_locations(ctx: &Ctx, flags: &[String], configured: &[String]) -> Result<Vec<RepoLocation>> {
-    let options = ctx.storage_options()?;
-    let named = if flags.is_empty() { configured } else { flags };
-    if named.is_empty() {
-        return Ok(vec![ctx.repo_location()?]);
-    }
-    named.iter().map(|n| RepoLocation::parse(n, &options)).collect()
 }

@@ -1,11 +1,11 @@
 //! Everything that knows SQLite: recognising a database, opening it for an
 //! online capture, reading its pages, and checking a restored copy.
 
-pub mod anchor;
+pub(crate) mod anchor;
 pub mod capture;
-pub mod checkpoint;
-pub mod frames;
-pub mod wal;
+pub(crate) mod checkpoint;
+pub(crate) mod frames;
+pub(crate) mod wal;
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -210,7 +210,7 @@ impl WalPosition {
     }
 
     /// As the five words a segment records (`wal_end`), and back.
-    pub fn to_words(&self) -> [u32; 5] {
+    pub fn to_words(self) -> [u32; 5] {
         [self.salt1, self.salt2, self.frame, self.cksum1, self.cksum2]
     }
 
@@ -238,10 +238,9 @@ impl WalPosition {
 pub struct WalCommit {
     /// Pages in the database after this commit (its commit frame's size field).
     pub db_pages: u32,
-    /// Page numbers (1-based) written by the commit, each once.
+    /// Page numbers (1-based) written by the commit, each once; their
+    /// images follow the previous commits' in `WalCommits::data`.
     pub pages: Vec<u32>,
-    /// Index of this commit's first page in `WalCommits::data`.
-    pub first: usize,
 }
 
 /// Commits read from a WAL, and where reading stopped.
@@ -257,16 +256,6 @@ pub struct WalCommits {
     /// Reading stopped because the next transaction would take `data` past
     /// the limit given: seal what is held, then read on.
     pub full: bool,
-}
-
-impl WalCommits {
-    /// Empty it for reuse, keeping the allocation of `data`.
-    pub fn clear(&mut self) {
-        self.commits.clear();
-        self.data.clear();
-        self.too_large = false;
-        self.full = false;
-    }
 }
 
 /// Frames read per `pread`, at most.
@@ -366,7 +355,6 @@ pub fn read_commits(
                 out.commits.push(WalCommit {
                     db_pages: commit,
                     pages: std::mem::take(&mut txn_pages),
-                    first,
                 });
                 txn_index.clear();
                 first = txn_first(out);

@@ -12,13 +12,16 @@
 //! sealing segments, and taking bases when a stream starts, when a replica
 //! needs one, or when continuity is lost.
 
-pub mod fold;
-pub mod follower;
-pub mod sealer;
-pub mod shipper;
-pub mod spool;
+pub(crate) mod fold;
+pub(crate) mod follower;
+pub(crate) mod sealer;
+pub(crate) mod shipper;
+pub(crate) mod spool;
 pub mod target;
-pub mod wake;
+pub(crate) mod wake;
+
+pub use follower::check_supported;
+pub use wake::wake_all;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -324,7 +324,8 @@ impl Spool {
     }
 
     /// The first txid held, if any.
-    pub fn oldest(&self) -> Option<u64> {
+    #[cfg(test)]
+    fn oldest(&self) -> Option<u64> {
         self.entries.lock().expect("spool").keys().next().copied()
     }
 
@@ -352,17 +353,6 @@ impl Spool {
                 let _ = std::fs::remove_file(p);
             }
         }
-    }
-
-    /// Bytes of the segments spooled now.
-    pub fn bytes(&self) -> u64 {
-        self.entries
-            .lock()
-            .expect("spool")
-            .values()
-            .filter_map(|(_, p)| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
     }
 }
 
