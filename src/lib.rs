@@ -51,6 +51,7 @@ pub mod pitr;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub(crate) mod rfc3339;
 pub mod sqlite;
 pub mod storage;
 pub(crate) mod treehash;

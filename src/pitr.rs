@@ -32,8 +32,9 @@ pub enum Target {
 pub struct Landed {
     /// The last commit applied (the base's own txid when none was).
     pub txid: u64,
-    /// RFC 3339 time of that commit (of the base, if no commit was applied).
-    pub time: String,
+    /// When that commit was seen (the base's time, if no commit was applied).
+    #[serde(with = "crate::rfc3339")]
+    pub time: jiff::Timestamp,
     /// Txid of the base the replay started from.
     pub base_txid: u64,
     /// WAL segments read and applied.
@@ -56,7 +57,7 @@ pub struct Replay {
     segments: Vec<(u64, u64, String)>,
     /// A later point exists after a gap: the chain cannot reach past its
     /// end. (first missing txid, the later base's txid, its time)
-    gap_after: Option<(u64, u64, String)>,
+    gap_after: Option<(u64, u64, jiff::Timestamp)>,
     /// When the chain reaches every commit before that gap: until when the
     /// replicator is known to have watched with nothing more committed.
     watched_until_ns: Option<i64>,
@@ -88,9 +89,7 @@ pub fn plan_among(
     let chosen = match target {
         Target::Newest => Some(bases.len() - 1),
         Target::Txid(n) => bases.iter().rposition(|(_, _, r)| r.txid <= n),
-        Target::Time(t) => bases
-            .iter()
-            .rposition(|(s, _, _)| s.manifest.timestamp().is_some_and(|bt| bt <= t)),
+        Target::Time(t) => bases.iter().rposition(|(s, _, _)| s.manifest.time <= t),
     };
     let Some(i) = chosen else {
         let first = &bases[0];
@@ -104,9 +103,7 @@ pub fn plan_among(
         .fix("choose a later --at / --txid; `lifeboat list` shows the bases")
         .code(ErrorCode::RestoreBeforeHistory));
     };
-    let next_base = bases
-        .get(i + 1)
-        .map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time.clone()));
+    let next_base = bases.get(i + 1).map(|(s, _, r)| (r.txid, r.after_gap, s.manifest.time));
     let next_watched = bases.get(i + 1).and_then(|(_, _, r)| r.watched_until_ns);
     let (snap, _, point) = bases.swap_remove(i);
     let snap = snap.clone();
@@ -123,7 +120,7 @@ pub fn plan_among(
         Some((from, b, _)) if b == from => next_watched,
         _ => None,
     };
-    let base_time = snap.manifest.timestamp().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let base_time = snap.manifest.time;
     refuse_past_reach(&name, target, next, &gap_after)?;
     let replay = Replay {
         name,
@@ -180,7 +177,7 @@ fn stream_bases<'s>(
         .fix("pick one with --only NAME"));
     }
     let name = names[0].clone();
-    bases.sort_by_key(|(s, _, r)| (r.txid, s.manifest.timestamp()));
+    bases.sort_by_key(|(s, _, r)| (r.txid, s.manifest.time));
     let stream = bases.last().expect("not empty").2.stream.clone();
     bases.retain(|(_, _, r)| r.stream == stream);
     Ok((name, stream, bases))
@@ -204,7 +201,12 @@ fn chain(repo: &Repository, stream: &str, base_txid: u64) -> Result<(Vec<Segment
 
 /// A txid past what the chain reaches is refused: inside a gap it is
 /// damage, beyond the newest commit it is not in the repository.
-fn refuse_past_reach(name: &str, target: Target, next: u64, gap_after: &Option<(u64, u64, String)>) -> Result<()> {
+fn refuse_past_reach(
+    name: &str,
+    target: Target,
+    next: u64,
+    gap_after: &Option<(u64, u64, jiff::Timestamp)>,
+) -> Result<()> {
     if let Target::Txid(n) = target
         && n >= next
     {
@@ -298,7 +300,7 @@ impl Replay {
         let mut size = base_size;
         let mut landed = Landed {
             txid: self.base_point.txid,
-            time: self.base_time.to_string(),
+            time: self.base_time,
             base_txid: self.base_point.txid,
             segments: 0,
             commits_applied: 0,
@@ -388,9 +390,7 @@ impl Replay {
             image += c.pages as usize;
             *size = c.db_pages as u64 * ps;
             landed.txid = c.txid;
-            landed.time = jiff::Timestamp::from_nanosecond(c.time_ns as i128)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
+            landed.time = jiff::Timestamp::from_nanosecond(c.time_ns as i128).unwrap_or(landed.time);
             landed.commits_applied += 1;
             applied_any = true;
         }
@@ -417,7 +417,7 @@ impl Replay {
             let known = self
                 .watched_until_ns
                 .map(rfc3339)
-                .unwrap_or_else(|| landed.time.clone());
+                .unwrap_or_else(|| landed.time.to_string());
             return Err(Error::damaged(
                 &self.name,
                 format!(

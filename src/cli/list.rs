@@ -4,7 +4,7 @@
 use lifeboat::Result;
 
 use super::Ctx;
-use super::output::{bytes, log_requests, print_json, when};
+use super::output::{bytes, log_requests, print_json, when_at};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -88,7 +88,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         println!(
             "{:<8}  {:<20}  {:<7}  {:<16}  {:>10}  {}{mark}",
             s.id.short(),
-            when(&m.time),
+            when_at(m.time),
             m.kind,
             m.host,
             bytes(m.summary.added_stored_bytes),

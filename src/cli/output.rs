@@ -23,8 +23,13 @@ pub fn print_json(v: &impl serde::Serialize) {
 pub fn when(rfc3339: &str) -> String {
     rfc3339
         .parse::<jiff::Timestamp>()
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+        .map(when_at)
         .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// A time for a table column, to the second, in UTC.
+pub fn when_at(time: jiff::Timestamp) -> String {
+    time.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 /// Print a command's JSON result with the requests it sent to the store

@@ -5,7 +5,7 @@ use lifeboat::Result;
 use lifeboat::repo::manifest::{EntryKind, Source};
 
 use super::Ctx;
-use super::output::{bytes, log_requests, print_json_with_requests, when};
+use super::output::{bytes, log_requests, print_json_with_requests, when_at};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     println!("snapshot {}", s.id);
     println!(
         "time     {}  host {}  kind {}  lifeboat {}",
-        when(&m.time),
+        when_at(m.time),
         m.host,
         m.kind,
         m.lifeboat_version

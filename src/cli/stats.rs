@@ -5,7 +5,7 @@ use lifeboat::Result;
 use lifeboat::stats::{ObjectCount, RepoStats};
 
 use super::Ctx;
-use super::output::{bytes, log_requests, print_json_with_requests, when};
+use super::output::{bytes, log_requests, print_json_with_requests, when, when_at};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -112,7 +112,7 @@ fn print_snapshots(st: &RepoStats) {
             println!(
                 "{:<8}  {:<20}  {:<7}  {:>10}  {:>10}  {:>10}",
                 s.id.short(),
-                when(&s.time),
+                when_at(s.time),
                 s.kind,
                 bytes(s.logical_bytes),
                 bytes(s.added_stored_bytes),

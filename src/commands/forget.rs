@@ -149,9 +149,8 @@ fn group_key(s: &SnapshotRef) -> String {
 
 /// Decide what to keep, reading only manifests and the segment listing.
 /// Fails with [`ErrorKind::Usage`](crate::ErrorKind::Usage) when no rule is
-/// given or when the rules would remove every snapshot of a group, and with
-/// [`ErrorKind::BadData`](crate::ErrorKind::BadData) for a manifest whose time
-/// is not RFC 3339. Needs no lock: it changes nothing.
+/// given or when the rules would remove every snapshot of a group. Needs no
+/// lock: it changes nothing.
 ///
 /// ```
 /// use lifeboat::forget::{ForgetOptions, apply, plan};
@@ -228,19 +227,9 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
     })
 }
 
-/// Each snapshot's time, refusing one that does not parse.
+/// Each snapshot's time.
 fn snapshot_times(snaps: &[SnapshotRef]) -> Result<Vec<jiff::Timestamp>> {
-    snaps
-        .iter()
-        .map(|s| {
-            s.manifest.timestamp().ok_or_else(|| {
-                Error::bad_data(
-                    format!("snapshot {}", s.id.short()),
-                    format!("time `{}` is not RFC 3339", s.manifest.time),
-                )
-            })
-        })
-        .collect::<Result<_>>()
+    Ok(snaps.iter().map(|s| s.manifest.time).collect())
 }
 
 /// What every group's verdicts are decided from.
@@ -324,7 +313,7 @@ impl Judge<'_> {
             }
             verdicts[i] = Some(Verdict {
                 id: s.id,
-                time: s.manifest.time.clone(),
+                time: s.manifest.time.to_string(),
                 host: s.manifest.host.clone(),
                 kind: s.manifest.kind,
                 tags: s.manifest.tags.clone(),

@@ -98,8 +98,9 @@ impl Blobs {
 pub struct SnapshotStats {
     /// The manifest id.
     pub id: Id,
-    /// When it was taken, RFC 3339.
-    pub time: String,
+    /// When it was taken.
+    #[serde(with = "crate::rfc3339")]
+    pub time: jiff::Timestamp,
     /// Full, partial or replication base.
     pub kind: crate::repo::manifest::SnapshotKind,
     /// Host that took it.
@@ -230,7 +231,7 @@ pub fn compute(repo: &Repository<Opened>, progress: &dyn Progress) -> Result<Rep
         .zip(unique)
         .map(|(s, unique)| SnapshotStats {
             id: s.id,
-            time: s.manifest.time.clone(),
+            time: s.manifest.time,
             kind: s.manifest.kind,
             host: s.manifest.host.clone(),
             logical_bytes: s.manifest.summary.logical_bytes,

@@ -44,8 +44,10 @@ pub fn format_for(sources: &[Source], incomplete: &[String]) -> u32 {
 pub struct Manifest {
     /// Manifest format (see [`format_for`]).
     pub format: u32,
-    /// RFC 3339, UTC.
-    pub time: String,
+    /// When it was taken; stored as RFC 3339 in UTC. A manifest whose time
+    /// does not parse is damaged, not a snapshot of no particular time.
+    #[serde(with = "crate::rfc3339")]
+    pub time: jiff::Timestamp,
     /// The host the snapshot was taken on.
     pub host: String,
     /// The Lifeboat version that took it.
@@ -377,11 +379,6 @@ impl Manifest {
         serde_json::from_slice(json).map_err(|e| Error::damaged(what, format!("manifest: {e}")))
     }
 
-    /// `time`, parsed.
-    pub fn timestamp(&self) -> Option<jiff::Timestamp> {
-        self.time.parse().ok()
-    }
-
     /// Every database whose pages this snapshot holds: the configured ones
     /// and those found inside directory sources (named `<source>/<path>`).
     pub fn databases(&self) -> Vec<std::borrow::Cow<'_, SqliteSource>> {
@@ -486,4 +483,43 @@ fn check_entries(entries: &[Entry]) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus_with_time(time: &str) -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/corpus/manifests/ok-plain-directory.json"
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        v["time"] = serde_json::Value::String(time.into());
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_time_is_read_typed_and_written_back_as_the_same_text() {
+        let m = Manifest::from_json(&corpus_with_time("2026-11-30T08:15:02.123456789Z"), "m").unwrap();
+        assert_eq!(
+            m.time,
+            "2026-11-30T08:15:02.123456789Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        let (json, _) = m.to_json();
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.contains(r#""time":"2026-11-30T08:15:02.123456789Z""#), "{text}");
+        // What a snapshot writes now reads back to the same bytes: ids hold.
+        let again = Manifest::from_json(text.as_bytes(), "m").unwrap().to_json().0;
+        assert_eq!(again, text.into_bytes());
+    }
+
+    #[test]
+    fn a_manifest_whose_time_is_not_rfc3339_is_damaged() {
+        for bad in ["yesterday", "", "2026-13-01T00:00:00Z"] {
+            let e = Manifest::from_json(&corpus_with_time(bad), "snapshot 1234").unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::BadData, "{bad}: {e}");
+            assert!(e.to_string().contains("is not RFC 3339"), "{bad}: {e}");
+        }
+    }
 }

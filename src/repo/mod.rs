@@ -627,7 +627,7 @@ impl<S> Repository<S> {
         })?;
         // Parsed, not textual: RFC 3339 text omits zero fractions, so
         // `…:00Z` would sort after `…:00.5Z`.
-        out.sort_by_key(|s| (s.manifest.timestamp(), s.id));
+        out.sort_by_key(|s| (s.manifest.time, s.id));
         damaged.sort_by_key(|(id, _)| *id);
         Ok((out, damaged))
     }

@@ -184,7 +184,7 @@ impl Fold {
         let size = self.db_pages as u64 * ps as u64;
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
-            time: time.to_string(),
+            time,
             host: crate::fsutil::hostname(),
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
             kind: crate::repo::manifest::SnapshotKind::Base,

@@ -79,8 +79,9 @@ pub struct Restored {
     pub bytes: u64,
     /// The snapshot (or replication base) it came from, and its time.
     pub snapshot: String,
-    /// RFC 3339 time of that snapshot.
-    pub snapshot_time: String,
+    /// When that snapshot was taken.
+    #[serde(with = "crate::rfc3339")]
+    pub snapshot_time: jiff::Timestamp,
     /// For a replicated database: the commit it landed on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub point: Option<crate::pitr::Landed>,
@@ -345,18 +346,15 @@ fn stage_one(
         .replay
         .as_ref()
         .and_then(|r| r.landed.lock().expect("landed").clone());
-    let as_of = point.as_ref().map_or(&p.pick.snapshot_time, |l| &l.time);
-    let age_seconds = as_of
-        .parse::<jiff::Timestamp>()
-        .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
-        .unwrap_or(0);
+    let as_of = point.as_ref().map_or(p.pick.snapshot_time, |l| l.time);
+    let age_seconds = jiff::Timestamp::now().duration_since(as_of).as_secs();
     Ok(Restored {
         name: p.source.name().into(),
         path: p.dest.display().to_string(),
         kind: p.source.kind_name(),
         bytes,
         snapshot: p.pick.snapshot.hex(),
-        snapshot_time: p.pick.snapshot_time.clone(),
+        snapshot_time: p.pick.snapshot_time,
         point,
         age_seconds,
     })

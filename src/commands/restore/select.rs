@@ -34,8 +34,8 @@ pub struct Pick {
     pub source: Source,
     /// The snapshot (or base) the source's bytes come from.
     pub snapshot: Id,
-    /// RFC 3339 time of that snapshot.
-    pub snapshot_time: String,
+    /// When that snapshot was taken.
+    pub snapshot_time: jiff::Timestamp,
     /// Commits to replay on the base, for a replicated database.
     pub replay: Option<Arc<Replay>>,
 }
@@ -54,7 +54,7 @@ fn pick_of(snap: &SnapshotRef, source: &Source) -> Pick {
     Pick {
         source: source.clone(),
         snapshot: snap.id,
-        snapshot_time: snap.manifest.time.clone(),
+        snapshot_time: snap.manifest.time,
         replay: None,
     }
 }
@@ -87,7 +87,7 @@ fn stored_names(snaps: &[SnapshotRef]) -> Vec<String> {
 /// transactions begin when it starts (its recorded time is its end); a
 /// base is stamped at its pin.
 fn state_time(s: &SnapshotRef) -> Option<jiff::Timestamp> {
-    let t = s.manifest.timestamp()?;
+    let t = s.manifest.time;
     if !is_service_snapshot(s) {
         return Some(t);
     }
@@ -165,7 +165,7 @@ impl Selection {
     /// let repo = Repository::open(&location)?.indexed()?;
     /// let at: jiff::Timestamp = "2026-01-15T00:00:00Z".parse().unwrap();
     /// let selection = Selection::newest(&repo, &[], Some(at))?;
-    /// assert_eq!(selection.picks[0].snapshot_time, "2026-01-01T00:00:00Z");
+    /// assert_eq!(selection.picks[0].snapshot_time.to_string(), "2026-01-01T00:00:00Z");
     ///
     /// // Into an empty directory: each source at `<dir>` + its absolute path.
     /// let out = dir.path().join("drill");
@@ -245,14 +245,13 @@ fn service_names(snaps: &[SnapshotRef], stored: &[String], only: &[String], serv
     let since = snaps
         .iter()
         .filter(|s| s.manifest.kind == crate::repo::manifest::SnapshotKind::Full)
-        .filter_map(|s| s.manifest.timestamp())
+        .map(|s| s.manifest.time)
         .next_back();
     let current = |n: &String| match service {
         Some(names) => names.contains(n),
-        None => snaps.iter().any(|s| {
-            since.is_none_or(|t| s.manifest.timestamp().is_some_and(|st| st >= t))
-                && s.manifest.sources.iter().any(|x| x.name() == n)
-        }),
+        None => snaps
+            .iter()
+            .any(|s| since.is_none_or(|t| s.manifest.time >= t) && s.manifest.sources.iter().any(|x| x.name() == n)),
     };
     stored
         .iter()
@@ -362,7 +361,7 @@ fn one_per_path(picks: Vec<Pick>) -> Vec<Pick> {
     let mut by_path: Vec<Pick> = Vec::new();
     for p in picks {
         let path = crate::fsutil::absolute_normalized(std::path::Path::new(p.source.path()));
-        let newer = |q: &Pick| p.snapshot_time.parse::<jiff::Timestamp>().ok() > q.snapshot_time.parse().ok();
+        let newer = |q: &Pick| p.snapshot_time > q.snapshot_time;
         match by_path
             .iter()
             .position(|q| crate::fsutil::absolute_normalized(std::path::Path::new(q.source.path())) == path)
@@ -499,7 +498,7 @@ impl Selection {
                 picks.push(Pick {
                     source,
                     snapshot: pick.snapshot,
-                    snapshot_time: pick.snapshot_time.clone(),
+                    snapshot_time: pick.snapshot_time,
                     replay: None,
                 });
             }

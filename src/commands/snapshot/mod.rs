@@ -187,7 +187,7 @@ fn take_with(
     let stats = writer.finish()?;
     let manifest = Manifest {
         format: crate::repo::manifest::format_for(&sources, &incomplete),
-        time: opts.time.unwrap_or_else(jiff::Timestamp::now).to_string(),
+        time: opts.time.unwrap_or_else(jiff::Timestamp::now),
         host: crate::fsutil::hostname(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
         kind: opts.kind,
