@@ -24,6 +24,15 @@ use lifeboat::snapshot::{SnapshotOptions, SourceKind, SourceSpec};
 const ROWS: i64 = 500;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // A crate that depends on Lifeboat builds SQLite without sqlite_dbpage
+    // (scripts/check-dependent-build runs this file as such a crate), and
+    // captures then read WAL pages from the log itself.
+    let with = if lifeboat::sqlite::dbpage_compiled_in() {
+        "with"
+    } else {
+        "without"
+    };
+    println!("SQLite {with} sqlite_dbpage");
     let home = tempfile::tempdir()?;
     let db = home.path().join("service.db");
     let service = open_service(&db)?;

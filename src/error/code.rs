@@ -201,6 +201,11 @@ impl ErrorCode {
             ErrorKind::Config => ErrorCode::ErrorConfig,
         }
     }
+
+    /// The exit code (sysexits.h) of an error with this code: its kind's.
+    pub const fn exit_code(self) -> i32 {
+        self.kind().exit_code()
+    }
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -7,6 +7,8 @@ pub(crate) mod checkpoint;
 pub(crate) mod frames;
 pub(crate) mod wal;
 
+pub use frames::dbpage_compiled_in;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
