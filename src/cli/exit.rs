@@ -37,6 +37,15 @@ pub fn report(e: &Error, json: bool) -> i32 {
     code
 }
 
+/// Print the error as one line on stderr whatever `--json` says, and
+/// return its code: for a failure after the command's result was printed
+/// (a hook with `policy = "fail"`), so stdout stays one JSON value.
+pub fn report_line(e: &Error) -> i32 {
+    let message = redact(&e.to_string());
+    eprintln!("lifeboat: error: {message} (event={})", e.code);
+    code(e.kind)
+}
+
 /// Exit code for a completed check that found damage.
 pub fn damaged() -> i32 {
     DATAERR

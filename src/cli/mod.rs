@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod exit;
 mod forget;
+pub mod hooks;
 mod init;
 mod list;
 mod log;
@@ -238,6 +239,7 @@ pub fn main() -> i32 {
     {
         return exit::report(&e, ctx.json);
     }
+    hooks::set_command(matches.subcommand_name().unwrap_or_default());
     let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
@@ -259,6 +261,21 @@ pub fn main() -> i32 {
         Ok(code) => *code,
         Err(e) => exit::report(e, ctx.json),
     };
+    if code != 0 {
+        // Told to `[[hook]]`s on `any_error`; the code stays the command's.
+        let info = hooks::EventInfo {
+            exit_code: Some(code),
+            error: Some(match &result {
+                Err(e) => e.to_string(),
+                Ok(_) => format!(
+                    "lifeboat {} exited {code}",
+                    matches.subcommand_name().unwrap_or_default()
+                ),
+            }),
+            ..Default::default()
+        };
+        let _ = hooks::fire(&ctx, hooks::HookEvent::AnyError, &info);
+    }
     if let Some(op) = oplog {
         log::append_record(&ctx, op, code, result.as_ref().err());
     }

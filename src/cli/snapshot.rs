@@ -9,6 +9,7 @@ use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, ErrorCode, Result};
 
+use super::hooks::{EventInfo, HookEvent, Hooks};
 use super::output::{bytes, log_requests, print_json_with_requests};
 use super::{Ctx, require_exists};
 
@@ -43,6 +44,43 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let hooks = Hooks::new(ctx);
+    match capture(ctx, args, &hooks) {
+        Ok((id, code)) => {
+            let info = EventInfo {
+                exit_code: Some(code),
+                snapshot: Some(id.to_string()),
+                ..Default::default()
+            };
+            match hooks.fire(HookEvent::SnapshotSuccess, &info) {
+                // The snapshot stands, and its result is printed already.
+                Err(e) if code == 0 => Ok(super::exit::report_line(&e)),
+                _ => Ok(code),
+            }
+        }
+        Err(e) => {
+            let info = EventInfo {
+                exit_code: Some(e.kind.exit_code()),
+                error: Some(e.to_string()),
+                ..Default::default()
+            };
+            // The command fails with the snapshot's error whatever the
+            // hooks do.
+            let _ = hooks.fire(HookEvent::SnapshotFailure, &info);
+            Err(e)
+        }
+    }
+}
+
+/// Take the snapshot and print it: its id, and the exit code (0, or 75 for
+/// a snapshot published incomplete or after a source's `after` failed).
+fn capture(ctx: &Ctx, args: Args, hooks: &Hooks) -> Result<(lifeboat::id::Id, i32)> {
+    // A source's `before`/`after` are the config's: only for its sources.
+    let runner = if args.paths.is_empty() {
+        hooks.for_sources()
+    } else {
+        None
+    };
     let specs = if args.paths.is_empty() {
         let config = ctx.config()?.ok_or_else(super::config::Config::not_found_error)?;
         let sources = config.sources(args.kind);
@@ -64,7 +102,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         args.paths.iter().map(|p| detect(p)).collect::<Result<Vec<_>>>()?
     };
     for s in &specs {
-        require_exists(&s.path)?;
+        // A `before` may make its source (a dump the service writes).
+        if !runner.as_ref().is_some_and(|r| r.has_before(&s.name)) {
+            require_exists(&s.path)?;
+        }
     }
     let repo = ctx.open_repo_locked("snapshot")?;
     let progress = ctx.progress();
@@ -74,7 +115,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         replication: None,
         time: args.time,
     };
-    let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
+    let (id, m) = match &runner {
+        Some(r) => snapshot::take_with_hooks(&repo, &specs, &opts, &progress, r)?,
+        None => snapshot::take(&repo, &specs, &opts, &progress)?,
+    };
     if ctx.json {
         print_json_with_requests(
             &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary, "incomplete": m.incomplete}),
@@ -95,6 +139,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         println!("{id}");
     }
+    let mut code = 0;
     if !m.incomplete.is_empty() {
         // Published (what it holds is worth keeping), but not a clean copy:
         // said whatever -q or --json asked, and the exit code says it too.
@@ -109,9 +154,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             },
             m.incomplete.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         );
-        return Ok(super::exit::TEMPFAIL);
+        code = super::exit::TEMPFAIL;
     }
-    Ok(0)
+    if let Some(e) = runner.and_then(|r| r.after_failure()) {
+        // Published: every source was captured. The operator must still
+        // hear that the service may be down.
+        code = super::exit::report_line(&e);
+    }
+    Ok((id, code))
 }
 
 /// `full` or `partial`: the kinds a snapshot is taken as (`base` is
