@@ -955,3 +955,49 @@ fn capture_entry(
     }
     Ok((entry, changed_twice))
 }
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+
+    /// Records every call.
+    struct Recorder(std::cell::RefCell<Vec<String>>);
+
+    impl SourceHooks for Recorder {
+        fn before(&self, source: &SourceSpec) -> Result<()> {
+            self.0.borrow_mut().push(format!("before {}", source.name));
+            Ok(())
+        }
+        fn after(&self, source: &SourceSpec, failure: Option<&Error>) {
+            let why = failure.map(|e| e.problem.clone()).unwrap_or_default();
+            self.0.borrow_mut().push(format!("after {} {why}", source.name));
+        }
+    }
+
+    #[test]
+    fn a_panic_during_a_capture_still_runs_its_after() {
+        let spec = |name: &str| SourceSpec {
+            name: name.into(),
+            path: PathBuf::from("/nowhere").join(name),
+            kind: SourceKind::File,
+        };
+        let specs = [spec("a"), spec("b"), spec("c")];
+        let rec = Recorder(Default::default());
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut around = Around {
+                hooks: &rec,
+                specs: &specs,
+                pending: vec![false; specs.len()],
+            };
+            around.before(0).unwrap();
+            around.after(0, None);
+            around.before(1).unwrap();
+            panic!("a capture panicked");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(
+            *rec.0.borrow(),
+            ["before a", "after a ", "before b", "after b interrupted (panic)"]
+        );
+    }
+}
