@@ -419,3 +419,42 @@ fn a_replication_gap_fires_its_hook() {
     assert_eq!(got[0]["LIFEBOAT_SOURCE"], "live.db");
     assert!(got[0]["LIFEBOAT_ERROR"].contains("replaced"), "{got:?}");
 }
+
+#[test]
+fn an_interrupted_snapshot_still_runs_the_owed_afters() {
+    let _s = serial();
+    let env = Env::new();
+    let trace = env.path("trace");
+    let pidfile = env.path("before.pid");
+    let file = env.path("notes.txt");
+    std::fs::write(&file, "n").unwrap();
+    // The before hangs (as a stuck `docker compose stop` would) once it
+    // has said it started.
+    write_config(
+        &env,
+        &format!(
+            "[[file]]\npath = '{}'\nbefore = \"echo $$ > '{}'; exec sleep 1000\"\nafter = \"{}\"\n",
+            s(&file),
+            s(&pidfile),
+            trace_cmd(&trace, "after", &["LIFEBOAT_ERROR", "LIFEBOAT_EXIT_CODE"]),
+        ),
+    );
+    let mut c = env.command();
+    c.arg("--repo").arg(&env.repo_arg).arg("snapshot");
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = ChildGuard {
+        child: c.spawn().unwrap(),
+    };
+    wait_until("the before hook", 60, || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    signal(&child.child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child.child, 60), 128 + libc::SIGTERM);
+    assert_eq!(
+        lines(&trace),
+        ["after LIFEBOAT_ERROR=interrupted by signal 15 LIFEBOAT_EXIT_CODE=143"]
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    wait_until("the before hook to be killed", 30, || gone(pid));
+    assert_eq!(snapshots(&env), 0);
+}

@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -225,6 +226,69 @@ impl SourceRunner {
     }
 }
 
+/// An `after` whose source's `before` has started and which has not
+/// finished: what a SIGINT or SIGTERM must still run.
+struct Owed {
+    source: String,
+    label: String,
+    command: String,
+    env: Vec<(&'static str, String)>,
+    timeout: Duration,
+}
+
+static OWED: Mutex<Vec<Owed>> = Mutex::new(Vec::new());
+/// Set once a signal arrived: hooks started after it wait for the exit.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The process group of the hook running now, 0 when none.
+static RUNNING: AtomicI32 = AtomicI32::new(0);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SourceRunner {
+    /// On the first SIGINT or SIGTERM: kill the hook running (its group),
+    /// run every `after` still owed (one interrupted while it ran runs
+    /// again), and exit with 128 + the signal, so a service stopped for a
+    /// snapshot is started again however the snapshot ends short of
+    /// SIGKILL. For the command line: it takes the process's signals.
+    pub fn run_afters_on_signals(&self) -> Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+            .map_err(|e| Error::io(Path::new("signal handler"), e))?;
+        std::thread::Builder::new()
+            .name("hook-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    STOPPING.store(true, Ordering::SeqCst);
+                    let pgid = RUNNING.load(Ordering::SeqCst);
+                    if pgid > 0 {
+                        // SAFETY: kill with a process group id and a valid signal.
+                        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    }
+                    let owed = std::mem::take(&mut *lock(&OWED));
+                    tracing::warn!(event = "snapshot.interrupted", signal = sig, afters = owed.len());
+                    for o in owed {
+                        let mut env = o.env;
+                        env.push(("LIFEBOAT_EXIT_CODE", (128 + sig).to_string()));
+                        env.push(("LIFEBOAT_ERROR", format!("interrupted by signal {sig}")));
+                        let _ = run_hook(&o.label, &o.command, &env, o.timeout);
+                    }
+                    std::process::exit(128 + sig);
+                }
+            })
+            .map_err(|e| Error::io(Path::new("signal thread"), e))?;
+        Ok(())
+    }
+}
+
+/// Once a signal arrived, the thread calling this waits for the signal
+/// thread to run the owed `after`s and end the process.
+pub fn settle() {
+    while STOPPING.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
+}
+
 fn source_timeout(c: &SourceCommands) -> Duration {
     c.timeout
         .as_deref()
@@ -236,6 +300,18 @@ impl SourceHooks for SourceRunner {
     fn before(&self, source: &SourceSpec) -> Result<()> {
         let Some(c) = self.commands(source) else { return Ok(()) };
         let Some(cmd) = &c.before else { return Ok(()) };
+        if let Some(after) = &c.after {
+            // Owed from here on, to a signal too: a `before` stopped half
+            // way may already have stopped the service.
+            let owed = Owed {
+                source: source.name.clone(),
+                label: format!("source `{}` after", source.name),
+                command: after.clone(),
+                env: self.env("source.after", source),
+                timeout: source_timeout(c),
+            };
+            lock(&OWED).push(owed);
+        }
         let label = format!("source `{}` before", source.name);
         run(&label, cmd, &self.env("source.before", source), source_timeout(c)).map_err(|e| {
             let fix = "nothing was published and its `after` ran; run the command by hand to see why (its output is logged as hook.output)";
@@ -252,7 +328,10 @@ impl SourceHooks for SourceRunner {
             env.push(("LIFEBOAT_ERROR", one_line(&e.to_string())));
         }
         let label = format!("source `{}` after", source.name);
-        if let Err(e) = run(&label, cmd, &env, source_timeout(c)) {
+        let ran = run(&label, cmd, &env, source_timeout(c));
+        // Done (a signal meanwhile would have parked this thread in `run`).
+        lock(&OWED).retain(|o| o.source != source.name);
+        if let Err(e) = ran {
             let fix = "the service may not have been started again: check it; the snapshot itself is unaffected";
             self.after_failures.borrow_mut().push(e.fix(fix));
         }
@@ -272,6 +351,11 @@ struct Kept {
 /// `Err` (`hook.failed`, `hook.timed_out`) when it cannot start, exits
 /// non-zero, is killed by a signal, or times out; each is also logged.
 pub fn run(label: &str, command: &str, env: &[(&'static str, String)], limit: Duration) -> Result<()> {
+    settle();
+    run_hook(label, command, env, limit)
+}
+
+fn run_hook(label: &str, command: &str, env: &[(&'static str, String)], limit: Duration) -> Result<()> {
     let subject = format!("{label} hook `{}`", redact(command));
     let mut child = Command::new("/bin/sh")
         .arg("-c")
@@ -291,6 +375,7 @@ pub fn run(label: &str, command: &str, env: &[(&'static str, String)], limit: Du
         })?;
     tracing::info!(event = "hook.started", hook = label, pid = child.id());
     let pid = child.id() as libc::pid_t;
+    RUNNING.store(pid, Ordering::SeqCst);
     let live = tracing::enabled!(tracing::Level::INFO);
     let kept = Arc::new(Mutex::new(Kept::default()));
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -332,6 +417,7 @@ pub fn run(label: &str, command: &str, env: &[(&'static str, String)], limit: Du
             None
         }
     };
+    let _ = RUNNING.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
     // The output up to the end (or the kill), unless a background process
     // keeps a pipe open.
     let deadline = std::time::Instant::now() + OUTPUT_GRACE;

@@ -115,10 +115,16 @@ fn capture(ctx: &Ctx, args: Args, hooks: &Hooks) -> Result<(lifeboat::id::Id, i3
         replication: None,
         time: args.time,
     };
-    let (id, m) = match &runner {
-        Some(r) => snapshot::take_with_hooks(&repo, &specs, &opts, &progress, r)?,
-        None => snapshot::take(&repo, &specs, &opts, &progress)?,
+    if let Some(r) = &runner {
+        r.run_afters_on_signals()?;
+    }
+    let taken = match &runner {
+        Some(r) => snapshot::take_with_hooks(&repo, &specs, &opts, &progress, r),
+        None => snapshot::take(&repo, &specs, &opts, &progress),
     };
+    // Interrupted: the signal thread runs what is owed, then exits.
+    super::hooks::settle();
+    let (id, m) = taken?;
     if ctx.json {
         print_json_with_requests(
             &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary, "incomplete": m.incomplete}),
