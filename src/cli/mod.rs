@@ -35,7 +35,8 @@ use lifeboat::{Error, Result};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 64 usage, 65 bad data (corrupt backup, failed check), 66 missing input,
-73 would clobber (use --force), 74 I/O error, 75 busy (repository or database in use; retry),
+73 would clobber (use --force), 74 I/O error, 75 busy (repository or database in use; retry;
+also a hook that failed or timed out),
 78 configuration or version problem.
 
 Quick start:

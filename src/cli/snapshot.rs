@@ -23,7 +23,15 @@ Prints the new snapshot's id on stdout.
 A SQLite database found inside a directory (by its header) is captured like a configured one,
 online and page by page; its -wal/-shm are not copied. Any other file that keeps changing while
 it is read (twice) makes the snapshot incomplete: it is published, `list` and `show` mark it,
-and snapshot exits 75.")]
+and snapshot exits 75.
+
+Hooks (config sources only): a source's `before` runs right before it is captured (every
+[[sqlite]] source's first, since their read transactions begin together) and its `after` right
+after, also when the capture fails or SIGINT/SIGTERM interrupts it. A failing `before` fails
+the snapshot (nothing published, exit 75, event=hook.failed or hook.timed_out); a failing
+`after` exits 75 but the snapshot stays published. [[hook]]s on snapshot.success and
+snapshot.failure run after it; one with policy = \"fail\" makes a snapshot that succeeded
+exit 75. Hook output goes to the log (event=hook.output, shown with -v), never to stdout.")]
 pub struct Args {
     /// Databases, directories or files to capture (default: the config's sources).
     paths: Vec<PathBuf>,
