@@ -195,10 +195,26 @@ fn a_failing_after_keeps_the_snapshot_and_exits_75() {
     let env = Env::new();
     let file = env.path("notes.txt");
     std::fs::write(&file, "n").unwrap();
-    write_config(&env, &format!("[[file]]\npath = '{}'\nafter = \"exit 4\"\n", s(&file)));
+    let dumps = env.path("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    write_config(
+        &env,
+        &format!(
+            "[[file]]\npath = '{}'\nafter = \"exit 4\"\n\n[[hook]]\non = [\"any_error\"]\nrun = \"{}\"\n",
+            s(&file),
+            env_dump_cmd(&dumps)
+        ),
+    );
     let out = env.run(["--json", "snapshot"]).expect_code(75);
     // The result is printed, and stays the one JSON value on stdout.
     let id = out.json()["id"].as_str().unwrap().to_string();
+    // any_error is told why.
+    let got = env_dumps(&dumps);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0]["LIFEBOAT_ERROR"].contains("source `notes.txt` after hook"),
+        "{got:?}"
+    );
     assert!(out.stderr.contains("source `notes.txt` after hook"), "{}", out.stderr);
     assert!(out.stderr.contains("event=hook.failed"), "{}", out.stderr);
     assert_eq!(env.list()[0]["id"].as_str().unwrap(), id);
@@ -457,4 +473,22 @@ fn an_interrupted_snapshot_still_runs_the_owed_afters() {
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     wait_until("the before hook to be killed", 30, || gone(pid));
     assert_eq!(snapshots(&env), 0);
+}
+
+#[test]
+fn a_before_may_make_its_source() {
+    let _s = serial();
+    let env = Env::new();
+    // A dump the before writes, as borgmatic's database hooks do.
+    let dump = env.path("dump.sql");
+    write_config(
+        &env,
+        &format!(
+            "[[file]]\npath = '{d}'\nbefore = \"echo 'CREATE TABLE t(x);' > '{d}'\"\nafter = \"rm '{d}'\"\n",
+            d = s(&dump)
+        ),
+    );
+    let id = env.ok(["snapshot"]).stdout.trim().to_string();
+    assert!(!dump.exists());
+    assert!(env.manifest(&id).to_string().contains("dump.sql"));
 }

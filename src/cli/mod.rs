@@ -268,10 +268,11 @@ pub fn main() -> i32 {
             exit_code: Some(code),
             error: Some(match &result {
                 Err(e) => e.to_string(),
-                Ok(_) => format!(
-                    "lifeboat {} exited {code}",
-                    matches.subcommand_name().unwrap_or_default()
-                ),
+                // Why it did not exit 0, when it said so on a line.
+                Ok(_) => exit::line_reported().map(str::to_string).unwrap_or_else(|| {
+                    let name = matches.subcommand_name().unwrap_or_default();
+                    format!("lifeboat {name} exited {code}")
+                }),
             }),
             ..Default::default()
         };
