@@ -246,38 +246,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl SourceRunner {
-    /// On the first SIGINT or SIGTERM: kill the hook running (its group),
-    /// run every `after` still owed (one interrupted while it ran runs
-    /// again), and exit with 128 + the signal, so a service stopped for a
-    /// snapshot is started again however the snapshot ends short of
-    /// SIGKILL. For the command line: it takes the process's signals.
-    pub fn run_afters_on_signals(&self) -> Result<()> {
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-            .map_err(|e| Error::io(Path::new("signal handler"), e))?;
-        std::thread::Builder::new()
-            .name("hook-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    STOPPING.store(true, Ordering::SeqCst);
-                    let pgid = RUNNING.load(Ordering::SeqCst);
-                    if pgid > 0 {
-                        // SAFETY: kill with a process group id and a valid signal.
-                        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                    }
-                    let owed = std::mem::take(&mut *lock(&OWED));
-                    tracing::warn!(event = "snapshot.interrupted", signal = sig, afters = owed.len());
-                    for o in owed {
-                        let mut env = o.env;
-                        env.push(("LIFEBOAT_EXIT_CODE", (128 + sig).to_string()));
-                        env.push(("LIFEBOAT_ERROR", format!("interrupted by signal {sig}")));
-                        let _ = run_hook(&o.label, &o.command, &env, o.timeout);
-                    }
-                    std::process::exit(128 + sig);
-                }
-            })
-            .map_err(|e| Error::io(Path::new("signal thread"), e))?;
-        Ok(())
+/// On the first SIGINT or SIGTERM: [`run_owed_afters`], then exit with
+/// 128 + the signal, so a service stopped for a snapshot is started again
+/// however the snapshot ends short of SIGKILL. For the command line: it
+/// takes the process's SIGINT and SIGTERM for good (installed once; a
+/// process handling its own signals calls [`run_owed_afters`] instead).
+pub fn run_afters_on_signals() -> Result<()> {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| Error::io(Path::new("signal handler"), e))?;
+    std::thread::Builder::new()
+        .name("hook-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                run_owed_afters(128 + sig, &format!("interrupted by signal {sig}"));
+                std::process::exit(128 + sig);
+            }
+        })
+        .map_err(|e| Error::io(Path::new("signal thread"), e))?;
+    Ok(())
+}
+
+/// Stop hooks for good, as the process ends: kill the hook running (its
+/// process group), make every thread that starts another wait in
+/// [`settle`], and run each `after` still owed (one cut short runs again),
+/// told `exit_code` and `reason` as `LIFEBOAT_EXIT_CODE` and
+/// `LIFEBOAT_ERROR`. The caller then exits.
+pub fn run_owed_afters(exit_code: i32, reason: &str) {
+    STOPPING.store(true, Ordering::SeqCst);
+    let pgid = RUNNING.load(Ordering::SeqCst);
+    if pgid > 0 {
+        // SAFETY: kill with a process group id and a valid signal.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    let owed = std::mem::take(&mut *lock(&OWED));
+    tracing::warn!(event = "snapshot.interrupted", reason, afters = owed.len());
+    for o in owed {
+        let mut env = o.env;
+        env.push(("LIFEBOAT_EXIT_CODE", exit_code.to_string()));
+        env.push(("LIFEBOAT_ERROR", reason.to_string()));
+        let _ = run_hook(&o.label, &o.command, &env, o.timeout);
     }
 }
 

@@ -123,8 +123,8 @@ fn capture(ctx: &Ctx, args: Args, hooks: &Hooks) -> Result<(lifeboat::id::Id, i3
         replication: None,
         time: args.time,
     };
-    if let Some(r) = &runner {
-        r.run_afters_on_signals()?;
+    if runner.is_some() {
+        super::hooks::run_afters_on_signals()?;
     }
     let taken = match &runner {
         Some(r) => snapshot::take_with_hooks(&repo, &specs, &opts, &progress, r),
