@@ -42,6 +42,8 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// process it started in the background may keep the pipe open for ever,
 /// and is left running, its lines still logged as they come.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// A longer line is logged in pieces of this size.
+const MAX_LINE: u64 = 64 << 10;
 /// Output kept (when not logged as it comes) for a hook that may fail.
 const KEEP_BYTES: usize = 1 << 20;
 
@@ -509,7 +511,8 @@ fn read_lines(pipe: Box<dyn Read + Send>, stream: &'static str, label: &str, liv
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match r.read_until(b'\n', &mut buf) {
+        // A line without end is logged in pieces, not held whole.
+        match r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
