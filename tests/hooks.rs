@@ -244,7 +244,11 @@ fn events_fire_with_their_environment() {
     assert_eq!(got[0]["LIFEBOAT_COMMAND"], "snapshot");
     assert_eq!(got[0]["LIFEBOAT_SNAPSHOT"], id);
     assert_eq!(got[0]["LIFEBOAT_EXIT_CODE"], "0");
-    assert_eq!(got[0]["LIFEBOAT_REPOSITORY"], env.repo_arg);
+    if env.is_s3() {
+        assert!(got[0]["LIFEBOAT_REPOSITORY"].starts_with("s3://"), "{got:?}");
+    } else {
+        assert_eq!(got[0]["LIFEBOAT_REPOSITORY"], env.repo_arg);
+    }
     assert!(!got[0].contains_key("LIFEBOAT_ERROR"), "{got:?}");
 
     // A failure: snapshot.failure, then any_error, each with the error on
