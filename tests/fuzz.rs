@@ -231,7 +231,7 @@ fn every_parser_of_stored_bytes_survives_arbitrary_input() {
         let _ = lifeboat::repo::segment::Segment::decode(&enveloped(b), "fuzz");
     });
     let toml_seed = format!(
-        "[repository]\nurl = \"{}\"\n[restore]\nmax_schema_version = 4\n[[sqlite]]\npath = \"{}\"\nschema_version = \"SELECT 1\"\n[[directory]]\npath = \"{}\"\nexclude = [\"*.tmp\"]\nfull_only = true\n[retention]\nkeep_daily = 7\n",
+        "[repository]\nurl = \"{}\"\n[restore]\nmax_schema_version = 4\n[[sqlite]]\npath = \"{}\"\nschema_version = \"SELECT 1\"\n[[directory]]\npath = \"{}\"\nexclude = [\"*.tmp\"]\nfull_only = true\nbefore = \"true\"\nafter = \"true\"\nhook_timeout = \"1m\"\n[retention]\nkeep_daily = 7\n[[hook]]\non = [\"snapshot.failure\", \"any_error\"]\nrun = \"true\"\ntimeout = \"30s\"\npolicy = \"fail\"\n",
         s(&env.repo),
         s(&env.path("svc/state.db")),
         s(&env.path("etc"))

@@ -34,6 +34,9 @@ pub struct Config {
     /// `[retention]`.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// `[[hook]]`: commands run on events (`snapshot.failure`, ...).
+    #[serde(default)]
+    pub hook: Vec<HookConfig>,
     /// Where this config was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -130,6 +133,24 @@ pub struct RetentionConfig {
     pub repack_unused: Option<f64>,
 }
 
+/// `[[hook]]`: a command run when an event happens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The events it runs on.
+    pub on: Vec<HookEvent>,
+    /// The command, run through `sh -c` with the event in `LIFEBOAT_*`
+    /// environment variables.
+    pub run: String,
+    /// How long it may run before it is killed with its process group
+    /// (default 1m).
+    pub timeout: Option<String>,
+    /// `ignore` (default): a failing hook is logged; `fail`: it also makes
+    /// a command that succeeded exit 75.
+    #[serde(default)]
+    pub policy: HookPolicy,
+}
+
 /// `[[sqlite]]`: one database.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +161,14 @@ pub struct SqliteConfig {
     pub name: Option<String>,
     /// SQL returning one integer, e.g. `SELECT max(version) FROM schema_migrations`.
     pub schema_version: Option<String>,
+    /// Run (through `sh -c`) right before this source is captured, e.g.
+    /// `docker compose stop web worker`; failing, it fails the snapshot.
+    pub before: Option<String>,
+    /// Run right after this source is captured, even when the capture
+    /// failed, e.g. `docker compose start web worker`.
+    pub after: Option<String>,
+    /// How long `before` and `after` may each run (default 5m).
+    pub hook_timeout: Option<String>,
     /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
@@ -156,6 +185,14 @@ pub struct DirectoryConfig {
     /// Globs relative to the directory, left out.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Run (through `sh -c`) right before this source is captured, e.g.
+    /// `docker compose stop web worker`; failing, it fails the snapshot.
+    pub before: Option<String>,
+    /// Run right after this source is captured, even when the capture
+    /// failed, e.g. `docker compose start web worker`.
+    pub after: Option<String>,
+    /// How long `before` and `after` may each run (default 5m).
+    pub hook_timeout: Option<String>,
     /// Captured by `--kind full` only (large, re-creatable data).
     #[serde(default)]
     pub full_only: bool,
@@ -169,6 +206,14 @@ pub struct FileConfig {
     pub path: PathBuf,
     /// The source's name in snapshots (default: the file name).
     pub name: Option<String>,
+    /// Run (through `sh -c`) right before this source is captured, e.g.
+    /// `docker compose stop web worker`; failing, it fails the snapshot.
+    pub before: Option<String>,
+    /// Run right after this source is captured, even when the capture
+    /// failed, e.g. `docker compose start web worker`.
+    pub after: Option<String>,
+    /// How long `before` and `after` may each run (default 5m).
+    pub hook_timeout: Option<String>,
     /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
@@ -242,6 +287,7 @@ impl Config {
         c.path = path.to_path_buf();
         c.warn_if_secrets_are_readable(path);
         c.check_names_unique(path)?;
+        check_hooks(&c, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         // Relative source paths are relative to the config file.
         for p in c
@@ -328,4 +374,95 @@ pub fn file_name(p: &Path) -> String {
         .ok()
         .and_then(|a| a.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| p.display().to_string())
+}
+
+/// An event a `[[hook]]` can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HookEvent {
+    /// `lifeboat snapshot` published a snapshot.
+    #[serde(rename = "snapshot.success")]
+    SnapshotSuccess,
+    /// `lifeboat snapshot` ended without publishing one.
+    #[serde(rename = "snapshot.failure")]
+    SnapshotFailure,
+    /// A drill found a check failing, or could not run.
+    #[serde(rename = "drill.failure")]
+    DrillFailure,
+    /// A replicated database lost continuity: commits may be missing until
+    /// its next base.
+    #[serde(rename = "replicate.gap")]
+    ReplicateGap,
+    /// Any command ended with a non-zero exit code.
+    #[serde(rename = "any_error")]
+    AnyError,
+}
+
+impl HookEvent {
+    /// The name hooks are configured and told with (`LIFEBOAT_EVENT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            HookEvent::SnapshotSuccess => "snapshot.success",
+            HookEvent::SnapshotFailure => "snapshot.failure",
+            HookEvent::DrillFailure => "drill.failure",
+            HookEvent::ReplicateGap => "replicate.gap",
+            HookEvent::AnyError => "any_error",
+        }
+    }
+}
+
+/// What a failing `[[hook]]` does to the command that fired it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookPolicy {
+    /// Logged (`hook.failed`, `hook.timed_out`), nothing more.
+    #[default]
+    Ignore,
+    /// Also makes a command that succeeded exit 75.
+    Fail,
+}
+
+/// Checked when the config is read, so a broken hook is a configuration
+/// error (78) naming the file, before anything runs.
+fn check_hooks(c: &Config, path: &Path) -> Result<()> {
+    let bad = |what: String, problem: String, fix: &str| {
+        Err(Error::config(path.display(), format!("{what}: {problem}"))
+            .fix(fix)
+            .code(ErrorCode::ConfigInvalid))
+    };
+    for (i, h) in c.hook.iter().enumerate() {
+        let what = format!("[[hook]] {}", i + 1);
+        if h.on.is_empty() {
+            return bad(
+                what,
+                "`on` names no event".into(),
+                "list events, e.g. on = [\"snapshot.failure\", \"any_error\"]",
+            );
+        }
+        if h.run.trim().is_empty() {
+            return bad(what, "`run` is empty".into(), "give the command to run");
+        }
+        if let Some(t) = &h.timeout {
+            lifeboat::duration::parse_duration(&format!("{what} timeout"), t).map_err(|e| in_file(e, path))?;
+        }
+    }
+    let timeouts = c
+        .sqlite
+        .iter()
+        .map(|s| (&s.path, &s.hook_timeout))
+        .chain(c.directory.iter().map(|d| (&d.path, &d.hook_timeout)))
+        .chain(c.file.iter().map(|f| (&f.path, &f.hook_timeout)));
+    for (source, t) in timeouts {
+        if let Some(t) = t {
+            let what = format!("hook_timeout of {}", source.display());
+            lifeboat::duration::parse_duration(&what, t).map_err(|e| in_file(e, path))?;
+        }
+    }
+    Ok(())
+}
+
+/// A setting's error, told as a line of the config file at `path`.
+fn in_file(e: Error, path: &Path) -> Error {
+    Error::config(path.display(), format!("{}: {}", e.subject, e.problem))
+        .fix(e.fix)
+        .code(ErrorCode::ConfigInvalid)
 }

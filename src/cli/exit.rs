@@ -37,6 +37,24 @@ pub fn report(e: &Error, json: bool) -> i32 {
     code
 }
 
+/// Print the error as one line on stderr whatever `--json` says, and
+/// return its code: for a failure after the command's result was printed
+/// (a hook with `policy = "fail"`), so stdout stays one JSON value.
+pub fn report_line(e: &Error) -> i32 {
+    let message = redact(&e.to_string());
+    eprintln!("lifeboat: error: {message} (event={})", e.code);
+    let _ = LINE_REPORTED.set(e.to_string());
+    code(e.kind)
+}
+
+static LINE_REPORTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The first error [`report_line`] printed: why a command that returned an
+/// exit code rather than an error did not exit 0.
+pub fn line_reported() -> Option<&'static str> {
+    LINE_REPORTED.get().map(String::as_str)
+}
+
 /// Exit code for a completed check that found damage.
 pub fn damaged() -> i32 {
     DATAERR

@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod exit;
 mod forget;
+pub mod hooks;
 mod init;
 mod list;
 mod log;
@@ -34,7 +35,8 @@ use lifeboat::{Error, Result};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 64 usage, 65 bad data (corrupt backup, failed check), 66 missing input,
-73 would clobber (use --force), 74 I/O error, 75 busy (repository or database in use; retry),
+73 would clobber (use --force), 74 I/O error, 75 busy (repository or database in use; retry;
+also a hook that failed or timed out),
 78 configuration or version problem.
 
 Quick start:
@@ -249,6 +251,7 @@ pub fn main() -> i32 {
     {
         return exit::report(&e, ctx.json);
     }
+    hooks::set_command(matches.subcommand_name().unwrap_or_default());
     let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
@@ -270,6 +273,22 @@ pub fn main() -> i32 {
         Ok(code) => *code,
         Err(e) => exit::report(e, ctx.json),
     };
+    if code != 0 {
+        // Told to `[[hook]]`s on `any_error`; the code stays the command's.
+        let info = hooks::EventInfo {
+            exit_code: Some(code),
+            error: Some(match &result {
+                Err(e) => e.to_string(),
+                // Why it did not exit 0, when it said so on a line.
+                Ok(_) => exit::line_reported().map(str::to_string).unwrap_or_else(|| {
+                    let name = matches.subcommand_name().unwrap_or_default();
+                    format!("lifeboat {name} exited {code}")
+                }),
+            }),
+            ..Default::default()
+        };
+        let _ = hooks::fire(&ctx, hooks::HookEvent::AnyError, &info);
+    }
     if let Some(op) = oplog {
         log::append_record(&ctx, op, code, result.as_ref().err());
     }

@@ -120,6 +120,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if ctx.json {
         opts.notify = json_notices(&dbs, &targets, &opts, Arc::clone(&stopped));
     }
+    let gap_hook_failed = Arc::new(Mutex::new(None));
+    opts.notify = gap_hooks(
+        super::hooks::Hooks::new(ctx),
+        opts.notify.clone(),
+        Arc::clone(&gap_hook_failed),
+    );
     install_handlers();
     let mut child = start_child(args.exec.as_deref())?;
     if !ctx.quiet && !ctx.json {
@@ -146,6 +152,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     if ctx.json {
         print_stopped(&stopped, requests, status);
+    }
+    if let Some(e) = gap_hook_failed.lock().expect("gap hook").take()
+        && status == 0
+    {
+        return Ok(super::exit::report_line(&e));
     }
     Ok(status)
 }
@@ -261,6 +272,30 @@ fn json_notices(dbs: &[DbSpec], targets: &[Arc<Target>], opts: &Options, stopped
                 json_line(&n);
             }
         }
+    })
+}
+
+/// `[[hook]]`s on `replicate.gap` fired for each gap, on a thread of their
+/// own (a notice must return quickly), then `inner` told; the first
+/// failure of a hook with `policy = "fail"` kept in `failed`, for the exit
+/// code.
+fn gap_hooks(hooks: super::hooks::Hooks, inner: Notify, failed: Arc<Mutex<Option<Error>>>) -> Notify {
+    use super::hooks::{EventInfo, HookEvent};
+    Notify::new(move |n| {
+        if let Notice::Gap { db, reason, .. } = &n {
+            let info = EventInfo {
+                error: Some(format!("{db}: {reason}")),
+                source: Some(db.clone()),
+                ..Default::default()
+            };
+            let (hooks, failed) = (hooks.clone(), Arc::clone(&failed));
+            let _ = std::thread::Builder::new().name("gap-hooks".into()).spawn(move || {
+                if let Err(e) = hooks.fire(HookEvent::ReplicateGap, &info) {
+                    failed.lock().expect("gap hook").get_or_insert(e);
+                }
+            });
+        }
+        inner.send(n);
     })
 }
 

@@ -9,6 +9,7 @@ use lifeboat::snapshot::{self, SnapshotOptions, SourceKind, SourceSpec};
 use lifeboat::sqlite::capture::DEFAULT_SCHEMA_QUERY;
 use lifeboat::{Error, ErrorCode, Result};
 
+use super::hooks::{EventInfo, HookEvent, Hooks};
 use super::output::{bytes, log_requests, print_json_with_requests};
 use super::{Ctx, require_exists};
 
@@ -22,7 +23,15 @@ Prints the new snapshot's id on stdout.
 A SQLite database found inside a directory (by its header) is captured like a configured one,
 online and page by page; its -wal/-shm are not copied. Any other file that keeps changing while
 it is read (twice) makes the snapshot incomplete: it is published, `list` and `show` mark it,
-and snapshot exits 75.")]
+and snapshot exits 75.
+
+Hooks (config sources only): a source's `before` runs right before it is captured (every
+[[sqlite]] source's first, since their read transactions begin together) and its `after` right
+after, also when the capture fails or SIGINT/SIGTERM interrupts it. A failing `before` fails
+the snapshot (nothing published, exit 75, event=hook.failed or hook.timed_out); a failing
+`after` exits 75 but the snapshot stays published. [[hook]]s on snapshot.success and
+snapshot.failure run after it; one with policy = \"fail\" makes a snapshot that succeeded
+exit 75. Hook output goes to the log (event=hook.output, shown with -v), never to stdout.")]
 pub struct Args {
     /// Databases, directories or files to capture (default: the config's sources).
     paths: Vec<PathBuf>,
@@ -43,6 +52,43 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let hooks = Hooks::new(ctx);
+    match capture(ctx, args, &hooks) {
+        Ok((id, code)) => {
+            let info = EventInfo {
+                exit_code: Some(code),
+                snapshot: Some(id.to_string()),
+                ..Default::default()
+            };
+            match hooks.fire(HookEvent::SnapshotSuccess, &info) {
+                // The snapshot stands, and its result is printed already.
+                Err(e) if code == 0 => Ok(super::exit::report_line(&e)),
+                _ => Ok(code),
+            }
+        }
+        Err(e) => {
+            let info = EventInfo {
+                exit_code: Some(e.kind.exit_code()),
+                error: Some(e.to_string()),
+                ..Default::default()
+            };
+            // The command fails with the snapshot's error whatever the
+            // hooks do.
+            let _ = hooks.fire(HookEvent::SnapshotFailure, &info);
+            Err(e)
+        }
+    }
+}
+
+/// Take the snapshot and print it: its id, and the exit code (0, or 75 for
+/// a snapshot published incomplete or after a source's `after` failed).
+fn capture(ctx: &Ctx, args: Args, hooks: &Hooks) -> Result<(lifeboat::id::Id, i32)> {
+    // A source's `before`/`after` are the config's: only for its sources.
+    let runner = if args.paths.is_empty() {
+        hooks.for_sources()
+    } else {
+        None
+    };
     let specs = if args.paths.is_empty() {
         let config = ctx.config()?.ok_or_else(super::config::Config::not_found_error)?;
         let sources = config.sources(args.kind);
@@ -64,7 +110,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         args.paths.iter().map(|p| detect(p)).collect::<Result<Vec<_>>>()?
     };
     for s in &specs {
-        require_exists(&s.path)?;
+        // A `before` may make its source (a dump the service writes).
+        if !runner.as_ref().is_some_and(|r| r.has_before(&s.name)) {
+            require_exists(&s.path)?;
+        }
     }
     let repo = ctx.open_repo_locked("snapshot")?;
     let progress = ctx.progress();
@@ -74,7 +123,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         replication: None,
         time: args.time,
     };
-    let (id, m) = snapshot::take(&repo, &specs, &opts, &progress)?;
+    if runner.is_some() {
+        super::hooks::run_afters_on_signals()?;
+    }
+    let taken = match &runner {
+        Some(r) => snapshot::take_with_hooks(&repo, &specs, &opts, &progress, r),
+        None => snapshot::take(&repo, &specs, &opts, &progress),
+    };
+    // Interrupted: the signal thread runs what is owed, then exits.
+    super::hooks::settle();
+    let (id, m) = taken?;
     if ctx.json {
         print_json_with_requests(
             &serde_json::json!({"id": id, "time": m.time, "kind": m.kind, "sources": m.sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "summary": m.summary, "incomplete": m.incomplete}),
@@ -95,6 +153,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         println!("{id}");
     }
+    let mut code = 0;
     if !m.incomplete.is_empty() {
         // Published (what it holds is worth keeping), but not a clean copy:
         // said whatever -q or --json asked, and the exit code says it too.
@@ -109,9 +168,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             },
             m.incomplete.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         );
-        return Ok(super::exit::TEMPFAIL);
+        code = super::exit::TEMPFAIL;
     }
-    Ok(0)
+    if let Some(e) = runner.and_then(|r| r.after_failure()) {
+        // Published: every source was captured. The operator must still
+        // hear that the service may be down.
+        code = super::exit::report_line(&e);
+    }
+    Ok((id, code))
 }
 
 /// `full` or `partial`: the kinds a snapshot is taken as (`base` is

@@ -64,6 +64,13 @@ error_codes! {
     /// No `lifeboat.toml` was found and nothing to back up was named.
     ConfigNotFound = "config.not_found", Config;
 
+    /// A hook command (a source's `before` or `after`, or a `[[hook]]`)
+    /// failed or could not start; temporary.
+    HookFailed = "hook.failed", Busy;
+    /// A hook command ran past its timeout and was killed with its
+    /// process group; temporary.
+    HookTimedOut = "hook.timed_out", Busy;
+
     /// Prune found a snapshot referencing blobs no index file lists.
     PruneMissingBlob = "prune.missing_blob", BadData;
 

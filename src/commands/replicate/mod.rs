@@ -201,7 +201,9 @@ impl Notify {
         Notify(Some(Arc::new(f)))
     }
 
-    fn send(&self, n: Notice) {
+    /// Tell the notice to the function given, if any: for a caller that
+    /// wraps one `Notify` in another.
+    pub fn send(&self, n: Notice) {
         if let Some(f) = &self.0 {
             f(n);
         }

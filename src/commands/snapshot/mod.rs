@@ -103,9 +103,79 @@ pub fn take(
     opts: &SnapshotOptions,
     progress: &dyn Progress,
 ) -> Result<(Id, Manifest)> {
+    take_with_hooks(repo, specs, opts, progress, &NoHooks)
+}
+
+/// Work an operator wants done around each source's capture: stop the
+/// service that writes it, start it again. The library runs no commands
+/// and reads no configuration; the caller decides what `before` and
+/// `after` do for each source.
+pub trait SourceHooks {
+    /// Called right before `source` is captured; for a database, before
+    /// its read transaction begins (all databases' `before`s come first, in
+    /// order, since their transactions begin together). An error fails
+    /// the snapshot: nothing is published, and `after` is still called for
+    /// this source and every other whose `before` ran.
+    fn before(&self, source: &SourceSpec) -> Result<()>;
+    /// Called once for every source whose `before` was called, right after
+    /// its capture ended: `failure` is `None` when it was captured, else
+    /// why the snapshot failed (the capture's own error, a later source's,
+    /// or a panic's unwinding). It cannot fail the snapshot: a snapshot
+    /// whose sources were all captured is still published, so the caller
+    /// keeps what it needs to report.
+    fn after(&self, source: &SourceSpec, failure: Option<&Error>);
+}
+
+/// No work around any source: what [`take`] runs with.
+pub struct NoHooks;
+
+impl SourceHooks for NoHooks {
+    fn before(&self, _source: &SourceSpec) -> Result<()> {
+        Ok(())
+    }
+    fn after(&self, _source: &SourceSpec, _failure: Option<&Error>) {}
+}
+
+/// [`take`], calling `hooks` around each source's capture: `before` right
+/// before it, `after` right after it, whether it succeeded, failed, or a
+/// panic unwound through it, so a service stopped for its source is
+/// stopped only while that source is captured, and is always started again.
+pub fn take_with_hooks(
+    repo: &LockedRepository,
+    specs: &[SourceSpec],
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+    hooks: &dyn SourceHooks,
+) -> Result<(Id, Manifest)> {
     let started = Instant::now();
     check_names(specs)?;
+    let mut around = Around {
+        hooks,
+        specs,
+        pending: vec![false; specs.len()],
+    };
+    let taken = take_around(repo, specs, opts, progress, &mut around, started);
+    if let Err(e) = &taken {
+        around.fail_all(e);
+    }
+    taken
+}
 
+fn take_around(
+    repo: &LockedRepository,
+    specs: &[SourceSpec],
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+    around: &mut Around,
+    started: Instant,
+) -> Result<(Id, Manifest)> {
+    // Every database's `before` first: their read transactions begin
+    // together, below.
+    for (i, s) in specs.iter().enumerate() {
+        if matches!(s.kind, SourceKind::Sqlite { .. }) {
+            around.before(i)?;
+        }
+    }
     // Open every database and begin all read transactions together, before
     // any slow work, so the databases are captured at one instant.
     let mut to_open = Vec::new();
@@ -119,7 +189,45 @@ pub fn take(
         .map(|d| Db::Owned(Box::new(d)))
         .collect();
     tracing::info!(event = "snapshot.read_transactions_open", databases = specs.len());
-    take_with(repo, specs, opts, progress, dbs, started)
+    take_with(repo, specs, opts, progress, dbs, started, Some(around))
+}
+
+/// Which sources' `before` ran without their `after` yet; dropped during
+/// a panic's unwinding, it calls the `after`s still owed.
+struct Around<'a> {
+    hooks: &'a dyn SourceHooks,
+    specs: &'a [SourceSpec],
+    pending: Vec<bool>,
+}
+
+impl Around<'_> {
+    fn before(&mut self, i: usize) -> Result<()> {
+        // Owed from here on: a `before` that fails half way may already
+        // have stopped the service.
+        self.pending[i] = true;
+        self.hooks.before(&self.specs[i])
+    }
+
+    fn after(&mut self, i: usize, failure: Option<&Error>) {
+        if std::mem::take(&mut self.pending[i]) {
+            self.hooks.after(&self.specs[i], failure);
+        }
+    }
+
+    fn fail_all(&mut self, e: &Error) {
+        for i in 0..self.specs.len() {
+            self.after(i, Some(e));
+        }
+    }
+}
+
+impl Drop for Around<'_> {
+    fn drop(&mut self) {
+        if self.pending.iter().any(|p| *p) {
+            let e = Error::new(crate::error::ErrorKind::Io, "snapshot", "interrupted (panic)");
+            self.fail_all(&e);
+        }
+    }
 }
 
 /// Capture from read transactions the caller opened (and keeps open), one
@@ -134,7 +242,7 @@ pub fn take_opened(
 ) -> Result<(Id, Manifest)> {
     check_names(specs)?;
     let dbs = dbs.iter().map(|d| Db::Borrowed(d)).collect();
-    take_with(repo, specs, opts, progress, dbs, Instant::now())
+    take_with(repo, specs, opts, progress, dbs, Instant::now(), None)
 }
 
 fn take_with(
@@ -144,6 +252,7 @@ fn take_with(
     progress: &dyn Progress,
     dbs: Vec<Db>,
     started: Instant,
+    mut around: Option<&mut Around>,
 ) -> Result<(Id, Manifest)> {
     let mut warnings = Vec::new();
     let mut warn = |w: String| {
@@ -164,7 +273,13 @@ fn take_with(
     };
     let mut sources = Vec::new();
     let mut db_i = 0;
-    for spec in specs {
+    for (i, spec) in specs.iter().enumerate() {
+        let is_db = matches!(spec.kind, SourceKind::Sqlite { .. });
+        if let Some(a) = around.as_deref_mut()
+            && !is_db
+        {
+            a.before(i)?;
+        }
         let src = match &spec.kind {
             SourceKind::Sqlite { .. } => {
                 let handle = dbs[db_i].take().expect("each database captured once");
@@ -174,6 +289,9 @@ fn take_with(
             SourceKind::Directory { exclude } => Source::Directory(cap.directory(spec, exclude, specs, &mut warn)?),
             SourceKind::File => Source::File(cap.file(spec, &mut warn)?),
         };
+        if let Some(a) = around.as_deref_mut() {
+            a.after(i, None);
+        }
         sources.push(src);
     }
     let Capture {
@@ -836,4 +954,50 @@ fn capture_entry(
         entry.gid = e.gid;
     }
     Ok((entry, changed_twice))
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+
+    /// Records every call.
+    struct Recorder(std::cell::RefCell<Vec<String>>);
+
+    impl SourceHooks for Recorder {
+        fn before(&self, source: &SourceSpec) -> Result<()> {
+            self.0.borrow_mut().push(format!("before {}", source.name));
+            Ok(())
+        }
+        fn after(&self, source: &SourceSpec, failure: Option<&Error>) {
+            let why = failure.map(|e| e.problem.clone()).unwrap_or_default();
+            self.0.borrow_mut().push(format!("after {} {why}", source.name));
+        }
+    }
+
+    #[test]
+    fn a_panic_during_a_capture_still_runs_its_after() {
+        let spec = |name: &str| SourceSpec {
+            name: name.into(),
+            path: PathBuf::from("/nowhere").join(name),
+            kind: SourceKind::File,
+        };
+        let specs = [spec("a"), spec("b"), spec("c")];
+        let rec = Recorder(Default::default());
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut around = Around {
+                hooks: &rec,
+                specs: &specs,
+                pending: vec![false; specs.len()],
+            };
+            around.before(0).unwrap();
+            around.after(0, None);
+            around.before(1).unwrap();
+            panic!("a capture panicked");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(
+            *rec.0.borrow(),
+            ["before a", "after a ", "before b", "after b interrupted (panic)"]
+        );
+    }
 }
