@@ -7,6 +7,7 @@ use lifeboat::retention::{self, Count, Policy};
 use lifeboat::{Error, Result};
 
 use super::output::{bytes, print_json_with_requests, when};
+use super::pruning::{self, PruneFlags};
 use super::{Ctx, flag_or_config, flag_value};
 
 #[derive(clap::Args, Debug)]
@@ -27,6 +28,9 @@ Forget removes manifests (and segments) at once; the data only they used is free
 Examples:
   lifeboat forget --keep-daily 7 --keep-weekly 4 --keep-wal 24h --dry-run
   lifeboat forget --keep-last 10 --keep-tag release --prune")]
+// The prune flags are prune's own; here each needs --prune and points there.
+#[command(mut_arg("grace", |a| a.requires("prune").help("With --prune: see `lifeboat prune --help`")))]
+#[command(mut_arg("repack_unused", |a| a.requires("prune").help("With --prune: see `lifeboat prune --help`")))]
 pub struct Args {
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N", value_parser = parse_count)]
@@ -61,12 +65,8 @@ pub struct Args {
     /// Run prune afterwards.
     #[arg(long)]
     prune: bool,
-    /// With --prune: see `lifeboat prune --help`.
-    #[arg(long, value_name = "DURATION", requires = "prune")]
-    grace: Option<String>,
-    /// With --prune: see `lifeboat prune --help`.
-    #[arg(long, value_name = "PERCENT", requires = "prune")]
-    repack_unused: Option<f64>,
+    #[command(flatten)]
+    prune_flags: PruneFlags,
 }
 
 fn parse_count(s: &str) -> std::result::Result<Count, String> {
@@ -158,12 +158,7 @@ fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<WalWindow>)> {
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let (policy, keep_wal) = policy(ctx, &args)?;
     let prune_opts = if args.prune {
-        let a = super::prune::Args {
-            dry_run: args.dry_run,
-            grace: args.grace.clone(),
-            repack_unused: args.repack_unused,
-        };
-        Some(super::prune::options(ctx, &a)?)
+        Some(pruning::options(ctx, &args.prune_flags, args.dry_run)?)
     } else {
         None
     };
@@ -187,7 +182,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             &repo,
             &p,
             &ctx.progress(),
-            &mut super::prune::lock_for("forget"),
+            &mut pruning::lock_for("forget"),
         )?),
         None => None,
     };
@@ -211,7 +206,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     super::output::log_requests(&repo);
     print_plan(&plan, args.dry_run);
     if let Some(p) = &pruned {
-        super::prune::print_report(p);
+        pruning::print_report(p);
     }
     Ok(0)
 }

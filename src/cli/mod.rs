@@ -12,6 +12,7 @@ mod log;
 mod output;
 mod progress;
 mod prune;
+mod pruning;
 mod repair;
 mod replicate;
 mod reset;
