@@ -5,6 +5,7 @@
 mod config;
 mod demo;
 mod exit;
+mod filter;
 mod forget;
 mod init;
 mod list;
