@@ -370,11 +370,21 @@ fn a_streams_wal_outside_the_filter_is_left_alone() {
     let before = segments();
     assert!(!before.is_empty(), "the writer's commits made segments");
 
-    // Unfiltered, forget considers the stream.
+    // Unfiltered, forget considers the stream; no rule set covers the
+    // base, so the WAL rules decide it, and the dry run says so.
     let all = run(&env, &cfg, &["--json", "forget", "--dry-run"])
         .expect_code(0)
         .json();
     assert_eq!(all["wal"].as_array().unwrap().len(), 1, "{all}");
+    let text = run(&env, &cfg, &["forget", "--dry-run"]).expect_code(0).stdout;
+    let line = text
+        .lines()
+        .find(|l| l.contains(" base "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(" keep ") && line.contains("keep_wal: newest base of its stream"),
+        "{line}"
+    );
     // Filtered to partial snapshots, neither the base nor the segments.
     let out = run(
         &env,
@@ -417,6 +427,12 @@ fn broken_rule_sets_exit_78_naming_file_and_line_and_change_nothing() {
         ),
         (
             "[retention.tag.release]\nkeep_within = \"soon\"\n",
+            7,
+            "[retention.tag.release] keep_within",
+        ),
+        // (A value over two lines is named by its first.)
+        (
+            "[retention.tag.release]\nkeep_within = \"\"\"\nsoon\"\"\"\n",
             7,
             "[retention.tag.release] keep_within",
         ),
