@@ -166,8 +166,11 @@ fn seed_004s_policy_is_one_config_and_keeps_exactly_the_expected_snapshots_per_k
     assert_eq!(plan["removed"], removed, "{plan}");
     assert_eq!(plan["untouched"], 0, "{plan}");
 
-    // The text says the same, one line per snapshot: `set: rule`.
+    // The text says the same, one line per snapshot: `set: rule`, under
+    // one heading per group (partial; full and release-tagged).
     let text = run(&env, &cfg, &["forget", "--dry-run"]).expect_code(0);
+    let headings = text.stdout.lines().filter(|l| l.starts_with("group ")).count();
+    assert_eq!(headings, 2, "{}", text.stdout);
     for (time, id) in &ids {
         let line = text
             .stdout

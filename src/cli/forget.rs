@@ -203,8 +203,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 }
 
 fn print_plan(plan: &ForgetPlan, dry_run: bool) {
-    let mut group = None;
+    // Each group once, in order of first appearance, its snapshots oldest
+    // first: full and partial snapshots of a service alternate in time.
+    let mut order: Vec<&str> = Vec::new();
     for v in &plan.verdicts {
+        if !order.contains(&v.group.as_str()) {
+            order.push(&v.group);
+        }
+    }
+    let mut group = None;
+    let by_group = order
+        .iter()
+        .flat_map(|g| plan.verdicts.iter().filter(move |v| v.group == *g));
+    for v in by_group {
         if group != Some(&v.group) {
             println!("group {}", v.group);
             group = Some(&v.group);
@@ -222,7 +233,7 @@ fn print_plan(plan: &ForgetPlan, dry_run: bool) {
             "  {}  {:<20}  {:<7}  {:<6}  {}",
             v.id.short(),
             when(&v.time),
-            v.kind,
+            v.kind.as_str(),
             decision,
             why
         );
