@@ -161,6 +161,14 @@ fn seed_004s_policy_is_one_config_and_keeps_exactly_the_expected_snapshots_per_k
         assert_eq!(v["rule_set"], set, "{time}: {v}");
         let reasons = v["reasons"].as_array().unwrap();
         assert_eq!(reasons.is_empty(), !keep, "{time}: {v}");
+        // And the settings that kept it, as the config spells them.
+        let rules = match (keep, set) {
+            (false, _) => serde_json::json!([]),
+            (true, "retention.partial") => serde_json::json!(["keep_daily"]),
+            (true, "retention.full") => serde_json::json!(["keep_weekly"]),
+            (true, _) => serde_json::json!(["keep_last"]),
+        };
+        assert_eq!(v["rules"], rules, "{time}: {v}");
     }
     let removed = want.values().filter(|(k, _)| !k).count();
     assert_eq!(plan["removed"], removed, "{plan}");
@@ -379,6 +387,13 @@ fn a_streams_wal_outside_the_filter_is_left_alone() {
         .expect_code(0)
         .json();
     assert_eq!(all["wal"].as_array().unwrap().len(), 1, "{all}");
+    let base = all["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["kind"] == "base")
+        .unwrap();
+    assert_eq!(base["rules"], serde_json::json!(["keep_wal"]), "{base}");
     let text = run(&env, &cfg, &["forget", "--dry-run"]).expect_code(0).stdout;
     let line = text
         .lines()

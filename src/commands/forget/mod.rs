@@ -105,6 +105,9 @@ pub struct Verdict {
     pub rule_set: Option<String>,
     /// Every rule that kept it; empty when removed.
     pub reasons: Vec<String>,
+    /// The settings that kept it, as `[retention]` spells them
+    /// (`keep_daily`, `keep_wal` for the WAL rules), each once.
+    pub rules: Vec<String>,
 }
 
 /// What [`plan`] deletes of one replication stream's WAL segments.
@@ -297,6 +300,7 @@ impl Judge<'_> {
             })
             .collect();
         let mut by_set: Vec<Vec<String>> = vec![Vec::new(); members.len()];
+        let mut settings: Vec<Vec<String>> = vec![Vec::new(); members.len()];
         let mut done = vec![false; members.len()];
         for k in 0..members.len() {
             let Some(set) = chosen[k] else { continue };
@@ -326,6 +330,11 @@ impl Judge<'_> {
             }
             for (&j, d) in judged.iter().zip(decisions) {
                 by_set[j] = d.reasons.iter().map(|r| r.to_string()).collect();
+                for key in d.reasons.iter().filter_map(|r| r.setting()) {
+                    if !settings[j].iter().any(|k| k == key) {
+                        settings[j].push(key.to_string());
+                    }
+                }
                 done[j] = true;
             }
         }
@@ -350,6 +359,8 @@ impl Judge<'_> {
                 None if !bases => vec![NOT_COVERED.into()],
                 None => Vec::new(),
             };
+            let mut rules = std::mem::take(&mut settings[k]);
+            let set_reasons = reasons.len();
             if bases {
                 if Some(i) == head {
                     reasons.push("newest base of its stream".into());
@@ -363,6 +374,9 @@ impl Judge<'_> {
                     reasons.push("WAL window's starting base".into());
                 }
             }
+            if reasons.len() > set_reasons {
+                rules.push("keep_wal".into());
+            }
             verdicts[i] = Some(Verdict {
                 id: s.id,
                 time: s.manifest.time.clone(),
@@ -373,6 +387,7 @@ impl Judge<'_> {
                 keep: !reasons.is_empty(),
                 rule_set: chosen[k].map(|set| set.name.clone()),
                 reasons,
+                rules,
             });
         }
         Ok(())
