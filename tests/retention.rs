@@ -480,6 +480,14 @@ fn broken_rule_sets_exit_78_naming_file_and_line_and_change_nothing() {
             assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
         }
     }
+    // The top-level rules are read when forget uses them (its flags replace
+    // them), and named by line the same way.
+    let bad = env.path("bad.toml");
+    std::fs::write(&bad, format!("{sources}keep_daily = -2\n")).unwrap();
+    let out = run(&env, &bad, &["forget", "--dry-run"]).expect_code(78);
+    let where_ = format!("{}: line 6: [retention] keep_daily: -2 is not a count", bad.display());
+    assert!(out.stderr.contains(&where_), "{}", out.stderr);
+    run(&env, &bad, &["forget", "--dry-run", "--keep-last", "1"]).expect_code(0);
     // A set that would remove every snapshot it judges is refused too.
     let bad = env.path("bad.toml");
     std::fs::write(

@@ -323,7 +323,7 @@ impl Judge<'_> {
                 // restic refuses too: a rule that keeps nothing of a group is
                 // almost always a mistake (a misspelt tag, say).
                 return Err(Error::usage(format!(
-                    "the rules of {} ({}) would remove every snapshot of group `{group}` they judge",
+                    "the {} rules ({}) would remove every snapshot they judge of group `{group}`",
                     set.name, set.policy
                 ))
                 .fix("add a rule that keeps at least one of them, e.g. --keep-last 1 (keep_last = 1 in a config)"));
