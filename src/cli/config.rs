@@ -5,8 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use lifeboat::error::{Error, ErrorCode, Result};
+use lifeboat::forget::{RuleSet, RuleSets, WalWindow};
+use lifeboat::repo::manifest::SnapshotKind;
+use lifeboat::retention::{Count, KeepWithin, Policy};
 use lifeboat::snapshot::{SourceKind, SourceSpec};
 
 /// A whole `lifeboat.toml`.
@@ -40,6 +44,10 @@ pub struct Config {
     /// Where this config was read from.
     #[serde(skip)]
     pub path: PathBuf,
+    /// The file's text, to name the line of a value found wrong after
+    /// parsing (values carry their byte span, `toml::Spanned`).
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// `[repository]`.
@@ -104,33 +112,93 @@ pub struct ReplicateConfig {
 
 /// `[retention]`: what `forget` keeps when no rule is given on its command
 /// line, and how `prune` deletes. Counts are restic's: -1 means unlimited.
+///
+/// The `keep_*` rules at the top are the rule set of every snapshot that no
+/// `[retention.tag.NAME]` and no `[retention.KIND]` set covers (see
+/// `lifeboat::forget::RuleSets` for the order). Each value carries its span
+/// so an error can name its line.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// `--keep-last`.
-    pub keep_last: Option<i64>,
+    pub keep_last: Option<Spanned<i64>>,
     /// `--keep-hourly`.
-    pub keep_hourly: Option<i64>,
+    pub keep_hourly: Option<Spanned<i64>>,
     /// `--keep-daily`.
-    pub keep_daily: Option<i64>,
+    pub keep_daily: Option<Spanned<i64>>,
     /// `--keep-weekly`.
-    pub keep_weekly: Option<i64>,
+    pub keep_weekly: Option<Spanned<i64>>,
     /// `--keep-monthly`.
-    pub keep_monthly: Option<i64>,
+    pub keep_monthly: Option<Spanned<i64>>,
     /// `--keep-yearly`.
-    pub keep_yearly: Option<i64>,
+    pub keep_yearly: Option<Spanned<i64>>,
     /// e.g. "7d" or "1y2m" (restic's units: y, m = months, d, h).
-    pub keep_within: Option<String>,
+    pub keep_within: Option<Spanned<String>>,
     /// `--keep-tag` lists: `"a,b"` keeps snapshots with both.
     #[serde(default)]
     pub keep_tags: Vec<String>,
     /// How far back every commit stays restorable, e.g. "24h" (the default
     /// when there are snapshot rules) or "unlimited".
-    pub keep_wal: Option<String>,
+    pub keep_wal: Option<Spanned<String>>,
     /// How old a prune's mark must be before its packs are deleted, e.g. "1h".
     pub grace: Option<String>,
     /// Repack packs at least this percent unused.
     pub repack_unused: Option<f64>,
+    /// `[retention.full]`: the rules of full snapshots.
+    pub full: Option<Spanned<RuleSetConfig>>,
+    /// `[retention.partial]`: the rules of partial snapshots.
+    pub partial: Option<Spanned<RuleSetConfig>>,
+    /// `[retention.base]`: the rules of replication bases (besides the WAL
+    /// window, which keeps its own).
+    pub base: Option<Spanned<RuleSetConfig>>,
+    /// `[retention.tag.NAME]`: the rules of snapshots tagged NAME, before
+    /// their kind's; among several, the first name in byte order.
+    #[serde(default)]
+    pub tag: std::collections::BTreeMap<String, Spanned<RuleSetConfig>>,
+}
+
+/// One rule set below `[retention]`: `[retention.partial]`,
+/// `[retention.tag.release]`. The same rules as the top level; `keep_wal` is
+/// the repository's and refused here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetConfig {
+    /// `--keep-last`.
+    pub keep_last: Option<Spanned<i64>>,
+    /// `--keep-hourly`.
+    pub keep_hourly: Option<Spanned<i64>>,
+    /// `--keep-daily`.
+    pub keep_daily: Option<Spanned<i64>>,
+    /// `--keep-weekly`.
+    pub keep_weekly: Option<Spanned<i64>>,
+    /// `--keep-monthly`.
+    pub keep_monthly: Option<Spanned<i64>>,
+    /// `--keep-yearly`.
+    pub keep_yearly: Option<Spanned<i64>>,
+    /// e.g. "7d".
+    pub keep_within: Option<Spanned<String>>,
+    /// `--keep-tag` lists.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Accepted by the parser only to say where it belongs.
+    pub keep_wal: Option<Spanned<toml::Value>>,
+}
+
+impl RetentionConfig {
+    /// The top-level rules, as a rule set of their own.
+    fn top_level(&self) -> RuleSetConfig {
+        RuleSetConfig {
+            keep_last: self.keep_last.clone(),
+            keep_hourly: self.keep_hourly.clone(),
+            keep_daily: self.keep_daily.clone(),
+            keep_weekly: self.keep_weekly.clone(),
+            keep_monthly: self.keep_monthly.clone(),
+            keep_yearly: self.keep_yearly.clone(),
+            keep_within: self.keep_within.clone(),
+            keep_tags: self.keep_tags.clone(),
+            keep_wal: None,
+        }
+    }
 }
 
 /// `[[hook]]`: a command run when an event happens.
@@ -285,9 +353,14 @@ impl Config {
                 .code(ErrorCode::ConfigInvalid)
         })?;
         c.path = path.to_path_buf();
+        c.text = text;
         c.warn_if_secrets_are_readable(path);
         c.check_names_unique(path)?;
         check_hooks(&c, path)?;
+        // The kind and tag rule sets are new: refused whole when broken,
+        // by every command. (The top-level rules are read when used, as
+        // before: the command line replaces them.)
+        c.retention_sets(false)?;
         let base = path.parent().unwrap_or(Path::new("."));
         // Relative source paths are relative to the config file.
         for p in c
@@ -465,4 +538,152 @@ fn in_file(e: Error, path: &Path) -> Error {
     Error::config(path.display(), format!("{}: {}", e.subject, e.problem))
         .fix(e.fix)
         .code(ErrorCode::ConfigInvalid)
+}
+
+/// The line (from 1) of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// A wrong value of this file: the error (whose subject names the
+    /// setting) becomes a configuration error naming the file and line.
+    pub fn error_at(&self, span: std::ops::Range<usize>, e: Error) -> Error {
+        let setting = if e.subject.is_empty() {
+            e.problem
+        } else {
+            format!("{}: {}", e.subject, e.problem)
+        };
+        // As the parser's own errors read: `FILE: line N: ...`.
+        Error::config(
+            self.path.display(),
+            format!("line {}: {setting}", line_at(&self.text, span.start)),
+        )
+        .fix(e.fix)
+        .code(ErrorCode::ConfigInvalid)
+    }
+
+    /// `[retention]`'s rule sets for `forget`, every value checked: the
+    /// tag sets (in name order), the kind sets, and with `top_level` the
+    /// top-level rules as the fallback. A set with no rule, or with
+    /// `keep_wal`, is refused.
+    pub fn retention_sets(&self, top_level: bool) -> Result<RuleSets> {
+        let r = &self.retention;
+        let mut sets = RuleSets::default();
+        for (tag, set) in &r.tag {
+            let name = format!("retention.tag.{tag}");
+            sets.tags.push((tag.clone(), self.rule_set(&name, set)?));
+        }
+        for (kind, set) in [
+            (SnapshotKind::Full, &r.full),
+            (SnapshotKind::Partial, &r.partial),
+            (SnapshotKind::Base, &r.base),
+        ] {
+            if let Some(set) = set {
+                sets.kinds
+                    .push((kind, self.rule_set(&format!("retention.{kind}"), set)?));
+            }
+        }
+        if top_level {
+            let policy = self.policy("retention", &r.top_level())?;
+            if !policy.is_empty() {
+                sets.fallback = Some(RuleSet {
+                    name: "retention".into(),
+                    policy,
+                });
+            }
+        }
+        Ok(sets)
+    }
+
+    /// `[retention] keep_wal`, if set.
+    pub fn retention_keep_wal(&self) -> Result<Option<WalWindow>> {
+        self.retention
+            .keep_wal
+            .as_ref()
+            .map(|w| parse_wal_window("[retention] keep_wal", w.get_ref()).map_err(|e| self.error_at(w.span(), e)))
+            .transpose()
+    }
+
+    fn rule_set(&self, name: &str, set: &Spanned<RuleSetConfig>) -> Result<RuleSet> {
+        if let Some(w) = &set.get_ref().keep_wal {
+            return Err(self.error_at(
+                w.span(),
+                Error::config(
+                    format!("[{name}] keep_wal"),
+                    "the WAL window is the whole repository's, not one rule set's",
+                )
+                .fix("move keep_wal to [retention]"),
+            ));
+        }
+        let policy = self.policy(name, set.get_ref())?;
+        if policy.is_empty() {
+            return Err(self.error_at(
+                set.span(),
+                Error::config(
+                    format!("[{name}]"),
+                    "holds no rule, so it would keep every snapshot it judges",
+                )
+                .fix("give it a rule such as keep_daily = 7, or remove the section"),
+            ));
+        }
+        Ok(RuleSet {
+            name: name.to_string(),
+            policy,
+        })
+    }
+
+    fn policy(&self, name: &str, set: &RuleSetConfig) -> Result<Policy> {
+        let count = |key: &str, n: &Option<Spanned<i64>>| -> Result<Option<Count>> {
+            let Some(n) = n else { return Ok(None) };
+            match *n.get_ref() {
+                -1 => Ok(Some(Count::Unlimited)),
+                v => u32::try_from(v).map(|v| Some(Count::N(v))).map_err(|_| {
+                    self.error_at(
+                        n.span(),
+                        Error::config(format!("[{name}] {key}"), format!("{v} is not a count"))
+                            .fix("write a number from 0 up, or -1 for unlimited"),
+                    )
+                }),
+            }
+        };
+        Ok(Policy {
+            last: count("keep_last", &set.keep_last)?,
+            hourly: count("keep_hourly", &set.keep_hourly)?,
+            daily: count("keep_daily", &set.keep_daily)?,
+            weekly: count("keep_weekly", &set.keep_weekly)?,
+            monthly: count("keep_monthly", &set.keep_monthly)?,
+            yearly: count("keep_yearly", &set.keep_yearly)?,
+            within: set
+                .keep_within
+                .as_ref()
+                .map(|w| {
+                    keep_within(&format!("[{name}] keep_within"), w.get_ref()).map_err(|e| self.error_at(w.span(), e))
+                })
+                .transpose()?,
+            tags: set.keep_tags.clone(),
+        })
+    }
+}
+
+/// A `keep_within` value (`--keep-within`), restic's units.
+pub fn keep_within(what: &str, s: &str) -> Result<KeepWithin> {
+    lifeboat::retention::parse_duration(s)
+        .map_err(|e| Error::config(what, format!("`{s}`: {e}")).fix("write it like 7d, 2h or 1y6m (m means months)"))
+}
+
+/// A `keep_wal` value (`--keep-wal`): a duration or `unlimited`.
+pub fn parse_wal_window(what: &str, s: &str) -> Result<WalWindow> {
+    if s.trim() == "unlimited" {
+        return Ok(WalWindow::Unlimited);
+    }
+    let d =
+        lifeboat::duration::parse_duration(what, s).map_err(|e| e.fix("write it like 24h or 7d, or `unlimited`"))?;
+    jiff::SignedDuration::try_from(d)
+        .map(WalWindow::Within)
+        .map_err(|_| Error::config(what, format!("`{s}` is too long")).fix("write it like 24h or 7d, or `unlimited`"))
 }

@@ -1,20 +1,33 @@
 //! `lifeboat forget`: retention rules from the command line or
 //! `[retention]`, the plan printed, then applied (and `--prune`).
 
-use super::config::RetentionConfig;
-use lifeboat::forget::{self, ForgetOptions, ForgetPlan, WalWindow};
-use lifeboat::retention::{self, Count, Policy};
-use lifeboat::{Error, Result};
+use super::config::{keep_within, parse_wal_window};
+use super::filter::FilterArgs;
+use lifeboat::Result;
+use lifeboat::forget::{self, ForgetOptions, ForgetPlan, RuleSets, WalWindow};
+use lifeboat::repo::manifest::SnapshotKind;
+use lifeboat::retention::{Count, Policy};
 
 use super::output::{bytes, print_json_with_requests, when};
-use super::{Ctx, flag_or_config, flag_value};
+use super::pruning::{self, PruneFlags};
+use super::{Ctx, flag_value};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 Rules are restic's: snapshots are grouped by host and sources (a replicated database's bases
 by stream), newest first; --keep-daily 7 keeps the newest snapshot of each of the 7 most recent
 days that have one (hours, days, ISO weeks, months and years in this machine's time zone);
-a snapshot is kept if any rule keeps it. N may be `unlimited` (or -1).
+a snapshot is kept if any rule of its rule set keeps it. N may be `unlimited` (or -1).
+
+Rule sets: [retention] in the config may hold one per tag ([retention.tag.NAME]) and one per
+kind ([retention.full], [retention.partial], [retention.base]) beside its top-level rules.
+Exactly one set judges each snapshot: the set of its first tag (in name order) that has one,
+else its kind's, else the top-level rules; each set counts only the snapshots it judges.
+A snapshot no set covers is kept. The --keep-* flags here are one set for every snapshot,
+replacing the config's rules.
+
+Filters (--kind, --tag, --host, --source) restrict what forget considers at all: other
+snapshots, and the WAL of streams none of whose bases pass, are left untouched.
 
 WAL history (--keep-wal, default 24h): every commit inside the window stays restorable, so the
 bases inside it and the newest base before it are kept and older segments are deleted; outside
@@ -22,11 +35,17 @@ the window, the restore points are the bases the other rules keep. `--keep-wal u
 every commit after the oldest kept base. The newest base of a stream is always kept.
 
 Forget removes manifests (and segments) at once; the data only they used is freed by prune
-(--prune runs it afterwards). Rules given here replace the config's [retention] rules.
+(--prune runs it afterwards). --dry-run names, for each snapshot, the rule set and rules that
+decided (`retention.partial: daily snapshot`).
 
 Examples:
   lifeboat forget --keep-daily 7 --keep-weekly 4 --keep-wal 24h --dry-run
-  lifeboat forget --keep-last 10 --keep-tag release --prune")]
+  lifeboat forget --keep-last 10 --keep-tag release --prune
+  lifeboat forget --kind partial --keep-within 7d      # only partial snapshots
+  lifeboat forget --dry-run                            # the config's [retention] rule sets")]
+// The prune flags are prune's own; here each needs --prune and points there.
+#[command(mut_arg("grace", |a| a.requires("prune").help("With --prune: see `lifeboat prune --help`")))]
+#[command(mut_arg("repack_unused", |a| a.requires("prune").help("With --prune: see `lifeboat prune --help`")))]
 pub struct Args {
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N", value_parser = parse_count)]
@@ -55,18 +74,17 @@ pub struct Args {
     /// Keep every commit restorable this far back (e.g. 24h, 7d, or `unlimited`). Default: 24h.
     #[arg(long, value_name = "DURATION")]
     keep_wal: Option<String>,
-    /// Show, for every snapshot, keep or remove and the rules that decided; change nothing.
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Show, for every snapshot, keep or remove and the rule set and rules that decided;
+    /// change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Run prune afterwards.
     #[arg(long)]
     prune: bool,
-    /// With --prune: see `lifeboat prune --help`.
-    #[arg(long, value_name = "DURATION", requires = "prune")]
-    grace: Option<String>,
-    /// With --prune: see `lifeboat prune --help`.
-    #[arg(long, value_name = "PERCENT", requires = "prune")]
-    repack_unused: Option<f64>,
+    #[command(flatten)]
+    prune_flags: PruneFlags,
 }
 
 fn parse_count(s: &str) -> std::result::Result<Count, String> {
@@ -79,34 +97,11 @@ fn parse_count(s: &str) -> std::result::Result<Count, String> {
     }
 }
 
-fn count_from_config(what: &str, n: Option<i64>) -> Result<Option<Count>> {
-    match n {
-        None => Ok(None),
-        Some(-1) => Ok(Some(Count::Unlimited)),
-        Some(n) => u32::try_from(n).map(|n| Some(Count::N(n))).map_err(|_| {
-            Error::config(format!("[retention] {what}"), format!("{n} is not a count"))
-                .fix("write a number from 0 up, or -1 for unlimited")
-        }),
-    }
-}
-
-fn within(what: &str, s: &str) -> Result<retention::KeepWithin> {
-    retention::parse_duration(s)
-        .map_err(|e| Error::config(what, format!("`{s}`: {e}")).fix("write it like 7d, 2h or 1y6m (m means months)"))
-}
-
-fn parse_wal_window(what: &str, s: &str) -> Result<WalWindow> {
-    if s.trim() == "unlimited" {
-        return Ok(WalWindow::Unlimited);
-    }
-    let d =
-        lifeboat::duration::parse_duration(what, s).map_err(|e| e.fix("write it like 24h or 7d, or `unlimited`"))?;
-    jiff::SignedDuration::try_from(d)
-        .map(WalWindow::Within)
-        .map_err(|_| Error::config(what, format!("`{s}` is too long")).fix("write it like 24h or 7d, or `unlimited`"))
-}
-
-fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<WalWindow>)> {
+/// The rule sets and WAL window: `--keep-*` flags are one rule set for
+/// every snapshot forget considers, replacing the config's sets; without
+/// them, `[retention]`'s sets decide. `--keep-wal` else `[retention]
+/// keep_wal` either way.
+fn rules(ctx: &Ctx, args: &Args) -> Result<(RuleSets, Option<WalWindow>)> {
     let from_flags = args.keep_last.is_some()
         || args.keep_hourly.is_some()
         || args.keep_daily.is_some()
@@ -115,9 +110,9 @@ fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<WalWindow>)> {
         || args.keep_yearly.is_some()
         || args.keep_within.is_some()
         || !args.keep_tags.is_empty();
-    let section: RetentionConfig = ctx.config()?.map(|c| c.retention.clone()).unwrap_or_default();
-    let policy = if from_flags {
-        Policy {
+    let config = ctx.config()?;
+    let rules = if from_flags {
+        let policy = Policy {
             last: args.keep_last,
             hourly: args.keep_hourly,
             daily: args.keep_daily,
@@ -127,43 +122,32 @@ fn policy(ctx: &Ctx, args: &Args) -> Result<(Policy, Option<WalWindow>)> {
             within: args
                 .keep_within
                 .as_deref()
-                .map(|w| flag_value("--keep-within", w, within))
+                .map(|w| flag_value("--keep-within", w, keep_within))
                 .transpose()?,
             tags: args.keep_tags.clone(),
-        }
+        };
+        RuleSets::single(COMMAND_LINE, policy)
     } else {
-        Policy {
-            last: count_from_config("keep_last", section.keep_last)?,
-            hourly: count_from_config("keep_hourly", section.keep_hourly)?,
-            daily: count_from_config("keep_daily", section.keep_daily)?,
-            weekly: count_from_config("keep_weekly", section.keep_weekly)?,
-            monthly: count_from_config("keep_monthly", section.keep_monthly)?,
-            yearly: count_from_config("keep_yearly", section.keep_yearly)?,
-            within: section
-                .keep_within
-                .as_deref()
-                .map(|w| within("[retention] keep_within", w))
-                .transpose()?,
-            tags: section.keep_tags.clone(),
+        match config {
+            Some(c) => c.retention_sets(true)?,
+            None => RuleSets::default(),
         }
     };
-    let keep_wal = flag_or_config(
-        ("--keep-wal", args.keep_wal.as_deref()),
-        ("[retention] keep_wal", section.keep_wal.as_deref()),
-        parse_wal_window,
-    )?;
-    Ok((policy, keep_wal))
+    let keep_wal = match (&args.keep_wal, config) {
+        (Some(w), _) => Some(flag_value("--keep-wal", w, parse_wal_window)?),
+        (None, Some(c)) => c.retention_keep_wal()?,
+        (None, None) => None,
+    };
+    Ok((rules, keep_wal))
 }
 
+/// The name `--dry-run` gives the flags' rule set.
+const COMMAND_LINE: &str = "command line";
+
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let (policy, keep_wal) = policy(ctx, &args)?;
+    let (rules, keep_wal) = rules(ctx, &args)?;
     let prune_opts = if args.prune {
-        let a = super::prune::Args {
-            dry_run: args.dry_run,
-            grace: args.grace.clone(),
-            repack_unused: args.repack_unused,
-        };
-        Some(super::prune::options(ctx, &a)?)
+        Some(pruning::options(ctx, &args.prune_flags, args.dry_run)?)
     } else {
         None
     };
@@ -171,7 +155,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // of this host stages or rewrites.
     let repo = ctx.open_repo()?;
     let opts = ForgetOptions {
-        policy,
+        rules,
+        filter: args.filter.filter(),
         keep_wal,
         tz: jiff::tz::TimeZone::system(),
         now: jiff::Timestamp::now(),
@@ -187,7 +172,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             &repo,
             &p,
             &ctx.progress(),
-            &mut super::prune::lock_for("forget"),
+            &mut pruning::lock_for("forget"),
         )?),
         None => None,
     };
@@ -200,6 +185,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 "wal_window": plan.wal_window,
                 "wal_window_default": plan.wal_window_default,
                 "removed": plan.removed().count(),
+                "untouched": plan.untouched,
                 "kept": plan.verdicts.len() - plan.removed().count(),
                 "result": report,
                 "prune": pruned,
@@ -211,26 +197,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     super::output::log_requests(&repo);
     print_plan(&plan, args.dry_run);
     if let Some(p) = &pruned {
-        super::prune::print_report(p);
+        pruning::print_report(p);
     }
     Ok(0)
 }
 
 fn print_plan(plan: &ForgetPlan, dry_run: bool) {
-    let mut group = None;
+    // Each group once, in order of first appearance, its snapshots oldest
+    // first: full and partial snapshots of a service alternate in time.
+    let mut order: Vec<&str> = Vec::new();
     for v in &plan.verdicts {
+        if !order.contains(&v.group.as_str()) {
+            order.push(&v.group);
+        }
+    }
+    let mut group = None;
+    let by_group = order
+        .iter()
+        .flat_map(|g| plan.verdicts.iter().filter(move |v| v.group == *g));
+    for v in by_group {
         if group != Some(&v.group) {
             println!("group {}", v.group);
             group = Some(&v.group);
         }
         let decision = if v.keep { "keep" } else { "remove" };
+        // Which set decided, then why: `retention.partial: daily snapshot`.
+        let why = match (&v.rule_set, v.reasons.is_empty()) {
+            (Some(set), true) => format!("{set}: no rule keeps it"),
+            (Some(set), false) => format!("{set}: {}", v.reasons.join(", ")),
+            (None, true) => "keep_wal: outside the WAL window".to_string(),
+            (None, false) if v.kind == SnapshotKind::Base => format!("keep_wal: {}", v.reasons.join(", ")),
+            (None, false) => v.reasons.join(", "),
+        };
         println!(
             "  {}  {:<20}  {:<7}  {:<6}  {}",
             v.id.short(),
             when(&v.time),
-            v.kind,
+            v.kind.as_str(),
             decision,
-            v.reasons.join(", ")
+            why
         );
     }
     if !plan.wal.is_empty() {
@@ -261,10 +266,15 @@ fn print_plan(plan: &ForgetPlan, dry_run: bool) {
     }
     let removed = plan.removed().count();
     eprintln!(
-        "{} {} of {} snapshots, kept {}",
+        "{} {} of {} snapshots, kept {}{}",
         if dry_run { "would remove" } else { "removed" },
         removed,
         plan.verdicts.len(),
-        plan.verdicts.len() - removed
+        plan.verdicts.len() - removed,
+        if plan.untouched > 0 {
+            format!("; {} outside the filters left untouched", plan.untouched)
+        } else {
+            String::new()
+        }
     );
 }

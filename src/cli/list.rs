@@ -4,6 +4,7 @@
 use lifeboat::Result;
 
 use super::Ctx;
+use super::filter::FilterArgs;
 use super::output::{bytes, log_requests, print_json, when_at};
 
 #[derive(clap::Args, Debug)]
@@ -14,18 +15,8 @@ pub struct Args {
     /// Also list replication bases.
     #[arg(long)]
     all: bool,
-    /// Only snapshots of this kind (full, partial, base).
-    #[arg(long, value_name = "KIND")]
-    kind: Option<lifeboat::repo::manifest::SnapshotKind>,
-    /// Only snapshots with this tag (repeatable: any of them).
-    #[arg(long, value_name = "T")]
-    tag: Vec<String>,
-    /// Only snapshots taken on this host.
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
-    /// Only snapshots holding the source of this name.
-    #[arg(long, value_name = "NAME")]
-    source: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -35,18 +26,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .iter()
         .filter(|s| s.manifest.kind == lifeboat::repo::manifest::SnapshotKind::Base)
         .count();
+    let filter = args.filter.filter();
     let snaps: Vec<_> = every
         .into_iter()
-        .filter(|s| match &args.kind {
-            Some(k) => s.manifest.kind == *k,
-            None => args.all || s.manifest.kind != lifeboat::repo::manifest::SnapshotKind::Base,
-        })
-        .filter(|s| args.tag.is_empty() || s.manifest.tags.iter().any(|t| args.tag.contains(t)))
-        .filter(|s| args.host.as_ref().is_none_or(|h| &s.manifest.host == h))
+        .filter(|s| filter.matches(&s.manifest))
+        // Bases are hidden unless asked for, by --all or by their kind.
         .filter(|s| {
-            args.source
-                .as_ref()
-                .is_none_or(|n| s.manifest.sources.iter().any(|x| x.name() == n))
+            filter.kind.is_some() || args.all || s.manifest.kind != lifeboat::repo::manifest::SnapshotKind::Base
         })
         .collect();
     if ctx.json {
@@ -68,7 +54,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(0);
     }
     log_requests(&repo);
-    let hint = if bases > 0 && args.kind.is_none() && !args.all {
+    let hint = if bases > 0 && filter.kind.is_none() && !args.all {
         format!(" ({bases} replication bases hidden; --all shows them)")
     } else {
         String::new()

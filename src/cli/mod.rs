@@ -5,6 +5,7 @@
 mod config;
 mod demo;
 mod exit;
+mod filter;
 mod forget;
 pub mod hooks;
 mod init;
@@ -13,6 +14,7 @@ mod log;
 mod output;
 mod progress;
 mod prune;
+mod pruning;
 mod repair;
 mod replicate;
 mod reset;

@@ -4,6 +4,7 @@
 //! SQLite or files.
 
 pub mod config;
+pub mod filter;
 pub mod index;
 pub mod keys;
 pub mod manifest;
@@ -24,6 +25,7 @@ use crate::id::Id;
 pub use crate::storage::RepoLocation;
 use crate::storage::{Backend, LockGuard, LockHolder, RequestCounts, Store};
 use config::RepoConfig;
+pub use filter::SnapshotFilter;
 use index::{Index, IndexFile};
 use manifest::Manifest;
 use mark::Mark;

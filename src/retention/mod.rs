@@ -351,6 +351,25 @@ pub enum Reason {
     NoPolicy,
 }
 
+impl Reason {
+    /// The setting that gave this reason, as `[retention]` spells it
+    /// (`keep_daily`, `keep_within`, `keep_tags`); `None` for
+    /// [`Reason::NoPolicy`].
+    pub fn setting(&self) -> Option<&'static str> {
+        Some(match self {
+            Reason::Last => "keep_last",
+            Reason::Hourly | Reason::Oldest(Bucket::Hourly) => "keep_hourly",
+            Reason::Daily | Reason::Oldest(Bucket::Daily) => "keep_daily",
+            Reason::Weekly | Reason::Oldest(Bucket::Weekly) => "keep_weekly",
+            Reason::Monthly | Reason::Oldest(Bucket::Monthly) => "keep_monthly",
+            Reason::Yearly | Reason::Oldest(Bucket::Yearly) => "keep_yearly",
+            Reason::Within(_) => "keep_within",
+            Reason::Tag(_) => "keep_tags",
+            Reason::NoPolicy => return None,
+        })
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

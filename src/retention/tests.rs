@@ -378,3 +378,24 @@ fn display_uses_restic_wording() {
     );
     assert_eq!(KeepWithin::default().to_string(), "");
 }
+
+#[test]
+fn each_reason_names_the_setting_that_gave_it() {
+    let cases = [
+        (R::Last, Some("keep_last")),
+        (R::Hourly, Some("keep_hourly")),
+        (R::Daily, Some("keep_daily")),
+        (R::Oldest(B::Daily), Some("keep_daily")),
+        (R::Weekly, Some("keep_weekly")),
+        (R::Oldest(B::Weekly), Some("keep_weekly")),
+        (R::Monthly, Some("keep_monthly")),
+        (R::Yearly, Some("keep_yearly")),
+        (R::Oldest(B::Yearly), Some("keep_yearly")),
+        (within("7d"), Some("keep_within")),
+        (R::Tag("a,b".into()), Some("keep_tags")),
+        (R::NoPolicy, None),
+    ];
+    for (reason, setting) in cases {
+        assert_eq!(reason.setting(), setting, "{reason}");
+    }
+}

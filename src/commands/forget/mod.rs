@@ -9,6 +9,16 @@
 //! the window restores. Segments
 //! that no kept base leads to, or that lie wholly before the window's first
 //! base, are deleted: outside the window the restore points are the bases.
+//!
+//! The rules come in sets ([`RuleSets`]: per tag, per kind, and the rest),
+//! and exactly one set judges each snapshot (`rules.rs` gives the order).
+//! A [`SnapshotFilter`] narrows what forget considers at all: a snapshot
+//! outside it is neither judged nor removed, and a stream none of whose
+//! bases it passes keeps every segment.
+
+mod rules;
+
+pub use rules::{RuleSet, RuleSets};
 
 use std::collections::BTreeMap;
 
@@ -18,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::keys;
 use crate::repo::manifest::Source;
-use crate::repo::{Repository, SnapshotRef};
-use crate::retention::{Candidate, Policy};
+use crate::repo::{Repository, SnapshotFilter, SnapshotRef};
+use crate::retention::Candidate;
 
 /// How far back every commit stays restorable when no window is given: a
 /// day, the window the services' own guides keep (seeds 002 and 004).
@@ -51,11 +61,17 @@ impl Serialize for WalWindow {
     }
 }
 
+/// The reason of a snapshot no rule set covers: it is kept.
+pub const NOT_COVERED: &str = "no rule set covers it";
+
 /// What [`plan`] keeps.
 pub struct ForgetOptions {
-    /// Snapshot rules, applied per group (host and sources; per stream for
-    /// replication bases).
-    pub policy: Policy,
+    /// Snapshot rules: one set judges each snapshot, applied per group
+    /// (host and sources; per stream for replication bases) to the group's
+    /// snapshots that set judges.
+    pub rules: RuleSets,
+    /// Which snapshots forget considers at all; the others stay untouched.
+    pub filter: SnapshotFilter,
     /// WAL history window (`--keep-wal`); [`DEFAULT_KEEP_WAL`] when `None`
     /// and there are snapshot rules. With neither, forget refuses.
     pub keep_wal: Option<WalWindow>,
@@ -83,8 +99,15 @@ pub struct Verdict {
     pub group: String,
     /// Whether it stays; `false` means [`apply`] deletes its manifest.
     pub keep: bool,
+    /// The name of the rule set that judged it ([`RuleSet::name`]);
+    /// `None` when no set covers it (it is then kept, unless it is a
+    /// replication base, which the WAL rules decide).
+    pub rule_set: Option<String>,
     /// Every rule that kept it; empty when removed.
     pub reasons: Vec<String>,
+    /// The settings that kept it, as `[retention]` spells them
+    /// (`keep_daily`, `keep_wal` for the WAL rules), each once.
+    pub rules: Vec<String>,
 }
 
 /// What [`plan`] deletes of one replication stream's WAL segments.
@@ -111,8 +134,10 @@ pub struct StreamPlan {
 /// (`--dry-run` prints it; [`apply`] carries it out).
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgetPlan {
-    /// One per snapshot in the repository, kept or not.
+    /// One per snapshot the filter passes, kept or not, in listing order.
     pub verdicts: Vec<Verdict>,
+    /// Snapshots outside the filter: neither judged nor removed.
+    pub untouched: usize,
     /// One per replication stream.
     pub wal: Vec<StreamPlan>,
     /// The window applied, and whether it was the default.
@@ -153,7 +178,7 @@ fn group_key(s: &SnapshotRef) -> String {
 /// lock: it changes nothing.
 ///
 /// ```
-/// use lifeboat::forget::{ForgetOptions, apply, plan};
+/// use lifeboat::forget::{ForgetOptions, RuleSets, apply, plan};
 /// use lifeboat::retention::{Count, Policy};
 /// use lifeboat::{Repository, RepoLocation, SnapshotKind, SnapshotOptions, SourceKind, SourceSpec};
 ///
@@ -169,7 +194,8 @@ fn group_key(s: &SnapshotRef) -> String {
 ///
 /// // `forget --keep-last 2`: decide first (what `--dry-run` shows), then apply.
 /// let options = ForgetOptions {
-///     policy: Policy { last: Some(Count::N(2)), ..Policy::default() },
+///     rules: RuleSets::single("command line", Policy { last: Some(Count::N(2)), ..Policy::default() }),
+///     filter: Default::default(),
 ///     keep_wal: None,
 ///     tz: jiff::tz::TimeZone::UTC,
 ///     now: jiff::Timestamp::now(),
@@ -187,11 +213,14 @@ fn group_key(s: &SnapshotRef) -> String {
 /// The data only the removed snapshots used stays until
 /// [`prune`](crate::commands::prune::prune) deletes it.
 pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan> {
-    if opts.policy.is_empty() && opts.keep_wal.is_none() {
+    if opts.rules.is_empty() && opts.keep_wal.is_none() {
         return Err(Error::usage("no retention rule given: forget would remove nothing")
             .fix("give rules such as --keep-daily 7 --keep-weekly 4 --keep-wal 24h, or a [retention] section"));
     }
-    let snaps = repo.snapshots_whole()?;
+    let (snaps, untouched): (Vec<SnapshotRef>, Vec<SnapshotRef>) = repo
+        .snapshots_whole()?
+        .into_iter()
+        .partition(|s| opts.filter.matches(&s.manifest));
     let times = snapshot_times(&snaps)?;
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in snaps.iter().enumerate() {
@@ -218,9 +247,10 @@ pub fn plan<S>(repo: &Repository<S>, opts: &ForgetOptions) -> Result<ForgetPlan>
         .into_iter()
         .map(|v| v.expect("every snapshot is in a group"))
         .collect();
-    let wal = plan_wal(repo, &snaps, &times, &verdicts, window_start)?;
+    let wal = plan_wal(repo, &snaps, &times, &verdicts, &untouched, window_start)?;
     Ok(ForgetPlan {
         verdicts,
+        untouched: untouched.len(),
         wal,
         wal_window,
         wal_window_default: opts.keep_wal.is_none(),
@@ -244,39 +274,58 @@ struct Judge<'a> {
 
 impl Judge<'_> {
     /// The verdicts of one group's snapshots (`members`, indexes into
-    /// `snaps`): the retention policy's reasons, and for a stream's bases
-    /// the WAL rules'. Refuses rules that would keep none of a group.
+    /// `snaps`): each rule set's reasons, the set applied to the members it
+    /// judges, and for a stream's bases the WAL rules'. Refuses a set that
+    /// would keep none of the group's snapshots it judges.
     fn group(&self, group: &str, members: &[usize], verdicts: &mut [Option<Verdict>]) -> Result<()> {
-        let candidates: Vec<Candidate> = members
+        let bases = members.iter().any(|&i| stream_of(&self.snaps[i]).is_some());
+        // Each member's set, and the reasons that set gives it: a set counts
+        // (keep_last, keep_daily ...) only among the snapshots it judges.
+        let chosen: Vec<Option<&RuleSet>> = members
             .iter()
-            .map(|&i| Candidate {
-                time: self.times[i],
-                tags: &self.snaps[i].manifest.tags,
+            .map(|&i| {
+                let m = &self.snaps[i].manifest;
+                self.opts.rules.choose(m.kind, &m.tags)
             })
             .collect();
-        let decisions = if self.opts.policy.is_empty() {
-            None
-        } else {
-            Some(crate::retention::apply_at(
-                &self.opts.policy,
-                &candidates,
-                &self.opts.tz,
-                self.opts.now,
-            ))
-        };
-        let bases = members.iter().any(|&i| stream_of(&self.snaps[i]).is_some());
-        // (A stream's newest base is always kept, so its group never empties.)
-        if let Some(d) = &decisions
-            && !bases
-            && !d.iter().any(|d| d.keep)
-        {
-            // restic refuses too: a rule that keeps nothing of a group is
-            // almost always a mistake (a misspelt tag, say).
-            return Err(Error::usage(format!(
-                "the rules ({}) would remove every snapshot of group `{group}`",
-                self.opts.policy
-            ))
-            .fix("add a rule that keeps at least one of them, e.g. --keep-last 1"));
+        let mut by_set: Vec<Vec<String>> = vec![Vec::new(); members.len()];
+        let mut settings: Vec<Vec<String>> = vec![Vec::new(); members.len()];
+        let mut done = vec![false; members.len()];
+        for k in 0..members.len() {
+            let Some(set) = chosen[k] else { continue };
+            if done[k] {
+                continue;
+            }
+            let judged: Vec<usize> = (k..members.len())
+                .filter(|&j| chosen[j].is_some_and(|c| std::ptr::eq(c, set)))
+                .collect();
+            let candidates: Vec<Candidate> = judged
+                .iter()
+                .map(|&j| Candidate {
+                    time: self.times[members[j]],
+                    tags: &self.snaps[members[j]].manifest.tags,
+                })
+                .collect();
+            let decisions = crate::retention::apply_at(&set.policy, &candidates, &self.opts.tz, self.opts.now);
+            // (A stream's newest base is always kept, so its group never empties.)
+            if !bases && !decisions.iter().any(|d| d.keep) {
+                // restic refuses too: a rule that keeps nothing of a group is
+                // almost always a mistake (a misspelt tag, say).
+                return Err(Error::usage(format!(
+                    "the {} rules ({}) would remove every snapshot they judge of group `{group}`",
+                    set.name, set.policy
+                ))
+                .fix("add a rule that keeps at least one of them, e.g. --keep-last 1 (keep_last = 1 in a config)"));
+            }
+            for (&j, d) in judged.iter().zip(decisions) {
+                by_set[j] = d.reasons.iter().map(|r| r.to_string()).collect();
+                for key in d.reasons.iter().filter_map(|r| r.setting()) {
+                    if !settings[j].iter().any(|k| k == key) {
+                        settings[j].push(key.to_string());
+                    }
+                }
+                done[j] = true;
+            }
         }
         // WAL rules, for a stream's bases.
         let head = members
@@ -292,12 +341,15 @@ impl Judge<'_> {
         });
         for (k, &i) in members.iter().enumerate() {
             let s = &self.snaps[i];
-            let mut reasons: Vec<String> = match &decisions {
-                Some(d) => d[k].reasons.iter().map(|r| r.to_string()).collect(),
-                // No snapshot rule: only the WAL rules decide about bases.
-                None if !bases => vec!["no snapshot rule".into()],
+            let mut reasons: Vec<String> = match chosen[k] {
+                Some(_) => std::mem::take(&mut by_set[k]),
+                // No set covers it: kept, never deleted by omission; only
+                // the WAL rules decide about bases.
+                None if !bases => vec![NOT_COVERED.into()],
                 None => Vec::new(),
             };
+            let mut rules = std::mem::take(&mut settings[k]);
+            let set_reasons = reasons.len();
             if bases {
                 if Some(i) == head {
                     reasons.push("newest base of its stream".into());
@@ -311,6 +363,9 @@ impl Judge<'_> {
                     reasons.push("WAL window's starting base".into());
                 }
             }
+            if reasons.len() > set_reasons {
+                rules.push("keep_wal".into());
+            }
             verdicts[i] = Some(Verdict {
                 id: s.id,
                 time: s.manifest.time.to_string(),
@@ -319,7 +374,9 @@ impl Judge<'_> {
                 tags: s.manifest.tags.clone(),
                 group: group.to_string(),
                 keep: !reasons.is_empty(),
+                rule_set: chosen[k].map(|set| set.name.clone()),
                 reasons,
+                rules,
             });
         }
         Ok(())
@@ -327,12 +384,15 @@ impl Judge<'_> {
 }
 
 /// Per stream: the segments no kept base leads to, or wholly before the
-/// base that starts the WAL window.
+/// base that starts the WAL window. The bases outside the filter
+/// (`untouched`) count as kept; a stream with no base inside it is left
+/// alone.
 fn plan_wal<S>(
     repo: &Repository<S>,
     snaps: &[SnapshotRef],
     times: &[jiff::Timestamp],
     verdicts: &[Verdict],
+    untouched: &[SnapshotRef],
     window_start: Option<jiff::Timestamp>,
 ) -> Result<Vec<StreamPlan>> {
     let mut segments: BTreeMap<String, Vec<(String, u64, u64)>> = BTreeMap::new();
@@ -349,22 +409,36 @@ fn plan_wal<S>(
     }
     let mut out = Vec::new();
     for (stream, segs) in segments {
-        let kept: Vec<(u64, jiff::Timestamp)> = snaps
+        let of_stream = |s: &SnapshotRef| stream_of(s).filter(|(st, _)| *st == stream).map(|(_, txid)| txid);
+        if !snaps.iter().any(|s| of_stream(s).is_some()) {
+            // The filter passed none of its bases: forget does not consider it.
+            continue;
+        }
+        // An untouched base whose time does not parse still protects the
+        // segments after it; it just cannot start the window.
+        let kept: Vec<(u64, Option<jiff::Timestamp>)> = snaps
             .iter()
             .zip(times)
             .zip(verdicts)
             .filter(|(_, v)| v.keep)
-            .filter_map(|((s, &at), _)| match stream_of(s) {
-                Some((st, txid)) if st == stream => Some((txid, at)),
-                _ => None,
-            })
+            .filter_map(|((s, &at), _)| of_stream(s).map(|txid| (txid, Some(at))))
+            .chain(
+                untouched
+                    .iter()
+                    .filter_map(|s| of_stream(s).map(|txid| (txid, Some(s.manifest.time)))),
+            )
             .collect();
         let Some(oldest) = kept.iter().map(|(t, _)| *t).min() else {
             // No base at all: a stream still taking its first one, or one
             // this version cannot place. Leave it.
             continue;
         };
-        let anchor = window_start.and_then(|start| kept.iter().filter(|(_, at)| *at < start).map(|(t, _)| *t).max());
+        let anchor = window_start.and_then(|start| {
+            kept.iter()
+                .filter(|(_, at)| at.is_some_and(|at| at < start))
+                .map(|(t, _)| *t)
+                .max()
+        });
         let cutoff = anchor.unwrap_or(oldest).max(oldest);
         let mut plan = StreamPlan {
             stream: stream.clone(),
