@@ -2,6 +2,7 @@
 //! One file per subcommand; `exit.rs` is the only place errors become exit
 //! codes and messages.
 
+mod agent_socket;
 mod config;
 mod demo;
 mod exit;
@@ -19,6 +20,7 @@ mod restore;
 mod show;
 mod snapshot;
 mod stats;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -97,6 +99,8 @@ enum Command {
     Stats(stats::Args),
     /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
     Demo(demo::Args),
+    /// How current the backups are: each source's newest point and age, replication, last drill, jobs.
+    Status(status::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -254,6 +258,7 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,
