@@ -3,6 +3,7 @@
 //! codes and messages.
 
 mod agent_socket;
+mod completions;
 mod config;
 mod demo;
 mod exit;
@@ -10,6 +11,7 @@ mod forget;
 mod init;
 mod list;
 mod log;
+mod man;
 mod output;
 mod progress;
 mod prune;
@@ -101,6 +103,10 @@ enum Command {
     Demo(demo::Args),
     /// How current the backups are: each source's newest point and age, replication, last drill, jobs.
     Status(status::Args),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::Args),
+    /// Print or write the manual pages.
+    Man(man::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -259,6 +265,8 @@ pub fn main() -> i32 {
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
+        Command::Completions(a) => completions::run(&ctx, a),
+        Command::Man(a) => man::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,
