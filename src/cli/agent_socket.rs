@@ -13,6 +13,7 @@
 //! returned [`StatusServer`] is dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -111,15 +112,21 @@ pub struct ReplicationState {
 
 /// The socket `status` asks and the agent serves: `flag` (`--socket`),
 /// else `<state_dir>/agent.sock` with the agent's configured state
-/// directory, else `$XDG_STATE_HOME/lifeboat/agent.sock`.
+/// directory, else in [`default_state_dir`].
 pub fn socket_path(dirs: &HostDirs, state_dir: Option<&Path>, flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
     }
     match state_dir {
         Some(d) => d.join(SOCKET_NAME),
-        None => dirs.state.join("lifeboat").join(SOCKET_NAME),
+        None => default_state_dir(dirs).join(SOCKET_NAME),
     }
+}
+
+/// The agent's state directory when its configuration names none:
+/// `$XDG_STATE_HOME/lifeboat/agent` (`~/.local/state/lifeboat/agent`).
+pub fn default_state_dir(dirs: &HostDirs) -> PathBuf {
+    dirs.state.join("lifeboat").join("agent")
 }
 
 /// The answering side, running until dropped: then its thread ends and the
@@ -129,14 +136,19 @@ pub struct StatusServer {
     path: PathBuf,
     inode: u64,
     stop: Arc<AtomicBool>,
+    listener: Arc<UnixListener>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for StatusServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accepting thread; it sees the flag and returns.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accepting thread, which then sees the flag and returns.
+        // Through the descriptor, not the path: the file may have been
+        // removed or replaced meanwhile. (On Linux a shut-down listening
+        // socket fails `accept` at once.)
+        // SAFETY: the descriptor is the listener's, open while `self.listener` lives.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -180,10 +192,12 @@ where
     let inode = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?.ino();
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
+    let listener = Arc::new(listener);
+    let accepting = listener.clone();
     let thread = std::thread::Builder::new()
         .name("status-socket".into())
         .spawn(move || {
-            for conn in listener.incoming() {
+            for conn in accepting.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     return;
                 }
@@ -193,7 +207,11 @@ where
                             tracing::debug!(event = "agent.status_request_failed", error = %e);
                         }
                     }
-                    Err(e) => tracing::warn!(event = "agent.status_accept_failed", error = %e),
+                    Err(e) => {
+                        tracing::warn!(event = "agent.status_accept_failed", error = %e);
+                        // Out of descriptors, say: no spinning while it lasts.
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         })
@@ -202,6 +220,7 @@ where
         path: path.to_path_buf(),
         inode,
         stop,
+        listener,
         thread: Some(thread),
     })
 }
@@ -315,6 +334,21 @@ mod tests {
         drop(server);
         assert!(!path.exists(), "the socket is removed when the server stops");
         assert!(matches!(query(&path, CLIENT_TIMEOUT), Answer::NotRunning));
+    }
+
+    #[test]
+    fn a_server_stops_even_when_its_socket_file_was_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let server = serve_status(&path, canned).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("dropping the server returns");
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub struct Args {
     /// was never taken, or the last drill or an agent job failed.
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
-    /// The agent's socket. Default: <state dir>/agent.sock, the state dir being
-    /// $XDG_STATE_HOME/lifeboat (~/.local/state/lifeboat).
+    /// The agent's socket. Default: <state dir>/agent.sock, the agent's state dir being
+    /// $XDG_STATE_HOME/lifeboat/agent (~/.local/state/lifeboat/agent).
     #[arg(long, value_name = "PATH", env = "LIFEBOAT_AGENT_SOCKET")]
     pub socket: Option<PathBuf>,
 }
@@ -96,7 +96,7 @@ struct RepositoryOut<'a> {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let max_age = match &args.max_age {
-        Some(v) => Some(super::flag_value("--max-age", v, lifeboat::duration::parse_duration)?),
+        Some(v) => Some(super::flag_value("--max-age", v, parse_age)?),
         None => None,
     };
     // TODO(issue 21, agent): pass the agent's configured state directory
@@ -150,6 +150,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     } else {
         0
     })
+}
+
+/// An age as monitoring states it: whole days (`2d`, 24 hours each) or
+/// anything `parse_duration` takes (`26h`, `90m`).
+fn parse_age(what: &str, v: &str) -> Result<std::time::Duration> {
+    match v.trim().strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
+        Some(days) if days > 0 => Ok(std::time::Duration::from_secs(days * 86_400)),
+        _ => lifeboat::duration::parse_duration(what, v).map_err(|e| e.fix("write it like 26h, 90m or 2d")),
+    }
 }
 
 fn agent_out(socket: &std::path::Path, answer: &Answer) -> AgentOut {
