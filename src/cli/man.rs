@@ -51,7 +51,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 
 fn render(cmd: &clap::Command) -> Result<Vec<u8>> {
     let mut page = Vec::new();
+    // Every page names the program and version it documents, not the
+    // subcommand alone (clap_mangen's default source).
     clap_mangen::Man::new(cmd.clone())
+        .source(format!("lifeboat {}", env!("CARGO_PKG_VERSION")))
+        .manual("Lifeboat Manual")
         .render(&mut page)
         .map_err(|e| Error::io(Path::new("man page"), e))?;
     Ok(page)

@@ -101,7 +101,7 @@ enum Command {
     Stats(stats::Args),
     /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
     Demo(demo::Args),
-    /// How current the backups are: each source's newest point and age, replication, last drill, jobs.
+    /// How current the backups are: each source's newest point, replication, last drill, jobs.
     Status(status::Args),
     /// Print a shell completion script (bash, zsh, fish).
     Completions(completions::Args),
