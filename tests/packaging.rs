@@ -149,3 +149,92 @@ fn render_with_man(page: &Path, expect: &str) {
         Err(e) => panic!("man: {e}"),
     }
 }
+
+/// contrib/systemd as shipped, with ExecStart pointing at the binary under
+/// test (verify checks that the command exists).
+fn units_under_test(env: &Env) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let dir = env.path("units");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [
+        "lifeboat-agent.service",
+        "lifeboat-snapshot.service",
+        "lifeboat-snapshot.timer",
+    ] {
+        let text = std::fs::read_to_string(src.join(name)).unwrap();
+        assert!(
+            text.contains("/usr/local/bin/lifeboat") || name.ends_with(".timer"),
+            "{name}"
+        );
+        std::fs::write(dir.join(name), text.replace("/usr/local/bin/lifeboat", common::BIN)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_systemd_units_verify_and_the_agent_is_hardened() {
+    let env = Env::bare();
+    let dir = units_under_test(&env);
+    let agent = std::fs::read_to_string(dir.join("lifeboat-agent.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(agent.contains(line), "lifeboat-agent.service lacks {line:?}");
+    }
+    // The arguments the units run are ones the binary accepts.
+    let exec = |unit: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join(unit)).unwrap();
+        let line = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        line.split_whitespace().skip(1).map(String::from).collect()
+    };
+    let mut snapshot = exec("lifeboat-snapshot.service");
+    snapshot.push("--help".into());
+    env.run_bare(&snapshot).expect_code(0);
+
+    let units: Vec<String> = [
+        "lifeboat-agent.service",
+        "lifeboat-snapshot.service",
+        "lifeboat-snapshot.timer",
+    ]
+    .iter()
+    .map(|u| s(&dir.join(u)).to_string())
+    .collect();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .args(&units)
+        .output();
+    let o = match verify {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("systemd-analyze not installed: units not verified");
+            return;
+        }
+        Err(e) => panic!("systemd-analyze: {e}"),
+    };
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // systemd's own score of the sandbox: 0 (locked down) to 10 (none).
+    let o = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&units[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for lifeboat-agent.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 2.0, "exposure {level}:\n{text}");
+}
