@@ -210,6 +210,33 @@ fn a_replicated_database_shows_the_newest_commit_the_repository_holds() {
     assert!(text.contains(&format!("txid {}", u(&r["txid"]))), "{text}");
 }
 
+/// An agent's status (the agent's `agent-status.json` schema, format 1),
+/// with a field from a newer version.
+fn agent_status(pid: u32, state: &str) -> Value {
+    json!({
+        "format": 1,
+        "pid": pid,
+        "started": "2026-12-01T00:00:00Z",
+        "updated": "2026-12-07T05:00:00Z",
+        "config": "/etc/lifeboat/lifeboat.toml",
+        "timezone": "UTC",
+        "default_schedule": false,
+        "state": state,
+        "jobs": [
+            {"name": "nightly", "schedule": "0 3 * * *", "run": "snapshot --kind partial", "state": "idle",
+             "last_start": "2026-12-07T03:00:00Z", "last_end": "2026-12-07T03:00:09Z",
+             "last_exit_code": 0, "next_run": "2026-12-08T03:00:00Z"},
+            {"name": "prune", "schedule": "1d", "run": "forget --prune", "state": "idle",
+             "last_start": "2026-12-07T04:00:00Z", "last_exit_code": 75}
+        ],
+        "replication": {"running": true, "pid": 9, "restarts": 0, "databases": [
+            {"name": "app.db", "txid": 77, "last_event": "replicate.following",
+             "last_event_at": "2026-12-07T03:00:00Z", "gaps": 0}
+        ]},
+        "a_field_from_a_newer_agent": true
+    })
+}
+
 /// A stand-in agent: answers every connection with `reply` (after reading
 /// the request line, which it records).
 fn fake_agent(path: &Path, reply: Value) -> std::sync::mpsc::Receiver<String> {
@@ -236,28 +263,14 @@ fn with_a_running_agent_status_shows_its_jobs_and_live_replication() {
     create_db(&db, 20, 50, true);
     env.snapshot(&[&db]);
     let socket = env.xdg_state.join("lifeboat/agent/agent.sock");
-    let requests = fake_agent(
-        &socket,
-        json!({
-            "protocol": 1,
-            "pid": 4242,
-            "started": "2026-12-01T00:00:00Z",
-            "jobs": [
-                {"name": "nightly", "schedule": "0 3 * * *", "run": "snapshot --kind partial",
-                 "last_run": "2026-12-07T03:00:00Z", "last_exit": 0, "next_run": "2026-12-08T03:00:00Z"},
-                {"name": "prune", "schedule": "1d", "run": "forget --prune",
-                 "last_run": "2026-12-07T04:00:00Z", "last_exit": 75, "last_error": "repository busy"}
-            ],
-            "replication": [{"name": "app.db", "path": s(&db), "shipped_txid": 77, "lag_seconds": 0.5}],
-            "a_field_from_a_newer_agent": true
-        }),
-    );
+    let requests = fake_agent(&socket, agent_status(4242, "running"));
     let st = env.ok(["--json", "status"]).json();
     assert_eq!(requests.recv().unwrap(), "status\n");
     assert_eq!(st["agent"]["running"], true, "{st}");
     assert_eq!(st["agent"]["pid"], 4242);
     assert_eq!(st["jobs"][0]["next_run"], "2026-12-08T03:00:00Z");
-    assert_eq!(source(&st, "app.db")["live_replication"]["shipped_txid"], 77);
+    assert_eq!(st["agent"]["via"], "socket");
+    assert_eq!(source(&st, "app.db")["live_replication"]["txid"], 77);
     // The stored part still comes from the repository.
     assert_eq!(u(&st["repository"]["snapshots"]), 1);
     let problems = st["problems"].as_array().unwrap();
@@ -276,7 +289,10 @@ fn with_a_running_agent_status_shows_its_jobs_and_live_replication() {
         .lines()
         .find(|l| l.starts_with("app.db"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(src.contains("txid 77") && src.contains("0.5s"), "{src}");
+    assert!(
+        src.contains("txid 77") && src.contains(" following ") && src.ends_with(" ago"),
+        "{src}"
+    );
 }
 
 #[test]
@@ -292,7 +308,27 @@ fn a_socket_left_by_a_dead_agent_is_ignored_and_left_alone() {
     assert!(socket.exists(), "status removes nothing");
     // --socket names another place to ask.
     let elsewhere = env.path("run/agent.sock");
-    let _requests = fake_agent(&elsewhere, json!({"protocol": 1, "pid": 7}));
+    let _requests = fake_agent(&elsewhere, json!({"format": 1, "pid": 7}));
     let st = env.ok(["--json", "status", "--socket", s(&elsewhere)]).json();
     assert_eq!(st["agent"]["pid"], 7, "{st}");
+}
+
+#[test]
+fn an_agent_without_a_socket_is_read_from_its_status_file_while_it_runs() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let dir = env.xdg_state.join("lifeboat/agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("agent-status.json");
+    // This test process stands in for the running agent.
+    std::fs::write(&file, agent_status(std::process::id(), "running").to_string()).unwrap();
+    let st = env.ok(["--json", "status"]).json();
+    assert_eq!(st["agent"]["running"], true, "{st}");
+    assert_eq!(st["agent"]["via"], "status file", "{st}");
+    assert_eq!(st["jobs"][1]["last_exit_code"], 75);
+    // A stopped agent's last status is not a running agent.
+    std::fs::write(&file, agent_status(std::process::id(), "stopped").to_string()).unwrap();
+    let st = env.ok(["--json", "status"]).json();
+    assert_eq!(st["agent"]["running"], false, "{st}");
+    assert!(st["jobs"].as_array().unwrap().is_empty(), "{st}");
 }

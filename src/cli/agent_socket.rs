@@ -2,9 +2,10 @@
 //! repository does not: its jobs and their next runs, and each replicator's
 //! live position. Both sides use this module.
 //!
-//! Protocol (version 1): a Unix stream socket, `<state dir>/agent.sock`.
-//! The client sends one line, `status\n`; the agent answers one JSON object
-//! ([`AgentStatus`]) followed by `\n` and closes the connection. Anything
+//! Protocol: a Unix stream socket, `<state dir>/agent.sock`. The client
+//! sends one line, `status\n`; the agent answers one JSON object, its status
+//! (`format` 1, read as [`AgentStatus`]) followed by `\n`, and closes the
+//! connection. Anything
 //! else gets `{"error": "..."}`. The socket is created with the process
 //! umask inside the state directory, whose permissions decide who may ask.
 //!
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use lifeboat::fsutil::HostDirs;
 use lifeboat::{Error, ErrorCode, Result};
 
-/// The protocol version an [`AgentStatus`] carries.
+/// The status format an [`AgentStatus`] carries (its `format`).
 pub const PROTOCOL: u32 = 1;
 
 /// The one request.
@@ -46,25 +47,31 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The socket's file name inside the agent's state directory.
 pub const SOCKET_NAME: &str = "agent.sock";
 
-/// The agent's live state, as it answers `status`. Every field has a
-/// default, and unknown fields are kept out of the way rather than refused,
-/// so an agent and a `status` of neighbouring versions still understand
-/// each other.
+/// The agent's live state as `status` reads it: the agent's own status
+/// (`agent-status.json`'s schema, format 1), every field defaulted and
+/// unknown ones ignored, so neighbouring versions still understand each
+/// other and the agent can serve its own type unchanged.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentStatus {
     /// [`PROTOCOL`].
-    pub protocol: u32,
+    pub format: u32,
     /// The agent's process id.
     pub pid: u32,
     /// When the agent started (RFC 3339).
     pub started: String,
+    /// When the agent last changed this status (RFC 3339).
+    pub updated: String,
     /// The configuration file it runs with.
     pub config: Option<String>,
+    /// The time zone its schedules are read in.
+    pub timezone: String,
+    /// `running`, `stopping` after SIGTERM, `stopped` once it has exited.
+    pub state: String,
     /// Every job, configured or default.
     pub jobs: Vec<JobState>,
-    /// Every database it replicates.
-    pub replication: Vec<ReplicationState>,
+    /// Its replicator.
+    pub replication: ReplicationState,
 }
 
 /// One job as the agent runs it.
@@ -77,37 +84,44 @@ pub struct JobState {
     pub schedule: String,
     /// The lifeboat command line it runs.
     pub run: String,
-    /// A run is under way.
-    pub running: bool,
-    /// When the last run started (RFC 3339).
-    pub last_run: Option<String>,
-    /// The last run's exit code (0: success).
-    pub last_exit: Option<i32>,
-    /// The last run's error, one line, when it failed.
-    pub last_error: Option<String>,
+    /// `idle`, `running` or `retry_wait`.
+    pub state: String,
+    /// When the last run started and ended (RFC 3339).
+    pub last_start: Option<String>,
+    /// When the last run ended (RFC 3339).
+    pub last_end: Option<String>,
+    /// The last run's exit code (0: success; 128 + signal when killed).
+    pub last_exit_code: Option<i32>,
     /// When it runs next (RFC 3339).
     pub next_run: Option<String>,
 }
 
-/// One replicated database as the agent's replicator sees it.
+/// The agent's replicator.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReplicationState {
-    /// The source's name.
+    /// A replicator runs now.
+    pub running: bool,
+    /// How often it was started again after it ended.
+    pub restarts: u32,
+    /// The databases it follows.
+    pub databases: Vec<DatabaseState>,
+}
+
+/// One replicated database as the replicator last reported it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseState {
+    /// The `[[sqlite]]` source's name.
     pub name: String,
-    /// The database file.
-    pub path: String,
-    /// The newest commit shipped to the repository.
-    pub shipped_txid: Option<u64>,
-    /// When that commit was made (RFC 3339).
-    pub shipped_time: Option<String>,
-    /// The newest commit in the database's log.
-    pub database_txid: Option<u64>,
-    /// Seconds the repository trails the database: 0 when everything
-    /// committed is shipped.
-    pub lag_seconds: Option<f64>,
-    /// The replicator's last error, one line, while it is retrying.
-    pub error: Option<String>,
+    /// The newest transaction the replicator reported.
+    pub txid: Option<u64>,
+    /// Its last event (`replicate.following`, `replicate.base`, ...).
+    pub last_event: Option<String>,
+    /// When that event came (RFC 3339).
+    pub last_event_at: Option<String>,
+    /// Gaps in the stream since the agent started.
+    pub gaps: u32,
 }
 
 /// The socket `status` asks and the agent serves: `flag` (`--socket`),
@@ -127,6 +141,23 @@ pub fn socket_path(dirs: &HostDirs, state_dir: Option<&Path>, flag: Option<&Path
 /// `$XDG_STATE_HOME/lifeboat/agent` (`~/.local/state/lifeboat/agent`).
 pub fn default_state_dir(dirs: &HostDirs) -> PathBuf {
     dirs.state.join("lifeboat").join("agent")
+}
+
+/// The status file the agent keeps beside its socket.
+pub const STATUS_FILE: &str = "agent-status.json";
+
+/// The status the agent last wrote beside `socket`, if its process still
+/// runs and it says it is running: what `status` shows when the socket does
+/// not answer. A killed agent leaves its last status behind; its pid, gone,
+/// tells.
+pub fn read_status_file(socket: &Path) -> Option<AgentStatus> {
+    let file = socket.parent()?.join(STATUS_FILE);
+    let st: AgentStatus = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    let pid = libc::pid_t::try_from(st.pid).ok().filter(|p| *p > 0)?;
+    // SAFETY: signal 0 only asks whether the process exists.
+    let alive =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    (st.format == PROTOCOL && st.state == "running" && alive).then_some(st)
 }
 
 /// The answering side, running until dropped: then its thread ends and the
@@ -165,9 +196,10 @@ impl Drop for StatusServer {
 /// under a temporary name and renamed into place, so a client never finds
 /// a socket that does not answer yet.
 #[cfg_attr(not(test), allow(dead_code))] // the agent's side; it serves once `lifeboat agent` calls `serve_status`
-pub fn serve_status<F>(path: &Path, provider: F) -> Result<StatusServer>
+pub fn serve_status<T, F>(path: &Path, provider: F) -> Result<StatusServer>
 where
-    F: Fn() -> AgentStatus + Send + 'static,
+    T: Serialize,
+    F: Fn() -> T + Send + 'static,
 {
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if !m.file_type().is_socket() {
@@ -226,15 +258,13 @@ where
 }
 
 #[cfg_attr(not(test), allow(dead_code))] // the agent's side; it serves once `lifeboat agent` calls `serve_status`
-fn answer(stream: UnixStream, provider: &dyn Fn() -> AgentStatus) -> std::io::Result<()> {
+fn answer<T: Serialize>(stream: UnixStream, provider: &dyn Fn() -> T) -> std::io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take(256)).read_line(&mut line)?;
     let reply = if line.trim_end() == REQUEST {
-        let mut st = provider();
-        st.protocol = PROTOCOL;
-        serde_json::to_string(&st).map_err(std::io::Error::other)?
+        serde_json::to_string(&provider()).map_err(std::io::Error::other)?
     } else {
         serde_json::json!({ "error": format!("unknown request {:?}; send \"status\\n\"", line.trim_end()) }).to_string()
     };
@@ -277,11 +307,11 @@ pub fn query(path: &Path, timeout: Duration) -> Answer {
         Err(e) => return Answer::Unanswered(format!("{}: {e}", path.display())),
     };
     match serde_json::from_slice::<AgentStatus>(&reply) {
-        Ok(st) if st.protocol == PROTOCOL => Answer::Running(st),
+        Ok(st) if st.format == PROTOCOL => Answer::Running(st),
         Ok(st) => Answer::Unanswered(format!(
-            "{}: the agent speaks status protocol {}, this lifeboat {PROTOCOL}",
+            "{}: the agent's status is format {}, this lifeboat reads {PROTOCOL}",
             path.display(),
-            st.protocol
+            st.format
         )),
         Err(e) => Answer::Unanswered(format!("{}: not a status reply ({e})", path.display())),
     }
@@ -293,6 +323,7 @@ mod tests {
 
     fn canned() -> AgentStatus {
         AgentStatus {
+            format: PROTOCOL,
             pid: 4242,
             started: "2026-12-01T00:00:00Z".into(),
             jobs: vec![JobState {
@@ -320,7 +351,7 @@ mod tests {
         for _ in 0..2 {
             match query(&path, CLIENT_TIMEOUT) {
                 Answer::Running(st) => {
-                    assert_eq!((st.pid, st.protocol), (4242, PROTOCOL));
+                    assert_eq!((st.pid, st.format), (4242, PROTOCOL));
                     assert_eq!(st.jobs[0].next_run.as_deref(), Some("2026-12-02T03:00:00Z"));
                 }
                 other => panic!("{other:?}"),
@@ -387,6 +418,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert!(v["error"].as_str().unwrap().contains("shutdown"), "{v}");
         assert!(v.get("pid").is_none(), "{v}");
+    }
+
+    #[test]
+    fn the_status_file_counts_only_while_its_agent_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(SOCKET_NAME);
+        assert!(read_status_file(&socket).is_none());
+        let write = |pid: u32, state: &str| {
+            let st = AgentStatus {
+                pid,
+                state: state.into(),
+                ..canned()
+            };
+            std::fs::write(dir.path().join(STATUS_FILE), serde_json::to_vec(&st).unwrap()).unwrap();
+        };
+        write(std::process::id(), "running");
+        assert_eq!(read_status_file(&socket).map(|s| s.pid), Some(std::process::id()));
+        write(std::process::id(), "stopped");
+        assert!(read_status_file(&socket).is_none());
+        // A pid no process has (above the kernel's limit).
+        write(i32::MAX as u32, "running");
+        assert!(read_status_file(&socket).is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use lifeboat::Result;
 use lifeboat::status::{RepoStatus, SourceStatus};
 
 use super::Ctx;
-use super::agent_socket::{self, AgentStatus, Answer, JobState, ReplicationState};
+use super::agent_socket::{self, AgentStatus, Answer, DatabaseState, JobState};
 use super::exit;
 use super::output::{bytes, print_json, when};
 
@@ -26,8 +26,9 @@ What it shows, per repository:
   agent        whether `lifeboat agent` answers on its socket; if it does, its jobs with their
                last run, result and next run, and each replicator's live lag
 
-Without a running agent everything comes from the repository, and the jobs are not shown.
-A socket left by an agent that died is ignored (and left for the next agent to replace).
+When the socket does not answer, the agent's agent-status.json beside it is used if that agent
+still runs. Without a running agent everything comes from the repository, and the jobs are not
+shown. A socket left by an agent that died is ignored (and left for the next agent to replace).
 
 Monitoring: with --max-age the command is a check. It exits 65 when a source was never backed
 up or its newest point is older than the age given, when the last drill failed, or when an agent
@@ -52,6 +53,10 @@ struct AgentOut {
     running: bool,
     /// The socket asked.
     socket: String,
+    /// Where its state came from: `socket`, or `status file` (the agent's
+    /// agent-status.json) when the socket did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'static str>,
     /// Why an agent that seems to be there did not answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -68,7 +73,7 @@ struct AgentOut {
 struct SourceOut<'a> {
     #[serde(flatten)]
     stored: &'a SourceStatus,
-    live_replication: Option<&'a ReplicationState>,
+    live_replication: Option<&'a DatabaseState>,
 }
 
 /// `lifeboat status --json`.
@@ -102,7 +107,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // TODO(issue 21, agent): pass the agent's configured state directory
     // here once `[agent]` has one, so both sides agree on the socket.
     let socket = agent_socket::socket_path(ctx.dirs(), None, args.socket.as_deref());
-    let answer = agent_socket::query(&socket, agent_socket::CLIENT_TIMEOUT);
+    let (answer, via) = match agent_socket::query(&socket, agent_socket::CLIENT_TIMEOUT) {
+        // An agent that serves no socket still keeps its status file.
+        Answer::NotRunning => match agent_socket::read_status_file(&socket) {
+            Some(st) => (Answer::Running(st), "status file"),
+            None => (Answer::NotRunning, ""),
+        },
+        a => (a, "socket"),
+    };
     let repo = ctx.open_repo()?;
     let configured = ctx
         .config()?
@@ -117,7 +129,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if let Some(a) = live {
         problems.extend(agent_problems(a));
     }
-    let agent = agent_out(&socket, &answer);
+    let mut agent = agent_out(&socket, &answer);
+    agent.via = agent.running.then_some(via);
     let out = StatusOut {
         repository: RepositoryOut {
             location: &st.location,
@@ -132,7 +145,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             .iter()
             .map(|s| SourceOut {
                 stored: s,
-                live_replication: live.and_then(|a| a.replication.iter().find(|r| r.name == s.name)),
+                live_replication: live.and_then(|a| a.replication.databases.iter().find(|r| r.name == s.name)),
             })
             .collect(),
         last_drill: &st.last_drill,
@@ -165,6 +178,7 @@ fn agent_out(socket: &std::path::Path, answer: &Answer) -> AgentOut {
     let mut out = AgentOut {
         running: false,
         socket: socket.display().to_string(),
+        via: None,
         error: None,
         pid: None,
         started: None,
@@ -183,24 +197,28 @@ fn agent_out(socket: &std::path::Path, answer: &Answer) -> AgentOut {
     out
 }
 
-/// What the agent knows went wrong: a job whose last run failed, a
-/// replicator that is retrying.
+/// What the agent knows went wrong: a job whose last run failed, gaps in
+/// a replicated stream, a replicator that is not running.
 fn agent_problems(a: &AgentStatus) -> Vec<String> {
     let mut out = Vec::new();
     for j in &a.jobs {
-        if let Some(code) = j.last_exit.filter(|c| *c != 0) {
+        if let Some(code) = j.last_exit_code.filter(|c| *c != 0) {
             out.push(format!(
-                "job {}: last run {} failed (exit {code}){}",
+                "job {}: last run ({}) failed, exit {code}; `lifeboat log` has its record",
                 j.name,
-                j.last_run.as_deref().unwrap_or("-"),
-                j.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                j.last_start.as_deref().unwrap_or("-"),
             ));
         }
     }
-    for r in &a.replication {
-        if let Some(e) = &r.error {
-            out.push(format!("replication of {}: {e}", r.name));
-        }
+    let r = &a.replication;
+    for d in r.databases.iter().filter(|d| d.gaps > 0) {
+        out.push(format!(
+            "replication of {}: {} gap(s) in the stream since the agent started",
+            d.name, d.gaps
+        ));
+    }
+    if !r.running && !r.databases.is_empty() {
+        out.push("replication: the agent's replicator is not running".into());
     }
     out
 }
@@ -218,6 +236,11 @@ pub fn human_age(secs: i64) -> String {
         (0, _, _) => format!("{h}h {m}m"),
         _ => format!("{d}d {h}h"),
     }
+}
+
+/// Seconds from `t` to now.
+fn age_of(t: jiff::Timestamp) -> i64 {
+    jiff::Timestamp::now().duration_since(t).as_secs()
 }
 
 fn ago(secs: Option<i64>) -> String {
@@ -280,27 +303,36 @@ fn print_text(st: &RepoStatus, out: &StatusOut) {
         "LAG".into(),
         "AGE".into(),
     ]];
+    if a.running {
+        rows[0].push("REPLICATOR".into());
+    }
     for s in &out.sources {
         let stored = s.stored;
         let snap = match &stored.last_snapshot {
             Some(l) => format!("{} {} {}", l.id.short(), l.kind, when(&l.time)),
             None => "never".into(),
         };
+        // What the repository holds decides; the agent adds what its
+        // replicator last said, and when.
         let (replicated, lag) = match (&stored.replication, s.live_replication) {
-            (_, Some(live)) => (
-                live.shipped_txid
-                    .map(|t| format!("txid {t}"))
-                    .unwrap_or_else(|| "-".into()),
-                match (&live.error, live.lag_seconds) {
-                    (Some(_), _) => "retrying".into(),
-                    (None, Some(l)) => format!("{l:.1}s"),
-                    (None, None) => "-".into(),
-                },
+            (Some(r), _) => (format!("txid {}", r.txid), ago(r.lag_seconds)),
+            (None, Some(live)) => (
+                live.txid.map(|t| format!("txid {t}")).unwrap_or_else(|| "-".into()),
+                "-".into(),
             ),
-            (Some(r), None) => (format!("txid {}", r.txid), ago(r.lag_seconds)),
             (None, None) => ("-".into(), "-".into()),
         };
-        rows.push(vec![
+        let replicator = s.live_replication.map(|live| {
+            let event = live.last_event.as_deref().unwrap_or("-");
+            let event = event.strip_prefix("replicate.").unwrap_or(event);
+            let at = live
+                .last_event_at
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(age_of);
+            format!("{event} {}", ago(at)).trim_end_matches(" -").to_string()
+        });
+        let mut row = vec![
             stored.name.clone(),
             stored.kind.clone(),
             snap,
@@ -310,7 +342,11 @@ fn print_text(st: &RepoStatus, out: &StatusOut) {
                 .age_seconds
                 .map(|a| format!("{} ago", human_age(a)))
                 .unwrap_or_else(|| "never".into()),
-        ]);
+        ];
+        if a.running {
+            row.push(replicator.unwrap_or_else(|| "-".into()));
+        }
+        rows.push(row);
     }
     if out.sources.is_empty() {
         println!("no sources: nothing configured and nothing in the repository yet");
@@ -347,17 +383,18 @@ fn print_text(st: &RepoStatus, out: &StatusOut) {
                 "NEXT RUN".into(),
             ]];
             for j in out.jobs {
-                let result = match (j.running, j.last_exit) {
-                    (true, _) => "running".to_string(),
-                    (false, Some(0)) => "ok".into(),
-                    (false, Some(c)) => format!("failed ({c})"),
-                    (false, None) => "-".into(),
+                let result = match (j.state.as_str(), j.last_exit_code) {
+                    ("running", _) => "running".to_string(),
+                    ("retry_wait", _) => "retrying".to_string(),
+                    (_, Some(0)) => "ok".into(),
+                    (_, Some(c)) => format!("failed ({c})"),
+                    (_, None) => "-".into(),
                 };
                 let opt = |t: &Option<String>| t.as_deref().map(when).unwrap_or_else(|| "-".into());
                 rows.push(vec![
                     j.name.clone(),
                     j.schedule.clone(),
-                    opt(&j.last_run),
+                    opt(&j.last_start),
                     result,
                     opt(&j.next_run),
                 ]);
