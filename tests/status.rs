@@ -334,3 +334,24 @@ fn an_agent_without_a_socket_is_read_from_its_status_file_while_it_runs() {
     assert_eq!(st["agent"]["running"], false, "{st}");
     assert!(st["jobs"].as_array().unwrap().is_empty(), "{st}");
 }
+
+#[test]
+fn a_config_naming_no_source_shows_what_the_repository_holds() {
+    let _serial = common::serial();
+    let env = Env::new();
+    let file = env.path("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let id = env.snapshot(&[&file]);
+    let config = env.path("lifeboat.toml");
+    std::fs::write(&config, format!("[repository]\nurl = \"{}\"\n", env.repo_arg)).unwrap();
+    let st = status(&env, &config, &[]).expect_code(0).json();
+    let names: Vec<&str> = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["notes.txt"], "{st}");
+    assert_eq!(source(&st, "notes.txt")["last_snapshot"]["id"], id.as_str());
+    assert_eq!(source(&st, "notes.txt")["kind"], "file");
+}

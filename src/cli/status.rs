@@ -18,7 +18,7 @@ use super::output::{bytes, print_json, when};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 What it shows, per repository:
-  sources      each configured source (every source the repository holds, without a config):
+  sources      each configured source (without any, every source the repository holds):
                its last snapshot (id, kind, age) and, for a replicated database, the newest
                commit the repository can restore (txid, age); AGE is that of the newer of the two
   size         objects and bytes in the repository (one listing; nothing is read)
@@ -118,7 +118,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.open_repo()?;
     let configured = ctx
         .config()?
-        .map(|c| c.sources(lifeboat::repo::manifest::SnapshotKind::Full));
+        .map(|c| c.sources(lifeboat::repo::manifest::SnapshotKind::Full))
+        // A config that names no source (only a repository, say) shows
+        // what the repository holds.
+        .filter(|sources| !sources.is_empty());
     let st = lifeboat::status::collect(&repo, configured.as_deref(), jiff::Timestamp::now())?;
 
     let live = match &answer {
