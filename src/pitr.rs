@@ -79,8 +79,8 @@ pub fn plan(repo: &Repository, name: Option<&str>, target: Target) -> Result<(Sn
 }
 
 /// `plan` among snapshots already listed.
-pub fn plan_among(
-    repo: &Repository,
+pub fn plan_among<S>(
+    repo: &Repository<S>,
     snaps: &[SnapshotRef],
     name: Option<&str>,
     target: Target,
@@ -145,8 +145,8 @@ type SegmentKey = (u64, u64, String);
 /// `name`'s, or the only replicated database's. Only its current stream's
 /// (a stream per host and path; the newest base says which is current),
 /// oldest first. Returns the name, the stream and the bases.
-fn stream_bases<'s>(
-    repo: &Repository,
+fn stream_bases<'s, S>(
+    repo: &Repository<S>,
     snaps: &'s [SnapshotRef],
     name: Option<&str>,
 ) -> Result<(String, String, Vec<Base<'s>>)> {
@@ -185,7 +185,7 @@ fn stream_bases<'s>(
 
 /// The stream's segments that follow on from the base at `base_txid`
 /// without a hole, and the first txid after them.
-fn chain(repo: &Repository, stream: &str, base_txid: u64) -> Result<(Vec<SegmentKey>, u64)> {
+fn chain<S>(repo: &Repository<S>, stream: &str, base_txid: u64) -> Result<(Vec<SegmentKey>, u64)> {
     let mut keys: Vec<SegmentKey> = repo.segments(stream)?;
     keys.sort();
     let mut segments = Vec::new();
@@ -248,7 +248,7 @@ impl Replay {
     /// The time of the newest commit the chain reaches (the base's, when no
     /// segment follows it): how recent the newest state it can give is.
     /// Reads the last segment.
-    pub fn reach(&self, repo: &Repository) -> Result<jiff::Timestamp> {
+    pub fn reach<S>(&self, repo: &Repository<S>) -> Result<jiff::Timestamp> {
         let Some((_, _, key)) = self.segments.last() else {
             return Ok(self.base_time);
         };
@@ -257,6 +257,13 @@ impl Replay {
         Ok(jiff::Timestamp::from_nanosecond(ns as i128)
             .unwrap_or(self.base_time)
             .max(self.base_time))
+    }
+
+    /// The newest commit the chain reaches without a hole: the last
+    /// segment's last txid, or the base's own when no segment follows it.
+    /// Unlike [`Replay::reach`] it reads nothing.
+    pub fn reach_txid(&self) -> u64 {
+        self.segments.last().map_or(self.base_point.txid, |s| s.1)
     }
 
     /// `t` falls inside the interval of `rest[0]`, a commit the replicator

@@ -2,6 +2,8 @@
 //! One file per subcommand; `exit.rs` is the only place errors become exit
 //! codes and messages.
 
+mod agent_socket;
+mod completions;
 mod config;
 mod demo;
 mod exit;
@@ -11,6 +13,7 @@ pub mod hooks;
 mod init;
 mod list;
 mod log;
+mod man;
 mod output;
 mod progress;
 mod prune;
@@ -22,6 +25,7 @@ mod restore;
 mod show;
 mod snapshot;
 mod stats;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -101,6 +105,12 @@ enum Command {
     Stats(stats::Args),
     /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
     Demo(demo::Args),
+    /// How current the backups are: each source's newest point, replication, last drill, jobs.
+    Status(status::Args),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::Args),
+    /// Print or write the manual pages.
+    Man(man::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -270,6 +280,9 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
+        Command::Completions(a) => completions::run(&ctx, a),
+        Command::Man(a) => man::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,

@@ -266,28 +266,41 @@ struct Listing {
     wal_other: BTreeMap<String, ObjectCount>,
 }
 
-fn sort_listing(listing: &[(String, u64)], index: &crate::repo::index::Index) -> Listing {
+/// Objects and bytes by kind from a listing of the whole repository: what
+/// the repository weighs, from the listing alone. The local writer's lock
+/// file and staging area are not repository objects (in a bucket both live
+/// in the host's working directory).
+pub(crate) fn count_objects(listing: &[(String, u64)]) -> Objects {
     let mut objects = Objects::default();
+    for (key, size) in listing {
+        let kind = match keys::Kind::of(key) {
+            Some(keys::Kind::Lock | keys::Kind::Staging) => continue,
+            Some(keys::Kind::Pack) => &mut objects.packs,
+            Some(keys::Kind::Index) => &mut objects.index,
+            Some(keys::Kind::Snapshot) => &mut objects.snapshots,
+            Some(keys::Kind::Segment) => &mut objects.wal,
+            _ => &mut objects.other,
+        };
+        kind.add(*size);
+        objects.total.add(*size);
+    }
+    objects
+}
+
+fn sort_listing(listing: &[(String, u64)], index: &crate::repo::index::Index) -> Listing {
     let indexed_packs: HashSet<Id> = index.packs().iter().map(|(id, _)| *id).collect();
     let mut unindexed_packs = ObjectCount::default();
     let mut wal_keys: BTreeMap<String, Vec<(u64, u64, String, u64)>> = BTreeMap::new();
     let mut wal_other: BTreeMap<String, ObjectCount> = BTreeMap::new();
     for (key, size) in listing {
         let rest = key.split_once('/').map_or("", |(_, rest)| rest);
-        let kind = match keys::Kind::of(key) {
-            // The local writer's lock file and staging area are not
-            // repository objects (in a bucket both live in the host's
-            // working directory).
-            Some(keys::Kind::Lock | keys::Kind::Staging) => continue,
+        match keys::Kind::of(key) {
             Some(keys::Kind::Pack) => {
                 let id = keys::object_id(key);
                 if !id.is_some_and(|id| indexed_packs.contains(&id)) {
                     unindexed_packs.add(*size);
                 }
-                &mut objects.packs
             }
-            Some(keys::Kind::Index) => &mut objects.index,
-            Some(keys::Kind::Snapshot) => &mut objects.snapshots,
             Some(keys::Kind::Segment) => {
                 let stream = rest.split('/').next().unwrap_or_default().to_string();
                 match keys::parse_segment(key) {
@@ -297,15 +310,12 @@ fn sort_listing(listing: &[(String, u64)], index: &crate::repo::index::Index) ->
                         .push((first, last, key.clone(), *size)),
                     None => wal_other.entry(stream).or_default().add(*size),
                 }
-                &mut objects.wal
             }
-            _ => &mut objects.other,
-        };
-        kind.add(*size);
-        objects.total.add(*size);
+            _ => {}
+        }
     }
     Listing {
-        objects,
+        objects: count_objects(listing),
         unindexed_packs,
         wal_keys,
         wal_other,

@@ -57,6 +57,8 @@ error_codes! {
     /// A configuration error with no more specific code.
     ErrorConfig = "error.config", Config;
 
+    /// Another agent answers on the status socket this agent would serve.
+    AgentSocketInUse = "agent.socket_in_use", Busy;
     /// Two sources in `lifeboat.toml` have the same name.
     ConfigDuplicateName = "config.duplicate_name", Config;
     /// `lifeboat.toml` does not parse or holds a wrong value.
