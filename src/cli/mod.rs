@@ -2,6 +2,7 @@
 //! One file per subcommand; `exit.rs` is the only place errors become exit
 //! codes and messages.
 
+mod agent;
 mod config;
 mod demo;
 mod exit;
@@ -97,6 +98,8 @@ enum Command {
     Stats(stats::Args),
     /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
     Demo(demo::Args),
+    /// Run everything on schedule: replication, snapshots, retention, drills (a service).
+    Agent(agent::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -117,6 +120,9 @@ impl Ctx {
     pub fn config(&self) -> Result<Option<&Config>> {
         if self.config.get().is_none() {
             let c = Config::discover(self.config_flag.as_deref())?;
+            if let Some(c) = &c {
+                agent::check_config(c)?;
+            }
             let _ = self.config.set(c);
         }
         Ok(self.config.get().expect("set above").as_ref())
@@ -221,7 +227,11 @@ pub fn main() -> i32 {
         lifeboat::repo::scale_writer_view_limit(limit);
     }
     // A long-running replicator's log needs times; one-shot commands' do not.
-    init_logging(cli.verbose, cli.quiet, matches!(cli.command, Command::Replicate(_)));
+    init_logging(
+        cli.verbose,
+        cli.quiet,
+        matches!(cli.command, Command::Replicate(_)) || agent::runs_as_service(&cli.command),
+    );
     let ctx = Ctx {
         json: cli.json,
         quiet: cli.quiet,
@@ -238,7 +248,10 @@ pub fn main() -> i32 {
     {
         return exit::report(&e, ctx.json);
     }
-    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
+    // A run the agent started is recorded whatever it is: the job's
+    // history is the log's (src/cli/agent/jobs.rs).
+    let recorded = changes_repository(&cli.command) || agent::job_of_this_run().is_some();
+    let oplog = recorded.then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
@@ -254,6 +267,7 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Agent(a) => agent::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,
