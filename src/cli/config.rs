@@ -224,6 +224,10 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The directory relative source paths are resolved against instead of the
+/// config file's own (set by `lifeboat agent` for its children).
+pub const CONFIG_BASE_ENV: &str = "LIFEBOAT_CONFIG_BASE";
+
 /// The places searched, in order, when `--config` is not given.
 pub fn search_paths() -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -292,7 +296,15 @@ impl Config {
         c.path = path.to_path_buf();
         c.warn_if_secrets_are_readable(path);
         c.check_names_unique(path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // `lifeboat agent` runs its jobs on its own copy of the file it
+        // checked (so an edit it refused is not what they read), and names
+        // the original's directory here for relative paths.
+        let base_override = std::env::var_os(CONFIG_BASE_ENV)
+            .filter(|b| !b.is_empty())
+            .map(PathBuf::from);
+        let base = base_override
+            .as_deref()
+            .unwrap_or(path.parent().unwrap_or(Path::new(".")));
         // Relative source paths are relative to the config file.
         for p in c
             .sqlite

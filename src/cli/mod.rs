@@ -274,6 +274,7 @@ pub fn main() -> i32 {
         Err(e) => exit::report(e, ctx.json),
     };
     if let Some(op) = oplog {
+        agent::before_record();
         log::append_record(&ctx, op, code, result.as_ref().err());
     }
     code

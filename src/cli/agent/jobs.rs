@@ -13,7 +13,6 @@
 //! partial is left.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -124,7 +123,9 @@ pub fn effective(config: &Config, text: &str) -> Result<(Vec<JobSpec>, bool)> {
             words: shell_words::split(d.run).expect("the default command lines split"),
             jitter: None,
             timeout: None,
-            retries: 0,
+            // A snapshot meeting a replication base (or another job) at the
+            // repository's lock exits 75: try again a minute later.
+            retries: 3,
             retry_delay: Duration::from_secs(60),
             retry_on: vec![75],
         })
@@ -183,6 +184,9 @@ fn spec(j: &JobConfig, schedule_line: usize, run_line: usize) -> std::result::Re
 /// A command line parses as lifeboat's own (so a typo is refused when the
 /// config is read, not at 3 a.m.), and is not one a job may not run.
 fn check_command_line(words: &[String]) -> std::result::Result<(), String> {
+    if words.iter().any(|w| w == "--config" || w.starts_with("--config=")) {
+        return Err("a job runs with the agent's own --config".into());
+    }
     match subcommand(words) {
         Ok(name) => {
             let first = name.split(' ').next().unwrap_or_default();
@@ -244,17 +248,20 @@ pub struct Running {
 impl Running {
     /// Start `spec`'s run: `exe` with `prefix` (the agent's global flags) and
     /// the job's words.
-    pub fn start(exe: &Path, prefix: &[String], spec: &JobSpec) -> std::io::Result<Running> {
-        let argv: Vec<String> = prefix.iter().chain(spec.words.iter()).cloned().collect();
-        let mut c = Command::new(exe);
-        c.args(&argv).env(JOB_ENV, &spec.name).stdin(Stdio::null());
+    pub fn start(launch: &Launch, spec: &JobSpec) -> std::io::Result<Running> {
+        let own_repo = spec.words.iter().any(|w| w == "--repo" || w.starts_with("--repo="));
+        let argv: Vec<String> = launch
+            .prefix(own_repo)
+            .into_iter()
+            .chain(spec.words.iter().cloned())
+            .collect();
+        let mut c = launch.command();
+        c.args(&argv).env(JOB_ENV, &spec.name);
         // A job's stdout goes to the agent's stderr (the journal), keeping
         // the agent's stdout for its own output.
         if let Ok(err) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
             c.stdout(Stdio::from(err));
         }
-        c.process_group(0);
-        die_with_parent(&mut c, libc::SIGTERM);
         let child = c.spawn()?;
         Ok(Running {
             child,
@@ -292,6 +299,47 @@ impl Running {
         if self.terminated.is_some_and(|t| t.elapsed() >= grace) {
             signal_group(self.child.id(), libc::SIGKILL);
         }
+    }
+}
+
+/// How the agent starts its children: its own binary, its global flags, the
+/// directory of the config it was given.
+pub struct Launch {
+    pub exe: std::path::PathBuf,
+    /// `--config <in force>`, then `--repo R` when the agent was given one.
+    pub prefix: Vec<String>,
+    /// The original config's directory (see `config::CONFIG_BASE_ENV`).
+    pub base: std::path::PathBuf,
+}
+
+impl Launch {
+    /// The binary, in its own process group, ended with the agent, with no
+    /// stdin and none of the agent's service variables.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.env(super::super::config::CONFIG_BASE_ENV, &self.base)
+            .env_remove(JOB_ENV)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null());
+        c.process_group(0);
+        die_with_parent(&mut c, libc::SIGTERM);
+        c
+    }
+
+    /// The global flags, without `--repo` when the command names its own.
+    pub fn prefix(&self, own_repo: bool) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut it = self.prefix.iter();
+        while let Some(a) = it.next() {
+            if own_repo && a == "--repo" {
+                it.next();
+                continue;
+            }
+            p.push(a.clone());
+        }
+        p
     }
 }
 

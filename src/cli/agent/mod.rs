@@ -22,9 +22,8 @@ pub mod state;
 pub mod status;
 
 use std::io::BufRead;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ use lifeboat::oplog::{self, Operation};
 
 use super::Ctx;
 use super::config::Config;
-use jobs::{Ended, JobSpec, Running};
+use jobs::{Ended, JobSpec, Launch, Running};
 use schedule::Schedule;
 use state::{JobState, SchedulerState, StateFile};
 use status::{AgentStatus, DatabaseStatus, JobStatus, ReplicationStatus};
@@ -102,6 +101,18 @@ pub fn job_of_this_run() -> Option<String> {
     std::env::var(jobs::JOB_ENV).ok().filter(|j| !j.is_empty())
 }
 
+/// Just before a run the agent started writes its record: from here on a
+/// SIGTERM (the agent stopping, a timeout) would end it after the record
+/// is written but before it exits, and the agent, seeing a run ended by a
+/// signal, would record it a second time. So SIGTERM is ignored from here
+/// to the exit; SIGKILL after the grace period still ends it.
+pub fn before_record() {
+    if job_of_this_run().is_some() {
+        // SAFETY: setting a disposition to SIG_IGN has no handler to race.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+}
+
 /// The agent's part of checking a config when it is read: jobs, time zone
 /// and `[agent]` durations. Every command checks them (`Ctx::config`), so a
 /// broken job is found by whichever command reads the file first.
@@ -142,6 +153,8 @@ fn stop_grace(config: &Config) -> Result<Duration> {
 
 /// A configuration read and checked, with what the agent derives from it.
 struct Loaded {
+    /// The file's text as checked.
+    text: String,
     config: Config,
     jobs: Vec<JobSpec>,
     default_schedule: bool,
@@ -155,9 +168,16 @@ struct Loaded {
 }
 
 fn load(path: &Path) -> Result<Loaded> {
+    let read = || std::fs::read_to_string(path).map_err(|e| Error::io(path, e));
+    let text = read()?;
     let config = Config::load(path)?;
     check_config(&config)?;
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // The text checked is the text the jobs get (see `write_in_force`):
+    // an edit landing while it was read is read again next time.
+    if read()? != text {
+        return Err(Error::busy(path.display(), "the file changed while it was read")
+            .fix("send SIGHUP again once the edit is saved"));
+    }
     let (jobs, default_schedule) = jobs::effective(&config, &text)?;
     let (tz, tz_name) = timezone(&config)?;
     let replicated = config
@@ -168,6 +188,7 @@ fn load(path: &Path) -> Result<Loaded> {
         .collect();
     let replication_key = format!("{:?}", (&config.sqlite, &config.replicate, &config.repository));
     Ok(Loaded {
+        text,
         stop_grace: stop_grace(&config)?,
         config,
         jobs,
@@ -236,13 +257,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .map_err(|e| Error::io(&dir, e).fix("create the agent's state directory or set [agent] state_dir"))?;
     let _lock = lock_state_dir(&dir)?;
     let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("/proc/self/exe"), e))?;
-    let mut prefix = vec!["--config".to_string(), path.display().to_string()];
+    let in_force = write_in_force(&dir, &loaded.text)?;
+    let mut prefix = vec!["--config".to_string(), in_force.display().to_string()];
     if let Some(r) = ctx.repo_flag() {
         prefix.extend(["--repo".to_string(), r.to_string()]);
     }
     let signals = signal_channel()?;
-    let mut agent = Agent::new(ctx, exe, prefix, path, loaded, dir)?;
+    let launch = Launch {
+        exe,
+        prefix,
+        base: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+    };
+    let mut agent = Agent::new(ctx, launch, path, loaded, dir)?;
     agent.run(signals)
+}
+
+/// The configuration in force, `<state dir>/config.toml`: what the jobs and
+/// the replicator read (with `config::CONFIG_BASE_ENV` naming the original's
+/// directory for relative paths), so a file edited into a broken state, and
+/// refused, does not reach them. Written crash-safe and readable by the
+/// owner only, since it may hold credentials.
+fn write_in_force(dir: &Path, text: &str) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("config.toml");
+    let tmp = dir.join(".config.toml.tmp");
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Error::io(&path, e))?;
+    lifeboat::fsutil::sync_dir(dir)?;
+    Ok(path)
 }
 
 /// One agent per state directory: a second would fire every job twice.
@@ -392,16 +445,11 @@ impl Replicator {
             .collect();
     }
 
-    fn start(&mut self, exe: &Path, prefix: &[String]) {
-        let mut c = Command::new(exe);
-        c.args(prefix)
+    fn start(&mut self, launch: &Launch) {
+        let mut c = launch.command();
+        c.args(launch.prefix(false))
             .args(["replicate", "--json"])
-            .env_remove(jobs::JOB_ENV)
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped());
-        c.process_group(0);
-        jobs::die_with_parent(&mut c, libc::SIGTERM);
         match c.spawn() {
             Ok(mut child) => {
                 tracing::info!(event = "agent.replicate_started", pid = child.id());
@@ -431,7 +479,7 @@ impl Replicator {
     }
 
     /// Reap an ended child; start one when due.
-    fn tick(&mut self, exe: &Path, prefix: &[String], stopping: bool) {
+    fn tick(&mut self, launch: &Launch, stopping: bool) {
         if let Some(c) = self.child.as_mut()
             && let Ok(Some(st)) = c.try_wait()
         {
@@ -444,7 +492,7 @@ impl Replicator {
             }
         }
         if !stopping && self.enabled && self.child.is_none() && self.restart_at.is_some_and(|t| t <= Instant::now()) {
-            self.start(exe, prefix);
+            self.start(launch);
         }
     }
 
@@ -563,8 +611,7 @@ fn rfc3339(t: Timestamp) -> String {
 
 struct Agent<'a> {
     ctx: &'a Ctx,
-    exe: PathBuf,
-    prefix: Vec<String>,
+    launch: Launch,
     path: PathBuf,
     loaded: Loaded,
     slots: Vec<Slot>,
@@ -579,14 +626,7 @@ struct Agent<'a> {
 }
 
 impl<'a> Agent<'a> {
-    fn new(
-        ctx: &'a Ctx,
-        exe: PathBuf,
-        prefix: Vec<String>,
-        path: PathBuf,
-        loaded: Loaded,
-        dir: PathBuf,
-    ) -> Result<Agent<'a>> {
+    fn new(ctx: &'a Ctx, launch: Launch, path: PathBuf, loaded: Loaded, dir: PathBuf) -> Result<Agent<'a>> {
         let state = StateFile::open(&dir)?;
         let now = Timestamp::now();
         let slots = loaded
@@ -596,8 +636,7 @@ impl<'a> Agent<'a> {
             .collect();
         Ok(Agent {
             ctx,
-            exe,
-            prefix,
+            launch,
             path,
             replicator: Replicator::new(&loaded),
             loaded,
@@ -613,7 +652,7 @@ impl<'a> Agent<'a> {
     }
 
     fn run(&mut self, signals: std::sync::mpsc::Receiver<i32>) -> Result<i32> {
-        self.replicator.tick(&self.exe, &self.prefix, false);
+        self.replicator.tick(&self.launch, false);
         tracing::info!(
             event = "agent.started",
             config = %self.path.display(),
@@ -666,7 +705,7 @@ impl<'a> Agent<'a> {
     }
 
     fn tick(&mut self) {
-        self.replicator.tick(&self.exe, &self.prefix, self.stopping);
+        self.replicator.tick(&self.launch, self.stopping);
         if self.replicator.changed.swap(false, Ordering::SeqCst) {
             self.dirty = true;
         }
@@ -706,8 +745,7 @@ impl<'a> Agent<'a> {
 
     fn start(&mut self, i: usize, fire: Timestamp) {
         let spec = self.slots[i].spec.clone();
-        let prefix = self.prefix_for(&spec);
-        match Running::start(&self.exe, &prefix, &spec) {
+        match Running::start(&self.launch, &spec) {
             Ok(r) => {
                 tracing::info!(event = "agent.job_started", job = %spec.name, pid = r.child.id(), run = %spec.run, attempt = self.slots[i].attempt);
                 let st = self.state.job(&spec.name);
@@ -725,30 +763,16 @@ impl<'a> Agent<'a> {
                 tracing::error!(event = "agent.job_not_started", job = %spec.name, error = %e);
                 let err = Error::new(
                     lifeboat::ErrorKind::Io,
-                    self.exe.display(),
+                    self.launch.exe.display(),
                     format!("cannot start job `{}`: {e}", spec.name),
                 )
                 .fix("check the lifeboat binary is still in place")
                 .code(ErrorCode::AgentJobNotStarted);
-                self.record_on_behalf(&spec, &prefix, Instant::now(), err.kind.exit_code(), &err);
+                let argv: Vec<String> = self.launch.prefix.iter().chain(&spec.words).cloned().collect();
+                self.record_on_behalf(&spec, &argv, Instant::now(), err.kind.exit_code(), &err);
             }
         }
         self.dirty = true;
-    }
-
-    /// The agent's global flags, but not `--repo` when the job names its own.
-    fn prefix_for(&self, spec: &JobSpec) -> Vec<String> {
-        let own_repo = spec.words.iter().any(|w| w == "--repo" || w.starts_with("--repo="));
-        let mut p = Vec::new();
-        let mut it = self.prefix.iter();
-        while let Some(a) = it.next() {
-            if own_repo && a == "--repo" {
-                it.next();
-                continue;
-            }
-            p.push(a.clone());
-        }
-        p
     }
 
     /// A run that ended: its state, its record when it could not write one,
@@ -843,6 +867,10 @@ impl<'a> Agent<'a> {
                 return;
             }
         };
+        if let Err(e) = write_in_force(&self.dir, &loaded.text) {
+            tracing::error!(event = "agent.reload_refused", config = %self.path.display(), error = %e, fix = %e.fix, "cannot save the new configuration for the jobs; the old one stays in force");
+            return;
+        }
         let now = Timestamp::now();
         let mut slots: Vec<Slot> = Vec::new();
         for spec in &loaded.jobs {
