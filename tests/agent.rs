@@ -311,12 +311,16 @@ fn sighup_takes_a_valid_config_and_refuses_a_broken_one() {
     agent.stop();
 }
 
+fn agent_text_at(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
 fn agent_text(env: &Env) -> String {
     std::fs::read_to_string(env.path("agent.log")).unwrap_or_default()
 }
 
 #[test]
-fn sigterm_mid_job_exits_0_and_leaves_no_lock() {
+fn a_run_still_going_is_not_started_twice_and_sigterm_exits_0_without_a_lock() {
     let _serial = serial();
     let env = Env::new();
     std::fs::create_dir_all(env.path("data")).unwrap();
@@ -325,14 +329,21 @@ fn sigterm_mid_job_exits_0_and_leaves_no_lock() {
     let config = write_config(
         &env,
         "[[sqlite]]\npath = \"held.db\"\nreplicate = false\n\n\
-         [[job]]\nname = \"slow\"\nschedule = \"1h\"\nrun = \"snapshot\"\n",
+         [[job]]\nname = \"slow\"\nschedule = \"1s\"\nrun = \"snapshot\"\n",
     );
     let mut agent = Agent::start(&env, &config, "agent.log");
     agent.wait("the job to be running", 60, || {
         job_status(&env, "slow")["state"] == "running"
     });
     let job_pid = job_status(&env, "slow")["pid"].as_u64().unwrap() as u32;
-    agent.stop();
+    // Every second the job is due again, and skipped while its run goes on.
+    let log_path = agent.log.clone();
+    agent.wait("a skipped fire", 60, || {
+        agent_text_at(&log_path).contains("agent.job_skipped")
+    });
+    assert_eq!(job_status(&env, "slow")["pid"], job_pid, "still the first run");
+    let log = agent.stop();
+    assert_eq!(log.matches("agent.job_started").count(), 1, "{log}");
     assert!(!pid_alive(job_pid), "the job's process outlived the agent");
     // Abandoned safely, and said so in the log.
     let records = records_of(&env, "slow");
