@@ -686,11 +686,16 @@ impl<'a> Agent<'a> {
     fn wait(&self) -> Duration {
         let now = Timestamp::now();
         let mut wait = Duration::from_secs(60);
-        let busy = self.slots.iter().any(|s| s.running.is_some())
-            || self.replicator.restart_at.is_some()
-            || self.replicator.child.is_some();
-        if busy {
+        if self.slots.iter().any(|s| s.running.is_some()) {
             wait = wait.min(Duration::from_millis(200));
+        }
+        // A replicator's end is noticed within a second; it restarts later
+        // anyway, so an idle agent wakes once a second at most.
+        if self.replicator.child.is_some() {
+            wait = wait.min(Duration::from_secs(1));
+        }
+        if let Some(t) = self.replicator.restart_at {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
         for s in &self.slots {
             for t in [s.due, s.retry_at].into_iter().flatten() {
@@ -1116,4 +1121,99 @@ fn print_jobs(ctx: &Ctx, loaded: &Loaded, dir: &Path) -> Result<i32> {
         println!("replicated continuously: {}", loaded.replicated.join(", "));
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn spec(schedule: &str) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            schedule_text: schedule.into(),
+            schedule: Schedule::parse(schedule).unwrap(),
+            run: "snapshot".into(),
+            words: vec!["snapshot".into()],
+            jitter: None,
+            timeout: None,
+            retries: 0,
+            retry_delay: Duration::from_secs(60),
+            retry_on: vec![75],
+        }
+    }
+
+    fn state(schedule: &str, last: &str, finished: bool) -> JobState {
+        JobState {
+            schedule: schedule.into(),
+            last_fire: Some(ts(last)),
+            started: Some(ts(last)),
+            finished: finished.then(|| ts(last)),
+            exit_code: finished.then_some(0),
+        }
+    }
+
+    /// Missed fires (three days of them) run once, now; the next fire after
+    /// that is the schedule's next, not the missed ones.
+    #[test]
+    fn a_missed_fire_runs_once_at_start() {
+        let utc = TimeZone::UTC;
+        let now = ts("2026-12-07T12:00:00Z");
+        let daily = spec("0 3 * * *");
+        let st = state("0 3 * * *", "2026-12-04T03:00:00Z", true);
+        let (first, why) = first_fire(&daily, Some(&st), now, &utc);
+        assert_eq!((first, why), (Some(now), First::Missed(ts("2026-12-05T03:00:00Z"))));
+        assert_eq!(
+            advance(&daily.schedule, now, now, &utc),
+            Some(ts("2026-12-08T03:00:00Z"))
+        );
+        // Not missed: the next fire is still ahead.
+        let st = state("0 3 * * *", "2026-12-07T03:00:00Z", true);
+        assert_eq!(
+            first_fire(&daily, Some(&st), now, &utc),
+            (Some(ts("2026-12-08T03:00:00Z")), First::Scheduled)
+        );
+    }
+
+    #[test]
+    fn an_interrupted_run_runs_again_and_a_changed_schedule_starts_afresh() {
+        let utc = TimeZone::UTC;
+        let now = ts("2026-12-07T12:00:00Z");
+        let daily = spec("0 3 * * *");
+        let st = state("0 3 * * *", "2026-12-07T03:00:00Z", false);
+        assert_eq!(
+            first_fire(&daily, Some(&st), now, &utc),
+            (Some(now), First::Interrupted)
+        );
+        let st = state("0 4 * * *", "2026-12-01T04:00:00Z", false);
+        assert_eq!(
+            first_fire(&daily, Some(&st), now, &utc),
+            (Some(ts("2026-12-08T03:00:00Z")), First::Scheduled)
+        );
+        assert_eq!(first_fire(&spec("15m"), None, now, &utc), (Some(now), First::New));
+        assert_eq!(
+            first_fire(&daily, None, now, &utc),
+            (Some(ts("2026-12-08T03:00:00Z")), First::Scheduled)
+        );
+    }
+
+    /// An interval job runs again one interval after its last fire; fires
+    /// that passed while it ran collapse into the next one ahead.
+    #[test]
+    fn advance_never_schedules_in_the_past() {
+        let utc = TimeZone::UTC;
+        let every = spec("15m");
+        let fired = ts("2026-12-07T12:00:00Z");
+        assert_eq!(
+            advance(&every.schedule, fired, ts("2026-12-07T12:01:00Z"), &utc),
+            Some(ts("2026-12-07T12:15:00Z"))
+        );
+        assert_eq!(
+            advance(&every.schedule, fired, ts("2026-12-07T13:00:00Z"), &utc),
+            Some(ts("2026-12-07T13:15:00Z"))
+        );
+    }
 }
