@@ -28,8 +28,13 @@ struct Agent {
 
 impl Agent {
     fn start(env: &Env, config: &Path, log_name: &str) -> Agent {
+        Agent::start_with(env, config, log_name, &[])
+    }
+
+    fn start_with(env: &Env, config: &Path, log_name: &str, vars: &[(&str, &str)]) -> Agent {
         let log = env.path(log_name);
         let mut c = env.command();
+        c.envs(vars.iter().copied());
         c.args(["-v", "--config", s(config), "agent"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create agent log"));
@@ -537,4 +542,50 @@ fn broken_jobs_are_refused_naming_the_line() {
         // Every command reads the config the same way.
         assert_eq!(env.run_bare(["--config", s(&config), "list"]).code, 78);
     }
+}
+
+/// systemd's side of `Type=notify`, on a real datagram socket: READY once
+/// started, a STATUS line naming the jobs, WATCHDOG pings at half of
+/// WATCHDOG_USEC, STOPPING on SIGTERM.
+#[test]
+fn sd_notify_ready_status_watchdog_and_stopping() {
+    let _serial = serial();
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    let config = write_config(
+        &env,
+        "[[directory]]\npath = \"data\"\n\n\
+         [[job]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nrun = \"snapshot\"\n",
+    );
+    let sock_path = env.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let agent = Agent::start_with(
+        &env,
+        &config,
+        "agent.log",
+        &[("NOTIFY_SOCKET", s(&sock_path)), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while seen.iter().filter(|m| *m == "WATCHDOG=1").count() < 2 {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}); so far {seen:?}; log:\n{}", agent.text()));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(seen[0], "READY=1", "{seen:?}");
+    let status = seen.iter().find(|m| m.starts_with("STATUS=")).expect("a STATUS line");
+    assert!(
+        status.starts_with("STATUS=1 job,") && status.contains("next nightly at"),
+        "{status}"
+    );
+    common::signal(&agent.guard.child, libc::SIGTERM);
+    loop {
+        let n = sock.recv(&mut buf).expect("STOPPING");
+        if &buf[..n] == b"STOPPING=1" {
+            break;
+        }
+    }
+    agent.stop();
 }

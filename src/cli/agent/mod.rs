@@ -1004,7 +1004,8 @@ impl<'a> Agent<'a> {
             replication: self.replicator.status(),
         };
         status.write(&self.dir);
-        let mut line = format!("{} jobs", status.jobs.len());
+        let n = status.jobs.len();
+        let mut line = format!("{n} job{}", if n == 1 { "" } else { "s" });
         if !running.is_empty() {
             line += &format!(", running {}", running.join(", "));
         }
