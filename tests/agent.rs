@@ -589,3 +589,57 @@ fn sd_notify_ready_status_watchdog_and_stopping() {
     }
     agent.stop();
 }
+
+/// SIGHUP with a database added: the replicator is restarted on the new
+/// set, the first database resumes where it stood (every commit
+/// restorable), the new one is followed.
+#[test]
+fn sighup_with_a_new_database_restarts_replication_without_a_gap() {
+    let _serial = serial();
+    let env = Env::new();
+    let (one, two) = (env.path("one.db"), env.path("two.db"));
+    create_replica_db(&one);
+    create_replica_db(&two);
+    let jobs = "[replicate]\nsync_interval = \"100ms\"\n\n\
+                [[job]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nrun = \"snapshot\"\n\n";
+    let config = write_config(&env, &format!("{jobs}[[sqlite]]\npath = \"one.db\"\n"));
+    let mut agent = Agent::start(&env, &config, "agent.log");
+    let followed = |name: &str| {
+        status(&env)["replication"]["databases"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["name"] == name && d["last_event"].is_string()))
+    };
+    agent.wait("one.db followed", 60, || followed("one.db"));
+    let w1 = open(&one);
+    for _ in 0..10 {
+        commit_row(&w1);
+    }
+    write_config(
+        &env,
+        &format!("{jobs}[[sqlite]]\npath = \"one.db\"\n\n[[sqlite]]\npath = \"two.db\"\n"),
+    );
+    common::signal(&agent.guard.child, libc::SIGHUP);
+    agent.wait("two.db followed after the reload", 60, || followed("two.db"));
+    for _ in 0..10 {
+        commit_row(&w1);
+    }
+    let w2 = open(&two);
+    for _ in 0..5 {
+        commit_row(&w2);
+    }
+    let mut attempt = 0;
+    let mut restored = |name: &str, rows: usize| {
+        attempt += 1;
+        let out = env.path(&format!("restored-{attempt}-{name}"));
+        env.run(["restore", "latest", "--only", name, "-o", s(&out)]).code == 0 && replica_rows(&out).len() == rows
+    };
+    agent.wait("every commit of both restorable", 120, || {
+        restored("one.db", 20) && restored("two.db", 5)
+    });
+    let log = agent.stop();
+    assert!(log.contains("agent.replicate_restart"), "{log}");
+    let st = status(&env);
+    let dbs = st["replication"]["databases"].as_array().unwrap();
+    assert!(dbs.iter().all(|d| d["gaps"] == 0), "{dbs:?}");
+    env.ok(["verify"]);
+}
