@@ -246,7 +246,9 @@ fn state_dir(ctx: &Ctx, config: &Config) -> PathBuf {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let config = ctx.config()?.ok_or_else(Config::not_found_error)?;
+    let config = ctx.config()?.ok_or_else(|| {
+        Config::not_found_error().fix("pass --config FILE: the agent runs what a configuration names (see --help)")
+    })?;
     let path = std::path::absolute(&config.path).map_err(|e| Error::io(&config.path, e))?;
     let loaded = load(&path)?;
     let dir = state_dir(ctx, &loaded.config);
