@@ -238,7 +238,10 @@ fn advance(schedule: &Schedule, fired: Timestamp, now: Timestamp, tz: &TimeZone)
     }
 }
 
-fn state_dir(ctx: &Ctx, config: &Config) -> PathBuf {
+/// The agent's state directory for `config`: `[agent] state_dir`, else
+/// `$XDG_STATE_HOME/lifeboat/agent`. `lifeboat status` finds
+/// `agent-status.json` here (`status::AgentStatus::path`).
+pub fn state_dir(ctx: &Ctx, config: &Config) -> PathBuf {
     config.agent.state_dir.clone().unwrap_or_else(|| {
         let replicate = ctx.dirs().replication_state_dir();
         replicate.parent().map(|p| p.join("agent")).unwrap_or(replicate)
