@@ -572,6 +572,8 @@ struct Slot {
     attempt: u32,
     /// Gone from the config at a reload: dropped once its run ends.
     retiring: bool,
+    /// Why its first run is when it is.
+    first: First,
 }
 
 impl Slot {
@@ -595,6 +597,7 @@ impl Slot {
             retry_at: None,
             attempt: 0,
             retiring: false,
+            first: why,
         }
     }
 }
@@ -657,6 +660,7 @@ impl<'a> Agent<'a> {
     }
 
     fn run(&mut self, signals: std::sync::mpsc::Receiver<i32>) -> Result<i32> {
+        self.record_interrupted();
         self.replicator.tick(&self.launch, false);
         tracing::info!(
             event = "agent.started",
@@ -849,6 +853,30 @@ impl<'a> Agent<'a> {
             slot.attempt = 0;
         }
         self.dirty = true;
+    }
+
+    /// A run the agent's death cut short left no record (its process ended
+    /// with the agent, by PR_SET_PDEATHSIG's SIGTERM, or with the host):
+    /// recorded now, once, before it runs again.
+    fn record_interrupted(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].first != First::Interrupted {
+                continue;
+            }
+            let spec = self.slots[i].spec.clone();
+            let argv: Vec<String> = self.launch.prefix.iter().chain(&spec.words).cloned().collect();
+            let started = self.state.job(&spec.name).started;
+            let err = Error::busy(
+                format!("job {}", spec.name),
+                format!(
+                    "the agent died during this run (started {}); nothing partial was kept",
+                    started.map(rfc3339).unwrap_or_default()
+                ),
+            )
+            .fix("it runs again now")
+            .code(ErrorCode::AgentJobKilled);
+            self.record_on_behalf(&spec, &argv, Instant::now(), 128 + libc::SIGTERM, &err);
+        }
     }
 
     /// The operations log record of a run that could not write its own.
