@@ -204,7 +204,7 @@ pub struct JobConfig {
     pub jitter: Option<String>,
     /// Stop a run that takes longer (SIGTERM, then SIGKILL), e.g. "2h".
     pub timeout: Option<String>,
-    /// Run again this many times after a temporary failure (default 0).
+    /// Run again this many times after a temporary failure (default 3).
     pub retries: Option<u32>,
     /// Wait between tries (default "1m").
     pub retry_delay: Option<String>,

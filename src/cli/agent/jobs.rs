@@ -175,7 +175,9 @@ fn spec(j: &JobConfig, schedule_line: usize, run_line: usize) -> std::result::Re
         words,
         jitter: duration("jitter", &j.jitter, schedule_line)?,
         timeout: duration("timeout", &j.timeout, run_line)?,
-        retries: j.retries.unwrap_or(0),
+        // A run meeting another at the repository's lock (a replication
+        // base, another job) exits 75: worth a second try by default.
+        retries: j.retries.unwrap_or(3),
         retry_delay: duration("retry_delay", &j.retry_delay, run_line)?.unwrap_or(Duration::from_secs(60)),
         retry_on: j.retry_on.clone().unwrap_or_else(|| vec![75]),
     })

@@ -57,8 +57,8 @@ with the agent's --config and --repo:
   run = \"snapshot --kind partial\"      # any lifeboat command line
   jitter = \"5m\"                        # start up to 5 minutes late, at random
   timeout = \"2h\"                       # then SIGTERM, and SIGKILL after [agent] stop_grace
-  retries = 3                          # after a temporary failure (exit 75, or retry_on)
-  retry_delay = \"1m\"
+  retries = 3                          # after a temporary failure (exit 75, or retry_on); default 3
+  retry_delay = \"1m\"                   # default
 
   [[job]]
   name = \"tenant-42\"
