@@ -25,8 +25,13 @@ use crate::repo::{RecordLog, RepoLocation, Repository};
 use crate::storage::RequestCounts;
 use crate::storage::metered::Meter;
 
-/// The record's `format` field; any other value is refused.
+/// The record's `format` field for a record without `job`: every record
+/// older Lifeboats wrote, and those still written outside the agent, so
+/// they stay readable by them.
 pub const RECORD_FORMAT: u32 = 1;
+/// The `format` of a record with `job` (a run `lifeboat agent` started);
+/// readers accept both, older readers refuse it as newer.
+pub const RECORD_FORMAT_JOB: u32 = 2;
 /// Manifests use the same level; records are small JSON.
 const LEVEL: i32 = 3;
 
@@ -118,6 +123,9 @@ pub struct OpRecord {
     /// Requests this process sent to object stores, counted on the wire
     /// (retries and multipart parts included); all zero for a directory.
     pub requests: Requests,
+    /// The `[[job]]` of `lifeboat agent` this run was (format 2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 impl OpRecord {
@@ -136,14 +144,26 @@ impl OpRecord {
         }
         let bad = |e: serde_json::Error| Error::bad_data(what, format!("operations log record: {e}"));
         let f: Format = serde_json::from_slice(json).map_err(bad)?;
-        if f.format != RECORD_FORMAT {
+        if f.format != RECORD_FORMAT && f.format != RECORD_FORMAT_JOB {
             return Err(Error::config(
                 what,
                 format!("operations log record format {} is not supported", f.format),
             )
             .fix("upgrade Lifeboat"));
         }
-        serde_json::from_slice(json).map_err(bad)
+        let record: OpRecord = serde_json::from_slice(json).map_err(bad)?;
+        // The format says whether `job` may be there, so an older reader
+        // refuses exactly the records it cannot show whole.
+        if record.job.is_some() != (record.format == RECORD_FORMAT_JOB) {
+            return Err(Error::bad_data(
+                what,
+                format!(
+                    "operations log record format {} with job {:?}",
+                    record.format, record.job
+                ),
+            ));
+        }
+        Ok(record)
     }
 
     /// `time` parsed; `None` when it is not RFC 3339.
@@ -189,6 +209,7 @@ pub struct Operation {
     user: String,
     started: Instant,
     meter: Arc<Meter>,
+    job: Option<String>,
 }
 
 impl Operation {
@@ -202,7 +223,14 @@ impl Operation {
             user: current_user(None),
             started: Instant::now(),
             meter: Arc::default(),
+            job: None,
         }
+    }
+
+    /// The scheduled job this run is (`lifeboat agent`'s `[[job]]` name).
+    pub fn job(mut self, name: impl Into<String>) -> Operation {
+        self.job = Some(name.into());
+        self
     }
 
     /// The arguments the record shows; secrets are redacted here.
@@ -248,7 +276,11 @@ impl Operation {
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let one_line = |s: String| redact(&s.split_whitespace().collect::<Vec<_>>().join(" "));
         OpRecord {
-            format: RECORD_FORMAT,
+            format: if self.job.is_some() {
+                RECORD_FORMAT_JOB
+            } else {
+                RECORD_FORMAT
+            },
             time: jiff::Timestamp::now().to_string(),
             host: crate::fsutil::hostname(),
             user: self.user.clone(),
@@ -263,6 +295,7 @@ impl Operation {
             bytes_written: totals.bytes_written,
             objects_deleted: totals.objects_deleted,
             requests: totals.requests.into(),
+            job: self.job.clone(),
         }
     }
 
@@ -633,6 +666,7 @@ mod tests {
             bytes_written: 2,
             objects_deleted: 0,
             requests: Requests::default(),
+            job: None,
         }
     }
 
@@ -749,7 +783,7 @@ mod tests {
     #[test]
     fn a_newer_format_is_a_config_error() {
         let mut v = serde_json::to_value(record("2026-01-01T00:00:00Z", "x")).unwrap();
-        v["format"] = 2.into();
+        v["format"] = 3.into();
         v["new_field"] = 1.into();
         let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::Config);
@@ -757,6 +791,26 @@ mod tests {
         v["new_field"] = 1.into();
         let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::BadData);
+    }
+
+    /// A job's record is format 2 and carries its name; a plain one stays
+    /// format 1, byte for byte what older Lifeboats read; each format
+    /// refuses the other's shape.
+    #[test]
+    fn job_records_are_format_2_and_plain_ones_stay_format_1() {
+        let plain = Operation::start("snapshot").record(0, None);
+        assert_eq!(plain.format, RECORD_FORMAT);
+        assert!(!String::from_utf8(plain.to_json()).unwrap().contains("job"));
+        let job = Operation::start("snapshot").job("nightly").record(0, None);
+        assert_eq!((job.format, job.job.as_deref()), (RECORD_FORMAT_JOB, Some("nightly")));
+        assert_eq!(OpRecord::from_json(&job.to_json(), "k").unwrap(), job);
+        let mut v = serde_json::to_value(&job).unwrap();
+        v["format"] = 1.into();
+        let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::BadData);
+        let mut v = serde_json::to_value(&plain).unwrap();
+        v["format"] = 2.into();
+        assert!(OpRecord::from_json(v.to_string().as_bytes(), "k").is_err());
     }
 
     #[test]

@@ -48,6 +48,15 @@ pub struct Config {
     /// parsing (values carry their byte span, `toml::Spanned`).
     #[serde(skip)]
     pub text: String,
+    /// The time zone cron schedules (and, later, calendar rules) are read
+    /// in, e.g. "Europe/Berlin" (default: the system's).
+    pub timezone: Option<String>,
+    /// `[[job]]`: what `lifeboat agent` runs, and when.
+    #[serde(default)]
+    pub job: Vec<JobConfig>,
+    /// `[agent]`: how `lifeboat agent` runs them.
+    #[serde(default)]
+    pub agent: AgentConfig,
 }
 
 /// `[repository]`.
@@ -240,6 +249,9 @@ pub struct SqliteConfig {
     /// Captured by `--kind full` only.
     #[serde(default)]
     pub full_only: bool,
+    /// Whether `lifeboat agent` and a plain `lifeboat replicate` ship its
+    /// every commit (default true).
+    pub replicate: Option<bool>,
 }
 
 /// `[[directory]]`: one directory tree.
@@ -286,6 +298,48 @@ pub struct FileConfig {
     #[serde(default)]
     pub full_only: bool,
 }
+
+/// `[[job]]`: one scheduled command of `lifeboat agent`. Schedule and
+/// command line keep their place in the file, so a wrong one is reported
+/// at its line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// The job's name, unique; operations log records carry it.
+    pub name: String,
+    /// A cron expression (5 fields, or 6 with seconds first) in `timezone`,
+    /// or a duration such as "15m" (every 15 minutes).
+    pub schedule: toml::Spanned<String>,
+    /// A lifeboat command line without the program name, e.g.
+    /// "snapshot --kind partial".
+    pub run: toml::Spanned<String>,
+    /// Start each run up to this much later, at random, e.g. "5m".
+    pub jitter: Option<String>,
+    /// Stop a run that takes longer (SIGTERM, then SIGKILL), e.g. "2h".
+    pub timeout: Option<String>,
+    /// Run again this many times after a temporary failure (default 3).
+    pub retries: Option<u32>,
+    /// Wait between tries (default "1m").
+    pub retry_delay: Option<String>,
+    /// The exit codes that count as temporary (default [75]).
+    pub retry_on: Option<Vec<i32>>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// How long a job or the replicator gets to stop after SIGTERM before
+    /// SIGKILL (default "30s").
+    pub stop_grace: Option<String>,
+    /// Where the agent keeps its schedule state and `agent-status.json`
+    /// (default `$XDG_STATE_HOME/lifeboat/agent`).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The directory relative source paths are resolved against instead of the
+/// config file's own (set by `lifeboat agent` for its children).
+pub const CONFIG_BASE_ENV: &str = "LIFEBOAT_CONFIG_BASE";
 
 /// The places searched, in order, when `--config` is not given.
 pub fn search_paths() -> Vec<PathBuf> {
@@ -361,7 +415,15 @@ impl Config {
         // by every command. (The top-level rules are read when used, as
         // before: the command line replaces them.)
         c.retention_sets(false)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // `lifeboat agent` runs its jobs on its own copy of the file it
+        // checked (so an edit it refused is not what they read), and names
+        // the original's directory here for relative paths.
+        let base_override = std::env::var_os(CONFIG_BASE_ENV)
+            .filter(|b| !b.is_empty())
+            .map(PathBuf::from);
+        let base = base_override
+            .as_deref()
+            .unwrap_or(path.parent().unwrap_or(Path::new(".")));
         // Relative source paths are relative to the config file.
         for p in c
             .sqlite

@@ -116,7 +116,11 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
             when(&r.time),
             r.host,
             r.user,
-            r.command,
+            // A run of an agent job shows the job's name beside the command.
+            match &r.job {
+                Some(job) => format!("{} [{job}]", r.command),
+                None => r.command.clone(),
+            },
             result,
             took(r.duration_ms),
             bytes(r.bytes_written),
@@ -197,11 +201,14 @@ impl Pending {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        let operation = Operation::start(command)
+        let mut operation = Operation::start(command)
             .started_at(started)
             .meter(meter)
             .args(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()))
             .user(oplog::current_user(std::env::var("USER").ok()));
+        if let Some(job) = super::agent::job_of_this_run() {
+            operation = operation.job(job);
+        }
         Pending { operation, replicas }
     }
 }

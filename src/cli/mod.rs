@@ -2,6 +2,7 @@
 //! One file per subcommand; `exit.rs` is the only place errors become exit
 //! codes and messages.
 
+mod agent;
 mod agent_socket;
 mod completions;
 mod config;
@@ -111,6 +112,8 @@ enum Command {
     Completions(completions::Args),
     /// Print or write the manual pages.
     Man(man::Args),
+    /// Run everything on schedule: replication, snapshots, retention, drills (a service).
+    Agent(agent::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -131,6 +134,9 @@ impl Ctx {
     pub fn config(&self) -> Result<Option<&Config>> {
         if self.config.get().is_none() {
             let c = Config::discover(self.config_flag.as_deref())?;
+            if let Some(c) = &c {
+                agent::check_config(c)?;
+            }
             let _ = self.config.set(c);
         }
         Ok(self.config.get().expect("set above").as_ref())
@@ -246,7 +252,11 @@ pub fn main() -> i32 {
         lifeboat::repo::scale_writer_view_limit(limit);
     }
     // A long-running replicator's log needs times; one-shot commands' do not.
-    init_logging(cli.verbose, cli.quiet, matches!(cli.command, Command::Replicate(_)));
+    init_logging(
+        cli.verbose,
+        cli.quiet,
+        matches!(cli.command, Command::Replicate(_)) || agent::runs_as_service(&cli.command),
+    );
     let ctx = Ctx {
         json: cli.json,
         quiet: cli.quiet,
@@ -264,7 +274,10 @@ pub fn main() -> i32 {
         return exit::report(&e, ctx.json);
     }
     hooks::set_command(matches.subcommand_name().unwrap_or_default());
-    let oplog = changes_repository(&cli.command).then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
+    // A run the agent started is recorded whatever it is: the job's
+    // history is the log's (src/cli/agent/jobs.rs).
+    let recorded = changes_repository(&cli.command) || agent::job_of_this_run().is_some();
+    let oplog = recorded.then(|| log::Pending::new(&matches, started, ctx.meter.clone()));
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
@@ -283,6 +296,7 @@ pub fn main() -> i32 {
         Command::Status(a) => status::run(&ctx, a),
         Command::Completions(a) => completions::run(&ctx, a),
         Command::Man(a) => man::run(&ctx, a),
+        Command::Agent(a) => agent::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,
@@ -305,6 +319,7 @@ pub fn main() -> i32 {
         let _ = hooks::fire(&ctx, hooks::HookEvent::AnyError, &info);
     }
     if let Some(op) = oplog {
+        agent::before_record();
         log::append_record(&ctx, op, code, result.as_ref().err());
     }
     code

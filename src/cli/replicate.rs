@@ -169,6 +169,8 @@ fn databases(config: Option<&Config>, paths: &[PathBuf]) -> Result<Vec<DbSpec>> 
         let dbs: Vec<DbSpec> = c
             .sqlite
             .iter()
+            // `replicate = false` opts a source out of continuous shipping.
+            .filter(|s| s.replicate != Some(false))
             .map(|s| DbSpec {
                 name: s.name.clone().unwrap_or_else(|| file_name(&s.path)),
                 path: s.path.clone(),

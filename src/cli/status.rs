@@ -104,9 +104,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Some(v) => Some(super::flag_value("--max-age", v, parse_age)?),
         None => None,
     };
-    // TODO(issue 21, agent): pass the agent's configured state directory
-    // here once `[agent]` has one, so both sides agree on the socket.
-    let socket = agent_socket::socket_path(ctx.dirs(), None, args.socket.as_deref());
+    // Where the agent of this configuration keeps its socket.
+    let state_dir = ctx.config()?.map(|c| super::agent::state_dir(ctx, c));
+    let socket = agent_socket::socket_path(ctx.dirs(), state_dir.as_deref(), args.socket.as_deref());
     let (answer, via) = match agent_socket::query(&socket, agent_socket::CLIENT_TIMEOUT) {
         // An agent that serves no socket still keeps its status file.
         Answer::NotRunning => match agent_socket::read_status_file(&socket) {

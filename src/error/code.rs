@@ -59,6 +59,15 @@ error_codes! {
 
     /// Another agent answers on the status socket this agent would serve.
     AgentSocketInUse = "agent.socket_in_use", Busy;
+    /// Another `lifeboat agent` already runs with this state directory.
+    AgentBusy = "agent.busy", Busy;
+    /// A signal ended a job's run (the agent stopping, or killed from outside).
+    AgentJobKilled = "agent.job_killed", Busy;
+    /// A job's child process could not be started.
+    AgentJobNotStarted = "agent.job_not_started", Io;
+    /// A job's run outlasted its `timeout` and was stopped.
+    AgentJobTimeout = "agent.job_timeout", Busy;
+
     /// Two sources in `lifeboat.toml` have the same name.
     ConfigDuplicateName = "config.duplicate_name", Config;
     /// `lifeboat.toml` does not parse or holds a wrong value.
