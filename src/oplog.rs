@@ -697,7 +697,7 @@ mod tests {
             },
         }];
         let options = SnapshotOptions {
-            kind: crate::SnapshotKind::Full,
+            kind: crate::repo::manifest::SnapshotKind::Full,
             tags: vec![],
             replication: None,
             time: None,
@@ -771,7 +771,7 @@ mod tests {
         let json = br#"{"format":1}"#;
         std::fs::write(dir.path().join("repo").join(&early), codec::encode(json, 3)).unwrap();
         let e = list(&store, None).unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::BadData);
+        assert_eq!(e.kind, crate::error::ErrorKind::BadData);
         assert!(e.subject.ends_with(&early), "{e}");
         let cut = ts("2026-01-02T00:00:00.1Z");
         assert_eq!(prune(&store, cut, true).unwrap(), std::slice::from_ref(&early));
@@ -786,11 +786,11 @@ mod tests {
         v["format"] = 3.into();
         v["new_field"] = 1.into();
         let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::Config);
+        assert_eq!(e.kind, crate::error::ErrorKind::Config);
         let mut v = serde_json::to_value(record("2026-01-01T00:00:00Z", "x")).unwrap();
         v["new_field"] = 1.into();
         let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::BadData);
+        assert_eq!(e.kind, crate::error::ErrorKind::BadData);
     }
 
     /// A job's record is format 2 and carries its name; a plain one stays
@@ -807,7 +807,7 @@ mod tests {
         let mut v = serde_json::to_value(&job).unwrap();
         v["format"] = 1.into();
         let e = OpRecord::from_json(v.to_string().as_bytes(), "k").unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::BadData);
+        assert_eq!(e.kind, crate::error::ErrorKind::BadData);
         let mut v = serde_json::to_value(&plain).unwrap();
         v["format"] = 2.into();
         assert!(OpRecord::from_json(v.to_string().as_bytes(), "k").is_err());
@@ -828,7 +828,7 @@ mod tests {
         assert_eq!(p("90s"), ts("2026-11-22T11:58:30Z"));
         for bad in ["", "7", "d", "7x", "yesterday", "-1h", "1h-"] {
             let e = parse_when("--since", bad, now).unwrap_err();
-            assert_eq!(e.kind, crate::ErrorKind::Usage, "{bad}");
+            assert_eq!(e.kind, crate::error::ErrorKind::Usage, "{bad}");
         }
     }
 

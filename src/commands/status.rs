@@ -10,13 +10,13 @@
 
 use serde::Serialize;
 
+use crate::commands::snapshot::{SourceKind, SourceSpec};
+use crate::commands::stats::Objects;
 use crate::error::{ErrorKind, Result};
 use crate::id::Id;
 use crate::pitr;
 use crate::repo::manifest::{SnapshotKind, Source};
 use crate::repo::{Repository, SnapshotRef};
-use crate::snapshot::{SourceKind, SourceSpec};
-use crate::stats::Objects;
 
 /// Everything [`collect`] reports (`lifeboat status --json`, `repository`
 /// and `sources`).
@@ -131,7 +131,7 @@ fn last_drill<S>(_repo: &Repository<S>, _now: jiff::Timestamp) -> Result<Option<
 /// # }
 /// ```
 pub fn collect<S>(repo: &Repository<S>, configured: Option<&[SourceSpec]>, now: jiff::Timestamp) -> Result<RepoStatus> {
-    let objects = crate::stats::count_objects(&repo.list_everything()?);
+    let objects = crate::commands::stats::count_objects(&repo.list_everything()?);
     let snaps = repo.snapshots()?;
     let wanted: Vec<(String, String, Option<String>)> = match configured {
         Some(specs) => specs
@@ -190,7 +190,7 @@ fn source_status<S>(
     let last = snaps
         .iter()
         .rev()
-        .filter(|s| crate::restore::select::is_service_snapshot(s))
+        .filter(|s| crate::commands::restore::select::is_service_snapshot(s))
         .find(|s| s.manifest.sources.iter().any(|x| x.name() == name));
     let last_snapshot = last.map(|s| LastSnapshot {
         id: s.id,

@@ -518,7 +518,7 @@ mod tests {
     fn a_manifest_whose_time_is_not_rfc3339_is_damaged() {
         for bad in ["yesterday", "", "2026-13-01T00:00:00Z"] {
             let e = Manifest::from_json(&corpus_with_time(bad), "snapshot 1234").unwrap_err();
-            assert_eq!(e.kind, crate::ErrorKind::BadData, "{bad}: {e}");
+            assert_eq!(e.kind, crate::error::ErrorKind::BadData, "{bad}: {e}");
             assert!(e.to_string().contains("is not RFC 3339"), "{bad}: {e}");
         }
     }

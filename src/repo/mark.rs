@@ -85,7 +85,7 @@ mod tests {
         future[4] = 2;
         assert_eq!(
             Mark::from_bytes(&future, "m").unwrap_err().kind,
-            crate::ErrorKind::Config
+            crate::error::ErrorKind::Config
         );
     }
 }
