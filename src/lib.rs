@@ -54,7 +54,7 @@ pub mod storage;
 pub mod treehash;
 pub(crate) mod workers;
 
-pub use commands::{forget, prune, repair, replicate, reset, restore, snapshot, stats, verify};
+pub use commands::{drill, forget, prune, repair, replicate, reset, restore, snapshot, stats, verify};
 pub use error::{Error, ErrorCode, ErrorKind, Result};
 pub use fsutil::HostDirs;
 pub use repo::manifest::SnapshotKind;

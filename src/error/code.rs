@@ -64,6 +64,12 @@ error_codes! {
     /// No `lifeboat.toml` was found and nothing to back up was named.
     ConfigNotFound = "config.not_found", Config;
 
+    /// The drill's scratch directory lies inside a source or the
+    /// repository.
+    DrillScratchOverlaps = "drill.scratch_overlaps", Usage;
+    /// The drill's scratch directory exists and is not empty.
+    DrillScratchNotEmpty = "drill.scratch_not_empty", CantCreate;
+
     /// Prune found a snapshot referencing blobs no index file lists.
     PruneMissingBlob = "prune.missing_blob", BadData;
 
