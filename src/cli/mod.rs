@@ -4,6 +4,7 @@
 
 mod config;
 mod demo;
+mod drill;
 mod exit;
 mod forget;
 mod init;
@@ -97,6 +98,8 @@ enum Command {
     Stats(stats::Args),
     /// Show the whole cycle on a scratch service: snapshot under load, disaster, restore.
     Demo(demo::Args),
+    /// Prove a backup restores: restore into scratch, check it, start the service, smoke checks.
+    Drill(drill::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -254,6 +257,7 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Drill(a) => drill::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,
@@ -278,6 +282,7 @@ fn changes_repository(command: &Command) -> bool {
         Command::Prune(a) => !a.dry_run,
         Command::Repair(a) => a.changes_repository(),
         Command::Log(a) => a.changes_repository(),
+        Command::Drill(a) => a.changes_repository(),
         _ => false,
     }
 }

@@ -302,7 +302,12 @@ pub struct DrillReport {
 /// The default scratch directory of one drill: `<cache>/lifeboat/drill/
 /// <time>-<unique>` (the per-user cache, as `HostDirs::cache`).
 pub fn default_scratch(cache: &Path) -> PathBuf {
-    cache.join("lifeboat/drill").join(format!(
+    default_scratch_in(&cache.join("lifeboat/drill"))
+}
+
+/// A new scratch directory's name in `parent`: `<time>-<unique>`.
+pub fn default_scratch_in(parent: &Path) -> PathBuf {
+    parent.join(format!(
         "{}-{}",
         crate::fsutil::compact_timestamp(jiff::Timestamp::now()),
         crate::fsutil::unique_suffix()
@@ -482,11 +487,9 @@ impl Drill<'_> {
 
     fn push(&mut self, name: String, kind: CheckClass, passed: bool, detail: String, took: Instant) {
         let detail = one_line(&detail);
-        if passed {
-            tracing::info!(event = "drill.check", check = %name, passed, "{detail}");
-        } else {
-            tracing::warn!(event = "drill.check", check = %name, passed, "{detail}");
-        }
+        // Info, not a warning: the report (and its record) carries every
+        // failure; a log line would say it twice.
+        tracing::info!(event = "drill.check", check = %name, passed, "{detail}");
         self.checks.push(CheckResult {
             name,
             kind,
@@ -1015,7 +1018,13 @@ fn tail_of(path: &Path) -> String {
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(DETAIL_MAX as u64 / 2)));
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
-    one_line(String::from_utf8_lossy(&buf).trim())
+    let text = String::from_utf8_lossy(&buf);
+    // Cut mid-log: start at the first whole word.
+    let text = match (len > DETAIL_MAX as u64 / 2, text.find(char::is_whitespace)) {
+        (true, Some(i)) => &text[i..],
+        _ => &text[..],
+    };
+    one_line(text.trim())
 }
 
 /// Whitespace runs (newlines too) as one space, cut at [`DETAIL_MAX`].
@@ -1287,6 +1296,20 @@ mod tests {
         assert!(s.created);
         s.remove().unwrap();
         assert!(!dir.path().join("new/deeper").exists());
+    }
+
+    #[test]
+    fn files_are_checked_against_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"hello").unwrap();
+        let id = crate::id::Id(*blake3::hash(b"hello").as_bytes());
+        assert_eq!(check_file(&p, 5, Some(&id)), None);
+        let other = crate::id::Id(*blake3::hash(b"hellO").as_bytes());
+        assert!(check_file(&p, 5, Some(&other)).unwrap().contains("differs"));
+        assert!(check_file(&p, 6, Some(&id)).unwrap().contains("5 bytes"));
+        assert!(check_file(dir.path(), 5, None).is_some());
+        assert!(check_file(&dir.path().join("gone"), 5, None).is_some());
     }
 
     #[test]
