@@ -268,6 +268,12 @@ fn keep_leaves_the_scratch_copy_where_it_says() {
     let _serial = serial();
     let svc = Service::new();
     let _keep = KeepOnFailure(&svc.env, "drill_keep");
+    // A check that needs the service, so it is up (its pid file written)
+    // before it is stopped.
+    svc.configure(&format!(
+        "[[drill.check]]\nhttp = \"{}\"\n",
+        svc.url(&svc.env.path("srv/etc/app.toml"))
+    ));
     let dir = svc.env.path("drill-here");
     let out = svc.drill(&["--keep", "--scratch", s(&dir)]).expect_code(0);
     let v = out.json();
@@ -304,7 +310,8 @@ fn an_interrupted_drill_stops_the_service_cleans_up_and_records_it() {
     let _keep = KeepOnFailure(&svc.env, "drill_interrupt");
     let marker = svc.env.path("check-running");
     svc.configure(&format!(
-        "[[drill.check]]\nname = \"slow\"\ncommand = \"touch {}; sleep 60\"\ntimeout = \"120s\"\n",
+        "[[drill.check]]\nhttp = \"{}\"\n\n[[drill.check]]\nname = \"slow\"\ncommand = \"touch {}; sleep 60\"\ntimeout = \"120s\"\n",
+        svc.url(&svc.env.path("srv/etc/app.toml")),
         s(&marker)
     ));
     let mut c = svc.env.command();
@@ -329,11 +336,17 @@ fn an_interrupted_drill_stops_the_service_cleans_up_and_records_it() {
 fn a_broken_drill_section_is_a_configuration_error() {
     let _serial = serial();
     let svc = Service::new();
-    svc.configure("[[drill.check]]\nsql = \"SELECT 1\"\nhttp = \"http://127.0.0.1:1/\"\n");
+    svc.configure("[[drill.check]]\nsql = \"SELECT 1\"\ndatabase = \"app.db\"\nhttp = \"http://127.0.0.1:1/\"\n");
     let out = svc.drill(&[]).expect_code(78);
     let e = &out.json()["error"];
     assert_eq!(e["event"], "config.invalid");
-    assert!(e["message"].as_str().unwrap().contains("[[drill.check]] #1"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("[[drill.check]] #1: needs exactly one"),
+        "{e}"
+    );
     assert!(e["subject"].as_str().unwrap().ends_with("lifeboat.toml"), "{e}");
     svc.configure("[[drill.check]]\nsql = \"SELECT 1\"\n");
     let out = svc.drill(&[]).expect_code(78);

@@ -556,7 +556,9 @@ impl Drill<'_> {
         if self.interrupted() {
             return Ok(());
         }
-        if let Some(service) = self.opts.service.clone() {
+        // Without smoke checks a service would only be started to be
+        // stopped: nothing to learn from it.
+        if let Some(service) = self.opts.service.clone().filter(|_| !self.opts.checks.is_empty()) {
             self.start_service(&service);
         }
         for (i, check) in self.opts.checks.iter().enumerate() {
