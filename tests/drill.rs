@@ -361,3 +361,46 @@ fn a_broken_drill_section_is_a_configuration_error() {
     assert!(svc.list().is_empty());
     assert!(!svc.pid_file.exists(), "no service started");
 }
+
+/// A backup that does not restore is the drill failing, not an error: exit
+/// 65, recorded with the restore's own error, nothing else run.
+#[test]
+fn a_damaged_backup_is_a_failed_drill_with_a_record() {
+    let _serial = serial();
+    let svc = Service::new();
+    let _keep = KeepOnFailure(&svc.env, "drill_damaged");
+    svc.configure(&format!(
+        "[[drill.check]]\nhttp = \"{}\"\n",
+        svc.url(&svc.env.path("srv/etc/app.toml"))
+    ));
+    let mut packs = Vec::new();
+    let mut dirs = vec![svc.env.repo.join("data")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut bytes = std::fs::read(p).unwrap();
+        let half = bytes.len() / 2;
+        for b in bytes.iter_mut().skip(16).take(half) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(p, bytes).unwrap();
+    }
+    let v = svc.drill(&[]).expect_code(65).json();
+    assert_eq!(v["result"], "fail", "{v:#}");
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 1, "nothing runs after a failed restore: {v:#}");
+    assert_eq!(checks[0]["kind"], "restore");
+    assert_eq!(checks[0]["passed"], false);
+    assert!(checks[0]["detail"].as_str().unwrap().contains("exit 65"), "{v:#}");
+    assert!(!svc.pid_file.exists(), "no service started on a failed restore");
+    svc.assert_scratch_removed();
+    assert_eq!(svc.list()[0]["result"], "fail");
+}
