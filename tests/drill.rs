@@ -404,3 +404,58 @@ fn a_damaged_backup_is_a_failed_drill_with_a_record() {
     svc.assert_scratch_removed();
     assert_eq!(svc.list()[0]["result"], "fail");
 }
+
+/// A drill killed with SIGKILL cannot clean up: its service goes with it
+/// (it gets SIGTERM when Lifeboat dies), and the next drill removes the
+/// scratch copy it left, but never one kept with --keep.
+#[test]
+fn the_next_drill_sweeps_what_a_killed_one_left() {
+    let _serial = serial();
+    let svc = Service::new();
+    let _keep = KeepOnFailure(&svc.env, "drill_killed");
+    let up = svc.url(&svc.env.path("srv/etc/app.toml"));
+    // A copy kept on purpose, in the same place.
+    svc.configure(&format!("[[drill.check]]\nhttp = \"{up}\"\n"));
+    let kept = svc.drill(&["--keep"]).json();
+    let kept_dir = PathBuf::from(kept["scratch"].as_str().unwrap());
+    svc.assert_service_stopped();
+
+    let marker = svc.env.path("check-running");
+    svc.configure(&format!(
+        "[[drill.check]]\nhttp = \"{up}\"\n\n[[drill.check]]\ncommand = \"touch {}; exec sleep 60\"\ntimeout = \"120s\"\n",
+        s(&marker)
+    ));
+    let mut c = svc.env.command();
+    c.args(["--repo", &svc.env.repo_arg, "--config", s(&svc.cfg), "drill"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard {
+        child: c.spawn().unwrap(),
+    };
+    wait_until("the slow check to run", 60, || marker.exists());
+    signal(&child.child, libc::SIGKILL);
+    wait_exit(&mut child.child, 60);
+    let pid: i32 = std::fs::read_to_string(&svc.pid_file).unwrap().trim().parse().unwrap();
+    // SAFETY: signal 0 only asks whether the process exists.
+    wait_until(
+        "the killed drill's service to stop",
+        30,
+        || unsafe { libc::kill(pid, 0) } != 0,
+    );
+    std::fs::remove_file(&svc.pid_file).unwrap();
+    let parent = svc.env.xdg_cache.join("lifeboat/drill");
+    let left = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(left().len(), 2, "the killed drill's copy is still there");
+
+    svc.configure("");
+    svc.drill(&[]).expect_code(0);
+    assert_eq!(left(), [kept_dir], "only the kept copy remains");
+}

@@ -161,8 +161,13 @@ fn run_drill(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     let scratch = match (args.scratch.clone(), scratch_parent) {
         (Some(dir), _) => dir,
-        (None, Some(parent)) => drill::default_scratch_in(&parent),
-        (None, None) => drill::default_scratch(&ctx.dirs().cache),
+        (None, parent) => {
+            // Drills killed before they could clean up left their copies
+            // where this one goes: those go first.
+            let parent = parent.unwrap_or_else(|| drill::default_scratch_parent(&ctx.dirs().cache));
+            drill::sweep_stale(&parent);
+            drill::default_scratch_in(&parent)
+        }
     };
     let mut protected: Vec<PathBuf> = config
         .map(|c| c.sources(SnapshotKind::Full).into_iter().map(|s| s.path).collect())

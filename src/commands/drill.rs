@@ -302,7 +302,12 @@ pub struct DrillReport {
 /// The default scratch directory of one drill: `<cache>/lifeboat/drill/
 /// <time>-<unique>` (the per-user cache, as `HostDirs::cache`).
 pub fn default_scratch(cache: &Path) -> PathBuf {
-    default_scratch_in(&cache.join("lifeboat/drill"))
+    default_scratch_in(&default_scratch_parent(cache))
+}
+
+/// Where default scratch directories go: `<cache>/lifeboat/drill`.
+pub fn default_scratch_parent(cache: &Path) -> PathBuf {
+    cache.join("lifeboat/drill")
 }
 
 /// A new scratch directory's name in `parent`: `<time>-<unique>`.
@@ -315,10 +320,60 @@ pub fn default_scratch_in(parent: &Path) -> PathBuf {
 }
 
 /// The scratch directory, made ready; removes only what the drill put
-/// there.
+/// there. Held under an `flock` for the drill's life, so [`sweep_stale`]
+/// can tell the copy of a killed drill from one at work.
 struct Scratch {
     path: PathBuf,
     created: bool,
+    _lock: fs::File,
+}
+
+/// Marks a scratch copy kept on purpose (`--keep`): never swept.
+const KEPT_MARKER: &str = "kept";
+
+/// Remove the scratch copies that drills killed before they could clean up
+/// (SIGKILL, a crash) left in `parent`, the default scratch parent: every
+/// directory whose lock nobody holds and that was not kept on purpose.
+/// Returns what was removed.
+pub fn sweep_stale(parent: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(parent) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.join(LOG_DIR).join(KEPT_MARKER).exists() {
+            continue;
+        }
+        let Ok(dir) = open_dir(&path) else { continue };
+        if !try_lock(&dir) {
+            continue; // a drill at work
+        }
+        make_writable(&path);
+        match crate::fsutil::remove_file_or_tree(&path) {
+            Ok(()) => {
+                tracing::info!(event = "drill.stale_scratch_removed", path = %path.display());
+                removed.push(path);
+            }
+            Err(err) => tracing::warn!(event = "drill.scratch_not_removed", path = %path.display(), error = %err),
+        }
+    }
+    removed
+}
+
+/// A directory opened for its lock: never follows a link.
+fn open_dir(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn try_lock(f: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 impl Scratch {
@@ -346,16 +401,32 @@ impl Scratch {
                         .fix("give an empty or new directory with --scratch, or leave --scratch out")
                         .code(ErrorCode::DrillScratchNotEmpty));
                 }
-                Ok(Scratch { path, created: false })
+                let lock = locked(&path)?;
+                Ok(Scratch {
+                    path,
+                    created: false,
+                    _lock: lock,
+                })
             }
             Ok(_) => Err(Error::cant_create(path.display(), "is not a directory")
                 .fix("give an empty or new directory with --scratch, or leave --scratch out")
                 .code(ErrorCode::DrillScratchNotEmpty)),
             Err(_) => {
                 crate::fsutil::create_private_dir_all(&path).at(&path)?;
-                Ok(Scratch { path, created: true })
+                let lock = locked(&path)?;
+                Ok(Scratch {
+                    path,
+                    created: true,
+                    _lock: lock,
+                })
             }
         }
+    }
+
+    /// Mark the copy as kept on purpose, so no later drill sweeps it.
+    fn mark_kept(&self) {
+        let dir = self.path.join(LOG_DIR);
+        let _ = crate::fsutil::create_private_dir_all(&dir).and_then(|()| fs::write(dir.join(KEPT_MARKER), b""));
     }
 
     /// Remove everything the drill put there (and the directory, if the
@@ -371,6 +442,18 @@ impl Scratch {
         }
         Ok(())
     }
+}
+
+/// `path`, a directory, locked for this drill.
+fn locked(path: &Path) -> Result<fs::File> {
+    let f = open_dir(path).at(path)?;
+    if !try_lock(&f) {
+        return Err(
+            Error::busy(path.display(), "another drill is using this scratch directory")
+                .fix("give another --scratch, or wait for it"),
+        );
+    }
+    Ok(f)
 }
 
 /// Every directory under `dir` (links not followed) made owner-writable.
@@ -424,6 +507,9 @@ pub fn run(
         drill.notes.push("interrupted before every check ran".into());
     }
     let kept = opts.keep;
+    if kept {
+        scratch.mark_kept();
+    }
     if !kept && let Err(e) = scratch.remove() {
         tracing::warn!(event = "drill.scratch_not_removed", path = %scratch.path.display(), error = %e);
         drill.notes.push(one_line(&format!(
