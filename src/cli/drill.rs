@@ -31,7 +31,8 @@ original absolute path, as `restore --to DIR`. Then, in order:
      retried until the check's timeout while the service starts), `command` (sh -c, exit 0);
   5. [drill] stop, or SIGTERM to the service's process group, then SIGKILL: always, also when
      a check failed or the drill was interrupted.
-The scratch copy is then removed unless --keep. The drill is recorded in the repository (seed
+The scratch copy is then removed unless --keep (copies that drills killed with SIGKILL left
+under the default parent are removed by the next drill; kept ones never). The drill is recorded in the repository (seed
 003's drill log: date, host, sources and their points, each check pass/fail, duration, notes);
 `lifeboat drill list` shows the records, newest first.
 
