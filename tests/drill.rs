@@ -459,3 +459,28 @@ fn the_next_drill_sweeps_what_a_killed_one_left() {
     svc.drill(&[]).expect_code(0);
     assert_eq!(left(), [kept_dir], "only the kept copy remains");
 }
+
+/// A service that dies at once fails its http checks at once, saying so,
+/// rather than after the timeout.
+#[test]
+fn a_service_that_exits_fails_its_http_checks() {
+    let _serial = serial();
+    let svc = Service::new();
+    let text = std::fs::read_to_string(&svc.cfg).unwrap();
+    let start = text.lines().find(|l| l.starts_with("start = ")).unwrap().to_string();
+    let text = text.replace(&start, "start = \"echo cannot bind >&2; exit 3\"")
+        + "[[drill.check]]\nhttp = \"http://127.0.0.1:1/up\"\ntimeout = \"20s\"\n";
+    std::fs::write(&svc.cfg, text).unwrap();
+    let v = svc.drill(&[]).expect_code(65).json();
+    let check = v["checks"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(check["kind"], "http");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the service exited (exited 3)"),
+        "{v:#}"
+    );
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("cannot bind"), "the service's last words: {v:#}");
+}

@@ -1401,6 +1401,25 @@ mod tests {
     }
 
     #[test]
+    fn a_query_past_its_timeout_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let got = run_sql(&db, "SELECT x FROM t", Duration::from_secs(30), &flag).unwrap();
+        assert_eq!(got.as_deref(), Some("7"));
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+        let e = run_sql(&db, endless, Duration::from_millis(200), &flag).unwrap_err();
+        assert!(e.problem.contains("did not finish"), "{e}");
+        // The drill's interrupt stops it too.
+        flag.store(true, Ordering::SeqCst);
+        assert!(run_sql(&db, endless, Duration::from_secs(3600), &flag).is_err());
+    }
+
+    #[test]
     fn details_are_one_bounded_line() {
         assert_eq!(one_line("a\n  b\tc"), "a b c");
         let long = "é".repeat(DETAIL_MAX);
