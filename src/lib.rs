@@ -57,7 +57,7 @@ pub mod storage;
 pub(crate) mod treehash;
 pub(crate) mod workers;
 
-pub use commands::{forget, prune, repair, replicate, reset, restore, snapshot, stats, status, verify};
+pub use commands::{drill, forget, prune, repair, replicate, reset, restore, snapshot, stats, status, verify};
 pub use error::{Error, ErrorCode, ErrorKind, Result};
 pub use fsutil::HostDirs;
 pub use repo::manifest::SnapshotKind;

@@ -41,6 +41,10 @@ pub struct Config {
     /// `[[hook]]`: commands run on events (`snapshot.failure`, ...).
     #[serde(default)]
     pub hook: Vec<HookConfig>,
+    /// `[drill]` and `[[drill.check]]`: how `lifeboat drill` proves a
+    /// backup restores.
+    #[serde(default)]
+    pub drill: DrillConfig,
     /// Where this config was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -340,6 +344,169 @@ pub struct AgentConfig {
 /// The directory relative source paths are resolved against instead of the
 /// config file's own (set by `lifeboat agent` for its children).
 pub const CONFIG_BASE_ENV: &str = "LIFEBOAT_CONFIG_BASE";
+/// `[drill]`: the copy of the service a drill starts on the restored
+/// scratch copy, and its smoke checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Shell command starting the service on `$LIFEBOAT_DRILL_DIR`.
+    pub start: Option<String>,
+    /// Shell command stopping it (default: SIGTERM to its process group).
+    pub stop: Option<String>,
+    /// Each check's time limit unless it gives its own, e.g. "30s".
+    pub timeout: Option<String>,
+    /// How long each step of stopping the service may take, e.g. "10s".
+    pub stop_timeout: Option<String>,
+    /// Where scratch copies go (relative to the config file); default
+    /// `$XDG_CACHE_HOME/lifeboat/drill/<time>-<unique>`.
+    pub scratch: Option<PathBuf>,
+    /// `[[drill.check]]`: the smoke checks, run in order.
+    #[serde(default)]
+    pub check: Vec<DrillCheckConfig>,
+}
+
+/// `[[drill.check]]`: one smoke check; exactly one of `sql`, `http` and
+/// `command`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheckConfig {
+    /// How the drill log names it.
+    pub name: Option<String>,
+    /// A query on `database`; its first column is compared with `expect`.
+    pub sql: Option<String>,
+    /// The restored database `sql` runs on: a source name, or an original
+    /// absolute path.
+    pub database: Option<String>,
+    /// What the query's first column must be (a string or a number).
+    pub expect: Option<toml::Value>,
+    /// A URL the started service must answer.
+    pub http: Option<String>,
+    /// The status it must answer with (default 200).
+    pub expect_status: Option<u16>,
+    /// A shell command that must exit 0.
+    pub command: Option<String>,
+    /// This check's time limit, e.g. "5s".
+    pub timeout: Option<String>,
+}
+
+impl DrillConfig {
+    /// The checks as the library runs them; an error names the config file
+    /// and the check (78).
+    pub fn checks(&self, path: &Path) -> Result<Vec<lifeboat::drill::Check>> {
+        use lifeboat::drill::{Check, CheckKind};
+        let default_timeout = match &self.timeout {
+            Some(t) => drill_duration(path, "[drill] timeout", t)?,
+            None => lifeboat::drill::DEFAULT_CHECK_TIMEOUT,
+        };
+        let mut out = Vec::new();
+        for (i, c) in self.check.iter().enumerate() {
+            let at = format!("[[drill.check]] #{}", i + 1);
+            let bad = |problem: String, fix: &str| {
+                Error::config(path.display(), format!("{at}: {problem}"))
+                    .fix(fix.to_string())
+                    .code(ErrorCode::ConfigInvalid)
+            };
+            let kinds = [c.sql.is_some(), c.http.is_some(), c.command.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(bad(
+                    "needs exactly one of `sql`, `http` and `command`".into(),
+                    "write one check per [[drill.check]]",
+                ));
+            }
+            if c.sql.is_none() && (c.database.is_some() || c.expect.is_some()) {
+                return Err(bad(
+                    "`database` and `expect` belong to a `sql` check".into(),
+                    "remove them or add `sql`",
+                ));
+            }
+            if c.http.is_none() && c.expect_status.is_some() {
+                return Err(bad(
+                    "`expect_status` belongs to an `http` check".into(),
+                    "remove it or add `http`",
+                ));
+            }
+            let timeout = match &c.timeout {
+                Some(t) => drill_duration(path, &format!("{at} timeout"), t)?,
+                None => default_timeout,
+            };
+            let kind = if let Some(query) = &c.sql {
+                let Some(database) = c.database.clone() else {
+                    return Err(bad(
+                        "a `sql` check needs `database`".into(),
+                        "name the restored database: `database = \"app.db\"` (a source name) or its original path",
+                    ));
+                };
+                let expect = match &c.expect {
+                    None => None,
+                    Some(toml::Value::String(s)) => Some(s.clone()),
+                    Some(toml::Value::Integer(n)) => Some(n.to_string()),
+                    Some(toml::Value::Float(f)) => Some(f.to_string()),
+                    Some(toml::Value::Boolean(b)) => Some(u8::from(*b).to_string()),
+                    Some(other) => {
+                        return Err(bad(
+                            format!("`expect = {other}` is not a string or a number"),
+                            "write what the first column must read, e.g. `expect = \"3\"`",
+                        ));
+                    }
+                };
+                CheckKind::Sql {
+                    database,
+                    query: query.clone(),
+                    expect,
+                }
+            } else if let Some(url) = &c.http {
+                let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if !ok {
+                    return Err(bad(
+                        format!("`http = \"{url}\"` is not an http(s) URL"),
+                        "write it like http://127.0.0.1:8080/up",
+                    ));
+                }
+                CheckKind::Http {
+                    url: url.clone(),
+                    expect_status: c.expect_status.unwrap_or(200),
+                }
+            } else {
+                CheckKind::Command {
+                    command: c.command.clone().unwrap_or_default(),
+                }
+            };
+            let name = c.name.clone().unwrap_or_else(|| match &kind {
+                CheckKind::Sql { database, query, .. } => format!("{database}: {query}"),
+                CheckKind::Http { url, .. } => format!("GET {url}"),
+                CheckKind::Command { command } => command.clone(),
+            });
+            out.push(Check { name, kind, timeout });
+        }
+        Ok(out)
+    }
+
+    /// The service to start, if `start` is set.
+    pub fn service(&self, path: &Path) -> Result<Option<lifeboat::drill::Service>> {
+        if self.start.is_none() && self.stop.is_some() {
+            return Err(Error::config(path.display(), "[drill] has `stop` but no `start`")
+                .fix("add the command that starts the service, or remove `stop`")
+                .code(ErrorCode::ConfigInvalid));
+        }
+        let stop_timeout = match &self.stop_timeout {
+            Some(t) => drill_duration(path, "[drill] stop_timeout", t)?,
+            None => lifeboat::drill::DEFAULT_STOP_TIMEOUT,
+        };
+        Ok(self.start.clone().map(|start| lifeboat::drill::Service {
+            start,
+            stop: self.stop.clone(),
+            stop_timeout,
+        }))
+    }
+}
+
+fn drill_duration(path: &Path, what: &str, value: &str) -> Result<std::time::Duration> {
+    lifeboat::duration::parse_duration(what, value).map_err(|e| {
+        Error::config(path.display(), format!("{what}: {}", e.problem))
+            .fix(e.fix)
+            .code(ErrorCode::ConfigInvalid)
+    })
+}
 
 /// The places searched, in order, when `--config` is not given.
 pub fn search_paths() -> Vec<PathBuf> {
@@ -410,6 +577,10 @@ impl Config {
         c.text = text;
         c.warn_if_secrets_are_readable(path);
         c.check_names_unique(path)?;
+        // A broken drill section is refused when the file is read, so an
+        // agent reloading it keeps the old one.
+        c.drill.checks(path)?;
+        c.drill.service(path)?;
         check_hooks(&c, path)?;
         // The kind and tag rule sets are new: refused whole when broken,
         // by every command. (The top-level rules are read when used, as
@@ -437,6 +608,9 @@ impl Config {
             if p.is_relative() {
                 *p = lifeboat::fsutil::absolute_normalized(&base.join(&*p));
             }
+        }
+        if let Some(p) = c.drill.scratch.as_mut().filter(|p| p.is_relative()) {
+            *p = lifeboat::fsutil::absolute_normalized(&base.join(&*p));
         }
         Ok(c)
     }

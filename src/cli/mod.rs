@@ -7,6 +7,7 @@ mod agent_socket;
 mod completions;
 mod config;
 mod demo;
+mod drill;
 mod exit;
 mod filter;
 mod forget;
@@ -114,6 +115,8 @@ enum Command {
     Man(man::Args),
     /// Run everything on schedule: replication, snapshots, retention, drills (a service).
     Agent(agent::Args),
+    /// Prove a backup restores: restore into scratch, check it, start the service, smoke checks.
+    Drill(drill::Args),
 }
 
 /// What every subcommand gets: global flags and lazily loaded config.
@@ -297,6 +300,7 @@ pub fn main() -> i32 {
         Command::Completions(a) => completions::run(&ctx, a),
         Command::Man(a) => man::run(&ctx, a),
         Command::Agent(a) => agent::run(&ctx, a),
+        Command::Drill(a) => drill::run(&ctx, a),
     };
     let code = match &result {
         Ok(code) => *code,
@@ -338,6 +342,7 @@ fn changes_repository(command: &Command) -> bool {
         Command::Prune(a) => !a.dry_run,
         Command::Repair(a) => a.changes_repository(),
         Command::Log(a) => a.changes_repository(),
+        Command::Drill(a) => a.changes_repository(),
         _ => false,
     }
 }

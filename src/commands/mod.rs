@@ -11,6 +11,7 @@
 //! their own beside this one. The crate root re-exports each, so
 //! `lifeboat::snapshot` and `lifeboat::commands::snapshot` are one module.
 
+pub mod drill;
 pub mod forget;
 pub mod prune;
 pub mod repair;

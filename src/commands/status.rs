@@ -97,14 +97,14 @@ pub struct DrillSummary {
     pub age_seconds: i64,
 }
 
-/// The newest drill record in the repository, if any.
-///
-/// TODO(issue 21, drill): drill records are stored by `lifeboat drill`
-/// (another branch); when they land, list their key prefix through
-/// `repo::keys`, read the newest record and map it here. Until then a
-/// repository holds none.
-fn last_drill<S>(_repo: &Repository<S>, _now: jiff::Timestamp) -> Result<Option<DrillSummary>> {
-    Ok(None)
+/// The newest drill record in the repository, if any (one listing, one read).
+fn last_drill<S>(repo: &Repository<S>, now: jiff::Timestamp) -> Result<Option<DrillSummary>> {
+    Ok(crate::commands::drill::latest(repo)?.map(|(_, r)| DrillSummary {
+        passed: r.result == crate::commands::drill::Outcome::Pass,
+        failed_checks: r.checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect(),
+        age_seconds: r.timestamp().map_or(0, |t| age(t, now)),
+        time: r.time,
+    }))
 }
 
 /// The repository's status at `now`. `configured` are the configuration's

@@ -81,6 +81,11 @@ error_codes! {
     /// A hook command ran past its timeout and was killed with its
     /// process group; temporary.
     HookTimedOut = "hook.timed_out", Busy;
+    /// The drill's scratch directory lies inside a source or the
+    /// repository.
+    DrillScratchOverlaps = "drill.scratch_overlaps", Usage;
+    /// The drill's scratch directory exists and is not empty.
+    DrillScratchNotEmpty = "drill.scratch_not_empty", CantCreate;
 
     /// Prune found a snapshot referencing blobs no index file lists.
     PruneMissingBlob = "prune.missing_blob", BadData;

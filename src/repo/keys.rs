@@ -25,6 +25,8 @@ pub enum Kind {
     LogRecord,
     /// `damaged/<key>`: objects `repair` set aside.
     Damaged,
+    /// `drills/<time>-<hash>`: restore drill records.
+    Drill,
     /// `lock`: the local writer's lock file, not a repository object.
     Lock,
     /// `tmp/…`: the local writer's staging area, not a repository object.
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Segment => "wal",
             Kind::LogRecord => "log",
             Kind::Damaged => "damaged",
+            Kind::Drill => "drills",
             Kind::Lock => "lock",
             Kind::Staging => "tmp",
         }
@@ -54,7 +57,7 @@ impl Kind {
     /// layout (a stray file). It says nothing of whether the name itself
     /// parses: see [`object_id`], [`parse_segment`], [`parse_record`].
     pub fn of(key: &str) -> Option<Kind> {
-        const ALL: [Kind; 10] = [
+        const ALL: [Kind; 11] = [
             Kind::Config,
             Kind::Pack,
             Kind::Index,
@@ -63,6 +66,7 @@ impl Kind {
             Kind::Segment,
             Kind::LogRecord,
             Kind::Damaged,
+            Kind::Drill,
             Kind::Lock,
             Kind::Staging,
         ];
@@ -82,7 +86,8 @@ impl Kind {
     fn is_cached_metadata(self) -> bool {
         // Operations log records are immutable too, and `lifeboat log`
         // would otherwise download every one on every run.
-        matches!(self, Kind::Index | Kind::Snapshot | Kind::LogRecord)
+        // Drill records likewise: `drill list` and `status` read them often.
+        matches!(self, Kind::Index | Kind::Snapshot | Kind::LogRecord | Kind::Drill)
     }
 }
 
@@ -194,7 +199,11 @@ pub fn record(nanos: u64, json: &[u8]) -> String {
 /// The time (nanoseconds) and hash prefix a record key names; `None` for
 /// anything that is not a record key (readers leave such objects alone).
 pub fn parse_record(key: &str) -> Option<(u64, &str)> {
-    let name = key.strip_prefix("log/")?;
+    parse_timed_name(key.strip_prefix("log/")?)
+}
+
+/// `<20 digits>-<16 lower hex>`: the name of a log or drill record.
+fn parse_timed_name(name: &str) -> Option<(u64, &str)> {
     let (time, hash) = name.split_once('-')?;
     let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if time.len() != RECORD_TIME_DIGITS || !time.bytes().all(|b| b.is_ascii_digit()) {
@@ -209,6 +218,20 @@ pub fn parse_record(key: &str) -> Option<(u64, &str)> {
 /// Whether a record's JSON matches the hash its key names.
 pub fn record_matches(hash: &str, json: &[u8]) -> bool {
     blake3::hash(json).to_hex()[..RECORD_HASH_DIGITS] == *hash
+}
+
+/// Key of a restore drill record: `drills/<nanoseconds since the epoch, 20
+/// digits>-<first 16 hex digits of BLAKE3(json)>`, named like an operations
+/// log record, so the two are listed, bounded by time and checked alike.
+pub fn drill(nanos: u64, json: &[u8]) -> String {
+    let hash = blake3::hash(json).to_hex();
+    format!("drills/{nanos:0RECORD_TIME_DIGITS$}-{}", &hash[..RECORD_HASH_DIGITS])
+}
+
+/// The time (nanoseconds) and hash prefix a drill record key names; `None`
+/// for anything else under `drills/`.
+pub fn parse_drill(key: &str) -> Option<(u64, &str)> {
+    parse_timed_name(key.strip_prefix("drills/")?)
 }
 
 /// Where `repair` keeps a damaged object's bytes: under `damaged/`, with its
@@ -243,6 +266,12 @@ mod tests {
         let (nanos, hash) = parse_record(&key).unwrap();
         assert_eq!(nanos, 5);
         assert!(record_matches(hash, b"{}"));
+        let key = drill(7, b"{}");
+        assert_eq!(Kind::of(&key), Some(Kind::Drill));
+        assert_eq!(parse_drill(&key), Some((7, hash)));
+        assert_eq!(parse_drill(&record(7, b"{}")), None);
+        assert_eq!(parse_record(&key), None);
+        assert!(is_immutable(&key));
     }
 
     #[test]

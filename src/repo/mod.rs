@@ -744,6 +744,15 @@ impl<S> Repository<S> {
 /// The repository's objects by key, for this crate's operations. The keys
 /// come from [`keys`]; nothing above reaches the store another way.
 impl<S> Repository<S> {
+    /// Store a restore drill record under its key ([`keys::drill`]). No
+    /// lock: like an operations log record, it is named by its time and
+    /// content, written once and never replaced, and no other object
+    /// refers to it (docs/FORMAT.md, "Drill records").
+    pub(crate) fn write_drill_record(&self, key: &str, data: &[u8]) -> Result<()> {
+        debug_assert_eq!(keys::Kind::of(key), Some(keys::Kind::Drill));
+        self.storage.write(key, data)
+    }
+
     /// The objects of `kind`, with their sizes.
     pub(crate) fn list_objects(&self, kind: keys::Kind) -> Result<Vec<(String, u64)>> {
         self.storage.list(kind.prefix())

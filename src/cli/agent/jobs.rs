@@ -197,13 +197,6 @@ fn check_command_line(words: &[String]) -> std::result::Result<(), String> {
             }
             Ok(())
         }
-        Err(e)
-            if e.kind() == clap::error::ErrorKind::InvalidSubcommand && words.first().is_some_and(|w| w == "drill") =>
-        {
-            // `drill` comes with the drill work of the same issue; until
-            // this binary has it, a drill job fails when it runs (64).
-            Ok(())
-        }
         Err(e) => Err(e
             .to_string()
             .lines()
