@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::commands::restore::{RestoreOptions, Selection, Target};
 use crate::error::{Error, ErrorCode, IoContext, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::keys;
 use crate::repo::manifest::{Entry, EntryKind, Source};
-use crate::commands::restore::{RestoreOptions, Selection, Target};
 
 /// The record's `format` field; any other value is refused.
 pub const RECORD_FORMAT: u32 = 1;
