@@ -19,8 +19,9 @@
 //!   vs the local-disk repository, peak RSS and the requests sent;
 //! - WAL replication, `lifeboat replicate` vs Litestream (`--litestream PATH`
 //!   or on the PATH): commit-to-repository lag, the writer's top rate, S3
-//!   requests per hour, peak RSS, and restore after `--history-minutes` of
-//!   commits (examples/bench/replication.rs). `--only replication` runs just
+//!   requests per hour, peak RSS, restore after `--history-minutes` of
+//!   commits, one replicator for many databases and `lifeboat agent` idle
+//!   with 10 (examples/bench/replication.rs). `--only replication` runs just
 //!   that section and, with `--write-doc`, replaces only that section of the
 //!   document;
 //! - retention and prune: `forget --prune` on a repository holding
@@ -99,8 +100,9 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_HISTORY_MINUTES, value_name = "N")]
     history_minutes: u64,
     /// Run only these parts of the replication section (comma-separated:
-    /// lag, top, s3, s3-long-sync, restore), for a quick look while
-    /// working; not with --write-doc, whose section must be whole.
+    /// lag, top, s3, s3-long-sync, restore, many, agent), for a quick look
+    /// while working; not with --write-doc, whose section must be whole,
+    /// except `agent` alone: it replaces only the agent block in it.
     #[arg(long, value_name = "PHASES", value_delimiter = ',', value_parser = replication::PHASES)]
     replication_phases: Option<Vec<String>>,
     /// Litestream binary for the replication section (default: `litestream`
@@ -1199,10 +1201,23 @@ fn run(args: &Args) -> Res<()> {
     }
 
     let only = args.only.as_deref();
-    if args.replication_phases.is_some() && (args.write_doc.is_some() || only != Some("replication")) {
+    // `--replication-phases agent` alone may write: it replaces only the
+    // agent block inside the replication section.
+    let agent_only = args
+        .replication_phases
+        .as_ref()
+        .is_some_and(|p| p.iter().all(|x| x == "agent"));
+    if args.replication_phases.is_some() && (only != Some("replication") || (args.write_doc.is_some() && !agent_only)) {
         return Err(
-            "--replication-phases needs --only replication and no --write-doc (a written section must be whole)".into(),
+            "--replication-phases needs --only replication, and no --write-doc unless it is `agent` alone \
+                    (a written section must be whole; the agent block is one)"
+                .into(),
         );
+    }
+    if agent_only && let Some(doc) = &args.write_doc {
+        // Before measuring: the block goes into the file's section.
+        let text = fs::read_to_string(doc).unwrap_or_default();
+        splice_agent(&text, "")?;
     }
     let main_report = match only {
         None | Some("snapshots") => Some(run_snapshots(args, tools.clone(), &work, &cached, generated_now)?),
@@ -1232,6 +1247,12 @@ fn run(args: &Args) -> Res<()> {
             Some(report) => report.doc.clone(),
             None => existing.clone(),
         };
+        // The agent phase alone: the section stays the file's, but for
+        // its agent block (put in below).
+        let (repl_section, agent_block) = match repl_section {
+            Some(s) if agent_only => (None, Some(s.agent_doc.ok_or("the agent phase measured nothing")?)),
+            s => (s, None),
+        };
         let sections = [
             (
                 repl_section.map(|s| s.doc),
@@ -1244,6 +1265,9 @@ fn run(args: &Args) -> Res<()> {
             if let Some(section) = measured.or_else(|| section_text(&existing, begin, end)) {
                 text = splice(&text, &section, begin, end);
             }
+        }
+        if let Some(block) = agent_block {
+            text = splice_agent(&text, &block)?;
         }
         fs::write(doc, text)?;
         eprintln!("bench: wrote {}", doc.display());
@@ -1281,6 +1305,31 @@ fn splice(existing: &str, section: &str, begin: &str, end: &str) -> String {
     out
 }
 
+/// Put the agent block into the replication section of `existing`: in
+/// place of the old one, or at the section's end.
+fn splice_agent(existing: &str, block: &str) -> Res<String> {
+    let (Some(a), Some(b)) = (
+        existing.find(replication::BEGIN_MARK),
+        existing.find(replication::END_MARK),
+    ) else {
+        return Err("the file has no replication section to put the agent block in: \
+                    write the whole section first (--only replication --write-doc)"
+            .into());
+    };
+    let block = format!("{}\n", block.trim_end());
+    let sect = &existing[a..b];
+    if let (Some(x), Some(y)) = (
+        sect.find(replication::AGENT_BEGIN_MARK),
+        sect.find(replication::AGENT_END_MARK),
+    ) && x < y
+    {
+        let end = a + y + replication::AGENT_END_MARK.len();
+        let rest = existing[end..].trim_start_matches('\n');
+        return Ok(format!("{}{block}\n{rest}", &existing[..a + x]));
+    }
+    Ok(format!("{}{block}\n{}", &existing[..b], &existing[b..]))
+}
+
 /// The replication section: prints its table and returns it.
 fn run_replication(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Res<replication::Section> {
     let setup = replication::Setup {
@@ -1298,6 +1347,9 @@ fn run_replication(args: &Args, tools: &Tools, work: &Path, cached: &Path) -> Re
     let mut own = String::new();
     if args.history_minutes != DEFAULT_HISTORY_MINUTES {
         let _ = write!(own, " --history-minutes {}", args.history_minutes);
+    }
+    if let Some(p) = &args.replication_phases {
+        let _ = write!(own, " --replication-phases {}", p.join(","));
     }
     if tools.litestream.is_some() {
         own.push_str(" --litestream V/bin/litestream");
