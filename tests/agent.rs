@@ -660,3 +660,24 @@ fn sighup_with_a_new_database_restarts_replication_without_a_gap() {
     assert!(dbs.iter().all(|d| d["gaps"] == 0), "{dbs:?}");
     env.ok(["verify"]);
 }
+
+/// What a job's hooks print reaches the agent's log (the journal under
+/// systemd) even when they succeed: jobs log at info, where `hook.output` is.
+#[test]
+fn a_jobs_hook_output_is_in_the_agents_log() {
+    let _serial = serial();
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    std::fs::write(env.path("data/a.txt"), "hello").unwrap();
+    let config = write_config(
+        &env,
+        "[[directory]]\npath = \"data\"\nbefore = \"echo hook-said-hello-before\"\n\n\
+         [[job]]\nname = \"every\"\nschedule = \"1s\"\nrun = \"snapshot --tag every\"\n",
+    );
+    let mut agent = Agent::start(&env, &config, "agent.log");
+    agent.wait("a snapshot by the job", 120, || tagged(&env, "every") >= 1);
+    agent.wait("the hook's output in the log", 30, || {
+        agent_text_at(&env.path("agent.log")).contains("hook-said-hello-before")
+    });
+    agent.stop();
+}

@@ -245,9 +245,10 @@ impl Running {
     /// the job's words.
     pub fn start(launch: &Launch, spec: &JobSpec) -> std::io::Result<Running> {
         let own_repo = spec.words.iter().any(|w| w == "--repo" || w.starts_with("--repo="));
-        let argv: Vec<String> = launch
-            .prefix(own_repo)
-            .into_iter()
+        // At info level: a job's log is the agent's (the journal), and what
+        // its hooks print is logged at info, never to be lost there.
+        let argv: Vec<String> = std::iter::once("-v".to_string())
+            .chain(launch.prefix(own_repo))
             .chain(spec.words.iter().cloned())
             .collect();
         let mut c = launch.command();
