@@ -152,8 +152,12 @@ fn jobs_every_second_make_snapshots_with_one_record_each() {
         &env,
         "[[directory]]\npath = \"data\"\n\n\
          [[job]]\nname = \"every\"\nschedule = \"1s\"\nrun = \"snapshot --tag every\"\n\n\
-         [[job]]\nname = \"cron\"\nschedule = \"*/2 * * * * *\"\nrun = \"snapshot --kind partial --tag cron\"\n",
+         [[job]]\nname = \"cron\"\nschedule = \"*/2 * * * * *\"\nrun = \"snapshot --kind partial --tag cron\"\n\
+         retries = 10\nretry_delay = \"500ms\"\n",
     );
+    // The two jobs start in the same second and one finds the repository
+    // locked by the other (exit 75): it tries again half a second later
+    // rather than after the default minute, off the other's beat.
     let mut agent = Agent::start(&env, &config, "agent.log");
     agent.wait("snapshots of both jobs", 120, || {
         tagged(&env, "every") >= 2 && tagged(&env, "cron") >= 2
