@@ -13,7 +13,7 @@ use lifeboat::storage::location::Backend;
 use lifeboat::{Error, Result, oplog};
 
 use super::Ctx;
-use super::output::{log_requests, print_json, print_json_with_requests, when, when_at};
+use super::output::{keyed_records, log_requests, print_json, print_json_with_requests, when, when_at};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -314,17 +314,7 @@ fn list(ctx: &Ctx, args: ListArgs) -> Result<i32> {
         records.truncate(n);
     }
     if ctx.json {
-        let rows: Vec<serde_json::Value> = records
-            .iter()
-            .map(|(key, r)| {
-                let mut v = serde_json::to_value(r).expect("a record serializes");
-                v.as_object_mut()
-                    .expect("a record is an object")
-                    .insert("key".into(), key.as_str().into());
-                v
-            })
-            .collect();
-        print_json(&rows);
+        print_json(&keyed_records(&records));
         return Ok(0);
     }
     if records.is_empty() {

@@ -11,7 +11,7 @@ use lifeboat::storage::metered::Meter;
 use lifeboat::{Error, Result};
 
 use super::Ctx;
-use super::output::{bytes, log_requests, print_json, print_json_with_requests, when};
+use super::output::{bytes, keyed_records, log_requests, print_json, print_json_with_requests, when};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -85,17 +85,7 @@ fn list(ctx: &Ctx, since: Option<&str>) -> Result<i32> {
     let records = oplog::list(&repo, since)?;
     log_requests(&repo);
     if ctx.json {
-        let rows: Vec<serde_json::Value> = records
-            .iter()
-            .map(|(key, r)| {
-                let mut v = serde_json::to_value(r).expect("a record serializes");
-                v.as_object_mut()
-                    .expect("a record is an object")
-                    .insert("key".into(), key.as_str().into());
-                v
-            })
-            .collect();
-        print_json(&rows);
+        print_json(&keyed_records(&records));
         return Ok(0);
     }
     if records.is_empty() {

@@ -58,3 +58,18 @@ pub fn log_requests<S>(repo: &lifeboat::repo::Repository<S>) -> lifeboat::storag
     );
     c
 }
+
+/// Stored records (the operations log's, drills') as `--json` lists them:
+/// each record's fields with its repository key added as `key`.
+pub fn keyed_records<R: serde::Serialize>(records: &[(String, R)]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|(key, r)| {
+            let mut v = serde_json::to_value(r).expect("a record serializes");
+            v.as_object_mut()
+                .expect("a record is an object")
+                .insert("key".into(), key.as_str().into());
+            v
+        })
+        .collect()
+}
